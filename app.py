@@ -1,0 +1,19 @@
+"""fxbatch Streamlit app: the router. Settings -> services -> navigation; pages do the rest."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+
+def run() -> None:
+    st.set_page_config(page_title="fxbatch", page_icon=":material/currency_exchange:", layout="wide")
+    pages = [
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/upload.py", title="Upload", icon=":material/upload_file:"),
+        st.Page("pages/batches.py", title="Batches", icon=":material/table_view:"),
+    ]
+    st.navigation(pages).run()
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,5 @@
+import sys
+
+from fxbatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""Batches: create one from a checked file, list them, read their trades and rejections."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from fxbatch.errors import NotFoundError, UnusableFileError
+from fxbatch.ingest import check_file, fetch_rejections
+from fxbatch.ingest.readers import drop_raw
+from fxbatch.ingest.rules import drop_checked
+from fxbatch.models import BatchInfo, LoadResult
+from fxbatch.rates import RateTable
+from fxbatch.settings import Settings
+from fxbatch.store import Store
+
+TRADE_COLUMNS = (
+    "trade_id",
+    "client_cif",
+    "account_number",
+    "currency_pair",
+    "side",
+    "amount",
+    "amount_currency",
+    "spread_bps",
+    "delivery",
+    "value_date",
+    "reference",
+)
+
+
+def fingerprint(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def load_file(
+    store: Store,
+    settings: Settings,
+    rates: RateTable,
+    path: Path | str,
+    *,
+    name: str | None = None,
+    sheet: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+    today: date | None = None,
+    display_name: str | None = None,
+) -> LoadResult:
+    """Validate ``path`` and store its accepted rows as a new batch (all or nothing)."""
+    path = Path(path)
+    source = display_name or path.name
+    cur = store.cursor()
+    checked = check_file(
+        cur,
+        path,
+        pairs=frozenset(rates.pairs),
+        today=today or date.today(),
+        default_spread_bps=settings.default_spread_bps,
+        sheet=sheet,
+        column_map=column_map,
+        search_rows=settings.header_search_rows,
+    )
+    rejections = fetch_rejections(cur)
+    if checked.accepted == 0:
+        first = "; ".join(f"row {r.row} {r.column}: {r.message}" for r in rejections[:3])
+        raise UnusableFileError(
+            f"None of the {checked.rows - checked.ignored} trade rows in {source} is valid, so no batch "
+            f"was created. First problems: {first}",
+            code="NO_VALID_ROWS",
+        )
+    digest = fingerprint(path)
+    previous = [
+        r[0]
+        for r in cur.execute(
+            "SELECT batch_id FROM batches WHERE fingerprint = ? ORDER BY batch_id", [digest]
+        ).fetchall()
+    ]
+    batch_name = name or Path(source).stem
+    cur.begin()
+    try:
+        batch_id = cur.execute(
+            "INSERT INTO batches (name, source_file, fingerprint, layout, sheet, column_map, rows, "
+            "accepted, rejected, ignored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING batch_id",
+            [
+                batch_name,
+                source,
+                digest,
+                checked.plan.layout.value,
+                checked.raw.sheet,
+                json.dumps(checked.plan.column_map),
+                checked.rows,
+                checked.accepted,
+                checked.rejected,
+                checked.ignored,
+            ],
+        ).fetchall()[0][0]
+        cur.execute(
+            f"INSERT INTO trades SELECT ?, src_row, "
+            f"{', '.join(TRADE_COLUMNS)} FROM checked WHERE NOT is_blank AND len(errors) = 0",
+            [batch_id],
+        )
+        cur.execute(
+            "INSERT INTO rejections SELECT ?, src_row, e.col, e.value, e.code, e.message FROM "
+            "(SELECT src_row, unnest(errors) AS e FROM checked WHERE len(errors) > 0)",
+            [batch_id],
+        )
+        cur.commit()
+    except Exception:
+        cur.rollback()
+        raise
+    finally:
+        drop_checked(cur)
+        drop_raw(cur)
+    return LoadResult(
+        batch_id=batch_id,
+        name=batch_name,
+        source_file=source,
+        layout=checked.plan.layout,
+        rows=checked.rows,
+        accepted=checked.accepted,
+        rejected=checked.rejected,
+        ignored=checked.ignored,
+        fingerprint=digest,
+        previously_loaded_as=previous,
+        column_map=checked.plan.column_map,
+        ignored_columns=checked.plan.ignored_columns,
+        rejections=rejections,
+    )
+
+
+_BATCH_SELECT = """
+SELECT b.batch_id, b.name, 'LOADED' AS status, b.accepted AS trades, b.rows, b.rejected,
+       b.ignored, b.source_file, b.layout, b.fingerprint, b.created_at
+FROM batches b
+"""
+
+
+def list_batches(store: Store) -> list[BatchInfo]:
+    cur = store.cursor()
+    rows = cur.execute(_BATCH_SELECT + " ORDER BY b.batch_id DESC").fetchall()
+    cols = [d[0] for d in cur.description or []]
+    return [BatchInfo(**dict(zip(cols, r, strict=True))) for r in rows]
+
+
+def get_batch(store: Store, batch_id: int) -> BatchInfo:
+    cur = store.cursor()
+    rows = cur.execute(_BATCH_SELECT + " WHERE b.batch_id = ?", [batch_id]).fetchall()
+    if not rows:
+        raise NotFoundError(f"There is no batch {batch_id}; `python -m fxbatch batches` lists them.")
+    cols = [d[0] for d in cur.description or []]
+    return BatchInfo(**dict(zip(cols, rows[0], strict=True)))
+
+
+def batch_trades(store: Store, batch_id: int) -> pd.DataFrame:
+    get_batch(store, batch_id)
+    return (
+        store.cursor()
+        .execute(
+            f"SELECT src_row AS row, {', '.join(TRADE_COLUMNS)} FROM trades WHERE batch_id = ? ORDER BY src_row",
+            [batch_id],
+        )
+        .df()
+    )
+
+
+def batch_rejections(store: Store, batch_id: int) -> pd.DataFrame:
+    get_batch(store, batch_id)
+    return (
+        store.cursor()
+        .execute(
+            "SELECT src_row AS row, column_name AS column, value, code, message FROM rejections "
+            "WHERE batch_id = ? ORDER BY src_row",
+            [batch_id],
+        )
+        .df()
+    )

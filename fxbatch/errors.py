@@ -1,0 +1,69 @@
+"""Every error fxbatch raises on purpose, in one tree.
+
+::
+
+    FxBatchError                 base; ``code`` (stable, for JSON) and ``message`` (for people)
+    ├── UnusableFileError        a file that cannot become a batch at all (empty, no header, ...)
+    ├── SettingsError            a setting or option with a bad value (names the setting)
+    ├── NotFoundError            a batch or run id that does not exist
+    ├── ConflictError            an action refused by the current state (e.g. batch running)
+    └── StoreError               the database could not be used
+        └── DatabaseLockedError  another process holds the database file
+
+Errors from DuckDB and the file readers are mapped at the edge (``raise X(...) from exc``) so
+callers (CLI, app, notebook) only ever handle these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FxBatchError(Exception):
+    """Base of all fxbatch errors: a stable ``code`` and a plain-language ``message``."""
+
+    code = "FXBATCH_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class UnusableFileError(FxBatchError):
+    """The file cannot be loaded at all; no batch is created."""
+
+    code = "UNUSABLE_FILE"
+
+
+class SettingsError(FxBatchError):
+    code = "BAD_SETTING"
+
+
+class NotFoundError(FxBatchError):
+    code = "NOT_FOUND"
+
+
+class ConflictError(FxBatchError):
+    code = "CONFLICT"
+
+
+class StoreError(FxBatchError):
+    code = "STORE_ERROR"
+
+
+class DatabaseLockedError(StoreError):
+    code = "DATABASE_LOCKED"
+
+    def __init__(self, path: Path | str, detail: str = "") -> None:
+        holder = f" ({detail})" if detail else ""
+        super().__init__(
+            f"The database file {path} is in use by another process{holder}. "
+            "Close the other fxbatch app or command that has it open, or point this one at "
+            "another file with --db PATH or FXBATCH_DB."
+        )
+        self.path = str(path)

@@ -1,0 +1,110 @@
+"""Files -> accepted trades + rejections, validated in bulk inside DuckDB.
+
+``check_file`` leaves a temp table ``checked`` on the given cursor (one row per data row
+with its problems) and returns the counts; ``fxbatch.batches`` turns it into a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import duckdb
+
+from fxbatch.errors import UnusableFileError
+from fxbatch.ingest.layout import ColumnPlan, normalise_header, plan_columns
+from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into
+from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates
+from fxbatch.models import Rejection
+
+__all__ = ["CheckedFile", "check_file", "fetch_rejections", "normalise_header"]
+
+
+@dataclass
+class CheckedFile:
+    raw: RawFile
+    plan: ColumnPlan
+    rows: int
+    accepted: int
+    rejected: int
+    ignored: int
+
+
+def check_file(
+    cur: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    pairs: frozenset[str],
+    today: date,
+    default_spread_bps: float = 0.0,
+    sheet: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+    search_rows: int = 30,
+) -> CheckedFile:
+    """Read and validate ``path``; raises UnusableFileError when no batch can come of it."""
+    raw = read_into(cur, path, sheet=sheet, search_rows=search_rows)
+    header_width = len(raw.headers)
+    while header_width and not raw.headers[header_width - 1]:
+        header_width -= 1
+    plan = plan_columns(raw.headers[:header_width], column_map)
+    ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_bps)
+    raw, row_offset = _build(cur, raw, ctx)
+    mark_duplicates(cur, row_offset)
+    total, blank, bad = cur.execute(
+        "SELECT count(*), count(*) FILTER (WHERE is_blank), "
+        "count(*) FILTER (WHERE NOT is_blank AND len(errors) > 0) FROM checked"
+    ).fetchall()[0]
+    ignored = int(blank) + raw.blank_lines
+    rows = int(total) + raw.blank_lines
+    accepted = int(total) - int(blank) - int(bad)
+    if rows == ignored:
+        raise UnusableFileError(
+            f"{path.name} has a header row (row {raw.header_row}) but no trade rows below it.",
+            code="NO_DATA_ROWS",
+        )
+    return CheckedFile(raw, plan, rows, accepted, int(bad), ignored)
+
+
+def _build(cur: duckdb.DuckDBPyConnection, raw: RawFile, ctx: RuleContext) -> tuple[RawFile, int | None]:
+    """Run the rules; for CSV, fall back to the exact reader when the fast path cannot hold.
+
+    Returns the reader's final state and the rowid offset of the fast path (None otherwise).
+    """
+    if raw.expected_records is None:
+        build_checked(cur, ctx)
+        return raw, None
+    fast = replace(ctx, row_offset=raw.header_row + 1)
+    try:
+        build_checked(cur, fast)
+    except duckdb.Error as exc:
+        text = str(exc).lower()
+        if "unicode" in text or "utf-8" in text or "utf8" in text:
+            raw = csv_exact(cur, raw, encoding="latin-1")  # not UTF-8 after all: Windows-1252/Latin-1
+        elif "parallel" in text or "quoted new line" in text:
+            raw = csv_exact(cur, raw)
+        else:
+            raise csv_error(raw, exc) from exc
+        try:
+            build_checked(cur, ctx)
+        except duckdb.Error as again:
+            raise csv_error(raw, again) from again
+        return raw, None
+    records = cur.execute("SELECT count(*) FROM checked_data").fetchall()[0][0]
+    if records != raw.expected_records:  # quoted line breaks: number the records exactly
+        raw = csv_exact(cur, raw)
+        build_checked(cur, ctx)
+        return raw, None
+    return raw, fast.row_offset
+
+
+def fetch_rejections(cur: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[Rejection]:
+    """Problems in ``checked``, in row order."""
+    sql = (
+        "SELECT src_row, e.col, e.value, e.code, e.message FROM "
+        "(SELECT src_row, unnest(errors) AS e FROM checked WHERE len(errors) > 0) ORDER BY src_row"
+    )
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return [Rejection(row=r[0], column=r[1], value=r[2], code=r[3], message=r[4]) for r in cur.execute(sql).fetchall()]

@@ -1,0 +1,137 @@
+"""Header recognition: which row is the header, which column is which field, which layout.
+
+Header matching ignores case, spaces, underscores and punctuation (DOMAIN.md section 2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fxbatch.errors import UnusableFileError
+from fxbatch.models import Layout
+
+# Canonical field -> accepted header spellings (normalised on use).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "trade_id": ("trade_id", "id", "trade ref", "trade id", "trade reference"),
+    "client_cif": ("client_cif", "cif", "cif no", "client cif", "customer cif", "client id"),
+    "account_number": (
+        "account_number",
+        "account",
+        "account no",
+        "acc no",
+        "settlement account",
+        "account number",
+    ),
+    "currency_pair": ("currency_pair", "pair", "ccy pair", "curpair", "currency pair"),
+    "side": ("side", "direction", "buy/sell", "trade type"),
+    "amount": ("amount", "notional", "deal amount", "amount zar"),
+    "amount_currency": ("amount_currency", "deal currency", "ccy", "amount currency"),
+    "spread_bps": ("spread_bps", "spread", "spread bips", "fixed spread", "spread bps"),
+    "delivery": ("delivery", "delivery type", "deal type"),
+    "value_date": ("value_date", "settlement date", "value date"),
+    "reference": ("reference", "external ref", "narrative"),
+}
+FIELDS: tuple[str, ...] = tuple(ALIASES)
+REQUIRED_CANONICAL: tuple[str, ...] = ("client_cif", "account_number", "currency_pair", "side", "amount")
+REQUIRED_LEGACY: tuple[str, ...] = ("client_cif", "account_number", "currency_pair", "amount")
+# Result columns a previous run wrote into legacy sheets; ignored on load.
+LEGACY_RESULT_COLUMNS: tuple[str, ...] = (
+    "Quote ID",
+    "Quote At",
+    "Quote Rate",
+    "Quote Expiry",
+    "Deal Reference",
+    "Spot Rate",
+    "Bank Rate",
+    "Deal Rate",
+)
+
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def normalise_header(text: object) -> str:
+    """``'Client CIF'``, ``'client_cif'`` and ``' CLIENT-CIF '`` all become ``'clientcif'``."""
+    return _NON_ALNUM.sub("", str(text if text is not None else "").lower())
+
+
+_LOOKUP: dict[str, str] = {normalise_header(alias): name for name, aliases in ALIASES.items() for alias in aliases}
+
+
+def header_score(cells: Sequence[object]) -> int:
+    """How many distinct fields a candidate header row names."""
+    return len({_LOOKUP[n] for n in (normalise_header(c) for c in cells) if n in _LOOKUP})
+
+
+def find_header_row(rows: Sequence[Sequence[object]]) -> int | None:
+    """Index of the first row naming at least three fields (title rows above are skipped)."""
+    for index, row in enumerate(rows):
+        if header_score(row) >= 3:
+            return index
+    return None
+
+
+@dataclass
+class ColumnPlan:
+    """How the file's columns map onto fxbatch fields."""
+
+    layout: Layout
+    field_to_index: dict[str, int]
+    headers: list[str]
+    ignored_columns: list[str] = field(default_factory=list)
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        """File header -> canonical field, as shown to the analyst."""
+        return {self.headers[i]: name for name, i in self.field_to_index.items()}
+
+
+def plan_columns(headers: Sequence[object], overrides: Mapping[str, str] | None = None) -> ColumnPlan:
+    """Map header cells to fields; ``overrides`` maps a file header to a field ('' = ignore).
+
+    Raises UnusableFileError naming what is missing or ambiguous.
+    """
+    texts = [str(h).strip() if h is not None else "" for h in headers]
+    norm_overrides = {normalise_header(k): v for k, v in (overrides or {}).items()}
+    for header, target in (overrides or {}).items():
+        if target and target not in FIELDS:
+            raise UnusableFileError(
+                f"Column mapping for {header!r} names unknown field {target!r}; fields are: {', '.join(FIELDS)}",
+                code="BAD_MAPPING",
+            )
+    field_to_index: dict[str, int] = {}
+    ignored: list[str] = []
+    for index, text in enumerate(texts):
+        norm = normalise_header(text)
+        if not norm:
+            continue
+        target = norm_overrides[norm] if norm in norm_overrides else _LOOKUP.get(norm, "")
+        if not target:
+            ignored.append(text)
+            continue
+        if target in field_to_index:
+            first = texts[field_to_index[target]]
+            raise UnusableFileError(
+                f"Columns {first!r} and {text!r} both mean {target}; keep one, rename the other or map it explicitly.",
+                code="AMBIGUOUS_COLUMNS",
+            )
+        field_to_index[target] = index
+    pair_index = field_to_index.get("currency_pair")
+    is_legacy = (
+        "side" not in field_to_index and pair_index is not None and normalise_header(texts[pair_index]) == "curpair"
+    )
+    layout = Layout.LEGACY if is_legacy else Layout.CANONICAL
+    required = REQUIRED_LEGACY if is_legacy else REQUIRED_CANONICAL
+    missing = [name for name in required if name not in field_to_index]
+    if missing:
+        found = ", ".join(repr(t) for t in texts if t) or "no header names"
+        raise UnusableFileError(
+            f"Required column(s) missing: {', '.join(missing)}. Expected the template columns "
+            f"({', '.join(REQUIRED_CANONICAL)}, ...) or the legacy desk columns (Client CIF, "
+            f"Amount ZAR, Account Number, Spread, CurPair); found {found}.",
+            code="MISSING_COLUMN",
+        )
+    if is_legacy and "side" in field_to_index:
+        del field_to_index["side"]
+    return ColumnPlan(layout, field_to_index, texts, ignored)

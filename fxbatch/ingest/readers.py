@@ -1,0 +1,394 @@
+"""Files -> a DuckDB temp table ``raw(src_row, c0, c1, ...)`` of text cells.
+
+Every cell is read as text so identifiers keep their leading zeros. ``src_row`` is the row
+number the analyst sees: the Excel row for workbooks, the CSV line for text files.
+CSV is parsed by DuckDB itself (parallel, no Python per row); workbooks by python-calamine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from fxbatch.errors import UnusableFileError
+from fxbatch.ingest.layout import find_header_row, header_score
+
+DELIMITERS = (",", ";", "\t", "|")
+# Extra columns read beyond the header so that values past the last header cell are
+# reported, never silently dropped.
+OVERFLOW_COLUMNS = 4
+_SNIFF_BYTES = 256 * 1024
+_XLSX_MAGIC = b"PK\x03\x04"
+_XLS_MAGIC = b"\xd0\xcf\x11\xe0"
+_PARQUET_MAGIC = b"PAR1"
+WORKBOOK_SUFFIXES = {".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"}
+
+
+@dataclass
+class RawFile:
+    """What a reader found: header cells, and the ``raw`` table it filled."""
+
+    kind: str  # csv | xlsx | parquet
+    headers: list[str]
+    header_row: int  # row number of the header as the analyst sees it (1 for parquet)
+    blank_lines: int  # empty physical lines below the header that the reader skipped
+    sheet: str | None = None
+    delimiter: str | None = None
+    path: Path | None = None
+    encoding: str = "utf-8"
+    # CSV fast path: the records the view must yield for its line numbers to be right.
+    expected_records: int | None = None
+
+
+def detect_kind(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError as exc:
+        raise UnusableFileError(f"Cannot open {path.name}: {exc.strerror or exc}", code="UNREADABLE_FILE") from exc
+    suffix = path.suffix.lower()
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise UnusableFileError(f"{path.name} is empty: expected a header row and trade rows.", code="EMPTY_FILE")
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    if head.startswith(_XLSX_MAGIC) or head.startswith(_XLS_MAGIC):
+        return "xlsx"
+    if suffix in WORKBOOK_SUFFIXES or suffix == ".parquet":
+        raise UnusableFileError(
+            f"{path.name} is named {suffix} but is not a {suffix[1:].upper()} file "
+            "(it may be damaged, or another format renamed).",
+            code="NOT_A_SPREADSHEET",
+        )
+    if b"\x00" in head:
+        raise UnusableFileError(
+            f"{path.name} is not a spreadsheet: expected CSV text, XLSX or Parquet, found binary data.",
+            code="NOT_A_SPREADSHEET",
+        )
+    return "csv"
+
+
+def read_into(
+    con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None = None, search_rows: int = 30
+) -> RawFile:
+    """Read ``path`` into temp table or view ``raw`` on ``con`` and say what was found."""
+    drop_raw(con)
+    kind = detect_kind(path)
+    if kind == "parquet":
+        return _read_parquet(con, path)
+    if kind == "xlsx":
+        return _read_workbook(con, path, sheet, search_rows)
+    if sheet:
+        raise UnusableFileError(
+            f"--sheet {sheet!r} was given but {path.name} is a CSV file, which has no sheets.", code="BAD_OPTION"
+        )
+    return _read_csv(con, path, search_rows)
+
+
+def _no_header(name: str, rows: Sequence[Sequence[object]], search_rows: int) -> UnusableFileError:
+    first = next((r for r in rows if any(str(c).strip() for c in r if c is not None)), None)
+    seen = f"the first non-blank row is {[str(c) for c in first][:12]}" if first else "no non-blank rows"
+    return UnusableFileError(
+        f"No header row found in the first {search_rows} rows of {name}: expected column names such "
+        "as client_cif, account_number, currency_pair, side, amount (or the legacy Client CIF, "
+        f"Amount ZAR, Account Number, Spread, CurPair); {seen}.",
+        code="NO_HEADER",
+    )
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _decode_head(path: Path) -> tuple[str, str]:
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    try:
+        text = head.decode("utf-8-sig")
+        encoding = "utf-8"
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # a real error, not a character cut by the sniff window
+            return head.decode("latin-1"), "latin-1"
+        text = head[: exc.start].decode("utf-8-sig")
+        encoding = "utf-8"
+    return text, encoding
+
+
+def _head_records(text: str, delim: str, limit: int) -> tuple[list[list[str]], list[int]]:
+    """First ``limit`` records and the 0-based physical line each starts on."""
+    reader = csv.reader(io.StringIO(text), delimiter=delim)
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    previous = 0
+    for row in reader:
+        rows.append(row)
+        starts.append(previous)
+        previous = reader.line_num
+        if len(rows) >= limit:
+            break
+    return rows, starts
+
+
+def _sniff(text: str, search_rows: int, name: str) -> tuple[str, list[str], int]:
+    """Pick the delimiter under which a header row is best recognised.
+
+    Returns the delimiter, the header cells and the header's 0-based physical line.
+    """
+    best: tuple[int, str, list[str], int] | None = None
+    for delim in DELIMITERS:
+        try:
+            rows, starts = _head_records(text, delim, search_rows)
+        except csv.Error:
+            continue
+        idx = find_header_row(rows)
+        if idx is None:
+            continue
+        score = header_score(rows[idx])
+        if best is None or score > best[0]:
+            best = (score, delim, rows[idx], starts[idx])
+    if best is None:
+        rows, _ = _head_records(text, ",", search_rows)
+        raise _no_header(name, rows, search_rows)
+    return best[1], best[2], best[3]
+
+
+def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int) -> RawFile:
+    """Fast path: a view that parses the file as the validation query runs (one pass).
+
+    It assumes one record per line below the header; ``expected_records`` lets the caller
+    verify that, and ``csv_exact`` is the path for files where it does not hold.
+    """
+    text, encoding = _decode_head(path)
+    delim, header_cells, header_line = _sniff(text, search_rows, path.name)
+    headers = [h.strip() for h in header_cells] + [""] * OVERFLOW_COLUMNS
+    raw = RawFile("csv", headers, header_line + 1, 0, delimiter=delim, path=path, encoding=encoding)
+    lines, has_empty = _line_stats(path)
+    if has_empty:
+        return csv_exact(con, raw)
+    raw.expected_records = lines - (header_line + 1)
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * FROM {_csv_source(raw, parallel=True)}"
+    )
+    return raw
+
+
+def _csv_source(raw: RawFile, *, parallel: bool) -> str:
+    assert raw.path is not None and raw.delimiter is not None
+    columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(raw.headers)))
+    return (
+        f"read_csv({_sql_str(str(raw.path))}, header=false, auto_detect=false, all_varchar=true, "
+        f"delim={_sql_str(raw.delimiter)}, quote='\"', escape='\"', skip={raw.header_row}, null_padding=true, "
+        f"strict_mode=false, encoding={_sql_str(raw.encoding)}, parallel={str(parallel).lower()}, "
+        f"columns={{{columns}}})"
+    )
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def csv_exact(con: duckdb.DuckDBPyConnection, raw: RawFile, *, encoding: str | None = None) -> RawFile:
+    """Exact path: materialise the records, then number them by their physical lines.
+
+    Handles blank lines between records and quoted values that span lines.
+    """
+    assert raw.path is not None and raw.delimiter is not None
+    drop_raw(con)
+    if encoding:
+        raw.encoding = encoding
+    raw.expected_records = None
+    sql = "CREATE OR REPLACE TEMP TABLE raw_csv AS SELECT * FROM {src}"
+    try:
+        try:
+            con.execute(sql.format(src=_csv_source(raw, parallel=True)))
+        except duckdb.Error as exc:
+            if "parallel" not in str(exc):
+                raise
+            con.execute(sql.format(src=_csv_source(raw, parallel=False)))
+    except duckdb.Error as exc:
+        raise csv_error(raw, exc) from exc
+    records = con.execute("SELECT count(*) FROM raw_csv").fetchall()[0][0]
+    line_numbers, raw.blank_lines = _record_line_numbers(
+        raw.path, raw.header_row - 1, records, raw.delimiter, raw.encoding
+    )
+    con.execute("CREATE OR REPLACE TEMP TABLE raw_lines (src_row BIGINT)")
+    con.register("_fx_lines", pa.table({"src_row": pa.array(line_numbers, type=pa.int64())}))
+    try:
+        con.execute("INSERT INTO raw_lines SELECT src_row FROM _fx_lines")
+    finally:
+        con.unregister("_fx_lines")
+    cols = ", ".join(f"c{i}" for i in range(len(raw.headers)))
+    con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS SELECT l.src_row, {cols} FROM raw_csv POSITIONAL JOIN raw_lines l")
+    return raw
+
+
+def csv_error(raw: RawFile, exc: Exception) -> UnusableFileError:
+    name = raw.path.name if raw.path else "the file"
+    return UnusableFileError(
+        f"{name} could not be read as {raw.delimiter!r}-separated text: {str(exc).splitlines()[0]}",
+        code="UNREADABLE_FILE",
+    )
+
+
+def _line_stats(path: Path) -> tuple[int, bool]:
+    """Number of physical lines, and whether any line is empty (one C-speed pass)."""
+    with path.open("rb") as fh:
+        data = fh.read()
+    has_empty = b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n"))
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    return lines, has_empty
+
+
+def drop_raw(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop what ``read_into`` created (views first: they depend on the tables)."""
+    for view in ("raw",):
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    for table in ("raw_data", "raw_csv", "raw_lines"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def _record_line_numbers(
+    path: Path, header_line: int, records: int, delim: str, encoding: str
+) -> tuple[np.ndarray, int]:
+    """1-based line number of every record DuckDB returned, and the empty lines it skipped.
+
+    Fast path: a numpy scan for line breaks; exact when no quoted value spans lines, which
+    is checked by comparing counts. Otherwise Python's csv module counts records.
+    """
+    buf = np.fromfile(path, dtype=np.uint8)
+    breaks = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [len(buf)]))
+    if starts[-1] >= len(buf):  # file ends with a line break: no line after it
+        starts, ends = starts[:-1], ends[:-1]
+    lengths = ends - starts
+    has_cr = np.zeros(len(lengths), dtype=bool)
+    nonzero = lengths > 0
+    has_cr[nonzero] = buf[ends[nonzero] - 1] == 13
+    empty = (lengths - has_cr) == 0
+    data_lines = np.arange(header_line + 1, len(lengths))
+    data_empty = empty[header_line + 1 :]
+    candidates = data_lines[~data_empty] + 1
+    if len(candidates) == records:
+        return candidates, int(data_empty.sum())
+    # Quoted line breaks: count records the slow, exact way.
+    numbers: list[int] = []
+    blank = 0
+    with path.open(newline="", encoding="utf-8-sig" if encoding == "utf-8" else encoding) as fh:
+        reader = csv.reader(fh, delimiter=delim)
+        previous = 0
+        for row in reader:
+            start = previous + 1
+            previous = reader.line_num
+            if start <= header_line + 1:
+                continue
+            if not row:
+                blank += 1
+                continue
+            numbers.append(start)
+    if len(numbers) != records:
+        raise UnusableFileError(
+            f"{path.name}: could not line up {records} records with their line numbers; check for unbalanced quotes.",
+            code="UNREADABLE_FILE",
+        )
+    return np.asarray(numbers, dtype=np.int64), blank
+
+
+# ---------------------------------------------------------------- workbooks
+
+
+def _cell_text(value: object) -> str | None:
+    """A workbook cell as the text an analyst typed: ``123456789.0`` -> ``'123456789'``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) < 1e17:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time() else value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta | time):
+        return str(value)
+    return str(value)
+
+
+def _read_workbook(con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None, search_rows: int) -> RawFile:
+    from python_calamine import CalamineWorkbook
+
+    try:
+        book = CalamineWorkbook.from_path(str(path))
+    except Exception as exc:  # calamine raises its own error types per format
+        raise UnusableFileError(
+            f"{path.name} could not be opened as a workbook: {exc}", code="UNREADABLE_FILE"
+        ) from exc
+    names = list(book.sheet_names)
+    if not names:
+        raise UnusableFileError(f"{path.name} has no sheets.", code="EMPTY_FILE")
+    if sheet is not None and sheet not in names:
+        raise UnusableFileError(
+            f"{path.name} has no sheet named {sheet!r}; its sheets are: {', '.join(names)}.",
+            code="NO_SUCH_SHEET",
+        )
+    sheet_name = sheet or names[0]
+    ws = book.get_sheet_by_name(sheet_name)
+    rows = ws.to_python(skip_empty_area=False)
+    start_row = 0  # calamine gives rows from A1 when skip_empty_area is False
+    header_idx = find_header_row(rows[:search_rows])
+    if header_idx is None:
+        if not any(any(c not in (None, "") for c in r) for r in rows):
+            raise UnusableFileError(f"Sheet {sheet_name!r} of {path.name} is empty.", code="EMPTY_FILE")
+        raise _no_header(f"sheet {sheet_name!r} of {path.name}", rows[:search_rows], search_rows)
+    headers = [(_cell_text(c) or "").strip() for c in rows[header_idx]]
+    data = rows[header_idx + 1 :]
+    width = max([len(headers)] + [len(r) for r in data[:1]])
+    columns: dict[str, pa.Array] = {
+        "src_row": pa.array(
+            np.arange(header_idx + 2 + start_row, header_idx + 2 + start_row + len(data)), type=pa.int64()
+        )
+    }
+    for i in range(width):
+        columns[f"c{i}"] = pa.array([_cell_text(r[i]) if i < len(r) else None for r in data], type=pa.string())
+    con.register("_fx_sheet", pa.table(columns))
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE raw_data AS SELECT * FROM _fx_sheet")
+    finally:
+        con.unregister("_fx_sheet")
+    con.execute("CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM raw_data")
+    return RawFile("xlsx", headers + [""] * (width - len(headers)), header_idx + 1, 0, sheet=sheet_name)
+
+
+# ---------------------------------------------------------------- parquet
+
+
+def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> RawFile:
+    try:
+        names = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
+        cols = ", ".join(f'CAST("{n.replace(chr(34), chr(34) * 2)}" AS VARCHAR) AS c{i}' for i, n in enumerate(names))
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE raw_data AS SELECT file_row_number + 2 AS src_row, {cols} "
+            "FROM read_parquet(?, file_row_number=true) ORDER BY file_row_number",
+            [str(path)],
+        )
+        con.execute("CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM raw_data")
+    except duckdb.Error as exc:
+        raise UnusableFileError(
+            f"{path.name} could not be read as Parquet: {str(exc).splitlines()[0]}", code="UNREADABLE_FILE"
+        ) from exc
+    if header_score(names) < 3:
+        raise _no_header(path.name, [names], 1)
+    return RawFile("parquet", names, 1, 0)

@@ -1,0 +1,439 @@
+"""Row rules, evaluated in bulk by DuckDB over the ``raw`` table into ``checked``.
+
+Each rule is one SQL expression that yields either NULL (fine) or a problem struct
+``{column, value, code, message}``; a row's ``errors`` is the list of its problems. A row is
+blank (ignored) when every cell is empty, rejected when it has problems, accepted otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from fxbatch.currencies import ISO_4217
+from fxbatch.ingest.layout import ColumnPlan
+from fxbatch.models import Layout
+
+MAX_REFERENCE = 140
+MAX_SPREAD_BPS = 1000
+_WS = "' ' || chr(9) || chr(10) || chr(13) || chr(160)"
+_SCI = r"'[+-]?[0-9]+([.][0-9]+)?[eE][+-]?[0-9]+'"
+_TOTAL_WORDS = ("TOTAL", "TOTALS", "GRAND TOTAL", "SUBTOTAL", "SUB TOTAL", "SUM")
+
+
+def add_business_days(start: date, days: int) -> date:
+    current = start
+    while days > 0:
+        current += timedelta(days=1)
+        if current.weekday() < 5:
+            days -= 1
+    return current
+
+
+def default_value_dates(today: date) -> dict[str, date]:
+    """Settlement date per delivery when a row gives none (weekends skipped)."""
+    return {"CASH": today, "TOM": add_business_days(today, 1), "SPOT": add_business_days(today, 2)}
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    plan: ColumnPlan
+    width: int  # number of c* columns in raw
+    header_width: int  # columns that carry a header name; the rest are overflow
+    pairs: frozenset[str]
+    today: date
+    default_spread_bps: float
+    row_offset: int | None = None  # fast CSV path: src_row = rowid + row_offset
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _one_of(expr: str, values: frozenset[str]) -> str:
+    """``expr`` is one of ``values`` (letters, digits and '/' only).
+
+    A regex alternation, not IN or list_contains: DuckDB plans those as a join, and a join
+    does not keep the file's row order, which the fast CSV path relies on for row numbers.
+    """
+    assert all(re.fullmatch(r"[A-Z0-9/]+", v) for v in values)
+    return f"regexp_full_match({expr}, {_q('|'.join(sorted(values)))})"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One check: when ``cond`` holds, the row gets problem ``code`` on ``column``."""
+
+    cond: str
+    column: str
+    value: str
+    code: str
+    message: str
+
+    def problem(self) -> str:
+        return (
+            f"CASE WHEN {self.cond} THEN struct_pack(col := {_q(self.column)}, value := {self.value}, "
+            f"code := {_q(self.code)}, message := {self.message}) END"
+        )
+
+
+_DIGITS = "'0123456789'"
+_LETTERS = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
+_NBSP = "chr(160)"
+
+
+def _ident(col: str) -> str:
+    """Digits only; ``'123.0'`` (a numeric cell exported as text) is the lossless ``'123'``."""
+    return (
+        f"CASE WHEN {col} IS NULL THEN NULL WHEN regexp_full_match({col}, '[0-9]+') THEN {col} "
+        f"WHEN regexp_full_match({col}, '[0-9]+[.]0+') THEN split_part({col}, '.', 1) END"
+    )
+
+
+def _sci(col: str) -> str:
+    return (
+        f"CASE WHEN contains({col}, 'E') OR contains({col}, 'e') THEN regexp_full_match({col}, {_SCI}) ELSE false END"
+    )
+
+
+def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[Rule]:
+    sci_note = "is in scientific notation: Excel has lost digits; re-export the column as text"
+    rules = [
+        Rule("cif IS NULL", "client_cif", "cif", "MISSING_VALUE", "'client_cif is required'"),
+        Rule("cif_sci", "client_cif", "cif", "SCIENTIFIC_NOTATION", f"'client_cif ' || cif || ' {sci_note}'"),
+        Rule(
+            "cif IS NOT NULL AND cif_n IS NULL AND NOT cif_sci",
+            "client_cif",
+            "cif",
+            "INVALID_CIF",
+            "'client_cif ' || cif || ' must contain digits only'",
+        ),
+        Rule("acc IS NULL", "account_number", "acc", "MISSING_VALUE", "'account_number is required'"),
+        Rule("acc_sci", "account_number", "acc", "SCIENTIFIC_NOTATION", f"'account_number ' || acc || ' {sci_note}'"),
+        Rule(
+            "acc IS NOT NULL AND acc_n IS NULL AND NOT acc_sci",
+            "account_number",
+            "acc",
+            "INVALID_ACCOUNT",
+            "'account_number ' || acc || ' must contain digits only'",
+        ),
+        Rule("pair_raw IS NULL", "currency_pair", "pair_raw", "MISSING_VALUE", "'currency_pair is required'"),
+        Rule(
+            "pair_raw IS NOT NULL AND NOT pair_shape_ok",
+            "currency_pair",
+            "pair_raw",
+            "INVALID_PAIR",
+            "'currency_pair ' || pair_raw || ' is not a pair of currency codes like USD/ZAR'",
+        ),
+        Rule(
+            "pair_shape_ok AND NOT (ccy1_iso AND ccy2_iso)",
+            "currency_pair",
+            "pair_raw",
+            "UNKNOWN_CURRENCY",
+            "'currency_pair ' || pair_raw || ': ' || CASE WHEN NOT ccy1_iso THEN ccy1 ELSE ccy2 END "
+            "|| ' is not an ISO 4217 currency code'",
+        ),
+        Rule(
+            "pair_shape_ok AND ccy1_iso AND ccy2_iso AND pair_n IS NULL",
+            "currency_pair",
+            "pair_raw",
+            "UNSUPPORTED_PAIR",
+            f"'currency pair ' || pair_raw || ' is not offered; supported pairs: ' || {_q(', '.join(sorted(ctx.pairs)))}",
+        ),
+        Rule("amt_raw IS NULL", "amount", "amt_raw", "MISSING_VALUE", "'amount is required'"),
+        Rule(
+            "amt_sci",
+            "amount",
+            "amt_raw",
+            "SCIENTIFIC_NOTATION",
+            "'amount ' || amt_raw || ' is in scientific notation: Excel may have rounded it; "
+            "re-export it as a number with 2 decimals'",
+        ),
+        Rule(
+            "amt_raw IS NOT NULL AND NOT amt_sci AND amt_d IS NULL",
+            "amount",
+            "amt_raw",
+            "INVALID_AMOUNT",
+            "'amount ' || amt_raw || ' is not a number (use . for decimals and optionally , or a space "
+            "between thousands)'",
+        ),
+        Rule(
+            "amt_d IS NOT NULL AND amt_decimals > 2",
+            "amount",
+            "amt_raw",
+            "TOO_MANY_DECIMALS",
+            "'amount ' || amt_raw || ' has more than 2 decimals'",
+        ),
+        Rule(
+            "amt_d IS NOT NULL AND amt_decimals <= 2 AND NOT (amt_d > 0 AND amt_d < 1e15)",
+            "amount",
+            "amt_raw",
+            "NON_POSITIVE_AMOUNT",
+            "'amount ' || amt_raw || ' must be greater than zero (and below 10^15)'",
+        ),
+        Rule(
+            f"pair_n IS NOT NULL AND {accy} IS NULL",
+            "amount_currency",
+            "accy_raw",
+            "MISSING_VALUE",
+            "'amount_currency is required for ' || pair_n || ' (the pair has no ZAR)'",
+        ),
+        Rule(
+            f"pair_n IS NOT NULL AND {accy} IS NOT NULL AND {accy} <> left(pair_n, 3) AND {accy} <> right(pair_n, 3)",
+            "amount_currency",
+            "coalesce(accy_raw, 'ZAR')",
+            "INVALID_AMOUNT_CURRENCY",
+            f"'amount currency ' || {accy} || ' is not one of the currencies of ' || pair_n",
+        ),
+        Rule(
+            f"spread_raw IS NOT NULL AND (spread_d IS NULL OR NOT (spread_d BETWEEN 0 AND {MAX_SPREAD_BPS}))",
+            "spread_bps",
+            "spread_raw",
+            "INVALID_SPREAD",
+            f"'spread_bps ' || spread_raw || ' must be a number of basis points from 0 to {MAX_SPREAD_BPS}'",
+        ),
+        Rule(
+            "deliv_u IS NOT NULL AND deliv_u <> 'SPOT' AND deliv_u <> 'TOM' AND deliv_u <> 'CASH'",
+            "delivery",
+            "deliv_raw",
+            "INVALID_DELIVERY",
+            "'delivery ' || deliv_raw || ' must be SPOT, TOM or CASH'",
+        ),
+        Rule(
+            "vdate_raw IS NOT NULL AND vdate_d IS NULL",
+            "value_date",
+            "vdate_raw",
+            "INVALID_DATE",
+            "'value_date ' || vdate_raw || ' is not a date (use YYYY-MM-DD)'",
+        ),
+        Rule(
+            f"vdate_d < DATE {_q(ctx.today.isoformat())}",
+            "value_date",
+            "vdate_raw",
+            "PAST_VALUE_DATE",
+            f"'value_date ' || vdate_raw || ' is in the past (today is {ctx.today.isoformat()})'",
+        ),
+        Rule(
+            f"length(ref) > {MAX_REFERENCE}",
+            "reference",
+            "ref",
+            "REFERENCE_TOO_LONG",
+            f"'reference has ' || length(ref) || ' characters; at most {MAX_REFERENCE} are allowed'",
+        ),
+        Rule(
+            "has_extra",
+            "(beyond last header)",
+            extra_value,
+            "EXTRA_VALUES",
+            f"'the row has values to the right of the last named column: ' || {extra_value}",
+        ),
+    ]
+    if legacy:
+        rules.append(
+            Rule(
+                "pair_n IS NOT NULL AND left(pair_n, 3) <> 'ZAR' AND right(pair_n, 3) <> 'ZAR'",
+                "currency_pair",
+                "pair_raw",
+                "INVALID_AMOUNT_CURRENCY",
+                "'legacy layout amounts are in ZAR but the pair ' || pair_n || ' has no ZAR'",
+            )
+        )
+    else:
+        rules[10:10] = [
+            Rule("side_raw IS NULL", "side", "side_raw", "MISSING_VALUE", "'side is required'"),
+            Rule(
+                "side_raw IS NOT NULL AND side_n IS NULL",
+                "side",
+                "side_raw",
+                "INVALID_SIDE",
+                "'side ' || side_raw || ' must be BUY or SELL (or B/S)'",
+            ),
+        ]
+    return rules
+
+
+def build_checked(con: duckdb.DuckDBPyConnection, ctx: RuleContext) -> None:
+    """Create temp table ``checked`` from ``raw``: normalised values + problems per row."""
+    idx = ctx.plan.field_to_index
+    legacy = ctx.plan.layout is Layout.LEGACY
+
+    def cell(name: str) -> str:
+        return f"NULLIF(trim(c{idx[name]}), '')" if name in idx else "NULL::VARCHAR"
+
+    raw_cols = [f"c{i}" for i in range(ctx.width)]
+    mapped = set(idx.values())
+    others = [f"NULLIF(trim(c{i}, {_WS}), '')" for i in range(ctx.width) if i not in mapped]
+    header_cells = [f"NULLIF(trim(c{i}), '')" for i in range(ctx.header_width)]
+    overflow_raw = [f"c{i}" for i in range(ctx.header_width, ctx.width)]
+    overflow = [f"NULLIF(trim(c{i}, {_WS}), '')" for i in range(ctx.header_width, ctx.width)]
+    fields = (
+        "tid",
+        "cif",
+        "acc",
+        "pair_raw",
+        "side_raw",
+        "amt_raw",
+        "accy_raw",
+        "spread_raw",
+        "deliv_raw",
+        "vdate_raw",
+        "ref",
+    )
+    # Cheap test first: a row with any mapped value is not blank; only the rest pay for the full check.
+    blank = (
+        f"CASE WHEN coalesce({', '.join(fields)}) IS NOT NULL THEN false "
+        f"ELSE {' AND '.join(f'{c} IS NULL' for c in others) or 'true'} END"
+    )
+    total = (
+        f"CASE WHEN cif_n IS NOT NULL AND acc_n IS NOT NULL THEN false "
+        f"ELSE coalesce(regexp_full_match(upper(coalesce({', '.join(header_cells)})), "
+        f"'(GRAND |SUB ?)?TOTALS?|SUM'), false) END"
+    )
+    extra = (
+        f"CASE WHEN coalesce({', '.join(overflow_raw)}) IS NULL THEN false "
+        f"ELSE {' OR '.join(f'{c} IS NOT NULL' for c in overflow)} END"
+        if overflow
+        else "false"
+    )
+    extra_value = "concat_ws(' | ', " + ", ".join(overflow) + ")" if overflow else "NULL::VARCHAR"
+
+    s1 = f"""
+    SELECT src_row, {", ".join(raw_cols)},
+      {cell("trade_id")} AS tid, {cell("client_cif")} AS cif, {cell("account_number")} AS acc,
+      {cell("currency_pair")} AS pair_raw, {cell("side")} AS side_raw,
+      {cell("amount")} AS amt_raw, {cell("amount_currency")} AS accy_raw,
+      {cell("spread_bps")} AS spread_raw, {cell("delivery")} AS deliv_raw,
+      {cell("value_date")} AS vdate_raw, {cell("reference")} AS ref
+    FROM raw"""
+    grouped = (
+        f"CASE WHEN contains(amt_raw, ',') OR contains(amt_raw, ' ') OR contains(amt_raw, {_NBSP}) "
+        "THEN regexp_full_match(amt_raw, '[+-]?[0-9]{1,3}((,[0-9]{3})+|([ \\x{00A0}][0-9]{3})+)([.][0-9]*)?') END"
+    )
+    s2 = f"""
+    SELECT *,
+      {_ident("cif")} AS cif_n, {_ident("acc")} AS acc_n, {_sci("cif")} AS cif_sci, {_sci("acc")} AS acc_sci,
+      upper(replace(replace(replace(replace(pair_raw, '/', ''), '-', ''), ' ', ''), '_', '')) AS letters,
+      CASE upper(side_raw) WHEN 'BUY' THEN 'BUY' WHEN 'B' THEN 'BUY'
+                           WHEN 'SELL' THEN 'SELL' WHEN 'S' THEN 'SELL' END AS side_n,
+      {_sci("amt_raw")} AS amt_sci,
+      CASE WHEN ({grouped}) THEN regexp_replace(amt_raw, '[, \\x{{00A0}}]', '', 'g')
+           WHEN ({grouped}) IS NULL THEN amt_raw END AS amt_clean,
+      TRY_CAST(spread_raw AS DOUBLE) AS spread_d,
+      upper(deliv_raw) AS deliv_u,
+      try_strptime(vdate_raw, ['%Y-%m-%d', '%Y/%m/%d', '%Y%m%d', '%d/%m/%Y', '%Y-%m-%d %H:%M:%S',
+                               '%Y-%m-%dT%H:%M:%S'])::DATE AS vdate_d,
+      upper(accy_raw) AS accy_u
+    FROM s1"""
+    fwd_ok = _one_of("ccy1 || '/' || ccy2", ctx.pairs)
+    rev_ok = _one_of("ccy2 || '/' || ccy1", ctx.pairs)
+    if legacy:
+        # CurPair names the currency the client sells first: ZARUSD = sell ZAR, buy USD = USD/ZAR BUY.
+        pair_side = f"""
+      CASE WHEN {rev_ok} THEN ccy2 || '/' || ccy1
+           WHEN {fwd_ok} THEN ccy1 || '/' || ccy2 END AS pair_n,
+      CASE WHEN {rev_ok} THEN 'BUY'
+           WHEN {fwd_ok} THEN 'SELL' END AS side_f,
+      'ZAR' AS accy_default"""
+    else:
+        pair_side = f"""
+      CASE WHEN {fwd_ok} THEN ccy1 || '/' || ccy2 END AS pair_n,
+      side_n AS side_f,
+      CASE WHEN ccy1 = 'ZAR' OR ccy2 = 'ZAR' THEN 'ZAR' END AS accy_default"""
+    s3 = """
+    SELECT *,
+      regexp_full_match(upper(pair_raw), '[A-Z]{3}[ /_-]?[A-Z]{3}') AS pair_shape_ok,
+      left(letters, 3) AS ccy1, right(letters, 3) AS ccy2,
+      CASE WHEN regexp_full_match(amt_clean, '[+-]?[0-9]*[.]?[0-9]*') THEN TRY_CAST(amt_clean AS DOUBLE) END AS amt_d,
+      CASE WHEN contains(amt_clean, '.') THEN length(rtrim(split_part(amt_clean, '.', 2), '0')) ELSE 0 END
+        AS amt_decimals
+    FROM s2"""
+    s4 = f"""
+    SELECT *, {pair_side},
+      {_one_of("ccy1", ISO_4217)} AS ccy1_iso, {_one_of("ccy2", ISO_4217)} AS ccy2_iso,
+      {blank} AS is_blank, {extra} AS has_extra
+    FROM s3"""
+    s5 = f"SELECT *, {total} AS is_total FROM s4"
+    accy = "coalesce(accy_u, accy_default)"
+    rules = _rules(ctx, accy, legacy, extra_value)
+    any_problem = " OR ".join(f"coalesce({r.cond}, false)" for r in rules)
+    problems = "list_filter([" + ",\n        ".join(r.problem() for r in rules) + "], lambda x: x IS NOT NULL)"
+    total_problem = (
+        "[struct_pack(col := '(row)', value := NULL::VARCHAR, code := 'TOTAL_ROW', "
+        "message := 'this looks like a totals row; it is not a trade and was not loaded')]"
+    )
+    dates_case = " ".join(
+        f"WHEN {_q(k)} THEN DATE {_q(v.isoformat())}" for k, v in default_value_dates(ctx.today).items()
+    )
+    sql = f"""
+    CREATE OR REPLACE TEMP TABLE checked_data AS
+    WITH s1 AS ({s1}), s2 AS ({s2}), s3 AS ({s3}), s4 AS ({s4}), s5 AS ({s5})
+    SELECT src_row, is_blank,
+      CASE WHEN is_blank THEN []
+           WHEN is_total THEN {total_problem}
+           WHEN {any_problem} THEN {problems}
+           ELSE [] END AS errors,
+      tid,
+      cif_n AS client_cif, acc_n AS account_number, pair_n AS currency_pair,
+      side_f AS side, TRY_CAST(amt_clean AS DECIMAL(18, 2)) AS amount,
+      {accy} AS amount_currency,
+      coalesce(spread_d, {float(ctx.default_spread_bps)!r}) AS spread_bps,
+      coalesce(deliv_u, 'SPOT') AS delivery,
+      coalesce(vdate_d, CASE coalesce(deliv_u, 'SPOT') {dates_case} END) AS value_date,
+      ref AS reference,
+      is_total
+    FROM s5
+    """
+    con.execute(sql)
+    # Fast CSV path: the reader gives no row numbers; the table keeps the file's order, so a
+    # record's line is its rowid + the first data line.
+    src_row = f"coalesce(src_row, rowid + {ctx.row_offset})" if ctx.row_offset is not None else "src_row"
+    con.execute(f"""
+    CREATE OR REPLACE TEMP VIEW checked AS
+    SELECT {src_row} AS src_row, * EXCLUDE (src_row, tid),
+      coalesce(tid, printf('ROW%07d', {src_row})) AS trade_id
+    FROM checked_data
+    """)
+
+
+def drop_checked(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("DROP VIEW IF EXISTS checked")
+    con.execute("DROP TABLE IF EXISTS checked_data")
+
+
+def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None) -> None:
+    """Reject every later row whose trade_id an earlier row of the file already uses.
+
+    A separate pass (one aggregate over ``checked`` plus an update of the few duplicates)
+    so that the main validation stays a single streaming pass over the file.
+    """
+    groups = con.execute(
+        "SELECT trade_id, list(src_row ORDER BY src_row) FROM checked "
+        "WHERE NOT is_blank AND NOT is_total GROUP BY trade_id HAVING count(*) > 1"
+    ).fetchall()
+    if not groups:
+        return
+    later = [(row, tid, rows[0]) for tid, rows in groups for row in rows[1:]]
+    dup_table = pa.table(
+        {
+            "src_row": pa.array([r[0] for r in later], type=pa.int64()),
+            "trade_id": pa.array([r[1] for r in later], type=pa.string()),
+            "first_row": pa.array([r[2] for r in later], type=pa.int64()),
+        }
+    )
+    if row_offset is not None:
+        # Updating a list column moves the row (new rowid): pin every row number first.
+        con.execute(f"UPDATE checked_data SET src_row = rowid + {row_offset} WHERE src_row IS NULL")
+    con.register("_fx_dups", dup_table)
+    try:
+        con.execute("""
+        UPDATE checked_data c SET errors = list_append(c.errors, struct_pack(
+            col := 'trade_id', value := d.trade_id, code := 'DUPLICATE_TRADE_ID',
+            message := 'trade_id ' || d.trade_id || ' is already used on row ' || d.first_row))
+        FROM _fx_dups d WHERE c.src_row = d.src_row
+        """)
+    finally:
+        con.unregister("_fx_dups")

@@ -1,0 +1,56 @@
+"""All settings in one typed object (environment prefix ``FXBATCH_``).
+
+Built once at the edge (CLI, app, notebook) and passed down; nothing deeper reads the
+environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+DATA_DIR = PROJECT_DIR / "data"
+
+
+class Settings(BaseSettings):
+    """fxbatch settings; every field can be set as ``FXBATCH_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FXBATCH_", extra="ignore")
+
+    db: Path = Field(
+        default=DATA_DIR / "fxbatch.duckdb",
+        description="Path of the DuckDB database file (created on first use).",
+    )
+    rates_file: Path = Field(
+        default=DATA_DIR / "rates.csv",
+        description="CSV of mid rates per currency pair (columns pair, mid).",
+    )
+    sample_file: Path = Field(
+        default=DATA_DIR / "sample_trades.csv",
+        description="Bundled sample batch loaded into a new database on first start.",
+    )
+    load_sample_on_create: bool = Field(
+        default=True,
+        description="Load the bundled sample batch when the app creates a new database.",
+    )
+    default_spread_bps: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="Spread in basis points used when a row leaves spread_bps empty.",
+    )
+    header_search_rows: int = Field(
+        default=30,
+        ge=1,
+        le=1000,
+        description="How many rows from the top of a sheet are searched for the header row.",
+    )
+    max_rejections_shown: int = Field(
+        default=1000,
+        ge=1,
+        description="How many rejections the CLI prints as text (JSON always has them all).",
+    )
