@@ -57,9 +57,7 @@ def main() -> None:
             st.caption("Ignored columns: " + ", ".join(result.ignored_columns))
     if result.rejections:
         st.subheader("Rejected rows")
-        st.dataframe(
-            [r.model_dump(mode="json") for r in result.rejections[:5000]], hide_index=True, width="stretch"
-        )
+        st.dataframe([r.model_dump(mode="json") for r in result.rejections[:5000]], hide_index=True, width="stretch")
 
 
 main()
