@@ -30,9 +30,9 @@ def main() -> None:
         return
     if not st.button("Validate and create batch", type="primary", key="create"):
         return
-    suffix = Path(uploaded.name).suffix
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        # Keep the analyst's file name: fxbatch's messages name the file they read.
+        path = Path(tmp) / (Path(uploaded.name).name or "upload.csv")
         path.write_bytes(uploaded.getvalue())
         try:
             result = wb.load(path, name=name or None, sheet=sheet or None, display_name=uploaded.name)

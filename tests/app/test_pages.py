@@ -1,0 +1,184 @@
+"""Every page of the real app (app.py + st.navigation), driven through AppTest on a temporary database."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.app.conftest import PAGES
+from tests.conftest import DATA, HEADER
+
+OpenPage = Callable[[str], AppTest]
+TITLES = {"pages/home.py": "fxbatch", "pages/upload.py": "Upload trades", "pages/batches.py": "Batches"}
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def assert_rendered(at: AppTest, page: str) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert [t.value for t in at.title] == [TITLES[page]]
+
+
+def upload(at: AppTest, name: str, content: bytes) -> AppTest:
+    """Choose a file on the Upload page and press the create button."""
+    at.file_uploader(key="upload").set_value((name, content, "text/csv")).run()
+    return at.button(key="create").click().run()
+
+
+# -- every page renders ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_an_empty_database(empty_db: Path, open_page: OpenPage, page: str) -> None:
+    at = open_page(page)
+    assert_rendered(at, page)
+    assert empty_db.exists()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_on_the_database_the_app_creates(db_path: Path, open_page: OpenPage, page: str) -> None:
+    at = open_page(page)
+    assert_rendered(at, page)
+
+
+# -- home ----------------------------------------------------------------------------------
+
+
+def test_home_shows_the_sample_batch_loaded_on_first_start(db_path: Path, open_page: OpenPage) -> None:
+    at = open_page("pages/home.py")
+    assert metrics(at) == {"Batches": "1", "Trades loaded": "200", "Rows rejected": "0"}
+    latest = at.dataframe[0].value
+    assert latest["name"].tolist() == ["Sample batch"]
+    assert latest["trades"].tolist() == [200]
+
+
+def test_home_on_an_empty_database_offers_to_load_the_sample(empty_db: Path, open_page: OpenPage) -> None:
+    at = open_page("pages/home.py")
+    assert metrics(at) == {"Batches": "0", "Trades loaded": "0", "Rows rejected": "0"}
+    assert "No batches yet" in at.info[0].value
+    at.button[0].click().run()
+    assert not at.exception
+    assert metrics(at) == {"Batches": "1", "Trades loaded": "200", "Rows rejected": "0"}
+
+
+# -- upload --------------------------------------------------------------------------------
+
+
+def test_upload_waits_for_a_file_before_offering_to_create_a_batch(empty_db: Path, open_page: OpenPage) -> None:
+    at = open_page("pages/upload.py")
+    assert at.file_uploader(key="upload").value is None
+    assert not [b for b in at.button if b.key == "create"]
+
+
+def test_upload_creates_a_batch_and_explains_every_rejected_row(empty_db: Path, open_page: OpenPage) -> None:
+    at = upload(open_page("pages/upload.py"), "sample_with_errors.csv", (DATA / "sample_with_errors.csv").read_bytes())
+
+    assert not at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.success) == 1
+    assert "Batch 1 'sample_with_errors" in at.success[0].value
+    assert metrics(at) == {"Data rows": "14", "Accepted": "3", "Rejected": "10", "Ignored (blank)": "1"}
+    rejected = at.dataframe[0].value
+    assert len(rejected) == 10
+    assert {"row", "column", "value", "code", "message"} <= set(rejected.columns)
+    bad_side = rejected[rejected["value"] == "HOLD"]
+    assert bad_side["column"].tolist() == ["side"]
+    assert bad_side["row"].tolist() == [9]  # the spreadsheet row the analyst sees, below a title and a blank row
+
+
+def test_upload_of_a_header_only_file_shows_why_and_creates_no_batch(empty_db: Path, open_page: OpenPage) -> None:
+    at = upload(open_page("pages/upload.py"), "morning.csv", (HEADER + "\n").encode())
+
+    assert not at.exception
+    assert not at.success
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "no trade rows" in message
+    assert "morning.csv" in message  # the analyst's file name, not the server's temporary copy
+    at.switch_page("pages/home.py").run()
+    assert metrics(at)["Batches"] == "0"
+
+
+def test_uploading_the_same_file_twice_warns_and_keeps_both_batches(db_path: Path, open_page: OpenPage) -> None:
+    at = upload(open_page("pages/upload.py"), "sample_trades.csv", (DATA / "sample_trades.csv").read_bytes())
+
+    assert "Batch 2" in at.success[0].value
+    assert len(at.warning) == 1
+    assert "loaded before as batch 1" in at.warning[0].value
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+def test_batches_page_on_an_empty_database_points_to_upload(empty_db: Path, open_page: OpenPage) -> None:
+    at = open_page("pages/batches.py")
+    assert "No batches yet" in at.info[0].value
+    assert not at.dataframe
+
+
+def test_batches_page_lists_every_batch_and_shows_the_chosen_ones_rows(db_path: Path, open_page: OpenPage) -> None:
+    at = upload(open_page("pages/upload.py"), "sample_with_errors.csv", (DATA / "sample_with_errors.csv").read_bytes())
+    at.switch_page("pages/batches.py").run()
+
+    assert not at.exception
+    listed = at.dataframe[0].value
+    assert listed["batch_id"].tolist() == [2, 1]  # newest first
+    assert listed["name"].tolist()[1] == "Sample batch"
+    assert [t.label for t in at.tabs] == ["Trades (3)", "Rejections (10)"]
+
+    at.selectbox[0].select(1).run()
+    assert not at.exception
+    assert [t.label for t in at.tabs] == ["Trades (200)", "Rejections (0)"]
+    assert len(at.dataframe[1].value) == 200
+
+
+# -- a database another process holds -------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_locked_database_shows_an_error_naming_the_file(
+    db_path: Path, open_page: OpenPage, lock_database: Callable[[Path], subprocess.Popen[str]], page: str
+) -> None:
+    lock_database(db_path)
+    at = open_page(page)
+
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert str(db_path) in message
+    assert "in use by another process" in message
+    assert not at.dataframe
+    assert not at.metric
+
+
+def test_the_app_opens_the_database_once_the_other_process_lets_go(
+    db_path: Path, open_page: OpenPage, lock_database: Callable[[Path], subprocess.Popen[str]]
+) -> None:
+    holder = lock_database(db_path)
+    at = open_page("pages/home.py")
+    assert len(at.error) == 1
+
+    holder.kill()
+    holder.wait(timeout=10)
+    at.run()
+    assert not at.error
+    assert metrics(at)["Batches"] == "0"  # the database existed already, so no sample is loaded
+
+
+def test_a_bad_setting_shows_an_error_naming_the_variable(
+    db_path: Path, open_page: OpenPage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FXBATCH_DEFAULT_SPREAD_BPS", "lots")
+    at = open_page("pages/home.py")
+
+    assert not at.exception, [e.message for e in at.exception]
+    assert len(at.error) == 1
+    assert "FXBATCH_DEFAULT_SPREAD_BPS" in at.error[0].value
+    assert not db_path.exists()
