@@ -105,3 +105,238 @@ class BatchInfo(BaseModel):
     layout: str
     fingerprint: str
     created_at: datetime
+
+
+# ---------------------------------------------------------------------------- execution
+
+
+class TradeStatus(StrEnum):
+    PENDING = "PENDING"
+    EXECUTING = "EXECUTING"
+    QUOTED = "QUOTED"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class RunStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"  # every trade succeeded
+    PARTIAL = "PARTIAL"  # some succeeded
+    FAILED = "FAILED"  # none succeeded
+    CANCELLED = "CANCELLED"  # stopped by the analyst
+    INTERRUPTED = "INTERRUPTED"  # stopped without finishing (crash, Ctrl-C, bank unreachable); resumable
+
+
+FINAL_TRADE = frozenset({TradeStatus.SUCCESS, TradeStatus.FAILED, TradeStatus.CANCELLED})
+FINAL_RUN = frozenset({RunStatus.COMPLETED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class Stage(StrEnum):
+    QUOTE = "quote"
+    BOOK = "book"
+
+
+class FailureCode(StrEnum):
+    """Why a trade failed at the bank (DOMAIN.md section 5)."""
+
+    CLIENT_NOT_FOUND = "CLIENT_NOT_FOUND"
+    ACCOUNT_MISMATCH = "ACCOUNT_MISMATCH"
+    ACCOUNT_BLOCKED = "ACCOUNT_BLOCKED"
+    CURRENCY_NOT_SUPPORTED = "CURRENCY_NOT_SUPPORTED"
+    BELOW_MINIMUM = "BELOW_MINIMUM"
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    MARKET_CLOSED = "MARKET_CLOSED"
+    INVALID_VALUE_DATE = "INVALID_VALUE_DATE"
+    RATE_UNAVAILABLE = "RATE_UNAVAILABLE"
+    QUOTE_EXPIRED = "QUOTE_EXPIRED"
+    PRICE_MOVED = "PRICE_MOVED"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    TIMEOUT_UNKNOWN = "TIMEOUT_UNKNOWN"
+    NOT_AUTHORISED = "NOT_AUTHORISED"
+
+
+class FailureInfo(BaseModel):
+    stage: Stage
+    retry_helps: bool  # whether retrying (now or later) could help: shown to the analyst
+    auto_retry: bool  # retried automatically within a run
+    message: str
+    result_code: int  # the API's resultCode for it
+
+
+FAILURES: dict[FailureCode, FailureInfo] = {
+    FailureCode.CLIENT_NOT_FOUND: FailureInfo(
+        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=404, message="CIF unknown to the bank"
+    ),
+    FailureCode.ACCOUNT_MISMATCH: FailureInfo(
+        stage=Stage.QUOTE,
+        retry_helps=False,
+        auto_retry=False,
+        result_code=422,
+        message="account does not belong to the client",
+    ),
+    FailureCode.ACCOUNT_BLOCKED: FailureInfo(
+        stage=Stage.QUOTE,
+        retry_helps=False,
+        auto_retry=False,
+        result_code=423,
+        message="account dormant, frozen or closed",
+    ),
+    FailureCode.CURRENCY_NOT_SUPPORTED: FailureInfo(
+        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=422, message="currency pair not offered"
+    ),
+    FailureCode.BELOW_MINIMUM: FailureInfo(
+        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=422, message="deal below the minimum"
+    ),
+    FailureCode.LIMIT_EXCEEDED: FailureInfo(
+        stage=Stage.QUOTE,
+        retry_helps=False,
+        auto_retry=False,
+        result_code=422,
+        message="deal over the client's limit or allowance",
+    ),
+    FailureCode.INSUFFICIENT_FUNDS: FailureInfo(
+        stage=Stage.BOOK,
+        retry_helps=False,
+        auto_retry=False,
+        result_code=402,
+        message="settlement account cannot cover the deal",
+    ),
+    FailureCode.MARKET_CLOSED: FailureInfo(
+        stage=Stage.QUOTE,
+        retry_helps=True,
+        auto_retry=False,
+        result_code=409,
+        message="outside trading hours; retry later",
+    ),
+    FailureCode.INVALID_VALUE_DATE: FailureInfo(
+        stage=Stage.QUOTE,
+        retry_helps=False,
+        auto_retry=False,
+        result_code=422,
+        message="settlement date not a business day or past the cut-off",
+    ),
+    FailureCode.RATE_UNAVAILABLE: FailureInfo(
+        stage=Stage.QUOTE, retry_helps=True, auto_retry=True, result_code=503, message="bank cannot price right now"
+    ),
+    FailureCode.QUOTE_EXPIRED: FailureInfo(
+        stage=Stage.BOOK, retry_helps=True, auto_retry=True, result_code=410, message="booked after the quote expired"
+    ),
+    FailureCode.PRICE_MOVED: FailureInfo(
+        stage=Stage.BOOK,
+        retry_helps=True,
+        auto_retry=True,
+        result_code=409,
+        message="deal rate off the quote beyond tolerance",
+    ),
+    FailureCode.SERVICE_UNAVAILABLE: FailureInfo(
+        stage=Stage.QUOTE, retry_helps=True, auto_retry=True, result_code=503, message="bank service unavailable"
+    ),
+    FailureCode.TIMEOUT_UNKNOWN: FailureInfo(
+        stage=Stage.BOOK,
+        retry_helps=True,
+        auto_retry=True,
+        result_code=504,
+        message="no answer to the booking; resolved with the bank's transaction status",
+    ),
+    FailureCode.NOT_AUTHORISED: FailureInfo(
+        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=401, message="token or dealer not allowed"
+    ),
+}
+
+# Client checks (CLIENT_NOT_FOUND, ACCOUNT_MISMATCH, ACCOUNT_BLOCKED, LIMIT_EXCEEDED) come only
+# from the client registry: without one, every well-formed client and account is accepted.
+DEFAULT_FAILURE_MIX: dict[FailureCode, float] = {
+    FailureCode.CURRENCY_NOT_SUPPORTED: 0.01,
+    FailureCode.BELOW_MINIMUM: 0.03,
+    FailureCode.INSUFFICIENT_FUNDS: 0.25,
+    FailureCode.MARKET_CLOSED: 0.04,
+    FailureCode.INVALID_VALUE_DATE: 0.04,
+    FailureCode.RATE_UNAVAILABLE: 0.12,
+    FailureCode.QUOTE_EXPIRED: 0.08,
+    FailureCode.PRICE_MOVED: 0.12,
+    FailureCode.SERVICE_UNAVAILABLE: 0.06,
+    FailureCode.TIMEOUT_UNKNOWN: 0.02,
+    FailureCode.NOT_AUTHORISED: 0.0,
+}
+
+
+class BankSettings(BaseModel):
+    """How the simulated bank behaves; every field is a knob an analyst can turn."""
+
+    model_config = {"extra": "forbid"}
+
+    success_rate: float = Field(0.95, ge=0, le=1, description="Probability that a valid trade ends SUCCESS.")
+    failure_mix: dict[FailureCode, float] = Field(
+        default_factory=lambda: dict(DEFAULT_FAILURE_MIX),
+        description="Relative weights of the failure reasons among failing trades.",
+    )
+    latency_ms: float = Field(0.0, ge=0, le=60_000, description="Simulated time per bank call, in milliseconds.")
+    quote_ttl_s: float = Field(30.0, gt=0, le=3600, description="How long a quote lives before booking fails.")
+    volatility_bps: float = Field(
+        0.1, ge=0, le=100, description="Standard deviation of the mid-rate random walk per trade step, in bps."
+    )
+    transient_absorb_share: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="Share of retryable errors that are transient (a retry absorbs them and the trade succeeds).",
+    )
+    price_tolerance_bps: float = Field(5.0, ge=0, description="Deal rate may differ from the quote by this much.")
+    registry_file: str | None = Field(
+        None, description="CSV of known clients (cif, account_number, status, limit_zar); enables client checks."
+    )
+
+    def normalised_mix(self) -> dict[FailureCode, float]:
+        total = sum(w for w in self.failure_mix.values() if w > 0)
+        if total <= 0:
+            return {FailureCode.INSUFFICIENT_FUNDS: 1.0}
+        return {code: w / total for code, w in self.failure_mix.items() if w > 0}
+
+
+class RunConfig(BaseModel):
+    """Everything that defines a run; stored with it."""
+
+    model_config = {"extra": "forbid"}
+
+    seed: int = Field(42, ge=0, description="Seed of the simulated bank and market.")
+    bank: BankSettings = Field(default_factory=BankSettings)
+    concurrency: int = Field(16, ge=1, le=1024, description="Bank calls in flight at once.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per trade for retryable failures.")
+    backoff_ms: float = Field(50.0, ge=0, description="Base backoff between attempts (doubles each time).")
+    chunk_size: int = Field(131_072, ge=1, description="Trades processed and persisted together (zero latency).")
+    retry_of_run: int | None = Field(None, description="Run whose FAILED trades this run retries.")
+    bank_url: str | None = Field(None, description="HTTP bank base URL; None = in-process simulated bank.")
+
+
+class RunSummary(BaseModel):
+    run_id: int
+    batch_id: int
+    status: RunStatus
+    trades: int
+    counts: dict[str, int]
+    failure_reasons: dict[str, int]
+    started_at: datetime | None
+    finished_at: datetime | None
+    elapsed_s: float | None
+    retry_of_run: int | None = None
+    config: RunConfig
+    error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "batch_id": self.batch_id,
+            "status": self.status.value,
+            "trades": self.trades,
+            "counts": self.counts,
+            "failure_reasons": self.failure_reasons,
+            "elapsed_s": self.elapsed_s,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "retry_of_run": self.retry_of_run,
+            "error": self.error,
+            "config": self.config.model_dump(mode="json"),
+        }

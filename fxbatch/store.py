@@ -62,7 +62,72 @@ def _v1(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+    CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+    INSERT INTO meta VALUES ('instance_id', substr(replace(gen_random_uuid()::VARCHAR, '-', ''), 1, 8));
+    CREATE SEQUENCE run_id_seq START 1;
+    CREATE TABLE runs (
+        run_id INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'),
+        batch_id INTEGER NOT NULL,
+        status VARCHAR NOT NULL,
+        config VARCHAR NOT NULL,
+        trades INTEGER NOT NULL,
+        retry_of_run INTEGER,
+        created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp(),
+        started_at TIMESTAMP,
+        finished_at TIMESTAMP,
+        elapsed_s DOUBLE,
+        counts VARCHAR,
+        failure_reasons VARCHAR,
+        error VARCHAR
+    );
+    -- One row per trade once it is final (written in bulk per chunk; never updated).
+    CREATE TABLE run_trades (
+        run_id INTEGER NOT NULL,
+        src_row INTEGER NOT NULL,
+        status VARCHAR NOT NULL,
+        failure_code VARCHAR,
+        failure_message VARCHAR,
+        retryable BOOLEAN,
+        attempts INTEGER NOT NULL,
+        quote_id BIGINT,
+        quote_rate DOUBLE,
+        quote_expiry TIMESTAMP,
+        deal_transaction_id VARCHAR,
+        deal_rate DOUBLE,
+        amount_zar DOUBLE,
+        executing_at TIMESTAMP,
+        quoted_at TIMESTAMP,
+        finished_at TIMESTAMP NOT NULL
+    );
+    -- Quoted trades about to be booked: written before booking is asked for, so that a
+    -- crashed run knows which deals to ask the bank about.
+    CREATE TABLE run_inflight (
+        run_id INTEGER NOT NULL,
+        src_row INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        quote_id BIGINT NOT NULL,
+        quote_rate DOUBLE NOT NULL,
+        quote_expiry TIMESTAMP,
+        deal_transaction_id VARCHAR NOT NULL,
+        executing_at TIMESTAMP,
+        quoted_at TIMESTAMP NOT NULL
+    );
+    -- The simulated bank's own ledger of booked deals (its durable state, not the engine's).
+    -- run_id and src_row are the caller's references (the trade id is joined on export).
+    CREATE TABLE sim_ledger (
+        deal_transaction_id VARCHAR NOT NULL,
+        quote_id BIGINT NOT NULL,
+        run_id INTEGER,
+        src_row INTEGER,
+        deal_rate DOUBLE,
+        booked_at TIMESTAMP NOT NULL
+    );
+    """)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")
@@ -91,6 +156,8 @@ class Store:
         self.path = Path(path) if path is not None else None
         existed = self.path is not None and self.path.exists()
         self._conn = _connect(self.path, read_only)
+        # Row numbers of the fast CSV path rely on tables keeping insertion order.
+        self._conn.execute("SET preserve_insertion_order = true")
         self._local = threading.local()
         self._lock = threading.Lock()
         self.created = False
@@ -109,6 +176,13 @@ class Store:
             self._local.cursor = cur
         return cur
 
+    def release_cursor(self) -> None:
+        """Close this thread's cursor (worker threads call it before they end)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is not None:
+            self._local.cursor = None
+            cur.close()
+
     def new_cursor(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor the caller owns and closes (for worker threads and pools)."""
         with self._lock:
@@ -116,6 +190,10 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+
+    def instance_id(self) -> str:
+        """A short random id of this database, prefixed to deal ids so they are unique anywhere."""
+        return str(self.cursor().execute("SELECT value FROM meta WHERE key = 'instance_id'").fetchall()[0][0])
 
     # -- schema --------------------------------------------------------------
     def schema_version(self) -> int:

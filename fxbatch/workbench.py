@@ -16,7 +16,9 @@ from types import TracebackType
 import pandas as pd
 
 from fxbatch import batches
-from fxbatch.models import BatchInfo, LoadResult
+from fxbatch.engine import Engine, Job
+from fxbatch.engine import records as run_records
+from fxbatch.models import BatchInfo, LoadResult, RunConfig, RunSummary
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings
 from fxbatch.store import Store
@@ -29,6 +31,7 @@ class Workbench:
         self.settings = settings
         self.store = store
         self.rates = rates
+        self.engine = Engine(store, rates)
 
     @classmethod
     def open(
@@ -44,11 +47,14 @@ class Workbench:
         rates = RateTable.from_csv(settings.rates_file)
         store = Store(settings.db)
         wb = cls(settings, store, rates)
+        wb.engine.recover()  # runs left RUNNING by a process that died become INTERRUPTED
         if seed_sample and store.created and settings.load_sample_on_create:
             wb.load(settings.sample_file, name="Sample batch")
         return wb
 
     def close(self) -> None:
+        """Stop runs in progress (they stay resumable), then close the database."""
+        self.engine.close()
         self.store.close()
 
     def __enter__(self) -> Workbench:
@@ -98,6 +104,58 @@ class Workbench:
 
     def rejections(self, batch_id: int) -> pd.DataFrame:
         return batches.batch_rejections(self.store, batch_id)
+
+    # -- runs ------------------------------------------------------------------
+    def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Job:
+        """Start a run in the background and return its job at once (``job.progress.snapshot()``).
+
+        ``overrides`` set RunConfig fields (``seed=7``) or bank settings (``success_rate=0.8``).
+        """
+        return self.engine.start(batch_id, make_config(config, **overrides))
+
+    def run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> RunSummary:
+        """Run a batch and wait for the end."""
+        job = self.start_run(batch_id, config, **overrides)
+        job.wait()
+        return self.run_summary(job.run_id)
+
+    def resume(self, run_id: int, *, wait: bool = True) -> RunSummary | Job:
+        job = self.engine.resume(run_id)
+        if not wait:
+            return job
+        job.wait()
+        return self.run_summary(run_id)
+
+    def cancel(self, run_id: int) -> None:
+        self.engine.cancel(run_id)
+
+    def run_summary(self, run_id: int) -> RunSummary:
+        return run_records.get_run(self.store, run_id)
+
+    def runs(self, batch_id: int | None = None) -> list[RunSummary]:
+        return run_records.list_runs(self.store, batch_id)
+
+    def progress(self, run_id: int) -> dict[str, object] | None:
+        """Live progress of a run executing in this process (None otherwise)."""
+        job = self.engine.job(run_id)
+        return job.progress.snapshot() if job is not None else None
+
+
+_BANK_FIELDS = frozenset(
+    {"success_rate", "failure_mix", "latency_ms", "quote_ttl_s", "volatility_bps", "transient_absorb_share",
+     "price_tolerance_bps", "registry_file"}
+)  # fmt: skip
+
+
+def make_config(base: RunConfig | None = None, **overrides: object) -> RunConfig:
+    """A RunConfig from a base and flat overrides; bank settings may be given at top level."""
+    config = base or RunConfig()
+    bank = {k: v for k, v in overrides.items() if k in _BANK_FIELDS and v is not None}
+    run = {k: v for k, v in overrides.items() if k not in _BANK_FIELDS and v is not None}
+    data = config.model_dump()
+    data["bank"].update(bank)
+    data.update(run)
+    return RunConfig.model_validate(data)
 
 
 def open(db: Path | str | None = None, settings: Settings | None = None) -> Workbench:

@@ -80,21 +80,18 @@ def _build(cur: duckdb.DuckDBPyConnection, raw: RawFile, ctx: RuleContext) -> tu
         build_checked(cur, fast)
     except duckdb.Error as exc:
         text = str(exc).lower()
-        if "unicode" in text or "utf-8" in text or "utf8" in text:
-            raw = csv_exact(cur, raw, encoding="latin-1")  # not UTF-8 after all: Windows-1252/Latin-1
-        elif "parallel" in text or "quoted new line" in text:
-            raw = csv_exact(cur, raw)
-        else:
+        if "parallel" not in text and "quoted new line" not in text:
             raise csv_error(raw, exc) from exc
+        raw = csv_exact(cur, raw)
         try:
-            build_checked(cur, ctx)
+            build_checked(cur, replace(ctx, width=len(raw.headers)))
         except duckdb.Error as again:
             raise csv_error(raw, again) from again
         return raw, None
     records = cur.execute("SELECT count(*) FROM checked_data").fetchall()[0][0]
     if records != raw.expected_records:  # quoted line breaks: number the records exactly
         raw = csv_exact(cur, raw)
-        build_checked(cur, ctx)
+        build_checked(cur, replace(ctx, width=len(raw.headers)))
         return raw, None
     return raw, fast.row_offset
 

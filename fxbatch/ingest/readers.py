@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -23,13 +25,11 @@ from fxbatch.errors import UnusableFileError
 from fxbatch.ingest.layout import find_header_row, header_score
 
 DELIMITERS = (",", ";", "\t", "|")
-# Extra columns read beyond the header so that values past the last header cell are
-# reported, never silently dropped.
-OVERFLOW_COLUMNS = 4
 _SNIFF_BYTES = 256 * 1024
 _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 _PARQUET_MAGIC = b"PAR1"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 WORKBOOK_SUFFIXES = {".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"}
 
 
@@ -43,8 +43,9 @@ class RawFile:
     blank_lines: int  # empty physical lines below the header that the reader skipped
     sheet: str | None = None
     delimiter: str | None = None
-    path: Path | None = None
-    encoding: str = "utf-8"
+    path: Path | None = None  # what DuckDB reads (a temporary UTF-8 copy for other encodings)
+    name: str = ""  # the file's own name, for messages
+    source_encoding: str = "utf-8"  # the file's text encoding: utf-8, utf-16 or cp1252
     # CSV fast path: the records the view must yield for its line numbers to be right.
     expected_records: int | None = None
 
@@ -68,7 +69,7 @@ def detect_kind(path: Path) -> str:
             "(it may be damaged, or another format renamed).",
             code="NOT_A_SPREADSHEET",
         )
-    if b"\x00" in head:
+    if b"\x00" in head and not head.startswith(_UTF16_BOMS):
         raise UnusableFileError(
             f"{path.name} is not a spreadsheet: expected CSV text, XLSX or Parquet, found binary data.",
             code="NOT_A_SPREADSHEET",
@@ -107,18 +108,51 @@ def _no_header(name: str, rows: Sequence[Sequence[object]], search_rows: int) ->
 # ---------------------------------------------------------------- CSV
 
 
-def _decode_head(path: Path) -> tuple[str, str]:
-    with path.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
+def _text_encoding(head: bytes, whole_file: bool) -> str:
+    """``utf-8`` (with or without BOM), ``utf-16`` (Excel's "Unicode text") or ``cp1252``.
+
+    Text that is not UTF-8 is taken as Windows-1252, which Excel on Windows writes for "CSV"
+    (a superset of Latin-1 for printable text: it has the euro sign and curly quotes).
+    """
+    if head.startswith(_UTF16_BOMS):
+        return "utf-16"
     try:
-        text = head.decode("utf-8-sig")
-        encoding = "utf-8"
+        head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # a real error, not a character cut by the sniff window
-            return head.decode("latin-1"), "latin-1"
-        text = head[: exc.start].decode("utf-8-sig")
-        encoding = "utf-8"
-    return text, encoding
+        if whole_file or exc.reason != "unexpected end of data":
+            return "cp1252"
+    return "utf-8"
+
+
+def _decode_head(head: bytes) -> str:
+    """The sniff window as text; a character cut in two by the window's end is dropped."""
+    try:
+        return head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return head[: exc.start].decode("utf-8-sig")
+
+
+def _transcode(path: Path, encoding: str) -> tuple[Path, str]:
+    """Write ``path`` re-encoded as UTF-8 to a temporary file; returns it and its text.
+
+    DuckDB reads UTF-8 only (plus Latin-1, which garbles Windows-1252's euro sign and
+    curly quotes), so other encodings are converted once, in bulk, before it reads them.
+    """
+    data = path.read_bytes()
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        if encoding != "cp1252":
+            raise UnusableFileError(
+                f"{path.name} starts like {encoding.upper()} text but is not valid {encoding.upper()}; "
+                "save it again as CSV UTF-8.",
+                code="UNREADABLE_FILE",
+            ) from None
+        text = data.decode("latin-1")  # the five bytes Windows-1252 leaves undefined
+    fd, name = tempfile.mkstemp(prefix="fxbatch-", suffix=".csv")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text.removeprefix("\ufeff"))
+    return Path(name), text.removeprefix("\ufeff")
 
 
 def _head_records(text: str, delim: str, limit: int) -> tuple[list[list[str]], list[int]]:
@@ -159,20 +193,86 @@ def _sniff(text: str, search_rows: int, name: str) -> tuple[str, list[str], int]
     return best[1], best[2], best[3]
 
 
+@dataclass(frozen=True)
+class _LineScan:
+    lines: int  # physical lines
+    empty: int  # physical lines with nothing on them
+    max_fields: int  # most delimiters on one line + 1 (quoted delimiters included: an upper bound)
+
+
+def _scan_lines(con: duckdb.DuckDBPyConnection, path: Path, delim: str) -> _LineScan:
+    """One parallel pass over the file's lines (raises duckdb.Error when it is not UTF-8).
+
+    The widest line decides how many columns are read, so that values far to the right of
+    the header are reported and never silently cut off by the CSV reader.
+    """
+    row = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE l IS NULL), "
+        f"coalesce(max(strlen(l) - strlen(replace(l, {_sql_str(delim)}, ''))), 0) "
+        f"FROM read_csv({_sql_str(str(path))}, columns={{'l': 'VARCHAR'}}, delim=chr(1), quote='', escape='', "
+        "header=false, auto_detect=false, strict_mode=false)"
+    ).fetchall()[0]
+    return _LineScan(int(row[0]), int(row[1]), int(row[2]) + 1)
+
+
+def _is_encoding_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "unicode" in text or "utf-8" in text or "utf8" in text or "encoded" in text
+
+
 def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int) -> RawFile:
     """Fast path: a view that parses the file as the validation query runs (one pass).
 
     It assumes one record per line below the header; ``expected_records`` lets the caller
-    verify that, and ``csv_exact`` is the path for files where it does not hold.
+    verify that, and ``csv_exact`` is the path for files where it does not hold. Text that
+    is not UTF-8 is converted to a temporary UTF-8 file first and read exactly.
     """
-    text, encoding = _decode_head(path)
-    delim, header_cells, header_line = _sniff(text, search_rows, path.name)
-    headers = [h.strip() for h in header_cells] + [""] * OVERFLOW_COLUMNS
-    raw = RawFile("csv", headers, header_line + 1, 0, delimiter=delim, path=path, encoding=encoding)
-    lines, has_empty = _line_stats(path)
-    if has_empty:
-        return csv_exact(con, raw)
-    raw.expected_records = lines - (header_line + 1)
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES + 1)
+    whole = len(head) <= _SNIFF_BYTES
+    head = head[:_SNIFF_BYTES]
+    encoding = _text_encoding(head, whole)
+    source = path
+    text = ""
+    scan: _LineScan | None = None
+    if encoding == "utf-8":
+        text = _decode_head(head)
+        delim, header_cells, header_line = _sniff(text, search_rows, path.name)
+        try:
+            scan = _scan_lines(con, path, delim)
+        except duckdb.Error as exc:
+            if not _is_encoding_error(exc):
+                raise UnusableFileError(
+                    f"{path.name} could not be read as text: {str(exc).splitlines()[0]}", code="UNREADABLE_FILE"
+                ) from exc
+            encoding = "cp1252"  # UTF-8 at the top, something else further down
+    if scan is None:
+        source, text = _transcode(path, encoding)
+        if not text.strip():
+            source.unlink(missing_ok=True)
+            raise UnusableFileError(f"{path.name} is empty: expected a header row and trade rows.", code="EMPTY_FILE")
+    try:
+        if scan is None:
+            delim, header_cells, header_line = _sniff(text[:_SNIFF_BYTES], search_rows, path.name)
+            scan = _scan_lines(con, source, delim)
+        width = max(len(header_cells), scan.max_fields)
+        headers = [h.strip() for h in header_cells] + [""] * (width - len(header_cells))
+        raw = RawFile(
+            "csv",
+            headers,
+            header_line + 1,
+            0,
+            delimiter=delim,
+            path=source,
+            name=path.name,
+            source_encoding=encoding,
+        )
+        if scan.empty or source != path:
+            return csv_exact(con, raw)
+    finally:
+        if source != path:
+            source.unlink(missing_ok=True)  # csv_exact has copied the rows into a table
+    raw.expected_records = scan.lines - (header_line + 1)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * FROM {_csv_source(raw, parallel=True)}"
     )
@@ -185,7 +285,7 @@ def _csv_source(raw: RawFile, *, parallel: bool) -> str:
     return (
         f"read_csv({_sql_str(str(raw.path))}, header=false, auto_detect=false, all_varchar=true, "
         f"delim={_sql_str(raw.delimiter)}, quote='\"', escape='\"', skip={raw.header_row}, null_padding=true, "
-        f"strict_mode=false, encoding={_sql_str(raw.encoding)}, parallel={str(parallel).lower()}, "
+        f"strict_mode=false, encoding='utf-8', parallel={str(parallel).lower()}, "
         f"columns={{{columns}}})"
     )
 
@@ -194,15 +294,14 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def csv_exact(con: duckdb.DuckDBPyConnection, raw: RawFile, *, encoding: str | None = None) -> RawFile:
+def csv_exact(con: duckdb.DuckDBPyConnection, raw: RawFile) -> RawFile:
     """Exact path: materialise the records, then number them by their physical lines.
 
-    Handles blank lines between records and quoted values that span lines.
+    Handles blank lines between records and quoted values that span lines; reads more
+    columns when a record spanning lines turns out wider than any single line.
     """
     assert raw.path is not None and raw.delimiter is not None
     drop_raw(con)
-    if encoding:
-        raw.encoding = encoding
     raw.expected_records = None
     sql = "CREATE OR REPLACE TEMP TABLE raw_csv AS SELECT * FROM {src}"
     try:
@@ -215,9 +314,10 @@ def csv_exact(con: duckdb.DuckDBPyConnection, raw: RawFile, *, encoding: str | N
     except duckdb.Error as exc:
         raise csv_error(raw, exc) from exc
     records = con.execute("SELECT count(*) FROM raw_csv").fetchall()[0][0]
-    line_numbers, raw.blank_lines = _record_line_numbers(
-        raw.path, raw.header_row - 1, records, raw.delimiter, raw.encoding
-    )
+    line_numbers, raw.blank_lines, widest = _record_line_numbers(raw, records)
+    if widest > len(raw.headers):
+        raw.headers += [""] * (widest - len(raw.headers))
+        return csv_exact(con, raw)
     con.execute("CREATE OR REPLACE TEMP TABLE raw_lines (src_row BIGINT)")
     con.register("_fx_lines", pa.table({"src_row": pa.array(line_numbers, type=pa.int64())}))
     try:
@@ -230,20 +330,11 @@ def csv_exact(con: duckdb.DuckDBPyConnection, raw: RawFile, *, encoding: str | N
 
 
 def csv_error(raw: RawFile, exc: Exception) -> UnusableFileError:
-    name = raw.path.name if raw.path else "the file"
+    name = raw.name or (raw.path.name if raw.path else "the file")
     return UnusableFileError(
         f"{name} could not be read as {raw.delimiter!r}-separated text: {str(exc).splitlines()[0]}",
         code="UNREADABLE_FILE",
     )
-
-
-def _line_stats(path: Path) -> tuple[int, bool]:
-    """Number of physical lines, and whether any line is empty (one C-speed pass)."""
-    with path.open("rb") as fh:
-        data = fh.read()
-    has_empty = b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n"))
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    return lines, has_empty
 
 
 def drop_raw(con: duckdb.DuckDBPyConnection) -> None:
@@ -254,15 +345,16 @@ def drop_raw(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-def _record_line_numbers(
-    path: Path, header_line: int, records: int, delim: str, encoding: str
-) -> tuple[np.ndarray, int]:
-    """1-based line number of every record DuckDB returned, and the empty lines it skipped.
+def _record_line_numbers(raw: RawFile, records: int) -> tuple[np.ndarray, int, int]:
+    """1-based line number of every record DuckDB returned, the empty lines it skipped, and
+    the most fields in one record (0 when no record spans lines: the line scan bounds it).
 
     Fast path: a numpy scan for line breaks; exact when no quoted value spans lines, which
     is checked by comparing counts. Otherwise Python's csv module counts records.
     """
-    buf = np.fromfile(path, dtype=np.uint8)
+    assert raw.path is not None and raw.delimiter is not None
+    header_line = raw.header_row - 1
+    buf = np.fromfile(raw.path, dtype=np.uint8)
     breaks = np.flatnonzero(buf == 10)
     starts = np.concatenate(([0], breaks + 1))
     ends = np.concatenate((breaks, [len(buf)]))
@@ -277,12 +369,13 @@ def _record_line_numbers(
     data_empty = empty[header_line + 1 :]
     candidates = data_lines[~data_empty] + 1
     if len(candidates) == records:
-        return candidates, int(data_empty.sum())
+        return candidates, int(data_empty.sum()), 0
     # Quoted line breaks: count records the slow, exact way.
     numbers: list[int] = []
     blank = 0
-    with path.open(newline="", encoding="utf-8-sig" if encoding == "utf-8" else encoding) as fh:
-        reader = csv.reader(fh, delimiter=delim)
+    widest = 0
+    with raw.path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh, delimiter=raw.delimiter)
         previous = 0
         for row in reader:
             start = previous + 1
@@ -293,12 +386,13 @@ def _record_line_numbers(
                 blank += 1
                 continue
             numbers.append(start)
+            widest = max(widest, len(row))
     if len(numbers) != records:
         raise UnusableFileError(
-            f"{path.name}: could not line up {records} records with their line numbers; check for unbalanced quotes.",
+            f"{raw.name}: could not line up {records} records with their line numbers; check for unbalanced quotes.",
             code="UNREADABLE_FILE",
         )
-    return np.asarray(numbers, dtype=np.int64), blank
+    return np.asarray(numbers, dtype=np.int64), blank, widest
 
 
 # ---------------------------------------------------------------- workbooks

@@ -183,7 +183,9 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             "'amount_currency is required for ' || pair_n || ' (the pair has no ZAR)'",
         ),
         Rule(
-            f"pair_n IS NOT NULL AND {accy} IS NOT NULL AND {accy} <> left(pair_n, 3) AND {accy} <> right(pair_n, 3)",
+            # Legacy amounts are in ZAR by definition: the legacy rule below covers pairs without ZAR.
+            f"{'accy_raw IS NOT NULL AND ' if legacy else ''}pair_n IS NOT NULL AND {accy} IS NOT NULL "
+            f"AND {accy} <> left(pair_n, 3) AND {accy} <> right(pair_n, 3)",
             "amount_currency",
             "coalesce(accy_raw, 'ZAR')",
             "INVALID_AMOUNT_CURRENCY",
@@ -265,28 +267,15 @@ def build_checked(con: duckdb.DuckDBPyConnection, ctx: RuleContext) -> None:
         return f"NULLIF(trim(c{idx[name]}), '')" if name in idx else "NULL::VARCHAR"
 
     raw_cols = [f"c{i}" for i in range(ctx.width)]
-    mapped = set(idx.values())
-    others = [f"NULLIF(trim(c{i}, {_WS}), '')" for i in range(ctx.width) if i not in mapped]
     header_cells = [f"NULLIF(trim(c{i}), '')" for i in range(ctx.header_width)]
     overflow_raw = [f"c{i}" for i in range(ctx.header_width, ctx.width)]
     overflow = [f"NULLIF(trim(c{i}, {_WS}), '')" for i in range(ctx.header_width, ctx.width)]
-    fields = (
-        "tid",
-        "cif",
-        "acc",
-        "pair_raw",
-        "side_raw",
-        "amt_raw",
-        "accy_raw",
-        "spread_raw",
-        "deliv_raw",
-        "vdate_raw",
-        "ref",
-    )
-    # Cheap test first: a row with any mapped value is not blank; only the rest pay for the full check.
+    # A row with a valid CIF is not blank; only the rest (blank or rejected rows) pay for the
+    # full check, which also takes cells holding nothing but tabs or spaces as empty.
     blank = (
-        f"CASE WHEN coalesce({', '.join(fields)}) IS NOT NULL THEN false "
-        f"ELSE {' AND '.join(f'{c} IS NULL' for c in others) or 'true'} END"
+        "CASE WHEN cif_n IS NOT NULL THEN false ELSE "
+        + " AND ".join(f"coalesce(regexp_full_match({c}, '[\\s\\p{{Z}}]*'), true)" for c in raw_cols)
+        + " END"
     )
     total = (
         f"CASE WHEN cif_n IS NOT NULL AND acc_n IS NOT NULL THEN false "

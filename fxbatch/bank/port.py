@@ -1,0 +1,142 @@
+"""The bank port: the trading API's four operations, called for many trades at once.
+
+Each operation takes a batch of requests (columns, one row per trade) and answers one result
+envelope per trade: ``result_code`` (0 = success), ``reason`` (a FailureCode value or None),
+``message``. ``envelope(i)`` gives the API's JSON shape for one trade. Calling for many trades
+at once is what lets the in-process simulated bank stay vectorised while an HTTP bank fans the
+same batch out as concurrent requests (``max_in_flight`` of them at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass
+class QuoteBatch:
+    """createquote requests, one row per trade.
+
+    Hot numeric fields are numpy arrays; the trade's text fields stay in an Arrow table
+    (``trades``: trade_id, client_cif, account_number, currency_pair, side, amount_currency,
+    delivery, value_date) and become Python objects only for a bank that asks via ``column``.
+    ``trade_key`` and ``step`` identify the trade for the simulated bank's determinism.
+    """
+
+    trade_key: np.ndarray  # uint64
+    step: np.ndarray  # int64: the trade's position in its batch (market time)
+    attempt: np.ndarray  # int64, 1-based
+    amount: np.ndarray  # float64, in amount_currency
+    amount_zar: np.ndarray  # float64, at mid
+    spread_bps: np.ndarray  # float64
+    is_buy: np.ndarray  # bool: the client buys the base currency
+    pair_code: np.ndarray  # int32 index into pair_names
+    pair_names: np.ndarray  # object: distinct pairs
+    trades: pa.Table
+
+    def __len__(self) -> int:
+        return len(self.trade_key)
+
+    @property
+    def pair(self) -> np.ndarray:
+        return np.asarray(self.pair_names[self.pair_code])
+
+    def column(self, name: str) -> np.ndarray:
+        return np.asarray(self.trades.column(name).to_numpy(zero_copy_only=False), dtype=object)
+
+    def take(self, idx: np.ndarray) -> QuoteBatch:
+        fields = {k: v[idx] for k, v in self.__dict__.items() if k not in ("pair_names", "trades")}
+        return QuoteBatch(**fields, pair_names=self.pair_names, trades=self.trades.take(pa.array(idx)))
+
+
+@dataclass
+class Replies:
+    """One envelope per request; reasons as indices into ``fxbatch.bank.model.REASONS`` (-1 = none)."""
+
+    result_code: np.ndarray  # int64; 0 = success
+    reason_idx: np.ndarray  # int8
+    message: np.ndarray  # object: str or None
+    transaction_id: np.ndarray | None = None  # object: the bank's header.transactionId
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.asarray(self.result_code == 0)
+
+    @property
+    def reason(self) -> np.ndarray:
+        """Reason codes as the API's strings (None where the call succeeded)."""
+        from fxbatch.bank.model import CODE_OBJ
+
+        return np.asarray(CODE_OBJ[self.reason_idx.astype(np.int64) + 1])
+
+    def envelope(self, i: int) -> dict[str, Any]:
+        code = int(self.result_code[i])
+        result: dict[str, Any] = {"resultCode": code, "resultMsg": "Success" if code == 0 else self.message[i]}
+        if code:
+            result["resultReasonCode"] = self.reason[i]
+            result["validationErrors"] = []
+        txn = self.transaction_id[i] if self.transaction_id is not None else None
+        return {"header": {"transactionId": txn}, "result": result}
+
+
+@dataclass
+class QuoteReplies(Replies):
+    quote_id: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # int64 (0 when failed)
+    quote_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 client rate
+    expires_at: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 epoch seconds
+
+
+@dataclass
+class BookBatch:
+    """bookquoteddeal requests; ``deal_txn_id`` is the caller's idempotency key."""
+
+    quote_id: np.ndarray  # int64
+    deal_txn_id: pa.Array  # strings: the caller's idempotency key
+    quote_rate: np.ndarray  # float64
+    deal_rate: np.ndarray  # float64
+    trade_key: np.ndarray  # uint64
+    attempt: np.ndarray  # int64
+    trade_id: pa.Array  # the caller's reference, kept in the bank's ledger
+    run_id: int
+    batch_id: int
+    src_row: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.quote_id)
+
+
+@dataclass
+class BookReplies(Replies):
+    deal_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (nan when failed)
+
+
+@dataclass
+class StatusReplies:
+    """GetTxnStatus: ``status`` is COMPLETED, PENDING or NOT_FOUND per deal transaction id."""
+
+    status: np.ndarray  # object
+    quote_id: np.ndarray  # int64 (0 when unknown)
+    deal_rate: np.ndarray  # float64 (nan when unknown)
+
+
+class BankUnavailable(Exception):
+    """The bank could not be reached at all (the whole call failed, not single trades)."""
+
+
+class Bank(Protocol):
+    """What the engine needs from a bank."""
+
+    def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies: ...
+
+    def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies: ...
+
+    def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies: ...
+
+    def transaction_status(
+        self, deal_txn_ids: pa.Array, max_in_flight: int, run_id: int | None = None
+    ) -> StatusReplies: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,240 @@
+"""The in-process simulated bank: the port's operations over the deterministic BankModel.
+
+It keeps its own durable ledger of booked deals (table ``sim_ledger``) keyed by the caller's
+deal transaction id and never books one twice: a repeated booking answers with the deal
+already booked. An in-memory index of the ledger (64-bit hashes of the ids, loaded once from
+the table) makes that check vectorised.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from fxbatch.bank.model import (
+    BOOK_STAGE,
+    MESSAGE_OBJ,
+    NONE,
+    QUOTE_STAGE,
+    REASON_INDEX,
+    RESULT_CODE,
+    TIMEOUT,
+    BankModel,
+    RateWalk,
+    client_rates,
+)
+from fxbatch.bank.port import BookBatch, BookReplies, QuoteBatch, QuoteReplies, Replies, StatusReplies
+from fxbatch.bank.registry import ClientRegistry
+from fxbatch.models import BankSettings, FailureCode
+from fxbatch.store import Store
+
+_EXPIRED = REASON_INDEX[FailureCode.QUOTE_EXPIRED.value]
+_MOVED = REASON_INDEX[FailureCode.PRICE_MOVED.value]
+_UNSUPPORTED = REASON_INDEX[FailureCode.CURRENCY_NOT_SUPPORTED.value]
+
+
+def _replies(reason: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    take = reason.astype(np.int64) + 1
+    return RESULT_CODE[take], MESSAGE_OBJ[take]
+
+
+class SimulatedBank:
+    """Implements ``fxbatch.bank.port.Bank`` in-process."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: BankSettings,
+        seed: int,
+        mids: dict[str, float],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.model = BankModel(seed, settings)
+        self.walk = RateWalk(seed, mids, settings.volatility_bps)
+        self.registry = ClientRegistry.from_csv(settings.registry_file) if settings.registry_file else None
+        self.clock = clock
+        self.sleep = sleep
+        self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
+        self._booked: dict[int, set[str]] = {}
+        self._lock = threading.Lock()
+        self.calls = {"createquote": 0, "bookquoteddeal": 0, "cancelquote": 0, "gettxnstatus": 0}
+
+    # -- helpers ---------------------------------------------------------------
+    def _wait(self, n: int, max_in_flight: int) -> None:
+        """Simulated latency: n calls, at most max_in_flight at a time."""
+        if n and self.settings.latency_ms > 0:
+            waves = -(-n // max(1, max_in_flight))
+            self.sleep(waves * self.settings.latency_ms / 1000)
+
+    def _booked_for(self, run_id: int) -> set[str]:
+        """Deal ids booked for ``run_id``, loaded from the ledger once.
+
+        The index is kept per run (the caller's reference on every booking), so a new run never
+        pays for the ledger of earlier ones.
+        """
+        with self._lock:
+            booked = self._booked.get(run_id)
+            if booked is None:
+                rows = (
+                    self.store.cursor()
+                    .execute("SELECT deal_transaction_id FROM sim_ledger WHERE run_id = ?", [run_id])
+                    .fetchall()
+                )
+                booked = {r[0] for r in rows}
+                self._booked[run_id] = booked
+            return booked
+
+    def _deals(self, ids: list[str], run_id: int | None) -> dict[str, tuple[int, float]]:
+        """Quote id and deal rate of the booked deals among ``ids``."""
+        if not ids:
+            return {}
+        where = "run_id = ? AND " if run_id is not None else ""
+        params: list[object] = [run_id] if run_id is not None else []
+        rows = (
+            self.store.cursor()
+            .execute(
+                f"SELECT deal_transaction_id, quote_id, deal_rate FROM sim_ledger "
+                f"WHERE {where}deal_transaction_id IN (SELECT unnest(?::VARCHAR[]))",
+                [*params, ids],
+            )
+            .fetchall()
+        )
+        return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+
+    def _expiry(self, quote_ids: np.ndarray) -> np.ndarray:
+        """Expiry of each quote this bank issued (NaN when unknown)."""
+        expiry = np.full(len(quote_ids), np.nan)
+        todo = np.ones(len(quote_ids), dtype=bool)
+        for ids, exp in reversed(self._quotes):
+            if not todo.any():
+                break
+            pos = np.minimum(np.searchsorted(ids, quote_ids), len(ids) - 1)
+            hit = todo & (ids[pos] == quote_ids)
+            expiry[hit] = exp[pos[hit]]
+            todo &= ~hit
+        return expiry
+
+    # -- the port --------------------------------------------------------------
+    def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
+        n = len(batch)
+        self.calls["createquote"] += n
+        self._wait(n, max_in_flight)
+        fates = self.model.fates(batch.trade_key)
+        reason = np.full(n, NONE, dtype=np.int8)
+        if self.registry is not None:
+            checks = self.registry.check(batch.column("client_cif"), batch.column("account_number"), batch.amount_zar)
+            has = checks != None  # noqa: E711
+            reason[has] = [REASON_INDEX[c] for c in checks[has]]
+        codes = self.walk.pair_index(batch.pair_names)
+        pair_idx = np.append(codes, -1)[batch.pair_code]
+        mid = self.walk.mid(batch.pair_names, batch.step + batch.attempt - 1, pair_idx)
+        free = reason == NONE
+        reason[free & np.isnan(mid)] = _UNSUPPORTED
+        free = reason == NONE
+        fail = free & ~fates.success & QUOTE_STAGE[fates.reason.astype(np.int64) + 1]
+        reason[fail] = fates.reason[fail]
+        free = reason == NONE
+        transient = free & (batch.attempt == 1) & QUOTE_STAGE[fates.transient.astype(np.int64) + 1]
+        reason[transient] = fates.transient[transient]
+        ok = reason == NONE
+        codes, messages = _replies(reason)
+        quote_id = np.where(ok, self.model.quote_ids(batch.trade_key, batch.attempt), 0)
+        rate = np.where(ok, client_rates(mid, batch.is_buy, batch.spread_bps), np.nan)
+        expires = np.where(ok, self.clock() + self.settings.quote_ttl_s, np.nan)
+        if ok.any():
+            order = np.argsort(quote_id[ok])
+            self._quotes.append((quote_id[ok][order], expires[ok][order]))
+        return QuoteReplies(codes, reason, messages, None, quote_id, rate, expires)
+
+    def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
+        n = len(batch)
+        self.calls["bookquoteddeal"] += n
+        self._wait(n, max_in_flight)
+        booked = self._booked_for(batch.run_id)
+        ids = batch.deal_txn_id.to_pylist()
+        already = np.fromiter((d in booked for d in ids), dtype=bool, count=n)
+        fates = self.model.fates(batch.trade_key)
+        expiry = self._expiry(batch.quote_id)
+        now = self.clock()
+        reason = np.full(n, NONE, dtype=np.int8)
+        reason[np.isnan(expiry) | (now > expiry)] = _EXPIRED
+        tol = self.settings.price_tolerance_bps / 10_000
+        moved = np.abs(batch.deal_rate - batch.quote_rate) > tol * np.abs(batch.quote_rate)
+        reason[(reason == NONE) & moved] = _MOVED
+        free = reason == NONE
+        fail = free & ~fates.success & BOOK_STAGE[fates.reason.astype(np.int64) + 1]
+        reason[fail] = fates.reason[fail]
+        free = reason == NONE
+        transient = free & (batch.attempt == 1) & BOOK_STAGE[fates.transient.astype(np.int64) + 1]
+        reason[transient] = fates.transient[transient]
+        # A lost answer after a real booking: the deal is booked, the caller hears nothing.
+        lost_answer = transient & (fates.transient == TIMEOUT)
+        book_now = ((reason == NONE) | lost_answer) & ~already
+        reason[already] = NONE  # idempotent: the deal exists, answer with it
+        deal_rate = np.where((reason == NONE) | lost_answer, batch.deal_rate, np.nan)
+        repeat = np.flatnonzero(already)
+        known = self._deals([ids[i] for i in repeat], batch.run_id)
+        for i in repeat:
+            deal_rate[i] = known[ids[i]][1]
+        if book_now.any():
+            self._record(batch, book_now, now, ids)
+        codes, messages = _replies(reason)
+        return BookReplies(codes, reason, messages, None, deal_rate)
+
+    def _record(self, batch: BookBatch, mask: np.ndarray, now: float, ids: list[str]) -> None:
+        idx = np.flatnonzero(mask)
+        table = pa.table(
+            {
+                "deal_transaction_id": batch.deal_txn_id.take(pa.array(idx)).cast(pa.string()),
+                "quote_id": pa.array(batch.quote_id[idx], type=pa.int64()),
+                "run_id": pa.array(np.full(len(idx), batch.run_id), type=pa.int32()),
+                "src_row": pa.array(batch.src_row[idx], type=pa.int32()),
+                "deal_rate": pa.array(batch.deal_rate[idx], type=pa.float64()),
+                "booked_at": pa.array(np.full(len(idx), int(now * 1e6)), type=pa.timestamp("us")),
+            }
+        )
+        cur = self.store.cursor()
+        cur.register("_fx_booked", table)
+        try:
+            cur.execute("INSERT INTO sim_ledger SELECT * FROM _fx_booked")
+        finally:
+            cur.unregister("_fx_booked")
+        booked = self._booked_for(batch.run_id)
+        with self._lock:
+            booked.update(ids[i] for i in idx)
+
+    def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
+        self.calls["cancelquote"] += len(quote_ids)
+        self._wait(len(quote_ids), max_in_flight)
+        n = len(quote_ids)
+        return Replies(np.zeros(n, dtype=np.int64), np.full(n, NONE, dtype=np.int8), np.full(n, None, dtype=object))
+
+    def transaction_status(
+        self, deal_txn_ids: pa.Array, max_in_flight: int, run_id: int | None = None
+    ) -> StatusReplies:
+        n = len(deal_txn_ids)
+        self.calls["gettxnstatus"] += n
+        self._wait(n, max_in_flight)
+        ids = deal_txn_ids.to_pylist()
+        if run_id is not None:
+            booked = self._booked_for(run_id)
+            known = self._deals([d for d in ids if d in booked], run_id)
+        else:
+            known = self._deals(ids, None)
+        found = [known.get(d) for d in ids]
+        status = np.array(["COMPLETED" if f else "NOT_FOUND" for f in found], dtype=object)
+        quote_id = np.array([f[0] if f else 0 for f in found], dtype=np.int64)
+        rate = np.array([f[1] if f else np.nan for f in found], dtype=np.float64)
+        return StatusReplies(status, quote_id, rate)
+
+    def close(self) -> None:
+        self._quotes.clear()
