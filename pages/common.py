@@ -34,3 +34,47 @@ def show_error(exc: Exception) -> None:
         st.error(f"A setting has a bad value ({bad}). Fix it and reload the page.", icon=":material/error:")
     else:
         st.error(f"Something went wrong: {exc}. Nothing was changed; try again.", icon=":material/error:")
+
+
+# How batches, trades and rejections read in tables: plain labels, dates without a clock,
+# money with two decimals; the fingerprint (a long hash) stays out of the way.
+BATCH_TABLE = {
+    "column_order": [
+        "batch_id",
+        "name",
+        "status",
+        "trades",
+        "rejected",
+        "ignored",
+        "source_file",
+        "layout",
+        "created_at",
+    ],
+    "column_config": {
+        "batch_id": st.column_config.NumberColumn("Batch", format="%d", width="small"),
+        "name": "Name",
+        "status": "Status",
+        "trades": st.column_config.NumberColumn("Trades", format="%d"),
+        "rejected": st.column_config.NumberColumn("Rejected rows", format="%d"),
+        "ignored": st.column_config.NumberColumn("Blank rows", format="%d"),
+        "source_file": "File",
+        "layout": "Layout",
+        "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+    },
+}
+TRADE_TABLE = {
+    "column_config": {
+        "row": st.column_config.NumberColumn("Row", format="%d", help="Row in the uploaded file", width="small"),
+        "amount": st.column_config.NumberColumn("amount", format="%.2f"),
+        "value_date": st.column_config.DateColumn("value_date", format="YYYY-MM-DD"),
+    },
+}
+REJECTION_TABLE = {
+    "column_config": {
+        "row": st.column_config.NumberColumn("Row", format="%d", help="Row in the uploaded file", width="small"),
+        "column": "Column",
+        "value": "Value in the file",
+        "code": "Code",
+        "message": st.column_config.TextColumn("Why it was rejected", width="large"),
+    },
+}

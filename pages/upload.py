@@ -8,7 +8,9 @@ from pathlib import Path
 import streamlit as st
 
 from fxbatch import FxBatchError
-from pages.common import get_workbench, show_error
+from pages.common import REJECTION_TABLE, get_workbench, show_error
+
+SHOWN_REJECTIONS = 5000
 
 
 def main() -> None:
@@ -28,6 +30,7 @@ def main() -> None:
     sheet = st.text_input("Sheet (workbooks only)", placeholder="first sheet", key="sheet")
     if uploaded is None:
         return
+    st.caption(f"{uploaded.name} ({uploaded.size:,} bytes) is ready; nothing is stored until you press the button.")
     if not st.button("Validate and create batch", type="primary", key="create"):
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,12 +42,16 @@ def main() -> None:
         except FxBatchError as exc:
             show_error(exc)
             return
-    st.success(f"Batch {result.batch_id} '{result.name}' created ({result.layout.value} layout).")
+    st.success(
+        f"Batch {result.batch_id} '{result.name}' created ({result.layout.value} layout).",
+        icon=":material/check_circle:",
+    )
     if result.previously_loaded_as:
         st.warning(
             "This exact file was loaded before as batch "
             + ", ".join(str(b) for b in result.previously_loaded_as)
-            + ". Both batches are kept."
+            + ". Both batches are kept.",
+            icon=":material/content_copy:",
         )
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Data rows", result.rows)
@@ -57,7 +64,13 @@ def main() -> None:
             st.caption("Ignored columns: " + ", ".join(result.ignored_columns))
     if result.rejections:
         st.subheader("Rejected rows")
-        st.dataframe([r.model_dump(mode="json") for r in result.rejections[:5000]], hide_index=True, width="stretch")
+        shown = [r.model_dump(mode="json") for r in result.rejections[:SHOWN_REJECTIONS]]
+        st.dataframe(shown, hide_index=True, width="stretch", **REJECTION_TABLE)
+        if len(result.rejections) > SHOWN_REJECTIONS:
+            st.caption(
+                f"Showing the first {SHOWN_REJECTIONS:,} of {len(result.rejections):,} rejections; "
+                "download them all from the Batches page."
+            )
 
 
 main()

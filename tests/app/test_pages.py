@@ -65,6 +65,7 @@ def test_home_on_an_empty_database_offers_to_load_the_sample(empty_db: Path, ope
     assert "No batches yet" in at.info[0].value
     at.button[0].click().run()
     assert not at.exception
+    assert [s.value for s in at.success] == ["Batch 1 created with 200 trades."]
     assert metrics(at) == {"Batches": "1", "Trades loaded": "200", "Rows rejected": "0"}
 
 
@@ -132,10 +133,12 @@ def test_batches_page_lists_every_batch_and_shows_the_chosen_ones_rows(db_path: 
     assert listed["batch_id"].tolist() == [2, 1]  # newest first
     assert listed["name"].tolist()[1] == "Sample batch"
     assert [t.label for t in at.tabs] == ["Trades (3)", "Rejections (10)"]
+    assert len(at.get("download_button")) == 1  # every rejection, not only the rows shown
 
     at.selectbox[0].select(1).run()
     assert not at.exception
     assert [t.label for t in at.tabs] == ["Trades (200)", "Rejections (0)"]
+    assert not at.get("download_button")
     assert len(at.dataframe[1].value) == 200
 
 
