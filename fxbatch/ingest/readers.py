@@ -407,9 +407,11 @@ def _cell_text(value: object) -> str | None:
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
     if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) < 1e17:
+        # Excel keeps 15 significant digits and shows no more: a formula's 0.30000000000000004
+        # is the 0.3 the analyst sees, and a 16-digit "number" has already lost digits.
+        if math.isfinite(value) and value.is_integer() and abs(value) < 1e15:
             return str(int(value))
-        return repr(value)
+        return format(value, ".15g")
     if isinstance(value, int):
         return str(value)
     if isinstance(value, datetime):
@@ -469,10 +471,19 @@ def _read_workbook(con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None
 # ---------------------------------------------------------------- parquet
 
 
+def _parquet_text(name: str, sql_type: str, index: int) -> str:
+    """A Parquet column as text; floating point as the 15 significant digits a sheet shows."""
+    col = '"' + name.replace('"', '""') + '"'
+    if sql_type == "DOUBLE":  # FLOAT casts to its own shortest text already
+        return f"printf('%.15g', {col}) AS c{index}"
+    return f"CAST({col} AS VARCHAR) AS c{index}"
+
+
 def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> RawFile:
     try:
-        names = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
-        cols = ", ".join(f'CAST("{n.replace(chr(34), chr(34) * 2)}" AS VARCHAR) AS c{i}' for i, n in enumerate(names))
+        described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+        names = [str(r[0]) for r in described]
+        cols = ", ".join(_parquet_text(n, str(t), i) for i, (n, t, *_) in enumerate(described))
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE raw_data AS SELECT file_row_number + 2 AS src_row, {cols} "
             "FROM read_parquet(?, file_row_number=true) ORDER BY file_row_number",
