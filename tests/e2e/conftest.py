@@ -73,7 +73,9 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("e2e-app")
     port = _free_port()
     env = {
-        **os.environ,
+        **{
+            k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_")
+        },  # the developer's own settings stay out
         "FXBATCH_DB": str(tmp / "e2e.duckdb"),
         "FXBATCH_LOAD_SAMPLE_ON_CREATE": "true",
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
