@@ -55,65 +55,67 @@ def load_file(
     path = Path(path)
     source = display_name or path.name
     cur = store.cursor()
-    checked = check_file(
-        cur,
-        path,
-        pairs=frozenset(rates.pairs),
-        today=today or date.today(),
-        default_spread_bps=settings.default_spread_bps,
-        sheet=sheet,
-        column_map=column_map,
-        search_rows=settings.header_search_rows,
-    )
-    rejections = fetch_rejections(cur)
-    if checked.accepted == 0:
-        first = "; ".join(f"row {r.row} {r.column}: {r.message}" for r in rejections[:3])
-        raise UnusableFileError(
-            f"None of the {checked.rows - checked.ignored} trade rows in {source} is valid, so no batch "
-            f"was created. First problems: {first}",
-            code="NO_VALID_ROWS",
-        )
-    digest = fingerprint(path)
-    previous = [
-        r[0]
-        for r in cur.execute(
-            "SELECT batch_id FROM batches WHERE fingerprint = ? ORDER BY batch_id", [digest]
-        ).fetchall()
-    ]
-    batch_name = name or Path(source).stem
-    cur.begin()
     try:
-        batch_id = cur.execute(
-            "INSERT INTO batches (name, source_file, fingerprint, layout, sheet, column_map, rows, "
-            "accepted, rejected, ignored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING batch_id",
-            [
-                batch_name,
-                source,
-                digest,
-                checked.plan.layout.value,
-                checked.raw.sheet,
-                json.dumps(checked.plan.column_map),
-                checked.rows,
-                checked.accepted,
-                checked.rejected,
-                checked.ignored,
-            ],
-        ).fetchall()[0][0]
-        cur.execute(
-            f"INSERT INTO trades SELECT ?, src_row, "
-            f"{', '.join(TRADE_COLUMNS)} FROM checked WHERE NOT is_blank AND len(errors) = 0",
-            [batch_id],
+        checked = check_file(
+            cur,
+            path,
+            pairs=frozenset(rates.pairs),
+            today=today or date.today(),
+            default_spread_bps=settings.default_spread_bps,
+            sheet=sheet,
+            column_map=column_map,
+            search_rows=settings.header_search_rows,
         )
-        cur.execute(
-            "INSERT INTO rejections SELECT ?, src_row, e.col, e.value, e.code, e.message FROM "
-            "(SELECT src_row, unnest(errors) AS e FROM checked WHERE len(errors) > 0)",
-            [batch_id],
-        )
-        cur.commit()
-    except Exception:
-        cur.rollback()
-        raise
+        rejections = fetch_rejections(cur)
+        if checked.accepted == 0:
+            first = "; ".join(f"row {r.row} {r.column}: {r.message}" for r in rejections[:3])
+            raise UnusableFileError(
+                f"None of the {checked.rows - checked.ignored} trade rows in {source} is valid, so no batch "
+                f"was created. First problems: {first}",
+                code="NO_VALID_ROWS",
+            )
+        digest = fingerprint(path)
+        previous = [
+            r[0]
+            for r in cur.execute(
+                "SELECT batch_id FROM batches WHERE fingerprint = ? ORDER BY batch_id", [digest]
+            ).fetchall()
+        ]
+        batch_name = name or Path(source).stem
+        cur.begin()
+        try:
+            batch_id = cur.execute(
+                "INSERT INTO batches (name, source_file, fingerprint, layout, sheet, column_map, rows, "
+                "accepted, rejected, ignored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING batch_id",
+                [
+                    batch_name,
+                    source,
+                    digest,
+                    checked.plan.layout.value,
+                    checked.raw.sheet,
+                    json.dumps(checked.plan.column_map),
+                    checked.rows,
+                    checked.accepted,
+                    checked.rejected,
+                    checked.ignored,
+                ],
+            ).fetchall()[0][0]
+            cur.execute(
+                f"INSERT INTO trades SELECT ?, src_row, "
+                f"{', '.join(TRADE_COLUMNS)} FROM checked WHERE NOT is_blank AND len(errors) = 0",
+                [batch_id],
+            )
+            cur.execute(
+                "INSERT INTO rejections SELECT ?, src_row, e.col, e.value, e.code, e.message FROM "
+                "(SELECT src_row, unnest(errors) AS e FROM checked WHERE len(errors) > 0)",
+                [batch_id],
+            )
+            cur.commit()
+        except Exception:
+            cur.rollback()
+            raise
     finally:
+        # Also when the file is refused: the checked rows of a big file would stay in memory.
         drop_checked(cur)
         drop_raw(cur)
     return LoadResult(

@@ -65,16 +65,30 @@ def detect_kind(path: Path) -> str:
         return "xlsx"
     if suffix in WORKBOOK_SUFFIXES or suffix == ".parquet":
         raise UnusableFileError(
-            f"{path.name} is named {suffix} but is not a {suffix[1:].upper()} file "
-            "(it may be damaged, or another format renamed).",
+            f"{path.name} is named {suffix} but is not a valid {suffix[1:].upper()} file "
+            f"(it may be damaged, or another format renamed): found {_describe(head)}.",
             code="NOT_A_SPREADSHEET",
         )
     if b"\x00" in head and not head.startswith(_UTF16_BOMS):
         raise UnusableFileError(
-            f"{path.name} is not a spreadsheet: expected CSV text, XLSX or Parquet, found binary data.",
+            f"{path.name} is not a spreadsheet: expected CSV text, XLSX or Parquet, found {_describe(head)}.",
             code="NOT_A_SPREADSHEET",
         )
     return "csv"
+
+
+def _describe(head: bytes) -> str:
+    """What the first bytes of a file look like, for messages."""
+    lower = head[:1024].lower()
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if b"<html" in lower or b"<table" in lower or b"<!doctype html" in lower:
+        return "an HTML page (a web export saved under a spreadsheet name)"
+    if b"\x00" in head:
+        return "binary data"
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"plain text starting {first[:60]!r}"
 
 
 def read_into(
@@ -96,7 +110,10 @@ def read_into(
 
 def _no_header(name: str, rows: Sequence[Sequence[object]], search_rows: int) -> UnusableFileError:
     first = next((r for r in rows if any(str(c).strip() for c in r if c is not None)), None)
-    seen = f"the first non-blank row is {[str(c) for c in first][:12]}" if first else "no non-blank rows"
+    cells = [str(c) if c is not None else "" for c in first or []]
+    while cells and not cells[-1].strip():
+        cells.pop()
+    seen = f"the first non-blank row is {cells[:12]}" if first else "no non-blank rows"
     return UnusableFileError(
         f"No header row found in the first {search_rows} rows of {name}: expected column names such "
         "as client_cif, account_number, currency_pair, side, amount (or the legacy Client CIF, "
@@ -430,7 +447,9 @@ def _read_workbook(con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None
         book = CalamineWorkbook.from_path(str(path))
     except Exception as exc:  # calamine raises its own error types per format
         raise UnusableFileError(
-            f"{path.name} could not be opened as a workbook: {exc}", code="UNREADABLE_FILE"
+            f"{path.name} could not be opened as a workbook (expected XLSX, XLS or ODS; it may be damaged "
+            f"or only partly downloaded): {exc}",
+            code="UNREADABLE_FILE",
         ) from exc
     names = list(book.sheet_names)
     if not names:
@@ -447,7 +466,10 @@ def _read_workbook(con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None
     header_idx = find_header_row(rows[:search_rows])
     if header_idx is None:
         if not any(any(c not in (None, "") for c in r) for r in rows):
-            raise UnusableFileError(f"Sheet {sheet_name!r} of {path.name} is empty.", code="EMPTY_FILE")
+            raise UnusableFileError(
+                f"Sheet {sheet_name!r} of {path.name} is empty: expected a header row and trade rows.",
+                code="EMPTY_FILE",
+            )
         raise _no_header(f"sheet {sheet_name!r} of {path.name}", rows[:search_rows], search_rows)
     headers = [(_cell_text(c) or "").strip() for c in rows[header_idx]]
     data = rows[header_idx + 1 :]
@@ -495,5 +517,9 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> RawFile:
             f"{path.name} could not be read as Parquet: {str(exc).splitlines()[0]}", code="UNREADABLE_FILE"
         ) from exc
     if header_score(names) < 3:
-        raise _no_header(path.name, [names], 1)
+        raise UnusableFileError(
+            f"{path.name} has no trade columns: expected column names such as client_cif, account_number, "
+            f"currency_pair, side, amount; its columns are {names[:12]}.",
+            code="NO_HEADER",
+        )
     return RawFile("parquet", names, 1, 0)
