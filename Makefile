@@ -49,6 +49,7 @@ unit: $(VENV)/.dev-installed
 ## Benchmarks: ratios against references measured in the same run
 bench: $(VENV)/.installed
 	$(PY) bench/bench_load.py
+	$(PY) bench/bench_engine.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out

@@ -74,6 +74,9 @@ def _v2(con: duckdb.DuckDBPyConnection) -> None:
         config VARCHAR NOT NULL,
         trades INTEGER NOT NULL,
         retry_of_run INTEGER,
+        -- A trade's deal transaction id is deal_prefix || src_row: fixed when the run is created,
+        -- so it exists before any booking and every retry reuses it.
+        deal_prefix VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp(),
         started_at TIMESTAMP,
         finished_at TIMESTAMP,
@@ -102,7 +105,7 @@ def _v2(con: duckdb.DuckDBPyConnection) -> None:
         finished_at TIMESTAMP NOT NULL
     );
     -- Quoted trades about to be booked: written before booking is asked for, so that a
-    -- crashed run knows which deals to ask the bank about.
+    -- crashed run knows which deals (runs.deal_prefix || src_row) to ask the bank about.
     CREATE TABLE run_inflight (
         run_id INTEGER NOT NULL,
         src_row INTEGER NOT NULL,
@@ -110,13 +113,14 @@ def _v2(con: duckdb.DuckDBPyConnection) -> None:
         quote_id BIGINT NOT NULL,
         quote_rate DOUBLE NOT NULL,
         quote_expiry TIMESTAMP,
-        deal_transaction_id VARCHAR NOT NULL,
         executing_at TIMESTAMP,
         quoted_at TIMESTAMP NOT NULL
     );
     -- The simulated bank's own ledger of booked deals (its durable state, not the engine's).
-    -- run_id and src_row are the caller's references (the trade id is joined on export).
+    -- run_id and src_row are the caller's references (the trade id is joined on export);
+    -- deal_hash = hash(deal_transaction_id) lets the bank index every deal it ever booked cheaply.
     CREATE TABLE sim_ledger (
+        deal_hash UBIGINT NOT NULL,
         deal_transaction_id VARCHAR NOT NULL,
         quote_id BIGINT NOT NULL,
         run_id INTEGER,

@@ -38,6 +38,50 @@ _MOVED = REASON_INDEX[FailureCode.PRICE_MOVED.value]
 _UNSUPPORTED = REASON_INDEX[FailureCode.CURRENCY_NOT_SUPPORTED.value]
 
 
+class _Booked:
+    """Every deal id the ledger holds, as sorted 64-bit hashes; membership is a vectorised search.
+
+    Loaded once from ``sim_ledger.deal_hash`` (8 bytes a deal). A hash hit is only a candidate:
+    the bank confirms it against the ledger, so a collision never turns a new booking into a
+    false repeat.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        cur = store.cursor()
+        # The hash function is DuckDB's: should a DuckDB upgrade change it, re-hash the ledger.
+        stale = cur.execute(
+            "SELECT count(*) FROM (SELECT * FROM sim_ledger LIMIT 64) WHERE deal_hash <> hash(deal_transaction_id)"
+        ).fetchall()[0][0]
+        if stale:
+            cur.execute("UPDATE sim_ledger SET deal_hash = hash(deal_transaction_id)")
+        column = cur.execute("SELECT deal_hash FROM sim_ledger").fetchnumpy()["deal_hash"]
+        self.sorted: list[np.ndarray] = [np.sort(np.asarray(column, dtype=np.uint64))]
+
+    def hashes(self, ids: pa.Array) -> np.ndarray:
+        """DuckDB's hash of each id: the same function fills ``sim_ledger.deal_hash``."""
+        cur = self.store.cursor()
+        cur.register("_fx_ids", pa.table({"id": ids.cast(pa.string())}))
+        try:
+            return np.asarray(cur.execute("SELECT hash(id) AS h FROM _fx_ids").fetchnumpy()["h"], dtype=np.uint64)
+        finally:
+            cur.unregister("_fx_ids")
+
+    def add(self, hashes: np.ndarray) -> None:
+        if len(hashes):
+            self.sorted.append(np.sort(hashes))
+            if len(self.sorted) > 8:  # keep lookups to a few binary searches
+                self.sorted = [np.sort(np.concatenate(self.sorted))]
+
+    def candidates(self, hashes: np.ndarray) -> np.ndarray:
+        hit = np.zeros(len(hashes), dtype=bool)
+        for arr in self.sorted:
+            if len(arr):
+                pos = np.minimum(np.searchsorted(arr, hashes), len(arr) - 1)
+                hit |= arr[pos] == hashes
+        return hit
+
+
 def _replies(reason: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     take = reason.astype(np.int64) + 1
     return RESULT_CODE[take], MESSAGE_OBJ[take]
@@ -64,7 +108,7 @@ class SimulatedBank:
         self.clock = clock
         self.sleep = sleep
         self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
-        self._booked: dict[int, set[str]] = {}
+        self._index: _Booked | None = None
         self._lock = threading.Lock()
         self.calls = {"createquote": 0, "bookquoteddeal": 0, "cancelquote": 0, "gettxnstatus": 0}
 
@@ -75,36 +119,33 @@ class SimulatedBank:
             waves = -(-n // max(1, max_in_flight))
             self.sleep(waves * self.settings.latency_ms / 1000)
 
-    def _booked_for(self, run_id: int) -> set[str]:
-        """Deal ids booked for ``run_id``, loaded from the ledger once.
-
-        The index is kept per run (the caller's reference on every booking), so a new run never
-        pays for the ledger of earlier ones.
-        """
+    def _booked(self) -> _Booked:
         with self._lock:
-            booked = self._booked.get(run_id)
-            if booked is None:
-                rows = (
-                    self.store.cursor()
-                    .execute("SELECT deal_transaction_id FROM sim_ledger WHERE run_id = ?", [run_id])
-                    .fetchall()
-                )
-                booked = {r[0] for r in rows}
-                self._booked[run_id] = booked
-            return booked
+            if self._index is None:
+                self._index = _Booked(self.store)
+            return self._index
 
-    def _deals(self, ids: list[str], run_id: int | None) -> dict[str, tuple[int, float]]:
-        """Quote id and deal rate of the booked deals among ``ids``."""
+    def _already(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, float]]]:
+        """Hashes of ``ids``, which of them the ledger holds (confirmed), and those deals' details."""
+        index = self._booked()
+        hashes = index.hashes(ids)
+        maybe = index.candidates(hashes)
+        if not maybe.any():
+            return hashes, maybe, {}
+        listed = ids.to_pylist()
+        known = self._deals([listed[i] for i in np.flatnonzero(maybe)])
+        return hashes, np.array([d in known for d in listed], dtype=bool), known
+
+    def _deals(self, ids: list[str]) -> dict[str, tuple[int, float]]:
+        """Quote id and deal rate of the booked deals among ``ids`` (few: only hash hits)."""
         if not ids:
             return {}
-        where = "run_id = ? AND " if run_id is not None else ""
-        params: list[object] = [run_id] if run_id is not None else []
         rows = (
             self.store.cursor()
             .execute(
-                f"SELECT deal_transaction_id, quote_id, deal_rate FROM sim_ledger "
-                f"WHERE {where}deal_transaction_id IN (SELECT unnest(?::VARCHAR[]))",
-                [*params, ids],
+                "SELECT deal_transaction_id, quote_id, deal_rate FROM sim_ledger "
+                "WHERE deal_transaction_id IN (SELECT unnest(?::VARCHAR[]))",
+                [ids],
             )
             .fetchall()
         )
@@ -159,9 +200,7 @@ class SimulatedBank:
         n = len(batch)
         self.calls["bookquoteddeal"] += n
         self._wait(n, max_in_flight)
-        booked = self._booked_for(batch.run_id)
-        ids = batch.deal_txn_id.to_pylist()
-        already = np.fromiter((d in booked for d in ids), dtype=bool, count=n)
+        hashes, already, known = self._already(batch.deal_txn_id)
         fates = self.model.fates(batch.trade_key)
         expiry = self._expiry(batch.quote_id)
         now = self.clock()
@@ -179,22 +218,33 @@ class SimulatedBank:
         # A lost answer after a real booking: the deal is booked, the caller hears nothing.
         lost_answer = transient & (fates.transient == TIMEOUT)
         book_now = ((reason == NONE) | lost_answer) & ~already
+        # The same deal id twice in one call: the first books, the others are repeats of it.
+        candidates = np.flatnonzero(book_now)
+        _, first = np.unique(hashes[candidates], return_index=True)
+        twice = np.setdiff1d(candidates, candidates[first])
+        book_now[twice] = False
         reason[already] = NONE  # idempotent: the deal exists, answer with it
         deal_rate = np.where((reason == NONE) | lost_answer, batch.deal_rate, np.nan)
         repeat = np.flatnonzero(already)
-        known = self._deals([ids[i] for i in repeat], batch.run_id)
-        for i in repeat:
-            deal_rate[i] = known[ids[i]][1]
+        if len(repeat):
+            repeat_ids = batch.deal_txn_id.take(pa.array(repeat)).to_pylist()
+            deal_rate[repeat] = [known[d][1] for d in repeat_ids]
+        if len(twice):
+            by_hash = {int(h): float(r) for h, r in zip(hashes[book_now], batch.deal_rate[book_now], strict=True)}
+            reason[twice] = NONE
+            deal_rate[twice] = [by_hash[int(h)] for h in hashes[twice]]
         if book_now.any():
-            self._record(batch, book_now, now, ids)
+            self._record(batch, book_now, now, hashes)
         codes, messages = _replies(reason)
         return BookReplies(codes, reason, messages, None, deal_rate)
 
-    def _record(self, batch: BookBatch, mask: np.ndarray, now: float, ids: list[str]) -> None:
+    def _record(self, batch: BookBatch, mask: np.ndarray, now: float, hashes: np.ndarray) -> None:
         idx = np.flatnonzero(mask)
+        new_ids = batch.deal_txn_id.take(pa.array(idx)).cast(pa.string())
         table = pa.table(
             {
-                "deal_transaction_id": batch.deal_txn_id.take(pa.array(idx)).cast(pa.string()),
+                "deal_hash": pa.array(hashes[idx], type=pa.uint64()),
+                "deal_transaction_id": new_ids,
                 "quote_id": pa.array(batch.quote_id[idx], type=pa.int64()),
                 "run_id": pa.array(np.full(len(idx), batch.run_id), type=pa.int32()),
                 "src_row": pa.array(batch.src_row[idx], type=pa.int32()),
@@ -208,9 +258,9 @@ class SimulatedBank:
             cur.execute("INSERT INTO sim_ledger SELECT * FROM _fx_booked")
         finally:
             cur.unregister("_fx_booked")
-        booked = self._booked_for(batch.run_id)
+        index = self._booked()
         with self._lock:
-            booked.update(ids[i] for i in idx)
+            index.add(hashes[idx])
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
         self.calls["cancelquote"] += len(quote_ids)
@@ -225,11 +275,7 @@ class SimulatedBank:
         self.calls["gettxnstatus"] += n
         self._wait(n, max_in_flight)
         ids = deal_txn_ids.to_pylist()
-        if run_id is not None:
-            booked = self._booked_for(run_id)
-            known = self._deals([d for d in ids if d in booked], run_id)
-        else:
-            known = self._deals(ids, None)
+        _, _, known = self._already(deal_txn_ids)
         found = [known.get(d) for d in ids]
         status = np.array(["COMPLETED" if f else "NOT_FOUND" for f in found], dtype=object)
         quote_id = np.array([f[0] if f else 0 for f in found], dtype=np.int64)

@@ -291,8 +291,10 @@ class _Worker:
         self.bank = bank
         self.max_in_flight = config.concurrency
         slow = config.bank.latency_ms > 0 or config.bank_url is not None
-        self.chunk_size = config.concurrency * 8 if slow else config.chunk_size
+        self.chunk_size = config.concurrency * 16 if slow else config.chunk_size
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
+        self.pair_names = np.array(sorted(rates.mids), dtype=object)
+        self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
 
     def run(self) -> None:
         job = self.job
@@ -302,20 +304,14 @@ class _Worker:
         error: str | None = None
         try:
             self.fingerprint = records.batch_fingerprint(cur, job.batch_id)
-            self.prefix = f"FXB-{self.store.instance_id()}-{job.run_id}-"
+            self.prefix = records.deal_prefix(cur, job.run_id)
             todo = records.load_todo(cur, job.run_id, job.batch_id, self.config, _zar_factors(self.rates))
             todo = self._reconcile(cur, todo)
-            position = 0
-            while position < todo.num_rows:
-                if job.cancel_requested.is_set() or job.stop_requested.is_set():
-                    break
-                chunk = todo.slice(position, self.chunk_size)
-                self._run_chunk(cur, chunk)
-                position += chunk.num_rows
+            position = self._execute(cur, todo)
             if job.cancel_requested.is_set():
                 self._cancel(cur, todo.slice(position))
                 outcome = RunStatus.CANCELLED
-            elif position >= todo.num_rows:
+            elif not job.stop_requested.is_set():
                 counts, _ = records.count_outcomes(cur, job.run_id)
                 outcome = final_run_status(counts, cancelled=False)
         except BankUnavailable as exc:
@@ -376,151 +372,236 @@ class _Worker:
         records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
         self.job.progress.finished({T.CANCELLED.value: n})
 
-    # -- one chunk ---------------------------------------------------------------------
-    def _quote_batch(self, chunk: pa.Table, src: np.ndarray, attempt: np.ndarray) -> QuoteBatch:
-        pairs = pc.dictionary_encode(chunk.column("currency_pair")).combine_chunks()
-        trades = chunk.select(
-            ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",
-             "value_date"]
-        )  # fmt: skip
-        return QuoteBatch(
-            trade_key=trade_keys(self.fingerprint, src),
-            step=src,
-            attempt=attempt,
-            amount=records.numeric(chunk, "amount"),
-            amount_zar=records.numeric(chunk, "amount_zar"),
-            spread_bps=records.numeric(chunk, "spread_bps"),
-            is_buy=np.asarray(pc.equal(chunk.column("side"), "BUY").to_numpy(zero_copy_only=False), dtype=bool),
-            pair_code=np.asarray(pairs.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
-            pair_names=np.asarray(pairs.dictionary.to_numpy(zero_copy_only=False), dtype=object),
-            trades=trades,
-        )
+    # -- the waves -------------------------------------------------------------------
+    def _execute(self, cur: object, todo: pa.Table) -> int:
+        """Run ``todo`` in waves over a working set; returns how many trades were taken on.
 
-    def _run_chunk(self, cur: object, chunk: pa.Table) -> None:
-        cfg = self.config
+        Each wave asks the bank about every trade that is due (fresh ones, and retries whose
+        backoff has passed) with one call per step, and persists what became final in one insert.
+        Retries ride along with fresh trades in later waves, so their backoff overlaps real work.
+        A cancel stops taking fresh trades (the ones in hand finish); an interrupt stops at once
+        after the wave, leaving unfinished trades to resume.
+        """
+        job = self.job
+        work = _Working.empty()
+        position = 0
+        while True:
+            if job.stop_requested.is_set():
+                break
+            now = time.time()
+            due = work.due(now)
+            room = self.chunk_size - int(due.sum())
+            if room > 0 and position < todo.num_rows and not job.cancel_requested.is_set():
+                fresh = todo.slice(position, room)
+                position += fresh.num_rows
+                work = work.extend(self._fresh(fresh))
+                due = work.due(now)
+            if not due.any():
+                if not len(work):
+                    break
+                time.sleep(max(0.0, float(np.nanmin(work.not_before)) - now))
+                continue
+            self._wave(cur, work, np.flatnonzero(due))
+            done = work.final()
+            if done.any():
+                self._persist(cur, work, done)
+                work = work.keep(~done)
+            job.progress.chunk_state(work.states)
+        return position
+
+    def _fresh(self, chunk: pa.Table) -> _Working:
         n = chunk.num_rows
         src = records.numeric(chunk, "src_row").astype(np.int64)
         inflight_attempt = records.numeric(chunk, "inflight_attempt")
         prior = records.numeric(chunk, "prior_attempts").astype(np.int64)
         # A resumed booking the bank never saw replays the same attempt (same quote, same outcome).
         attempt = np.where(np.isnan(inflight_attempt), prior + 1, np.nan_to_num(inflight_attempt)).astype(np.int64)
-        last_attempt = prior + cfg.max_attempts
-        quotes = self._quote_batch(chunk, src, attempt)
-        keys = quotes.trade_key
-        trade_ids = chunk.column("trade_id").combine_chunks()
-        deal_ids = pc.binary_join_element_wise(
-            self.prefix, pc.cast(chunk.column("src_row"), pa.string()), ""
-        ).combine_chunks()
-
-        states = np.full(n, CODE_OF[T.PENDING], dtype=np.int8)
-        failure = np.full(n, NONE, dtype=np.int8)
-        quote_id = np.zeros(n, dtype=np.int64)
-        quote_rate, quote_expiry, deal_rate = (np.full(n, np.nan) for _ in range(3))
-        executing_at = records.numeric(chunk, "inflight_executing_at").copy()
-        quoted_at, finished_at = np.full(n, np.nan), np.full(n, np.nan)
-        progress = self.job.progress
-        active = np.ones(n, dtype=bool)
-        wave = 0
-        while active.any():
-            if wave and self.backoff:
-                time.sleep(self.backoff * 2 ** (wave - 1))
-            wave += 1
-            idx = np.flatnonzero(active)
-            advance(states, active, T.EXECUTING)
-            now = time.time()
-            executing_at[idx] = np.where(np.isnan(executing_at[idx]), now, executing_at[idx])
-            progress.chunk_state(states)
-            quotes.attempt = attempt
-            q = self.bank.create_quotes(quotes.take(idx), self.max_in_flight)
-            now = time.time()
-            retry = np.zeros(n, dtype=bool)
-            ok = q.ok
-            # quote refused: retry what a retry can fix, fail the rest
-            self._settle(idx[~ok], q.reason_idx[~ok], attempt, last_attempt, states, failure, retry, finished_at, now)
-            good = idx[ok]
-            if len(good):
-                # quoted: record the booking we are about to ask for, then ask
-                advance(states, _mask(n, good), T.QUOTED)
-                quote_id[good] = q.quote_id[ok]
-                quote_rate[good] = q.quote_rate[ok]
-                quote_expiry[good] = q.expires_at[ok]
-                quoted_at[good] = now
-                progress.chunk_state(states)
-                records.write_inflight(
-                    cur, self.job.run_id, src[good], attempt[good], quote_id[good], quote_rate[good],  # type: ignore[arg-type]
-                    quote_expiry[good], deal_ids.take(pa.array(good)), executing_at[good], quoted_at[good],
-                )  # fmt: skip
-                b = self.bank.book_deals(
-                    BookBatch(
-                        quote_id=quote_id[good], deal_txn_id=deal_ids.take(pa.array(good)), quote_rate=quote_rate[good],
-                        deal_rate=quote_rate[good], trade_key=keys[good], attempt=attempt[good],
-                        trade_id=trade_ids.take(pa.array(good)), run_id=self.job.run_id,
-                        batch_id=self.job.batch_id, src_row=src[good],
-                    ),
-                    self.max_in_flight,
-                )  # fmt: skip
-                booked = b.ok.copy()
-                reasons = b.reason_idx.copy()
-                rates = b.deal_rate.copy()
-                # An unanswered booking is resolved with the bank's status before anything else.
-                lost = np.flatnonzero(reasons == TIMEOUT)
-                if len(lost):
-                    st = self.bank.transaction_status(
-                        deal_ids.take(pa.array(good[lost])), self.max_in_flight, self.job.run_id
-                    )
-                    found = st.status == "COMPLETED"
-                    booked[lost[found]] = True
-                    reasons[lost[found]] = NONE
-                    rates[lost[found]] = st.deal_rate[found]
-                now = time.time()
-                won = good[booked]
-                advance(states, _mask(n, won), T.SUCCESS)
-                deal_rate[won] = rates[booked]
-                finished_at[won] = now
-                self._settle(
-                    good[~booked], reasons[~booked], attempt, last_attempt, states, failure, retry, finished_at, now
-                )
-            attempt[retry] += 1
-            active = retry
-            progress.chunk_state(states)
-
-        take = failure.astype(np.int64) + 1
-        final = records.FinalRows(
-            src_row=src, status=STATUS_OBJ[states], failure_code=CODE_OBJ[take], failure_message=MESSAGE_OBJ[take],
-            retryable=RETRY_HELPS_OBJ[take], attempts=attempt, quote_id=quote_id, quote_rate=quote_rate,
-            quote_expiry=quote_expiry,
-            deal_txn_id=pc.if_else(pa.array(np.isnan(quoted_at)), pa.scalar(None, pa.string()), deal_ids),
-            deal_rate=deal_rate, amount_zar=quotes.amount_zar, executing_at=executing_at, quoted_at=quoted_at,
-            finished_at=finished_at,
+        pairs = pc.dictionary_encode(chunk.column("currency_pair")).combine_chunks()
+        local = [str(p) for p in pairs.dictionary.to_pylist()]
+        for p in local:
+            if p not in self.pair_index:
+                self.pair_index[p] = len(self.pair_names)
+                self.pair_names = np.append(self.pair_names, np.array([p], dtype=object))
+        codes = np.array([self.pair_index[p] for p in local], dtype=np.int64)
+        nan = np.full(n, np.nan)
+        return _Working(
+            src=src, keys=trade_keys(self.fingerprint, src), attempt=attempt,
+            last_attempt=prior + self.config.max_attempts, states=np.full(n, CODE_OF[T.PENDING], dtype=np.int8),
+            failure=np.full(n, NONE, dtype=np.int8), quote_id=np.zeros(n, np.int64), quote_rate=nan.copy(),
+            quote_expiry=nan.copy(), deal_rate=nan.copy(),
+            executing_at=records.numeric(chunk, "inflight_executing_at").copy(), quoted_at=nan.copy(),
+            finished_at=nan.copy(), not_before=np.zeros(n), amount=records.numeric(chunk, "amount"),
+            amount_zar=records.numeric(chunk, "amount_zar"), spread_bps=records.numeric(chunk, "spread_bps"),
+            is_buy=np.asarray(pc.equal(chunk.column("side"), "BUY").to_numpy(zero_copy_only=False), dtype=bool),
+            pair_code=codes[np.asarray(pairs.indices.to_numpy(zero_copy_only=False), dtype=np.int64)],
+            deal_ids=pc.binary_join_element_wise(self.prefix, pc.cast(chunk.column("src_row"), pa.string()), "")
+            .combine_chunks(),
+            trades=chunk.select(_TEXT_FIELDS).combine_chunks(),
         )  # fmt: skip
-        records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
-        counts = np.bincount(states, minlength=len(TRADE_CODES))
-        progress.finished({TRADE_CODES[i].value: int(c) for i, c in enumerate(counts) if c})
 
-    @staticmethod
-    def _settle(
-        idx: np.ndarray,
-        reasons: np.ndarray,
-        attempt: np.ndarray,
-        last_attempt: np.ndarray,
-        states: np.ndarray,
-        failure: np.ndarray,
-        retry: np.ndarray,
-        finished_at: np.ndarray,
-        now: float,
-    ) -> None:
+    def _wave(self, cur: object, w: _Working, idx: np.ndarray) -> None:
+        n = len(w)
+        states = w.states
+        progress = self.job.progress
+        advance(states, _mask(n, idx), T.EXECUTING)
+        now = time.time()
+        w.executing_at[idx] = np.where(np.isnan(w.executing_at[idx]), now, w.executing_at[idx])
+        progress.chunk_state(states)
+        quotes = QuoteBatch(
+            trade_key=w.keys[idx], step=w.src[idx], attempt=w.attempt[idx], amount=w.amount[idx],
+            amount_zar=w.amount_zar[idx], spread_bps=w.spread_bps[idx], is_buy=w.is_buy[idx],
+            pair_code=w.pair_code[idx], pair_names=self.pair_names, trades=w.trades.take(pa.array(idx)),
+        )  # fmt: skip
+        q = self.bank.create_quotes(quotes, self.max_in_flight)
+        now = time.time()
+        ok = q.ok
+        self._settle(w, idx[~ok], q.reason_idx[~ok], now)
+        good = idx[ok]
+        if not len(good):
+            return
+        # quoted: record the booking we are about to ask for, then ask
+        advance(states, _mask(n, good), T.QUOTED)
+        w.quote_id[good] = q.quote_id[ok]
+        w.quote_rate[good] = q.quote_rate[ok]
+        w.quote_expiry[good] = q.expires_at[ok]
+        w.quoted_at[good] = now
+        progress.chunk_state(states)
+        deal_ids = w.deal_ids.take(pa.array(good))
+        records.write_inflight(
+            cur, self.job.run_id, w.src[good], w.attempt[good], w.quote_id[good], w.quote_rate[good],  # type: ignore[arg-type]
+            w.quote_expiry[good], w.executing_at[good], w.quoted_at[good],
+        )  # fmt: skip
+        b = self.bank.book_deals(
+            BookBatch(
+                quote_id=w.quote_id[good], deal_txn_id=deal_ids, quote_rate=w.quote_rate[good],
+                deal_rate=w.quote_rate[good], trade_key=w.keys[good], attempt=w.attempt[good],
+                trade_id=w.trades.column("trade_id").take(pa.array(good)), run_id=self.job.run_id,
+                batch_id=self.job.batch_id, src_row=w.src[good],
+            ),
+            self.max_in_flight,
+        )  # fmt: skip
+        booked = b.ok.copy()
+        reasons = b.reason_idx.copy()
+        rates = b.deal_rate.copy()
+        # An unanswered booking is resolved with the bank's status before anything else.
+        lost = np.flatnonzero(reasons == TIMEOUT)
+        if len(lost):
+            st = self.bank.transaction_status(deal_ids.take(pa.array(lost)), self.max_in_flight, self.job.run_id)
+            found = st.status == "COMPLETED"
+            booked[lost[found]] = True
+            reasons[lost[found]] = NONE
+            rates[lost[found]] = st.deal_rate[found]
+        now = time.time()
+        won = good[booked]
+        advance(states, _mask(n, won), T.SUCCESS)
+        w.deal_rate[won] = rates[booked]
+        w.finished_at[won] = now
+        self._settle(w, good[~booked], reasons[~booked], now)
+
+    def _settle(self, w: _Working, idx: np.ndarray, reasons: np.ndarray, now: float) -> None:
         """Trades the bank refused: back to EXECUTING for another attempt when a retry can fix it
-        and attempts remain, otherwise FAILED with the bank's reason."""
+        and attempts remain (after a backoff), otherwise FAILED with the bank's reason."""
         if not len(idx):
             return
-        n = len(states)
-        again = AUTO_RETRY[reasons.astype(np.int64) + 1] & (attempt[idx] < last_attempt[idx])
-        advance(states, _mask(n, idx[again]), T.EXECUTING)
-        retry[idx[again]] = True
+        n = len(w)
+        again = AUTO_RETRY[reasons.astype(np.int64) + 1] & (w.attempt[idx] < w.last_attempt[idx])
+        retry = idx[again]
+        advance(w.states, _mask(n, retry), T.EXECUTING)
+        tries = w.attempt[retry] - (w.last_attempt[retry] - self.config.max_attempts)
+        w.not_before[retry] = now + self.backoff * 2.0 ** (tries - 1)
+        w.attempt[retry] += 1
         give_up = idx[~again]
-        failure[give_up] = reasons[~again]
-        advance(states, _mask(n, give_up), T.FAILED)
-        finished_at[give_up] = now
+        w.failure[give_up] = reasons[~again]
+        advance(w.states, _mask(n, give_up), T.FAILED)
+        w.finished_at[give_up] = now
+
+    def _persist(self, cur: object, w: _Working, done: np.ndarray) -> None:
+        take = w.failure[done].astype(np.int64) + 1
+        quoted = ~np.isnan(w.quoted_at[done])
+        ids = w.deal_ids.filter(pa.array(done))
+        final = records.FinalRows(
+            src_row=w.src[done], status=STATUS_OBJ[w.states[done]], failure_code=CODE_OBJ[take],
+            failure_message=MESSAGE_OBJ[take], retryable=RETRY_HELPS_OBJ[take], attempts=w.attempt[done],
+            quote_id=w.quote_id[done], quote_rate=w.quote_rate[done], quote_expiry=w.quote_expiry[done],
+            deal_txn_id=pc.if_else(pa.array(quoted), ids, pa.scalar(None, pa.string())),
+            deal_rate=w.deal_rate[done], amount_zar=w.amount_zar[done], executing_at=w.executing_at[done],
+            quoted_at=w.quoted_at[done], finished_at=w.finished_at[done],
+        )  # fmt: skip
+        records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
+        counts = np.bincount(w.states[done], minlength=len(TRADE_CODES))
+        self.job.progress.finished({TRADE_CODES[i].value: int(c) for i, c in enumerate(counts) if c})
+
+
+_TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",
+                "value_date"]  # fmt: skip
+_WORK_ARRAYS = (
+    "src", "keys", "attempt", "last_attempt", "states", "failure", "quote_id", "quote_rate", "quote_expiry",
+    "deal_rate", "executing_at", "quoted_at", "finished_at", "not_before", "amount", "amount_zar", "spread_bps",
+    "is_buy", "pair_code",
+)  # fmt: skip
+
+
+@dataclass
+class _Working:
+    """The trades a run has taken on and not yet persisted as final, as parallel columns."""
+
+    src: np.ndarray
+    keys: np.ndarray
+    attempt: np.ndarray
+    last_attempt: np.ndarray
+    states: np.ndarray
+    failure: np.ndarray
+    quote_id: np.ndarray
+    quote_rate: np.ndarray
+    quote_expiry: np.ndarray
+    deal_rate: np.ndarray
+    executing_at: np.ndarray
+    quoted_at: np.ndarray
+    finished_at: np.ndarray
+    not_before: np.ndarray
+    amount: np.ndarray
+    amount_zar: np.ndarray
+    spread_bps: np.ndarray
+    is_buy: np.ndarray
+    pair_code: np.ndarray
+    deal_ids: pa.Array
+    trades: pa.Table
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    @classmethod
+    def empty(cls) -> _Working:
+        kinds = {"keys": np.uint64, "states": np.int8, "failure": np.int8, "is_buy": bool}
+        ints = {"src", "attempt", "last_attempt", "quote_id", "pair_code"}
+        arrays = {
+            name: np.zeros(0, dtype=kinds.get(name, np.int64 if name in ints else np.float64)) for name in _WORK_ARRAYS
+        }
+        schema = pa.schema([(f, pa.string()) for f in _TEXT_FIELDS])
+        return cls(**arrays, deal_ids=pa.array([], type=pa.string()), trades=schema.empty_table())
+
+    def due(self, now: float) -> np.ndarray:
+        """Trades waiting for their next attempt whose backoff has passed."""
+        waiting = (self.states == CODE_OF[T.PENDING]) | (self.states == CODE_OF[T.EXECUTING])
+        return np.asarray(waiting & (self.not_before <= now))
+
+    def final(self) -> np.ndarray:
+        return np.isin(self.states, [CODE_OF[T.SUCCESS], CODE_OF[T.FAILED], CODE_OF[T.CANCELLED]])
+
+    def extend(self, other: _Working) -> _Working:
+        if not len(self):
+            return other
+        arrays = {name: np.concatenate([getattr(self, name), getattr(other, name)]) for name in _WORK_ARRAYS}
+        return _Working(
+            **arrays,
+            deal_ids=pa.concat_arrays([self.deal_ids, other.deal_ids]),
+            trades=pa.concat_tables([self.trades, other.trades.cast(self.trades.schema)]).combine_chunks(),
+        )
+
+    def keep(self, mask: np.ndarray) -> _Working:
+        arrays = {name: getattr(self, name)[mask] for name in _WORK_ARRAYS}
+        sel = pa.array(mask)
+        return _Working(**arrays, deal_ids=self.deal_ids.filter(sel), trades=self.trades.filter(sel))
 
 
 def _mask(n: int, idx: np.ndarray) -> np.ndarray:

@@ -119,7 +119,6 @@ def write_inflight(
     quote_id: np.ndarray,
     quote_rate: np.ndarray,
     quote_expiry: np.ndarray,
-    deal_txn_id: pa.Array,
     executing_at: np.ndarray,
     quoted_at: np.ndarray,
 ) -> None:
@@ -134,7 +133,6 @@ def write_inflight(
             "quote_id": pa.array(quote_id, type=pa.int64()),
             "quote_rate": pa.array(quote_rate, type=pa.float64()),
             "quote_expiry": _ts(quote_expiry),
-            "deal_transaction_id": _strings(deal_txn_id),
             "executing_at": _ts(executing_at),
             "quoted_at": _ts(quoted_at),
         }
@@ -146,13 +144,20 @@ def write_inflight(
 
 
 def create_run(store: Store, batch_id: int, trades: int, config: RunConfig) -> int:
+    """A new PENDING run; its deal-id prefix (this database's instance id + run id) is fixed here."""
     cur = store.cursor()
-    return int(
-        cur.execute(
-            "INSERT INTO runs (batch_id, status, config, trades, retry_of_run) VALUES (?, ?, ?, ?, ?) RETURNING run_id",
-            [batch_id, RunStatus.PENDING.value, config.model_dump_json(), trades, config.retry_of_run],
-        ).fetchall()[0][0]
-    )
+    run_id = int(cur.execute("SELECT nextval('run_id_seq')").fetchall()[0][0])
+    cur.execute(
+        "INSERT INTO runs (run_id, batch_id, status, config, trades, retry_of_run, deal_prefix) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [run_id, batch_id, RunStatus.PENDING.value, config.model_dump_json(), trades, config.retry_of_run,
+         f"FXB-{store.instance_id()}-{run_id}-"],
+    )  # fmt: skip
+    return run_id
+
+
+def deal_prefix(cur: duckdb.DuckDBPyConnection, run_id: int) -> str:
+    return str(cur.execute("SELECT deal_prefix FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0])
 
 
 def run_status(cur: duckdb.DuckDBPyConnection, run_id: int) -> RunStatus:
@@ -306,13 +311,15 @@ def load_todo(
     if has_state:
         inflight = """
                i.attempt AS inflight_attempt, i.quote_rate AS inflight_quote_rate,
-               epoch(i.quote_expiry) AS inflight_quote_expiry, i.deal_transaction_id AS inflight_deal,
+               epoch(i.quote_expiry) AS inflight_quote_expiry,
+               CASE WHEN i.src_row IS NOT NULL THEN r.deal_prefix || t.src_row END AS inflight_deal,
                epoch(i.executing_at) AS inflight_executing_at, epoch(i.quoted_at) AS inflight_quoted_at,"""
         joins = """
         LEFT JOIN (
             SELECT * FROM run_inflight WHERE run_id = $run
             QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC) = 1
-        ) i ON i.src_row = t.src_row"""
+        ) i ON i.src_row = t.src_row
+        JOIN runs r ON r.run_id = $run"""
         done = "AND t.src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)"
     else:  # a fresh run: nothing to join (the common, large case)
         inflight = """

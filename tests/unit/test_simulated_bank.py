@@ -259,11 +259,6 @@ def test_a_restarted_bank_finds_the_deals_booked_before_and_books_none_twice(sto
     assert len(ledger(store)) == 2
 
 
-@pytest.mark.xfail(
-    reason="SimulatedBank.book_deals checks `already` against the ledger before the call and books every "
-    "new id in the batch, so one id twice in one call is booked twice (fxbatch/bank/simulated.py, book_deals)",
-    strict=True,
-)
 def test_one_deal_id_twice_in_the_same_call_is_booked_once(store: Store) -> None:
     bank = make_bank(store)
     q = quote_batch(rows=[2, 2])
@@ -479,11 +474,6 @@ def test_cancelling_quotes_answers_success_for_each(store: Store) -> None:
     assert r.ok.all() and len(r.result_code) == 3
 
 
-@pytest.mark.xfail(
-    reason="the ledger index is kept per run (SimulatedBank._booked_for(run_id)), so a deal id booked under one "
-    "run is booked again under another; the engine never reuses ids across runs (they embed the run id)",
-    strict=True,
-)
 def test_a_deal_id_booked_under_one_run_is_not_booked_again_under_another(store: Store) -> None:
     bank = make_bank(store)
     q = quote_batch(1)

@@ -1,0 +1,173 @@
+"""Engine benchmark: a 1M-trade run at zero latency against a naive per-trade UPDATE engine
+(measured on 10k trades) and against a minimal bulk numpy simulation writing the same rows
+(the floor), all in the same process and run; plus a latency-bound run against its ideal.
+
+Ratios, not seconds, are the figures to compare (the machine is noisy).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fxbatch import Workbench
+from fxbatch.bank.model import CODE_OBJ, BankModel, RateWalk, client_rates, trade_keys
+from fxbatch.bank.port import BookBatch, QuoteBatch
+from fxbatch.bank.simulated import SimulatedBank
+from fxbatch.engine import records
+from fxbatch.models import RunConfig
+from fxbatch.samples import make_trades, write_csv
+
+OUT = Path(__file__).resolve().parent / "out"
+N = 1_000_000
+NAIVE_N = 10_000
+
+
+def _batch_file(n: int, name: str) -> Path:
+    OUT.mkdir(exist_ok=True)
+    path = OUT / name
+    if not path.exists():
+        write_csv(make_trades(n, seed=5), path)
+    return path
+
+
+def ours(wb: Workbench, batch_id: int) -> tuple[float, int]:
+    start = time.perf_counter()
+    summary = wb.run(batch_id, seed=1)
+    elapsed = time.perf_counter() - start
+    assert summary.counts["PENDING"] == 0, summary.counts
+    return elapsed, summary.trades
+
+
+def floor(wb: Workbench, batch_id: int) -> tuple[float, int]:
+    """The least any engine must do: read the trades, decide outcomes in bulk, write the rows."""
+    cur = wb.store.cursor()
+    cur.execute("CREATE OR REPLACE TABLE floor_trades AS SELECT * FROM run_trades LIMIT 0")
+    start = time.perf_counter()
+    todo = cur.sql(
+        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE) AS amount, spread_bps "
+        "FROM trades WHERE batch_id = $b ORDER BY src_row",
+        params={"b": batch_id},
+    ).to_arrow_table()
+    fp = records.batch_fingerprint(cur, batch_id)
+    src = todo.column("src_row").to_numpy().astype(np.int64)
+    n = len(src)
+    keys = trade_keys(fp, src)
+    fates = BankModel(1, RunConfig().bank).fates(keys)
+    walk = RateWalk(1, wb.rates.mids, 0.1)
+    pairs = pc.dictionary_encode(todo.column("currency_pair")).combine_chunks()
+    names = pairs.dictionary.to_numpy(zero_copy_only=False)
+    idx = np.append(walk.pair_index(np.asarray(names, dtype=object)), -1)[pairs.indices.to_numpy()]
+    mid = walk.mid(names, src, idx)
+    is_buy = pc.equal(todo.column("side"), "BUY").to_numpy(zero_copy_only=False)
+    rate = client_rates(mid, is_buy, todo.column("spread_bps").to_numpy())
+    now = time.time()
+    ts = pa.array(np.full(n, int(now * 1e6)), type=pa.timestamp("us"))
+    ok = fates.success
+    table = pa.table(
+        {
+            "run_id": pa.array(np.zeros(n, np.int32)),
+            "src_row": pa.array(src.astype(np.int32)),
+            "status": pa.array(np.where(ok, "SUCCESS", "FAILED")),
+            "failure_code": pa.array(CODE_OBJ[fates.reason.astype(np.int64) + 1], type=pa.string()),
+            "failure_message": pa.array(np.full(n, None, dtype=object), type=pa.string()),
+            "retryable": pa.array(np.full(n, None, dtype=object), type=pa.bool_()),
+            "attempts": pa.array(np.ones(n, np.int32)),
+            "quote_id": pa.array(BankModel(1, RunConfig().bank).quote_ids(keys, np.ones(n, np.int64))),
+            "quote_rate": pa.array(rate),
+            "quote_expiry": ts,
+            "deal_transaction_id": pc.binary_join_element_wise("FXB-floor-", pc.cast(todo.column("src_row"), pa.string()), ""),
+            "deal_rate": pa.array(np.where(ok, rate, np.nan)),
+            "amount_zar": pa.array(todo.column("amount").to_numpy()),
+            "executing_at": ts,
+            "quoted_at": ts,
+            "finished_at": ts,
+        }
+    )
+    cur.register("_floor", table)
+    cur.execute("INSERT INTO floor_trades SELECT * FROM _floor")
+    cur.unregister("_floor")
+    return time.perf_counter() - start, n
+
+
+def naive(wb: Workbench, batch_id: int, limit: int) -> tuple[float, int]:
+    """One trade at a time: an UPDATE per status change and a bank call per trade."""
+    cur = wb.store.cursor()
+    cur.execute("CREATE OR REPLACE TABLE naive_trades AS SELECT * FROM run_trades LIMIT 0")
+    rows = cur.execute(
+        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE), spread_bps FROM trades "
+        "WHERE batch_id = ? ORDER BY src_row LIMIT ?",
+        [batch_id, limit],
+    ).fetchall()
+    fp = records.batch_fingerprint(cur, batch_id)
+    config = RunConfig(seed=1)
+    bank = SimulatedBank(wb.store, config.bank, config.seed, wb.rates.mids)
+    cur.execute(
+        "INSERT INTO naive_trades (run_id, src_row, status, attempts, finished_at) "
+        "SELECT -1, src_row, 'PENDING', 0, now() FROM trades WHERE batch_id = ? ORDER BY src_row LIMIT ?",
+        [batch_id, limit],
+    )
+    start = time.perf_counter()
+    for src_row, trade_id, pair, side, amount, spread in rows:
+        cur.execute("UPDATE naive_trades SET status = 'EXECUTING', executing_at = now() WHERE src_row = ?", [src_row])
+        key = trade_keys(fp, np.array([src_row]))
+        one = np.array([1])
+        q = bank.create_quotes(
+            QuoteBatch(key, np.array([src_row]), one, np.array([amount]), np.array([amount]), np.array([spread]),
+                       np.array([side == "BUY"]), np.array([0]), np.array([pair], dtype=object),
+                       pa.table({"trade_id": [trade_id]})),
+            1,
+        )  # fmt: skip
+        if not q.ok[0]:
+            cur.execute("UPDATE naive_trades SET status = 'FAILED', finished_at = now() WHERE src_row = ?", [src_row])
+            continue
+        cur.execute(
+            "UPDATE naive_trades SET status = 'QUOTED', quote_id = ?, quote_rate = ?, quoted_at = now() WHERE src_row = ?",
+            [int(q.quote_id[0]), float(q.quote_rate[0]), src_row],
+        )
+        b = bank.book_deals(
+            BookBatch(q.quote_id, pa.array([f"FXB-naive-{src_row}"]), q.quote_rate, q.quote_rate, key, one,
+                      pa.array([trade_id]), -1, batch_id, np.array([src_row])),
+            1,
+        )  # fmt: skip
+        status = "SUCCESS" if b.ok[0] else "FAILED"
+        cur.execute("UPDATE naive_trades SET status = ?, finished_at = now() WHERE src_row = ?", [status, src_row])
+    return time.perf_counter() - start, len(rows)
+
+
+def latency_run(wb: Workbench, batch_id: int) -> tuple[float, float]:
+    trades, latency, concurrency = 2000, 0.020, 32
+    start = time.perf_counter()
+    summary = wb.run(batch_id, seed=2, latency_ms=latency * 1000, concurrency=concurrency)
+    elapsed = time.perf_counter() - start
+    assert summary.trades == trades
+    return elapsed, trades * 2 * latency / concurrency
+
+
+def main() -> None:
+    big = _batch_file(N, f"engine_{N}.csv")
+    small = _batch_file(2000, "engine_2000.csv")
+    with tempfile.TemporaryDirectory() as tmp, Workbench.open(Path(tmp) / "bench.duckdb") as wb:
+        batch = wb.load(big).batch_id
+        latency_batch = wb.load(small).batch_id
+        print(f"== engine benchmark ({N:,} trades, zero latency)")
+        t_ours, n = ours(wb, batch)
+        t_floor, _ = floor(wb, batch)
+        t_naive, n_naive = naive(wb, batch, NAIVE_N)
+        ours_rate, floor_rate, naive_rate = n / t_ours, n / t_floor, n_naive / t_naive
+        print(f"  ours : {t_ours:6.2f}s  {ours_rate:>10,.0f} trades/s (end to end, persisted)")
+        print(f"  floor: {t_floor:6.2f}s  {floor_rate:>10,.0f} trades/s (bulk numpy, same rows)  ours/floor time ratio {t_ours / t_floor:.2f}x (target <= 3)")
+        print(f"  naive: {t_naive:6.2f}s  {naive_rate:>10,.0f} trades/s on {n_naive:,} trades  ours/naive speed {ours_rate / naive_rate:,.0f}x (target >= 1000)")
+        elapsed, ideal = latency_run(wb, latency_batch)
+        print(f"== latency-bound: 2,000 trades, 20 ms per call, concurrency 32: {elapsed:.2f}s vs ideal {ideal:.2f}s, ratio {elapsed / ideal:.2f}x (target <= 1.25)")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
