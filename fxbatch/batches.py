@@ -158,25 +158,32 @@ def get_batch(store: Store, batch_id: int) -> BatchInfo:
     return BatchInfo(**dict(zip(cols, rows[0], strict=True)))
 
 
-def batch_trades(store: Store, batch_id: int) -> pd.DataFrame:
+def _page(limit: int | None, offset: int) -> str:
+    return (f" LIMIT {int(limit)}" if limit is not None else "") + (f" OFFSET {int(offset)}" if offset else "")
+
+
+def batch_trades(store: Store, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+    """A batch's trades in row order (a page of them with ``limit``/``offset``)."""
     get_batch(store, batch_id)
     return (
         store.cursor()
         .execute(
-            f"SELECT src_row AS row, {', '.join(TRADE_COLUMNS)} FROM trades WHERE batch_id = ? ORDER BY src_row",
+            f"SELECT src_row AS row, {', '.join(TRADE_COLUMNS)} FROM trades WHERE batch_id = ? "
+            f"ORDER BY src_row{_page(limit, offset)}",
             [batch_id],
         )
         .df()
     )
 
 
-def batch_rejections(store: Store, batch_id: int) -> pd.DataFrame:
+def batch_rejections(store: Store, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+    """A batch's rejections in row order (a page of them with ``limit``/``offset``)."""
     get_batch(store, batch_id)
     return (
         store.cursor()
         .execute(
             "SELECT src_row AS row, column_name AS column, value, code, message FROM rejections "
-            "WHERE batch_id = ? ORDER BY src_row",
+            f"WHERE batch_id = ? ORDER BY src_row{_page(limit, offset)}",
             [batch_id],
         )
         .df()

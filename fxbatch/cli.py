@@ -20,7 +20,7 @@ from fxbatch.engine import Job
 from fxbatch.errors import FxBatchError
 from fxbatch.export import export_ledger, export_run
 from fxbatch.models import RunStatus, RunSummary
-from fxbatch.settings import Settings
+from fxbatch.settings import load_settings
 from fxbatch.workbench import Workbench
 
 Handler = Callable[[Workbench, argparse.Namespace], Any]
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings()
+        settings = load_settings()
         with Workbench.open(args.db, settings) as wb:
             code = args.handler(wb, args)
     except FxBatchError as exc:

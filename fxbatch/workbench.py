@@ -20,7 +20,7 @@ from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
 from fxbatch.models import BatchInfo, LoadResult, RunConfig, RunSummary
 from fxbatch.rates import RateTable
-from fxbatch.settings import Settings
+from fxbatch.settings import Settings, load_settings
 from fxbatch.store import Store
 
 
@@ -41,7 +41,7 @@ class Workbench:
 
         With ``seed_sample`` a newly created database gets the bundled sample batch.
         """
-        settings = settings or Settings()
+        settings = settings or load_settings()
         if db is not None:
             settings = settings.model_copy(update={"db": Path(db)})
         rates = RateTable.from_csv(settings.rates_file)
@@ -99,11 +99,12 @@ class Workbench:
     def batch(self, batch_id: int) -> BatchInfo:
         return batches.get_batch(self.store, batch_id)
 
-    def trades(self, batch_id: int) -> pd.DataFrame:
-        return batches.batch_trades(self.store, batch_id)
+    def trades(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+        """A batch's trades in row order; ``limit``/``offset`` page through big batches."""
+        return batches.batch_trades(self.store, batch_id, limit, offset)
 
-    def rejections(self, batch_id: int) -> pd.DataFrame:
-        return batches.batch_rejections(self.store, batch_id)
+    def rejections(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+        return batches.batch_rejections(self.store, batch_id, limit, offset)
 
     # -- runs ------------------------------------------------------------------
     def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Job:
