@@ -176,6 +176,69 @@ def cmd_ledger(wb: Workbench, args: argparse.Namespace) -> None:
     _emit(args, {"rows": rows, "path": str(args.output)}, f"Wrote {rows:,} booked deals to {args.output}")
 
 
+def _rates(text: str) -> list[float]:
+    """'0.5,0.7,0.9' or a range 'START:STOP:STEP' (inclusive), e.g. '0.5:1:0.05'."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            n = round((stop - start) / step) + 1
+            return [round(start + i * step, 10) for i in range(n)]
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--success-rates {text!r}: use 0.5,0.7,0.9 or 0.5:1:0.05") from exc
+
+
+def cmd_whatif(wb: Workbench, args: argparse.Namespace) -> None:
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{done}/{total} scenarios")
+            sys.stderr.flush()
+
+    result = wb.whatif.sweep(
+        args.batch_id, args.success_rates, seeds=args.seeds, seed=args.seed, name=args.name,
+        workers=args.workers, dask_address=args.dask, on_progress=progress,
+    )  # fmt: skip
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    lines = [f"Sweep {result['sweep_id']} over batch {result['batch_id']}: {len(result['scenarios'])} scenarios"]
+    lines += [
+        f"  success rate {p['success_rate']:.2f}: notional ZAR mean {p['mean']:,.0f} "
+        f"(5-95%: {p['p05']:,.0f} .. {p['p95']:,.0f}), success share {p['success_share_mean']:.1%}"
+        for p in result["summary"]
+    ]
+    _emit(args, result, "\n".join(lines))
+
+
+def cmd_sweeps(wb: Workbench, args: argparse.Namespace) -> None:
+    items = wb.whatif.sweeps(args.batch)
+    text = "\n".join(
+        f"{s['sweep_id']:>5}  batch {s['batch_id']:<5} {s['scenarios']:>5} scenarios  {s['name']}" for s in items
+    )
+    _emit(args, items, text or "No sweeps yet: `python -m fxbatch whatif BATCH_ID --success-rates 0.5:1:0.1`.")
+
+
+def cmd_sweep(wb: Workbench, args: argparse.Namespace) -> None:
+    result = wb.whatif.get(args.sweep_id)
+    _emit(args, result, json.dumps(result["summary"], indent=1))
+
+
+def cmd_promote(wb: Workbench, args: argparse.Namespace) -> int:
+    job = wb.whatif.promote(args.sweep_id, args.scenario, wait=False)
+    assert isinstance(job, Job)
+    return _follow(wb, job, args)
+
+
+def cmd_compare(wb: Workbench, args: argparse.Namespace) -> None:
+    table = wb.whatif.compare(args.run_ids)
+    payload: dict[str, Any] = {"runs": json.loads(table.to_json(orient="records"))}
+    text = table.to_string(index=False)
+    if len(args.run_ids) == 2:
+        diff = wb.whatif.differing_trades(args.run_ids[0], args.run_ids[1])
+        payload["differing_trades"] = json.loads(diff.to_json(orient="records"))
+        text += f"\n\n{len(diff)} trade(s) differ" + (f":\n{diff.head(20).to_string(index=False)}" if len(diff) else "")
+    _emit(args, payload, text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
@@ -236,6 +299,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", type=int)
     p.add_argument("-o", "--output", type=Path, required=True)
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("whatif", parents=[common], help="sweep success rates (and seeds) over a batch")
+    p.add_argument("batch_id", type=int)
+    p.add_argument("--success-rates", type=_rates, required=True, help="0.5,0.7,0.9 or START:STOP:STEP")
+    p.add_argument("--seeds", type=int, default=1, help="replications per success rate (default 1)")
+    p.add_argument("--seed", type=int, default=42, help="first seed (default 42)")
+    p.add_argument("--name", help="sweep name")
+    p.add_argument("--workers", type=int, help="processes on this machine (default: cores, at most 4)")
+    p.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://scheduler:8786")
+    p.set_defaults(handler=cmd_whatif)
+
+    p = sub.add_parser("sweeps", parents=[common], help="list sweeps")
+    p.add_argument("--batch", type=int, metavar="BATCH_ID")
+    p.set_defaults(handler=cmd_sweeps)
+
+    p = sub.add_parser("sweep", parents=[common], help="a stored sweep (scenarios and summary)")
+    p.add_argument("sweep_id", type=int)
+    p.set_defaults(handler=cmd_sweep)
+
+    p = sub.add_parser("promote", parents=[common], help="turn a sweep scenario into a full run")
+    p.add_argument("sweep_id", type=int)
+    p.add_argument("scenario", type=int)
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(handler=cmd_promote)
+
+    p = sub.add_parser("compare", parents=[common], help="compare runs side by side")
+    p.add_argument("run_ids", type=int, nargs="+")
+    p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("ledger", parents=[common], help="the simulated bank's booked deals")
     p.add_argument("--run", type=int, metavar="RUN_ID")

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         le=1000,
         description="How many rows from the top of a sheet are searched for the header row.",
     )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler (tcp://host:8786) for what-if sweeps; empty = processes on this machine.",
+    )
     max_rejections_shown: int = Field(
         default=1000,
         ge=1,

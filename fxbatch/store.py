@@ -131,7 +131,34 @@ def _v2(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2]
+def _v3(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+    CREATE SEQUENCE sweep_id_seq START 1;
+    CREATE TABLE sweeps (
+        sweep_id INTEGER PRIMARY KEY,
+        batch_id INTEGER NOT NULL,
+        name VARCHAR NOT NULL,
+        grid VARCHAR NOT NULL,
+        scenarios INTEGER NOT NULL,
+        elapsed_s DOUBLE,
+        created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp()
+    );
+    CREATE TABLE sweep_scenarios (
+        sweep_id INTEGER NOT NULL,
+        scenario INTEGER NOT NULL,
+        success_rate DOUBLE NOT NULL,
+        seed BIGINT NOT NULL,
+        trades INTEGER NOT NULL,
+        succeeded INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        failure_reasons VARCHAR NOT NULL,
+        notional_zar_succeeded DOUBLE NOT NULL,
+        config VARCHAR NOT NULL
+    );
+    """)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

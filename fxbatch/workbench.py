@@ -8,10 +8,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +23,8 @@ from fxbatch.models import BatchInfo, LoadResult, RunConfig, RunSummary
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings, load_settings
 from fxbatch.store import Store
+from fxbatch.whatif.compare import compare_runs, differing_trades
+from fxbatch.whatif.sweep import SweepGrid, get_sweep, list_sweeps, make_executor, run_sweep, scenario_config
 
 
 class Workbench:
@@ -32,6 +35,7 @@ class Workbench:
         self.store = store
         self.rates = rates
         self.engine = Engine(store, rates)
+        self.whatif = _WhatIf(self)
 
     @classmethod
     def open(
@@ -140,6 +144,63 @@ class Workbench:
         """Live progress of a run executing in this process (None otherwise)."""
         job = self.engine.job(run_id)
         return job.progress.snapshot() if job is not None else None
+
+
+class _WhatIf:
+    """Sweeps and comparisons (``wb.whatif``), kept apart from the run methods."""
+
+    def __init__(self, wb: Workbench) -> None:
+        self.wb = wb
+
+    def sweep(
+        self,
+        batch_id: int,
+        success_rates: list[float],
+        *,
+        seeds: int | list[int] = 1,
+        seed: int = 42,
+        base: RunConfig | None = None,
+        variants: dict[str, list[Any]] | None = None,
+        name: str | None = None,
+        workers: int | None = None,
+        dask_address: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run a sweep: every success rate x variant x seed; ``seeds`` is a count (from ``seed``) or a list."""
+        seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
+        grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
+                         variants=variants or {})  # fmt: skip
+        address = dask_address or self.wb.settings.dask_address
+        executor = make_executor(workers, address, len(grid.scenarios()))
+        return run_sweep(self.wb.store, self.wb.rates, batch_id, grid, name=name, executor=executor,
+                         on_progress=on_progress)  # fmt: skip
+
+    def get(self, sweep_id: int) -> dict[str, Any]:
+        return get_sweep(self.wb.store, sweep_id)
+
+    def sweeps(self, batch_id: int | None = None) -> list[dict[str, Any]]:
+        return list_sweeps(self.wb.store, batch_id)
+
+    def scenarios_df(self, sweep_id: int) -> pd.DataFrame:
+        return pd.DataFrame(self.get(sweep_id)["scenarios"])
+
+    def summary_df(self, sweep_id: int) -> pd.DataFrame:
+        return pd.DataFrame(self.get(sweep_id)["summary"])
+
+    def promote(self, sweep_id: int, scenario: int, *, wait: bool = True) -> RunSummary | Job:
+        """Turn a stored scenario into a full run with per-trade records."""
+        batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
+        job = self.wb.engine.start(batch_id, config)
+        if not wait:
+            return job
+        job.wait()
+        return self.wb.run_summary(job.run_id)
+
+    def compare(self, run_ids: list[int]) -> pd.DataFrame:
+        return compare_runs(self.wb.store, run_ids)
+
+    def differing_trades(self, run_a: int, run_b: int, limit: int = 1000) -> pd.DataFrame:
+        return differing_trades(self.wb.store, run_a, run_b, limit)
 
 
 _BANK_FIELDS = frozenset(

@@ -38,13 +38,14 @@ class ClientRegistry:
                 "limit_zar": pd.to_numeric(df["limit_zar"], errors="coerce").fillna(np.inf),
             }
         )
-        return cls(out)
+        # One row per (cif, account): a repeated pair keeps its first row, as the bank's would.
+        return cls(out.drop_duplicates(["cif", "account_number"], keep="first").reset_index(drop=True))
 
     def check(self, cif: np.ndarray, account: np.ndarray, amount_zar: np.ndarray) -> np.ndarray:
         """The failing client check per trade (object array; None = passes)."""
         known_cif = np.isin(cif.astype(str), self.table["cif"].to_numpy(dtype=str))
         pairs = pd.DataFrame({"cif": cif.astype(str), "account_number": account.astype(str)})
-        merged = pairs.merge(self.table, how="left", on=["cif", "account_number"])
+        merged = pairs.merge(self.table, how="left", on=["cif", "account_number"], validate="many_to_one")
         found = merged["status"].notna().to_numpy()
         active = (merged["status"] == ACTIVE).to_numpy()
         within = (amount_zar <= merged["limit_zar"].fillna(np.inf).to_numpy()) | ~found

@@ -1,0 +1,69 @@
+"""Compare runs side by side: counts, executed notional, failure mix, and trades that differ."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from fxbatch.engine import records
+from fxbatch.errors import ConflictError
+from fxbatch.store import Store
+
+
+def compare_runs(store: Store, run_ids: list[int]) -> pd.DataFrame:
+    """One row per run: status, trades, counts, success share, executed notional in ZAR."""
+    rows: list[dict[str, Any]] = []
+    cur = store.cursor()
+    for run_id in run_ids:
+        s = records.get_run(store, run_id)
+        notional = cur.execute(
+            "SELECT coalesce(sum(amount_zar) FILTER (WHERE status = 'SUCCESS'), 0), "
+            "coalesce(sum(amount_zar), 0) FROM run_trades WHERE run_id = ?",
+            [run_id],
+        ).fetchall()[0]
+        rows.append(
+            {
+                "run_id": run_id,
+                "batch_id": s.batch_id,
+                "status": s.status.value,
+                "seed": s.config.seed,
+                "success_rate_setting": s.config.bank.success_rate,
+                "trades": s.trades,
+                "succeeded": s.counts.get("SUCCESS", 0),
+                "failed": s.counts.get("FAILED", 0),
+                "cancelled": s.counts.get("CANCELLED", 0),
+                "success_share": s.counts.get("SUCCESS", 0) / s.trades if s.trades else 0.0,
+                "notional_zar_succeeded": float(notional[0]),
+                "notional_zar_total": float(notional[1]),
+                **{f"reason:{k}": v for k, v in s.failure_reasons.items()},
+            }
+        )
+    return pd.DataFrame(rows).fillna(0)
+
+
+def differing_trades(store: Store, run_a: int, run_b: int, limit: int = 1000) -> pd.DataFrame:
+    """Trades of one batch whose outcome (status or failure reason) differs between two runs."""
+    a, b = records.get_run(store, run_a), records.get_run(store, run_b)
+    if a.batch_id != b.batch_id:
+        raise ConflictError(f"Runs {run_a} and {run_b} are of different batches ({a.batch_id}, {b.batch_id}).")
+    return (
+        store.cursor()
+        .execute(
+            """
+            SELECT t.src_row AS row, t.trade_id, t.currency_pair, t.amount, t.amount_currency,
+                   coalesce(x.status, 'PENDING') AS status_a, x.failure_code AS failure_a,
+                   coalesce(y.status, 'PENDING') AS status_b, y.failure_code AS failure_b
+            FROM trades t
+            LEFT JOIN run_trades x ON x.run_id = ? AND x.src_row = t.src_row
+            LEFT JOIN run_trades y ON y.run_id = ? AND y.src_row = t.src_row
+            WHERE t.batch_id = ? AND (x.src_row IS NOT NULL OR y.src_row IS NOT NULL)
+              AND (coalesce(x.status, 'PENDING') <> coalesce(y.status, 'PENDING')
+                   OR coalesce(x.failure_code, '') <> coalesce(y.failure_code, ''))
+            ORDER BY t.src_row
+            LIMIT ?
+            """,
+            [run_a, run_b, a.batch_id, limit],
+        )
+        .df()
+    )

@@ -1,0 +1,294 @@
+"""Sweeps: a batch under a grid of bank behaviours, scenarios in parallel, results stored.
+
+A scenario is (success rate, seed, other bank settings); its result equals an ordinary run with
+that configuration (see ``scenario``). Scenarios go through one executor seam: in-process, a
+local process pool, or a Dask cluster (``dask_address``); the code path is the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from fxbatch.errors import NotFoundError, SettingsError
+from fxbatch.models import RunConfig
+from fxbatch.rates import RateTable
+from fxbatch.store import Store
+from fxbatch.whatif.scenario import BatchArrays, outcomes
+
+
+class SweepGrid(BaseModel):
+    """The scenarios of a sweep: every combination of the lists, times the seeds."""
+
+    model_config = {"extra": "forbid"}
+
+    success_rates: list[float] = Field(min_length=1, description="Success rates to try (0..1).")
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1, description="Replications per point.")
+    base: RunConfig = Field(default_factory=RunConfig, description="Settings shared by every scenario.")
+    variants: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Other bank settings to vary, e.g. {'transient_absorb_share': [0.2, 0.8]} or failure_mix.",
+    )
+
+    def scenarios(self) -> list[RunConfig]:
+        names = sorted(self.variants)
+        out = []
+        for rate in self.success_rates:
+            if not 0 <= rate <= 1:
+                raise SettingsError(f"success rate {rate} is outside 0..1")
+            for combo in itertools.product(*(self.variants[n] for n in names)):
+                for seed in self.seeds:
+                    data = self.base.model_dump()
+                    data["seed"] = seed
+                    data["bank"]["success_rate"] = rate
+                    for name, value in zip(names, combo, strict=True):
+                        if name not in data["bank"]:
+                            raise SettingsError(f"{name!r} is not a bank setting; settings: {', '.join(data['bank'])}")
+                        data["bank"][name] = value
+                    out.append(RunConfig.model_validate(data))
+        return out
+
+
+def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
+    """One scenario's figures (what the sweep stores and prints)."""
+    o = outcomes(batch, config)
+    succeeded = int(o.success.sum())
+    return {
+        "success_rate": config.bank.success_rate,
+        "seed": config.seed,
+        "trades": len(batch),
+        "succeeded": succeeded,
+        "failed": len(batch) - succeeded,
+        "failure_reasons": o.reasons(),
+        "notional_zar_succeeded": float(np.nansum(batch.amount_zar[o.success])),
+        "config": config.model_dump(mode="json"),
+    }
+
+
+# -- the executor seam --------------------------------------------------------------------------
+
+
+class Executor(Protocol):
+    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]: ...
+
+
+class InProcess:
+    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
+        return [scenario_result(batch, c) for c in configs]
+
+
+_WORKER_BATCH: BatchArrays | None = None
+
+
+def _init_worker(batch: BatchArrays) -> None:
+    global _WORKER_BATCH
+    _WORKER_BATCH = batch
+
+
+def _run_in_worker(config: RunConfig) -> dict[str, Any]:
+    assert _WORKER_BATCH is not None
+    return scenario_result(_WORKER_BATCH, config)
+
+
+class LocalProcesses:
+    """Scenarios across processes on this machine; the batch is sent to each worker once."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
+        with ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(batch,)) as pool:
+            return list(pool.map(_run_in_worker, configs, chunksize=max(1, len(configs) // (4 * self.workers))))
+
+
+class DaskCluster:
+    """Scenarios on a Dask distributed cluster: the batch is scattered once to every worker."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
+        try:
+            from distributed import Client
+        except ImportError as exc:  # pragma: no cover - distributed is in requirements.txt
+            raise SettingsError("dask_address needs the 'distributed' package") from exc
+        try:
+            client = Client(self.address, timeout="10s")
+        except OSError as exc:
+            raise SettingsError(f"Cannot reach the Dask scheduler at {self.address}: {exc}") from exc
+        try:
+            shared = client.scatter(batch, broadcast=True)
+            futures = client.map(scenario_result, [shared] * len(configs), configs, pure=False)
+            return list(client.gather(futures))
+        finally:
+            client.close()
+
+
+def make_executor(workers: int | None = None, dask_address: str | None = None, scenarios: int = 1) -> Executor:
+    if dask_address:
+        return DaskCluster(dask_address)
+    if workers is None:
+        import os
+
+        workers = min(os.cpu_count() or 1, 4)
+    if workers <= 1 or scenarios <= 1:
+        return InProcess()
+    return LocalProcesses(min(workers, scenarios))
+
+
+# -- storage and summaries ------------------------------------------------------------------------
+
+
+def summary(results: Iterable[dict[str, Any]], metric: str = "notional_zar_succeeded") -> list[dict[str, Any]]:
+    """Per success rate: the mean and the 5-95% band of ``metric`` across the seeds."""
+    df = pd.DataFrame(list(results))
+    if df.empty:
+        return []
+    df["success_share"] = df["succeeded"] / df["trades"]
+    out = []
+    for rate, group in df.groupby("success_rate", sort=True):
+        values = group[metric].to_numpy(dtype=float)
+        share = group["success_share"].to_numpy(dtype=float)
+        out.append(
+            {
+                "success_rate": float(rate),  # type: ignore[arg-type]
+                "mean": float(values.mean()),
+                "p05": float(np.percentile(values, 5)),
+                "p95": float(np.percentile(values, 95)),
+                "success_share_mean": float(share.mean()),
+                "success_share_p05": float(np.percentile(share, 5)),
+                "success_share_p95": float(np.percentile(share, 95)),
+                "scenarios": len(group),
+            }
+        )
+    return out
+
+
+def run_sweep(
+    store: Store,
+    rates: RateTable,
+    batch_id: int,
+    grid: SweepGrid,
+    *,
+    name: str | None = None,
+    executor: Executor | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run every scenario of ``grid`` over ``batch_id``, store the sweep, return its document."""
+    cur = store.cursor()
+    batch = BatchArrays.load(cur, batch_id, rates)
+    configs = grid.scenarios()
+    executor = executor or make_executor(scenarios=len(configs))
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    step = max(1, len(configs) // 20) if on_progress else len(configs)
+    for i in range(0, len(configs), step):
+        results.extend(executor.run(batch, configs[i : i + step]))
+        if on_progress:
+            on_progress(len(results), len(configs))
+    elapsed = time.perf_counter() - started
+    sweep_id = int(cur.execute("SELECT nextval('sweep_id_seq')").fetchall()[0][0])
+    cur.begin()
+    try:
+        cur.execute(
+            "INSERT INTO sweeps (sweep_id, batch_id, name, grid, scenarios, elapsed_s) VALUES (?, ?, ?, ?, ?, ?)",
+            [sweep_id, batch_id, name or f"Sweep {sweep_id}", grid.model_dump_json(), len(configs), elapsed],
+        )
+        rows = pd.DataFrame(
+            {
+                "sweep_id": sweep_id,
+                "scenario": np.arange(1, len(results) + 1),
+                "success_rate": [r["success_rate"] for r in results],
+                "seed": [r["seed"] for r in results],
+                "trades": [r["trades"] for r in results],
+                "succeeded": [r["succeeded"] for r in results],
+                "failed": [r["failed"] for r in results],
+                "failure_reasons": [json.dumps(r["failure_reasons"]) for r in results],
+                "notional_zar_succeeded": [r["notional_zar_succeeded"] for r in results],
+                "config": [json.dumps(r["config"]) for r in results],
+            }
+        )
+        cur.register("_fx_scen", rows)
+        cur.execute("INSERT INTO sweep_scenarios SELECT * FROM _fx_scen")
+        cur.unregister("_fx_scen")
+        cur.commit()
+    except Exception:
+        cur.rollback()
+        raise
+    return get_sweep(store, sweep_id)
+
+
+def get_sweep(store: Store, sweep_id: int) -> dict[str, Any]:
+    cur = store.cursor()
+    head = cur.execute(
+        "SELECT sweep_id, batch_id, name, grid, scenarios, elapsed_s, created_at FROM sweeps WHERE sweep_id = ?",
+        [sweep_id],
+    ).fetchall()
+    if not head:
+        raise NotFoundError(f"There is no sweep {sweep_id}; `python -m fxbatch sweeps` lists them.")
+    sid, batch_id, name, grid, scenario_count, elapsed, created = head[0]
+    rows = cur.execute(
+        "SELECT scenario, success_rate, seed, trades, succeeded, failed, failure_reasons, notional_zar_succeeded "
+        "FROM sweep_scenarios WHERE sweep_id = ? ORDER BY scenario",
+        [sweep_id],
+    ).fetchall()
+    scenarios = [
+        {
+            "scenario": r[0], "success_rate": r[1], "seed": r[2], "trades": r[3], "succeeded": r[4], "failed": r[5],
+            "failure_reasons": json.loads(r[6]), "notional_zar_succeeded": r[7],
+        }
+        for r in rows
+    ]  # fmt: skip
+    return {
+        "sweep_id": sid,
+        "batch_id": batch_id,
+        "name": name,
+        "grid": json.loads(grid),
+        "scenario_count": scenario_count,
+        "elapsed_s": elapsed,
+        "created_at": created.isoformat() if created else None,
+        "scenarios": scenarios,
+        "summary": summary(scenarios),
+    }
+
+
+def list_sweeps(store: Store, batch_id: int | None = None) -> list[dict[str, Any]]:
+    where, params = ("WHERE batch_id = ?", [batch_id]) if batch_id is not None else ("", [])
+    rows = (
+        store.cursor()
+        .execute(
+            f"SELECT sweep_id, batch_id, name, scenarios, elapsed_s, created_at FROM sweeps {where} "
+            "ORDER BY sweep_id DESC",
+            params,
+        )
+        .fetchall()
+    )
+    return [
+        {"sweep_id": r[0], "batch_id": r[1], "name": r[2], "scenarios": r[3], "elapsed_s": r[4],
+         "created_at": r[5].isoformat() if r[5] else None}
+        for r in rows
+    ]  # fmt: skip
+
+
+def scenario_config(store: Store, sweep_id: int, scenario: int) -> tuple[int, RunConfig]:
+    """The batch and full run configuration of one stored scenario (to promote it to a run)."""
+    rows = (
+        store.cursor()
+        .execute(
+            "SELECT s.batch_id, c.config FROM sweep_scenarios c JOIN sweeps s USING (sweep_id) "
+            "WHERE c.sweep_id = ? AND c.scenario = ?",
+            [sweep_id, scenario],
+        )
+        .fetchall()
+    )
+    if not rows:
+        raise NotFoundError(f"Sweep {sweep_id} has no scenario {scenario}.")
+    return int(rows[0][0]), RunConfig.model_validate_json(rows[0][1])

@@ -1,0 +1,184 @@
+"""What-if: fast-mode scenarios equal ordinary runs, sweeps are stored and reopened, executors agree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fxbatch import Workbench
+from fxbatch.errors import ConflictError, SettingsError
+from fxbatch.models import RunConfig
+from fxbatch.samples import make_trades, write_csv
+from fxbatch.whatif import BatchArrays, SweepGrid, outcomes
+from fxbatch.whatif.sweep import InProcess, LocalProcesses, scenario_result
+from tests.conftest import DATA, TODAY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def batch(wb: Workbench, tmp_path: Path) -> int:
+    path = write_csv(make_trades(1500, seed=9), tmp_path / "whatif.csv")
+    return wb.load(path, today=TODAY).batch_id
+
+
+def _per_trade(wb: Workbench, run_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = (
+        wb.store.cursor()
+        .execute(
+            "SELECT status = 'SUCCESS', coalesce(failure_code, ''), attempts FROM run_trades WHERE run_id = ? "
+            "ORDER BY src_row",
+            [run_id],
+        )
+        .fetchall()
+    )
+    return (np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"seed": 1},
+        {"seed": 2, "success_rate": 0.3},
+        {"seed": 3, "success_rate": 0.7, "max_attempts": 1},
+        {"seed": 4, "success_rate": 0.8, "transient_absorb_share": 0.9, "max_attempts": 2},
+    ],
+)
+def test_a_scenario_equals_an_ordinary_run_trade_by_trade(wb: Workbench, batch: int, overrides: dict) -> None:
+    summary = wb.run(batch, **overrides)
+    success, codes, attempts = _per_trade(wb, summary.run_id)
+    fast = outcomes(BatchArrays.load(wb.store.cursor(), batch, wb.rates), summary.config)
+    fast_codes = np.array([c or "" for c in fast.failure_codes()])
+    assert (fast.success == success).all()
+    assert (fast_codes == codes).all()
+    assert (fast.attempts == attempts).all()
+
+
+def test_a_scenario_with_a_client_registry_equals_the_run(wb: Workbench, batch: int, tmp_path: Path) -> None:
+    trades = wb.trades(batch, limit=30)
+    lines = ["cif,account_number,status,limit_zar"]
+    for i, r in enumerate(trades.itertuples()):
+        status = "FROZEN" if i % 7 == 0 else "ACTIVE"
+        account = r.account_number if i % 5 else "9999999999"
+        lines.append(f"{r.client_cif},{account},{status},{50_000 if i % 3 == 0 else 10_000_000}")
+    registry = tmp_path / "registry.csv"
+    registry.write_text("\n".join(lines) + "\n")
+    summary = wb.run(batch, seed=5, registry_file=str(registry))
+    assert {"CLIENT_NOT_FOUND", "ACCOUNT_BLOCKED"} <= set(summary.failure_reasons)
+    success, codes, _ = _per_trade(wb, summary.run_id)
+    fast = outcomes(BatchArrays.load(wb.store.cursor(), batch, wb.rates), summary.config)
+    assert (fast.success == success).all()
+    assert (np.array([c or "" for c in fast.failure_codes()]) == codes).all()
+
+
+def test_a_sweep_is_stored_with_every_scenario_and_a_band_per_rate(wb: Workbench, batch: int) -> None:
+    result = wb.whatif.sweep(batch, [0.5, 0.8, 1.0], seeds=4, seed=10, name="bad day", workers=1)
+    assert len(result["scenarios"]) == 12
+    assert {s["seed"] for s in result["scenarios"]} == {10, 11, 12, 13}
+    for s in result["scenarios"]:
+        assert s["succeeded"] + s["failed"] == s["trades"] == 1500
+        assert sum(s["failure_reasons"].values()) == s["failed"]
+    by_rate = {p["success_rate"]: p for p in result["summary"]}
+    assert set(by_rate) == {0.5, 0.8, 1.0}
+    for rate, point in by_rate.items():
+        values = [s["notional_zar_succeeded"] for s in result["scenarios"] if s["success_rate"] == rate]
+        assert point["mean"] == pytest.approx(np.mean(values))
+        assert point["p05"] <= point["mean"] <= point["p95"]
+        assert abs(point["success_share_mean"] - rate) < 0.06  # 1500 trades: binomial noise
+    assert by_rate[1.0]["success_share_mean"] == 1.0
+    reopened = wb.whatif.get(result["sweep_id"])
+    assert reopened["name"] == "bad day"
+    assert reopened["scenarios"] == result["scenarios"]
+    assert [s["sweep_id"] for s in wb.whatif.sweeps(batch)] == [result["sweep_id"]]
+
+
+def test_process_pool_and_in_process_give_the_same_scenarios(wb: Workbench, batch: int) -> None:
+    arrays = BatchArrays.load(wb.store.cursor(), batch, wb.rates)
+    configs = SweepGrid(success_rates=[0.6, 0.9], seeds=[1, 2, 3]).scenarios()
+    assert LocalProcesses(2).run(arrays, configs) == InProcess().run(arrays, configs)
+
+
+def test_a_sweep_runs_on_a_local_dask_cluster_with_the_same_results(wb: Workbench, batch: int) -> None:
+    distributed = pytest.importorskip("distributed")
+    arrays = BatchArrays.load(wb.store.cursor(), batch, wb.rates)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    ) as cluster:
+        result = wb.whatif.sweep(batch, [0.7, 0.95], seeds=2, dask_address=cluster.scheduler_address)
+    configs = SweepGrid(success_rates=[0.7, 0.95], seeds=[42, 43]).scenarios()
+    expected = [scenario_result(arrays, c) for c in configs]
+    assert [s["succeeded"] for s in result["scenarios"]] == [e["succeeded"] for e in expected]
+    assert [s["notional_zar_succeeded"] for s in result["scenarios"]] == pytest.approx(
+        [e["notional_zar_succeeded"] for e in expected]
+    )
+
+
+def test_an_unreachable_dask_scheduler_is_a_clear_error(wb: Workbench, batch: int) -> None:
+    with pytest.raises(SettingsError, match="Dask scheduler"):
+        wb.whatif.sweep(batch, [0.9], dask_address="tcp://127.0.0.1:9")
+
+
+def test_a_promoted_scenario_is_a_full_run_with_the_same_outcome(wb: Workbench, batch: int) -> None:
+    sweep = wb.whatif.sweep(batch, [0.6], seeds=2, seed=3, workers=1)
+    scenario = sweep["scenarios"][1]
+    run = wb.whatif.promote(sweep["sweep_id"], scenario["scenario"])
+    assert run.config.seed == 4 and run.config.bank.success_rate == 0.6
+    assert run.counts["SUCCESS"] == scenario["succeeded"]
+    assert run.failure_reasons == scenario["failure_reasons"]
+
+
+def test_comparing_two_runs_lists_exactly_the_trades_whose_outcome_differs(wb: Workbench, batch: int) -> None:
+    a = wb.run(batch, seed=1, success_rate=0.7)
+    b = wb.run(batch, seed=2, success_rate=0.7)
+    table = wb.whatif.compare([a.run_id, b.run_id])
+    assert table["succeeded"].tolist() == [a.counts["SUCCESS"], b.counts["SUCCESS"]]
+    diff = wb.whatif.differing_trades(a.run_id, b.run_id, limit=10_000)
+    sa, ca, _ = _per_trade(wb, a.run_id)
+    sb, cb, _ = _per_trade(wb, b.run_id)
+    assert len(diff) == int(((sa != sb) | (ca != cb)).sum()) > 0
+    same = wb.whatif.differing_trades(a.run_id, wb.run(batch, seed=1, success_rate=0.7).run_id)
+    assert same.empty
+
+
+def test_runs_of_different_batches_cannot_be_diffed(wb: Workbench, batch: int) -> None:
+    other = wb.load(DATA / "sample_trades.csv", today=TODAY).batch_id
+    a, b = wb.run(batch, seed=1), wb.run(other, seed=1)
+    with pytest.raises(ConflictError):
+        wb.whatif.differing_trades(a.run_id, b.run_id)
+
+
+def test_whatif_cli_prints_the_sweep_contract(settings, batch: int, wb: Workbench) -> None:
+    db = str(wb.settings.db)
+    wb.close()
+    out = subprocess.run(
+        [sys.executable, "-m", "fxbatch", "--db", db, "whatif", str(batch), "--success-rates", "0.5:0.7:0.1",
+         "--seeds", "2", "--seed", "7", "--workers", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) >= {"sweep_id", "scenarios", "summary"}
+    assert len(doc["scenarios"]) == 6
+    assert set(doc["scenarios"][0]) >= {
+        "success_rate", "seed", "trades", "succeeded", "failed", "failure_reasons", "notional_zar_succeeded",
+    }  # fmt: skip
+    assert [p["success_rate"] for p in doc["summary"]] == [0.5, 0.6, 0.7]
+    assert set(doc["summary"][0]) >= {"success_rate", "mean", "p05", "p95"}
+
+
+def test_a_bad_variant_name_names_the_setting(wb: Workbench, batch: int) -> None:
+    with pytest.raises(SettingsError, match="no_such_knob"):
+        wb.whatif.sweep(batch, [0.9], variants={"no_such_knob": [1, 2]}, workers=1)
+
+
+def test_variants_multiply_the_grid(wb: Workbench, batch: int) -> None:
+    grid = SweepGrid(success_rates=[0.8, 0.9], seeds=[1, 2], variants={"transient_absorb_share": [0.1, 0.9]})
+    configs = grid.scenarios()
+    assert len(configs) == 8
+    assert {c.bank.transient_absorb_share for c in configs} == {0.1, 0.9}
+    assert isinstance(configs[0], RunConfig)
