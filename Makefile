@@ -50,6 +50,7 @@ unit: $(VENV)/.dev-installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_whatif.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/out
