@@ -1,6 +1,7 @@
 """Exports of a run's per-trade results (CSV, XLSX, Parquet) and of the simulated bank's ledger.
 
-Identifiers stay text. Text cells that a spreadsheet would read as a formula (starting with
+Identifiers stay text: quote ids too, since a 19-digit id stored as a spreadsheet number keeps
+only 15 significant digits. Text cells that a spreadsheet would read as a formula (starting with
 ``= + - @``, tab or carriage return) get a leading apostrophe in CSV and XLSX exports.
 """
 
@@ -36,8 +37,8 @@ def _run_rows_sql(run_id: int, batch_id: int, scope: str, safe: bool) -> str:
            {text("account_number", "t.account_number")}, t.currency_pair, t.side, t.amount, t.amount_currency,
            t.spread_bps, t.delivery, t.value_date, {text("reference", "t.reference")},
            coalesce(r.status, 'PENDING') AS status, r.failure_code, r.failure_message, r.retryable,
-           r.quote_id, r.quote_rate, r.quote_expiry, r.deal_transaction_id, r.deal_rate, r.attempts,
-           r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
+           CAST(r.quote_id AS VARCHAR) AS quote_id, r.quote_rate, r.quote_expiry, r.deal_transaction_id, r.deal_rate,
+           r.attempts, r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
     FROM trades t
     LEFT JOIN run_trades r ON r.run_id = {int(run_id)} AND r.src_row = t.src_row
     WHERE t.batch_id = {int(batch_id)}{scope}
@@ -62,9 +63,10 @@ def export_ledger(store: Store, path: Path | str, run_id: int | None = None) -> 
     if path.suffix.lower() not in FORMATS:
         raise SettingsError(f"Cannot export to {path.name}: use a .csv, .xlsx or .parquet file name.")
     where = f"WHERE l.run_id = {int(run_id)}" if run_id is not None else ""
+    trade_id = neutralise("t.trade_id") if path.suffix.lower() != ".parquet" else "t.trade_id"
     sql = f"""
-    SELECT l.deal_transaction_id, l.quote_id, t.trade_id, l.run_id, r.batch_id, l.src_row AS row,
-           l.deal_rate, l.booked_at
+    SELECT l.deal_transaction_id, CAST(l.quote_id AS VARCHAR) AS quote_id, {trade_id} AS trade_id, l.run_id,
+           r.batch_id, l.src_row AS row, l.deal_rate, l.booked_at
     FROM sim_ledger l
     LEFT JOIN runs r ON r.run_id = l.run_id
     LEFT JOIN trades t ON t.batch_id = r.batch_id AND t.src_row = l.src_row
