@@ -1,0 +1,148 @@
+"""Runs in the background: one run per batch at a time, cancel, progress from another thread, latency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fxbatch import Workbench
+from fxbatch.errors import ConflictError
+from fxbatch.models import RunStatus
+from tests.integration.run_helpers import (
+    FINAL,
+    assert_every_trade_final,
+    assert_ledger_matches_successes,
+    finish,
+    load_generated,
+    load_sample,
+    query,
+    wait_until,
+)
+
+
+def test_starting_a_batch_that_is_running_is_refused_while_another_batch_may_run(wb: Workbench, tmp_path: Path) -> None:
+    first_batch = load_generated(wb, tmp_path, 96, seed=1)
+    second_batch = load_generated(wb, tmp_path, 96, seed=2)
+    slow = {"latency_ms": 20, "concurrency": 8}
+    first = wb.start_run(first_batch, **slow)
+    with pytest.raises(ConflictError) as err:
+        wb.start_run(first_batch, **slow)
+    assert err.value.message == (
+        f"Batch {first_batch} is already running (run {first.run_id}); wait for it to finish or cancel it."
+    )
+    second = wb.start_run(second_batch, **slow)
+    assert first.running and second.running
+    finish(first)
+    finish(second)
+    for job in (first, second):
+        summary = wb.run_summary(job.run_id)
+        assert summary.error is None and summary.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
+        assert_every_trade_final(wb, job.run_id)
+        assert_ledger_matches_successes(wb, job.run_id)
+    # once the first run has ended its batch may run again
+    finish(wb.start_run(first_batch, success_rate=1.0))
+    assert len(wb.runs(first_batch)) == 2
+
+
+def test_starting_a_run_returns_at_once(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 64)
+    started = time.monotonic()
+    job = wb.start_run(batch, latency_ms=50, concurrency=4)
+    assert time.monotonic() - started < 0.5  # the run itself needs at least 64 * 2 * 50 ms / 4 = 1.6 s
+    assert job.running and wb.run_summary(job.run_id).status is RunStatus.RUNNING
+    wb.cancel(job.run_id)
+    finish(job)
+
+
+def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 400)
+    job = wb.start_run(batch, latency_ms=10, concurrency=4)
+    wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    wb.cancel(job.run_id)
+    finish(job)
+    summary = wb.run_summary(job.run_id)
+    assert summary.status is RunStatus.CANCELLED
+    assert_every_trade_final(wb, job.run_id)
+    assert summary.counts["CANCELLED"] > 0
+    assert summary.counts["SUCCESS"] + summary.counts["FAILED"] > 0
+    cancelled = query(
+        wb,
+        "SELECT count(*), max(attempts), count(executing_at), count(quote_id), count(deal_transaction_id) "
+        "FROM run_trades WHERE run_id = ? AND status = 'CANCELLED'",
+        job.run_id,
+    )
+    assert cancelled == [(summary.counts["CANCELLED"], 0, 0, 0, 0)]
+    assert_ledger_matches_successes(wb, job.run_id)
+    assert job.progress.snapshot()["status"] == "CANCELLED"
+
+
+def test_cancelling_a_finished_run_is_refused(wb: Workbench) -> None:
+    batch = load_sample(wb)
+    run_id = wb.run(batch).run_id
+    with pytest.raises(ConflictError, match="nothing to cancel"):
+        wb.cancel(run_id)
+
+
+def test_an_interrupted_run_can_be_cancelled_and_its_unfinished_trades_end_cancelled(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    batch = load_generated(wb, tmp_path, 400)
+    job = wb.start_run(batch, latency_ms=10, concurrency=4)
+    wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    job.interrupt()
+    finish(job)
+    assert wb.run_summary(job.run_id).status is RunStatus.INTERRUPTED
+    wb.cancel(job.run_id)
+    summary = wb.run_summary(job.run_id)
+    assert summary.status is RunStatus.CANCELLED
+    assert summary.counts["CANCELLED"] > 0
+    assert_every_trade_final(wb, job.run_id)
+    assert_ledger_matches_successes(wb, job.run_id)
+
+
+def test_progress_is_readable_from_another_thread_while_the_run_executes(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 240)
+    job = wb.start_run(batch, latency_ms=10, concurrency=8)
+    snapshots: list[dict[str, Any]] = []
+    while job.running:
+        snapshots.append(wb.progress(job.run_id))  # type: ignore[arg-type]
+        time.sleep(0.02)
+    finish(job)
+    last = wb.progress(job.run_id)
+    assert last is not None
+    running = [s for s in snapshots if s["status"] == "RUNNING"]
+    assert running, "the test thread never saw the run in progress"
+    assert any(0 < s["done"] < s["total"] for s in running)
+    for s in running:
+        assert s["run_id"] == job.run_id and s["total"] == 240
+        assert 0 <= s["done"] <= s["total"]
+        assert sum(s["counts"].values()) == s["total"], s
+        assert s["done"] == sum(s["counts"][k] for k in FINAL)
+        assert s["trades_per_s"] >= 0
+        assert s["eta_s"] is None or s["eta_s"] >= 0
+    dones = [s["done"] for s in snapshots]
+    assert dones == sorted(dones), "done never goes backwards"
+    assert last["done"] == last["total"] == 240 and last["fraction"] == 1.0
+    assert last["status"] == wb.run_summary(job.run_id).status.value
+
+
+def test_progress_of_a_run_not_executing_here_is_none(wb: Workbench) -> None:
+    assert wb.progress(12345) is None
+
+
+def test_latency_bound_wall_time_approaches_trades_times_calls_times_latency_over_concurrency(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    trades, latency_s, concurrency = 320, 0.02, 16
+    batch = load_generated(wb, tmp_path, trades)
+    started = time.monotonic()
+    # every trade succeeds at once: exactly two calls (quote, book) per trade
+    summary = wb.run(batch, success_rate=1.0, latency_ms=latency_s * 1000, concurrency=concurrency)
+    wall = time.monotonic() - started
+    ideal = trades * 2 * latency_s / concurrency
+    assert summary.status is RunStatus.COMPLETED
+    assert wall >= 0.9 * ideal, "latency is really simulated"
+    assert wall < 3 * ideal, f"{wall:.2f}s against an ideal {ideal:.2f}s"
