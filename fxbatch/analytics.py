@@ -1,0 +1,279 @@
+"""Review of a run: DuckDB queries -> small DataFrames (aggregates, one page of trades, one trade).
+
+Every function aggregates in DuckDB and returns at most a few hundred rows, whatever the size
+of the run: the app must not ship a 1M-trade run to the browser, nor hold it in pandas.
+Functions take a ``Store`` and a run id; a run still executing is read as it stands (trades
+without a final record are PENDING).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from fxbatch.engine.records import scope_sql
+from fxbatch.errors import NotFoundError
+from fxbatch.models import RunConfig, TradeStatus
+from fxbatch.store import Store
+
+STATUS_ORDER = [s.value for s in TradeStatus]
+OTHER = "(others)"
+_BY = {"pair": "t.currency_pair", "client": "t.client_cif"}
+
+
+def _run(cur: duckdb.DuckDBPyConnection, run_id: int) -> tuple[int, int, str]:
+    """(batch_id, trades, scope SQL) of a run."""
+    rows = cur.execute("SELECT batch_id, trades, config FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    if not rows:
+        raise NotFoundError(f"There is no run {run_id}; `python -m fxbatch runs` lists them.")
+    batch_id, trades, config = rows[0]
+    return int(batch_id), int(trades), scope_sql(RunConfig.model_validate_json(str(config)))
+
+
+def _run_trades(cur: duckdb.DuckDBPyConnection, run_id: int) -> str:
+    """The run's trades joined to their final records (a FROM clause; PENDING when not final)."""
+    batch_id, _, scope = _run(cur, run_id)
+    return (
+        f"trades t LEFT JOIN run_trades r ON r.run_id = {int(run_id)} AND r.src_row = t.src_row "
+        f"WHERE t.batch_id = {batch_id}{scope}"
+    )
+
+
+# ---------------------------------------------------------------------------- outcomes
+
+
+def outcome_counts(store: Store, run_id: int) -> pd.DataFrame:
+    """status, trades, share: one row per status that has trades (PENDING = not final yet)."""
+    cur = store.cursor()
+    _, total, _ = _run(cur, run_id)
+    found = dict(
+        cur.execute("SELECT status, count(*) FROM run_trades WHERE run_id = ? GROUP BY status", [run_id]).fetchall()
+    )
+    found[TradeStatus.PENDING.value] = total - sum(int(n) for n in found.values())
+    rows = [(s, int(found[s])) for s in STATUS_ORDER if found.get(s)]
+    df = pd.DataFrame(rows, columns=["status", "trades"]).astype({"trades": "int64"})
+    df["share"] = df["trades"] / total if total else 0.0
+    return df
+
+
+def failure_pareto(store: Store, run_id: int) -> pd.DataFrame:
+    """failure_code, trades, share, cumulative_share: failed trades by reason, most frequent first."""
+    df = (
+        store.cursor()
+        .execute(
+            """
+            SELECT failure_code, count(*)::BIGINT AS trades FROM run_trades
+            WHERE run_id = ? AND status = 'FAILED' GROUP BY failure_code ORDER BY trades DESC, failure_code
+            """,
+            [run_id],
+        )
+        .df()
+    )
+    total = df["trades"].sum()
+    df["share"] = df["trades"] / total if total else 0.0
+    df["cumulative_share"] = df["share"].cumsum()
+    return df
+
+
+def outcomes_by(store: Store, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
+    """key, status, trades for the ``top`` currency pairs or clients by trades (the rest as one row)."""
+    if by not in _BY:
+        raise ValueError(f"by must be one of {sorted(_BY)}")
+    cur = store.cursor()
+    source = _run_trades(cur, run_id)
+    return cur.execute(
+        f"""
+        WITH x AS (SELECT {_BY[by]} AS key, coalesce(r.status, 'PENDING') AS status FROM {source}),
+        ranked AS (SELECT key, row_number() OVER (ORDER BY count(*) DESC, key) AS rank FROM x GROUP BY key)
+        SELECT CASE WHEN rank <= {int(top)} THEN x.key ELSE '{OTHER}' END AS key, status,
+               count(*)::BIGINT AS trades, min(rank) AS rank
+        FROM x JOIN ranked USING (key)
+        GROUP BY ALL ORDER BY rank, status
+        """
+    ).df()[["key", "status", "trades"]]
+
+
+def notional_by_outcome(store: Store, run_id: int) -> pd.DataFrame:
+    """status, trades, amount_zar: notional converted to ZAR at mid, per final status."""
+    return (
+        store.cursor()
+        .execute(
+            "SELECT status, count(*)::BIGINT AS trades, coalesce(sum(amount_zar), 0) AS amount_zar "
+            "FROM run_trades WHERE run_id = ? GROUP BY status ORDER BY status",
+            [run_id],
+        )
+        .df()
+    )
+
+
+def latency_histogram(store: Store, run_id: int, bins: int = 30) -> pd.DataFrame:
+    """from_ms, to_ms, trades: time from executing to final per trade, binned in DuckDB."""
+    return (
+        store.cursor()
+        .execute(
+            f"""
+            WITH l AS (
+                SELECT (epoch_ms(finished_at) - epoch_ms(executing_at))::DOUBLE AS ms FROM run_trades
+                WHERE run_id = ? AND executing_at IS NOT NULL
+            ),
+            b AS (SELECT min(ms) AS lo, greatest((max(ms) - min(ms)) / {int(bins)}, 1) AS width FROM l)
+            SELECT lo + bin * width AS from_ms, lo + (bin + 1) * width AS to_ms, count(*)::BIGINT AS trades
+            FROM (SELECT least(floor((ms - lo) / width), {int(bins) - 1})::INTEGER AS bin, lo, width FROM l, b)
+            GROUP BY ALL ORDER BY from_ms
+            """,
+            [run_id],
+        )
+        .df()[["from_ms", "to_ms", "trades"]]
+    )
+
+
+def throughput(store: Store, run_id: int, max_points: int = 300) -> pd.DataFrame:
+    """second, trades, per_s: trades finished per time bucket, seconds after the first trade finished."""
+    return (
+        store.cursor()
+        .execute(
+            f"""
+            WITH f AS (SELECT epoch(finished_at) AS s FROM run_trades WHERE run_id = ?),
+            -- 1 s buckets (wider for long runs); tenths of a second for runs shorter than 30 s
+            b AS (SELECT min(s) AS lo, CASE WHEN max(s) - min(s) < 30 THEN 0.1
+                         ELSE greatest(ceil((max(s) - min(s)) / {int(max_points)}), 1) END AS width FROM f)
+            SELECT round(floor((s - lo) / width) * width, 3) AS second, count(*)::BIGINT AS trades,
+                   count(*) / any_value(width) AS per_s
+            FROM f, b GROUP BY ALL ORDER BY second
+            """,
+            [run_id],
+        )
+        .df()[["second", "trades", "per_s"]]
+    )
+
+
+# ---------------------------------------------------------------------------- trades
+
+
+@dataclass
+class TradeFilter:
+    """What the trades table shows; empty fields do not filter."""
+
+    statuses: list[str] = field(default_factory=list)
+    failure_codes: list[str] = field(default_factory=list)
+    pair: str | None = None
+    client: str | None = None
+    text: str | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        sql = ""
+        params: dict[str, Any] = {}
+        if self.statuses:
+            sql += " AND coalesce(r.status, 'PENDING') IN (SELECT unnest($statuses))"
+            params["statuses"] = list(self.statuses)
+        if self.failure_codes:
+            sql += " AND r.failure_code IN (SELECT unnest($codes))"
+            params["codes"] = list(self.failure_codes)
+        if self.pair:
+            sql += " AND t.currency_pair = $pair"
+            params["pair"] = self.pair
+        if self.client:
+            sql += " AND t.client_cif = $client"
+            params["client"] = self.client.strip()
+        if self.text and self.text.strip():
+            sql += " AND (t.trade_id ILIKE $text OR coalesce(t.reference, '') ILIKE $text)"
+            params["text"] = f"%{self.text.strip()}%"
+        return sql, params
+
+
+def _account(unmask: bool) -> str:
+    if unmask:
+        return "t.account_number"
+    return "repeat('•', greatest(length(t.account_number) - 4, 0)) || right(t.account_number, 4)"
+
+
+def trades_page(
+    store: Store,
+    run_id: int,
+    filters: TradeFilter | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    unmask: bool = False,
+) -> tuple[pd.DataFrame, int]:
+    """One page of the run's trades in row order, and how many trades the filters match.
+
+    Account numbers show their last 4 digits only unless ``unmask``.
+    """
+    cur = store.cursor()
+    source = _run_trades(cur, run_id)
+    where, params = (filters or TradeFilter()).where()
+    total = int(cur.execute(f"SELECT count(*) FROM {source}{where}", params).fetchall()[0][0])
+    page = cur.execute(
+        f"""
+        SELECT t.src_row AS row, t.trade_id, t.client_cif, {_account(unmask)} AS account_number,
+               t.currency_pair, t.side, t.amount, t.amount_currency, coalesce(r.status, 'PENDING') AS status,
+               r.failure_code, r.attempts, r.deal_rate, r.amount_zar, r.finished_at, t.reference
+        FROM {source}{where}
+        ORDER BY t.src_row LIMIT {max(int(limit), 0)} OFFSET {max(int(offset), 0)}
+        """,
+        params,
+    ).df()
+    return page, total
+
+
+def filter_choices(store: Store, run_id: int) -> dict[str, list[str]]:
+    """The values the trades filters offer: statuses, failure codes and currency pairs of this run."""
+    cur = store.cursor()
+    batch_id, _, _ = _run(cur, run_id)
+    codes = cur.execute(
+        "SELECT DISTINCT failure_code FROM run_trades WHERE run_id = ? AND failure_code IS NOT NULL ORDER BY 1",
+        [run_id],
+    ).fetchall()
+    pairs = cur.execute("SELECT DISTINCT currency_pair FROM trades WHERE batch_id = ? ORDER BY 1", [batch_id])
+    return {
+        "statuses": STATUS_ORDER,
+        "failure_codes": [str(r[0]) for r in codes],
+        "pairs": [str(r[0]) for r in pairs.fetchall()],
+    }
+
+
+def trade_detail(store: Store, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
+    """One trade of a run: its fields, outcome, error and timeline (stage, at, ms since executing)."""
+    cur = store.cursor()
+    source = _run_trades(cur, run_id)
+    df = cur.execute(
+        f"""
+        SELECT t.src_row AS row, t.trade_id, t.client_cif, {_account(unmask)} AS account_number,
+               t.currency_pair, t.side, t.amount, t.amount_currency, t.spread_bps, t.delivery, t.value_date,
+               t.reference, coalesce(r.status, 'PENDING') AS status, r.failure_code, r.failure_message,
+               r.retryable, r.attempts, CAST(r.quote_id AS VARCHAR) AS quote_id, r.quote_rate, r.quote_expiry,
+               r.deal_transaction_id, r.deal_rate, r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
+        FROM {source} AND t.src_row = ?
+        """,
+        [row],
+    ).df()
+    if df.empty:
+        raise NotFoundError(f"Run {run_id} has no trade at row {row}.")
+    detail: dict[str, Any] = {str(k): (None if _missing(v) else v) for k, v in df.iloc[0].to_dict().items()}
+    stages = [
+        ("EXECUTING", detail["executing_at"]),
+        ("QUOTED", detail["quoted_at"]),
+        (str(detail["status"]), detail["finished_at"]),
+    ]
+    start = detail["executing_at"]
+    timeline = pd.DataFrame(
+        [
+            (stage, at, (at - start).total_seconds() * 1000 if start is not None else None)
+            for stage, at in stages
+            if at is not None
+        ],
+        columns=["stage", "at", "ms_since_start"],
+    )
+    detail["timeline"] = timeline
+    return detail
+
+
+def _missing(value: object) -> bool:
+    try:
+        return bool(pd.isna(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return False

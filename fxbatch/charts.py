@@ -1,0 +1,132 @@
+"""Run review figures: the DataFrames of ``fxbatch.analytics`` in, plotly figures out (pure)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+STATUS_COLOURS = {
+    "SUCCESS": "#2ca02c",
+    "FAILED": "#d62728",
+    "CANCELLED": "#7f7f7f",
+    "PENDING": "#c7c7c7",
+    "EXECUTING": "#1f77b4",
+    "QUOTED": "#17becf",
+}
+_LAYOUT = {"margin": {"t": 50, "b": 40, "l": 50, "r": 20}, "height": 340}
+
+
+def _empty(title: str, why: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, **_LAYOUT)
+    return fig
+
+
+def outcome_chart(counts: pd.DataFrame) -> go.Figure:
+    """Trades per status (analytics.outcome_counts)."""
+    title = "Outcome of every trade"
+    if counts.empty:
+        return _empty(title, "no trades")
+    fig = go.Figure(
+        go.Bar(
+            x=counts["status"],
+            y=counts["trades"],
+            marker_color=[STATUS_COLOURS.get(s, "#999") for s in counts["status"]],
+            text=[f"{n:,} ({s:.0%})" for n, s in zip(counts["trades"], counts["share"], strict=True)],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(title=title, yaxis={"title": "trades"}, **_LAYOUT)
+    return fig
+
+
+def pareto_chart(pareto: pd.DataFrame) -> go.Figure:
+    """Failed trades by reason, most frequent first, with the cumulative share (analytics.failure_pareto)."""
+    title = "Why trades failed (Pareto)"
+    if pareto.empty:
+        return _empty(title, "no failed trades")
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=pareto["failure_code"], y=pareto["trades"], name="failed trades", marker_color="#d62728"))
+    fig.add_trace(
+        go.Scatter(
+            x=pareto["failure_code"],
+            y=pareto["cumulative_share"],
+            name="cumulative share",
+            yaxis="y2",
+            mode="lines+markers",
+            line={"color": "#333"},
+        )
+    )
+    fig.update_layout(
+        title=title,
+        yaxis={"title": "failed trades"},
+        yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.05]},
+        legend={"orientation": "h", "y": -0.35},
+        **_LAYOUT,
+    )
+    return fig
+
+
+def outcomes_by_chart(df: pd.DataFrame, what: str) -> go.Figure:
+    """Stacked trades per status for each currency pair or client (analytics.outcomes_by)."""
+    title = f"Outcomes by {what}"
+    if df.empty:
+        return _empty(title, "no trades")
+    keys = list(dict.fromkeys(df["key"]))
+    fig = go.Figure()
+    for status in [s for s in STATUS_COLOURS if s in set(df["status"])]:
+        part = df[df["status"] == status].set_index("key").reindex(keys)
+        fig.add_trace(go.Bar(x=keys, y=part["trades"].fillna(0), name=status, marker_color=STATUS_COLOURS[status]))
+    fig.update_layout(title=title, barmode="stack", xaxis={"type": "category"}, yaxis={"title": "trades"}, **_LAYOUT)
+    return fig
+
+
+def notional_chart(df: pd.DataFrame) -> go.Figure:
+    """Notional in ZAR per final status (analytics.notional_by_outcome)."""
+    title = "Notional by outcome (ZAR)"
+    if df.empty:
+        return _empty(title, "no finished trades yet")
+    fig = go.Figure(
+        go.Bar(
+            x=df["status"],
+            y=df["amount_zar"],
+            marker_color=[STATUS_COLOURS.get(s, "#999") for s in df["status"]],
+            text=[f"R {v:,.0f}" for v in df["amount_zar"]],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(title=title, yaxis={"title": "ZAR", "tickformat": ",.0f"}, **_LAYOUT)
+    return fig
+
+
+def latency_chart(hist: pd.DataFrame) -> go.Figure:
+    """How long trades took from executing to final (analytics.latency_histogram)."""
+    title = "Time per trade (executing to final)"
+    if hist.empty:
+        return _empty(title, "no finished trades yet")
+    fig = go.Figure(
+        go.Bar(
+            x=(hist["from_ms"] + hist["to_ms"]) / 2,
+            y=hist["trades"],
+            width=hist["to_ms"] - hist["from_ms"],
+            customdata=hist[["from_ms", "to_ms"]],
+            hovertemplate="%{customdata[0]:.0f}-%{customdata[1]:.0f} ms: %{y} trades<extra></extra>",
+            marker_color="#1f77b4",
+        )
+    )
+    fig.update_layout(title=title, xaxis={"title": "milliseconds"}, yaxis={"title": "trades"}, **_LAYOUT)
+    return fig
+
+
+def throughput_chart(df: pd.DataFrame) -> go.Figure:
+    """Trades finished per second over the run (analytics.throughput)."""
+    title = "Throughput"
+    if df.empty:
+        return _empty(title, "no finished trades yet")
+    fig = go.Figure(go.Scatter(x=df["second"], y=df["per_s"], mode="lines+markers", line={"shape": "hv"}))
+    fig.update_layout(
+        title=title, xaxis={"title": "seconds since the first trade finished"}, yaxis={"title": "trades / s"},
+        **_LAYOUT,
+    )  # fmt: skip
+    return fig
