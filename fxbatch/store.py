@@ -1,5 +1,8 @@
 """DuckDB storage: schema, forward migrations, and the queries the rest of fxbatch uses.
 
+Every timestamp is stored as naive UTC (``timezone('UTC', now())`` in SQL, epoch seconds from
+Python), so run, trade and ledger times share one clock.
+
 One database connection per process; each thread works through its own ``cursor()``
 (DuckDB refuses concurrent calls on one connection).
 """
@@ -33,7 +36,7 @@ def _v1(con: duckdb.DuckDBPyConnection) -> None:
         accepted INTEGER NOT NULL,
         rejected INTEGER NOT NULL,
         ignored INTEGER NOT NULL,
-        created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp()
+        created_at TIMESTAMP NOT NULL DEFAULT timezone('UTC', now())
     );
     -- No keys on the bulk tables: DuckDB index upkeep would dominate 1M-row loads.
     CREATE TABLE trades (
@@ -77,7 +80,7 @@ def _v2(con: duckdb.DuckDBPyConnection) -> None:
         -- A trade's deal transaction id is deal_prefix || src_row: fixed when the run is created,
         -- so it exists before any booking and every retry reuses it.
         deal_prefix VARCHAR NOT NULL,
-        created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp(),
+        created_at TIMESTAMP NOT NULL DEFAULT timezone('UTC', now()),
         started_at TIMESTAMP,
         finished_at TIMESTAMP,
         elapsed_s DOUBLE,
@@ -141,7 +144,7 @@ def _v3(con: duckdb.DuckDBPyConnection) -> None:
         grid VARCHAR NOT NULL,
         scenarios INTEGER NOT NULL,
         elapsed_s DOUBLE,
-        created_at TIMESTAMP NOT NULL DEFAULT current_localtimestamp()
+        created_at TIMESTAMP NOT NULL DEFAULT timezone('UTC', now())
     );
     CREATE TABLE sweep_scenarios (
         sweep_id INTEGER NOT NULL,
@@ -256,7 +259,7 @@ class Store:
             cur.begin()
             try:
                 MIGRATIONS[version - 1](cur)
-                cur.execute("INSERT INTO schema_version VALUES (?, current_localtimestamp())", [version])
+                cur.execute("INSERT INTO schema_version VALUES (?, timezone('UTC', now()))", [version])
                 cur.commit()
             except Exception:
                 cur.rollback()

@@ -182,9 +182,9 @@ def set_run_status(
     sets = ["status = ?"]
     params: list[object] = [new.value]
     if started:
-        sets.append("started_at = coalesce(started_at, current_localtimestamp())")
+        sets.append("started_at = coalesce(started_at, timezone('UTC', now()))")
     if finished:
-        sets.append("finished_at = current_localtimestamp()")
+        sets.append("finished_at = timezone('UTC', now())")
         counts, reasons = count_outcomes(cur, run_id)
         sets += ["counts = ?", "failure_reasons = ?"]
         params += [json.dumps(counts), json.dumps(reasons)]
