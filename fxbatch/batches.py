@@ -188,3 +188,32 @@ def batch_rejections(store: Store, batch_id: int, limit: int | None = None, offs
         )
         .df()
     )
+
+
+def delete_batch(store: Store, batch_id: int) -> None:
+    """Delete a batch with its trades, rejections, runs and their records and sweeps, all or nothing.
+
+    The simulated bank's ledger keeps its deals: it is the bank's record, not the batch's.
+    Callers refuse first when a run of the batch is executing (``Workbench.delete_batch``).
+    """
+    get_batch(store, batch_id)
+    cur = store.cursor()
+    runs = "SELECT run_id FROM runs WHERE batch_id = $batch"
+    sweeps = "SELECT sweep_id FROM sweeps WHERE batch_id = $batch"
+    cur.begin()
+    try:
+        for sql in (
+            f"DELETE FROM run_trades WHERE run_id IN ({runs})",
+            f"DELETE FROM run_inflight WHERE run_id IN ({runs})",
+            "DELETE FROM runs WHERE batch_id = $batch",
+            f"DELETE FROM sweep_scenarios WHERE sweep_id IN ({sweeps})",
+            "DELETE FROM sweeps WHERE batch_id = $batch",
+            "DELETE FROM rejections WHERE batch_id = $batch",
+            "DELETE FROM trades WHERE batch_id = $batch",
+            "DELETE FROM batches WHERE batch_id = $batch",
+        ):
+            cur.execute(sql, {"batch": batch_id})
+        cur.commit()
+    except Exception:
+        cur.rollback()
+        raise

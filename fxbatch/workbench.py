@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from fxbatch import batches
+from fxbatch import analytics, batches, export
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
+from fxbatch.errors import ConflictError
 from fxbatch.models import BatchInfo, LoadResult, RunConfig, RunSummary
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings, load_settings
@@ -144,6 +145,56 @@ class Workbench:
         """Live progress of a run executing in this process (None otherwise)."""
         job = self.engine.job(run_id)
         return job.progress.snapshot() if job is not None else None
+
+    # -- batches (removal) -------------------------------------------------------
+    def delete_batch(self, batch_id: int) -> None:
+        """Delete a batch and everything recorded about it; refused while one of its runs executes."""
+        for job in self.engine.active_jobs():
+            if job.batch_id == batch_id:
+                raise ConflictError(
+                    f"Batch {batch_id} is running (run {job.run_id}); cancel the run or wait for it to end first."
+                )
+        batches.delete_batch(self.store, batch_id)
+
+    def active_runs(self) -> list[dict[str, object]]:
+        """Progress snapshots of the runs executing in this process, oldest first."""
+        jobs = sorted(self.engine.active_jobs(), key=lambda j: j.run_id)
+        return [{**j.progress.snapshot(), "batch_id": j.batch_id} for j in jobs]
+
+    # -- review (analytics) --------------------------------------------------------
+    # Thin delegates: the queries live in fxbatch.analytics and take (store, run_id).
+    def outcome_counts(self, run_id: int) -> pd.DataFrame:
+        return analytics.outcome_counts(self.store, run_id)
+
+    def failure_pareto(self, run_id: int) -> pd.DataFrame:
+        return analytics.failure_pareto(self.store, run_id)
+
+    def outcomes_by(self, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
+        return analytics.outcomes_by(self.store, run_id, by, top)
+
+    def notional_by_outcome(self, run_id: int) -> pd.DataFrame:
+        return analytics.notional_by_outcome(self.store, run_id)
+
+    def latency_histogram(self, run_id: int, bins: int = 30) -> pd.DataFrame:
+        return analytics.latency_histogram(self.store, run_id, bins)
+
+    def throughput(self, run_id: int) -> pd.DataFrame:
+        return analytics.throughput(self.store, run_id)
+
+    def run_trades_page(
+        self, run_id: int, filters: analytics.TradeFilter | None = None, *, limit: int = 50, offset: int = 0,
+        unmask: bool = False,
+    ) -> tuple[pd.DataFrame, int]:  # fmt: skip
+        return analytics.trades_page(self.store, run_id, filters, limit=limit, offset=offset, unmask=unmask)
+
+    def run_filter_choices(self, run_id: int) -> dict[str, list[str]]:
+        return analytics.filter_choices(self.store, run_id)
+
+    def trade_detail(self, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
+        return analytics.trade_detail(self.store, run_id, row, unmask=unmask)
+
+    def export_run(self, run_id: int, path: Path | str) -> int:
+        return export.export_run(self.store, run_id, path)
 
 
 class _WhatIf:

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import pytest
 
 from fxbatch import Workbench, analytics, charts
-from fxbatch.errors import NotFoundError
+from fxbatch.errors import ConflictError, NotFoundError
 from fxbatch.models import RunSummary
 from tests.integration.run_helpers import load_sample, query
 
@@ -209,3 +209,41 @@ def test_every_chart_is_a_figure_with_data_and_empty_inputs_say_so(ran: Ran) -> 
     assert list(pareto.data[1].y)[-1] == pytest.approx(1.0)
     empty = charts.pareto_chart(pd.DataFrame(columns=["failure_code", "trades", "share", "cumulative_share"]))
     assert not empty.data and "no failed trades" in empty.layout.annotations[0].text
+
+
+# -- deleting a batch ---------------------------------------------------------------------------
+
+
+def test_deleting_a_batch_removes_its_trades_runs_and_records_and_leaves_others(wb: Workbench) -> None:
+    keep = load_sample(wb)
+    gone = load_sample(wb)
+    kept_run = wb.run(keep, success_rate=0.5).run_id
+    first = wb.run(gone, success_rate=0.5)
+    wb.run(gone, retry_of_run=first.run_id)
+
+    wb.delete_batch(gone)
+
+    assert [b.batch_id for b in wb.batches()] == [keep]
+    assert [r.run_id for r in wb.runs()] == [kept_run]
+    for table in ("trades", "rejections", "runs"):
+        assert query(wb, f"SELECT count(*) FROM {table} WHERE batch_id = ?", gone) == [(0,)]
+    assert query(wb, "SELECT count(DISTINCT run_id) FROM run_trades") == [(1,)]
+    assert query(wb, "SELECT count(*) FROM run_trades WHERE run_id = ?", kept_run) == [(200,)]
+    with pytest.raises(NotFoundError):
+        wb.delete_batch(gone)
+
+
+def test_a_batch_cannot_be_deleted_while_one_of_its_runs_executes(wb: Workbench) -> None:
+    batch_id = load_sample(wb)
+    job = wb.start_run(batch_id, latency_ms=20, concurrency=1)
+    try:
+        with pytest.raises(ConflictError, match="cancel the run"):
+            wb.delete_batch(batch_id)
+        assert [r["run_id"] for r in wb.active_runs()] == [job.run_id]
+    finally:
+        wb.cancel(job.run_id)
+        job.wait(60)
+    assert wb.batch(batch_id).trades == 200
+    wb.delete_batch(batch_id)
+    assert wb.batches() == []
+    assert wb.active_runs() == []
