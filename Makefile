@@ -23,6 +23,7 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 
 ## Start the app on http://localhost:$(PORT) (creates the database with the sample batch on first start)
 run: $(VENV)/.installed
+	$(PY) -m fxbatch init
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 ## Debian's chromium for the browser tests (never a downloaded browser)

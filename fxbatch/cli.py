@@ -239,12 +239,21 @@ def cmd_compare(wb: Workbench, args: argparse.Namespace) -> None:
     _emit(args, payload, text)
 
 
+def cmd_init(wb: Workbench, args: argparse.Namespace) -> None:
+    batches = wb.batches()
+    payload = {"db": str(wb.settings.db), "schema_version": wb.store.schema_version(), "batches": len(batches)}
+    _emit(args, payload, f"Database {wb.settings.db} ready (schema {payload['schema_version']}, {len(batches)} batches)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser = argparse.ArgumentParser(prog="python -m fxbatch", description="FX batch workbench", parents=[common])
     parser.add_argument("--db", type=Path, help="database file (default: FXBATCH_DB or data/fxbatch.duckdb)")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", parents=[common], help="create the database (with the sample batch when new)")
+    p.set_defaults(handler=cmd_init, seed_sample=True)
 
     p = sub.add_parser("load", parents=[common], help="validate a CSV/XLSX/Parquet file and create a batch")
     p.add_argument("file", type=Path)
@@ -340,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
-        with Workbench.open(args.db, settings) as wb:
+        with Workbench.open(args.db, settings, seed_sample=getattr(args, "seed_sample", False)) as wb:
             code = args.handler(wb, args)
     except FxBatchError as exc:
         if args.json:
