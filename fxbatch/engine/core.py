@@ -291,7 +291,7 @@ class _Worker:
         self.bank = bank
         self.max_in_flight = config.concurrency
         slow = config.bank.latency_ms > 0 or config.bank_url is not None
-        self.chunk_size = config.concurrency * 16 if slow else config.chunk_size
+        self.chunk_size = config.concurrency * 32 if slow else config.chunk_size
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
