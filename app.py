@@ -11,6 +11,7 @@ def run() -> None:
         st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
         st.Page("pages/upload.py", title="Upload", icon=":material/upload_file:"),
         st.Page("pages/batches.py", title="Batches", icon=":material/table_view:"),
+        st.Page("pages/run.py", title="Run detail", icon=":material/monitoring:"),
         st.Page("pages/whatif.py", title="What-if", icon=":material/insights:"),
     ]
     st.navigation(pages).run()

@@ -1,38 +1,255 @@
-"""Batches: every batch, and a chosen batch's trades and rejections."""
+"""Batches: every batch with its last run, live progress of running ones, and the actions on a batch."""
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
+import pandas as pd
 import streamlit as st
 
-from fxbatch import FxBatchError
-from pages.common import BATCH_TABLE, REJECTION_TABLE, TRADE_TABLE, get_workbench, show_error
+from fxbatch import FxBatchError, Workbench
+from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
+from fxbatch.workbench import make_config
+from pages.common import (
+    POLL_S,
+    REJECTION_TABLE,
+    RUN_PAGE,
+    TRADE_TABLE,
+    get_workbench,
+    outcome_text,
+    progress_text,
+    show_error,
+)
 
 PAGE_ROWS = 500
+PENDING_RUN = "batches_pending_run"  # the run the analyst is asked to confirm: (batch_id, config json)
+DELETING = "batches_deleting"  # the batch the analyst is asked to confirm deleting
+NOTICE = "batches_notice"
+SORTS = {
+    "Newest first": ("batch_id", False),
+    "Oldest first": ("batch_id", True),
+    "Name": ("name", True),
+    "Most trades": ("trades", False),
+}
+TABLE: dict[str, Any] = {
+    "column_order": [
+        "batch_id",
+        "name",
+        "status",
+        "trades",
+        "last_run",
+        "outcome",
+        "success",
+        "rejected",
+        "source_file",
+        "created_at",
+    ],
+    "column_config": {
+        "batch_id": st.column_config.NumberColumn("Batch", format="%d", width="small"),
+        "name": "Name",
+        "status": "Status",
+        "trades": st.column_config.NumberColumn("Trades", format="%d"),
+        "last_run": st.column_config.NumberColumn("Last run", format="%d", width="small"),
+        "outcome": "Last run's outcome",
+        "success": st.column_config.ProgressColumn("Succeeded", format="percent", min_value=0, max_value=1),
+        "rejected": st.column_config.NumberColumn("Rejected rows", format="%d"),
+        "source_file": "File",
+        "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+    },
+}
 
 
-def main() -> None:
-    st.title("Batches")
-    wb = get_workbench()
-    if wb is None:
-        return
+def _open_run(run_id: int) -> None:
+    st.switch_page(RUN_PAGE, query_params={"run": str(run_id)})
+
+
+def _overview(wb: Workbench) -> tuple[pd.DataFrame, dict[int, RunSummary]]:
+    """Batches with their status (that of the latest run) and the latest run per batch."""
     df = wb.batches_df()
-    if df.empty:
-        st.info("No batches yet: upload a spreadsheet first.")
+    latest: dict[int, RunSummary] = {}
+    for run in wb.runs():  # newest first
+        latest.setdefault(run.batch_id, run)
+    running = {int(r["batch_id"]): r for r in wb.active_runs()}  # type: ignore[call-overload]
+    status, last_run, outcome, success = [], [], [], []
+    for batch_id in df["batch_id"]:
+        run = latest.get(int(batch_id))
+        status.append("RUNNING" if batch_id in running else (run.status.value if run else "LOADED"))
+        last_run.append(run.run_id if run else None)
+        outcome.append(outcome_text(run.counts) if run else "never run")
+        success.append(run.counts.get("SUCCESS", 0) / run.trades if run and run.trades else None)
+    df["status"], df["last_run"], df["outcome"], df["success"] = status, last_run, outcome, success
+    return df, latest
+
+
+def _filters(df: pd.DataFrame) -> pd.DataFrame:
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
+    statuses = c1.multiselect("Status", sorted(set(df["status"])), key="b_status")
+    dates = c2.date_input("Created between", value=(), key="b_dates")
+    text = c3.text_input("Search name or file", key="b_text")
+    sort = c4.selectbox("Sort", list(SORTS), key="b_sort")
+    keep = pd.Series(True, index=df.index)
+    if statuses:
+        keep &= df["status"].isin(statuses)
+    if isinstance(dates, tuple) and len(dates) == 2 and all(isinstance(d, date) for d in dates):
+        created = df["created_at"].dt.date
+        keep &= (created >= dates[0]) & (created <= dates[1])
+    if text.strip():
+        needle = text.strip().lower()
+        keep &= df["name"].str.lower().str.contains(needle, regex=False) | df["source_file"].str.lower().str.contains(
+            needle, regex=False
+        )
+    column, ascending = SORTS[sort]
+    return df[keep].sort_values(column, ascending=ascending, kind="stable")
+
+
+def _running_now(wb: Workbench) -> None:
+    """Progress bars of the running batches (polled); the page is redrawn once when one ends."""
+    active = wb.active_runs()
+    ids = sorted(int(r["run_id"]) for r in active)  # type: ignore[call-overload]
+    seen = st.session_state.get("batches_seen_running", [])
+    st.session_state["batches_seen_running"] = ids
+    if set(seen) - set(ids):
+        st.rerun()  # a run ended: statuses and outcomes in the table changed
+    for snap in active:
+        st.progress(min(float(snap["fraction"]), 1.0), text=progress_text(snap))  # type: ignore[arg-type]
+
+
+# -- actions on one batch -------------------------------------------------------------------------
+
+
+def _mix_editor() -> dict[FailureCode, float]:
+    # The reasons the simulated bank draws; client and account checks come from a client registry instead.
+    mix = pd.DataFrame({"reason": [c.value for c in DEFAULT_FAILURE_MIX], "weight": list(DEFAULT_FAILURE_MIX.values())})
+    edited = st.data_editor(
+        mix,
+        hide_index=True,
+        disabled=["reason"],
+        key="mix",
+        column_config={
+            "reason": "Failure reason",
+            "weight": st.column_config.NumberColumn("Weight", min_value=0.0, max_value=100.0, step=0.01),
+        },
+    )
+    return {FailureCode(r): float(w) for r, w in zip(edited["reason"], edited["weight"], strict=True) if w and w > 0}
+
+
+def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
+    with st.form("start_run"):
+        c1, c2, c3 = st.columns(3)
+        rate = c1.slider("Bank success rate", 0.0, 1.0, 0.95, step=0.01, key="rate")
+        seed = c1.number_input("Seed", min_value=0, value=42, step=1, key="seed")
+        latency = c2.number_input("Latency per bank call (ms)", min_value=0.0, max_value=5000.0, value=0.0,
+                                  step=5.0, key="latency")  # fmt: skip
+        concurrency = c2.number_input("Concurrency", min_value=1, max_value=1024, value=16, step=1, key="concurrency")
+        attempts = c3.number_input("Max attempts", min_value=1, max_value=20, value=3, step=1, key="attempts")
+        st.caption("Failure mix: relative weights of the reasons among failing trades.")
+        mix = _mix_editor()
+        submitted = st.form_submit_button("Review the run…", type="primary")
+    if submitted:
+        try:
+            config = make_config(
+                RunConfig(), success_rate=rate, seed=int(seed), latency_ms=float(latency),
+                concurrency=int(concurrency), max_attempts=int(attempts), failure_mix=mix,
+            )  # fmt: skip
+        except ValueError as exc:  # pydantic: a value out of range
+            st.error(f"These settings cannot run: {exc}", icon=":material/error:")
+            return
+        st.session_state[PENDING_RUN] = (batch_id, config.model_dump_json())
+    pending = st.session_state.get(PENDING_RUN)
+    if not pending or pending[0] != batch_id:
         return
-    st.dataframe(df, hide_index=True, width="stretch", **BATCH_TABLE)
-    names = dict(zip(df["batch_id"], df["name"], strict=True))
-    choice = st.selectbox("Batch", list(names), format_func=lambda b: f"{b}: {names[b]}")
+    config = RunConfig.model_validate_json(pending[1])
+    bank = config.bank
+    mix_text = ", ".join(f"{c.value} {w:.0%}" for c, w in sorted(bank.normalised_mix().items(), key=lambda x: -x[1]))
+    st.info(
+        f"**This will run batch {batch_id}: {trades:,} trades** against the simulated bank with a success rate "
+        f"of {bank.success_rate:.0%}, seed {config.seed}, {bank.latency_ms:g} ms per bank call, "
+        f"{config.concurrency} calls at once, up to {config.max_attempts} attempts per trade. "
+        f"Failures: {mix_text}.",
+        icon=":material/play_circle:",
+    )
+    c1, c2 = st.columns([1, 5])
+    if c2.button("Change settings", key="run_back"):
+        del st.session_state[PENDING_RUN]
+        st.rerun()
+    if c1.button("Start the run", type="primary", key="run_confirm"):
+        del st.session_state[PENDING_RUN]
+        try:
+            job = wb.start_run(batch_id, config)
+        except FxBatchError as exc:
+            show_error(exc)
+            return
+        _open_run(job.run_id)
+
+
+def _actions(wb: Workbench, batch_id: int, trades: int, latest: RunSummary | None) -> None:
+    running = [r for r in wb.active_runs() if r["batch_id"] == batch_id]
+    if running:
+        run_id = int(running[0]["run_id"])  # type: ignore[call-overload]
+        st.info(f"Run {run_id} of this batch is executing.", icon=":material/directions_run:")
+        c1, c2 = st.columns([1, 5])
+        if c1.button(f"Cancel run {run_id}", key="cancel"):
+            try:
+                wb.cancel(run_id)
+            except FxBatchError as exc:
+                show_error(exc)
+            else:
+                st.toast(f"Cancelling run {run_id}; trades not started end CANCELLED.", icon=":material/cancel:")
+        if c2.button("Watch it", key="watch"):
+            _open_run(run_id)
+    else:
+        _start_form(wb, batch_id, trades)
+    failed = latest.counts.get("FAILED", 0) if latest else 0
+    retry = f"Retry the {failed:,} failed trades of run {latest.run_id}" if latest is not None else ""
+    if latest is not None and failed and not running and st.button(retry, key="retry"):
+        try:
+            job = wb.start_run(batch_id, latest.config, retry_of_run=latest.run_id)
+        except FxBatchError as exc:
+            show_error(exc)
+        else:
+            _open_run(job.run_id)
+
+
+def _delete(wb: Workbench, batch_id: int, name: str) -> None:
+    if st.session_state.get(DELETING) != batch_id:
+        if st.button("Delete this batch…", key="delete", icon=":material/delete:"):
+            st.session_state[DELETING] = batch_id
+            st.rerun()
+        return
+    runs = len(wb.runs(batch_id))
+    st.warning(
+        f"Delete batch {batch_id} '{name}' with its trades, rejections and {runs} run(s)? This cannot be undone.",
+        icon=":material/delete_forever:",
+    )
+    c1, c2 = st.columns([1, 5])
+    if c2.button("Keep it", key="delete_cancel"):
+        del st.session_state[DELETING]
+        st.rerun()
+    if c1.button("Yes, delete", type="primary", key="delete_confirm"):
+        del st.session_state[DELETING]
+        try:
+            wb.delete_batch(batch_id)
+        except FxBatchError as exc:
+            show_error(exc)
+            return
+        st.session_state[NOTICE] = f"Batch {batch_id} '{name}' was deleted."
+        st.rerun()
+
+
+def _rows(wb: Workbench, batch_id: int) -> None:
     try:
-        trades = wb.trades(int(choice))
-        rejections = wb.rejections(int(choice))
+        trades = wb.trades(batch_id, limit=PAGE_ROWS)
+        rejections = wb.rejections(batch_id)
+        total = wb.batch(batch_id).trades
     except FxBatchError as exc:
         show_error(exc)
         return
-    tab1, tab2 = st.tabs([f"Trades ({len(trades):,})", f"Rejections ({len(rejections):,})"])
+    tab1, tab2 = st.tabs([f"Trades ({total:,})", f"Rejections ({len(rejections):,})"])
     with tab1:
-        st.dataframe(trades.head(PAGE_ROWS), hide_index=True, width="stretch", **TRADE_TABLE)
-        if len(trades) > PAGE_ROWS:
-            st.caption(f"Showing the first {PAGE_ROWS} of {len(trades):,} trades.")
+        st.dataframe(trades, hide_index=True, width="stretch", key="batch_trades", **TRADE_TABLE)
+        if total > PAGE_ROWS:
+            st.caption(f"Showing the first {PAGE_ROWS} of {total:,} trades.")
     with tab2:
         if rejections.empty:
             st.caption("Every data row of this batch's file was accepted.")
@@ -43,11 +260,45 @@ def main() -> None:
             st.download_button(
                 "Download all rejections (CSV)",
                 rejections.to_csv(index=False).encode(),
-                file_name=f"batch_{choice}_rejections.csv",
+                file_name=f"batch_{batch_id}_rejections.csv",
                 mime="text/csv",
                 on_click="ignore",
                 key="download_rejections",
             )
+
+
+def main() -> None:
+    st.title("Batches")
+    wb = get_workbench()
+    if wb is None:
+        return
+    if notice := st.session_state.pop(NOTICE, None):
+        st.success(notice, icon=":material/check_circle:")
+    try:
+        df, latest = _overview(wb)
+    except FxBatchError as exc:
+        show_error(exc)
+        return
+    if df.empty:
+        st.info("No batches yet: upload a spreadsheet first.")
+        st.page_link("pages/upload.py", label="Upload a spreadsheet", icon=":material/upload_file:")
+        return
+    st.fragment(run_every=POLL_S if wb.active_runs() else None)(_running_now)(wb)
+    shown = _filters(df)
+    st.dataframe(shown, hide_index=True, width="stretch", key="batches_table", **TABLE)
+    if shown.empty:
+        st.caption("No batch matches these filters.")
+        return
+    names = dict(zip(shown["batch_id"], shown["name"], strict=True))
+    trades = dict(zip(shown["batch_id"], shown["trades"], strict=True))
+    choice = int(st.selectbox("Batch", list(names), format_func=lambda b: f"{b}: {names[b]}", key="batch"))
+    st.subheader(f"Batch {choice}: {names[choice]}")
+    _actions(wb, choice, int(trades[choice]), latest.get(choice))
+    if latest.get(choice) is not None:
+        st.page_link(RUN_PAGE, label=f"Review run {latest[choice].run_id}", icon=":material/monitoring:",
+                     query_params={"run": str(latest[choice].run_id)})  # fmt: skip
+    _rows(wb, choice)
+    _delete(wb, choice, str(names[choice]))
 
 
 main()

@@ -78,3 +78,29 @@ REJECTION_TABLE = {
         "message": st.column_config.TextColumn("Why it was rejected", width="large"),
     },
 }
+
+RUN_PAGE = "pages/run.py"
+# How often pages poll a run's progress while it executes (the worker thread never calls streamlit).
+POLL_S = 1.0
+
+
+def outcome_text(counts: dict[str, int]) -> str:
+    """'149 succeeded · 51 failed' (only the outcomes that happened; 'not started' while none is final)."""
+    parts = [
+        f"{counts.get(key, 0):,} {label}"
+        for key, label in (("SUCCESS", "succeeded"), ("FAILED", "failed"), ("CANCELLED", "cancelled"))
+        if counts.get(key, 0)
+    ]
+    return " · ".join(parts) or "nothing finished yet"
+
+
+def progress_text(snap: dict[str, object]) -> str:
+    """'120 of 200 trades · 350/s · about 1 s left' for a progress snapshot."""
+    text = f"Run {snap['run_id']}: {snap['done']:,} of {snap['total']:,} trades"
+    rate = snap.get("trades_per_s")
+    if isinstance(rate, float) and rate > 0:
+        text += f" · {rate:,.0f}/s"
+    eta = snap.get("eta_s")
+    if isinstance(eta, float):
+        text += f" · about {eta:,.0f} s left"
+    return text

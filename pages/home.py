@@ -2,12 +2,62 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from fxbatch import FxBatchError
-from pages.common import BATCH_TABLE, get_workbench, show_error
+from fxbatch import FxBatchError, Workbench
+from pages.common import BATCH_TABLE, POLL_S, RUN_PAGE, get_workbench, outcome_text, progress_text, show_error
 
 NOTICE = "home_notice"
+SEEN = "home_seen_running"
+RUNS_TABLE = {
+    "run_id": st.column_config.NumberColumn("Run", format="%d", width="small"),
+    "batch_id": st.column_config.NumberColumn("Batch", format="%d", width="small"),
+    "status": "Status",
+    "trades": st.column_config.NumberColumn("Trades", format="%d"),
+    "outcome": "Outcome",
+    "success": st.column_config.ProgressColumn("Succeeded", format="percent", min_value=0, max_value=1),
+    "finished_at": st.column_config.DatetimeColumn("Finished", format="YYYY-MM-DD HH:mm:ss"),
+}
+
+
+def _running_now(wb: Workbench) -> None:
+    """Runs executing now, with progress (polled while any runs); the page is redrawn once when one ends."""
+    active = wb.active_runs()
+    ids = sorted(int(r["run_id"]) for r in active)  # type: ignore[call-overload]
+    seen = st.session_state.get(SEEN, [])
+    st.session_state[SEEN] = ids
+    if set(seen) - set(ids):
+        st.rerun()
+    if not active:
+        return
+    st.subheader("Running now")
+    for snap in active:
+        c1, c2 = st.columns([5, 1])
+        c1.progress(min(float(snap["fraction"]), 1.0), text=progress_text(snap))  # type: ignore[arg-type]
+        c2.page_link(RUN_PAGE, label="Watch", icon=":material/monitoring:", query_params={"run": str(snap["run_id"])})
+
+
+def _latest_runs(wb: Workbench, n: int = 10) -> None:
+    runs = wb.runs()[:n]
+    if not runs:
+        st.caption("No runs yet: choose a batch on the Batches page and start one.")
+        return
+    st.subheader("Latest runs")
+    df = pd.DataFrame(
+        {
+            "run_id": [r.run_id for r in runs],
+            "batch_id": [r.batch_id for r in runs],
+            "status": [r.status.value for r in runs],
+            "trades": [r.trades for r in runs],
+            "outcome": [outcome_text(r.counts) for r in runs],
+            "success": [r.counts.get("SUCCESS", 0) / r.trades if r.trades else None for r in runs],
+            "finished_at": [r.finished_at for r in runs],
+        }
+    )
+    st.dataframe(df, hide_index=True, width="stretch", column_config=RUNS_TABLE, key="latest_runs")
+    st.page_link(RUN_PAGE, label=f"Review the latest run ({runs[0].run_id})", icon=":material/monitoring:",
+                 query_params={"run": str(runs[0].run_id)})  # fmt: skip
 
 
 def main() -> None:
@@ -35,6 +85,8 @@ def main() -> None:
             st.session_state[NOTICE] = f"Batch {result.batch_id} created with {result.accepted} trades."
             st.rerun()
         return
+    st.fragment(run_every=POLL_S if wb.active_runs() else None)(_running_now)(wb)
+    _latest_runs(wb)
     st.subheader("Latest batches")
     latest = {**BATCH_TABLE, "column_order": ["batch_id", "name", "status", "trades", "rejected", "created_at"]}
     st.dataframe(wb.batches_df().head(10), hide_index=True, width="stretch", **latest)

@@ -13,7 +13,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
-PAGES = ("pages/home.py", "pages/upload.py", "pages/batches.py")
+PAGES = ("pages/home.py", "pages/upload.py", "pages/batches.py", "pages/run.py")
 # Opening the database (and loading the 200-trade sample into a new one) takes longer than
 # AppTest's default 3 s on a cold, busy machine.
 TIMEOUT = 30

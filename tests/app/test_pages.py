@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -13,11 +14,21 @@ from tests.app.conftest import PAGES
 from tests.conftest import DATA, HEADER
 
 OpenPage = Callable[[str], AppTest]
-TITLES = {"pages/home.py": "fxbatch", "pages/upload.py": "Upload trades", "pages/batches.py": "Batches"}
+TITLES = {
+    "pages/home.py": "fxbatch",
+    "pages/upload.py": "Upload trades",
+    "pages/batches.py": "Batches",
+    "pages/run.py": "Run detail",
+}
 
 
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
+
+
+def tables(at: AppTest) -> list[pd.DataFrame]:
+    """The data of the read-only tables on the page, in page order (data editors are widgets, with a key)."""
+    return [d.value for d in at.dataframe if not d.key]
 
 
 def assert_rendered(at: AppTest, page: str) -> None:
@@ -135,11 +146,11 @@ def test_batches_page_lists_every_batch_and_shows_the_chosen_ones_rows(db_path: 
     assert [t.label for t in at.tabs] == ["Trades (3)", "Rejections (10)"]
     assert len(at.get("download_button")) == 1  # every rejection, not only the rows shown
 
-    at.selectbox[0].select(1).run()
+    at.selectbox(key="batch").select(1).run()
     assert not at.exception
     assert [t.label for t in at.tabs] == ["Trades (200)", "Rejections (0)"]
     assert not at.get("download_button")
-    assert len(at.dataframe[1].value) == 200
+    assert len(tables(at)[1]) == 200
 
 
 # -- a database another process holds -------------------------------------------------------

@@ -1,0 +1,325 @@
+"""Run detail: live progress while a run executes, then its outcome charts, trades, one trade's story, exports."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from fxbatch import FxBatchError, Workbench, charts
+from fxbatch.analytics import TradeFilter
+from fxbatch.models import RunSummary
+from pages.common import POLL_S, get_workbench, outcome_text, progress_text, show_error
+
+PAGE_SIZE = 50
+WATCHING = "run_watching"
+EXPORTS = {"CSV": ".csv", "Excel (XLSX)": ".xlsx", "Parquet": ".parquet"}
+MIME = {
+    ".csv": "text/csv",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".parquet": "application/vnd.apache.parquet",
+}
+TRADES_TABLE: dict[str, Any] = {
+    "row": st.column_config.NumberColumn("Row", format="%d", width="small"),
+    "trade_id": "Trade",
+    "client_cif": "Client CIF",
+    "account_number": "Account",
+    "currency_pair": "Pair",
+    "side": "Side",
+    "amount": st.column_config.NumberColumn("Amount", format="%.2f"),
+    "amount_currency": "Ccy",
+    "status": "Status",
+    "failure_code": "Why it failed",
+    "attempts": st.column_config.NumberColumn("Attempts", format="%d", width="small"),
+    "deal_rate": st.column_config.NumberColumn("Deal rate", format="%.6f"),
+    "amount_zar": st.column_config.NumberColumn("ZAR", format="%.2f"),
+    "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss.SSS"),
+    "reference": "Reference",
+}
+
+
+# -- data for finished runs is cached per database, run and finish time (a run is never re-finished)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _review(_wb: Workbench, db: str, run_id: int, version: str) -> dict[str, pd.DataFrame]:
+    return _review_data(_wb, run_id)
+
+
+def _review_data(wb: Workbench, run_id: int) -> dict[str, pd.DataFrame]:
+    return {
+        "outcomes": wb.outcome_counts(run_id),
+        "pareto": wb.failure_pareto(run_id),
+        "pairs": wb.outcomes_by(run_id, "pair"),
+        "clients": wb.outcomes_by(run_id, "client"),
+        "notional": wb.notional_by_outcome(run_id),
+        "latency": wb.latency_histogram(run_id),
+        "throughput": wb.throughput(run_id),
+    }
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _choices(_wb: Workbench, db: str, run_id: int, version: str) -> dict[str, list[str]]:
+    return _wb.run_filter_choices(run_id)
+
+
+def _version(summary: RunSummary) -> str | None:
+    """The cache version of a finished run (None while it can still change)."""
+    running = summary.status.value in ("PENDING", "RUNNING") or summary.finished_at is None
+    return None if running else f"{summary.status.value}:{summary.finished_at.isoformat()}"
+
+
+# -- choosing a run ---------------------------------------------------------------------------
+
+
+def _choose_run(wb: Workbench) -> RunSummary | None:
+    runs = wb.runs()
+    if not runs:
+        st.info("No runs yet: start one from the Batches page.", icon=":material/info:")
+        st.page_link("pages/batches.py", label="Go to Batches", icon=":material/table_view:")
+        return None
+    by_id = {r.run_id: r for r in runs}
+    wanted = st.query_params.get("run")
+    initial = int(wanted) if wanted and wanted.isdigit() and int(wanted) in by_id else runs[0].run_id
+    names = {b.batch_id: b.name for b in wb.batches()}
+    choice = st.selectbox(
+        "Run",
+        list(by_id),
+        index=list(by_id).index(initial),
+        format_func=lambda r: (
+            f"Run {r} · batch {by_id[r].batch_id} {names.get(by_id[r].batch_id, '')} · {by_id[r].status.value}"
+        ),
+    )
+    if wanted != str(choice):
+        st.query_params["run"] = str(choice)  # the URL names the run: reload and other tabs find it
+    return by_id[int(choice)]
+
+
+# -- live progress ------------------------------------------------------------------------------
+
+
+def _live(wb: Workbench, run_id: int) -> None:
+    """Progress of the run; polled by a fragment while it executes, which reruns the page once at the end."""
+    snap = wb.progress(run_id)
+    if snap is not None and snap["status"] == "RUNNING":
+        st.session_state[WATCHING] = run_id
+        fraction = float(snap["fraction"])  # type: ignore[arg-type]
+        st.progress(min(max(fraction, 0.0), 1.0), text=progress_text(snap))
+        counts: dict[str, int] = snap["counts"]  # type: ignore[assignment]
+        _count_metrics(counts, int(snap["total"]))  # type: ignore[call-overload]
+        return
+    if st.session_state.get(WATCHING) == run_id:
+        # The run has just ended: redraw the whole page once (charts, table); main() says so.
+        st.rerun()
+
+
+def _count_metrics(counts: dict[str, int], total: int) -> None:
+    cols = st.columns(5)
+    in_flight = counts.get("EXECUTING", 0) + counts.get("QUOTED", 0)
+    for col, (label, n) in zip(
+        cols,
+        [
+            ("Succeeded", counts.get("SUCCESS", 0)),
+            ("Failed", counts.get("FAILED", 0)),
+            ("Cancelled", counts.get("CANCELLED", 0)),
+            ("In flight", in_flight),
+            ("Not started", counts.get("PENDING", 0)),
+        ],
+        strict=True,
+    ):
+        col.metric(label, f"{n:,}", help=f"{n / total:.1%} of {total:,}" if total else None)
+
+
+# -- review ---------------------------------------------------------------------------------------
+
+
+def _charts(data: dict[str, pd.DataFrame]) -> None:
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.outcome_chart(data["outcomes"]), key="chart_outcomes")
+    c2.plotly_chart(charts.pareto_chart(data["pareto"]), key="chart_pareto")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.outcomes_by_chart(data["pairs"], "currency pair"), key="chart_pairs")
+    c2.plotly_chart(charts.outcomes_by_chart(data["clients"], "client (top 10)"), key="chart_clients")
+    c1, c2, c3 = st.columns(3)
+    c1.plotly_chart(charts.notional_chart(data["notional"]), key="chart_notional")
+    c2.plotly_chart(charts.latency_chart(data["latency"]), key="chart_latency")
+    c3.plotly_chart(charts.throughput_chart(data["throughput"]), key="chart_throughput")
+
+
+def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -> None:
+    run_id = summary.run_id
+    st.subheader("Trades")
+    c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 2])
+    statuses = c1.multiselect("Status", choices["statuses"], key="f_status")
+    codes = c2.multiselect("Why it failed", choices["failure_codes"], key="f_codes")
+    pair = c3.selectbox("Pair", ["All", *choices["pairs"]], key="f_pair")
+    client = c4.text_input("Client CIF", key="f_client")
+    text = c5.text_input("Search trade id or reference", key="f_text")
+    unmask = st.toggle("Unmask accounts", key="unmask", help="Account numbers show their last 4 digits unless on.")
+    filters = TradeFilter(statuses, codes, None if pair == "All" else pair, client or None, text or None)
+    signature = (run_id, repr(filters))
+    if st.session_state.get("f_signature") != signature:  # new filters start on page 1
+        st.session_state["f_signature"] = signature
+        st.session_state["f_page"] = 1
+    page_no = int(st.session_state.get("f_page", 1))
+    try:
+        page, total = wb.run_trades_page(
+            run_id, filters, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE, unmask=unmask
+        )
+    except FxBatchError as exc:
+        show_error(exc)
+        return
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page_no > pages:
+        page_no = st.session_state["f_page"] = 1
+        page, total = wb.run_trades_page(run_id, filters, limit=PAGE_SIZE, unmask=unmask)
+    st.dataframe(page, hide_index=True, width="stretch", column_config=TRADES_TABLE, key="trades_table")
+    c1, c2 = st.columns([1, 4])
+    c1.number_input("Page", min_value=1, max_value=pages, step=1, key="f_page")
+    first = (page_no - 1) * PAGE_SIZE + 1 if total else 0
+    c2.caption(f"Trades {first:,}–{first + len(page) - 1 if total else 0:,} of {total:,} matching · {pages:,} pages")
+    if page.empty:
+        return
+    labels = {
+        int(r.row): f"row {r.row} · {r.trade_id} · {r.status}"  # type: ignore[attr-defined]
+        for r in page.itertuples()
+    }
+    row = st.selectbox("Trade detail", list(labels), format_func=labels.__getitem__, key="detail_row")
+    _detail(wb, run_id, int(row), unmask)
+
+
+def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
+    try:
+        d = wb.trade_detail(run_id, row, unmask=unmask)
+    except FxBatchError as exc:
+        show_error(exc)
+        return
+    with st.container(border=True):
+        st.markdown(
+            f"**{d['trade_id']}** (row {d['row']}) · {d['side']} {d['currency_pair']} "
+            f"{d['amount']:,.2f} {d['amount_currency']} · client {d['client_cif']} · account {d['account_number']}"
+        )
+        if d["failure_code"]:
+            retry = " Retrying can help." if d["retryable"] else " Retrying will not help."
+            st.markdown(f":red[**{d['failure_code']}**: {d['failure_message']}.{retry}]")
+        c1, c2, c3 = st.columns(3)
+        c1.markdown(f"**Status** {d['status']}  \n**Attempts** {d['attempts'] if d['attempts'] is not None else '—'}")
+        quote = f"{d['quote_id']} at {d['quote_rate']:.6f}" if d["quote_id"] else "—"
+        c2.markdown(f"**Quote** {quote}  \n**Deal id** {d['deal_transaction_id'] or '—'}")
+        deal = f"{d['deal_rate']:.6f}" if d["deal_rate"] is not None else "—"
+        zar = f"R {d['amount_zar']:,.2f}" if d["amount_zar"] is not None else "—"
+        c3.markdown(f"**Deal rate** {deal}  \n**Notional** {zar}")
+        st.dataframe(
+            d["timeline"],
+            hide_index=True,
+            column_config={
+                "stage": "Stage",
+                "at": st.column_config.DatetimeColumn("At", format="HH:mm:ss.SSS"),
+                "ms_since_start": st.column_config.NumberColumn("ms since executing", format="%.1f"),
+            },
+            key="timeline",
+        )
+
+
+def _export(wb: Workbench, run_id: int) -> None:
+    st.subheader("Export")
+    c1, c2, c3 = st.columns([1, 1, 2])
+    label = c1.selectbox("Format", list(EXPORTS), key="export_format", label_visibility="collapsed")
+    suffix = EXPORTS[label]
+    name = f"run_{run_id}{suffix}"
+    if c2.button("Prepare export", key="export"):
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                rows = wb.export_run(run_id, Path(tmp) / name)
+            except FxBatchError as exc:
+                show_error(exc)
+                return
+            st.session_state["export_file"] = (name, (Path(tmp) / name).read_bytes(), rows)
+    ready = st.session_state.get("export_file")
+    if ready and ready[0] == name:
+        c3.download_button(
+            f"Download {name} ({ready[2]:,} trades)",
+            ready[1],
+            file_name=name,
+            mime=MIME[suffix],
+            on_click="ignore",
+            key="download_export",
+        )
+
+
+def main() -> None:
+    st.title("Run detail")
+    wb = get_workbench()
+    if wb is None:
+        return
+    try:
+        summary = _choose_run(wb)
+    except FxBatchError as exc:
+        show_error(exc)
+        return
+    if summary is None:
+        return
+    run_id = summary.run_id
+    cfg = summary.config
+    st.caption(
+        f"Batch {summary.batch_id} · {summary.trades:,} trades"
+        + (f" · retry of the failed trades of run {summary.retry_of_run}" if summary.retry_of_run else "")
+        + f" · simulated bank: success rate {cfg.bank.success_rate:.0%}, seed {cfg.seed}, "
+        f"latency {cfg.bank.latency_ms:g} ms, concurrency {cfg.concurrency}, up to {cfg.max_attempts} attempts"
+    )
+    snap = wb.progress(run_id)
+    running = snap is not None and snap["status"] == "RUNNING"
+    if not running and summary.status.value in ("PENDING", "RUNNING"):
+        summary = wb.run_summary(run_id)  # it ended between the two reads
+    if not running and st.session_state.get(WATCHING) == run_id:
+        del st.session_state[WATCHING]  # once: this session watched the run end
+        message = f"Run {run_id} finished: {summary.status.value}, {outcome_text(summary.counts)}."
+        st.toast(message, icon=":material/task_alt:")
+    if running:
+        st.fragment(run_every=POLL_S)(_live)(wb, run_id)
+        if st.button("Cancel this run", key="cancel_run"):
+            try:
+                wb.cancel(run_id)
+            except FxBatchError as exc:
+                show_error(exc)
+            else:
+                st.toast(f"Cancelling run {run_id}: trades not started will end CANCELLED.", icon=":material/cancel:")
+        st.caption("The charts appear when the run has finished. Leaving this page does not stop the run.")
+    else:
+        status = summary.status.value
+        st.progress(1.0 if status != "INTERRUPTED" else _done_share(summary), text=f"Run {run_id}: {status}")
+        _count_metrics(summary.counts, summary.trades)
+        if summary.error:
+            st.warning(f"The run stopped early: {summary.error}.", icon=":material/warning:")
+        version = _version(summary)
+        try:
+            db = str(wb.store.path)
+            data = _review(wb, db, run_id, version) if version else _review_data(wb, run_id)
+        except FxBatchError as exc:
+            show_error(exc)
+            return
+        _charts(data)
+    try:
+        version = _version(summary)
+        choices = (
+            _choices(wb, str(wb.store.path), run_id, version)
+            if version and not running
+            else wb.run_filter_choices(run_id)
+        )
+    except FxBatchError as exc:
+        show_error(exc)
+        return
+    _trades(wb, summary, choices)
+    if not running:
+        _export(wb, run_id)
+
+
+def _done_share(summary: RunSummary) -> float:
+    done = sum(summary.counts.get(k, 0) for k in ("SUCCESS", "FAILED", "CANCELLED"))
+    return done / summary.trades if summary.trades else 1.0
+
+
+main()
