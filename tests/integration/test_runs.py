@@ -25,11 +25,24 @@ from tests.integration.run_helpers import (
     query,
 )
 
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
+    """One database for the tests that only read back their own runs (saves a database per test)."""
+    with Workbench.open(settings=Settings(db=tmp_path_factory.mktemp("runs") / "shared.duckdb")) as wb:
+        yield wb
+
+
+@pytest.fixture(scope="module")
+def sample(shared: Workbench) -> int:
+    return load_sample(shared)
+
+
 # -- a run from start to end -------------------------------------------------------------------------
 
 
-def test_a_run_ends_with_every_trade_final_and_counts_summing_to_the_trades(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_a_run_ends_with_every_trade_final_and_counts_summing_to_the_trades(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     summary = wb.run(batch)
     assert summary.trades == 200
     assert summary.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
@@ -41,8 +54,8 @@ def test_a_run_ends_with_every_trade_final_and_counts_summing_to_the_trades(wb: 
     assert summary.error is None
 
 
-def test_a_run_keeps_its_full_configuration(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_a_run_keeps_its_full_configuration(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     summary = wb.run(batch, seed=9, success_rate=0.7, concurrency=3, max_attempts=4, quote_ttl_s=12)
     stored = wb.run_summary(summary.run_id).config
     assert (stored.seed, stored.concurrency, stored.max_attempts) == (9, 3, 4)
@@ -50,8 +63,8 @@ def test_a_run_keeps_its_full_configuration(wb: Workbench) -> None:
     assert stored == summary.config
 
 
-def test_each_trade_record_carries_its_stages_and_for_failures_the_reason(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_each_trade_record_carries_its_stages_and_for_failures_the_reason(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     run_id = wb.run(batch, success_rate=0.5, seed=3).run_id
     rows = query(
         wb,
@@ -72,15 +85,15 @@ def test_each_trade_record_carries_its_stages_and_for_failures_the_reason(wb: Wo
             assert (message, retryable) == (info.message, info.retry_helps)
 
 
-def test_retryable_failures_are_retried_up_to_max_attempts(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_retryable_failures_are_retried_up_to_max_attempts(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     mix = {FailureCode.RATE_UNAVAILABLE: 1.0}
     run_id = wb.run(batch, success_rate=0.0, failure_mix=mix, max_attempts=4).run_id
     assert set(outcomes(wb, run_id, "status, failure_code, attempts").values()) == {("FAILED", "RATE_UNAVAILABLE", 4)}
 
 
-def test_a_failure_that_a_retry_cannot_fix_is_not_retried(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_a_failure_that_a_retry_cannot_fix_is_not_retried(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     mix = {FailureCode.INSUFFICIENT_FUNDS: 1.0}
     run_id = wb.run(batch, success_rate=0.0, failure_mix=mix).run_id
     assert set(outcomes(wb, run_id, "status, failure_code, attempts, retryable").values()) == {
@@ -88,24 +101,24 @@ def test_a_failure_that_a_retry_cannot_fix_is_not_retried(wb: Workbench) -> None
     }
 
 
-def test_every_trade_succeeding_makes_the_run_completed(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_every_trade_succeeding_makes_the_run_completed(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     summary = wb.run(batch, success_rate=1.0)
     assert summary.status is RunStatus.COMPLETED
     assert summary.counts["SUCCESS"] == 200 and summary.failure_reasons == {}
     assert_ledger_matches_successes(wb, summary.run_id)
 
 
-def test_no_trade_succeeding_makes_the_run_failed_and_books_nothing(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_no_trade_succeeding_makes_the_run_failed_and_books_nothing(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     summary = wb.run(batch, success_rate=0.0)
     assert summary.status is RunStatus.FAILED
     assert summary.counts["FAILED"] == 200
     assert query(wb, "SELECT count(*) FROM sim_ledger WHERE run_id = ?", summary.run_id) == [(0,)]
 
 
-def test_some_trades_succeeding_makes_the_run_partial(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_some_trades_succeeding_makes_the_run_partial(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     summary = wb.run(batch, success_rate=0.5, seed=1)
     assert summary.status is RunStatus.PARTIAL
     assert 0 < summary.counts["SUCCESS"] < 200
@@ -113,8 +126,9 @@ def test_some_trades_succeeding_makes_the_run_partial(wb: Workbench) -> None:
 
 @pytest.mark.parametrize("rate", [0.95, 0.6])
 def test_with_default_settings_the_success_share_is_the_success_rate(
-    wb: Workbench, tmp_path: Path, rate: float
+    shared: Workbench, tmp_path: Path, rate: float
 ) -> None:
+    wb = shared
     n = 4000
     batch = load_generated(wb, tmp_path, n)
     summary = wb.run(batch, success_rate=rate, seed=5)
@@ -125,16 +139,16 @@ def test_with_default_settings_the_success_share_is_the_success_rate(
 # -- determinism ---------------------------------------------------------------------------------------
 
 
-def test_the_same_seed_gives_identical_outcomes_per_trade(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_the_same_seed_gives_identical_outcomes_per_trade(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     first = wb.run(batch, seed=11, success_rate=0.6).run_id
     second = wb.run(batch, seed=11, success_rate=0.6).run_id
     assert outcomes(wb, first, DETAIL) == outcomes(wb, second, DETAIL)
     assert len(outcomes(wb, first)) == 200
 
 
-def test_a_different_seed_gives_different_outcomes(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_a_different_seed_gives_different_outcomes(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     first = outcomes(wb, wb.run(batch, seed=11, success_rate=0.6).run_id)
     second = outcomes(wb, wb.run(batch, seed=12, success_rate=0.6).run_id)
     assert first.keys() == second.keys()
@@ -142,16 +156,16 @@ def test_a_different_seed_gives_different_outcomes(wb: Workbench) -> None:
     assert differing > 20
 
 
-def test_outcomes_do_not_depend_on_the_chunk_size(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_outcomes_do_not_depend_on_the_chunk_size(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     default = wb.run(batch, seed=4, success_rate=0.6).run_id
     small = wb.run(batch, seed=4, success_rate=0.6, chunk_size=7).run_id
     assert wb.run_summary(small).config.chunk_size == 7
     assert outcomes(wb, small, DETAIL) == outcomes(wb, default, DETAIL)
 
 
-def test_outcomes_do_not_depend_on_concurrency_or_latency(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_outcomes_do_not_depend_on_concurrency_or_latency(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     fast = wb.run(batch, seed=4, success_rate=0.6).run_id
     serial = wb.run(batch, seed=4, success_rate=0.6, latency_ms=0.5, concurrency=1, backoff_ms=0).run_id
     wide = wb.run(batch, seed=4, success_rate=0.6, latency_ms=0.5, concurrency=64, backoff_ms=0).run_id
@@ -163,8 +177,8 @@ def test_outcomes_do_not_depend_on_concurrency_or_latency(wb: Workbench) -> None
 # -- nothing booked twice ------------------------------------------------------------------------------
 
 
-def test_every_success_has_exactly_one_booked_deal_and_no_deal_id_appears_twice(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_every_success_has_exactly_one_booked_deal_and_no_deal_id_appears_twice(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     for seed in (1, 2, 3):
         summary = wb.run(batch, seed=seed, success_rate=0.5)
         assert_ledger_matches_successes(wb, summary.run_id)
@@ -213,8 +227,8 @@ def test_an_unanswered_booking_is_resolved_by_transaction_status_not_booked_agai
 # -- retrying failed trades ------------------------------------------------------------------------------
 
 
-def test_retry_failed_of_runs_exactly_the_failed_trades_of_the_earlier_run(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_retry_failed_of_runs_exactly_the_failed_trades_of_the_earlier_run(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     first = wb.run(batch, seed=1, success_rate=0.5)
     failed = {row for row, (status, _) in outcomes(wb, first.run_id).items() if status == "FAILED"}
     assert failed
@@ -229,15 +243,15 @@ def test_retry_failed_of_runs_exactly_the_failed_trades_of_the_earlier_run(wb: W
     assert all(after[row][0] > before[row][0] for row in failed), "a retry continues the attempt count"
 
 
-def test_retrying_a_run_without_failures_is_refused(wb: Workbench) -> None:
-    batch = load_sample(wb)
+def test_retrying_a_run_without_failures_is_refused(shared: Workbench, sample: int) -> None:
+    wb, batch = shared, sample
     done = wb.run(batch, success_rate=1.0)
     with pytest.raises(ConflictError, match="no FAILED trades"):
         wb.start_run(batch, retry_of_run=done.run_id)
 
 
-def test_retrying_a_run_of_another_batch_is_refused(wb: Workbench, tmp_path: Path) -> None:
-    batch = load_sample(wb)
+def test_retrying_a_run_of_another_batch_is_refused(shared: Workbench, sample: int, tmp_path: Path) -> None:
+    wb, batch = shared, sample
     other = load_generated(wb, tmp_path, 20)
     first = wb.run(batch, success_rate=0.5)
     with pytest.raises(ConflictError, match=f"run of batch {batch}"):
@@ -251,12 +265,6 @@ def test_running_a_batch_that_does_not_exist_is_refused(wb: Workbench) -> None:
     with pytest.raises(NotFoundError, match="no batch 99"):
         wb.start_run(99)
     assert wb.runs() == []
-
-
-def test_an_http_bank_url_is_refused_clearly_in_this_version(wb: Workbench) -> None:
-    batch = load_sample(wb)
-    with pytest.raises(SettingsError, match="bank_url"):
-        wb.start_run(batch, bank_url="https://bank.example/api")
 
 
 def test_a_missing_registry_file_is_refused_before_the_run_starts(wb: Workbench, tmp_path: Path) -> None:
@@ -309,12 +317,6 @@ def johannesburg_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-@pytest.mark.xfail(
-    reason="run times are DuckDB current_localtimestamp() (records.set_run_status) but trade stage times, quote "
-    "expiry and sim_ledger.booked_at are epoch seconds stored as naive UTC (records._ts, SimulatedBank._record), "
-    "so off UTC a trade finishes hours before its run started",
-    strict=True,
-)
 def test_trade_and_ledger_times_are_on_the_same_clock_as_the_run(johannesburg_time: None, tmp_path: Path) -> None:
     with Workbench.open(settings=Settings(db=tmp_path / "local.duckdb")) as local:
         batch = load_sample(local)
