@@ -82,7 +82,9 @@ def floor(wb: Workbench, batch_id: int) -> tuple[float, int]:
             "quote_id": pa.array(BankModel(1, RunConfig().bank).quote_ids(keys, np.ones(n, np.int64))),
             "quote_rate": pa.array(rate),
             "quote_expiry": ts,
-            "deal_transaction_id": pc.binary_join_element_wise("FXB-floor-", pc.cast(todo.column("src_row"), pa.string()), ""),
+            "deal_transaction_id": pc.binary_join_element_wise(
+                "FXB-floor-", pc.cast(todo.column("src_row"), pa.string()), ""
+            ),
             "deal_rate": pa.array(np.where(ok, rate, np.nan)),
             "amount_zar": pa.array(todo.column("amount").to_numpy()),
             "executing_at": ts,
@@ -162,10 +164,16 @@ def main() -> None:
         t_naive, n_naive = naive(wb, batch, NAIVE_N)
         ours_rate, floor_rate, naive_rate = n / t_ours, n / t_floor, n_naive / t_naive
         print(f"  ours : {t_ours:6.2f}s  {ours_rate:>10,.0f} trades/s (end to end, persisted)")
-        print(f"  floor: {t_floor:6.2f}s  {floor_rate:>10,.0f} trades/s (bulk numpy, same rows)  ours/floor time ratio {t_ours / t_floor:.2f}x (target <= 3)")
-        print(f"  naive: {t_naive:6.2f}s  {naive_rate:>10,.0f} trades/s on {n_naive:,} trades  ours/naive speed {ours_rate / naive_rate:,.0f}x (target >= 1000)")
+        print(
+            f"  floor: {t_floor:6.2f}s  {floor_rate:>10,.0f} trades/s (bulk numpy, same rows)  ours/floor time ratio {t_ours / t_floor:.2f}x (target <= 3)"
+        )
+        print(
+            f"  naive: {t_naive:6.2f}s  {naive_rate:>10,.0f} trades/s on {n_naive:,} trades  ours/naive speed {ours_rate / naive_rate:,.0f}x (target >= 1000)"
+        )
         elapsed, ideal = latency_run(wb, latency_batch)
-        print(f"== latency-bound: 2,000 trades, 20 ms per call, concurrency 32: {elapsed:.2f}s vs ideal {ideal:.2f}s, ratio {elapsed / ideal:.2f}x (target <= 1.25)")
+        print(
+            f"== latency-bound: 2,000 trades, 20 ms per call, concurrency 32: {elapsed:.2f}s vs ideal {ideal:.2f}s, ratio {elapsed / ideal:.2f}x (target <= 1.25)"
+        )
     sys.stdout.flush()
 
 

@@ -242,7 +242,9 @@ def cmd_compare(wb: Workbench, args: argparse.Namespace) -> None:
 def cmd_init(wb: Workbench, args: argparse.Namespace) -> None:
     batches = wb.batches()
     payload = {"db": str(wb.settings.db), "schema_version": wb.store.schema_version(), "batches": len(batches)}
-    _emit(args, payload, f"Database {wb.settings.db} ready (schema {payload['schema_version']}, {len(batches)} batches)")
+    _emit(
+        args, payload, f"Database {wb.settings.db} ready (schema {payload['schema_version']}, {len(batches)} batches)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
