@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fxbatch.errors import SettingsError
@@ -59,6 +59,31 @@ class Settings(BaseSettings):
         default=1000,
         ge=1,
         description="How many rejections the CLI prints as text (JSON always has them all).",
+    )
+    bank_token_url: str | None = Field(
+        default=None,
+        description="OAuth2 token endpoint of the HTTP bank; empty = the bank URL + /oauth2/token.",
+    )
+    bank_client_id: str = Field(default="fxbatch", description="OAuth2 client id for the HTTP bank.")
+    bank_client_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="OAuth2 client secret for the HTTP bank (never logged, shown or exported).",
+    )
+    bank_user_id: str = Field(
+        default="dealer@example.com",
+        description="The dealer's e-mail sent as header.userId on every bank call.",
+    )
+    bank_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Timeout of one HTTP bank call, in seconds.")
+    bank_unreachable_window_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How long the HTTP bank may stay unreachable before the run stops as INTERRUPTED.",
+    )
+    bank_max_calls_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Upper limit on HTTP bank calls per second across the run; empty = no limit.",
     )
 
 

@@ -35,7 +35,7 @@ class Workbench:
         self.settings = settings
         self.store = store
         self.rates = rates
-        self.engine = Engine(store, rates)
+        self.engine = Engine(store, rates, settings=settings)
         self.whatif = _WhatIf(self)
 
     @classmethod

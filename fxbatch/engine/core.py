@@ -27,6 +27,7 @@ from fxbatch.errors import ConflictError, NotFoundError, SettingsError
 from fxbatch.lifecycle import CODE_OF, TRADE_CODES, advance, final_run_status
 from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
 from fxbatch.rates import RateTable
+from fxbatch.settings import Settings, load_settings
 from fxbatch.store import Store
 
 T = TradeStatus
@@ -126,19 +127,22 @@ class Engine:
     _jobs: ClassVar[dict[tuple[str, int], Job]] = {}
     _registry_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, store: Store, rates: RateTable, bank_factory: BankFactory | None = None) -> None:
+    def __init__(
+        self, store: Store, rates: RateTable, bank_factory: BankFactory | None = None, settings: Settings | None = None
+    ) -> None:
         self.store = store
         self.rates = rates
+        self.settings = settings
         self.bank_factory = bank_factory or self._default_bank
         self._db_key = str(store.path.resolve()) if store.path else f"memory:{id(store)}"
 
     # -- banks -------------------------------------------------------------------
     def _default_bank(self, config: RunConfig) -> Bank:
         if config.bank_url:
-            raise SettingsError(
-                f"bank_url={config.bank_url!r}: the HTTP bank is not available in this version; "
-                "leave bank_url empty to use the simulated bank."
-            )
+            from fxbatch.bank.http import HttpBank, HttpBankConfig
+
+            settings = self.settings if self.settings is not None else load_settings()
+            return HttpBank(HttpBankConfig.from_settings(config.bank_url, settings))
         if config.bank.registry_file and not Path(config.bank.registry_file).exists():
             raise SettingsError(f"registry_file={config.bank.registry_file!r} does not exist.")
         return SimulatedBank(self.store, config.bank, config.seed, self.rates.mids)

@@ -1,0 +1,196 @@
+"""The simulator's dealing desk: API requests in, SimulatedBank decisions out.
+
+Requests arrive one per HTTP call on many threads; the desk thread gathers whatever is waiting
+and hands each kind to the in-process ``SimulatedBank`` as one batch. The bank decides per row
+from (seed, trade key, attempt) only, so grouping never changes an answer, and its ledger is
+this service's own DuckDB file, so booked deals survive the service being killed. One thread
+owns the bank, so its database cursor and quote book are never shared.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from fxbatch.bank.model import CODE_OBJ, TIMEOUT
+from fxbatch.bank.port import BookBatch, QuoteBatch
+from fxbatch.bank.simulated import SimulatedBank
+from fxbatch.rates import RateTable
+
+_TEXT = (
+    "trade_id",
+    "client_cif",
+    "account_number",
+    "currency_pair",
+    "side",
+    "amount_currency",
+    "delivery",
+    "value_date",
+)
+MAX_GROUP = 4096
+
+
+@dataclass
+class Answer:
+    """One row's decision: result code, reason (API string or None), message, payload fields."""
+
+    code: int
+    reason: str | None
+    message: str | None
+    quote_id: int = 0
+    rate: float = float("nan")
+    expires_at: float = float("nan")
+    status: str = ""
+    lost: bool = False  # a booking the bank made whose answer is lost on the way back
+
+
+@dataclass
+class _Item:
+    kind: str  # quote | book | status
+    row: dict[str, Any]
+    future: Future[Answer]
+
+
+class Desk:
+    """Serialises SimulatedBank calls on one thread, batching the requests that wait together."""
+
+    def __init__(self, bank: SimulatedBank, rates: RateTable) -> None:
+        self.bank = bank
+        self.rates = rates
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="banksim-desk", daemon=True)
+        self._thread.start()
+
+    def ask(self, kind: str, row: dict[str, Any], timeout: float = 60.0) -> Answer:
+        item = _Item(kind, row, Future())
+        self._queue.put(item)
+        return item.future.result(timeout)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            items = [first]
+            while len(items) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                items.append(nxt)
+            for kind in ("quote", "book", "status"):
+                group = [i for i in items if i.kind == kind]
+                if not group:
+                    continue
+                try:
+                    answers = getattr(self, f"_{kind}")([i.row for i in group])
+                except Exception as exc:  # answer every waiting request, whatever went wrong
+                    for i in group:
+                        i.future.set_exception(exc)
+                    continue
+                for i, a in zip(group, answers, strict=True):
+                    i.future.set_result(a)
+
+    # -- the three decisions ----------------------------------------------------------
+    def _quote(self, rows: list[dict[str, Any]]) -> list[Answer]:
+        pairs = sorted({r["currency_pair"] for r in rows})
+        code = {p: i for i, p in enumerate(pairs)}
+        factor = {c: self.rates.to_zar(c) for c in {r["amount_currency"] for r in rows}}
+        amount = np.array([r["amount"] for r in rows], dtype=np.float64)
+        batch = QuoteBatch(
+            trade_key=np.array([r["trade_key"] for r in rows], dtype=np.uint64),
+            step=np.array([r["step"] for r in rows], dtype=np.int64),
+            attempt=np.array([r["attempt"] for r in rows], dtype=np.int64),
+            amount=amount,
+            amount_zar=amount * np.array([factor[r["amount_currency"]] or np.nan for r in rows]),
+            spread_bps=np.array([r["spread_bps"] for r in rows], dtype=np.float64),
+            is_buy=np.array([r["side"] == "BUY" for r in rows], dtype=bool),
+            pair_code=np.array([code[r["currency_pair"]] for r in rows], dtype=np.int32),
+            pair_names=np.array(pairs, dtype=object),
+            trades=pa.table({f: pa.array([r.get(f) or "" for r in rows], type=pa.string()) for f in _TEXT}),
+        )
+        q = self.bank.create_quotes(batch, len(rows))
+        self._compact_quote_book()
+        reasons = CODE_OBJ[q.reason_idx.astype(np.int64) + 1]
+        return [
+            Answer(int(q.result_code[i]), reasons[i], q.message[i], int(q.quote_id[i]), float(q.quote_rate[i]),
+                   float(q.expires_at[i]))
+            for i in range(len(rows))
+        ]  # fmt: skip
+
+    def _compact_quote_book(self) -> None:
+        """Merge the bank's per-call quote book into one sorted entry, dropping expired quotes.
+
+        SimulatedBank keeps its last 256 calls' quotes; with one small batch per HTTP burst a
+        quote would fall off that list long before its 30 s are up. An expired quote and an
+        unknown one get the same answer (QUOTE_EXPIRED), so dropping expired ones changes nothing.
+        """
+        book = self.bank._quotes  # the one private piece the desk relies on
+        if len(book) < 16:
+            return
+        ids = np.concatenate([b[0] for b in book])
+        exp = np.concatenate([b[1] for b in book])
+        live = exp >= self.bank.clock()
+        ids, exp = ids[live], exp[live]
+        # Newest entry wins for a quote id issued twice (a replayed attempt): keep the max expiry.
+        order = np.lexsort((-exp, ids))
+        ids, exp = ids[order], exp[order]
+        first = np.ones(len(ids), dtype=bool)
+        first[1:] = ids[1:] != ids[:-1]
+        book.clear()
+        book.append((ids[first], exp[first]))
+
+    def _book(self, rows: list[dict[str, Any]]) -> list[Answer]:
+        answers: list[Answer | None] = [None] * len(rows)
+        for run_id in sorted({r["run_id"] for r in rows}):  # the ledger keeps one run id per call
+            idx = [i for i, r in enumerate(rows) if r["run_id"] == run_id]
+            sub = [rows[i] for i in idx]
+            ids = pa.array([r["deal_id"] for r in sub], type=pa.string())
+            b = self.bank.book_deals(
+                BookBatch(
+                    quote_id=np.array([r["quote_id"] for r in sub], dtype=np.int64),
+                    deal_txn_id=ids,
+                    quote_rate=np.array([r["quote_rate"] for r in sub], dtype=np.float64),
+                    deal_rate=np.array([r["deal_rate"] for r in sub], dtype=np.float64),
+                    trade_key=np.array([r["trade_key"] for r in sub], dtype=np.uint64),
+                    attempt=np.array([r["attempt"] for r in sub], dtype=np.int64),
+                    trade_id=pa.array([""] * len(sub), type=pa.string()),
+                    run_id=run_id,
+                    batch_id=0,
+                    src_row=np.array([r["step"] for r in sub], dtype=np.int64),
+                ),
+                len(sub),
+            )
+            reasons = CODE_OBJ[b.reason_idx.astype(np.int64) + 1]
+            # A timeout the bank booked anyway is a lost answer: the service drops the connection.
+            timed_out = np.flatnonzero(b.reason_idx == TIMEOUT)
+            lost = np.zeros(len(sub), dtype=bool)
+            if len(timed_out):
+                st = self.bank.transaction_status(ids.take(pa.array(timed_out)), len(timed_out))
+                lost[timed_out] = st.status == "COMPLETED"
+            for j, i in enumerate(idx):
+                answers[i] = Answer(
+                    int(b.result_code[j]), reasons[j], b.message[j], int(sub[j]["quote_id"]), float(b.deal_rate[j]),
+                    lost=bool(lost[j]),
+                )  # fmt: skip
+        return [a for a in answers if a is not None]
+
+    def _status(self, rows: list[dict[str, Any]]) -> list[Answer]:
+        st = self.bank.transaction_status(pa.array([r["deal_id"] for r in rows], type=pa.string()), len(rows))
+        return [
+            Answer(0, None, None, int(st.quote_id[i]), float(st.deal_rate[i]), status=str(st.status[i]))
+            for i in range(len(rows))
+        ]

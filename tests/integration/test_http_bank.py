@@ -1,0 +1,209 @@
+"""The HTTP bank against the bank simulator service over real HTTP on loopback.
+
+Each test starts ``python -m fxbatch.banksim serve`` as a subprocess on a free port with its own
+DuckDB ledger, polls /health, and kills it in the fixture's finally.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from fxbatch import Settings, Workbench
+from fxbatch.errors import SettingsError
+from fxbatch.models import RunStatus
+from tests.integration.run_helpers import WAIT, assert_every_trade_final, load_generated, outcomes, query, wait_until
+
+SECRET = "banksim-s3cret-value"
+CLIENT = "fxbatch-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Service:
+    """One bank simulator process; ``start`` again after ``kill`` reuses its port and ledger."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.db = tmp_path / "bank.duckdb"
+        self.port = free_port()
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp_path / "banksim.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "fxbatch.banksim", "serve", "--port", str(self.port), "--db", str(self.db),
+               "--client-id", CLIENT, "--client-secret", SECRET, *self.args]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the bank simulator did not start"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def ledger(self, tmp_path: Path) -> list[dict[str, str]]:
+        """The service's booked deals, via ``banksim ledger`` (the service must be stopped)."""
+        out = tmp_path / "ledger.csv"
+        subprocess.run(
+            [sys.executable, "-m", "fxbatch.banksim", "ledger", "--db", str(self.db), "-o", str(out)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        with out.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+
+@pytest.fixture
+def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
+    svc = Service(tmp_path, *getattr(request, "param", ()))
+    try:
+        svc.start()
+        yield svc
+    finally:
+        svc.kill()
+
+
+def http_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "db": tmp_path / "client.duckdb", "bank_client_id": CLIENT, "bank_client_secret": SecretStr(SECRET),
+        "bank_unreachable_window_s": 2.0, "bank_timeout_s": 5.0,
+    }  # fmt: skip
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def assert_one_deal_per_success(wb: Workbench, run_id: int, ledger: list[dict[str, str]]) -> None:
+    ids = [row["deal_transaction_id"] for row in ledger]
+    assert len(ids) == len(set(ids)), "a deal was booked twice"
+    success = {
+        r[0]: r[1]
+        for r in query(
+            wb, "SELECT deal_transaction_id, quote_id FROM run_trades WHERE run_id = ? AND status = 'SUCCESS'", run_id
+        )
+    }
+    assert set(ids) == set(success)
+    assert all(int(row["quote_id"]) == success[row["deal_transaction_id"]] for row in ledger)
+    assert all(row["booked_at"] for row in ledger)
+
+
+def test_a_500_trade_batch_at_concurrency_16_ends_final_with_the_in_process_outcomes(
+    tmp_path: Path, service: Service
+) -> None:
+    with Workbench.open(settings=http_settings(tmp_path)) as wb:
+        batch = load_generated(wb, tmp_path, 500)
+        over_http = wb.run(batch, bank_url=service.url, concurrency=16, backoff_ms=5)
+        assert over_http.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), over_http.error
+        assert_every_trade_final(wb, over_http.run_id)
+        assert over_http.counts["SUCCESS"] > 400
+        in_process = wb.run(batch, concurrency=16)
+        # Same seed, same model: every trade ends the same way whichever way the bank is reached.
+        assert outcomes(wb, over_http.run_id) == outcomes(wb, in_process.run_id)
+        service.stop()
+        assert_one_deal_per_success(wb, over_http.run_id, service.ledger(tmp_path))
+
+
+@pytest.mark.parametrize("service", [("--drop-after-book-rate", "0.2", "--error-rate", "0.05")], indirect=True)
+def test_dropped_booking_answers_and_5xx_never_book_a_deal_twice(tmp_path: Path, service: Service) -> None:
+    with Workbench.open(settings=http_settings(tmp_path)) as wb:
+        batch = load_generated(wb, tmp_path, 300, seed=3)
+        summary = wb.run(batch, bank_url=service.url, concurrency=16, backoff_ms=5)
+        assert summary.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), summary.error
+        assert_every_trade_final(wb, summary.run_id)
+        service.stop()
+        ledger = service.ledger(tmp_path)
+        assert len(ledger) == summary.counts["SUCCESS"] > 250
+        assert_one_deal_per_success(wb, summary.run_id, ledger)
+
+
+@pytest.mark.parametrize("service", [("--latency-ms", "20")], indirect=True)
+def test_a_killed_bank_interrupts_the_run_and_resume_finishes_it_consistently(
+    tmp_path: Path, service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with Workbench.open(settings=http_settings(tmp_path)) as wb:
+        batch = load_generated(wb, tmp_path, 600, seed=5)
+        job = wb.start_run(batch, bank_url=service.url, concurrency=8, backoff_ms=5)
+        wait_until(lambda: job.progress.snapshot()["done"] >= 50, timeout=30)
+        service.kill()
+        killed_at = time.monotonic()
+        assert job.wait(WAIT)
+        summary = wb.run_summary(job.run_id)
+        assert summary.status is RunStatus.INTERRUPTED
+        assert time.monotonic() - killed_at >= 1.0  # it waited out (most of) the 2 s window
+        assert summary.error and "could not be reached" in summary.error and SECRET not in summary.error
+        assert summary.counts["FAILED"] < 30  # the outage failed no trade: only the bank's own refusals
+        assert summary.counts["SUCCESS"] + summary.counts["FAILED"] < 600  # the rest untouched
+        service.start()
+        resumed = wb.resume(job.run_id)
+        assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), resumed.error
+        assert_every_trade_final(wb, job.run_id)
+        # The outage cost no attempt: every trade ends as it would have without it.
+        assert outcomes(wb, job.run_id) == outcomes(wb, wb.run(batch, concurrency=8).run_id)
+        service.stop()
+        assert_one_deal_per_success(wb, job.run_id, service.ledger(tmp_path))
+    assert SECRET not in caplog.text
+
+
+def test_bad_credentials_fail_clearly_before_any_trade_is_touched(
+    tmp_path: Path, service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "not-the-" + SECRET
+    settings = http_settings(tmp_path, bank_client_secret=SecretStr(wrong))
+    assert wrong not in repr(settings) and wrong not in str(settings.model_dump())
+    with Workbench.open(settings=settings) as wb:
+        batch = load_generated(wb, tmp_path, 20)
+        with pytest.raises(SettingsError) as info:
+            wb.run(batch, bank_url=service.url)
+        assert f"{service.url}/oauth2/token" in info.value.message
+        assert wrong not in info.value.message and SECRET not in info.value.message
+        assert query(wb, "SELECT count(*) FROM run_trades WHERE status = 'FAILED'") == [(0,)]
+    assert wrong not in caplog.text
+
+
+def test_the_ledger_command_writes_the_booked_deals(tmp_path: Path, service: Service) -> None:
+    with Workbench.open(settings=http_settings(tmp_path)) as wb:
+        batch = load_generated(wb, tmp_path, 20)
+        summary = wb.run(batch, bank_url=service.url, concurrency=4)
+    service.stop()
+    ledger = service.ledger(tmp_path)
+    assert len(ledger) == summary.counts["SUCCESS"]
+    assert {"deal_transaction_id", "quote_id", "booked_at", "run_id", "src_row", "deal_rate"} <= set(ledger[0])
+    assert os.path.getsize(tmp_path / "ledger.csv") > 0
