@@ -13,7 +13,7 @@ STATUS_COLOURS = {
     "EXECUTING": "#1f77b4",
     "QUOTED": "#17becf",
 }
-_LAYOUT = {"margin": {"t": 50, "b": 40, "l": 50, "r": 20}, "height": 340}
+_LAYOUT: dict[str, object] = {"margin": {"t": 60, "b": 40, "l": 50, "r": 40}, "height": 360}
 
 
 def _empty(title: str, why: str) -> go.Figure:
@@ -62,7 +62,7 @@ def pareto_chart(pareto: pd.DataFrame) -> go.Figure:
         title=title,
         yaxis={"title": "failed trades"},
         yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.05]},
-        legend={"orientation": "h", "y": -0.35},
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.12},
         **_LAYOUT,
     )
     return fig
@@ -124,7 +124,17 @@ def throughput_chart(df: pd.DataFrame) -> go.Figure:
     title = "Throughput"
     if df.empty:
         return _empty(title, "no finished trades yet")
-    fig = go.Figure(go.Scatter(x=df["second"], y=df["per_s"], mode="lines+markers", line={"shape": "hv"}))
+    width = float(df["second"].diff().min()) if len(df) > 1 else 1.0
+    fig = go.Figure(
+        go.Bar(
+            x=df["second"] + width / 2,
+            y=df["per_s"],
+            width=width,
+            customdata=df["trades"],
+            hovertemplate="%{x:.1f} s: %{y:,.0f} trades/s (%{customdata:,} trades)<extra></extra>",
+            marker_color="#1f77b4",
+        )
+    )
     fig.update_layout(
         title=title, xaxis={"title": "seconds since the first trade finished"}, yaxis={"title": "trades / s"},
         **_LAYOUT,

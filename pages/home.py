@@ -89,7 +89,16 @@ def main() -> None:
     _latest_runs(wb)
     st.subheader("Latest batches")
     latest = {**BATCH_TABLE, "column_order": ["batch_id", "name", "status", "trades", "rejected", "created_at"]}
-    st.dataframe(wb.batches_df().head(10), hide_index=True, width="stretch", **latest)
+    df = wb.batches_df().head(10)
+    # A batch's status is that of its latest run (RUNNING while one executes).
+    last: dict[int, str] = {}
+    for run in wb.runs():  # newest first
+        last.setdefault(run.batch_id, run.status.value)
+    running = {r["batch_id"] for r in wb.active_runs()}
+    df["status"] = [
+        "RUNNING" if b in running else last.get(int(b), s) for b, s in zip(df["batch_id"], df["status"], strict=True)
+    ]
+    st.dataframe(df, hide_index=True, width="stretch", **latest)
     st.page_link("pages/upload.py", label="Upload a new spreadsheet", icon=":material/upload_file:")
 
 

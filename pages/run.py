@@ -139,14 +139,14 @@ def _count_metrics(counts: dict[str, int], total: int) -> None:
 def _charts(data: dict[str, pd.DataFrame]) -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.outcome_chart(data["outcomes"]), key="chart_outcomes")
-    c2.plotly_chart(charts.pareto_chart(data["pareto"]), key="chart_pareto")
+    c2.plotly_chart(charts.notional_chart(data["notional"]), key="chart_notional")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.pareto_chart(data["pareto"]), key="chart_pareto")
+    c2.plotly_chart(charts.latency_chart(data["latency"]), key="chart_latency")
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.outcomes_by_chart(data["pairs"], "currency pair"), key="chart_pairs")
     c2.plotly_chart(charts.outcomes_by_chart(data["clients"], "client (top 10)"), key="chart_clients")
-    c1, c2, c3 = st.columns(3)
-    c1.plotly_chart(charts.notional_chart(data["notional"]), key="chart_notional")
-    c2.plotly_chart(charts.latency_chart(data["latency"]), key="chart_latency")
-    c3.plotly_chart(charts.throughput_chart(data["throughput"]), key="chart_throughput")
+    st.plotly_chart(charts.throughput_chart(data["throughput"]), key="chart_throughput")
 
 
 def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -> None:
@@ -183,10 +183,8 @@ def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -
     c2.caption(f"Trades {first:,}–{first + len(page) - 1 if total else 0:,} of {total:,} matching · {pages:,} pages")
     if page.empty:
         return
-    labels = {
-        int(r.row): f"row {r.row} · {r.trade_id} · {r.status}"  # type: ignore[attr-defined]
-        for r in page.itertuples()
-    }
+    # No status in the label: a widget keeps the labels it was first drawn with while the run progresses.
+    labels = {int(r.row): f"row {r.row} · {r.trade_id}" for r in page.itertuples()}  # type: ignore[attr-defined]
     row = st.selectbox("Trade detail", list(labels), format_func=labels.__getitem__, key="detail_row")
     _detail(wb, run_id, int(row), unmask)
 
@@ -277,7 +275,7 @@ def main() -> None:
     if not running and st.session_state.get(WATCHING) == run_id:
         del st.session_state[WATCHING]  # once: this session watched the run end
         message = f"Run {run_id} finished: {summary.status.value}, {outcome_text(summary.counts)}."
-        st.toast(message, icon=":material/task_alt:")
+        st.toast(message, icon=":material/task_alt:", duration="long")
     if running:
         st.fragment(run_every=POLL_S)(_live)(wb, run_id)
         if st.button("Cancel this run", key="cancel_run"):

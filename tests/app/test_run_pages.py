@@ -319,6 +319,7 @@ def test_home_lists_the_latest_runs_with_their_outcome(db_path: Path, open_page:
     assert runs["run_id"].tolist() == [run_id]
     assert runs["status"].tolist() == ["COMPLETED"] and runs["outcome"].tolist() == ["200 succeeded"]
     assert "Running now" not in [s.value for s in at.subheader]
+    assert tables(at)[1]["status"].tolist() == ["COMPLETED"]  # the batch's status is its latest run's
 
 
 @pytest.mark.parametrize("page", ["pages/home.py", "pages/batches.py", "pages/run.py"])

@@ -116,3 +116,71 @@ def test_an_analyst_sees_why_rows_were_rejected_and_why_a_file_was_refused(
     lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
     assert lines[0] == "row,column,value,code,message"
     assert len(lines) == 1 + 10
+
+
+def test_an_analyst_starts_a_run_watches_it_from_two_tabs_and_reviews_the_charts(
+    app_url: str, page: Page, screenshot: Callable[[str], Path]
+) -> None:
+    # From the root: the first request of a fresh server for a page URL is served before the app's
+    # st.navigation has run once, and shows the pages/ folder instead (a streamlit quirk).
+    page.goto(app_url)
+    expect(page.get_by_role("heading", name="fxbatch")).to_be_visible()
+    open_from_nav(page, "Batches", "Batches")
+    page.get_by_role("combobox", name="Batch", exact=True).click()
+    page.get_by_role("option", name="1: Sample batch").click()
+    expect(page.get_by_role("heading", name="Batch 1: Sample batch")).to_be_visible()
+    settle(page)
+    # Slow enough (one bank call of 20 ms at a time, two calls per trade) to be watched while it runs.
+    page.get_by_label("Latency per bank call (ms)").fill("20")
+    page.get_by_label("Concurrency").fill("1")
+    page.get_by_role("button", name="Review the run…").click()
+    confirm = page.get_by_test_id("stAlertContentInfo").filter(has_text="This will run batch 1")
+    expect(confirm).to_contain_text("200 trades")
+    expect(confirm).to_contain_text("20 ms per bank call")
+    settle(page)
+    screenshot("8-batches-confirm-run")
+    page.get_by_role("button", name="Start the run").click()
+
+    expect(page.get_by_role("heading", name="Run detail")).to_be_visible()
+    expect(page).to_have_url(re.compile(r"/run\?run=\d+$"))
+    run_id = page.url.rsplit("=", 1)[1]
+    bar = page.get_by_test_id("stProgress")
+    expect(bar.first).to_contain_text(f"Run {run_id}:")
+    expect(page.get_by_role("button", name="Cancel this run")).to_be_visible()
+    screenshot("9-run-in-progress")
+
+    # Another tab (a new session) finds the same run by its URL, with its progress.
+    other = page.context.new_page()
+    other.goto(f"{app_url}/run?run={run_id}")
+    expect(other.get_by_role("heading", name="Run detail")).to_be_visible()
+    plots = other.locator(".js-plotly-plot")
+    expect(other.get_by_test_id("stProgress").first).to_contain_text(f"Run {run_id}")
+
+    # Both tabs reach the end on their own (the fragment polls; the page redraws once with the charts).
+    expect(page.locator(".js-plotly-plot")).to_have_count(7, timeout=90_000)
+    expect(page.get_by_test_id("stToast")).to_contain_text(f"Run {run_id} finished")
+    expect(plots).to_have_count(7, timeout=90_000)
+    settle(page)
+    expect(page.get_by_test_id("stMetric").filter(has_text="Not started")).to_contain_text("0")
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(page.get_by_role("button", name="Cancel this run")).to_have_count(0)
+    for name in ("Outcome of every trade", "Why trades failed (Pareto)", "Throughput"):
+        expect(page.locator(".js-plotly-plot").filter(has_text=name)).to_have_count(1)
+    screenshot("10-run-finished")
+    other.close()
+
+    # A reload keeps the run (the URL names it) and the trade filters work in the browser too.
+    page.reload()
+    expect(page.locator(".js-plotly-plot")).to_have_count(7)
+    settle(page)
+    expect(page.get_by_role("combobox", name="Run", exact=True)).to_have_value(re.compile(rf"^Run {run_id} "))
+    page.get_by_text("Unmask accounts", exact=True).click()
+    settle(page)
+    expect(page.get_by_test_id("stCaptionContainer").filter(has_text="of 200 matching")).to_be_visible()
+    page.get_by_test_id("stMain").get_by_text("Trade detail").scroll_into_view_if_needed()
+    screenshot("11-run-trades")
+
+    open_from_nav(page, "Home", "fxbatch")
+    expect(page.get_by_role("heading", name="Latest runs")).to_be_visible()
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    screenshot("12-home-with-runs")
