@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from fxbatch import Settings, Workbench
 from fxbatch.cli import main
 from fxbatch.models import FailureCode, TradeStatus
 from tests.conftest import DATA
+from tests.integration.run_helpers import finish, wait_until
 
 RUN_KEYS = {"run_id", "batch_id", "status", "trades", "counts", "failure_reasons", "elapsed_s"}
 LIST_KEYS = {"run_id", "batch_id", "status", "trades", "counts", "started_at"}
@@ -24,11 +26,15 @@ Cli = Callable[..., tuple[int, Any, str]]
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "cli.duckdb"
+
+
+@pytest.fixture
+def cli(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     """``cli("run", "1", "--json")`` -> (exit code, parsed JSON on stdout, stderr) against one database."""
     for name in [n for n in os.environ if n.startswith("FXBATCH_")]:
         monkeypatch.delenv(name)
-    db = tmp_path / "cli.duckdb"
 
     def run(*args: str, parse: bool = True) -> tuple[int, Any, str]:
         code = main(["--db", str(db), *args])
@@ -181,3 +187,18 @@ def test_ledger_writes_the_booked_deals_of_a_run_or_all(cli: Cli, batch: int, tm
     assert {r["run_id"] for r in rows} == {str(second["run_id"])}
     code, payload, _ = cli("ledger", "-o", str(tmp_path / "all.csv"), "--json")
     assert code == 0 and payload["rows"] == first["counts"]["SUCCESS"] + 200
+
+
+def test_cancel_ends_an_interrupted_run_with_its_unfinished_trades_cancelled(cli: Cli, batch: int, db: Path) -> None:
+    with Workbench.open(settings=Settings(db=db)) as wb:
+        job = wb.start_run(batch, latency_ms=2, concurrency=1)
+        wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+        job.interrupt()
+        finish(job)
+    code, shown, _ = cli("show", str(job.run_id), "--json")
+    assert code == 0 and shown["status"] == "INTERRUPTED" and shown["counts"]["PENDING"] > 0
+    code, cancelled, _ = cli("cancel", str(job.run_id), "--json")
+    assert code == 0
+    assert_run_contract(cancelled, batch, 200)
+    assert cancelled["status"] == "CANCELLED"
+    assert cancelled["counts"]["PENDING"] == 0 and cancelled["counts"]["CANCELLED"] > 0

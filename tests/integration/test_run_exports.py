@@ -174,3 +174,13 @@ def test_the_ledger_export_neutralises_formula_like_trade_ids(
     path = tmp_path / f"ledger{suffix}"
     export_ledger(wb.store, path, risky_run)
     assert sorted(r["trade_id"] for r in READERS[suffix](path)) == sorted(SAFE.values())
+
+
+def test_a_run_too_big_for_an_excel_sheet_is_refused_with_the_alternatives(
+    wb: Workbench, risky_run: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fxbatch.export.EXCEL_MAX_ROWS", 4)
+    with pytest.raises(SettingsError, match=r"do not fit in an Excel sheet.*\.csv or \.parquet"):
+        export_run(wb.store, risky_run, tmp_path / "big.xlsx")
+    assert not (tmp_path / "big.xlsx").exists()
+    assert export_run(wb.store, risky_run, tmp_path / "big.csv") == 5

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fxbatch import Workbench
+from fxbatch.engine import Job
 from fxbatch.errors import ConflictError
 from fxbatch.models import RunStatus
 from tests.integration.run_helpers import (
@@ -105,7 +106,7 @@ def test_an_interrupted_run_can_be_cancelled_and_its_unfinished_trades_end_cance
 
 def test_progress_is_readable_from_another_thread_while_the_run_executes(wb: Workbench, tmp_path: Path) -> None:
     batch = load_generated(wb, tmp_path, 240)
-    job = wb.start_run(batch, latency_ms=10, concurrency=8)
+    job = wb.start_run(batch, latency_ms=2, concurrency=1)  # many small waves, about a second in all
     snapshots: list[dict[str, Any]] = []
     while job.running:
         snapshots.append(wb.progress(job.run_id))  # type: ignore[arg-type]
@@ -146,3 +147,51 @@ def test_latency_bound_wall_time_approaches_trades_times_calls_times_latency_ove
     assert summary.status is RunStatus.COMPLETED
     assert wall >= 0.9 * ideal, "latency is really simulated"
     assert wall < 3 * ideal, f"{wall:.2f}s against an ideal {ideal:.2f}s"
+
+
+def test_a_resumed_runs_progress_starts_from_the_trades_already_final(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 200)
+    job = wb.start_run(batch, latency_ms=2, concurrency=1)
+    wait_until(lambda: wb.run_summary(job.run_id).counts["SUCCESS"] > 0, every=0.05)
+    job.interrupt()
+    finish(job)
+    interrupted = wb.run_summary(job.run_id)
+    already = sum(interrupted.counts[s] for s in FINAL)
+    assert 0 < already < 200
+    resumed = wb.resume(job.run_id, wait=False)
+    assert isinstance(resumed, Job)
+    first = resumed.progress.snapshot()
+    assert first["total"] == 200 and first["done"] >= already
+    finish(resumed)
+    last = resumed.progress.snapshot()
+    assert last["done"] == 200
+    summary = wb.run_summary(job.run_id)
+    assert summary.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
+    assert_every_trade_final(wb, job.run_id)
+    assert_ledger_matches_successes(wb, job.run_id)
+
+
+def test_resuming_a_run_while_its_batch_runs_again_is_refused(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 200)
+    first = wb.start_run(batch, latency_ms=10, concurrency=4)
+    wait_until(lambda: int(first.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    first.interrupt()
+    finish(first)
+    second = wb.start_run(batch, latency_ms=10, concurrency=4)
+    with pytest.raises(ConflictError, match=f"Batch {batch} is already running \\(run {second.run_id}\\)"):
+        wb.resume(first.run_id)
+    wb.cancel(second.run_id)
+    finish(second)
+    assert wb.run_summary(first.run_id).status is RunStatus.INTERRUPTED  # still resumable
+
+
+def test_retrying_the_failures_of_a_run_that_has_not_ended_is_refused(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 200)
+    job = wb.start_run(batch, success_rate=0.5, latency_ms=2, concurrency=1)
+    wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    with pytest.raises(ConflictError, match="RUNNING; retry its failed trades once it has ended"):
+        wb.start_run(batch, retry_of_run=job.run_id)
+    job.interrupt()
+    finish(job)
+    with pytest.raises(ConflictError, match="INTERRUPTED; retry its failed trades once it has ended"):
+        wb.start_run(batch, retry_of_run=job.run_id)
