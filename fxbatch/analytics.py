@@ -33,12 +33,12 @@ def _run(cur: duckdb.DuckDBPyConnection, run_id: int) -> tuple[int, int, str]:
     return int(batch_id), int(trades), scope_sql(RunConfig.model_validate_json(str(config)))
 
 
-def _run_trades(cur: duckdb.DuckDBPyConnection, run_id: int) -> str:
+def _run_trades(cur: duckdb.DuckDBPyConnection, run_id: int, columns: str = "*") -> str:
     """The run's trades joined to their final records (a FROM clause; PENDING when not final)."""
     batch_id, _, scope = _run(cur, run_id)
     return (
-        f"trades t LEFT JOIN run_trades r ON r.run_id = {int(run_id)} AND r.src_row = t.src_row "
-        f"WHERE t.batch_id = {batch_id}{scope}"
+        f"trades t LEFT JOIN (SELECT {columns} FROM run_trades WHERE run_id = {int(run_id)}) r "
+        f"ON r.src_row = t.src_row WHERE t.batch_id = {batch_id}{scope}"
     )
 
 
@@ -83,17 +83,34 @@ def outcomes_by(store: Store, run_id: int, by: str, top: int = 10) -> pd.DataFra
     if by not in _BY:
         raise ValueError(f"by must be one of {sorted(_BY)}")
     cur = store.cursor()
-    source = _run_trades(cur, run_id)
-    return cur.execute(
-        f"""
-        WITH x AS (SELECT {_BY[by]} AS key, coalesce(r.status, 'PENDING') AS status FROM {source}),
-        ranked AS (SELECT key, row_number() OVER (ORDER BY count(*) DESC, key) AS rank FROM x GROUP BY key)
-        SELECT CASE WHEN rank <= {int(top)} THEN x.key ELSE '{OTHER}' END AS key, status,
-               count(*)::BIGINT AS trades, min(rank) AS rank
-        FROM x JOIN ranked USING (key)
-        GROUP BY ALL ORDER BY rank, status
-        """
-    ).df()[["key", "status", "trades"]]
+    batch_id, _, scope = _run(cur, run_id)
+    # The top keys come from the trades alone; only their trades are joined to the outcomes, and
+    # the rest is the run's outcome counts minus theirs (a 1M-trade run has ~50k clients).
+    keys = [
+        str(r[0])
+        for r in cur.execute(
+            f"SELECT {_BY[by]} AS key FROM trades t WHERE t.batch_id = ?{scope} "
+            f"GROUP BY key ORDER BY count(*) DESC, key LIMIT {int(top)}",
+            [batch_id],
+        ).fetchall()
+    ]
+    source = _run_trades(cur, run_id, "src_row, status")
+    found = cur.execute(
+        f"SELECT {_BY[by]} AS key, coalesce(r.status, 'PENDING') AS status, count(*)::BIGINT AS trades "
+        f"FROM {source} AND {_BY[by]} IN (SELECT unnest($keys)) GROUP BY ALL",
+        {"keys": keys},
+    ).df()
+    rank = {k: i for i, k in enumerate(keys)}
+    found = found.assign(rank=found["key"].map(rank)).sort_values(["rank", "status"])
+    rest = (
+        outcome_counts(store, run_id)
+        .set_index("status")["trades"]
+        .sub(found.groupby("status")["trades"].sum(), fill_value=0)
+    )
+    rest = rest[rest > 0]
+    others = pd.DataFrame({"key": OTHER, "status": rest.index, "trades": rest.to_numpy().astype("int64")})
+    out = pd.concat([found[["key", "status", "trades"]], others], ignore_index=True)
+    return out.astype({"trades": "int64"})
 
 
 def notional_by_outcome(store: Store, run_id: int) -> pd.DataFrame:
@@ -201,21 +218,45 @@ def trades_page(
 ) -> tuple[pd.DataFrame, int]:
     """One page of the run's trades in row order, and how many trades the filters match.
 
-    Account numbers show their last 4 digits only unless ``unmask``.
+    Account numbers show their last 4 digits only unless ``unmask``. The page's rows are found
+    from keys first, then only those rows are read in full (a 1M-trade run costs one key scan).
     """
     cur = store.cursor()
-    source = _run_trades(cur, run_id)
+    batch_id, trades, scope = _run(cur, run_id)
     where, params = (filters or TradeFilter()).where()
-    total = int(cur.execute(f"SELECT count(*) FROM {source}{where}", params).fetchall()[0][0])
+    limit, offset = max(int(limit), 0), max(int(offset), 0)
+    if not where:
+        total = trades
+        rows = cur.execute(
+            f"SELECT t.src_row FROM trades t WHERE t.batch_id = ?{scope} ORDER BY t.src_row LIMIT {limit} "
+            f"OFFSET {offset}",
+            [batch_id],
+        ).fetchall()
+    else:
+        source = _run_trades(cur, run_id, "src_row, status, failure_code")
+        keyed = cur.execute(
+            f"SELECT t.src_row, count(*) OVER () FROM {source}{where} ORDER BY t.src_row LIMIT {limit} OFFSET {offset}",
+            params,
+        ).fetchall()
+        rows = [(r[0],) for r in keyed]
+        if keyed:
+            total = int(keyed[0][1])
+        else:
+            total = int(cur.execute(f"SELECT count(*) FROM {source}{where}", params).fetchall()[0][0])
+    wanted = [int(r[0]) for r in rows]
+    lo, hi = (min(wanted), max(wanted)) if wanted else (0, -1)
     page = cur.execute(
         f"""
         SELECT t.src_row AS row, t.trade_id, t.client_cif, {_account(unmask)} AS account_number,
                t.currency_pair, t.side, t.amount, t.amount_currency, coalesce(r.status, 'PENDING') AS status,
                r.failure_code, r.attempts, r.deal_rate, r.amount_zar, r.finished_at, t.reference
-        FROM {source}{where}
-        ORDER BY t.src_row LIMIT {max(int(limit), 0)} OFFSET {max(int(offset), 0)}
+        FROM trades t
+        LEFT JOIN (SELECT * FROM run_trades WHERE run_id = $run AND src_row BETWEEN $lo AND $hi) r
+            ON r.src_row = t.src_row
+        WHERE t.batch_id = $batch AND t.src_row BETWEEN $lo AND $hi AND t.src_row IN (SELECT unnest($rows))
+        ORDER BY t.src_row
         """,
-        params,
+        {"run": run_id, "batch": batch_id, "lo": lo, "hi": hi, "rows": wanted},
     ).df()
     return page, total
 
@@ -239,7 +280,7 @@ def filter_choices(store: Store, run_id: int) -> dict[str, list[str]]:
 def trade_detail(store: Store, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
     """One trade of a run: its fields, outcome, error and timeline (stage, at, ms since executing)."""
     cur = store.cursor()
-    source = _run_trades(cur, run_id)
+    batch_id, _, scope = _run(cur, run_id)
     df = cur.execute(
         f"""
         SELECT t.src_row AS row, t.trade_id, t.client_cif, {_account(unmask)} AS account_number,
@@ -247,9 +288,11 @@ def trade_detail(store: Store, run_id: int, row: int, *, unmask: bool = False) -
                t.reference, coalesce(r.status, 'PENDING') AS status, r.failure_code, r.failure_message,
                r.retryable, r.attempts, CAST(r.quote_id AS VARCHAR) AS quote_id, r.quote_rate, r.quote_expiry,
                r.deal_transaction_id, r.deal_rate, r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
-        FROM {source} AND t.src_row = ?
+        FROM trades t
+        LEFT JOIN (SELECT * FROM run_trades WHERE run_id = $run AND src_row = $row) r ON r.src_row = t.src_row
+        WHERE t.batch_id = $batch AND t.src_row = $row{scope}
         """,
-        [row],
+        {"run": run_id, "row": row, "batch": batch_id},
     ).df()
     if df.empty:
         raise NotFoundError(f"Run {run_id} has no trade at row {row}.")
