@@ -52,6 +52,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_whatif.py
+	$(PY) bench/bench_http.py
 	$(PY) bench/bench_app.py
 
 clean:

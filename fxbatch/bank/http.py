@@ -1,7 +1,8 @@
 """The HTTP bank: the bank port over the bank's trading API (DOMAIN.md section 3).
 
 Each port call fans its batch out as one request per trade, at most ``max_in_flight`` at once
-(a thread pool over one pooled ``httpx.Client``), optionally capped in calls per second.
+(a thread pool, each thread with its kept-alive connection: ``KeepAliveTransport``), optionally
+capped in calls per second.
 Threads, not ``httpx.AsyncClient``: measured against the simulator here (1,024 createquote
 calls, 32 in flight, 10 ms latency) the pool took 3.2 s and AsyncClient with a semaphore 9.5-17 s.
 
@@ -24,8 +25,10 @@ ignores them.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -116,6 +119,78 @@ class _RateLimiter:
             self.sleep(slot - now)
 
 
+class KeepAliveTransport(httpx.BaseTransport):
+    """An httpx transport over one kept-alive ``http.client`` connection per calling thread.
+
+    The fan-out already gives each in-flight call its own thread, so a connection per thread is
+    the pool. Measured against the simulator (1,024 calls, 32 threads): 1.2 s, against 2.2 s for
+    httpx's default httpcore pool, whose per-call Python work queues the threads on the GIL.
+    Errors map to httpx's: ConnectError/ConnectTimeout when nothing was sent, RemoteProtocolError
+    or ReadTimeout when the request may have reached the bank.
+    """
+
+    def __init__(self, timeout_s: float, connect_timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self, url: httpx.URL) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        key = (url.scheme, url.host, url.port)
+        if conn is not None and getattr(self._local, "key", None) == key:
+            return conn
+        if conn is not None:
+            conn.close()
+        kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = kind(url.host, url.port, timeout=self.connect_timeout_s)
+        self._local.conn, self._local.key = conn, key
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        conn = self._connection(request.url)
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except TimeoutError as exc:
+                self._drop()
+                raise httpx.ConnectTimeout(str(exc), request=request) from exc
+            except OSError as exc:
+                self._drop()
+                raise httpx.ConnectError(str(exc), request=request) from exc
+            sock: socket.socket | None = conn.sock
+            if sock is not None:
+                sock.settimeout(self.timeout_s)
+        try:
+            conn.request(request.method, request.url.raw_path.decode(), body=request.content, headers=request.headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except TimeoutError as exc:
+            self._drop()
+            raise httpx.ReadTimeout(str(exc), request=request) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop()  # sent (perhaps), no answer: the caller decides whether to ask first
+            raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
+        if resp.will_close:
+            self._drop()
+        return httpx.Response(resp.status, headers=resp.getheaders(), content=data, request=request)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
 def _epoch(text: str | None) -> float:
     if not text:
         return float("nan")
@@ -157,9 +232,14 @@ class HttpBank:
         self.clock = clock
         timeout = httpx.Timeout(config.timeout_s, connect=min(config.timeout_s, 5.0))
         if transport is None:
-            # The client ignores ``limits`` when given a transport, so the pool is sized here.
-            transport = httpx.HTTPTransport(limits=httpx.Limits(max_connections=1024, max_keepalive_connections=1024))
+            transport = KeepAliveTransport(config.timeout_s, min(config.timeout_s, 5.0))
         self.client = httpx.Client(base_url=config.base_url, timeout=timeout, transport=transport)
+        # API calls go straight to the pooled transport with a ready-made httpx.Request: the
+        # Client layer (URL merging, cookies, auth and hook machinery) costs ~0.5 ms a call here,
+        # more than the simulator's whole answer. The token call keeps the Client.
+        self.transport = transport
+        self._extensions = {"timeout": timeout.as_dict()}
+        self._api = config.base_url.rstrip("/") + API
         self.limiter = _RateLimiter(config.max_calls_per_s, sleep)
         self._token: str | None = None
         self._token_expires = 0.0
@@ -234,11 +314,7 @@ class HttpBank:
             token = self._bearer_or_unavailable()
             self.calls[op] += 1
             try:
-                resp = self.client.post(
-                    API + op,
-                    content=json.dumps(body).encode(),
-                    headers={**headers, **_JSON, "Authorization": f"Bearer {token}"},
-                )
+                resp = self._send(op, body, headers, token)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 failing_since = self._failing(failing_since, exc)
                 self._backoff(min(tries, 5))
@@ -269,6 +345,21 @@ class HttpBank:
                 return resp.status_code, resp.json()
             except ValueError:
                 return resp.status_code, {}
+
+    def _send(self, op: str, body: dict[str, Any], headers: dict[str, str], token: str) -> httpx.Response:
+        request = httpx.Request(
+            "POST",
+            self._api + op,
+            content=json.dumps(body).encode(),
+            headers={**headers, **_JSON, "Authorization": f"Bearer {token}"},
+            extensions=self._extensions,
+        )
+        resp = self.transport.handle_request(request)
+        try:
+            resp.read()
+        finally:
+            resp.close()
+        return resp
 
     def _bearer_or_unavailable(self) -> str:
         started = self.clock()

@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -39,16 +38,16 @@ def serve(args: argparse.Namespace) -> int:
     server = BankServer(args.port, desk, tokens, faults)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.shutdown()
+
+    def ready(port: int) -> None:
+        print(f"banksim listening on http://127.0.0.1:{port} (ledger {args.db})", flush=True)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"banksim listening on http://127.0.0.1:{server.server_address[1]} (ledger {args.db})", flush=True)
     try:
-        server.serve_forever(poll_interval=0.1)
+        server.serve_forever(on_ready=ready)
     finally:
-        server.server_close()
-        desk.close()
         store.close()
     return 0
 

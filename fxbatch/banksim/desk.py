@@ -1,17 +1,14 @@
 """The simulator's dealing desk: API requests in, SimulatedBank decisions out.
 
-Requests arrive one per HTTP call on many threads; the desk thread gathers whatever is waiting
-and hands each kind to the in-process ``SimulatedBank`` as one batch. The bank decides per row
-from (seed, trade key, attempt) only, so grouping never changes an answer, and its ledger is
-this service's own DuckDB file, so booked deals survive the service being killed. One thread
-owns the bank, so its database cursor and quote book are never shared.
+The service gathers the requests that wait together and hands each kind to the in-process
+``SimulatedBank`` as one batch. The bank decides per row from (seed, trade key, attempt) only,
+so grouping never changes an answer, and its ledger is this service's own DuckDB file, so
+booked deals survive the service being killed. Only the service's event loop calls the desk,
+so the bank's database cursor and quote book are never shared.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +30,6 @@ _TEXT = (
     "delivery",
     "value_date",
 )
-MAX_GROUP = 4096
 
 
 @dataclass
@@ -50,59 +46,16 @@ class Answer:
     lost: bool = False  # a booking the bank made whose answer is lost on the way back
 
 
-@dataclass
-class _Item:
-    kind: str  # quote | book | status
-    row: dict[str, Any]
-    future: Future[Answer]
-
-
 class Desk:
-    """Serialises SimulatedBank calls on one thread, batching the requests that wait together."""
+    """The bank's decisions for groups of requests of one kind; one caller at a time."""
 
     def __init__(self, bank: SimulatedBank, rates: RateTable) -> None:
         self.bank = bank
         self.rates = rates
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="banksim-desk", daemon=True)
-        self._thread.start()
 
-    def ask(self, kind: str, row: dict[str, Any], timeout: float = 60.0) -> Answer:
-        item = _Item(kind, row, Future())
-        self._queue.put(item)
-        return item.future.result(timeout)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(10)
-
-    def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            items = [first]
-            while len(items) < MAX_GROUP:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                items.append(nxt)
-            for kind in ("quote", "book", "status"):
-                group = [i for i in items if i.kind == kind]
-                if not group:
-                    continue
-                try:
-                    answers = getattr(self, f"_{kind}")([i.row for i in group])
-                except Exception as exc:  # answer every waiting request, whatever went wrong
-                    for i in group:
-                        i.future.set_exception(exc)
-                    continue
-                for i, a in zip(group, answers, strict=True):
-                    i.future.set_result(a)
+    def decide(self, kind: str, rows: list[dict[str, Any]]) -> list[Answer]:
+        """``kind`` is quote, book or status; one answer per row, in order."""
+        return {"quote": self._quote, "book": self._book, "status": self._status}[kind](rows)
 
     # -- the three decisions ----------------------------------------------------------
     def _quote(self, rows: list[dict[str, Any]]) -> list[Answer]:
