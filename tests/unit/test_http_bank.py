@@ -237,3 +237,17 @@ def test_calls_per_second_are_capped() -> None:
     bank = HttpBank(config, transport=httpx.MockTransport(FakeBank(quote_answer)), sleep=waits.append)
     bank.create_quotes(quote_batch(5), 1)
     assert sum(waits) >= 0.3  # 5 calls at 10/s: the last waits ~0.4 s after the first
+
+
+def test_the_keep_alive_transport_reports_a_closed_port_as_a_connect_error() -> None:
+    import socket
+
+    from fxbatch.bank.http import KeepAliveTransport
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        transport = KeepAliveTransport(1.0, 1.0)
+        with pytest.raises(httpx.ConnectError):
+            transport.handle_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"{}"))
+        transport.close()
