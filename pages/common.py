@@ -16,8 +16,24 @@ def workbench() -> Workbench:
     return Workbench.open(settings=Settings(), seed_sample=True)
 
 
+def _ensure_router() -> None:
+    """Run app.py's st.navigation even when a fresh server's first visitor opened a page URL.
+
+    Streamlit treats a ``pages/`` folder next to the entry script as the old multipage layout
+    until the entry script has called st.navigation once: a server whose first request is, say,
+    ``/run?run=3`` runs pages/run.py alone, with the folder's file names as the sidebar, and stays
+    that way. Clearing the flag and rerunning hands the request to app.py (same page, same URL).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def get_workbench() -> Workbench | None:
     """The workbench, or None after showing the analyst what to do when it cannot open."""
+    _ensure_router()
     try:
         return workbench()
     except (FxBatchError, ValidationError) as exc:  # ValidationError: a bad FXBATCH_* variable

@@ -5,6 +5,7 @@ The browser is /usr/bin/chromium (`make browser` installs it); Playwright never 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -67,17 +68,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running app on a free port, with a database of its own (created with the sample batch)."""
-    tmp = tmp_path_factory.mktemp("e2e-app")
+@contextlib.contextmanager
+def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
+    """`streamlit run app.py` on a free port with a database of its own in ``tmp``; yields its URL."""
     port = _free_port()
     env = {
         **{
             k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_")
         },  # the developer's own settings stay out
         "FXBATCH_DB": str(tmp / "e2e.duckdb"),
-        "FXBATCH_LOAD_SAMPLE_ON_CREATE": "true",
+        "FXBATCH_LOAD_SAMPLE_ON_CREATE": "true" if load_sample else "false",
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
     }
     log = tmp / "streamlit.log"
@@ -107,6 +107,25 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running app on a free port, with a database of its own (created with the sample batch)."""
+    with _serve(tmp_path_factory.mktemp("e2e-app")) as url:
+        yield url
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., contextlib.AbstractContextManager[str]]]:
+    """Start a fresh app of one's own (``with serve() as url``), e.g. one nobody has visited yet."""
+
+    def _start(load_sample: bool = True) -> contextlib.AbstractContextManager[str]:
+        folder = tmp_path / f"app{len(list(tmp_path.glob('app*')))}"
+        folder.mkdir()
+        return _serve(folder, load_sample=load_sample)
+
+    yield _start
 
 
 @pytest.fixture(scope="module")

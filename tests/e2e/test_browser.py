@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,20 @@ def test_an_analyst_starts_a_run_watches_it_from_two_tabs_and_reviews_the_charts
     expect(page.get_by_role("heading", name="Latest runs")).to_be_visible()
     expect(page.get_by_test_id("stException")).to_have_count(0)
     screenshot("12-home-with-runs")
+
+
+def test_a_bookmarked_run_opens_with_the_apps_navigation_on_a_freshly_started_server(
+    serve: Callable[..., AbstractContextManager[str]], page: Page, screenshot: Callable[[str], Path]
+) -> None:
+    with serve() as url:
+        # Nobody has opened this server yet: the first request is a page URL with a run id.
+        page.goto(f"{url}/run?run=7")
+        expect(page.get_by_role("heading", name="Run detail")).to_be_visible()
+        settle(page)
+        nav = page.get_by_test_id("stSidebarNav")
+        expect(nav.get_by_role("link", name="Run detail")).to_be_visible()
+        expect(nav.get_by_role("link", name="common")).to_have_count(0)  # not the pages/ folder's files
+        expect(page.get_by_test_id("stAlertContentInfo")).to_contain_text("No runs yet")
+        screenshot("13-fresh-server-deep-link")
+        open_from_nav(page, "Batches", "Batches")
+        expect(page.get_by_role("combobox", name="Batch", exact=True)).to_have_value("1: Sample batch")
