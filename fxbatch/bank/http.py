@@ -333,8 +333,9 @@ class HttpBank:
                     if self._token == token:
                         self._token = None
                 continue
-            if resp.status_code >= 500 and not _has_envelope(resp):
-                if not resend:
+            throttled = resp.status_code == 429  # refused unprocessed: safe to send again, later
+            if throttled or (resp.status_code >= 500 and not _has_envelope(resp)):
+                if not resend and not throttled:
                     raise _NoAnswer(f"HTTP {resp.status_code}")
                 tries += 1
                 if tries > self.config.retries:

@@ -251,3 +251,16 @@ def test_the_keep_alive_transport_reports_a_closed_port_as_a_connect_error() -> 
         with pytest.raises(httpx.ConnectError):
             transport.handle_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"{}"))
         transport.close()
+
+
+def test_a_throttled_booking_is_sent_again_without_asking_status_first() -> None:
+    answers = iter([429, 200])
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if next(answers) == 429:
+            return httpx.Response(429, text="slow down")
+        return httpx.Response(200, json={"result": OK, "deal": {"dealRate": 18.0}})
+
+    fake = FakeBank(api)
+    b = make_bank(fake).book_deals(book_batch(1), 1)
+    assert b.ok.all() and fake.calls[API + "bookquoteddeal"] == 2 and API + "GetTxnStatus" not in fake.calls
