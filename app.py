@@ -14,6 +14,7 @@ def run() -> None:
         st.Page("pages/run.py", title="Run detail", icon=":material/monitoring:"),
         st.Page("pages/whatif.py", title="What-if", icon=":material/insights:"),
     ]
+    st.session_state["fxbatch_routed"] = True  # pages.common.ROUTED: see _ensure_router there
     st.navigation(pages).run()
 
 

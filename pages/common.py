@@ -16,6 +16,9 @@ def workbench() -> Workbench:
     return Workbench.open(settings=Settings(), seed_sample=True)
 
 
+ROUTED = "fxbatch_routed"  # set by app.py: this session's pages run under its st.navigation
+
+
 def _ensure_router() -> None:
     """Run app.py's st.navigation even when a fresh server's first visitor opened a page URL.
 
@@ -26,7 +29,7 @@ def _ensure_router() -> None:
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if ROUTED not in st.session_state and PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
 
