@@ -170,6 +170,9 @@ class KeepAliveTransport(httpx.BaseTransport):
             sock: socket.socket | None = conn.sock
             if sock is not None:
                 sock.settimeout(self.timeout_s)
+                # http.client sends headers and body as two writes: without this, Nagle holds the
+                # body back until the headers are ACKed (up to 40 ms of delayed ACK a call).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             conn.request(request.method, request.url.raw_path.decode(), body=request.content, headers=request.headers)
             resp = conn.getresponse()
