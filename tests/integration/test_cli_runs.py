@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,20 @@ CODES = {c.value for c in FailureCode}
 Cli = Callable[..., tuple[int, Any, str]]
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A closed database holding the bundled sample as a batch; each test works on a copy."""
+    path = tmp_path_factory.mktemp("cli") / "template.duckdb"
+    with Workbench.open(settings=Settings(db=path)) as wb:
+        batch = wb.load(DATA / "sample_trades.csv").batch_id
+    return path, batch
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "cli.duckdb"
+def db(template: tuple[Path, int], tmp_path: Path) -> Path:
+    copy = tmp_path / "cli.duckdb"
+    shutil.copyfile(template[0], copy)
+    return copy
 
 
 @pytest.fixture
@@ -45,10 +57,8 @@ def cli(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 
 
 @pytest.fixture
-def batch(cli: Cli) -> int:
-    code, loaded, _ = cli("load", str(DATA / "sample_trades.csv"), "--json")
-    assert code == 0 and loaded["accepted"] == 200
-    return int(loaded["batch_id"])
+def batch(template: tuple[Path, int], db: Path) -> int:
+    return template[1]
 
 
 def assert_run_contract(payload: dict[str, Any], batch: int, trades: int) -> None:

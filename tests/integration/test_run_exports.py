@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from python_calamine import CalamineWorkbook
 
-from fxbatch import Workbench
+from fxbatch import Settings, Workbench
 from fxbatch.errors import NotFoundError, SettingsError
 from fxbatch.export import export_ledger, export_run
 from tests.conftest import DATA, HEADER, TODAY, good_row
@@ -58,12 +58,25 @@ READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
 }
 
 
-@pytest.fixture
-def risky_run(wb: Workbench, write_file: Callable[..., Path]) -> int:
-    result = wb.load(write_file("\n".join([HEADER, *RISKY]) + "\n"), today=TODAY)
+@pytest.fixture(scope="module")
+def wb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workbench]:
+    """One database for this module: exports only read the runs each test makes or shares."""
+    with Workbench.open(settings=Settings(db=tmp_path_factory.mktemp("exports") / "exports.duckdb")) as workbench:
+        yield workbench
+
+
+@pytest.fixture(scope="module")
+def sample(wb: Workbench) -> int:
+    return wb.load(DATA / "sample_trades.csv", today=TODAY).batch_id
+
+
+@pytest.fixture(scope="module")
+def risky_run(wb: Workbench, tmp_path_factory: pytest.TempPathFactory) -> int:
+    path = tmp_path_factory.mktemp("risky") / "risky.csv"
+    path.write_text("\n".join([HEADER, *RISKY]) + "\n", encoding="utf-8")
+    result = wb.load(path, today=TODAY)
     assert result.accepted == len(RISKY), result.rejections
-    batch = result.batch_id
-    return wb.run(batch, success_rate=1.0).run_id
+    return wb.run(result.batch_id, success_rate=1.0).run_id
 
 
 def quote_ids(wb: Workbench, run_id: int) -> dict[int, str]:
@@ -72,8 +85,10 @@ def quote_ids(wb: Workbench, run_id: int) -> dict[int, str]:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".xlsx", ".parquet"])
-def test_a_run_export_has_one_row_per_trade_with_the_issue_columns(wb: Workbench, tmp_path: Path, suffix: str) -> None:
-    batch = wb.load(DATA / "sample_trades.csv", today=TODAY).batch_id
+def test_a_run_export_has_one_row_per_trade_with_the_issue_columns(
+    wb: Workbench, sample: int, tmp_path: Path, suffix: str
+) -> None:
+    batch = sample
     summary = wb.run(batch, success_rate=0.6, seed=2)
     path = tmp_path / f"run{suffix}"
     assert export_run(wb.store, summary.run_id, path) == 200
@@ -120,8 +135,8 @@ def test_a_parquet_export_keeps_the_values_as_loaded(wb: Workbench, risky_run: i
         assert table.schema.field(name).type == pa.string(), name
 
 
-def test_the_export_of_a_retry_run_has_its_trades_only(wb: Workbench, tmp_path: Path) -> None:
-    batch = wb.load(DATA / "sample_trades.csv", today=TODAY).batch_id
+def test_the_export_of_a_retry_run_has_its_trades_only(wb: Workbench, sample: int, tmp_path: Path) -> None:
+    batch = sample
     first = wb.run(batch, success_rate=0.5, seed=1)
     retry = wb.run(batch, success_rate=0.5, seed=2, retry_of_run=first.run_id)
     path = tmp_path / "retry.csv"
@@ -140,15 +155,18 @@ def test_exporting_to_an_unknown_format_or_a_missing_run_is_refused(
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".xlsx", ".parquet"])
-def test_the_ledger_export_lists_each_booked_deal_with_its_trade(wb: Workbench, tmp_path: Path, suffix: str) -> None:
-    batch = wb.load(DATA / "sample_trades.csv", today=TODAY).batch_id
-    first = wb.run(batch, success_rate=0.5, seed=1)
+def test_the_ledger_export_lists_each_booked_deal_with_its_trade(
+    wb: Workbench, sample: int, tmp_path: Path, suffix: str
+) -> None:
+    batch = sample
+    wb.run(batch, success_rate=0.5, seed=1)
     second = wb.run(batch, success_rate=1.0)
+    booked = sum(r.counts["SUCCESS"] for r in wb.runs())  # every run of this module's database
     path = tmp_path / f"ledger{suffix}"
-    assert export_ledger(wb.store, path) == first.counts["SUCCESS"] + 200
+    assert export_ledger(wb.store, path) == booked
     rows = READERS[suffix](path)
     assert set(LEDGER_COLUMNS) <= set(rows[0])
-    assert len(rows) == first.counts["SUCCESS"] + 200
+    assert len(rows) == booked
     assert len({r["deal_transaction_id"] for r in rows}) == len(rows)
     one = tmp_path / f"ledger_one{suffix}"
     assert export_ledger(wb.store, one, second.run_id) == 200

@@ -206,7 +206,7 @@ def random_requests(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_mid_of_a_pair_at_a_step_does_not_depend_on_order_or_batching() -> None:
-    pairs, steps = random_requests(4000)
+    pairs, steps = random_requests(1500)
     at_once = walk().mid(pairs, steps)
     assert not np.isnan(at_once).any()
 
