@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ _XLSX_MAGIC = b"PK\x03\x04"
 _XLS_MAGIC = b"\xd0\xcf\x11\xe0"
 _PARQUET_MAGIC = b"PAR1"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_QUOTE_OR_BREAK = re.compile(r'["\r\n]')
 WORKBOOK_SUFFIXES = {".xlsx", ".xlsm", ".xlsb", ".xls", ".ods"}
 
 
@@ -46,6 +48,7 @@ class RawFile:
     path: Path | None = None  # what DuckDB reads (a temporary UTF-8 copy for other encodings)
     name: str = ""  # the file's own name, for messages
     source_encoding: str = "utf-8"  # the file's text encoding: utf-8, utf-16 or cp1252
+    skip_records: int = 0  # CSV records up to and including the header (more than its line when titles span lines)
     # CSV fast path: the records the view must yield for its line numbers to be right.
     expected_records: int | None = None
 
@@ -149,27 +152,52 @@ def _decode_head(head: bytes) -> str:
         return head[: exc.start].decode("utf-8-sig")
 
 
-def _transcode(path: Path, encoding: str) -> tuple[Path, str]:
-    """Write ``path`` re-encoded as UTF-8 to a temporary file; returns it and its text.
+def _cr_only(text: str) -> bool:
+    """Lines end in a bare CR (Excel for Mac's "CSV (Macintosh)"): the first line break outside
+    quotes is a CR and no CRLF occurs (a line break inside a cell may be LF)."""
+    if "\r" not in text or "\r\n" in text:
+        return False
+    quoted = False
+    for match in _QUOTE_OR_BREAK.finditer(text):
+        if match.group() == '"':
+            quoted = not quoted
+        elif not quoted:
+            return match.group() == "\r"
+    return False
 
-    DuckDB reads UTF-8 only (plus Latin-1, which garbles Windows-1252's euro sign and
-    curly quotes), so other encodings are converted once, in bulk, before it reads them.
-    """
+
+def _decode_file(path: Path, encoding: str) -> str:
+    """The whole file as text, without BOM, with bare-CR line ends made LF."""
     data = path.read_bytes()
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError:
-        if encoding != "cp1252":
+        if encoding == "utf-16":
             raise UnusableFileError(
-                f"{path.name} starts like {encoding.upper()} text but is not valid {encoding.upper()}; "
-                "save it again as CSV UTF-8.",
+                f"{path.name} starts like UTF-16 text but is not valid UTF-16; save it again as CSV UTF-8.",
                 code="UNREADABLE_FILE",
             ) from None
-        text = data.decode("latin-1")  # the five bytes Windows-1252 leaves undefined
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")  # the five bytes Windows-1252 leaves undefined
+    text = text.removeprefix("\ufeff")
+    return text.replace("\r", "\n") if _cr_only(text) else text
+
+
+def _blank_above(text: str, line: int) -> str:
+    """Empty the ``line`` lines above the header, keeping their count (row numbers stay right)."""
+    start = 0
+    for _ in range(line):
+        start = text.index("\n", start) + 1
+    return "\n" * line + text[start:]
+
+
+def _write_temp(text: str) -> Path:
     fd, name = tempfile.mkstemp(prefix="fxbatch-", suffix=".csv")
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text.removeprefix("\ufeff"))
-    return Path(name), text.removeprefix("\ufeff")
+        fh.write(text)
+    return Path(name)
 
 
 def _head_records(text: str, delim: str, limit: int) -> tuple[list[list[str]], list[int]]:
@@ -187,12 +215,17 @@ def _head_records(text: str, delim: str, limit: int) -> tuple[list[list[str]], l
     return rows, starts
 
 
-def _sniff(text: str, search_rows: int, name: str) -> tuple[str, list[str], int]:
-    """Pick the delimiter under which a header row is best recognised.
+@dataclass(frozen=True)
+class _Header:
+    delimiter: str
+    cells: list[str]
+    line: int  # 0-based physical line the header starts on (row numbers count lines)
+    records: int  # records up to and including the header (DuckDB's skip counts records)
 
-    Returns the delimiter, the header cells and the header's 0-based physical line.
-    """
-    best: tuple[int, str, list[str], int] | None = None
+
+def _sniff(text: str, search_rows: int, name: str) -> _Header:
+    """Pick the delimiter under which a header row is best recognised."""
+    best: tuple[int, _Header] | None = None
     for delim in DELIMITERS:
         try:
             rows, starts = _head_records(text, delim, search_rows)
@@ -203,11 +236,14 @@ def _sniff(text: str, search_rows: int, name: str) -> tuple[str, list[str], int]
             continue
         score = header_score(rows[idx])
         if best is None or score > best[0]:
-            best = (score, delim, rows[idx], starts[idx])
+            best = (score, _Header(delim, rows[idx], starts[idx], idx + 1))
     if best is None:
-        rows, _ = _head_records(text, ",", search_rows)
+        try:
+            rows, _ = _head_records(text, ",", search_rows)
+        except csv.Error:
+            rows = [[line] for line in text.splitlines()[:search_rows]]
         raise _no_header(name, rows, search_rows)
-    return best[1], best[2], best[3]
+    return best[1]
 
 
 @dataclass(frozen=True)
@@ -241,59 +277,68 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int) -> R
     """Fast path: a view that parses the file as the validation query runs (one pass).
 
     It assumes one record per line below the header; ``expected_records`` lets the caller
-    verify that, and ``csv_exact`` is the path for files where it does not hold. Text that
-    is not UTF-8 is converted to a temporary UTF-8 file first and read exactly.
+    verify that, and ``csv_exact`` is the path for files where it does not hold.
+
+    Some files are first rewritten to a temporary UTF-8 copy, in bulk, and read exactly:
+    text that is not UTF-8 (DuckDB reads UTF-8, and its Latin-1 garbles Windows-1252's euro
+    sign and curly quotes), bare-CR line ends (which DuckDB does not number), and title rows
+    whose quoted cells span lines (DuckDB's ``skip`` then miscounts; the copy blanks them).
     """
     with path.open("rb") as fh:
         head = fh.read(_SNIFF_BYTES + 1)
     whole = len(head) <= _SNIFF_BYTES
     head = head[:_SNIFF_BYTES]
     encoding = _text_encoding(head, whole)
-    source = path
-    text = ""
-    scan: _LineScan | None = None
-    if encoding == "utf-8":
-        text = _decode_head(head)
-        delim, header_cells, header_line = _sniff(text, search_rows, path.name)
-        try:
-            scan = _scan_lines(con, path, delim)
-        except duckdb.Error as exc:
-            if not _is_encoding_error(exc):
-                raise UnusableFileError(
-                    f"{path.name} could not be read as text: {str(exc).splitlines()[0]}", code="UNREADABLE_FILE"
-                ) from exc
-            encoding = "cp1252"  # UTF-8 at the top, something else further down
-    if scan is None:
-        source, text = _transcode(path, encoding)
-        if not text.strip():
-            source.unlink(missing_ok=True)
-            raise UnusableFileError(f"{path.name} is empty: expected a header row and trade rows.", code="EMPTY_FILE")
+    if encoding == "utf-8" and not _cr_only(head.decode("latin-1")):
+        header = _sniff(_decode_head(head), search_rows, path.name)
+        if header.records == header.line + 1:
+            try:
+                scan = _scan_lines(con, path, header.delimiter)
+            except duckdb.Error as exc:
+                if not _is_encoding_error(exc):
+                    raise UnusableFileError(
+                        f"{path.name} could not be read as text: {str(exc).splitlines()[0]}", code="UNREADABLE_FILE"
+                    ) from exc
+                encoding = "cp1252"  # UTF-8 at the top, something else further down
+            else:
+                raw = _csv_raw(path, path.name, header, scan, encoding)
+                if scan.empty:
+                    return csv_exact(con, raw)
+                raw.expected_records = scan.lines - (header.line + 1)
+                con.execute(
+                    "CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * "
+                    f"FROM {_csv_source(raw, parallel=True)}"
+                )
+                return raw
+    text = _decode_file(path, encoding)
+    if not text.strip():
+        raise UnusableFileError(f"{path.name} is empty: expected a header row and trade rows.", code="EMPTY_FILE")
+    header = _sniff(text[:_SNIFF_BYTES], search_rows, path.name)
+    if header.records != header.line + 1:
+        text = _blank_above(text, header.line)
+        header = _sniff(text[:_SNIFF_BYTES], search_rows, path.name)
+    source = _write_temp(text)
     try:
-        if scan is None:
-            delim, header_cells, header_line = _sniff(text[:_SNIFF_BYTES], search_rows, path.name)
-            scan = _scan_lines(con, source, delim)
-        width = max(len(header_cells), scan.max_fields)
-        headers = [h.strip() for h in header_cells] + [""] * (width - len(header_cells))
-        raw = RawFile(
-            "csv",
-            headers,
-            header_line + 1,
-            0,
-            delimiter=delim,
-            path=source,
-            name=path.name,
-            source_encoding=encoding,
-        )
-        if scan.empty or source != path:
-            return csv_exact(con, raw)
+        scan = _scan_lines(con, source, header.delimiter)
+        return csv_exact(con, _csv_raw(source, path.name, header, scan, encoding))
     finally:
-        if source != path:
-            source.unlink(missing_ok=True)  # csv_exact has copied the rows into a table
-    raw.expected_records = scan.lines - (header_line + 1)
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * FROM {_csv_source(raw, parallel=True)}"
+        source.unlink(missing_ok=True)  # csv_exact has copied the rows into a table
+
+
+def _csv_raw(source: Path, name: str, header: _Header, scan: _LineScan, encoding: str) -> RawFile:
+    width = max(len(header.cells), scan.max_fields)
+    cells = [h.strip() for h in header.cells]
+    return RawFile(
+        "csv",
+        cells + [""] * (width - len(cells)),
+        header.line + 1,
+        0,
+        delimiter=header.delimiter,
+        path=source,
+        name=name,
+        source_encoding=encoding,
+        skip_records=header.records,
     )
-    return raw
 
 
 def _csv_source(raw: RawFile, *, parallel: bool) -> str:
@@ -301,7 +346,7 @@ def _csv_source(raw: RawFile, *, parallel: bool) -> str:
     columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(raw.headers)))
     return (
         f"read_csv({_sql_str(str(raw.path))}, header=false, auto_detect=false, all_varchar=true, "
-        f"delim={_sql_str(raw.delimiter)}, quote='\"', escape='\"', skip={raw.header_row}, null_padding=true, "
+        f"delim={_sql_str(raw.delimiter)}, quote='\"', escape='\"', skip={raw.skip_records}, null_padding=true, "
         f"strict_mode=false, encoding='utf-8', parallel={str(parallel).lower()}, "
         f"columns={{{columns}}})"
     )

@@ -139,6 +139,29 @@ def test_crlf_line_endings_keep_row_numbers_and_leave_no_carriage_returns(
     assert result.ignored == (1 if blank_line else 0)
 
 
+def test_bare_cr_line_ends_from_excel_for_mac_are_read(wb: Workbench, write_file: WriteFile) -> None:
+    # "CSV (Macintosh)": records end in CR; a line break inside a cell is LF.
+    lines = [HEADER, good_row(1, reference='"two\nlines"'), good_row(2, side="HOLD"), good_row(3)]
+    result = wb.load(write_file("\r".join(lines) + "\r"), today=TODAY)
+    assert [(r.row, r.code) for r in result.rejections] == [(4, "INVALID_SIDE")]
+    trades = wb.trades(result.batch_id)
+    assert trades["row"].tolist() == [2, 5]
+    assert trades["reference"].tolist() == ["two\nlines", "ref 3"]
+
+
+def test_a_title_row_spanning_lines_keeps_the_header_and_the_row_numbers(wb: Workbench, write_file: WriteFile) -> None:
+    text = '"Morning batch\n30 Nov",,\n\n' + HEADER + "\n" + good_row(1) + "\n" + good_row(2, side="Q") + "\n"
+    result = wb.load(write_file(text), today=TODAY)
+    assert counts(result) == (2, 1, 1, 0)
+    assert [(r.row, r.code) for r in result.rejections] == [(6, "INVALID_SIDE")]
+    assert wb.trades(result.batch_id)["row"].tolist() == [5]
+
+
+def test_an_excel_sep_hint_line_above_the_header_is_skipped(wb: Workbench, write_file: WriteFile) -> None:
+    result = wb.load(write_file("sep=;\n" + delimited([COLUMNS, row_values(1)], ";")), today=TODAY)
+    assert wb.trades(result.batch_id)["row"].tolist() == [3]
+
+
 def test_a_file_without_a_final_line_break_loses_no_row(wb: Workbench, write_file: WriteFile) -> None:
     result = wb.load(write_file(HEADER + "\n" + good_row(1) + "\n" + good_row(2)), today=TODAY)
     assert counts(result) == (2, 2, 0, 0)

@@ -2,7 +2,7 @@
 
 Hypothesis writes files mixing valid rows, rows with random bad values in random columns,
 repeated trade ids, totals rows, blank rows (",,,,", spaces, empty lines) and title rows
-above the header, as CSV (any delimiter, LF or CRLF, values spanning lines) or XLSX, and
+above the header, as CSV (any delimiter, LF, CRLF or CR, values spanning lines) or XLSX, and
 checks that rows = accepted + rejected + ignored, that accepted and rejected row numbers
 are exactly the valid and the invalid rows, and that the blank ones are the ignored count.
 """
@@ -133,8 +133,10 @@ SHEETS = st.builds(
     Sheet,
     fmt=st.sampled_from(["csv", "csv", "csv", "xlsx"]),
     delimiter=st.sampled_from([",", ";", "\t", "|"]),
-    newline=st.sampled_from(["\n", "\r\n"]),
-    titles=st.lists(st.sampled_from([["Morning batch"], [], ["", "", ""], ["Desk", "FX"]]), max_size=3),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    titles=st.lists(
+        st.sampled_from([["Morning batch"], [], ["", "", ""], ["Desk", "FX"], ["Batch\n30 Nov", "x"]]), max_size=3
+    ),
     rows=rows(),
 )
 
@@ -157,7 +159,9 @@ def write(sheet: Sheet, folder: Path) -> tuple[Path, list[tuple[int, Row]]]:
             numbered.pop()
         return path, numbered
     out = io.StringIO()
-    writer = csv.writer(out, delimiter=sheet.delimiter, lineterminator=sheet.newline)
+    # CRLF so that cells holding a line break are quoted (the writer only quotes for the
+    # terminator's own characters); cells never hold a CR, so it can be swapped afterwards.
+    writer = csv.writer(out, delimiter=sheet.delimiter, lineterminator="\r\n")
     line = 1
     for i, record in enumerate(records):
         if i >= len(sheet.titles) + 1:
@@ -165,7 +169,7 @@ def write(sheet: Sheet, folder: Path) -> tuple[Path, list[tuple[int, Row]]]:
         writer.writerow(record)
         line += 1 + sum(cell.count("\n") for cell in record)
     path = folder / "trades.csv"
-    path.write_bytes(out.getvalue().encode("utf-8"))
+    path.write_bytes(out.getvalue().replace("\r\n", sheet.newline).encode("utf-8"))
     return path, numbered
 
 
