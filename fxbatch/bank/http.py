@@ -46,6 +46,7 @@ from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
 from fxbatch.bank.port import BankUnavailable, BookBatch, BookReplies, QuoteBatch, QuoteReplies, Replies, StatusReplies
 from fxbatch.errors import SettingsError
 from fxbatch.models import FAILURES, FailureCode
+from fxbatch.settings import Settings
 
 API = "/trading-channel-service/api/v1/"
 CREATE_QUOTE, BOOK_DEAL, CANCEL_QUOTE, TXN_STATUS = "createquote", "bookquoteddeal", "cancelquote", "GetTxnStatus"
@@ -82,7 +83,7 @@ class HttpBankConfig:
         return self.token_url or self.base_url.rstrip("/") + TOKEN_PATH
 
     @classmethod
-    def from_settings(cls, base_url: str, settings: Any) -> HttpBankConfig:
+    def from_settings(cls, base_url: str, settings: Settings) -> HttpBankConfig:
         return cls(
             base_url=base_url,
             client_id=settings.bank_client_id,

@@ -26,6 +26,9 @@ LEDGER_SQL = (
 
 
 def serve(args: argparse.Namespace) -> int:
+    # The loop gives up the GIL on every socket call and the desk thread takes it; with the
+    # default 5 ms switch interval the loop then waits that long per answer. 0.5 ms keeps it lively.
+    sys.setswitchinterval(0.0005)
     settings = load_settings()
     rates = RateTable.from_csv(Path(args.rates) if args.rates else settings.rates_file)
     bank_settings = BankSettings(success_rate=args.success_rate, quote_ttl_s=args.quote_ttl_s)
