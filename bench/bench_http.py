@@ -58,6 +58,11 @@ def main() -> None:
                 start = time.perf_counter()
                 summary = wb.run(batch, bank_url=f"http://127.0.0.1:{port}", concurrency=CONCURRENCY)
                 elapsed = time.perf_counter() - start
+                # Same-run reference: the in-process simulated bank with the same latency, i.e.
+                # the engine's own waves, retries and backoff without any HTTP.
+                start = time.perf_counter()
+                wb.run(batch, concurrency=CONCURRENCY, latency_ms=LATENCY_MS)
+                in_process = time.perf_counter() - start
         finally:
             proc.kill()
             proc.wait(10)
@@ -67,6 +72,10 @@ def main() -> None:
         f"http bank: {N:,} trades, {LATENCY_MS:g} ms latency, concurrency {CONCURRENCY}: "
         f"ours {elapsed:.2f} s, ideal {ideal:.2f} s, ratio {elapsed / ideal:.2f}x (target <= 1.5x); "
         f"{summary.status.value} {summary.counts['SUCCESS']:,} SUCCESS / {summary.counts['FAILED']:,} FAILED"
+    )
+    print(
+        f"  reference: in-process simulated bank at the same latency {in_process:.2f} s "
+        f"({in_process / ideal:.2f}x ideal); HTTP / in-process {elapsed / in_process:.2f}x"
     )
 
 
