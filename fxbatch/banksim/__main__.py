@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from pydantic import ValidationError
+
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.banksim.desk import Desk
 from fxbatch.banksim.service import BankServer, Faults, Tokens
-from fxbatch.errors import FxBatchError
+from fxbatch.errors import FxBatchError, SettingsError
 from fxbatch.models import BankSettings
 from fxbatch.rates import RateTable
 from fxbatch.settings import load_settings
@@ -29,13 +31,21 @@ def serve(args: argparse.Namespace) -> int:
     # The loop gives up the GIL on every socket call and the desk thread takes it; with the
     # default 5 ms switch interval the loop then waits that long per answer. 0.5 ms keeps it lively.
     sys.setswitchinterval(0.0005)
+    secret = args.client_secret or os.environ.get("FXBATCH_BANKSIM_CLIENT_SECRET")
+    if args.client_id and not secret:
+        raise SettingsError("--client-id needs --client-secret or FXBATCH_BANKSIM_CLIENT_SECRET.")
+    for name in ("error_rate", "drop_after_book_rate"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise SettingsError(f"--{name.replace('_', '-')} must be between 0 and 1.")
+    try:
+        bank_settings = BankSettings(success_rate=args.success_rate, quote_ttl_s=args.quote_ttl_s)
+    except ValidationError as exc:
+        raise SettingsError(f"--success-rate/--quote-ttl-s: {exc.errors()[0]['msg']}") from exc
     settings = load_settings()
     rates = RateTable.from_csv(Path(args.rates) if args.rates else settings.rates_file)
-    bank_settings = BankSettings(success_rate=args.success_rate, quote_ttl_s=args.quote_ttl_s)
     store = Store(args.db)
     bank = SimulatedBank(store, bank_settings, args.seed, rates.mids)
     desk = Desk(bank, rates)
-    secret = args.client_secret or os.environ.get("FXBATCH_BANKSIM_CLIENT_SECRET")
     tokens = Tokens(args.client_id, secret if args.client_id else None, args.token_ttl_s)
     faults = Faults(args.latency_ms, args.error_rate, args.drop_after_book_rate, args.seed)
     server = BankServer(args.port, desk, tokens, faults)
@@ -81,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-rate", type=float, default=0.0, help="share of API calls answered with a bare 503")
     p.add_argument("--quote-ttl-s", type=float, default=30.0, help="how long a quote lives")
     p.add_argument("--client-id", help="required OAuth2 client id (default: any credentials)")
-    p.add_argument("--client-secret", help="its secret (or FXBATCH_BANKSIM_CLIENT_SECRET)")
+    p.add_argument("--client-secret", help="its secret; prefer FXBATCH_BANKSIM_CLIENT_SECRET (ps shows arguments)")
     p.add_argument("--token-ttl-s", type=float, default=300.0, help="lifetime of an access token")
     p.add_argument("--rates", help="rate table CSV (default: FXBATCH_RATES_FILE or the bundled one)")
     p.set_defaults(func=serve)

@@ -52,9 +52,10 @@ class Service:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "fxbatch.banksim", "serve", "--port", str(self.port), "--db", str(self.db),
-               "--client-id", CLIENT, "--client-secret", SECRET, *self.args]  # fmt: skip
+               "--client-id", CLIENT, *self.args]  # fmt: skip
+        env = {**os.environ, "FXBATCH_BANKSIM_CLIENT_SECRET": SECRET}  # not on the command line (ps shows it)
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
         while True:
             assert self.proc.poll() is None, self.log.read_text()
@@ -178,7 +179,7 @@ def test_a_killed_bank_interrupts_the_run_and_resume_finishes_it_consistently(
         assert outcomes(wb, job.run_id) == outcomes(wb, wb.run(batch, concurrency=8).run_id)
         service.stop()
         assert_one_deal_per_success(wb, job.run_id, service.ledger(tmp_path))
-    assert SECRET not in caplog.text
+    assert SECRET not in caplog.text and SECRET not in service.log.read_text()
 
 
 def test_bad_credentials_fail_clearly_before_any_trade_is_touched(
