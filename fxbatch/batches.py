@@ -135,10 +135,14 @@ def load_file(
     )
 
 
+# A batch's status is its latest run's (LOADED before any run).
 _BATCH_SELECT = """
-SELECT b.batch_id, b.name, 'LOADED' AS status, b.accepted AS trades, b.rows, b.rejected,
+SELECT b.batch_id, b.name, coalesce(r.status, 'LOADED') AS status, b.accepted AS trades, b.rows, b.rejected,
        b.ignored, b.source_file, b.layout, b.fingerprint, b.created_at
 FROM batches b
+LEFT JOIN (
+    SELECT batch_id, status FROM runs QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY run_id DESC) = 1
+) r ON r.batch_id = b.batch_id
 """
 
 

@@ -248,8 +248,9 @@ def cmd_init(wb: Workbench, args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --json works before or after the command: the subcommands' copy must not reset it to False.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     parser = argparse.ArgumentParser(prog="python -m fxbatch", description="FX batch workbench", parents=[common])
     parser.add_argument("--db", type=Path, help="database file (default: FXBATCH_DB or data/fxbatch.duckdb)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -349,6 +350,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.json = getattr(args, "json", False)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:  # `... | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         with Workbench.open(args.db, settings, seed_sample=getattr(args, "seed_sample", False)) as wb:

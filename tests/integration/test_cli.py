@@ -221,11 +221,6 @@ def test_a_database_held_by_another_process_exits_2_naming_the_file(held_databas
     assert "Traceback" not in text.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py bug: --json is declared on both the main parser and each subcommand (parents=[common]), so the "
-    "subcommand's default False overwrites `python -m fxbatch --json load FILE` and text is printed",
-)
 def test_json_given_before_the_command_is_honoured(db: Path, trades_csv: Path) -> None:
     proc = fxbatch("--db", db, "--json", "load", trades_csv)
     assert json.loads(proc.stdout)["accepted"] == 2
