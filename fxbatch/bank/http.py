@@ -143,7 +143,7 @@ class KeepAliveTransport(httpx.BaseTransport):
         if conn is not None and getattr(self._local, "key", None) == key:
             return conn
         if conn is not None:
-            conn.close()
+            self._drop()
         kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         conn = kind(url.host, url.port, timeout=self.connect_timeout_s)
         self._local.conn, self._local.key = conn, key
@@ -156,6 +156,8 @@ class KeepAliveTransport(httpx.BaseTransport):
         if conn is not None:
             conn.close()
             self._local.conn = None
+            with self._lock:  # only live connections are kept: a long run drops many
+                self._all = [c for c in self._all if c is not conn]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         conn = self._connection(request.url)

@@ -264,3 +264,19 @@ def test_a_throttled_booking_is_sent_again_without_asking_status_first() -> None
     fake = FakeBank(api)
     b = make_bank(fake).book_deals(book_batch(1), 1)
     assert b.ok.all() and fake.calls[API + "bookquoteddeal"] == 2 and API + "GetTxnStatus" not in fake.calls
+
+
+def test_the_keep_alive_transport_keeps_only_live_connections() -> None:
+    import socket
+
+    from fxbatch.bank.http import KeepAliveTransport
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        transport = KeepAliveTransport(1.0, 1.0)
+        for _ in range(5):
+            with pytest.raises(httpx.ConnectError):
+                transport.handle_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"{}"))
+        assert transport._all == []
+        transport.close()
