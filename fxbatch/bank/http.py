@@ -245,7 +245,9 @@ class HttpBank:
         # more than the simulator's whole answer. The token call keeps the Client.
         self.transport = transport
         self._extensions = {"timeout": timeout.as_dict()}
-        self._api = config.base_url.rstrip("/") + API
+        # Parsed once: httpx parses a string URL on every request.
+        api = config.base_url.rstrip("/") + API
+        self._urls = {op: httpx.URL(api + op) for op in (CREATE_QUOTE, BOOK_DEAL, CANCEL_QUOTE, TXN_STATUS)}
         self.limiter = _RateLimiter(config.max_calls_per_s, sleep)
         self._token: str | None = None
         self._token_expires = 0.0
@@ -356,7 +358,7 @@ class HttpBank:
     def _send(self, op: str, body: dict[str, Any], headers: dict[str, str], token: str) -> httpx.Response:
         request = httpx.Request(
             "POST",
-            self._api + op,
+            self._urls[op],
             content=json.dumps(body).encode(),
             headers={**headers, **_JSON, "Authorization": f"Bearer {token}"},
             extensions=self._extensions,
