@@ -285,7 +285,10 @@ def main() -> None:
                 show_error(exc)
             else:
                 st.toast(f"Cancelling run {run_id}: trades not started will end CANCELLED.", icon=":material/cancel:")
-        st.caption("The charts appear when the run has finished. Leaving this page does not stop the run.")
+        st.caption(
+            "The charts appear when the run has finished; the trades below are as they stood when the page was "
+            "drawn. Leaving this page does not stop the run."
+        )
     else:
         status = summary.status.value
         st.progress(1.0 if status != "INTERRUPTED" else _done_share(summary), text=f"Run {run_id}: {status}")
