@@ -147,6 +147,8 @@ def test_dropped_booking_answers_and_5xx_never_book_a_deal_twice(tmp_path: Path,
         summary = wb.run(batch, bank_url=service.url, concurrency=16, backoff_ms=5)
         assert summary.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), summary.error
         assert_every_trade_final(wb, summary.run_id)
+        # Lost answers and 5xx are resolved within the attempt: no trade ends differently for them.
+        assert outcomes(wb, summary.run_id) == outcomes(wb, wb.run(batch, concurrency=16).run_id)
         service.stop()
         ledger = service.ledger(tmp_path)
         assert len(ledger) == summary.counts["SUCCESS"] > 250
