@@ -195,7 +195,7 @@ def test_amounts_are_stored_as_exact_decimals(wb: Workbench, write_file: WriteFi
         ("0.00", "NON_POSITIVE_AMOUNT"),
         ("-5", "NON_POSITIVE_AMOUNT"),
         ('"-1,000.00"', "NON_POSITIVE_AMOUNT"),
-        ("1000000000000000", "NON_POSITIVE_AMOUNT"),
+        ("10000000000000000", "NON_POSITIVE_AMOUNT"),
         ("1.234", "TOO_MANY_DECIMALS"),
         ("0.001", "TOO_MANY_DECIMALS"),
         ("1.23457E+06", "SCIENTIFIC_NOTATION"),
