@@ -28,6 +28,22 @@ REGISTRY_CODES = frozenset(
     }
 )
 _M64 = (1 << 64) - 1
+
+
+def check_settings(settings: BankSettings) -> None:
+    """Refuse settings the bank would silently ignore: client-check codes need a registry."""
+    from fxbatch.errors import SettingsError
+
+    if settings.registry_file:
+        return
+    weighted = sorted(c.value for c, w in settings.failure_mix.items() if w > 0 and c in REGISTRY_CODES)
+    if weighted:
+        raise SettingsError(
+            f"failure_mix gives weight to {', '.join(weighted)}, which only a client registry produces "
+            "(without one every well-formed client and account is accepted): set registry_file or give them 0."
+        )
+
+
 SALT_FATE, SALT_REASON, SALT_TRANSIENT, SALT_TREASON, SALT_QUOTE_ID = 11, 12, 13, 14, 15
 
 

@@ -19,7 +19,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fxbatch.bank.model import AUTO_RETRY, CODE_OBJ, MESSAGE_OBJ, NONE, RETRY_HELPS_OBJ, TIMEOUT, trade_keys
+from fxbatch.bank.model import (
+    AUTO_RETRY,
+    CODE_OBJ,
+    MESSAGE_OBJ,
+    NONE,
+    RETRY_HELPS_OBJ,
+    TIMEOUT,
+    check_settings,
+    trade_keys,
+)
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.engine import records
@@ -170,6 +179,7 @@ class Engine:
     def start(self, batch_id: int, config: RunConfig | None = None) -> Job:
         """Create a run of ``batch_id`` and execute it in the background; returns at once."""
         config = config or RunConfig()
+        check_settings(config.bank)
         cur = self.store.cursor()
         records.batch_fingerprint(cur, batch_id)  # raises NotFoundError
         if config.retry_of_run is not None:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from fxbatch.bank.model import check_settings
 from fxbatch.errors import NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.rates import RateTable
@@ -53,7 +54,9 @@ class SweepGrid(BaseModel):
                         if name not in data["bank"]:
                             raise SettingsError(f"{name!r} is not a bank setting; settings: {', '.join(data['bank'])}")
                         data["bank"][name] = value
-                    out.append(RunConfig.model_validate(data))
+                    config = RunConfig.model_validate(data)
+                    check_settings(config.bank)
+                    out.append(config)
         return out
 
 

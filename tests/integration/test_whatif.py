@@ -182,3 +182,12 @@ def test_variants_multiply_the_grid(wb: Workbench, batch: int) -> None:
     assert len(configs) == 8
     assert {c.bank.transient_absorb_share for c in configs} == {0.1, 0.9}
     assert isinstance(configs[0], RunConfig)
+
+
+def test_weighting_a_client_check_without_a_registry_is_refused_by_name(wb: Workbench, batch: int) -> None:
+    mix = {"ACCOUNT_BLOCKED": 1.0, "INSUFFICIENT_FUNDS": 1.0}
+    with pytest.raises(SettingsError, match="ACCOUNT_BLOCKED.*registry"):
+        wb.run(batch, failure_mix=mix)
+    with pytest.raises(SettingsError, match="ACCOUNT_BLOCKED"):
+        wb.whatif.sweep(batch, [0.9], variants={"failure_mix": [mix]}, workers=1)
+    assert wb.runs(batch) == []
