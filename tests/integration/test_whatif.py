@@ -186,7 +186,7 @@ def test_variants_multiply_the_grid(wb: Workbench, batch: int) -> None:
 
 def test_weighting_a_client_check_without_a_registry_is_refused_by_name(wb: Workbench, batch: int) -> None:
     mix = {"ACCOUNT_BLOCKED": 1.0, "INSUFFICIENT_FUNDS": 1.0}
-    with pytest.raises(SettingsError, match="ACCOUNT_BLOCKED.*registry"):
+    with pytest.raises(SettingsError, match=r"ACCOUNT_BLOCKED.*registry"):
         wb.run(batch, failure_mix=mix)
     with pytest.raises(SettingsError, match="ACCOUNT_BLOCKED"):
         wb.whatif.sweep(batch, [0.9], variants={"failure_mix": [mix]}, workers=1)
