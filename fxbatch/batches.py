@@ -12,6 +12,7 @@ import pandas as pd
 
 from fxbatch.errors import NotFoundError, UnusableFileError
 from fxbatch.ingest import check_file, fetch_rejections
+from fxbatch.ingest.layout import FIELDS
 from fxbatch.ingest.readers import drop_raw
 from fxbatch.ingest.rules import drop_checked
 from fxbatch.models import BatchInfo, LoadResult
@@ -19,19 +20,8 @@ from fxbatch.rates import RateTable
 from fxbatch.settings import Settings
 from fxbatch.store import Store
 
-TRADE_COLUMNS = (
-    "trade_id",
-    "client_cif",
-    "account_number",
-    "currency_pair",
-    "side",
-    "amount",
-    "amount_currency",
-    "spread_bps",
-    "delivery",
-    "value_date",
-    "reference",
-)
+# The canonical columns, in template order (one definition: fxbatch.ingest.layout.FIELDS).
+TRADE_COLUMNS = FIELDS
 
 
 def fingerprint(path: Path) -> str:

@@ -10,21 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fxbatch.ingest.layout import LEGACY_RESULT_COLUMNS
+from fxbatch.ingest.layout import FIELDS, LEGACY_RESULT_COLUMNS
 
-CANONICAL_HEADER = (
-    "trade_id",
-    "client_cif",
-    "account_number",
-    "currency_pair",
-    "side",
-    "amount",
-    "amount_currency",
-    "spread_bps",
-    "delivery",
-    "value_date",
-    "reference",
-)
+CANONICAL_HEADER = FIELDS
 ZAR_PAIRS = ("USD/ZAR", "EUR/ZAR", "GBP/ZAR", "CHF/ZAR", "JPY/ZAR", "AUD/ZAR", "CAD/ZAR", "CNY/ZAR")
 _PAIR_WEIGHTS = np.array([0.45, 0.2, 0.15, 0.04, 0.04, 0.05, 0.03, 0.04])
 

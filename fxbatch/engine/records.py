@@ -21,20 +21,6 @@ from fxbatch.lifecycle import check_run
 from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
 from fxbatch.store import Store
 
-TRADE_FIELDS = (
-    "src_row",
-    "trade_id",
-    "client_cif",
-    "account_number",
-    "currency_pair",
-    "side",
-    "amount",
-    "amount_currency",
-    "spread_bps",
-    "delivery",
-    "value_date",
-)
-
 
 def _ts(values: np.ndarray) -> pa.Array:
     """Epoch seconds (NaN = none) -> timestamp[us]."""
