@@ -68,6 +68,20 @@ class FinalRows:
     quoted_at: np.ndarray
     finished_at: np.ndarray
 
+    @classmethod
+    def concat(cls, parts: list[FinalRows]) -> FinalRows:
+        if len(parts) == 1:
+            return parts[0]
+        merged: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            values = [getattr(p, name) for p in parts]
+            if isinstance(values[0], pa.Array | pa.ChunkedArray):
+                arrays = [v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for v in values]
+                merged[name] = pa.concat_arrays([_strings(v) for v in arrays])
+            else:
+                merged[name] = np.concatenate([np.asarray(v) for v in values])
+        return cls(**merged)
+
     def to_arrow(self, run_id: int) -> pa.Table:
         n = len(self.src_row)
         return pa.table(
