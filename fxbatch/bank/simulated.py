@@ -39,7 +39,7 @@ _UNSUPPORTED = REASON_INDEX[FailureCode.CURRENCY_NOT_SUPPORTED.value]
 
 
 class _Booked:
-    """Every deal id the ledger holds, as sorted 64-bit hashes; membership is a vectorised search.
+    """Every deal id the ledger holds, as a set of 64-bit hashes.
 
     Loaded once from ``sim_ledger.deal_hash`` (8 bytes a deal). A hash hit is only a candidate:
     the bank confirms it against the ledger, so a collision never turns a new booking into a
@@ -56,7 +56,7 @@ class _Booked:
         if stale:
             cur.execute("UPDATE sim_ledger SET deal_hash = hash(deal_transaction_id)")
         column = cur.execute("SELECT deal_hash FROM sim_ledger").fetchnumpy()["deal_hash"]
-        self.sorted: list[np.ndarray] = [np.sort(np.asarray(column, dtype=np.uint64))]
+        self.known: set[int] = set(np.asarray(column, dtype=np.uint64).tolist())
 
     def hashes(self, ids: pa.Array) -> np.ndarray:
         """DuckDB's hash of each id: the same function fills ``sim_ledger.deal_hash``."""
@@ -68,18 +68,11 @@ class _Booked:
             cur.unregister("_fx_ids")
 
     def add(self, hashes: np.ndarray) -> None:
-        if len(hashes):
-            self.sorted.append(np.sort(hashes))
-            if len(self.sorted) > 8:  # keep lookups to a few binary searches
-                self.sorted = [np.sort(np.concatenate(self.sorted))]
+        self.known.update(hashes.tolist())
 
     def candidates(self, hashes: np.ndarray) -> np.ndarray:
-        hit = np.zeros(len(hashes), dtype=bool)
-        for arr in self.sorted:
-            if len(arr):
-                pos = np.minimum(np.searchsorted(arr, hashes), len(arr) - 1)
-                hit |= arr[pos] == hashes
-        return hit
+        known = self.known
+        return np.fromiter((h in known for h in hashes.tolist()), dtype=bool, count=len(hashes))
 
 
 def _replies(reason: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,9 +213,12 @@ class SimulatedBank:
         book_now = ((reason == NONE) | lost_answer) & ~already
         # The same deal id twice in one call: the first books, the others are repeats of it.
         candidates = np.flatnonzero(book_now)
-        _, first = np.unique(hashes[candidates], return_index=True)
-        twice = np.setdiff1d(candidates, candidates[first])
-        book_now[twice] = False
+        twice = np.zeros(0, dtype=np.int64)
+        wanted = hashes[candidates].tolist()
+        if len(set(wanted)) < len(wanted):  # rare: only then pay for finding which ones
+            _, first = np.unique(hashes[candidates], return_index=True)
+            twice = np.setdiff1d(candidates, candidates[first])
+            book_now[twice] = False
         reason[already] = NONE  # idempotent: the deal exists, answer with it
         deal_rate = np.where((reason == NONE) | lost_answer, batch.deal_rate, np.nan)
         repeat = np.flatnonzero(already)

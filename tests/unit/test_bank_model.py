@@ -200,8 +200,9 @@ def walk(seed: int = 42, vol: float = 10.0) -> RateWalk:
 def random_requests(n: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1)
     pairs = np.array(sorted(MIDS), dtype=object)[rng.integers(0, len(MIDS), n)]
-    # steps across many blocks (4096 steps) and past the first group of blocks (4096 * 1024)
+    # steps across many blocks and past the first groups of blocks (RateWalk.BLOCK * RateWalk.GROUP steps each)
     steps = np.concatenate([rng.integers(0, 20_000, n // 2), rng.integers(0, 6_000_000, n - n // 2)])
+    assert steps.max() > 2 * RateWalk.BLOCK * RateWalk.GROUP, "reaches past the first groups of blocks"
     return pairs, steps
 
 
