@@ -260,11 +260,6 @@ class Engine:
         return records.get_run(self.store, run_id)
 
 
-def _zar_factors(rates: RateTable) -> dict[str, float]:
-    currencies = {c for pair in rates.pairs for c in pair.split("/")} | {"ZAR"}
-    return {c: f for c in currencies if (f := rates.to_zar(c)) is not None}
-
-
 def _final_rows(
     src: np.ndarray, status: TradeStatus, amount_zar: np.ndarray, finished: float, **given: np.ndarray
 ) -> records.FinalRows:
@@ -286,7 +281,7 @@ def _final_rows(
 def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummary) -> None:
     """Cancel an INTERRUPTED run: trades not yet final end CANCELLED."""
     cur = store.cursor()
-    todo = records.load_todo(cur, run_id, summary.batch_id, summary.config, _zar_factors(rates))
+    todo = records.load_todo(cur, run_id, summary.batch_id, summary.config, rates.zar_factors())
     src = records.numeric(todo, "src_row").astype(np.int64)
     states = np.full(len(src), CODE_OF[T.PENDING], dtype=np.int8)
     advance(states, np.ones(len(src), dtype=bool), T.CANCELLED)
@@ -324,7 +319,7 @@ class _Worker:
         try:
             self.fingerprint = records.batch_fingerprint(cur, job.batch_id)
             self.prefix = records.deal_prefix(cur, job.run_id)
-            todo = records.load_todo(cur, job.run_id, job.batch_id, self.config, _zar_factors(self.rates))
+            todo = records.load_todo(cur, job.run_id, job.batch_id, self.config, self.rates.zar_factors())
             todo = self._reconcile(cur, todo)
             try:
                 position = self._execute(cur, todo)

@@ -281,9 +281,10 @@ def count_scope(store: Store, batch_id: int, config: RunConfig) -> int:
     )
 
 
-def _zar_factor_sql(factors: dict[str, float]) -> str:
+def zar_factor_sql(factors: dict[str, float], column: str = "t.amount_currency") -> str:
+    """SQL: the ZAR value of one unit of ``column``'s currency (NULL for a currency not quoted)."""
     whens = " ".join(f"WHEN '{c}' THEN {f!r}" for c, f in sorted(factors.items()) if c.isalpha())
-    return f"CASE t.amount_currency {whens} END" if whens else "NULL::DOUBLE"
+    return f"CASE {column} {whens} END" if whens else "NULL::DOUBLE"
 
 
 def load_todo(
@@ -332,7 +333,7 @@ def load_todo(
         SELECT t.src_row, t.trade_id, t.client_cif, t.account_number, t.currency_pair, t.side,
                CAST(t.amount AS DOUBLE) AS amount, t.amount_currency, t.spread_bps, t.delivery,
                strftime(t.value_date, '%Y%m%d') AS value_date,
-               CAST(t.amount AS DOUBLE) * {_zar_factor_sql(zar)} AS amount_zar,
+               CAST(t.amount AS DOUBLE) * {zar_factor_sql(zar)} AS amount_zar,
                {inflight}
                {prior} AS prior_attempts
         FROM trades t

@@ -48,12 +48,11 @@ class BatchArrays:
     @classmethod
     def load(cls, cur: duckdb.DuckDBPyConnection, batch_id: int, rates: RateTable) -> BatchArrays:
         fingerprint = records.batch_fingerprint(cur, batch_id)
-        zar = {c: f for c in {p for pair in rates.pairs for p in pair.split("/")} | {"ZAR"} if (f := rates.to_zar(c))}
-        whens = " ".join(f"WHEN '{c}' THEN {f!r}" for c, f in sorted(zar.items()) if c.isalpha())
+        zar = records.zar_factor_sql(rates.zar_factors(), "amount_currency")
         pairs = ", ".join(f"'{p}'" for p in rates.pairs if p.replace("/", "").isalpha())
         cols = cur.execute(
             f"""
-            SELECT src_row, CAST(amount AS DOUBLE) * CASE amount_currency {whens} END AS amount_zar,
+            SELECT src_row, CAST(amount AS DOUBLE) * {zar} AS amount_zar,
                    currency_pair IN ({pairs}) AS supported, client_cif, account_number
             FROM trades WHERE batch_id = ? ORDER BY src_row
             """,
