@@ -25,6 +25,7 @@ from fxbatch.bank.model import (
     RESULT_CODE,
     TIMEOUT,
     BankModel,
+    Fates,
     RateWalk,
     client_rates,
 )
@@ -73,6 +74,19 @@ class _Booked:
     def candidates(self, hashes: np.ndarray) -> np.ndarray:
         known = self.known
         return np.fromiter((h in known for h in hashes.tolist()), dtype=bool, count=len(hashes))
+
+
+def _apply_fates(reason: np.ndarray, fates: Fates, attempt: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """Give trades not yet refused the model's answer at this stage, in place.
+
+    A trade fated to fail with a reason of this stage fails (every attempt); a trade fated to
+    succeed may meet its transient error of this stage on attempt 1. Returns the transient mask.
+    """
+    fail = (reason == NONE) & ~fates.success & stage[fates.reason.astype(np.int64) + 1]
+    reason[fail] = fates.reason[fail]
+    transient = (reason == NONE) & (attempt == 1) & stage[fates.transient.astype(np.int64) + 1]
+    reason[transient] = fates.transient[transient]
+    return np.asarray(transient)
 
 
 def _replies(reason: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,12 +187,7 @@ class SimulatedBank:
         mid = self.walk.mid(batch.pair_names, batch.step + batch.attempt - 1, pair_idx)
         free = reason == NONE
         reason[free & np.isnan(mid)] = _UNSUPPORTED
-        free = reason == NONE
-        fail = free & ~fates.success & QUOTE_STAGE[fates.reason.astype(np.int64) + 1]
-        reason[fail] = fates.reason[fail]
-        free = reason == NONE
-        transient = free & (batch.attempt == 1) & QUOTE_STAGE[fates.transient.astype(np.int64) + 1]
-        reason[transient] = fates.transient[transient]
+        _apply_fates(reason, fates, batch.attempt, QUOTE_STAGE)
         ok = reason == NONE
         codes, messages = _replies(reason)
         quote_id = np.where(ok, self.model.quote_ids(batch.trade_key, batch.attempt), 0)
@@ -202,12 +211,7 @@ class SimulatedBank:
         tol = self.settings.price_tolerance_bps / 10_000
         moved = np.abs(batch.deal_rate - batch.quote_rate) > tol * np.abs(batch.quote_rate)
         reason[(reason == NONE) & moved] = _MOVED
-        free = reason == NONE
-        fail = free & ~fates.success & BOOK_STAGE[fates.reason.astype(np.int64) + 1]
-        reason[fail] = fates.reason[fail]
-        free = reason == NONE
-        transient = free & (batch.attempt == 1) & BOOK_STAGE[fates.transient.astype(np.int64) + 1]
-        reason[transient] = fates.transient[transient]
+        transient = _apply_fates(reason, fates, batch.attempt, BOOK_STAGE)
         # A lost answer after a real booking: the deal is booked, the caller hears nothing.
         lost_answer = transient & (fates.transient == TIMEOUT)
         book_now = ((reason == NONE) | lost_answer) & ~already
