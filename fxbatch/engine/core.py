@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -282,11 +283,21 @@ def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummar
     """Cancel an INTERRUPTED run: trades not yet final end CANCELLED."""
     cur = store.cursor()
     todo = records.load_todo(cur, run_id, summary.batch_id, summary.config, rates.zar_factors())
-    src = records.numeric(todo, "src_row").astype(np.int64)
-    states = np.full(len(src), CODE_OF[T.PENDING], dtype=np.int8)
-    advance(states, np.ones(len(src), dtype=bool), T.CANCELLED)
-    records.write_final(cur, run_id, _final_rows(src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time()))
+    _write_cancelled(cur, run_id, todo)
     records.set_run_status(cur, run_id, RunStatus.CANCELLED, finished=True)
+
+
+def _write_cancelled(cur: duckdb.DuckDBPyConnection, run_id: int, todo: pa.Table) -> int:
+    """Trades not started end CANCELLED (the move is checked like any other); returns how many."""
+    n = int(todo.num_rows)
+    if n:
+        states = np.full(n, CODE_OF[T.PENDING], dtype=np.int8)
+        advance(states, np.ones(n, dtype=bool), T.CANCELLED)
+        src = records.numeric(todo, "src_row").astype(np.int64)
+        records.write_final(
+            cur, run_id, _final_rows(src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time())
+        )
+    return n
 
 
 class _Worker:
@@ -379,15 +390,9 @@ class _Worker:
         return todo.filter(pa.array(keep))
 
     def _cancel(self, cur: object, rest: pa.Table) -> None:
-        n = rest.num_rows
-        if not n:
-            return
-        states = np.full(n, CODE_OF[T.PENDING], dtype=np.int8)
-        advance(states, np.ones(n, dtype=bool), T.CANCELLED)
-        src = records.numeric(rest, "src_row").astype(np.int64)
-        final = _final_rows(src, T.CANCELLED, records.numeric(rest, "amount_zar"), time.time())
-        records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
-        self.job.progress.finished({T.CANCELLED.value: n})
+        n = _write_cancelled(cur, self.job.run_id, rest)  # type: ignore[arg-type]
+        if n:
+            self.job.progress.finished({T.CANCELLED.value: n})
 
     # -- the waves -------------------------------------------------------------------
     def _execute(self, cur: object, todo: pa.Table) -> int:
