@@ -12,6 +12,7 @@ from fxbatch import FxBatchError, Workbench
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
 from fxbatch.workbench import make_config
 from pages.common import (
+    BATCH_TABLE,
     POLL_S,
     REJECTION_TABLE,
     RUN_PAGE,
@@ -46,16 +47,10 @@ TABLE: dict[str, Any] = {
         "created_at",
     ],
     "column_config": {
-        "batch_id": st.column_config.NumberColumn("Batch", format="%d", width="small"),
-        "name": "Name",
-        "status": "Status",
-        "trades": st.column_config.NumberColumn("Trades", format="%d"),
+        **BATCH_TABLE["column_config"],  # the shared batch columns, plus the last run's
         "last_run": st.column_config.NumberColumn("Last run", format="%d", width="small"),
         "outcome": "Last run's outcome",
         "success": st.column_config.ProgressColumn("Succeeded", format="percent", min_value=0, max_value=1),
-        "rejected": st.column_config.NumberColumn("Rejected rows", format="%d"),
-        "source_file": "File",
-        "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
     },
 }
 

@@ -297,7 +297,7 @@ def main() -> None:
             st.warning(f"The run stopped early: {summary.error}.", icon=":material/warning:")
         version = _version(summary)
         try:
-            db = str(wb.store.path)
+            db = str(wb.settings.db)
             data = _review(wb, db, run_id, version) if version else _review_data(wb, run_id)
         except FxBatchError as exc:
             show_error(exc)
@@ -306,7 +306,7 @@ def main() -> None:
     try:
         version = _version(summary)
         choices = (
-            _choices(wb, str(wb.store.path), run_id, version)
+            _choices(wb, str(wb.settings.db), run_id, version)
             if version and not running
             else wb.run_filter_choices(run_id)
         )
