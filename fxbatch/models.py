@@ -166,84 +166,41 @@ class FailureInfo(BaseModel):
     result_code: int  # the API's resultCode for it
 
 
+# code, stage, retry helps (now or later), retried within a run, the API's resultCode, message
+_FAILURE_TABLE: tuple[tuple[FailureCode, Stage, bool, bool, int, str], ...] = (
+    (FailureCode.CLIENT_NOT_FOUND, Stage.QUOTE, False, False, 404, "CIF unknown to the bank"),
+    (FailureCode.ACCOUNT_MISMATCH, Stage.QUOTE, False, False, 422, "account does not belong to the client"),
+    (FailureCode.ACCOUNT_BLOCKED, Stage.QUOTE, False, False, 423, "account dormant, frozen or closed"),
+    (FailureCode.CURRENCY_NOT_SUPPORTED, Stage.QUOTE, False, False, 422, "currency pair not offered"),
+    (FailureCode.BELOW_MINIMUM, Stage.QUOTE, False, False, 422, "deal below the minimum"),
+    (FailureCode.LIMIT_EXCEEDED, Stage.QUOTE, False, False, 422, "deal over the client's limit or allowance"),
+    (FailureCode.INSUFFICIENT_FUNDS, Stage.BOOK, False, False, 402, "settlement account cannot cover the deal"),
+    (FailureCode.MARKET_CLOSED, Stage.QUOTE, True, False, 409, "outside trading hours; retry later"),
+    (
+        FailureCode.INVALID_VALUE_DATE,
+        Stage.QUOTE,
+        False,
+        False,
+        422,
+        "settlement date not a business day or past the cut-off",
+    ),
+    (FailureCode.RATE_UNAVAILABLE, Stage.QUOTE, True, True, 503, "bank cannot price right now"),
+    (FailureCode.QUOTE_EXPIRED, Stage.BOOK, True, True, 410, "booked after the quote expired"),
+    (FailureCode.PRICE_MOVED, Stage.BOOK, True, True, 409, "deal rate off the quote beyond tolerance"),
+    (FailureCode.SERVICE_UNAVAILABLE, Stage.QUOTE, True, True, 503, "bank service unavailable"),
+    (
+        FailureCode.TIMEOUT_UNKNOWN,
+        Stage.BOOK,
+        True,
+        True,
+        504,
+        "no answer to the booking; resolved with the bank's transaction status",
+    ),
+    (FailureCode.NOT_AUTHORISED, Stage.QUOTE, False, False, 401, "token or dealer not allowed"),
+)
 FAILURES: dict[FailureCode, FailureInfo] = {
-    FailureCode.CLIENT_NOT_FOUND: FailureInfo(
-        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=404, message="CIF unknown to the bank"
-    ),
-    FailureCode.ACCOUNT_MISMATCH: FailureInfo(
-        stage=Stage.QUOTE,
-        retry_helps=False,
-        auto_retry=False,
-        result_code=422,
-        message="account does not belong to the client",
-    ),
-    FailureCode.ACCOUNT_BLOCKED: FailureInfo(
-        stage=Stage.QUOTE,
-        retry_helps=False,
-        auto_retry=False,
-        result_code=423,
-        message="account dormant, frozen or closed",
-    ),
-    FailureCode.CURRENCY_NOT_SUPPORTED: FailureInfo(
-        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=422, message="currency pair not offered"
-    ),
-    FailureCode.BELOW_MINIMUM: FailureInfo(
-        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=422, message="deal below the minimum"
-    ),
-    FailureCode.LIMIT_EXCEEDED: FailureInfo(
-        stage=Stage.QUOTE,
-        retry_helps=False,
-        auto_retry=False,
-        result_code=422,
-        message="deal over the client's limit or allowance",
-    ),
-    FailureCode.INSUFFICIENT_FUNDS: FailureInfo(
-        stage=Stage.BOOK,
-        retry_helps=False,
-        auto_retry=False,
-        result_code=402,
-        message="settlement account cannot cover the deal",
-    ),
-    FailureCode.MARKET_CLOSED: FailureInfo(
-        stage=Stage.QUOTE,
-        retry_helps=True,
-        auto_retry=False,
-        result_code=409,
-        message="outside trading hours; retry later",
-    ),
-    FailureCode.INVALID_VALUE_DATE: FailureInfo(
-        stage=Stage.QUOTE,
-        retry_helps=False,
-        auto_retry=False,
-        result_code=422,
-        message="settlement date not a business day or past the cut-off",
-    ),
-    FailureCode.RATE_UNAVAILABLE: FailureInfo(
-        stage=Stage.QUOTE, retry_helps=True, auto_retry=True, result_code=503, message="bank cannot price right now"
-    ),
-    FailureCode.QUOTE_EXPIRED: FailureInfo(
-        stage=Stage.BOOK, retry_helps=True, auto_retry=True, result_code=410, message="booked after the quote expired"
-    ),
-    FailureCode.PRICE_MOVED: FailureInfo(
-        stage=Stage.BOOK,
-        retry_helps=True,
-        auto_retry=True,
-        result_code=409,
-        message="deal rate off the quote beyond tolerance",
-    ),
-    FailureCode.SERVICE_UNAVAILABLE: FailureInfo(
-        stage=Stage.QUOTE, retry_helps=True, auto_retry=True, result_code=503, message="bank service unavailable"
-    ),
-    FailureCode.TIMEOUT_UNKNOWN: FailureInfo(
-        stage=Stage.BOOK,
-        retry_helps=True,
-        auto_retry=True,
-        result_code=504,
-        message="no answer to the booking; resolved with the bank's transaction status",
-    ),
-    FailureCode.NOT_AUTHORISED: FailureInfo(
-        stage=Stage.QUOTE, retry_helps=False, auto_retry=False, result_code=401, message="token or dealer not allowed"
-    ),
+    code: FailureInfo(stage=stage, retry_helps=helps, auto_retry=auto, result_code=result, message=message)
+    for code, stage, helps, auto, result, message in _FAILURE_TABLE
 }
 
 # Client checks (CLIENT_NOT_FOUND, ACCOUNT_MISMATCH, ACCOUNT_BLOCKED, LIMIT_EXCEEDED) come only
