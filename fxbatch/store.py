@@ -217,11 +217,6 @@ class Store:
             self._local.cursor = None
             cur.close()
 
-    def new_cursor(self) -> duckdb.DuckDBPyConnection:
-        """A fresh cursor the caller owns and closes (for worker threads and pools)."""
-        with self._lock:
-            return self._conn.cursor()
-
     def close(self) -> None:
         self._conn.close()
 

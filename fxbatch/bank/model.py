@@ -96,11 +96,6 @@ BOOK_STAGE = np.array([False, *[FAILURES[c].stage is Stage.BOOK for c in REASONS
 TIMEOUT = REASON_INDEX[FailureCode.TIMEOUT_UNKNOWN.value]
 
 
-def reason_index(codes: np.ndarray) -> np.ndarray:
-    """Object array of code strings (None allowed) -> int8 indices (-1 for None)."""
-    return np.array([REASON_INDEX[c] if c is not None else NONE for c in codes], dtype=np.int8)
-
-
 @dataclass
 class Fates:
     """Attempt-independent decisions for a set of trades (reasons as REASONS indices)."""

@@ -33,7 +33,7 @@ from fxbatch.bank.model import (
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.engine import records
-from fxbatch.errors import ConflictError, NotFoundError, SettingsError
+from fxbatch.errors import ConflictError, SettingsError
 from fxbatch.lifecycle import CODE_OF, TRADE_CODES, advance, final_run_status
 from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
 from fxbatch.rates import RateTable
@@ -646,10 +646,3 @@ def _mask(n: int, idx: np.ndarray) -> np.ndarray:
     mask = np.zeros(n, dtype=bool)
     mask[idx] = True
     return mask
-
-
-def require_job(engine: Engine, run_id: int) -> Job:
-    job = engine.job(run_id)
-    if job is None:
-        raise NotFoundError(f"Run {run_id} is not running in this process.")
-    return job
