@@ -8,6 +8,8 @@ INTERRUPTED -> RUNNING (resume) or CANCELLED.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from fxbatch.errors import ConflictError
@@ -76,3 +78,7 @@ def final_run_status(counts: dict[str, int], *, cancelled: bool) -> RunStatus:
     if total and success == total:
         return R.COMPLETED
     return R.PARTIAL if success else R.FAILED
+
+
+def names(codes: Iterable[int]) -> list[str]:
+    return [TRADE_CODES[int(c)].value for c in codes]
