@@ -8,14 +8,15 @@ from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from fxbatch.errors import NotFoundError, UnusableFileError
-from fxbatch.ingest import check_file, fetch_rejections
+from fxbatch.ingest import CheckedFile, Fixes, check_file, fetch_rejected_rows, fetch_rejections
 from fxbatch.ingest.layout import FIELDS
 from fxbatch.ingest.readers import drop_raw
 from fxbatch.ingest.rules import drop_checked
-from fxbatch.models import BatchInfo, LoadResult
+from fxbatch.models import BatchInfo, CheckReport, LoadResult
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings
 from fxbatch.store import Store
@@ -29,6 +30,86 @@ def fingerprint(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def _check(
+    cur: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    rates: RateTable,
+    path: Path,
+    *,
+    sheet: str | None,
+    column_map: Mapping[str, str] | None,
+    fixes: Fixes | None,
+    today: date | None,
+    source: str,
+) -> CheckedFile:
+    return check_file(
+        cur,
+        path,
+        pairs=frozenset(rates.pairs),
+        today=today or date.today(),
+        default_spread_bps=settings.default_spread_bps,
+        sheet=sheet,
+        column_map=column_map,
+        search_rows=settings.header_search_rows,
+        fixes=fixes,
+        source=source,
+    )
+
+
+def _still_rejected(cur: duckdb.DuckDBPyConnection, rows: list[int]) -> list[int]:
+    if not rows:
+        return []
+    found = cur.execute(
+        "SELECT src_row FROM checked WHERE len(errors) > 0 AND list_contains(?, src_row) ORDER BY src_row", [rows]
+    ).fetchall()
+    return [int(r[0]) for r in found]
+
+
+def check_report(
+    store: Store,
+    settings: Settings,
+    rates: RateTable,
+    path: Path | str,
+    *,
+    sheet: str | None = None,
+    column_map: Mapping[str, str] | None = None,
+    fixes: Fixes | None = None,
+    today: date | None = None,
+    display_name: str | None = None,
+    limit: int = 1000,
+) -> CheckReport:
+    """Validate ``path`` as ``load_file`` would, with ``fixes`` applied, and store nothing.
+
+    The report lists the first ``limit`` rejections and rejected rows (with their cell texts,
+    to correct); the counts cover the whole file.
+    """
+    path = Path(path)
+    source = display_name or path.name
+    cur = store.cursor()
+    try:
+        checked = _check(
+            cur, settings, rates, path, sheet=sheet, column_map=column_map, fixes=fixes, today=today, source=source
+        )
+        return CheckReport(
+            source_file=source,
+            layout=checked.plan.layout,
+            headers=[h for h in checked.plan.headers if h],
+            column_map=checked.plan.column_map,
+            ignored_columns=checked.plan.ignored_columns,
+            rows=checked.rows,
+            accepted=checked.accepted,
+            rejected=checked.rejected,
+            ignored=checked.ignored,
+            rejections=fetch_rejections(cur, limit),
+            rejected_rows=fetch_rejected_rows(cur, checked.plan, limit),
+            fixed=checked.fixed,
+            fixed_still_rejected=_still_rejected(cur, checked.fixed),
+        )
+    finally:
+        drop_checked(cur)
+        drop_raw(cur)
+
+
 def load_file(
     store: Store,
     settings: Settings,
@@ -38,25 +119,23 @@ def load_file(
     name: str | None = None,
     sheet: str | None = None,
     column_map: Mapping[str, str] | None = None,
+    fixes: Fixes | None = None,
     today: date | None = None,
     display_name: str | None = None,
 ) -> LoadResult:
-    """Validate ``path`` and store its accepted rows as a new batch (all or nothing)."""
+    """Validate ``path`` and store its accepted rows as a new batch (all or nothing).
+
+    ``fixes`` (``{row: {field: text}}``) correct rows before validation: see fxbatch.ingest.fixes.
+    """
     path = Path(path)
     source = display_name or path.name
     cur = store.cursor()
     try:
-        checked = check_file(
-            cur,
-            path,
-            pairs=frozenset(rates.pairs),
-            today=today or date.today(),
-            default_spread_bps=settings.default_spread_bps,
-            sheet=sheet,
-            column_map=column_map,
-            search_rows=settings.header_search_rows,
+        checked = _check(
+            cur, settings, rates, path, sheet=sheet, column_map=column_map, fixes=fixes, today=today, source=source
         )
         rejections = fetch_rejections(cur)
+        still_rejected = set(_still_rejected(cur, checked.fixed))
         if checked.accepted == 0:
             first = "; ".join(f"row {r.row} {r.column}: {r.message}" for r in rejections[:3])
             raise UnusableFileError(
@@ -92,7 +171,9 @@ def load_file(
             ).fetchall()[0][0]
             cur.execute(
                 f"INSERT INTO trades SELECT ?, src_row, "
-                f"{', '.join(TRADE_COLUMNS)} FROM checked WHERE NOT is_blank AND len(errors) = 0",
+                f"{', '.join(TRADE_COLUMNS)} FROM checked WHERE NOT is_blank AND len(errors) = 0"
+                # corrected rows were re-inserted at the end of checked_data
+                + (" ORDER BY src_row" if checked.fixed else ""),
                 [batch_id],
             )
             cur.execute(
@@ -122,6 +203,7 @@ def load_file(
         column_map=checked.plan.column_map,
         ignored_columns=checked.plan.ignored_columns,
         rejections=rejections,
+        fixed=[r for r in checked.fixed if r not in still_rejected],
     )
 
 

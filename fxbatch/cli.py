@@ -8,6 +8,7 @@ bank unreachable; resume it), 1 an unexpected failure.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import pydantic
 
 from fxbatch.engine import Job
-from fxbatch.errors import FxBatchError
+from fxbatch.errors import FxBatchError, SettingsError
 from fxbatch.export import export_ledger, export_run
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.settings import load_settings
@@ -34,12 +35,49 @@ def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
         print(text)
 
 
+def _column_map(items: Sequence[str] | None) -> dict[str, str] | None:
+    """``--map 'Cust No=client_cif'`` (repeatable; an empty field ignores the column)."""
+    if not items:
+        return None
+    mapping: dict[str, str] = {}
+    for item in items:
+        header, sep, field = item.rpartition("=")
+        if not sep or not header.strip():
+            raise SettingsError(f"--map {item!r}: expected 'FILE HEADER=field', e.g. --map 'Cust No=client_cif'.")
+        mapping[header.strip()] = field.strip()
+    return mapping
+
+
+def _read_fixes(path: Path | None) -> dict[int, dict[str, str | None]] | None:
+    """``--fixes FILE.csv``: a ``row`` column (the file's row numbers) and one column per field
+    to correct; an empty cell keeps the file's value."""
+    if path is None:
+        return None
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            records = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise SettingsError(f"--fixes {path}: cannot read it ({exc.strerror}).") from exc
+    fixes: dict[int, dict[str, str | None]] = {}
+    for line, record in enumerate(records, start=2):
+        row_text = (record.pop("row", None) or "").strip()
+        if not row_text.isdigit():
+            raise SettingsError(f"--fixes {path}, line {line}: the 'row' column must hold the file's row number.")
+        values = {k.strip(): v for k, v in record.items() if k and v is not None and v.strip()}
+        fixes.setdefault(int(row_text), {}).update(values)
+    return fixes
+
+
 def cmd_load(wb: Workbench, args: argparse.Namespace) -> None:
-    result = wb.load(args.file, name=args.name, sheet=args.sheet)
+    result = wb.load(
+        args.file, name=args.name, sheet=args.sheet, column_map=_column_map(args.map), fixes=_read_fixes(args.fixes)
+    )
     lines = [
         f"Batch {result.batch_id} '{result.name}' created from {result.source_file} ({result.layout.value} layout)",
         f"  rows {result.rows}: accepted {result.accepted}, rejected {result.rejected}, ignored (blank) {result.ignored}",
     ]
+    if result.fixed:
+        lines.append(f"  corrected and accepted: rows {', '.join(map(str, result.fixed))}")
     if result.previously_loaded_as:
         lines.append(
             f"  note: this file was loaded before as batch(es) {', '.join(map(str, result.previously_loaded_as))}"
@@ -262,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p.add_argument("--name", help="batch name (default: the file name)")
     p.add_argument("--sheet", help="workbook sheet to read (default: the first)")
+    p.add_argument(
+        "--map",
+        action="append",
+        metavar="HEADER=FIELD",
+        help="map a file column to a field, e.g. 'Cust No=client_cif' (repeatable; 'HEADER=' ignores it)",
+    )
+    p.add_argument(
+        "--fixes",
+        type=Path,
+        metavar="FILE.csv",
+        help="corrections: a 'row' column (the file's row numbers) and a column per field to correct",
+    )
     p.set_defaults(handler=cmd_load)
 
     p = sub.add_parser("batches", parents=[common], help="list batches")

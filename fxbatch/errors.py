@@ -4,6 +4,7 @@
 
     FxBatchError                 base; ``code`` (stable, for JSON) and ``message`` (for people)
     ├── UnusableFileError        a file that cannot become a batch at all (empty, no header, ...)
+    ├── BadFixError              a correction typed in for a rejected row that cannot apply
     ├── SettingsError            a setting or option with a bad value (names the setting)
     ├── NotFoundError            a batch or run id that does not exist
     ├── ConflictError            an action refused by the current state (e.g. batch running)
@@ -38,6 +39,15 @@ class UnusableFileError(FxBatchError):
     """The file cannot be loaded at all; no batch is created."""
 
     code = "UNUSABLE_FILE"
+    # The file's header cells, when the header was found but could not be mapped onto the
+    # fields (missing or ambiguous columns): what a mapping editor offers to remap.
+    headers: list[str] | None = None
+
+
+class BadFixError(FxBatchError):
+    """A correction names a row or field that the checked file does not have."""
+
+    code = "BAD_FIX"
 
 
 class SettingsError(FxBatchError):

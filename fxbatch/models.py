@@ -59,6 +59,32 @@ class Rejection(BaseModel):
     message: str
 
 
+class RejectedRow(BaseModel):
+    """A rejected row as the analyst corrects it: the file's text per mapped field."""
+
+    row: int = Field(description="Row number as the analyst sees it (Excel row / CSV line).")
+    values: dict[str, str | None] = Field(description="Mapped field -> the cell's text (trimmed).")
+    problems: list[str] = Field(description="'column: why', one per problem.")
+
+
+class CheckReport(BaseModel):
+    """A file validated without creating a batch: what loading it now would do."""
+
+    source_file: str
+    layout: Layout
+    headers: list[str] = Field(description="The file's header cells, in order (blank ones left out).")
+    column_map: dict[str, str] = Field(description="File header -> field, for the mapped columns.")
+    ignored_columns: list[str] = Field(default_factory=list)
+    rows: int
+    accepted: int
+    rejected: int
+    ignored: int
+    rejections: list[Rejection] = Field(description="The first problems, in row order.")
+    rejected_rows: list[RejectedRow] = Field(description="The first rejected rows, to correct.")
+    fixed: list[int] = Field(default_factory=list, description="Rows the corrections replaced.")
+    fixed_still_rejected: list[int] = Field(default_factory=list, description="Corrected rows that still fail.")
+
+
 class LoadResult(BaseModel):
     """Outcome of loading one file into a new batch."""
 
@@ -75,6 +101,7 @@ class LoadResult(BaseModel):
     column_map: dict[str, str] = Field(default_factory=dict)
     ignored_columns: list[str] = Field(default_factory=list)
     rejections: list[Rejection] = Field(default_factory=list)
+    fixed: list[int] = Field(default_factory=list, description="Rows loaded with the analyst's corrections.")
 
     def summary(self) -> dict[str, object]:
         """The JSON contract of ``python -m fxbatch load --json``."""
@@ -89,6 +116,7 @@ class LoadResult(BaseModel):
             "source_file": self.source_file,
             "fingerprint": self.fingerprint,
             "previously_loaded_as": self.previously_loaded_as,
+            "fixed": self.fixed,
             "rejections": [r.model_dump(mode="json") for r in self.rejections],
         }
 

@@ -20,7 +20,8 @@ from fxbatch import analytics, batches, export
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
 from fxbatch.errors import ConflictError
-from fxbatch.models import BatchInfo, LoadResult, RunConfig, RunSummary
+from fxbatch.ingest import Fixes
+from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunSummary
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings, load_settings
 from fxbatch.store import Store
@@ -78,10 +79,15 @@ class Workbench:
         name: str | None = None,
         sheet: str | None = None,
         column_map: Mapping[str, str] | None = None,
+        fixes: Fixes | None = None,
         today: date | None = None,
         display_name: str | None = None,
     ) -> LoadResult:
-        """Validate a CSV/XLSX/Parquet file and store its good rows as a new batch."""
+        """Validate a CSV/XLSX/Parquet file and store its good rows as a new batch.
+
+        ``column_map`` maps a file header to a field ('' ignores the column); ``fixes`` corrects
+        rejected rows first: ``{row: {field: new text}}`` with the file's row numbers.
+        """
         return batches.load_file(
             self.store,
             self.settings,
@@ -90,8 +96,35 @@ class Workbench:
             name=name,
             sheet=sheet,
             column_map=column_map,
+            fixes=fixes,
             today=today,
             display_name=display_name,
+        )
+
+    def check(
+        self,
+        path: Path | str,
+        *,
+        sheet: str | None = None,
+        column_map: Mapping[str, str] | None = None,
+        fixes: Fixes | None = None,
+        today: date | None = None,
+        display_name: str | None = None,
+        limit: int = 1000,
+    ) -> CheckReport:
+        """Validate a file as ``load`` would, without creating a batch: counts, mapping, and
+        the first ``limit`` rejected rows with their cell texts, to correct and check again."""
+        return batches.check_report(
+            self.store,
+            self.settings,
+            self.rates,
+            path,
+            sheet=sheet,
+            column_map=column_map,
+            fixes=fixes,
+            today=today,
+            display_name=display_name,
+            limit=limit,
         )
 
     def batches(self) -> list[BatchInfo]:

@@ -14,12 +14,13 @@ from pathlib import Path
 import duckdb
 
 from fxbatch.errors import UnusableFileError
-from fxbatch.ingest.layout import ColumnPlan, normalise_header, plan_columns
+from fxbatch.ingest.fixes import Fixes, apply_fixes, cells_sql
+from fxbatch.ingest.layout import FIELDS, ColumnPlan, normalise_header, plan_columns
 from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into
 from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates
-from fxbatch.models import Rejection
+from fxbatch.models import Layout, RejectedRow, Rejection
 
-__all__ = ["CheckedFile", "check_file", "fetch_rejections", "normalise_header"]
+__all__ = ["CheckedFile", "Fixes", "check_file", "fetch_rejected_rows", "fetch_rejections", "normalise_header"]
 
 
 @dataclass
@@ -30,6 +31,7 @@ class CheckedFile:
     accepted: int
     rejected: int
     ignored: int
+    fixed: list[int]  # rows replaced by the analyst's corrections
 
 
 def check_file(
@@ -42,16 +44,28 @@ def check_file(
     sheet: str | None = None,
     column_map: Mapping[str, str] | None = None,
     search_rows: int = 30,
+    fixes: Fixes | None = None,
+    source: str | None = None,
 ) -> CheckedFile:
-    """Read and validate ``path``; raises UnusableFileError when no batch can come of it."""
-    raw = read_into(cur, path, sheet=sheet, search_rows=search_rows)
+    """Read and validate ``path``, with the analyst's ``fixes`` applied to their rows.
+
+    Raises UnusableFileError when no batch can come of it (with ``headers`` set when the header
+    row was found but its columns could not be mapped), BadFixError for a correction that cannot
+    apply. ``source`` names the file in messages (default: its name).
+    """
+    raw = read_into(cur, path, sheet=sheet, search_rows=search_rows, column_map=column_map)
     header_width = len(raw.headers)
     while header_width and not raw.headers[header_width - 1]:
         header_width -= 1
-    plan = plan_columns(raw.headers[:header_width], column_map)
+    try:
+        plan = plan_columns(raw.headers[:header_width], column_map)
+    except UnusableFileError as exc:
+        exc.headers = [h for h in raw.headers[:header_width] if h]
+        raise
     ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_bps)
     raw, row_offset = _build(cur, raw, ctx)
-    mark_duplicates(cur, row_offset)
+    fixed = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
+    mark_duplicates(cur, None if fixed else row_offset, cells_sql("c", plan.layout is Layout.LEGACY))
     total, blank, bad = cur.execute(
         "SELECT count(*), count(*) FILTER (WHERE is_blank), "
         "count(*) FILTER (WHERE NOT is_blank AND len(errors) > 0) FROM checked"
@@ -64,7 +78,7 @@ def check_file(
             f"{path.name} has a header row (row {raw.header_row}) but no trade rows below it.",
             code="NO_DATA_ROWS",
         )
-    return CheckedFile(raw, plan, rows, accepted, int(bad), ignored)
+    return CheckedFile(raw, plan, rows, accepted, int(bad), ignored, fixed)
 
 
 def _build(cur: duckdb.DuckDBPyConnection, raw: RawFile, ctx: RuleContext) -> tuple[RawFile, int | None]:
@@ -105,3 +119,16 @@ def fetch_rejections(cur: duckdb.DuckDBPyConnection, limit: int | None = None) -
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [Rejection(row=r[0], column=r[1], value=r[2], code=r[3], message=r[4]) for r in cur.execute(sql).fetchall()]
+
+
+def fetch_rejected_rows(cur: duckdb.DuckDBPyConnection, plan: ColumnPlan, limit: int) -> list[RejectedRow]:
+    """The first ``limit`` rejected rows of ``checked``, with the mapped fields' cell texts to fix."""
+    mapped = [(name, FIELDS.index(name)) for name in FIELDS if name in plan.field_to_index]
+    found = cur.execute(
+        "SELECT src_row, fix_cells, [e.col || ': ' || e.message FOR e IN errors] FROM checked "
+        f"WHERE len(errors) > 0 ORDER BY src_row LIMIT {int(limit)}"
+    ).fetchall()
+    return [
+        RejectedRow(row=row, values={name: (cells[i] if cells else None) for name, i in mapped}, problems=problems)
+        for row, cells, problems in found
+    ]

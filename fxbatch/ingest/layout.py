@@ -59,15 +59,23 @@ def normalise_header(text: object) -> str:
 _LOOKUP: dict[str, str] = {normalise_header(alias): name for name, aliases in ALIASES.items() for alias in aliases}
 
 
-def header_score(cells: Sequence[object]) -> int:
-    """How many distinct fields a candidate header row names."""
-    return len({_LOOKUP[n] for n in (normalise_header(c) for c in cells) if n in _LOOKUP})
+def known_headers(column_map: Mapping[str, str] | None) -> dict[str, str]:
+    """Header spellings -> field: the aliases plus the analyst's mapping (normalised)."""
+    if not column_map:
+        return _LOOKUP
+    return {**_LOOKUP, **{normalise_header(k): v for k, v in column_map.items()}}
 
 
-def find_header_row(rows: Sequence[Sequence[object]]) -> int | None:
+def header_score(cells: Sequence[object], known: Mapping[str, str] | None = None) -> int:
+    """How many distinct fields a candidate header row names (``known``: see known_headers)."""
+    lookup = _LOOKUP if known is None else known
+    return len({lookup[n] for n in (normalise_header(c) for c in cells) if lookup.get(n)})
+
+
+def find_header_row(rows: Sequence[Sequence[object]], known: Mapping[str, str] | None = None) -> int | None:
     """Index of the first row naming at least three fields (title rows above are skipped)."""
     for index, row in enumerate(rows):
-        if header_score(row) >= 3:
+        if header_score(row, known) >= 3:
             return index
     return None
 

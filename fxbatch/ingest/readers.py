@@ -13,7 +13,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from fxbatch.errors import UnusableFileError
-from fxbatch.ingest.layout import find_header_row, header_score
+from fxbatch.ingest.layout import find_header_row, header_score, known_headers
 
 DELIMITERS = (",", ";", "\t", "|")
 _SNIFF_BYTES = 256 * 1024
@@ -95,20 +95,29 @@ def _describe(head: bytes) -> str:
 
 
 def read_into(
-    con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None = None, search_rows: int = 30
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    *,
+    sheet: str | None = None,
+    search_rows: int = 30,
+    column_map: Mapping[str, str] | None = None,
 ) -> RawFile:
-    """Read ``path`` into temp table or view ``raw`` on ``con`` and say what was found."""
+    """Read ``path`` into temp table or view ``raw`` on ``con`` and say what was found.
+
+    Headers named in ``column_map`` count towards recognising the header row.
+    """
     drop_raw(con)
     kind = detect_kind(path)
+    known = known_headers(column_map)
     if kind == "parquet":
-        return _read_parquet(con, path)
+        return _read_parquet(con, path, known)
     if kind == "xlsx":
-        return _read_workbook(con, path, sheet, search_rows)
+        return _read_workbook(con, path, sheet, search_rows, known)
     if sheet:
         raise UnusableFileError(
             f"--sheet {sheet!r} was given but {path.name} is a CSV file, which has no sheets.", code="BAD_OPTION"
         )
-    return _read_csv(con, path, search_rows)
+    return _read_csv(con, path, search_rows, known)
 
 
 def _no_header(name: str, rows: Sequence[Sequence[object]], search_rows: int) -> UnusableFileError:
@@ -117,12 +126,15 @@ def _no_header(name: str, rows: Sequence[Sequence[object]], search_rows: int) ->
     while cells and not cells[-1].strip():
         cells.pop()
     seen = f"the first non-blank row is {cells[:12]}" if first else "no non-blank rows"
-    return UnusableFileError(
+    error = UnusableFileError(
         f"No header row found in the first {search_rows} rows of {name}: expected column names such "
         "as client_cif, account_number, currency_pair, side, amount (or the legacy Client CIF, "
-        f"Amount ZAR, Account Number, Spread, CurPair); {seen}.",
+        f"Amount ZAR, Account Number, Spread, CurPair); {seen}."
+        + (" If that row is the header, map its columns to the fields (--map in the CLI)." if first else ""),
         code="NO_HEADER",
     )
+    error.headers = [c.strip() for c in cells if c.strip()] or None  # what a column mapping could name
+    return error
 
 
 # ---------------------------------------------------------------- CSV
@@ -223,7 +235,7 @@ class _Header:
     records: int  # records up to and including the header (DuckDB's skip counts records)
 
 
-def _sniff(text: str, search_rows: int, name: str) -> _Header:
+def _sniff(text: str, search_rows: int, name: str, known: Mapping[str, str]) -> _Header:
     """Pick the delimiter under which a header row is best recognised."""
     best: tuple[int, _Header] | None = None
     for delim in DELIMITERS:
@@ -231,10 +243,10 @@ def _sniff(text: str, search_rows: int, name: str) -> _Header:
             rows, starts = _head_records(text, delim, search_rows)
         except csv.Error:
             continue
-        idx = find_header_row(rows)
+        idx = find_header_row(rows, known)
         if idx is None:
             continue
-        score = header_score(rows[idx])
+        score = header_score(rows[idx], known)
         if best is None or score > best[0]:
             best = (score, _Header(delim, rows[idx], starts[idx], idx + 1))
     if best is None:
@@ -273,7 +285,7 @@ def _is_encoding_error(exc: Exception) -> bool:
     return "unicode" in text or "utf-8" in text or "utf8" in text or "encoded" in text
 
 
-def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int) -> RawFile:
+def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int, known: Mapping[str, str]) -> RawFile:
     """Fast path: a view that parses the file as the validation query runs (one pass).
 
     It assumes one record per line below the header; ``expected_records`` lets the caller
@@ -290,7 +302,7 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int) -> R
     head = head[:_SNIFF_BYTES]
     encoding = _text_encoding(head, whole)
     if encoding == "utf-8" and not _cr_only(head.decode("latin-1")):
-        header = _sniff(_decode_head(head), search_rows, path.name)
+        header = _sniff(_decode_head(head), search_rows, path.name, known)
         if header.records == header.line + 1:
             try:
                 scan = _scan_lines(con, path, header.delimiter)
@@ -313,10 +325,10 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int) -> R
     text = _decode_file(path, encoding)
     if not text.strip():
         raise UnusableFileError(f"{path.name} is empty: expected a header row and trade rows.", code="EMPTY_FILE")
-    header = _sniff(text[:_SNIFF_BYTES], search_rows, path.name)
+    header = _sniff(text[:_SNIFF_BYTES], search_rows, path.name, known)
     if header.records != header.line + 1:
         text = _blank_above(text, header.line)
-        header = _sniff(text[:_SNIFF_BYTES], search_rows, path.name)
+        header = _sniff(text[:_SNIFF_BYTES], search_rows, path.name, known)
     source = _write_temp(text)
     try:
         scan = _scan_lines(con, source, header.delimiter)
@@ -485,7 +497,9 @@ def _cell_text(value: object) -> str | None:
     return str(value)
 
 
-def _read_workbook(con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None, search_rows: int) -> RawFile:
+def _read_workbook(
+    con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None, search_rows: int, known: Mapping[str, str]
+) -> RawFile:
     from python_calamine import CalamineWorkbook
 
     try:
@@ -508,7 +522,7 @@ def _read_workbook(con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None
     ws = book.get_sheet_by_name(sheet_name)
     rows = ws.to_python(skip_empty_area=False)
     start_row = 0  # calamine gives rows from A1 when skip_empty_area is False
-    header_idx = find_header_row(rows[:search_rows])
+    header_idx = find_header_row(rows[:search_rows], known)
     if header_idx is None:
         if not any(any(c not in (None, "") for c in r) for r in rows):
             raise UnusableFileError(
@@ -546,7 +560,7 @@ def _parquet_text(name: str, sql_type: str, index: int) -> str:
     return f"CAST({col} AS VARCHAR) AS c{index}"
 
 
-def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> RawFile:
+def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path, known: Mapping[str, str]) -> RawFile:
     try:
         described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
         names = [str(r[0]) for r in described]
@@ -561,10 +575,12 @@ def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> RawFile:
         raise UnusableFileError(
             f"{path.name} could not be read as Parquet: {str(exc).splitlines()[0]}", code="UNREADABLE_FILE"
         ) from exc
-    if header_score(names) < 3:
-        raise UnusableFileError(
+    if header_score(names, known) < 3:
+        error = UnusableFileError(
             f"{path.name} has no trade columns: expected column names such as client_cif, account_number, "
             f"currency_pair, side, amount; its columns are {names[:12]}.",
             code="NO_HEADER",
         )
+        error.headers = list(names)
+        raise error
     return RawFile("parquet", names, 1, 0)

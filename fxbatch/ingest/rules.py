@@ -258,8 +258,25 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
     return rules
 
 
-def build_checked(con: duckdb.DuckDBPyConnection, ctx: RuleContext) -> None:
-    """Create temp table ``checked`` from ``raw``: normalised values + problems per row."""
+# What the analyst sees of a rejected row to fix it, in FIELDS order: the file's cell texts.
+_FIX_SOURCES = ("tid", "cif", "acc", "pair_raw", "side_raw", "amt_raw", "accy_raw", "spread_raw", "deliv_raw",
+                "vdate_raw", "ref")  # fmt: skip
+
+
+def build_checked(
+    con: duckdb.DuckDBPyConnection,
+    ctx: RuleContext,
+    *,
+    source: str = "raw",
+    table: str = "checked_data",
+    view: str | None = "checked",
+) -> None:
+    """Create temp table ``checked_data`` (and view ``checked``) from ``raw``: normalised values
+    + problems per row, and for rejected rows ``fix_cells``, the cells as the file had them.
+
+    ``source``/``table``/``view`` name other tables to check a few corrected rows the same way
+    (``view=None``: no view).
+    """
     idx = ctx.plan.field_to_index
     legacy = ctx.plan.layout is Layout.LEGACY
 
@@ -297,7 +314,7 @@ def build_checked(con: duckdb.DuckDBPyConnection, ctx: RuleContext) -> None:
       {cell("amount")} AS amt_raw, {cell("amount_currency")} AS accy_raw,
       {cell("spread_bps")} AS spread_raw, {cell("delivery")} AS deliv_raw,
       {cell("value_date")} AS vdate_raw, {cell("reference")} AS ref
-    FROM raw"""
+    FROM {source}"""
     grouped = (
         f"CASE WHEN contains(amt_raw, ',') OR contains(amt_raw, ' ') OR contains(amt_raw, {_NBSP}) "
         "THEN regexp_full_match(amt_raw, '[+-]?[0-9]{1,3}((,[0-9]{3})+|([ \\x{00A0}][0-9]{3})+)([.][0-9]*)?') END"
@@ -357,15 +374,15 @@ def build_checked(con: duckdb.DuckDBPyConnection, ctx: RuleContext) -> None:
     dates_case = " ".join(
         f"WHEN {_q(k)} THEN DATE {_q(v.isoformat())}" for k, v in default_value_dates(ctx.today).items()
     )
+    fix_sources = ", ".join(_FIX_SOURCES)
     sql = f"""
-    CREATE OR REPLACE TEMP TABLE checked_data AS
-    WITH s1 AS ({s1}), s2 AS ({s2}), s3 AS ({s3}), s4 AS ({s4}), s5 AS ({s5})
+    CREATE OR REPLACE TEMP TABLE {table} AS
+    WITH s1 AS ({s1}), s2 AS ({s2}), s3 AS ({s3}), s4 AS ({s4}), s5 AS ({s5}), s6 AS (
     SELECT src_row, is_blank,
       CASE WHEN is_blank THEN []
            WHEN is_total THEN {total_problem}
            WHEN {any_problem} THEN {problems}
            ELSE [] END AS errors,
-      tid,
       cif_n AS client_cif, acc_n AS account_number, pair_n AS currency_pair,
       side_f AS side, TRY_CAST(amt_clean AS DECIMAL(18, 2)) AS amount,
       {accy} AS amount_currency,
@@ -373,10 +390,15 @@ def build_checked(con: duckdb.DuckDBPyConnection, ctx: RuleContext) -> None:
       coalesce(deliv_u, 'SPOT') AS delivery,
       coalesce(vdate_d, CASE coalesce(deliv_u, 'SPOT') {dates_case} END) AS value_date,
       ref AS reference,
-      is_total
-    FROM s5
+      is_total, {fix_sources}
+    FROM s5)
+    SELECT * EXCLUDE ({", ".join(_FIX_SOURCES[1:])}),
+      CASE WHEN len(errors) > 0 THEN [{fix_sources}] END AS fix_cells
+    FROM s6
     """
     con.execute(sql)
+    if view is None:
+        return
     # Fast CSV path: the reader gives no row numbers; the table keeps the file's order, so a
     # record's line is its rowid + the first data line.
     src_row = f"coalesce(src_row, rowid + {ctx.row_offset})" if ctx.row_offset is not None else "src_row"
@@ -393,8 +415,11 @@ def drop_checked(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS checked_data")
 
 
-def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None) -> None:
+def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_cells: str | None = None) -> None:
     """Reject every later row whose trade_id an earlier row of the file already uses.
+
+    ``fix_cells`` (an SQL list over alias ``c``) fills in the cells the analyst sees to fix
+    such a row, which passed every other rule and so has none yet.
 
     A separate pass (one aggregate over ``checked`` plus an update of the few duplicates)
     so that the main validation stays a single streaming pass over the file.
@@ -418,10 +443,11 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None) -> N
         con.execute(f"UPDATE checked_data SET src_row = rowid + {row_offset} WHERE src_row IS NULL")
     con.register("_fx_dups", dup_table)
     try:
-        con.execute("""
+        con.execute(f"""
         UPDATE checked_data c SET errors = list_append(c.errors, struct_pack(
             col := 'trade_id', value := d.trade_id, code := 'DUPLICATE_TRADE_ID',
-            message := 'trade_id ' || d.trade_id || ' is already used on row ' || d.first_row))
+            message := 'trade_id ' || d.trade_id || ' is already used on row ' || d.first_row)),
+            fix_cells = coalesce(c.fix_cells, {fix_cells or "NULL"})
         FROM _fx_dups d WHERE c.src_row = d.src_row
         """)
     finally:
