@@ -40,11 +40,13 @@ _UNSUPPORTED = REASON_INDEX[FailureCode.CURRENCY_NOT_SUPPORTED.value]
 
 
 class _Booked:
-    """Every deal id the ledger holds, as a set of 64-bit hashes.
+    """Every deal id the ledger holds, as sorted runs of 64-bit hashes.
 
     Loaded once from ``sim_ledger.deal_hash`` (8 bytes a deal). A hash hit is only a candidate:
     the bank confirms it against the ledger, so a collision never turns a new booking into a
-    false repeat.
+    false repeat. The runs are sorted numpy arrays (a lookup is a binary search per run, with no
+    Python object per deal); a run is merged into the one before it once that one is no more
+    than twice its size, so there are only ever about log2(deals) of them.
     """
 
     def __init__(self, store: Store) -> None:
@@ -57,7 +59,8 @@ class _Booked:
         if stale:
             cur.execute("UPDATE sim_ledger SET deal_hash = hash(deal_transaction_id)")
         column = cur.execute("SELECT deal_hash FROM sim_ledger").fetchnumpy()["deal_hash"]
-        self.known: set[int] = set(np.asarray(column, dtype=np.uint64).tolist())
+        self.runs: list[np.ndarray] = []
+        self.add(np.asarray(column, dtype=np.uint64))
 
     def hashes(self, ids: pa.Array) -> np.ndarray:
         """DuckDB's hash of each id: the same function fills ``sim_ledger.deal_hash``."""
@@ -69,11 +72,27 @@ class _Booked:
             cur.unregister("_fx_ids")
 
     def add(self, hashes: np.ndarray) -> None:
-        self.known.update(hashes.tolist())
+        if not len(hashes):
+            return
+        runs = [*self.runs, np.sort(hashes)]
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            top = runs.pop()
+            # Stable sort of two sorted runs is a linear merge (timsort).
+            runs[-1] = np.sort(np.concatenate([runs[-1], top]), kind="stable")
+        self.runs = runs  # replaced whole: a lookup in another thread sees the old or the new list
 
     def candidates(self, hashes: np.ndarray) -> np.ndarray:
-        known = self.known
-        return np.fromiter((h in known for h in hashes.tolist()), dtype=bool, count=len(hashes))
+        # Sorted needles make the binary searches walk memory in order (several times faster).
+        order = np.argsort(hashes)
+        needles = hashes[order]
+        hit = np.zeros(len(hashes), dtype=bool)
+        for run in self.runs:  # one list object throughout (add replaces it)
+            pos = np.searchsorted(run, needles)
+            np.minimum(pos, len(run) - 1, out=pos)
+            hit |= run[pos] == needles
+        found = np.empty(len(hashes), dtype=bool)
+        found[order] = hit
+        return found
 
 
 def _apply_fates(reason: np.ndarray, fates: Fates, attempt: np.ndarray, stage: np.ndarray) -> np.ndarray:
@@ -115,6 +134,8 @@ class SimulatedBank:
         self.clock = clock
         self.sleep = sleep
         self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
+        # The last call's quotes in request order: what a caller usually books next.
+        self._last_quotes: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0))
         self._index: _Booked | None = None
         self._lock = threading.Lock()
         self.calls = {"createquote": 0, "bookquoteddeal": 0, "cancelquote": 0, "gettxnstatus": 0}
@@ -140,26 +161,35 @@ class SimulatedBank:
         if not maybe.any():
             return hashes, maybe, {}
         listed = ids.to_pylist()
-        known = self._deals([listed[i] for i in np.flatnonzero(maybe)])
+        hits = np.flatnonzero(maybe)
+        known = self._deals([listed[i] for i in hits], hashes[hits])
         return hashes, np.array([d in known for d in listed], dtype=bool), known
 
-    def _deals(self, ids: list[str]) -> dict[str, tuple[int, float]]:
-        """Quote id and deal rate of the booked deals among ``ids`` (few: only hash hits)."""
+    def _deals(self, ids: list[str], hashes: np.ndarray) -> dict[str, tuple[int, float]]:
+        """Quote id and deal rate of the booked deals among ``ids`` (few: only hash hits).
+
+        Found by hash (a scan of one integer column), then confirmed by the id itself.
+        """
         if not ids:
             return {}
         rows = (
             self.store.cursor()
             .execute(
                 "SELECT deal_transaction_id, quote_id, deal_rate FROM sim_ledger "
-                "WHERE deal_transaction_id IN (SELECT unnest(?::VARCHAR[]))",
-                [ids],
+                "WHERE deal_hash IN (SELECT unnest(?::UBIGINT[]))",
+                [np.unique(hashes).tolist()],
             )
             .fetchall()
         )
-        return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+        wanted = set(ids)
+        return {r[0]: (int(r[1]), float(r[2])) for r in rows if r[0] in wanted}
 
     def _expiry(self, quote_ids: np.ndarray) -> np.ndarray:
         """Expiry of each quote this bank issued (NaN when unknown)."""
+        last_ids, last_exp = self._last_quotes
+        if len(quote_ids) == len(last_ids) and np.array_equal(quote_ids, last_ids):
+            # The common case: booking exactly what the last call quoted (no search needed).
+            return last_exp.copy()
         expiry = np.full(len(quote_ids), np.nan)
         todo = np.ones(len(quote_ids), dtype=bool)
         for ids, exp in reversed(self._quotes):
@@ -196,6 +226,7 @@ class SimulatedBank:
         if ok.any():
             order = np.argsort(quote_id[ok])
             self._quotes.append((quote_id[ok][order], expires[ok][order]))
+        self._last_quotes = (quote_id[ok], expires[ok])
         return QuoteReplies(codes, reason, messages, None, quote_id, rate, expires)
 
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
@@ -218,8 +249,8 @@ class SimulatedBank:
         # The same deal id twice in one call: the first books, the others are repeats of it.
         candidates = np.flatnonzero(book_now)
         twice = np.zeros(0, dtype=np.int64)
-        wanted = hashes[candidates].tolist()
-        if len(set(wanted)) < len(wanted):  # rare: only then pay for finding which ones
+        wanted = np.sort(hashes[candidates])
+        if (wanted[1:] == wanted[:-1]).any():  # rare: only then pay for finding which ones
             _, first = np.unique(hashes[candidates], return_index=True)
             twice = np.setdiff1d(candidates, candidates[first])
             book_now[twice] = False
@@ -284,3 +315,4 @@ class SimulatedBank:
 
     def close(self) -> None:
         self._quotes.clear()
+        self._last_quotes = (np.zeros(0, np.int64), np.zeros(0))
