@@ -20,19 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fxbatch.bank.model import (
-    AUTO_RETRY,
-    CODE_OBJ,
-    MESSAGE_OBJ,
-    NONE,
-    RETRY_HELPS_OBJ,
-    TIMEOUT,
-    check_settings,
-    trade_keys,
-)
+from fxbatch.bank.model import AUTO_RETRY, NONE, TIMEOUT, check_settings, trade_keys
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.engine import records
+from fxbatch.engine.writer import FinalWriter
 from fxbatch.errors import ConflictError, SettingsError
 from fxbatch.lifecycle import CODE_OF, TRADE_CODES, advance, final_run_status
 from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
@@ -42,7 +34,6 @@ from fxbatch.store import Store
 
 T = TradeStatus
 BankFactory = Callable[[RunConfig], Bank]
-STATUS_OBJ = np.array([s.value for s in TRADE_CODES], dtype=object)
 
 
 class Progress:
@@ -262,18 +253,17 @@ class Engine:
 
 
 def _final_rows(
-    src: np.ndarray, status: TradeStatus, amount_zar: np.ndarray, finished: float, **given: np.ndarray
+    src: np.ndarray, status: TradeStatus, amount_zar: np.ndarray, finished: float, **given: np.ndarray | pa.Array
 ) -> records.FinalRows:
     """Final records for trades that never reached the bank (or whose details are given)."""
     n = len(src)
     nan = np.full(n, np.nan)
-    none = np.full(n, None, dtype=object)
-    base: dict[str, np.ndarray] = {
-        "src_row": src, "status": np.full(n, status.value, dtype=object), "failure_code": none,
-        "failure_message": none, "retryable": none, "attempts": np.zeros(n, np.int64),
-        "quote_id": np.zeros(n, np.int64), "quote_rate": nan, "quote_expiry": nan, "deal_txn_id": none,
-        "deal_rate": nan, "amount_zar": amount_zar, "executing_at": nan, "quoted_at": nan,
-        "finished_at": np.full(n, finished),
+    base: dict[str, np.ndarray | pa.Array] = {
+        "src_row": src, "state": np.full(n, CODE_OF[status], dtype=np.int8),
+        "failure": np.full(n, NONE, dtype=np.int8), "attempts": np.zeros(n, np.int64),
+        "quote_id": np.zeros(n, np.int64), "quote_rate": nan, "quote_expiry": nan,
+        "deal_txn_id": pa.nulls(n, pa.string()), "deal_rate": nan, "amount_zar": amount_zar, "executing_at": nan,
+        "quoted_at": nan, "finished_at": np.full(n, finished),
     }  # fmt: skip
     base.update(given)
     return records.FinalRows(**base)
@@ -319,6 +309,7 @@ class _Worker:
         self.flush_rows = 0 if slow else 4 * config.chunk_size
         self._pending: list[records.FinalRows] = []
         self._pending_rows = 0
+        self.writer = FinalWriter(store, job.run_id)
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
 
     def run(self) -> None:
@@ -336,6 +327,7 @@ class _Worker:
                 position = self._execute(cur, todo)
             finally:
                 self._flush(cur)  # what is final is written even when the run stops on an error
+                self.writer.wait()
             if job.cancel_requested.is_set():
                 self._cancel(cur, todo.slice(position))
                 outcome = RunStatus.CANCELLED
@@ -538,12 +530,10 @@ class _Worker:
         w.finished_at[give_up] = now
 
     def _persist(self, cur: object, w: _Working, done: np.ndarray) -> None:
-        take = w.failure[done].astype(np.int64) + 1
         quoted = ~np.isnan(w.quoted_at[done])
         ids = w.deal_ids.filter(pa.array(done))
         final = records.FinalRows(
-            src_row=w.src[done], status=STATUS_OBJ[w.states[done]], failure_code=CODE_OBJ[take],
-            failure_message=MESSAGE_OBJ[take], retryable=RETRY_HELPS_OBJ[take], attempts=w.attempt[done],
+            src_row=w.src[done], state=w.states[done], failure=w.failure[done], attempts=w.attempt[done],
             quote_id=w.quote_id[done], quote_rate=w.quote_rate[done], quote_expiry=w.quote_expiry[done],
             deal_txn_id=pc.if_else(pa.array(quoted), ids, pa.scalar(None, pa.string())),
             deal_rate=w.deal_rate[done], amount_zar=w.amount_zar[done], executing_at=w.executing_at[done],
@@ -557,7 +547,7 @@ class _Worker:
         self.job.progress.finished({TRADE_CODES[i].value: int(c) for i, c in enumerate(counts) if c})
 
     def _flush(self, cur: object) -> None:
-        """Write buffered final records in one insert.
+        """Write buffered final records in one insert, on the writer's thread.
 
         Buffering is safe: a trade whose final record was not written yet is simply taken up
         again on resume; its booking, if any, is in the in-flight rows and the bank's ledger,
@@ -567,7 +557,7 @@ class _Worker:
             return
         rows = records.FinalRows.concat(self._pending)
         self._pending, self._pending_rows = [], 0
-        records.write_final(cur, self.job.run_id, rows)  # type: ignore[arg-type]
+        self.writer.submit(rows)
 
 
 _TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",

@@ -16,8 +16,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from fxbatch.bank.model import CODE_OBJ, MESSAGE_OBJ, RETRY_HELPS_OBJ
 from fxbatch.errors import NotFoundError
-from fxbatch.lifecycle import check_run
+from fxbatch.lifecycle import TRADE_CODES, check_run
 from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
 from fxbatch.store import Store
 
@@ -48,20 +49,26 @@ def insert_arrow(cur: duckdb.DuckDBPyConnection, table_name: str, table: pa.Tabl
         cur.unregister(name)
 
 
+# Small lookup arrays: a column of codes becomes its strings with one ``take`` (no Python
+# object per row).
+_STATUS_TEXT = pa.array([s.value for s in TRADE_CODES], type=pa.string())
+_CODE_TEXT = pa.array(CODE_OBJ, type=pa.string())
+_MESSAGE_TEXT = pa.array(MESSAGE_OBJ, type=pa.string())
+_RETRY_HELPS = pa.array(RETRY_HELPS_OBJ, type=pa.bool_())
+
+
 @dataclass
 class FinalRows:
     """Final records of a set of trades, as columns."""
 
     src_row: np.ndarray
-    status: np.ndarray  # object
-    failure_code: np.ndarray  # object
-    failure_message: np.ndarray  # object
-    retryable: np.ndarray  # object (bool or None)
+    state: np.ndarray  # int8: index into lifecycle.TRADE_CODES
+    failure: np.ndarray  # int8: index into bank.model.REASONS, -1 = none
     attempts: np.ndarray
     quote_id: np.ndarray  # int64, 0 = none
     quote_rate: np.ndarray
     quote_expiry: np.ndarray
-    deal_txn_id: pa.Array | np.ndarray  # strings (None/null where never quoted)
+    deal_txn_id: pa.Array  # strings (null where never quoted)
     deal_rate: np.ndarray
     amount_zar: np.ndarray
     executing_at: np.ndarray
@@ -77,21 +84,22 @@ class FinalRows:
             values = [getattr(p, name) for p in parts]
             if isinstance(values[0], pa.Array | pa.ChunkedArray):
                 arrays = [v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for v in values]
-                merged[name] = pa.concat_arrays([_strings(v) for v in arrays])
+                merged[name] = pa.concat_arrays([v.cast(pa.string()) for v in arrays])
             else:
                 merged[name] = np.concatenate([np.asarray(v) for v in values])
         return cls(**merged)
 
     def to_arrow(self, run_id: int) -> pa.Table:
         n = len(self.src_row)
+        reason = pa.array(self.failure.astype(np.int64) + 1)
         return pa.table(
             {
                 "run_id": pa.array(np.full(n, run_id), type=pa.int32()),
                 "src_row": pa.array(self.src_row, type=pa.int32()),
-                "status": _strings(self.status),
-                "failure_code": _strings(self.failure_code),
-                "failure_message": _strings(self.failure_message),
-                "retryable": pa.array(self.retryable, type=pa.bool_(), from_pandas=True),
+                "status": _STATUS_TEXT.take(pa.array(self.state.astype(np.int64))),
+                "failure_code": _CODE_TEXT.take(reason),
+                "failure_message": _MESSAGE_TEXT.take(reason),
+                "retryable": _RETRY_HELPS.take(reason),
                 "attempts": pa.array(self.attempts, type=pa.int32()),
                 "quote_id": pa.array(self.quote_id, type=pa.int64(), mask=self.quote_id == 0),
                 "quote_rate": _f64(self.quote_rate),

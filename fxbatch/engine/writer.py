@@ -1,0 +1,50 @@
+"""Final records written on a thread of their own while the run goes on.
+
+DuckDB releases the GIL while it inserts, so the engine can decide the next wave while the
+last buffer of final records is being written. At most one write is in progress: the next one
+waits for it (which also bounds the memory held). Writing a run's final records late is safe:
+a trade whose final record is not written yet is taken up again on resume, and its booking,
+if any, is in the in-flight rows and the bank's ledger.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from fxbatch.engine import records
+from fxbatch.store import Store
+
+
+class FinalWriter:
+    """Writes one run's final records in the background, one insert at a time."""
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, rows: records.FinalRows) -> None:
+        """Start writing ``rows`` once the previous write is done (raising its error, if any)."""
+        self.wait()
+        self._thread = threading.Thread(
+            target=self._write, args=(rows,), name=f"fxbatch-run-{self.run_id}-writer", daemon=True
+        )
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the write in progress; raise what it raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _write(self, rows: records.FinalRows) -> None:
+        try:
+            records.write_final(self.store.cursor(), self.run_id, rows)
+        except BaseException as exc:  # handed to the run's thread by wait()
+            self._error = exc
+        finally:
+            self.store.release_cursor()
