@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +14,7 @@ import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
-from fxbatch.bank.http import API, HttpBank, HttpBankConfig, map_envelope
+from fxbatch.bank.http import API, HttpBank, HttpBankConfig, KeepAliveTransport, map_envelope
 from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
 from fxbatch.bank.port import BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.errors import SettingsError
@@ -60,9 +62,13 @@ class FakeBank:
         return self.api(op, body, request)
 
 
+async def no_sleep(seconds: float) -> None:
+    return None
+
+
 def make_bank(fake: FakeBank, clock: Clock | None = None, secret: str = SECRET, **cfg: Any) -> HttpBank:
     config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(secret), backoff_s=0.0, **cfg)
-    return HttpBank(config, transport=httpx.MockTransport(fake), sleep=lambda s: None, clock=clock or Clock())
+    return HttpBank(config, transport=httpx.MockTransport(fake), sleep=no_sleep, clock=clock or Clock())
 
 
 def quote_batch(n: int = 2) -> QuoteBatch:
@@ -233,24 +239,24 @@ def test_a_bank_unreachable_past_the_window_raises_bank_unavailable() -> None:
 
 def test_calls_per_second_are_capped() -> None:
     waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
     config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET), max_calls_per_s=10.0)
-    bank = HttpBank(config, transport=httpx.MockTransport(FakeBank(quote_answer)), sleep=waits.append)
+    bank = HttpBank(config, transport=httpx.MockTransport(FakeBank(quote_answer)), sleep=sleep)
     bank.create_quotes(quote_batch(5), 1)
     assert sum(waits) >= 0.3  # 5 calls at 10/s: the last waits ~0.4 s after the first
 
 
 def test_the_keep_alive_transport_reports_a_closed_port_as_a_connect_error() -> None:
-    import socket
-
-    from fxbatch.bank.http import KeepAliveTransport
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connections are refused
         transport = KeepAliveTransport(1.0, 1.0)
+        request = httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"{}")
         with pytest.raises(httpx.ConnectError):
-            transport.handle_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"{}"))
-        transport.close()
+            asyncio.run(transport.handle_async_request(request))
 
 
 def test_a_throttled_booking_is_sent_again_without_asking_status_first() -> None:
@@ -267,16 +273,15 @@ def test_a_throttled_booking_is_sent_again_without_asking_status_first() -> None
 
 
 def test_the_keep_alive_transport_keeps_only_live_connections() -> None:
-    import socket
-
-    from fxbatch.bank.http import KeepAliveTransport
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         transport = KeepAliveTransport(1.0, 1.0)
-        for _ in range(5):
-            with pytest.raises(httpx.ConnectError):
-                transport.handle_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"{}"))
-        assert transport._all == []
-        transport.close()
+
+        async def five() -> None:
+            for _ in range(5):
+                with pytest.raises(httpx.ConnectError):
+                    await transport.handle_async_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x"))
+
+        asyncio.run(five())
+        assert transport.idle == 0

@@ -1,0 +1,104 @@
+"""The trading API on the wire (DOMAIN.md section 3): paths, JSON bodies, the result envelope.
+
+Shared by the client (``fxbatch.bank.http``) and the bank simulator service (``fxbatch.banksim``).
+The extra ``X-Fxbatch-*`` headers carry the engine's trade key, step and attempt so the simulator
+decides exactly as the in-process simulated bank; a real bank ignores them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from fxbatch.bank.model import NONE, REASON_INDEX
+from fxbatch.models import FAILURES, FailureCode
+
+API = "/trading-channel-service/api/v1/"
+CREATE_QUOTE, BOOK_DEAL, CANCEL_QUOTE, TXN_STATUS = "createquote", "bookquoteddeal", "cancelquote", "GetTxnStatus"
+OPERATIONS = (CREATE_QUOTE, BOOK_DEAL, CANCEL_QUOTE, TXN_STATUS)
+TOKEN_PATH = "/oauth2/token"
+H_TRADE_KEY, H_STEP, H_ATTEMPT = "X-Fxbatch-Trade-Key", "X-Fxbatch-Step", "X-Fxbatch-Attempt"
+H_SPREAD, H_RUN = "X-Fxbatch-Spread-Bps", "X-Fxbatch-Run-Id"
+
+_UNAVAILABLE = REASON_INDEX[FailureCode.SERVICE_UNAVAILABLE.value]
+_NOT_AUTHORISED = REASON_INDEX[FailureCode.NOT_AUTHORISED.value]
+_BY_RESULT_CODE = {info.result_code: REASON_INDEX[c.value] for c, info in reversed(FAILURES.items())}
+
+
+def quote_body(
+    cif: str, account: str, pair: str, is_buy: bool, currency: str, amount: float, delivery: str, value_date: str
+) -> dict[str, Any]:
+    """createquote: the client's side of the pair settles from ``account``."""
+    base, quote = pair.split("/")
+    return {
+        "customer": {
+            "cifNo": cif,
+            "fromSettlementAccount": {"currency": quote if is_buy else base, "accountNumber": account},
+        },
+        "trade": {
+            "tradeType": "Buy" if is_buy else "Sell",
+            "deliveryType": (delivery or "SPOT").title(),
+            "currencyPair": pair,
+            "dealCurrency": currency,
+            "dealCurrencyAmount": amount,
+            "settlementDate": (value_date or "").replace("-", ""),
+            "dealDateTime": datetime.now(UTC).isoformat(),
+        },
+    }
+
+
+def book_body(quote_id: int, deal_id: str, quote_rate: float, deal_rate: float) -> dict[str, Any]:
+    """bookquoteddeal: ``deal_id`` is the caller's idempotency key, the same on every retry."""
+    return {
+        "trade": {"quoteID": quote_id, "dealTransactionID": deal_id, "quoteRate": quote_rate, "dealRate": deal_rate}
+    }
+
+
+def epoch(text: str | None) -> float:
+    """An ISO-8601 timestamp as epoch seconds (UTC when it has no zone; NaN when absent)."""
+    if not text:
+        return float("nan")
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+def map_envelope(status_code: int, body: dict[str, Any]) -> tuple[int, int, str | None]:
+    """(resultCode, reason index, message) of one answer; unknown reasons map by result code."""
+    result = body.get("result") or {}
+    code = int(result.get("resultCode", status_code if status_code >= 400 else 0))
+    if code == 0:
+        return 0, NONE, None
+    message = result.get("resultMsg") or f"HTTP {status_code}"
+    reason = REASON_INDEX.get(str(result.get("resultReasonCode")))
+    if reason is None:
+        reason = _NOT_AUTHORISED if status_code in (401, 403) else _BY_RESULT_CODE.get(code, _UNAVAILABLE)
+    errors = result.get("validationErrors") or []
+    if errors:
+        detail = "; ".join(f"{e.get('validation')}: {e.get('error')}" for e in errors if isinstance(e, dict))
+        message = f"{message} ({detail})" if detail else message
+    return code, reason, message
+
+
+def transaction_id(body: dict[str, Any]) -> str | None:
+    """The bank's ``header.transactionId`` of an answer."""
+    header = body.get("header")
+    return header.get("transactionId") if isinstance(header, dict) else None
+
+
+def json_body(resp: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or {} when it has none."""
+    try:
+        body = json.loads(resp.content) if resp.content else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def has_envelope(resp: httpx.Response) -> bool:
+    """A 5xx that carries the API's result block is the bank's answer, not a failed call."""
+    if "json" not in resp.headers.get("content-type", ""):
+        return False
+    return isinstance(json_body(resp).get("result"), dict)
