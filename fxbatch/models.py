@@ -64,7 +64,7 @@ class RejectedRow(BaseModel):
 
     row: int = Field(description="Row number as the analyst sees it (Excel row / CSV line).")
     values: dict[str, str | None] = Field(description="Mapped field -> the cell's text (trimmed).")
-    problems: list[str] = Field(description="'column: why', one per problem.")
+    problems: list[str] = Field(description="Why it was rejected, one message per problem.")
 
 
 class CheckReport(BaseModel):

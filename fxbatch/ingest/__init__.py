@@ -125,7 +125,7 @@ def fetch_rejected_rows(cur: duckdb.DuckDBPyConnection, plan: ColumnPlan, limit:
     """The first ``limit`` rejected rows of ``checked``, with the mapped fields' cell texts to fix."""
     mapped = [(name, FIELDS.index(name)) for name in FIELDS if name in plan.field_to_index]
     found = cur.execute(
-        "SELECT src_row, fix_cells, [e.col || ': ' || e.message FOR e IN errors] FROM checked "
+        "SELECT src_row, fix_cells, [e.message FOR e IN errors] FROM checked "
         f"WHERE len(errors) > 0 ORDER BY src_row LIMIT {int(limit)}"
     ).fetchall()
     return [

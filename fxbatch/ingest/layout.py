@@ -66,6 +66,13 @@ def known_headers(column_map: Mapping[str, str] | None) -> dict[str, str]:
     return {**_LOOKUP, **{normalise_header(k): v for k, v in column_map.items()}}
 
 
+def guess_fields(headers: Sequence[str], column_map: Mapping[str, str] | None = None) -> dict[str, str]:
+    """File header -> the field it would map to (recognised aliases, then ``column_map``);
+    headers that map to nothing are left out. What a mapping editor starts from."""
+    known = known_headers(column_map)
+    return {h: known[normalise_header(h)] for h in headers if known.get(normalise_header(h))}
+
+
 def header_score(cells: Sequence[object], known: Mapping[str, str] | None = None) -> int:
     """How many distinct fields a candidate header row names (``known``: see known_headers)."""
     lookup = _LOOKUP if known is None else known

@@ -37,10 +37,16 @@ def assert_rendered(at: AppTest, page: str) -> None:
     assert [t.value for t in at.title] == [TITLES[page]]
 
 
+def choose(at: AppTest, name: str, content: bytes) -> AppTest:
+    """Choose a file on the Upload page: the page checks it at once and stores nothing."""
+    return at.file_uploader(key="upload").set_value((name, content, "text/csv")).run()
+
+
 def upload(at: AppTest, name: str, content: bytes) -> AppTest:
-    """Choose a file on the Upload page and press the create button."""
-    at.file_uploader(key="upload").set_value((name, content, "text/csv")).run()
-    return at.button(key="create").click().run()
+    """Choose a file on the Upload page and press the create button when the page offers it."""
+    choose(at, name, content)
+    create = [b for b in at.button if b.key == "create"]
+    return create[0].click().run() if create else at
 
 
 # -- every page renders ------------------------------------------------------------------
@@ -116,6 +122,71 @@ def test_upload_of_a_header_only_file_shows_why_and_creates_no_batch(empty_db: P
     assert "morning.csv" in message  # the analyst's file name, not the server's temporary copy
     at.switch_page("pages/home.py").run()
     assert metrics(at)["Batches"] == "0"
+
+
+def test_upload_checks_the_file_before_anything_is_stored(empty_db: Path, open_page: OpenPage) -> None:
+    at = choose(open_page("pages/upload.py"), "sample_with_errors.csv", (DATA / "sample_with_errors.csv").read_bytes())
+
+    assert not at.exception and not at.error and not at.success
+    assert metrics(at) == {"Data rows": "14", "Accepted": "3", "Rejected": "10", "Ignored (blank)": "1"}
+    assert at.button(key="create").label == "Create batch with 3 trade(s)"
+    rejections = tables(at)[0]
+    assert rejections[rejections["value"] == "HOLD"]["row"].tolist() == [9]
+    grid = at.data_editor(key="fix_grid_0").value
+    assert grid["row"].tolist() == [6, 7, 9, 10, 11, 12, 13, 14, 15, 17]
+    assert grid.set_index("row").loc[9, "side"] == "HOLD"
+    at.switch_page("pages/home.py").run()
+    assert metrics(at)["Batches"] == "0"
+
+
+def test_upload_corrects_rejected_rows_in_the_grid_and_loads_them(empty_db: Path, open_page: OpenPage) -> None:
+    at = choose(open_page("pages/upload.py"), "sample_with_errors.csv", (DATA / "sample_with_errors.csv").read_bytes())
+    grid = at.data_editor(key="fix_grid_0").value
+    position = {row: i for i, row in enumerate(grid["row"])}
+    # AppTest cannot type into a grid: seed the editor's edit state as the browser would send it.
+    at.session_state["fix_grid_0"] = {
+        "edited_rows": {position[9]: {"side": "SELL"}, position[10]: {"amount": "500"}, position[7]: {"amount": "1"}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run().button(key="revalidate").click().run()
+
+    assert not at.exception and not at.error
+    assert metrics(at) == {"Data rows": "14", "Accepted": "5", "Rejected": "8", "Ignored (blank)": "1"}
+    assert "2 corrected row(s) now pass; still rejected: row 7" in at.info[0].value
+    grid = at.data_editor(key="fix_grid_1").value
+    assert 9 not in grid["row"].tolist() and grid.set_index("row").loc[7, "amount"] == "1"
+
+    at.button(key="create").click().run()
+    assert "Batch 1 'sample_with_errors' created" in at.success[0].value
+    assert metrics(at)["Accepted"] == "5"
+    assert any("row 9, 10" in c.value for c in at.caption)
+    at.switch_page("pages/batches.py").run()
+    assert not at.exception
+
+
+def test_upload_maps_columns_whose_headers_were_not_recognised(empty_db: Path, open_page: OpenPage) -> None:
+    odd = b"Cust No,Acct,Pair,Dir,Amt\n0123456789,0012345678,USD/ZAR,BUY,100\n"
+    at = choose(open_page("pages/upload.py"), "odd.csv", odd)
+
+    assert "No header row found" in at.error[0].value
+    mapping = at.data_editor(key="map_grid_0").value
+    assert mapping["file column"].tolist() == ["Cust No", "Acct", "Pair", "Dir", "Amt"]
+    assert mapping["field"].tolist() == ["(ignore)", "(ignore)", "currency_pair", "(ignore)", "(ignore)"]
+    at.session_state["map_grid_0"] = {
+        "edited_rows": {0: {"field": "client_cif"}, 1: {"field": "account_number"}, 3: {"field": "side"}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run().button(key="apply_map").click().run()
+    assert "Required column(s) missing: amount" in at.error[0].value  # one still to map
+    at.session_state["map_grid_1"] = {"edited_rows": {4: {"field": "amount"}}, "added_rows": [], "deleted_rows": []}
+    at.run().button(key="apply_map").click().run()
+
+    assert not at.error, [e.value for e in at.error]
+    assert metrics(at)["Accepted"] == "1"
+    at.button(key="create").click().run()
+    assert "Batch 1 'odd' created" in at.success[0].value
 
 
 def test_uploading_the_same_file_twice_warns_and_keeps_both_batches(db_path: Path, open_page: OpenPage) -> None:

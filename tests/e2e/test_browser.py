@@ -56,7 +56,9 @@ def test_an_analyst_uploads_a_spreadsheet_and_finds_the_new_batch(
     expect(page).to_have_url(re.compile(r"/upload$"))
     screenshot("2-upload-empty")
     choose_file(page, str(DATA / "sample_trades.csv"), "sample_trades.csv")
-    page.get_by_role("button", name="Validate and create batch").click()
+    # The page checks the file at once; nothing is stored until the analyst creates the batch.
+    expect(page.get_by_test_id("stMetric").filter(has_text="Accepted")).to_contain_text("200")
+    page.get_by_role("button", name="Create batch with 200 trade(s)").click()
     success = page.get_by_test_id("stAlertContentSuccess")
     expect(success).to_contain_text("Batch 2 'sample_trades")
     settle(page)
@@ -81,10 +83,12 @@ def test_an_analyst_sees_why_rows_were_rejected_and_why_a_file_was_refused(
     page.goto(f"{app_url}/upload")
     expect(page.get_by_role("heading", name="Upload trades")).to_be_visible()
     settle(page)
-    create = page.get_by_role("button", name="Validate and create batch")
-
     choose_file(page, str(DATA / "sample_with_errors.csv"), "sample_with_errors.csv")
-    create.click()
+    expect(page.get_by_role("tab", name="Rejections (10 rows)")).to_be_visible()
+    page.get_by_role("tab", name="Correct rejected rows").click()
+    expect(page.get_by_test_id("stDataFrame").last).to_be_visible()
+    screenshot("5a-upload-checked")
+    page.get_by_role("button", name="Create batch with 3 trade(s)").click()
     expect(page.get_by_test_id("stAlertContentSuccess")).to_contain_text("'sample_with_errors' created")
     settle(page)
     expect(page.get_by_test_id("stMetric").filter(has_text="Rejected")).to_contain_text("10")
@@ -94,7 +98,6 @@ def test_an_analyst_sees_why_rows_were_rejected_and_why_a_file_was_refused(
 
     header_only = b"trade_id,client_cif,account_number,currency_pair,side,amount\n"
     choose_file(page, [{"name": "morning.csv", "mimeType": "text/csv", "buffer": header_only}], "morning.csv")
-    create.click()
     error = page.get_by_test_id("stAlertContentError")
     expect(error).to_contain_text("morning.csv has a header row")
     settle(page)
