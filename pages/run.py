@@ -176,17 +176,26 @@ def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -
     if page_no > pages:
         page_no = st.session_state["f_page"] = 1
         page, total = wb.run_trades_page(run_id, filters, limit=PAGE_SIZE, unmask=unmask)
-    st.dataframe(page, hide_index=True, width="stretch", column_config=TRADES_TABLE, key="trades_table")
+    event = st.dataframe(
+        page,
+        hide_index=True,
+        width="stretch",
+        column_config=TRADES_TABLE,
+        key="trades_table",
+        on_select="rerun",
+        selection_mode="single-row",
+    )
     c1, c2 = st.columns([1, 4])
     c1.number_input("Page", min_value=1, max_value=pages, step=1, key="f_page")
     first = (page_no - 1) * PAGE_SIZE + 1 if total else 0
     c2.caption(f"Trades {first:,}–{first + len(page) - 1 if total else 0:,} of {total:,} matching · {pages:,} pages")
     if page.empty:
         return
-    # No status in the label: a widget keeps the labels it was first drawn with while the run progresses.
-    labels = {int(r.row): f"row {r.row} · {r.trade_id}" for r in page.itertuples()}  # type: ignore[attr-defined]
-    row = st.selectbox("Trade detail", list(labels), format_func=labels.__getitem__, key="detail_row")
-    _detail(wb, run_id, int(row), unmask)
+    picked = [i for i in event.selection.rows if i < len(page)]
+    st.subheader("Trade detail")
+    if not picked:
+        st.caption("Click a row of the table to see that trade's story; this is the first on the page.")
+    _detail(wb, run_id, int(page.iloc[picked[0] if picked else 0]["row"]), unmask)
 
 
 def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:

@@ -28,7 +28,7 @@ def metrics(at: AppTest) -> dict[str, str]:
 
 def tables(at: AppTest) -> list[pd.DataFrame]:
     """The data of the read-only tables on the page, in page order (data editors are widgets, with a key)."""
-    return [d.value for d in at.dataframe if not d.key]
+    return [d.value for d in at.dataframe if d.editing_mode == "read_only"]
 
 
 def assert_rendered(at: AppTest, page: str) -> None:

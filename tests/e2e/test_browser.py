@@ -182,6 +182,16 @@ def test_an_analyst_starts_a_run_watches_it_from_two_tabs_and_reviews_the_charts
     page.get_by_text("Unmask accounts", exact=True).click()
     settle(page)
     expect(page.get_by_test_id("stCaptionContainer").filter(has_text="of 200 matching")).to_be_visible()
+    hint = page.get_by_test_id("stCaptionContainer").filter(has_text="Click a row")
+    expect(hint).to_be_visible()
+    # Click the second row's selection cell (the grid is a canvas: rows are 35 px under a 35 px header).
+    grid = page.get_by_test_id("stDataFrame").filter(has=page.locator("canvas")).first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)
+    expect(hint).to_have_count(0)
+    settle(page)
     page.get_by_test_id("stMain").get_by_text("Trade detail").scroll_into_view_if_needed()
     screenshot("11-run-trades")
 
