@@ -161,7 +161,25 @@ def _v3(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+def _v4(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+    -- The simulated bank stores a deal id of the form prefix || src_row (what the engine sends)
+    -- as a small prefix id instead of the string: writing a million id strings cost as much as
+    -- the rest of the row. Other ids are stored as they came. ``sim_ledger`` stays the ledger as
+    -- everyone reads it, with the same columns as before.
+    ALTER TABLE sim_ledger RENAME TO sim_ledger_rows;
+    ALTER TABLE sim_ledger_rows ALTER COLUMN deal_transaction_id DROP NOT NULL;
+    ALTER TABLE sim_ledger_rows ADD COLUMN prefix_id INTEGER;
+    CREATE SEQUENCE sim_prefix_seq START 1;
+    CREATE TABLE sim_deal_prefixes (prefix_id INTEGER PRIMARY KEY, prefix VARCHAR NOT NULL UNIQUE);
+    CREATE VIEW sim_ledger AS
+    SELECT l.deal_hash, coalesce(l.deal_transaction_id, p.prefix || l.src_row) AS deal_transaction_id,
+           l.quote_id, l.run_id, l.src_row, l.deal_rate, l.booked_at
+    FROM sim_ledger_rows l LEFT JOIN sim_deal_prefixes p ON p.prefix_id = l.prefix_id;
+    """)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fxbatch.bank.model import (
     BOOK_STAGE,
@@ -57,8 +58,11 @@ class _Booked:
             "SELECT count(*) FROM (SELECT * FROM sim_ledger LIMIT 64) WHERE deal_hash <> hash(deal_transaction_id)"
         ).fetchall()[0][0]
         if stale:
-            cur.execute("UPDATE sim_ledger SET deal_hash = hash(deal_transaction_id)")
-        column = cur.execute("SELECT deal_hash FROM sim_ledger").fetchnumpy()["deal_hash"]
+            cur.execute(
+                "UPDATE sim_ledger_rows SET deal_hash = hash(coalesce(deal_transaction_id, "
+                "(SELECT p.prefix FROM sim_deal_prefixes p WHERE p.prefix_id = sim_ledger_rows.prefix_id) || src_row))"
+            )
+        column = cur.execute("SELECT deal_hash FROM sim_ledger_rows").fetchnumpy()["deal_hash"]
         self.runs: list[np.ndarray] = []
         self.add(np.asarray(column, dtype=np.uint64))
 
@@ -137,6 +141,7 @@ class SimulatedBank:
         # The last call's quotes in request order: what a caller usually books next.
         self._last_quotes: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0))
         self._index: _Booked | None = None
+        self._prefixes: dict[str, int] = {}  # deal id prefix -> its id in sim_deal_prefixes
         self._lock = threading.Lock()
         self.calls = {"createquote": 0, "bookquoteddeal": 0, "cancelquote": 0, "gettxnstatus": 0}
 
@@ -272,26 +277,66 @@ class SimulatedBank:
     def _record(self, batch: BookBatch, mask: np.ndarray, now: float, hashes: np.ndarray) -> None:
         idx = np.flatnonzero(mask)
         new_ids = batch.deal_txn_id.take(pa.array(idx)).cast(pa.string())
+        src = batch.src_row[idx]
+        prefix_id, derived = self._derived(new_ids, src)
+        if derived.all():
+            ids = pa.nulls(len(idx), pa.string())
+        elif derived.any():
+            ids = pc.if_else(pa.array(derived), pa.scalar(None, pa.string()), new_ids)
+        else:
+            ids = new_ids
         table = pa.table(
             {
                 "deal_hash": pa.array(hashes[idx], type=pa.uint64()),
-                "deal_transaction_id": new_ids,
+                "deal_transaction_id": ids,
                 "quote_id": pa.array(batch.quote_id[idx], type=pa.int64()),
                 "run_id": pa.array(np.full(len(idx), batch.run_id), type=pa.int32()),
-                "src_row": pa.array(batch.src_row[idx], type=pa.int32()),
+                "src_row": pa.array(src, type=pa.int32()),
                 "deal_rate": pa.array(batch.deal_rate[idx], type=pa.float64()),
                 "booked_at": pa.array(np.full(len(idx), int(now * 1e6)), type=pa.timestamp("us")),
+                "prefix_id": pa.array(np.full(len(idx), prefix_id), type=pa.int32(), mask=~derived),
             }
         )
         cur = self.store.cursor()
         cur.register("_fx_booked", table)
         try:
-            cur.execute("INSERT INTO sim_ledger SELECT * FROM _fx_booked")
+            cur.execute("INSERT INTO sim_ledger_rows BY NAME SELECT * FROM _fx_booked")
         finally:
             cur.unregister("_fx_booked")
         index = self._booked()
         with self._lock:
             index.add(hashes[idx])
+
+    def _derived(self, ids: pa.Array, src_row: np.ndarray) -> tuple[int, np.ndarray]:
+        """Which ids are ``prefix || src_row`` for the prefix of the first one, and its prefix id.
+
+        Those are stored as the prefix id (the ``sim_ledger`` view puts the string back together);
+        any other id is stored as it came.
+        """
+        none = np.zeros(len(ids), dtype=bool)
+        first = ids[0].as_py() if len(ids) else None
+        tail = str(int(src_row[0])) if len(src_row) else ""
+        if first is None or not first.endswith(tail):
+            return 0, none
+        prefix = first[: len(first) - len(tail)]
+        rebuilt = pc.binary_join_element_wise(prefix, pc.cast(pa.array(src_row, type=pa.int64()), pa.string()), "")
+        same = np.asarray(pc.equal(rebuilt, ids).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        if not same.any():
+            return 0, none
+        return self._prefix_id(prefix), same
+
+    def _prefix_id(self, prefix: str) -> int:
+        found = self._prefixes.get(prefix)
+        if found is None:
+            cur = self.store.cursor()
+            cur.execute(
+                "INSERT INTO sim_deal_prefixes VALUES (nextval('sim_prefix_seq'), ?) ON CONFLICT DO NOTHING", [prefix]
+            )
+            found = int(
+                cur.execute("SELECT prefix_id FROM sim_deal_prefixes WHERE prefix = ?", [prefix]).fetchall()[0][0]
+            )
+            self._prefixes[prefix] = found
+        return found
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
         self.calls["cancelquote"] += len(quote_ids)

@@ -481,3 +481,28 @@ def test_a_deal_id_booked_under_one_run_is_not_booked_again_under_another(store:
     bank.book_deals(book_batch(q, quotes, run_id=1), 16)
     bank.book_deals(book_batch(q, quotes, run_id=2), 16)
     assert len(ledger(store)) == 1
+
+
+def test_ids_that_are_a_prefix_and_the_row_are_stored_compactly_and_read_back_whole(store: Store) -> None:
+    bank = make_bank(store)
+    q = quote_batch(rows=[7, 8, 9, 10])
+    quotes = bank.create_quotes(q, 16)
+    ids = ["FXB-ab12-3-7", "FXB-ab12-3-8", "FXB-ab12-3-09", "other-10"]  # the last two do not follow the form
+    assert bank.book_deals(book_batch(q, quotes, deal_ids=ids), 16).ok.all()
+    assert ledger(store) == sorted((d, 1) for d in ids)
+    stored = store.cursor().execute("SELECT src_row, deal_transaction_id FROM sim_ledger_rows ORDER BY 1").fetchall()
+    assert stored == [(7, None), (8, None), (9, "FXB-ab12-3-09"), (10, "other-10")]
+    again = make_bank(store).book_deals(book_batch(q, quotes, deal_ids=ids), 16)  # a restarted bank
+    assert again.ok.all()
+    assert len(ledger(store)) == 4
+    status = make_bank(store).transaction_status(pa.array([*ids, "FXB-ab12-3-11"]), 16)
+    assert list(status.status) == ["COMPLETED"] * 4 + ["NOT_FOUND"]
+
+
+def test_the_ledger_hash_of_every_deal_is_the_hash_of_its_id(store: Store) -> None:
+    bank = make_bank(store)
+    q = quote_batch(rows=[2, 3])
+    quotes = bank.create_quotes(q, 16)
+    bank.book_deals(book_batch(q, quotes, deal_ids=["P-2", "free-form"]), 16)
+    rows = store.cursor().execute("SELECT count(*) FROM sim_ledger WHERE deal_hash = hash(deal_transaction_id)")
+    assert rows.fetchall() == [(2,)]
