@@ -6,6 +6,8 @@ environment.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
@@ -60,6 +62,11 @@ class Settings(BaseSettings):
         ge=1,
         description="How many rejections the CLI prints as text (JSON always has them all).",
     )
+    bank_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="Base URL of the HTTP bank the app's run form offers; empty = none (the simulated bank).",
+    )
     bank_token_url: str | None = Field(
         default=None,
         description="OAuth2 token endpoint of the HTTP bank; empty = the bank URL + /oauth2/token.",
@@ -85,6 +92,29 @@ class Settings(BaseSettings):
         gt=0,
         description="Upper limit on HTTP bank calls per second across the run; empty = no limit.",
     )
+
+
+def settings_from_secrets(secrets: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment over ``secrets`` (the app's ``[fxbatch]`` secrets section).
+
+    Keys are setting names without the prefix (``bank_client_secret = "..."``); a variable set in
+    the environment wins over the same secret. An unknown key or a bad value raises SettingsError
+    naming it.
+    """
+    env = os.environ if environ is None else environ
+    for key in secrets:
+        if key not in Settings.model_fields:
+            raise SettingsError(
+                f"Secret fxbatch.{key} is not an fxbatch setting; settings are: {', '.join(Settings.model_fields)}."
+            )
+    given = {k: v for k, v in secrets.items() if f"FXBATCH_{k.upper()}" not in env}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "?"
+        where = f"secret fxbatch.{name}" if name in given else f"FXBATCH_{name.upper()}"
+        raise SettingsError(f"Setting {where} is not valid: {first['msg']}.") from exc
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -158,8 +158,10 @@ class Workbench:
         job.wait()
         return self.run_summary(job.run_id)
 
-    def resume(self, run_id: int, *, wait: bool = True) -> RunSummary | Job:
-        job = self.engine.resume(run_id)
+    def resume(self, run_id: int, *, wait: bool = True, bank_url: str | None = None) -> RunSummary | Job:
+        """Finish an INTERRUPTED run; ``bank_url`` points it at another HTTP bank address
+        ('' = the in-process simulated bank), None keeps the run's own."""
+        job = self.engine.resume(run_id, bank_url=bank_url)
         if not wait:
             return job
         job.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Any
 
@@ -129,6 +130,11 @@ def _mix_editor() -> dict[FailureCode, float]:
     return {FailureCode(r): float(w) for r, w in zip(edited["reason"], edited["weight"], strict=True) if w and w > 0}
 
 
+# The run form's bank choice -> whether it is the HTTP bank.
+BANKS = {"Simulated": False, "HTTP": True}
+HTTP_URL = re.compile(r"https?://\S+")
+
+
 def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
     with st.form("start_run"):
         c1, c2, c3 = st.columns(3)
@@ -138,14 +144,34 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
                                   step=5.0, key="latency")  # fmt: skip
         concurrency = c2.number_input("Concurrency", min_value=1, max_value=1024, value=16, step=1, key="concurrency")
         attempts = c3.number_input("Max attempts", min_value=1, max_value=20, value=3, step=1, key="attempts")
-        st.caption("Failure mix: relative weights of the reasons among failing trades.")
+        kind = c3.radio("Bank", list(BANKS), key="bank_kind", horizontal=True)
+        url = c3.text_input(
+            "HTTP bank URL",
+            value=wb.settings.bank_url or "",
+            placeholder="http://127.0.0.1:8600",
+            key="bank_url",
+            help="Used when the bank is HTTP: the trading API's base URL. Credentials come from the settings "
+            "(FXBATCH_BANK_* or the [fxbatch] Streamlit secrets).",
+        )
+        st.caption(
+            "Failure mix: relative weights of the reasons among failing trades. Success rate, failure mix and "
+            "latency shape the simulated bank; an HTTP bank decides for itself."
+        )
         mix = _mix_editor()
         submitted = st.form_submit_button("Review the run…", type="primary")
     if submitted:
+        bank_url = url.strip() if BANKS[kind] else None
+        if bank_url is not None and not HTTP_URL.fullmatch(bank_url):
+            st.error(
+                f"HTTP bank URL {bank_url!r} is not a web address: enter the bank's base URL, "
+                "for example http://127.0.0.1:8600.",
+                icon=":material/error:",
+            )
+            return
         try:
             config = make_config(
                 RunConfig(), success_rate=rate, seed=int(seed), latency_ms=float(latency),
-                concurrency=int(concurrency), max_attempts=int(attempts), failure_mix=mix,
+                concurrency=int(concurrency), max_attempts=int(attempts), failure_mix=mix, bank_url=bank_url,
             )  # fmt: skip
         except ValueError as exc:  # pydantic: a value out of range
             st.error(f"These settings cannot run: {exc}", icon=":material/error:")
@@ -157,13 +183,19 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
     config = RunConfig.model_validate_json(pending[1])
     bank = config.bank
     mix_text = ", ".join(f"{c.value} {w:.0%}" for c, w in sorted(bank.normalised_mix().items(), key=lambda x: -x[1]))
-    st.info(
-        f"**This will run batch {batch_id}: {trades:,} trades** against the simulated bank with a success rate "
-        f"of {bank.success_rate:.0%}, seed {config.seed}, {bank.latency_ms:g} ms per bank call, "
-        f"{config.concurrency} calls at once, up to {config.max_attempts} attempts per trade. "
-        f"Failures: {mix_text}.",
-        icon=":material/play_circle:",
-    )
+    if config.bank_url:
+        against = (
+            f"against the HTTP bank at {config.bank_url} (client id {wb.settings.bank_client_id}), "
+            f"{config.concurrency} calls at once, up to {config.max_attempts} attempts per trade. "
+            "The bank decides each outcome."
+        )
+    else:
+        against = (
+            f"against the simulated bank with a success rate of {bank.success_rate:.0%}, seed {config.seed}, "
+            f"{bank.latency_ms:g} ms per bank call, {config.concurrency} calls at once, up to "
+            f"{config.max_attempts} attempts per trade. Failures: {mix_text}."
+        )
+    st.info(f"**This will run batch {batch_id}: {trades:,} trades** {against}", icon=":material/play_circle:")
     c1, c2 = st.columns([1, 5])
     if c2.button("Change settings", key="run_back"):
         del st.session_state[PENDING_RUN]

@@ -5,15 +5,31 @@ from __future__ import annotations
 import streamlit as st
 from pydantic import ValidationError
 
-from fxbatch import FxBatchError, Settings, Workbench
+from fxbatch import FxBatchError, Workbench
+from fxbatch.errors import SettingsError
+from fxbatch.settings import settings_from_secrets
 
 
 # Clearing the cache closes the workbench, so the database file is let go at once rather than
 # staying locked against other processes until the old object happens to be collected.
 @st.cache_resource(show_spinner="Opening the database…", on_release=Workbench.close)
 def workbench() -> Workbench:
-    """The process-wide workbench; creates the database with the sample batch on first start."""
-    return Workbench.open(settings=Settings(), seed_sample=True)
+    """The process-wide workbench; creates the database with the sample batch on first start.
+
+    Settings come from FXBATCH_* variables over the ``[fxbatch]`` section of Streamlit secrets
+    (``.streamlit/secrets.toml``), where the HTTP bank's credentials belong.
+    """
+    return Workbench.open(settings=settings_from_secrets(_secrets()), seed_sample=True)
+
+
+def _secrets() -> dict[str, object]:
+    try:
+        section = st.secrets.get("fxbatch", {})
+    except FileNotFoundError:  # no secrets file: nothing to add (StreamlitSecretNotFoundError)
+        return {}
+    if not hasattr(section, "items"):
+        raise SettingsError("The fxbatch entry of the Streamlit secrets must be a [fxbatch] section of settings.")
+    return dict(section.items())
 
 
 ROUTED = "fxbatch_routed"  # set by app.py: this session's pages run under its st.navigation

@@ -304,6 +304,8 @@ def main() -> None:
         _count_metrics(summary.counts, summary.trades)
         if summary.error:
             st.warning(f"The run stopped early: {summary.error}.", icon=":material/warning:")
+        if summary.status.value == "INTERRUPTED":
+            _resume(wb, summary)
         version = _version(summary)
         try:
             db = str(wb.settings.db)
@@ -325,6 +327,22 @@ def main() -> None:
     _trades(wb, summary, choices)
     if not running:
         _export(wb, run_id)
+
+
+def _resume(wb: Workbench, summary: RunSummary) -> None:
+    """An INTERRUPTED run finishes where it stopped: in-flight trades are settled with the bank first."""
+    run_id = summary.run_id
+    url = summary.config.bank_url
+    c1, c2 = st.columns([1, 3])
+    new_url = c2.text_input("HTTP bank URL", value=url, key="resume_url") if url else None
+    if c1.button(f"Resume run {run_id}", type="primary", key="resume", icon=":material/play_arrow:"):
+        try:
+            wb.resume(run_id, wait=False, bank_url=new_url.strip() if new_url else None)
+        except FxBatchError as exc:
+            show_error(exc)
+            return
+        st.session_state[WATCHING] = run_id
+        st.rerun()
 
 
 def _done_share(summary: RunSummary) -> float:
