@@ -2,7 +2,7 @@
 
 One asyncio event loop on 127.0.0.1 speaking HTTP/1.1 keep-alive (``fxbatch.banksim.http11``, a
 small ``asyncio.Protocol``); each request is answered by callbacks, not a task of its own, and
-the requests that wait together are decided in one SimulatedBank call (``_Batcher``).
+the requests that wait together are decided in one SimulatedBank call (``batcher.Batcher``).
 
 Business answers (refusals included) are HTTP 200 with the API's result envelope; the injected
 faults are what a real network does: slow answers, bare 5xx, and a booking made whose answer
@@ -20,13 +20,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
 from fxbatch.bank.http import wire as api
+from fxbatch.banksim.batcher import Batcher
 from fxbatch.banksim.desk import Answer, Desk
 from fxbatch.banksim.http11 import Connection, Request, Response
 
@@ -90,47 +90,6 @@ def _result(a: Answer) -> dict[str, Any]:
 _NOT_FOUND: dict[str, Any] = {"result": {"resultCode": 404, "resultMsg": "no such path"}}
 
 
-class _Batcher:
-    """Requests of one kind that wait together are decided in one desk call.
-
-    The desk works on its own thread (DuckDB and numpy release the GIL), so the loop keeps
-    reading requests meanwhile; whatever arrived during one desk call makes the next batch.
-    A booking costs the desk ~7 ms a call whatever the batch size, so batches must grow with load.
-    """
-
-    def __init__(self, desk: Desk) -> None:
-        self.desk = desk
-        self.pending: dict[str, list[tuple[dict[str, Any], asyncio.Future[Answer]]]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banksim-desk")
-        self._task: asyncio.Task[None] | None = None
-
-    def ask(self, kind: str, row: dict[str, Any]) -> asyncio.Future[Answer]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Answer] = loop.create_future()
-        self.pending.setdefault(kind, []).append((row, future))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain())
-        return future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.pending:
-            pending, self.pending = self.pending, {}
-            for kind, items in pending.items():
-                rows = [row for row, _ in items]
-                try:
-                    answers = await loop.run_in_executor(self._pool, self.desk.decide, kind, rows)
-                except Exception as exc:  # every waiting request gets an answer, whatever went wrong
-                    for _, f in items:
-                        f.set_exception(exc)
-                    continue
-                for (_, f), a in zip(items, answers, strict=True):
-                    f.set_result(a)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 class BankServer:
     """The service: ``serve_forever`` runs it until ``shutdown`` (thread-safe) is called."""
 
@@ -138,7 +97,7 @@ class BankServer:
         self.port = port
         self.tokens = tokens
         self.faults = faults
-        self.batcher = _Batcher(desk)
+        self.batcher = Batcher(desk, faults.latency_ms / 1000)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.ready = threading.Event()

@@ -93,6 +93,8 @@ class Caller:
         """
         body["header"] = self._header
         content = json.dumps(body).encode()
+        length = str(len(content)).encode()
+        extra = [(k.encode(), v.encode()) for k, v in headers.items()]
         failing_since: float | None = None
         tries = 0
         refreshed = False
@@ -102,11 +104,20 @@ class Caller:
             await self.limiter.wait()
             token = await self._bearer()
             self.calls[op] += 1
+            # stream= with every header given: httpx then skips its header preparation (a third
+            # of a call's client CPU); the transport reads the body from the ByteStream.
+            url = self._urls[op]
             request = httpx.Request(
                 "POST",
-                self._urls[op],
-                content=content,
-                headers={**headers, "Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                url,
+                headers=[
+                    (b"Host", url.netloc),
+                    (b"Content-Type", b"application/json"),
+                    (b"Content-Length", length),
+                    (b"Authorization", b"Bearer " + token.encode()),
+                    *extra,
+                ],
+                stream=httpx.ByteStream(content),
                 extensions=self._extensions,
             )
             try:

@@ -1,0 +1,110 @@
+"""Requests of one kind that wait together are decided in one desk call.
+
+The desk works on its own thread (DuckDB and numpy release the GIL), so the event loop keeps
+reading requests meanwhile. A desk call costs about the same whatever its size (a booking batch:
+5-10 ms of DuckDB work, a quote batch ~1 ms), so the fewer calls the better; and an answer may not
+leave before the simulated latency has passed anyway. So a batch is not started as soon as its
+first request arrives but as late as still lets the desk finish by that request's due time (its
+arrival + latency - the kind's recent desk time - a margin): the requests that arrive meanwhile
+join it. When the desk is slower than that allows, the answers are late anyway; the batch then
+waits for the burst of requests to end (no new one for ``QUIET_S``), for at most half a desk
+call, so that one call takes what would otherwise be two. Without latency, a batch starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fxbatch.banksim.desk import Answer, Desk
+
+MARGIN_S = 0.001
+QUIET_S = 0.0005
+_Item = tuple[dict[str, Any], asyncio.Future[Answer]]
+
+
+class Batcher:
+    """Collects requests per kind and hands each batch to the desk, one desk call at a time."""
+
+    def __init__(self, desk: Desk, latency_s: float) -> None:
+        self.desk = desk
+        self.latency_s = latency_s
+        self.pending: dict[str, list[_Item]] = {}
+        self.first: dict[str, float] = {}  # arrival of each kind's oldest waiting request
+        self.last: dict[str, float] = {}  # and of its newest
+        self.cost: dict[str, float] = {}  # each kind's recent desk time (moving average)
+        self.calls: dict[str, int] = {}
+        self._busy = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banksim-desk")
+
+    def ask(self, kind: str, row: dict[str, Any]) -> asyncio.Future[Answer]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        items = self.pending.get(kind)
+        self.last[kind] = now = loop.time()
+        if items is None:
+            self.pending[kind] = [(row, future)]
+            self.first[kind] = now
+            self._schedule(loop)  # a new oldest request may move the next start earlier
+        else:
+            items.append((row, future))  # later arrivals only move it later: _fire looks again
+        return future
+
+    def _start_at(self, kind: str) -> float:
+        if self.latency_s <= 0:
+            return self.first[kind]
+        cost = self.cost.get(kind, 0.0)
+        on_time = self.first[kind] + self.latency_s - 1.25 * cost - MARGIN_S
+        burst_over = min(self.last[kind] + QUIET_S, self.first[kind] + cost / 2)
+        return max(on_time, burst_over)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._busy or not self.pending:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        kind = min(self.pending, key=self._start_at)
+        delay = self._start_at(kind) - loop.time()
+        if delay > 0:
+            self._timer = loop.call_later(delay, self._fire, loop)
+        else:
+            self._run(loop, kind)
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._schedule(loop)  # starts the batch, or waits on if requests kept coming
+
+    def _run(self, loop: asyncio.AbstractEventLoop, kind: str) -> None:
+        items = self.pending.pop(kind)
+        del self.first[kind], self.last[kind]
+        self._busy = True
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        started = loop.time()
+        work = loop.run_in_executor(self._pool, self.desk.decide, kind, [row for row, _ in items])
+        work.add_done_callback(lambda done: self._done(loop, kind, items, done, started))
+
+    def _done(
+        self, loop: asyncio.AbstractEventLoop, kind: str, items: list[_Item], done: asyncio.Future[list[Answer]],
+        started: float,
+    ) -> None:  # fmt: skip
+        self._busy = False
+        took = loop.time() - started
+        self.cost[kind] = took if kind not in self.cost else 0.7 * self.cost[kind] + 0.3 * took
+        exc = done.exception()
+        if exc is not None:  # every waiting request gets an answer, whatever went wrong
+            for _, f in items:
+                if not f.done():
+                    f.set_exception(exc)
+        else:
+            for (_, f), answer in zip(items, done.result(), strict=True):
+                if not f.done():
+                    f.set_result(answer)
+        self._schedule(loop)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._pool.shutdown(wait=True)
