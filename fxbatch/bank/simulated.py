@@ -140,6 +140,7 @@ class SimulatedBank:
         self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
         # The last call's quotes in request order: what a caller usually books next.
         self._last_quotes: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0))
+        self._last_fates: tuple[np.ndarray, Fates] | None = None
         self._index: _Booked | None = None
         self._prefixes: dict[str, int] = {}  # deal id prefix -> its id in sim_deal_prefixes
         self._lock = threading.Lock()
@@ -189,6 +190,13 @@ class SimulatedBank:
         wanted = set(ids)
         return {r[0]: (int(r[1]), float(r[2])) for r in rows if r[0] in wanted}
 
+    def _fates(self, keys: np.ndarray) -> Fates:
+        """The model's fates of ``keys`` (those of the last quoted trades when they are the same)."""
+        last = self._last_fates
+        if last is not None and len(last[0]) == len(keys) and np.array_equal(last[0], keys):
+            return last[1]
+        return self.model.fates(keys)
+
     def _expiry(self, quote_ids: np.ndarray) -> np.ndarray:
         """Expiry of each quote this bank issued (NaN when unknown)."""
         last_ids, last_exp = self._last_quotes
@@ -232,6 +240,7 @@ class SimulatedBank:
             order = np.argsort(quote_id[ok])
             self._quotes.append((quote_id[ok][order], expires[ok][order]))
         self._last_quotes = (quote_id[ok], expires[ok])
+        self._last_fates = (batch.trade_key[ok], Fates(fates.success[ok], fates.reason[ok], fates.transient[ok]))
         return QuoteReplies(codes, reason, messages, None, quote_id, rate, expires)
 
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
@@ -239,7 +248,7 @@ class SimulatedBank:
         self.calls["bookquoteddeal"] += n
         self._wait(n, max_in_flight)
         hashes, already, known = self._already(batch.deal_txn_id)
-        fates = self.model.fates(batch.trade_key)
+        fates = self._fates(batch.trade_key)
         expiry = self._expiry(batch.quote_id)
         now = self.clock()
         reason = np.full(n, NONE, dtype=np.int8)
@@ -361,3 +370,4 @@ class SimulatedBank:
     def close(self) -> None:
         self._quotes.clear()
         self._last_quotes = (np.zeros(0, np.int64), np.zeros(0))
+        self._last_fates = None

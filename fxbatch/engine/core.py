@@ -304,9 +304,11 @@ class _Worker:
         self.chunk_size = config.concurrency * 32 if slow else config.chunk_size
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
-        # Final records are buffered up to this many rows (one large insert costs about half as
-        # much per row as several small ones); in latency mode every wave is written at once.
-        self.flush_rows = 0 if slow else 4 * config.chunk_size
+        # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
+        # rows) or more is written in parallel and costs about half as much per row as smaller
+        # ones; the last buffer, written when nothing else is left to overlap it, stays small. In
+        # latency mode every wave is written at once.
+        self.flush_rows = 0 if slow else max(2 * config.chunk_size, 245_760)
         self._pending: list[records.FinalRows] = []
         self._pending_rows = 0
         self.writer = FinalWriter(store, job.run_id)
@@ -464,7 +466,8 @@ class _Worker:
         quotes = QuoteBatch(
             trade_key=w.keys[idx], step=w.src[idx], attempt=w.attempt[idx], amount=w.amount[idx],
             amount_zar=w.amount_zar[idx], spread_bps=w.spread_bps[idx], is_buy=w.is_buy[idx],
-            pair_code=w.pair_code[idx], pair_names=self.pair_names, trades=w.trades.take(pa.array(idx)),
+            pair_code=w.pair_code[idx], pair_names=self.pair_names,
+            trades=w.trades if len(idx) == n else w.trades.take(pa.array(idx)),  # at zero latency: all due
         )  # fmt: skip
         q = self.bank.create_quotes(quotes, self.max_in_flight)
         now = time.time()
@@ -555,9 +558,8 @@ class _Worker:
         """
         if not self._pending:
             return
-        rows = records.FinalRows.concat(self._pending)
-        self._pending, self._pending_rows = [], 0
-        self.writer.submit(rows)
+        parts, self._pending, self._pending_rows = self._pending, [], 0
+        self.writer.submit(parts)
 
 
 _TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",

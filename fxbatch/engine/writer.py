@@ -24,11 +24,11 @@ class FinalWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def submit(self, rows: records.FinalRows) -> None:
-        """Start writing ``rows`` once the previous write is done (raising its error, if any)."""
+    def submit(self, parts: list[records.FinalRows]) -> None:
+        """Start writing ``parts`` (as one insert) once the previous write is done (raising its error)."""
         self.wait()
         self._thread = threading.Thread(
-            target=self._write, args=(rows,), name=f"fxbatch-run-{self.run_id}-writer", daemon=True
+            target=self._write, args=(parts,), name=f"fxbatch-run-{self.run_id}-writer", daemon=True
         )
         self._thread.start()
 
@@ -41,9 +41,9 @@ class FinalWriter:
             error, self._error = self._error, None
             raise error
 
-    def _write(self, rows: records.FinalRows) -> None:
+    def _write(self, parts: list[records.FinalRows]) -> None:
         try:
-            records.write_final(self.store.cursor(), self.run_id, rows)
+            records.write_final(self.store.cursor(), self.run_id, records.FinalRows.concat(parts))
         except BaseException as exc:  # handed to the run's thread by wait()
             self._error = exc
         finally:
