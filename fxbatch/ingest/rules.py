@@ -281,7 +281,10 @@ def build_checked(
     legacy = ctx.plan.layout is Layout.LEGACY
 
     def cell(name: str) -> str:
-        return f"NULLIF(trim(c{idx[name]}), '')" if name in idx else "NULL::VARCHAR"
+        if name not in idx:
+            return "NULL::VARCHAR"
+        c = f"c{idx[name]}"  # trim() takes spaces (NBSP too) but not tabs; trim(x, chars) is slow: only for tabs
+        return f"NULLIF(CASE WHEN contains({c}, chr(9)) THEN trim({c}, {_WS}) ELSE trim({c}) END, '')"
 
     raw_cols = [f"c{i}" for i in range(ctx.width)]
     header_cells = [f"NULLIF(trim(c{i}), '')" for i in range(ctx.header_width)]

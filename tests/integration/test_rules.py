@@ -483,6 +483,18 @@ def test_values_are_trimmed_of_spaces_and_non_breaking_spaces(wb: Workbench, wri
     )
 
 
+def test_values_are_trimmed_of_tabs_at_their_edges(wb: Workbench, write_file: WriteFile) -> None:
+    trade = accepted_trade(
+        wb, write_file, trade_id="\tT9\t", client_cif="\t0123456789", side="SELL\t \t", amount="\t 5.00"
+    )
+    assert (trade["trade_id"], trade["client_cif"], trade["side"], str(trade["amount"])) == (
+        "T9",
+        "0123456789",
+        "SELL",
+        "5.0",
+    )
+
+
 def test_a_row_with_several_problems_lists_each_and_counts_once(wb: Workbench, write_file: WriteFile) -> None:
     result = load_lines(
         wb,
