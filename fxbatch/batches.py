@@ -181,6 +181,11 @@ def load_file(
                 "(SELECT src_row, unnest(errors) AS e FROM checked WHERE len(errors) > 0)",
                 [batch_id],
             )
+            if checked.corrections:
+                cur.executemany(  # a few rows typed by hand: executemany is fine here
+                    "INSERT INTO corrections VALUES (?, ?, ?, ?, ?)",
+                    [[batch_id, *c] for c in checked.corrections],
+                )
             cur.commit()
         except Exception:
             cur.rollback()
@@ -252,6 +257,20 @@ def batch_trades(store: Store, batch_id: int, limit: int | None = None, offset: 
     )
 
 
+def batch_corrections(store: Store, batch_id: int) -> pd.DataFrame:
+    """The cells corrected before the batch was created: row, field, original (the file's text), corrected."""
+    get_batch(store, batch_id)
+    return (
+        store.cursor()
+        .execute(
+            "SELECT src_row AS row, field, original, corrected FROM corrections WHERE batch_id = ? "
+            "ORDER BY src_row, field",
+            [batch_id],
+        )
+        .df()
+    )
+
+
 def batch_rejections(store: Store, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
     """A batch's rejections in row order (a page of them with ``limit``/``offset``)."""
     get_batch(store, batch_id)
@@ -285,6 +304,7 @@ def delete_batch(store: Store, batch_id: int) -> None:
             f"DELETE FROM sweep_scenarios WHERE sweep_id IN ({sweeps})",
             "DELETE FROM sweeps WHERE batch_id = $batch",
             "DELETE FROM rejections WHERE batch_id = $batch",
+            "DELETE FROM corrections WHERE batch_id = $batch",
             "DELETE FROM trades WHERE batch_id = $batch",
             "DELETE FROM batches WHERE batch_id = $batch",
         ):

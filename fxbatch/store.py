@@ -179,7 +179,20 @@ def _v4(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+def _v5(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+    -- Cells the analyst corrected before loading: the file's text and what replaced it.
+    CREATE TABLE corrections (
+        batch_id INTEGER NOT NULL,
+        src_row INTEGER NOT NULL,
+        field VARCHAR NOT NULL,
+        original VARCHAR,
+        corrected VARCHAR
+    );
+    """)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

@@ -141,6 +141,10 @@ class Workbench:
         """A batch's trades in row order; ``limit``/``offset`` page through big batches."""
         return batches.batch_trades(self.store, batch_id, limit, offset)
 
+    def corrections(self, batch_id: int) -> pd.DataFrame:
+        """Cells corrected before loading: row, field, original (the file's text), corrected."""
+        return batches.batch_corrections(self.store, batch_id)
+
     def rejections(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
         return batches.batch_rejections(self.store, batch_id, limit, offset)
 

@@ -268,11 +268,29 @@ def _rows(wb: Workbench, batch_id: int) -> None:
     try:
         trades = wb.trades(batch_id, limit=PAGE_ROWS)
         rejections = wb.rejections(batch_id)
+        corrections = wb.corrections(batch_id)
         total = wb.batch(batch_id).trades
     except FxBatchError as exc:
         show_error(exc)
         return
-    tab1, tab2 = st.tabs([f"Trades ({total:,})", f"Rejections ({len(rejections):,})"])
+    labels = [f"Trades ({total:,})", f"Rejections ({len(rejections):,})"]
+    if not corrections.empty:
+        labels.append(f"Corrected cells ({len(corrections):,})")
+    tab1, tab2, *tab3 = st.tabs(labels)
+    for tab in tab3:
+        with tab:
+            st.caption("Cells corrected on the Upload page (or with load --fixes) before the batch was created.")
+            st.dataframe(
+                corrections,
+                hide_index=True,
+                width="stretch",
+                column_config={
+                    "row": st.column_config.NumberColumn("Row", format="%d", help="Row in the uploaded file"),
+                    "field": "Field",
+                    "original": "In the file",
+                    "corrected": "Corrected to",
+                },
+            )
     with tab1:
         st.dataframe(trades, hide_index=True, width="stretch", key="batch_trades", **TRADE_TABLE)
         if total > PAGE_ROWS:

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from fxbatch.errors import UnusableFileError
-from fxbatch.ingest.fixes import Fixes, apply_fixes, cells_sql
+from fxbatch.ingest.fixes import Correction, Fixes, apply_fixes, cells_sql
 from fxbatch.ingest.layout import FIELDS, ColumnPlan, normalise_header, plan_columns
 from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into
 from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates
@@ -31,7 +31,12 @@ class CheckedFile:
     accepted: int
     rejected: int
     ignored: int
-    fixed: list[int]  # rows replaced by the analyst's corrections
+    corrections: list[Correction]  # (row, field, the file's text, the new text), in row order
+
+    @property
+    def fixed(self) -> list[int]:
+        """Rows replaced by the analyst's corrections."""
+        return sorted({c[0] for c in self.corrections})
 
 
 def check_file(
@@ -64,8 +69,8 @@ def check_file(
         raise
     ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_bps)
     raw, row_offset = _build(cur, raw, ctx)
-    fixed = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
-    mark_duplicates(cur, None if fixed else row_offset, cells_sql("c", plan.layout is Layout.LEGACY))
+    corrections = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
+    mark_duplicates(cur, None if corrections else row_offset, cells_sql("c", plan.layout is Layout.LEGACY))
     total, blank, bad = cur.execute(
         "SELECT count(*), count(*) FILTER (WHERE is_blank), "
         "count(*) FILTER (WHERE NOT is_blank AND len(errors) > 0) FROM checked"
@@ -78,7 +83,7 @@ def check_file(
             f"{path.name} has a header row (row {raw.header_row}) but no trade rows below it.",
             code="NO_DATA_ROWS",
         )
-    return CheckedFile(raw, plan, rows, accepted, int(bad), ignored, fixed)
+    return CheckedFile(raw, plan, rows, accepted, int(bad), ignored, corrections)
 
 
 def _build(cur: duckdb.DuckDBPyConnection, raw: RawFile, ctx: RuleContext) -> tuple[RawFile, int | None]:

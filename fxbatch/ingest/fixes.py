@@ -60,10 +60,13 @@ def check_fixes(fixes: Fixes, mapped: Mapping[str, int]) -> dict[int, dict[str, 
     return clean
 
 
+Correction = tuple[int, str, str | None, str | None]  # row, field, the file's text, the new text
+
+
 def apply_fixes(
     cur: duckdb.DuckDBPyConnection, ctx: RuleContext, fixes: Fixes, row_offset: int | None, *, source: str
-) -> list[int]:
-    """Replace the corrected rows in ``checked_data``; returns their row numbers.
+) -> list[Correction]:
+    """Replace the corrected rows in ``checked_data``; returns each changed cell, in row order.
 
     ``source`` is the file's name, for messages. Raises BadFixError for a row the file does
     not have, a blank row, or a field the file has no column for.
@@ -91,9 +94,11 @@ def apply_fixes(
                 "of the file), so there is nothing to correct."
             )
     columns: dict[str, list[str | None]] = {f"c{i}": [None] * len(rows) for i in range(ctx.width)}
+    changes: list[Correction] = []
     for k, row in enumerate(rows):
         cells = by_row[row][1]
         for name, value in clean[row].items():
+            changes.append((row, name, cells[FIELDS.index(name)], value))
             cells[FIELDS.index(name)] = value
         for name, index in ctx.plan.field_to_index.items():
             columns[f"c{index}"][k] = cells[FIELDS.index(name)]
@@ -108,4 +113,4 @@ def apply_fixes(
     finally:
         cur.unregister("_fx_raw_fix")
         cur.execute("DROP TABLE IF EXISTS _fx_fixed")
-    return rows
+    return changes

@@ -163,6 +163,9 @@ def test_upload_corrects_rejected_rows_in_the_grid_and_loads_them(empty_db: Path
     assert any("row 9, 10" in c.value for c in at.caption)
     at.switch_page("pages/batches.py").run()
     assert not at.exception
+    assert [t.label for t in at.tabs] == ["Trades (5)", "Rejections (8)", "Corrected cells (3)"]
+    corrected = tables(at)[-1]
+    assert corrected.values.tolist()[1] == [9, "side", "HOLD", "SELL"]
 
 
 def test_upload_maps_columns_whose_headers_were_not_recognised(empty_db: Path, open_page: OpenPage) -> None:

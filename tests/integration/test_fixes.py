@@ -65,6 +65,20 @@ def test_fixes_revalidate_and_load_the_corrected_rows(wb: Workbench, write_file:
     assert str(trades.set_index("row").loc[7, "amount"]) in {"12.34", "12.340"}
     rejections = wb.rejections(result.batch_id)
     assert rejections["row"].tolist() == [4] and rejections["code"].tolist() == ["UNKNOWN_CURRENCY"]
+    # What the file said is kept with the batch, beside what replaced it.
+    corrections = wb.corrections(result.batch_id)
+    assert corrections.values.tolist() == [
+        [3, "side", "HOLD", "sell"],
+        [4, "amount", "-5", "5"],
+        [6, "trade_id", "T00001", "T00009"],
+        [7, "amount", "12.345", "12.34"],
+    ]
+    wb.delete_batch(result.batch_id)
+    assert query_count(wb, "corrections") == 0
+
+
+def query_count(wb: Workbench, table: str) -> int:
+    return int(wb.store.cursor().execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def test_a_correction_can_create_a_duplicate(wb: Workbench, write_file: WriteFile) -> None:
