@@ -120,7 +120,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         try:
-            while (found := parse(self.buf)) is not None:
+            while self.buf and (found := parse(self.buf)) is not None:
                 self.queue.append(found)
         except BadRequest as exc:  # answered in turn, after the requests before it; then close
             self.queue.append((Response(exc.status, str(exc).encode(), "text/plain"), False))
