@@ -3,10 +3,14 @@ concurrency 32, against the ideal wall time (trades x 2 calls x latency / concur
 
 The service runs as its own process on loopback; the run goes through the engine and the HTTP
 bank exactly as ``fxbatch run --bank URL`` does. Ratios, not seconds, are the figure to compare.
+On a shared machine the wall ratio swings with the load (printed), so the CPU each side spent per
+trade is printed too: the client's includes the engine's own work (the in-process run's CPU is
+the reference for that), the service's is read from /proc (Linux).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -46,6 +50,20 @@ def _start(port: int, db: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("the bank simulator did not start")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (NaN where /proc is not there)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -55,14 +73,19 @@ def main() -> None:
             with Workbench.open(settings=Settings(db=root / "bench.duckdb")) as wb:
                 path = write_csv(make_trades(N, seed=5), root / "trades.csv")
                 batch = wb.load(path, today=date(2026, 11, 30)).batch_id
+                load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                service_cpu, client_cpu = _cpu_s(proc.pid), _own_cpu_s()
                 start = time.perf_counter()
                 summary = wb.run(batch, bank_url=f"http://127.0.0.1:{port}", concurrency=CONCURRENCY)
                 elapsed = time.perf_counter() - start
+                service_cpu, client_cpu = _cpu_s(proc.pid) - service_cpu, _own_cpu_s() - client_cpu
                 # Same-run reference: the in-process simulated bank with the same latency, i.e.
                 # the engine's own waves, retries and backoff without any HTTP.
+                engine_cpu = _own_cpu_s()
                 start = time.perf_counter()
                 wb.run(batch, concurrency=CONCURRENCY, latency_ms=LATENCY_MS)
                 in_process = time.perf_counter() - start
+                engine_cpu = _own_cpu_s() - engine_cpu
         finally:
             proc.kill()
             proc.wait(10)
@@ -76,6 +99,12 @@ def main() -> None:
     print(
         f"  reference: in-process simulated bank at the same latency {in_process:.2f} s "
         f"({in_process / ideal:.2f}x ideal); HTTP / in-process {elapsed / in_process:.2f}x"
+    )
+    per = 1000 / N
+    print(
+        f"  CPU per trade (2+ calls): client {client_cpu * per:.2f} ms (engine alone, in-process: "
+        f"{engine_cpu * per:.2f} ms), service {service_cpu * per:.2f} ms; load average at start {load:.1f} "
+        f"on {os.cpu_count()} CPUs"
     )
 
 
