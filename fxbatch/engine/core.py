@@ -625,13 +625,19 @@ class _Working:
         return _Working(
             **arrays,
             deal_ids=pa.concat_arrays([self.deal_ids, other.deal_ids]),
-            trades=pa.concat_tables([self.trades, other.trades.cast(self.trades.schema)]).combine_chunks(),
+            trades=_concat(self.trades, other.trades),
         )
 
     def keep(self, mask: np.ndarray) -> _Working:
         arrays = {name: getattr(self, name)[mask] for name in _WORK_ARRAYS}
         sel = pa.array(mask)
         return _Working(**arrays, deal_ids=self.deal_ids.filter(sel), trades=self.trades.filter(sel))
+
+
+def _concat(a: pa.Table, b: pa.Table) -> pa.Table:
+    """``a`` then ``b`` without copying the text (merged only once the pieces become many)."""
+    table = pa.concat_tables([a, b.cast(a.schema)])
+    return table.combine_chunks() if table.column(0).num_chunks > 16 else table
 
 
 def _mask(n: int, idx: np.ndarray) -> np.ndarray:

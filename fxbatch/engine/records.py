@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fxbatch.bank.model import CODE_OBJ, MESSAGE_OBJ, RETRY_HELPS_OBJ
 from fxbatch.errors import NotFoundError
@@ -336,6 +337,9 @@ def load_todo(
                NULL::DOUBLE AS inflight_quote_expiry, NULL::VARCHAR AS inflight_deal,
                NULL::DOUBLE AS inflight_executing_at, NULL::DOUBLE AS inflight_quoted_at,"""
         joins, done = "", ""
+    # A fresh run reads the batch in stored order, which is row order for every batch loaded in
+    # one go: sorting a million rows with their text costs more than checking the order here.
+    order = "ORDER BY t.src_row" if has_state else ""
     result = cur.sql(
         f"""
         SELECT t.src_row, t.trade_id, t.client_cif, t.account_number, t.currency_pair, t.side,
@@ -348,11 +352,15 @@ def load_todo(
         {joins}
         {prior_join}
         WHERE t.batch_id = $batch{scope_sql(config)} {done}
-        ORDER BY t.src_row
+        {order}
         """,
         params={"run": run_id, "batch": batch_id} if has_state else {"batch": batch_id},
     )
-    return result.to_arrow_table()
+    table = result.to_arrow_table()
+    rows = np.asarray(table.column("src_row").to_numpy())
+    if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():
+        table = table.take(pc.sort_indices(table, [("src_row", "ascending")]))
+    return table
 
 
 def numeric(table: pa.Table, name: str) -> np.ndarray:

@@ -328,3 +328,17 @@ def test_trade_and_ledger_times_are_on_the_same_clock_as_the_run(johannesburg_ti
         booked = query(local, "SELECT min(booked_at) FROM sim_ledger")[0][0]
         assert start <= first <= last <= end, (summary.started_at, first, last, summary.finished_at)
         assert start <= booked <= end
+
+
+def test_a_batch_stored_out_of_row_order_still_runs_in_row_order(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 300)
+    reference = wb.run(batch, seed=4, chunk_size=50)
+    cur = wb.store.cursor()
+    cur.execute("CREATE TABLE shuffled AS SELECT * FROM trades ORDER BY src_row DESC")
+    cur.execute("DELETE FROM trades")
+    cur.execute("INSERT INTO trades SELECT * FROM shuffled")
+    spies = install_spy(wb)
+    again = wb.run(batch, seed=4, chunk_size=50)
+    first_tries = [row for row, attempt, _ in spies[0].bookings if attempt == 1]
+    assert first_tries == sorted(first_tries)
+    assert outcomes(wb, again.run_id, DETAIL) == outcomes(wb, reference.run_id, DETAIL)
