@@ -1,13 +1,13 @@
 """Requests of one kind that wait together are decided in one desk call.
 
-The desk works on its own thread (DuckDB and numpy release the GIL), so the event loop keeps
-reading requests meanwhile. A desk call costs about the same whatever its size (a booking batch:
+Bookings and status lookups are decided on a desk thread (their DuckDB work releases the GIL), so
+the event loop keeps reading requests meanwhile; quote batches (numpy, ~1 ms) on the loop. A desk call costs about the same whatever its size (a booking batch:
 5-10 ms of DuckDB work, a quote batch ~1 ms), so the fewer calls the better; and an answer may not
 leave before the simulated latency has passed anyway. So a batch is not started as soon as its
 first request arrives but as late as still lets the desk finish by that request's due time (its
 arrival + latency - the kind's recent desk time - a margin): the requests that arrive meanwhile
 join it. When the desk is slower than that allows, the answers are late anyway; the batch then
-waits for the burst of requests to end (no new one for ``QUIET_S``), for at most half a desk
+waits for the burst of requests to end (no new one for ``QUIET_S``), for at most one desk
 call, so that one call takes what would otherwise be two. Without latency, a batch starts at once.
 """
 
@@ -20,7 +20,8 @@ from typing import Any
 from fxbatch.banksim.desk import Answer, Desk
 
 MARGIN_S = 0.001
-QUIET_S = 0.0005
+QUIET_S = 0.002
+BURST_CAP = 1.0  # of the kind's desk time: the longest a late batch waits for its burst to end
 _Item = tuple[dict[str, Any], asyncio.Future[Answer]]
 
 
@@ -61,7 +62,7 @@ class Batcher:
             return self.first[kind]
         cost = self.cost.get(kind, 0.0)
         on_time = self.first[kind] + self.latency_s - 1.25 * cost - MARGIN_S
-        burst_over = min(self.last[kind] + QUIET_S, self.first[kind] + cost / 2)
+        burst_over = min(self.last[kind] + QUIET_S, self.first[kind] + BURST_CAP * cost)
         return max(on_time, burst_over)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, fired: bool = False) -> None:
