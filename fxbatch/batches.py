@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -30,8 +31,9 @@ def fingerprint(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _check(
-    cur: duckdb.DuckDBPyConnection,
+@contextmanager
+def _checked(
+    store: Store,
     settings: Settings,
     rates: RateTable,
     path: Path,
@@ -41,19 +43,29 @@ def _check(
     fixes: Fixes | None,
     today: date | None,
     source: str,
-) -> CheckedFile:
-    return check_file(
-        cur,
-        path,
-        pairs=frozenset(rates.pairs),
-        today=today or date.today(),
-        default_spread_bps=settings.default_spread_bps,
-        sheet=sheet,
-        column_map=column_map,
-        search_rows=settings.header_search_rows,
-        fixes=fixes,
-        source=source,
-    )
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, CheckedFile]]:
+    """``path`` checked into temp tables on a cursor of its own, dropped on exit: also when the
+    file is refused, or the checked rows of a big file would stay in memory."""
+    cur = store.cursor()
+    try:
+        yield (
+            cur,
+            check_file(
+                cur,
+                path,
+                pairs=frozenset(rates.pairs),
+                today=today or date.today(),
+                default_spread_bps=settings.default_spread_bps,
+                sheet=sheet,
+                column_map=column_map,
+                search_rows=settings.header_search_rows,
+                fixes=fixes,
+                source=source,
+            ),
+        )
+    finally:
+        drop_checked(cur)
+        drop_raw(cur)
 
 
 def _still_rejected(cur: duckdb.DuckDBPyConnection, rows: list[int]) -> list[int]:
@@ -85,11 +97,9 @@ def check_report(
     """
     path = Path(path)
     source = display_name or path.name
-    cur = store.cursor()
-    try:
-        checked = _check(
-            cur, settings, rates, path, sheet=sheet, column_map=column_map, fixes=fixes, today=today, source=source
-        )
+    with _checked(
+        store, settings, rates, path, sheet=sheet, column_map=column_map, fixes=fixes, today=today, source=source
+    ) as (cur, checked):
         return CheckReport(
             source_file=source,
             layout=checked.plan.layout,
@@ -105,9 +115,6 @@ def check_report(
             fixed=checked.fixed,
             fixed_still_rejected=_still_rejected(cur, checked.fixed),
         )
-    finally:
-        drop_checked(cur)
-        drop_raw(cur)
 
 
 def load_file(
@@ -129,11 +136,9 @@ def load_file(
     """
     path = Path(path)
     source = display_name or path.name
-    cur = store.cursor()
-    try:
-        checked = _check(
-            cur, settings, rates, path, sheet=sheet, column_map=column_map, fixes=fixes, today=today, source=source
-        )
+    with _checked(
+        store, settings, rates, path, sheet=sheet, column_map=column_map, fixes=fixes, today=today, source=source
+    ) as (cur, checked):
         rejections = fetch_rejections(cur)
         still_rejected = set(_still_rejected(cur, checked.fixed))
         if checked.accepted == 0:
@@ -190,10 +195,6 @@ def load_file(
         except Exception:
             cur.rollback()
             raise
-    finally:
-        # Also when the file is refused: the checked rows of a big file would stay in memory.
-        drop_checked(cur)
-        drop_raw(cur)
     return LoadResult(
         batch_id=batch_id,
         name=batch_name,
