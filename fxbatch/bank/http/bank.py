@@ -7,7 +7,8 @@ left, so at most that many calls are in flight, over that many kept-alive connec
 
 Why one loop and not a thread per call in flight: measured against the simulator (2,000 trades,
 32 in flight, 10 ms latency), 32 threads each with a blocking connection spent ~0.7 ms of client
-CPU a call, most of it queueing for the GIL; the loop spends a fraction of that.
+CPU a call, much of it queueing for the GIL; the loop spends ~0.2 ms, the whole call included
+(JSON both ways, httpx objects, the send and receive).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Why not httpx's own ``AsyncHTTPTransport``: its httpcore pool and anyio streams cost ~1 ms of
 Python a call here (measured: 1,024 calls at 32 in flight and 10 ms latency took 9.5-17 s with
 ``httpx.AsyncClient``); this one writes the request in one send and parses the answer in the
-protocol callback, a few tens of microseconds. Requests and responses stay ``httpx.Request`` and
+protocol callback, a few tens of microseconds (a whole createquote call, JSON included, costs
+~0.17 ms of client CPU). Requests and responses stay ``httpx.Request`` and
 ``httpx.Response``, and the timeouts are httpx's (``request.extensions["timeout"]``).
 
 HTTP/1.1 only: answers framed by Content-Length, chunked transfer coding or the connection's end;
