@@ -7,8 +7,10 @@ leave before the simulated latency has passed anyway. So a batch is not started 
 first request arrives but as late as still lets the desk finish by that request's due time (its
 arrival + latency - the kind's recent desk time - a margin): the requests that arrive meanwhile
 join it. When the desk is slower than that allows, the answers are late anyway; the batch then
-waits for the burst of requests to end (no new one for ``QUIET_S``), for at most one desk
-call, so that one call takes what would otherwise be two. Without latency, a batch starts at once.
+waits, from when the desk is free, until every caller's request is in (as many waiting as were
+ever open at once lately), or no new one came for ``QUIET_S``, or one desk call's time has
+passed: so the callers fall into step and one call takes what would otherwise be two. Without
+latency, a batch starts at once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from fxbatch.banksim.desk import Answer, Desk
 MARGIN_S = 0.001
 QUIET_S = 0.002
 BURST_CAP = 1.0  # of the kind's desk time: the longest a late batch waits for its burst to end
+PEAK_WINDOW_S = 0.1  # how long the most requests open at once is remembered
 _Item = tuple[dict[str, Any], asyncio.Future[Answer]]
 
 
@@ -40,6 +43,10 @@ class Batcher:
         self.last: dict[str, float] = {}  # and of its newest
         self.cost: dict[str, float] = {}  # each kind's recent desk time (moving average)
         self.calls: dict[str, int] = {}
+        self.open = 0  # requests asked and not yet answered (``answered``)
+        self._peak = 0  # the most open at once lately
+        self._peak_at = 0.0
+        self._free_at = 0.0  # when the desk last finished
         self._busy = False
         self._timer: asyncio.Handle | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="banksim-desk")
@@ -49,20 +56,33 @@ class Batcher:
         future: asyncio.Future[Answer] = loop.create_future()
         items = self.pending.get(kind)
         self.last[kind] = now = loop.time()
+        self.open += 1
+        if self.open >= self._peak or now - self._peak_at > PEAK_WINDOW_S:
+            self._peak, self._peak_at = self.open, now
         if items is None:
             self.pending[kind] = [(row, future)]
             self.first[kind] = now
             self._schedule(loop)  # a new oldest request may move the next start earlier
         else:
-            items.append((row, future))  # later arrivals only move it later: _fire looks again
+            items.append((row, future))  # later arrivals move it later (_fire looks again)...
+            if len(items) >= self._peak:
+                self._schedule(loop)  # ...except the last caller's: then it starts now
         return future
+
+    def answered(self) -> None:
+        """A request asked for has been answered (its caller may send the next one)."""
+        self.open -= 1
 
     def _start_at(self, kind: str) -> float:
         if self.latency_s <= 0:
             return self.first[kind]
         cost = self.cost.get(kind, 0.0)
-        on_time = self.first[kind] + self.latency_s - 1.25 * cost - MARGIN_S
-        burst_over = min(self.last[kind] + QUIET_S, self.first[kind] + BURST_CAP * cost)
+        first = self.first[kind]
+        on_time = first + self.latency_s - 1.25 * cost - MARGIN_S
+        if len(self.pending[kind]) >= self._peak:
+            return on_time  # every caller's request is in
+        free = self._free_at
+        burst_over = min(max(self.last[kind], free) + QUIET_S, max(first, free) + BURST_CAP * cost)
         return max(on_time, burst_over)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, fired: bool = False) -> None:
@@ -108,7 +128,8 @@ class Batcher:
         started: float,
     ) -> None:  # fmt: skip
         self._busy = False
-        took = loop.time() - started
+        self._free_at = now = loop.time()
+        took = now - started
         self.cost[kind] = took if kind not in self.cost else 0.7 * self.cost[kind] + 0.3 * took
         exc = done.exception()
         if exc is not None:  # every waiting request gets an answer, whatever went wrong

@@ -155,12 +155,17 @@ class BankServer:
         # The answer takes at least latency_ms from arrival, the bank's own work included.
         due = loop.time() + self.faults.latency_ms / 1000
 
-        def send(response: Response) -> None:
+        def send(response: Response, asked: bool = False) -> None:
             left = due - loop.time()
             if left > 0:
-                loop.call_later(left, reply, response)
+                loop.call_later(left, deliver, response, asked)
             else:
-                reply(response)
+                deliver(response, asked)
+
+        def deliver(response: Response, asked: bool) -> None:
+            if asked:
+                self.batcher.answered()
+            reply(response)
 
         out = self._operation(req)
         if isinstance(out, Response):
@@ -173,7 +178,7 @@ class BankServer:
                 response = finish(f.result())
             except Exception as exc:  # the desk failed: the caller gets a bare 500, as from a real bank
                 response = Response(500, f"internal error: {type(exc).__name__}".encode(), "text/plain")
-            send(response)
+            send(response, asked=True)
 
         future.add_done_callback(done)
 
