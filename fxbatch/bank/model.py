@@ -209,10 +209,13 @@ class RateWalk:
         for p in np.unique(pair_idx):
             if p < 0:
                 continue
-            sel = pair_idx == p
-            unique_blocks, pos = np.unique(blocks[sel], return_inverse=True)
-            table = np.stack([self._block(int(p), int(b)) for b in unique_blocks])
-            level = table[pos, offs[sel]]
+            sel = np.flatnonzero(pair_idx == p)
+            pair_blocks, pair_offs = blocks[sel], offs[sel]
+            level = np.empty(len(sel))
+            # Index each block where it is kept (copying blocks into one table cost more than the lookups).
+            for b in np.unique(pair_blocks):
+                at = pair_blocks == b
+                level[at] = self._block(int(p), int(b))[pair_offs[at]]
             out[sel] = self.mid0[p] * np.exp(self.vol * level)
         return out
 

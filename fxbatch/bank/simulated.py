@@ -139,8 +139,9 @@ class SimulatedBank:
         self.sleep = sleep
         self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
         # The last call's quotes in request order: what a caller usually books next.
-        self._last_quotes: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.int64), np.zeros(0))
-        self._last_fates: tuple[np.ndarray, Fates] | None = None
+        # The last calls' quotes in request order (ids, expiry, trade keys, fates): what a caller
+        # usually books next. Two, because a caller may quote a wave while booking the one before.
+        self._recent: deque[tuple[np.ndarray, np.ndarray, np.ndarray, Fates]] = deque(maxlen=2)
         self._index: _Booked | None = None
         self._prefixes: dict[str, int] = {}  # deal id prefix -> its id in sim_deal_prefixes
         self._lock = threading.Lock()
@@ -152,6 +153,10 @@ class SimulatedBank:
         if n and self.settings.latency_ms > 0:
             waves = -(-n // max(1, max_in_flight))
             self.sleep(waves * self.settings.latency_ms / 1000)
+
+    def _count(self, call: str, n: int) -> None:
+        with self._lock:  # calls may come from more than one thread
+            self.calls[call] += n
 
     def _booked(self) -> _Booked:
         with self._lock:
@@ -192,20 +197,20 @@ class SimulatedBank:
 
     def _fates(self, keys: np.ndarray) -> Fates:
         """The model's fates of ``keys`` (those of the last quoted trades when they are the same)."""
-        last = self._last_fates
-        if last is not None and len(last[0]) == len(keys) and np.array_equal(last[0], keys):
-            return last[1]
+        for _, _, recent, fates in list(self._recent)[::-1]:  # newest first; a snapshot
+            if len(recent) == len(keys) and np.array_equal(recent, keys):
+                return fates
         return self.model.fates(keys)
 
     def _expiry(self, quote_ids: np.ndarray) -> np.ndarray:
         """Expiry of each quote this bank issued (NaN when unknown)."""
-        last_ids, last_exp = self._last_quotes
-        if len(quote_ids) == len(last_ids) and np.array_equal(quote_ids, last_ids):
-            # The common case: booking exactly what the last call quoted (no search needed).
-            return last_exp.copy()
+        for ids, exp, _, _ in list(self._recent)[::-1]:  # newest first; a snapshot
+            if len(quote_ids) == len(ids) and np.array_equal(quote_ids, ids):
+                # The common case: booking exactly what a recent call quoted (no search needed).
+                return exp.copy()
         expiry = np.full(len(quote_ids), np.nan)
         todo = np.ones(len(quote_ids), dtype=bool)
-        for ids, exp in reversed(self._quotes):
+        for ids, exp in reversed(tuple(self._quotes)):  # a snapshot: quotes may be added meanwhile
             if not todo.any():
                 break
             pos = np.minimum(np.searchsorted(ids, quote_ids), len(ids) - 1)
@@ -217,7 +222,7 @@ class SimulatedBank:
     # -- the port --------------------------------------------------------------
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
         n = len(batch)
-        self.calls["createquote"] += n
+        self._count("createquote", n)
         self._wait(n, max_in_flight)
         fates = self.model.fates(batch.trade_key)
         reason = np.full(n, NONE, dtype=np.int8)
@@ -239,13 +244,13 @@ class SimulatedBank:
         if ok.any():
             order = np.argsort(quote_id[ok])
             self._quotes.append((quote_id[ok][order], expires[ok][order]))
-        self._last_quotes = (quote_id[ok], expires[ok])
-        self._last_fates = (batch.trade_key[ok], Fates(fates.success[ok], fates.reason[ok], fates.transient[ok]))
+        quoted = Fates(fates.success[ok], fates.reason[ok], fates.transient[ok])
+        self._recent.append((quote_id[ok], expires[ok], batch.trade_key[ok], quoted))
         return QuoteReplies(codes, reason, messages, None, quote_id, rate, expires)
 
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
         n = len(batch)
-        self.calls["bookquoteddeal"] += n
+        self._count("bookquoteddeal", n)
         self._wait(n, max_in_flight)
         hashes, already, known = self._already(batch.deal_txn_id)
         fates = self._fates(batch.trade_key)
@@ -348,7 +353,7 @@ class SimulatedBank:
         return found
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
-        self.calls["cancelquote"] += len(quote_ids)
+        self._count("cancelquote", len(quote_ids))
         self._wait(len(quote_ids), max_in_flight)
         n = len(quote_ids)
         return Replies(np.zeros(n, dtype=np.int64), np.full(n, NONE, dtype=np.int8), np.full(n, None, dtype=object))
@@ -357,7 +362,7 @@ class SimulatedBank:
         self, deal_txn_ids: pa.Array, max_in_flight: int, run_id: int | None = None
     ) -> StatusReplies:
         n = len(deal_txn_ids)
-        self.calls["gettxnstatus"] += n
+        self._count("gettxnstatus", n)
         self._wait(n, max_in_flight)
         ids = deal_txn_ids.to_pylist()
         _, _, known = self._already(deal_txn_ids)
@@ -369,5 +374,4 @@ class SimulatedBank:
 
     def close(self) -> None:
         self._quotes.clear()
-        self._last_quotes = (np.zeros(0, np.int64), np.zeros(0))
-        self._last_fates = None
+        self._recent.clear()
