@@ -3,8 +3,9 @@
 The service gathers the requests that wait together and hands each kind to the in-process
 ``SimulatedBank`` as one batch. The bank decides per row from (seed, trade key, attempt) only,
 so grouping never changes an answer, and its ledger is this service's own DuckDB file, so
-booked deals survive the service being killed. Only the service's event loop calls the desk,
-so the bank's database cursor and quote book are never shared.
+booked deals survive the service being killed. The batcher makes one desk call at a time
+(quotes on the event loop, bookings and status lookups on its desk thread), so the bank's quote
+book is never used by two threads at once, and each thread has its own database cursor.
 """
 
 from __future__ import annotations
