@@ -1,9 +1,10 @@
 """The in-process simulated bank: the port's operations over the deterministic BankModel.
 
-It keeps its own durable ledger of booked deals (table ``sim_ledger``) keyed by the caller's
-deal transaction id and never books one twice: a repeated booking answers with the deal
-already booked. An in-memory index of the ledger (64-bit hashes of the ids, loaded once from
-the table) makes that check vectorised.
+It keeps its own durable ledger of booked deals (``sim_ledger``) keyed by the caller's deal
+transaction id and never books one twice: a repeated booking answers with the deal already
+booked. An in-memory index of the ledger (64-bit hashes of the ids, loaded once from the table)
+makes that check vectorised. ``sim_ledger`` is a view: an id of the form prefix || src_row (what
+the engine sends) is stored as a prefix id in ``sim_ledger_rows``, any other id as it came.
 """
 
 from __future__ import annotations

@@ -344,7 +344,7 @@ def load_todo(
         f"""
         SELECT t.src_row, t.trade_id, t.client_cif, t.account_number, t.currency_pair, t.side,
                CAST(t.amount AS DOUBLE) AS amount, t.amount_currency, t.spread_bps, t.delivery,
-               strftime(t.value_date, '%Y%m%d') AS value_date,
+               CAST(t.value_date AS VARCHAR) AS value_date,  -- ISO; the HTTP bank sends it without dashes
                CAST(t.amount AS DOUBLE) * {zar_factor_sql(zar)} AS amount_zar,
                {inflight}
                {prior} AS prior_attempts
