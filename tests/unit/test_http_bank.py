@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -66,9 +66,22 @@ async def no_sleep(seconds: float) -> None:
     return None
 
 
+OPEN: list[HttpBank] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_banks() -> Iterator[None]:
+    """Each HttpBank runs an event loop thread: stop the ones a test made."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def make_bank(fake: FakeBank, clock: Clock | None = None, secret: str = SECRET, **cfg: Any) -> HttpBank:
     config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(secret), backoff_s=0.0, **cfg)
-    return HttpBank(config, transport=httpx.MockTransport(fake), sleep=no_sleep, clock=clock or Clock())
+    bank = HttpBank(config, transport=httpx.MockTransport(fake), sleep=no_sleep, clock=clock or Clock())
+    OPEN.append(bank)
+    return bank
 
 
 def quote_batch(n: int = 2) -> QuoteBatch:
@@ -245,6 +258,7 @@ def test_calls_per_second_are_capped() -> None:
 
     config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET), max_calls_per_s=10.0)
     bank = HttpBank(config, transport=httpx.MockTransport(FakeBank(quote_answer)), sleep=sleep)
+    OPEN.append(bank)
     bank.create_quotes(quote_batch(5), 1)
     assert sum(waits) >= 0.3  # 5 calls at 10/s: the last waits ~0.4 s after the first
 
@@ -285,3 +299,24 @@ def test_the_keep_alive_transport_keeps_only_live_connections() -> None:
 
         asyncio.run(five())
         assert transport.idle == 0
+
+
+def test_no_more_calls_than_max_in_flight_are_in_flight_at_once() -> None:
+    in_flight = 0
+    most = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.002)
+        in_flight -= 1
+        return quote_answer("createquote", {}, request)
+
+    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
+    bank = HttpBank(config, transport=httpx.MockTransport(handler))
+    OPEN.append(bank)
+    q = bank.create_quotes(quote_batch(40), 8)
+    assert q.ok.all() and most == 8
