@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -320,3 +321,26 @@ def test_no_more_calls_than_max_in_flight_are_in_flight_at_once() -> None:
     OPEN.append(bank)
     q = bank.create_quotes(quote_batch(40), 8)
     assert q.ok.all() and most == 8
+
+
+def test_two_threads_sharing_a_bank_stay_within_max_in_flight_together() -> None:
+    in_flight = 0
+    most = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.002)
+        in_flight -= 1
+        return quote_answer("createquote", {}, request)
+
+    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
+    bank = HttpBank(config, transport=httpx.MockTransport(handler))
+    OPEN.append(bank)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(bank.create_quotes, quote_batch(30), 6) for _ in range(2)]
+        assert all(r.result().ok.all() for r in runs)
+    assert most == 6

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -71,6 +72,30 @@ class _LoopThread:
         self.loop.close()
 
 
+class _Slots:
+    """Calls in flight across the port calls running at once. The engine makes one at a time,
+    but two threads sharing a bank still get no more than ``max_in_flight`` in flight together."""
+
+    def __init__(self) -> None:
+        self.used = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self, limit: int) -> None:
+        while self.used >= limit:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
 class HttpBank:
     """Implements ``fxbatch.bank.port.Bank`` over HTTP."""
 
@@ -93,6 +118,8 @@ class HttpBank:
         self.client = httpx.AsyncClient(timeout=timeout, transport=transport)
         self.tokens = TokenCache(config, self.client, clock)
         self.caller = Caller(config, transport, self.tokens, sleep, clock)
+        self._slots = _Slots()
+        self._running = 0  # port calls in progress
         self._loop = _LoopThread()
         if connect_now:
             # Bad credentials surface here, before a run exists; a bank that is down now is
@@ -116,21 +143,29 @@ class HttpBank:
         return self._loop.run(self._gather(fn, n, max(1, min(max_in_flight, n, 1024))))
 
     async def _gather(self, fn: Callable[[int], Awaitable[T]], n: int, width: int) -> list[T]:
-        caller = self.caller
-        caller.down = False
+        caller, slots = self.caller, self._slots
+        if not self._running:
+            caller.down = False  # a new start (not while another port call is still failing)
+        self._running += 1
         out: list[Any] = [None] * n
         todo = iter(range(n))
 
         async def worker() -> None:
             for i in todo:  # shared: each worker takes the next trade
+                await slots.acquire(width)
                 try:
                     out[i] = await fn(i)
                 except BaseException:
                     caller.down = True  # the others give up quickly instead of each waiting out the window
                     raise
+                finally:
+                    slots.release()
 
-        # Wait for all, so no request outlives the call.
-        done = await asyncio.gather(*(worker() for _ in range(width)), return_exceptions=True)
+        try:
+            # Wait for all, so no request outlives the call.
+            done = await asyncio.gather(*(worker() for _ in range(width)), return_exceptions=True)
+        finally:
+            self._running -= 1
         for result in done:
             if isinstance(result, BaseException):
                 raise result
