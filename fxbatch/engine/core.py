@@ -8,9 +8,11 @@ the engine only decides what to ask next.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -312,6 +314,8 @@ class _Worker:
         self._pending: list[records.FinalRows] = []
         self._pending_rows = 0
         self.writer = FinalWriter(store, job.run_id)
+        # The in-process bank at zero latency books a wave while the next one is quoted.
+        self._helper = None if slow else ThreadPoolExecutor(1, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
 
     def run(self) -> None:
@@ -397,33 +401,66 @@ class _Worker:
         Retries ride along with fresh trades in later waves, so their backoff overlaps real work.
         A cancel stops taking fresh trades (the ones in hand finish); an interrupt stops at once
         after the wave, leaving unfinished trades to resume.
+
+        At zero latency with the in-process bank, a wave's booking runs on a helper thread while
+        the next wave is quoted and its in-flight rows written (each wave still records its
+        bookings before asking for them); the booked wave's retries join the wave after.
         """
         job = self.job
-        work = _Working.empty()
+        work = _Working.empty()  # trades taken on and not in a bank call
         position = 0
-        while True:
-            if job.stop_requested.is_set():
-                break
-            now = time.time()
-            due = work.due(now)
-            room = self.chunk_size - int(due.sum())
-            if room > 0 and position < todo.num_rows and not job.cancel_requested.is_set():
-                fresh = todo.slice(position, room)
-                position += fresh.num_rows
-                work = work.extend(self._fresh(fresh))
-                due = work.due(now)
-            if not due.any():
-                if not len(work):
+        booking: _Booking | None = None  # a wave whose booking answer is still to come
+        try:
+            while True:
+                if job.stop_requested.is_set():
                     break
-                time.sleep(max(0.0, float(np.nanmin(work.not_before)) - now))
-                continue
-            self._wave(cur, work, np.flatnonzero(due))
-            done = work.final()
-            if done.any():
-                self._persist(cur, work, done)
-                work = work.keep(~done)
-            job.progress.chunk_state(work.states)
+                now = time.time()
+                due = work.due(now)
+                room = self.chunk_size - int(due.sum())
+                if room > 0 and position < todo.num_rows and not job.cancel_requested.is_set():
+                    fresh = todo.slice(position, room)
+                    position += fresh.num_rows
+                    work = work.extend(self._fresh(fresh))
+                    due = work.due(now)
+                if not due.any():
+                    if booking is not None:
+                        landed, booking = booking, None
+                        work = self._landed(cur, landed, work)
+                        continue
+                    if not len(work):
+                        break
+                    time.sleep(max(0.0, float(np.nanmin(work.not_before)) - now))
+                    continue
+                wave, work = (work, _Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
+                self._show(work, wave, booking)
+                good = self._quote(wave)
+                self._show(work, wave, booking)
+                if booking is not None:
+                    landed, booking = booking, None
+                    work = self._landed(cur, landed, work)
+                booking = self._book(wave, good)
+                if self._helper is None:  # answered already: settle it before the next wave
+                    landed, booking = booking, None
+                    work = self._landed(cur, landed, work)
+                self._show(work, booking.wave if booking is not None else None)
+            if booking is not None:
+                landed, booking = booking, None
+                work = self._landed(cur, landed, work)
+        except BaseException:
+            if booking is not None:  # let the booking in flight end, and keep what it settled
+                with contextlib.suppress(Exception):  # the first error is the one the run reports
+                    self._landed(cur, booking, work)
+            raise
+        finally:
+            if self._helper is not None:
+                self._helper.submit(self.store.release_cursor).result()
+                self._helper.shutdown()
         return position
+
+    def _show(self, *sets: _Working | _Booking | None) -> None:
+        """Progress: the states of the trades in hand (not in a bank call, quoted, booking)."""
+        states = [(s.wave if isinstance(s, _Booking) else s).states for s in sets if s is not None]
+        self.job.progress.chunk_state(np.concatenate(states) if states else np.zeros(0, dtype=np.int8))
 
     def _fresh(self, chunk: pa.Table) -> _Working:
         n = chunk.num_rows
@@ -455,65 +492,88 @@ class _Worker:
             trades=chunk.select(_TEXT_FIELDS).combine_chunks(),
         )  # fmt: skip
 
-    def _wave(self, cur: object, w: _Working, idx: np.ndarray) -> None:
+    def _quote(self, w: _Working) -> np.ndarray:
+        """Ask quotes for a whole wave and settle the refused ones; returns the indices of the
+        quoted trades."""
         n = len(w)
-        states = w.states
-        progress = self.job.progress
-        advance(states, _mask(n, idx), T.EXECUTING)
+        everyone = np.ones(n, dtype=bool)
+        advance(w.states, everyone, T.EXECUTING)
         now = time.time()
-        w.executing_at[idx] = np.where(np.isnan(w.executing_at[idx]), now, w.executing_at[idx])
-        progress.chunk_state(states)
+        w.executing_at[:] = np.where(np.isnan(w.executing_at), now, w.executing_at)
         quotes = QuoteBatch(
-            trade_key=w.keys[idx], step=w.src[idx], attempt=w.attempt[idx], amount=w.amount[idx],
-            amount_zar=w.amount_zar[idx], spread_bps=w.spread_bps[idx], is_buy=w.is_buy[idx],
-            pair_code=w.pair_code[idx], pair_names=self.pair_names,
-            trades=w.trades if len(idx) == n else w.trades.take(pa.array(idx)),  # at zero latency: all due
+            trade_key=w.keys, step=w.src, attempt=w.attempt, amount=w.amount, amount_zar=w.amount_zar,
+            spread_bps=w.spread_bps, is_buy=w.is_buy, pair_code=w.pair_code, pair_names=self.pair_names,
+            trades=w.trades,
         )  # fmt: skip
         q = self.bank.create_quotes(quotes, self.max_in_flight)
         now = time.time()
         ok = q.ok
+        idx = np.arange(n)
         self._settle(w, idx[~ok], q.reason_idx[~ok], now)
-        good = idx[ok]
+        good: np.ndarray = idx[ok]
+        if len(good):
+            advance(w.states, ok, T.QUOTED)
+            w.quote_id[good] = q.quote_id[ok]
+            w.quote_rate[good] = q.quote_rate[ok]
+            w.quote_expiry[good] = q.expires_at[ok]
+            w.quoted_at[good] = now
+        return good
+
+    def _book(self, w: _Working, good: np.ndarray) -> _Booking:
+        """Record the bookings of a quoted wave, then ask for them (both on the helper thread when
+        there is one: the in-flight rows are written before the bank is asked, as always)."""
         if not len(good):
-            return
-        # quoted: record the booking we are about to ask for, then ask
-        advance(states, _mask(n, good), T.QUOTED)
-        w.quote_id[good] = q.quote_id[ok]
-        w.quote_rate[good] = q.quote_rate[ok]
-        w.quote_expiry[good] = q.expires_at[ok]
-        w.quoted_at[good] = now
-        progress.chunk_state(states)
-        deal_ids = w.deal_ids.take(pa.array(good))
+            return _Booking(w, good, None)
+        batch = BookBatch(
+            quote_id=w.quote_id[good], deal_txn_id=w.deal_ids.take(pa.array(good)), quote_rate=w.quote_rate[good],
+            deal_rate=w.quote_rate[good], trade_key=w.keys[good], attempt=w.attempt[good],
+            trade_id=w.trades.column("trade_id").take(pa.array(good)), run_id=self.job.run_id,
+            batch_id=self.job.batch_id, src_row=w.src[good],
+        )  # fmt: skip
+        inflight = (w.quote_expiry[good], w.executing_at[good], w.quoted_at[good])
+        if self._helper is None:
+            done: Future[_Answers] = Future()
+            done.set_result(self._ask(batch, *inflight))
+            return _Booking(w, good, done)
+        return _Booking(w, good, self._helper.submit(self._ask, batch, *inflight))
+
+    def _ask(self, batch: BookBatch, expiry: np.ndarray, executing_at: np.ndarray, quoted_at: np.ndarray) -> _Answers:
         records.write_inflight(
-            cur, self.job.run_id, w.src[good], w.attempt[good], w.quote_id[good], w.quote_rate[good],  # type: ignore[arg-type]
-            w.quote_expiry[good], w.executing_at[good], w.quoted_at[good],
+            self.store.cursor(), self.job.run_id, batch.src_row, batch.attempt, batch.quote_id, batch.quote_rate,
+            expiry, executing_at, quoted_at,
         )  # fmt: skip
-        b = self.bank.book_deals(
-            BookBatch(
-                quote_id=w.quote_id[good], deal_txn_id=deal_ids, quote_rate=w.quote_rate[good],
-                deal_rate=w.quote_rate[good], trade_key=w.keys[good], attempt=w.attempt[good],
-                trade_id=w.trades.column("trade_id").take(pa.array(good)), run_id=self.job.run_id,
-                batch_id=self.job.batch_id, src_row=w.src[good],
-            ),
-            self.max_in_flight,
-        )  # fmt: skip
+        b = self.bank.book_deals(batch, self.max_in_flight)
         booked = b.ok.copy()
         reasons = b.reason_idx.copy()
         rates = b.deal_rate.copy()
         # An unanswered booking is resolved with the bank's status before anything else.
         lost = np.flatnonzero(reasons == TIMEOUT)
         if len(lost):
-            st = self.bank.transaction_status(deal_ids.take(pa.array(lost)), self.max_in_flight, self.job.run_id)
+            ids = batch.deal_txn_id.take(pa.array(lost))
+            st = self.bank.transaction_status(ids, self.max_in_flight, self.job.run_id)
             found = st.status == "COMPLETED"
             booked[lost[found]] = True
             reasons[lost[found]] = NONE
             rates[lost[found]] = st.deal_rate[found]
-        now = time.time()
-        won = good[booked]
-        advance(states, _mask(n, won), T.SUCCESS)
-        w.deal_rate[won] = rates[booked]
-        w.finished_at[won] = now
-        self._settle(w, good[~booked], reasons[~booked], now)
+        return booked, reasons, rates
+
+    def _landed(self, cur: object, booking: _Booking, work: _Working) -> _Working:
+        """Settle a wave with its booking answers, persist what is final; returns ``work`` with
+        the wave's trades that go on to another attempt."""
+        w, good = booking.wave, booking.good
+        if booking.answers is not None:
+            booked, reasons, rates = booking.answers.result()
+            now = time.time()
+            won = good[booked]
+            advance(w.states, _mask(len(w), won), T.SUCCESS)
+            w.deal_rate[won] = rates[booked]
+            w.finished_at[won] = now
+            self._settle(w, good[~booked], reasons[~booked], now)
+        done = w.final()
+        if done.any():
+            self._persist(cur, w, done)
+            w = w.keep(~done)
+        return work.extend(w)
 
     def _settle(self, w: _Working, idx: np.ndarray, reasons: np.ndarray, now: float) -> None:
         """Trades the bank refused: back to EXECUTING for another attempt when a retry can fix it
@@ -560,6 +620,18 @@ class _Worker:
             return
         parts, self._pending, self._pending_rows = self._pending, [], 0
         self.writer.submit(parts)
+
+
+_Answers = tuple[np.ndarray, np.ndarray, np.ndarray]  # booked, reason index, deal rate per trade
+
+
+@dataclass
+class _Booking:
+    """A quoted wave and the answers to its bookings (``good``: the quoted trades asked about)."""
+
+    wave: _Working
+    good: np.ndarray
+    answers: Future[_Answers] | None
 
 
 _TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from fxbatch import Settings, Workbench
+from fxbatch.bank.port import BookBatch, QuoteBatch
 from fxbatch.errors import ConflictError, NotFoundError, SettingsError
-from fxbatch.models import FAILURES, FailureCode, RunStatus
+from fxbatch.models import FAILURES, FailureCode, RunConfig, RunStatus
 from tests.integration.run_helpers import (
     DETAIL,
     assert_every_trade_final,
@@ -342,3 +345,42 @@ def test_a_batch_stored_out_of_row_order_still_runs_in_row_order(wb: Workbench, 
     first_tries = [row for row, attempt, _ in spies[0].bookings if attempt == 1]
     assert first_tries == sorted(first_tries)
     assert outcomes(wb, again.run_id, DETAIL) == outcomes(wb, reference.run_id, DETAIL)
+
+
+def test_a_wave_is_booked_while_the_next_is_quoted_and_every_booking_is_still_recorded_first(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    batch = load_generated(wb, tmp_path, 400)
+    reference = wb.run(batch, seed=3, success_rate=0.6)  # one wave: nothing to overlap
+    spies = install_spy(wb)
+    quoting = threading.Event()
+    booked_during_quote: list[bool] = []
+    (factory,) = [wb.engine.bank_factory]
+
+    def slow_quotes(config: RunConfig) -> Any:
+        spy = factory(config)
+        book, quote = spy.book_deals, spy.create_quotes
+
+        def create_quotes(batch_: QuoteBatch, max_in_flight: int) -> Any:
+            quoting.set()
+            try:
+                time.sleep(0.05)  # long enough for the last wave's booking to come in meanwhile
+                return quote(batch_, max_in_flight)
+            finally:
+                quoting.clear()
+
+        def book_deals(batch_: BookBatch, max_in_flight: int) -> Any:
+            booked_during_quote.append(quoting.is_set())
+            return book(batch_, max_in_flight)
+
+        spy.book_deals, spy.create_quotes = book_deals, create_quotes  # type: ignore[method-assign]
+        return spy
+
+    wb.engine.bank_factory = slow_quotes
+    run = wb.run(batch, seed=3, success_rate=0.6, chunk_size=40)
+    (spy,) = spies
+    assert any(booked_during_quote), "a wave is booked while the next one is being quoted"
+    assert spy.not_stored_first == []
+    assert outcomes(wb, run.run_id, DETAIL) == outcomes(wb, reference.run_id, DETAIL)
+    assert_every_trade_final(wb, run.run_id)
+    assert_ledger_matches_successes(wb, run.run_id)
