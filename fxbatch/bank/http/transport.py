@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from types import TracebackType
+from typing import cast
 
 import httpx
 
@@ -123,8 +124,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (not isinstance of asyncio.Transport under uvloop, which has its own).
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter
