@@ -11,7 +11,7 @@ import pytest
 from fxbatch import Workbench
 from fxbatch.bank.port import BookBatch, BookReplies
 from fxbatch.bank.simulated import SimulatedBank
-from fxbatch.engine import core
+from fxbatch.engine.worker import Worker
 from fxbatch.models import RunStatus
 from fxbatch.samples import make_trades, write_csv
 from tests.conftest import TODAY
@@ -44,7 +44,7 @@ def test_a_crash_that_loses_buffered_finals_is_resumed_without_double_booking(
         return real_book(self, batch_, max_in_flight)
 
     monkeypatch.setattr(SimulatedBank, "book_deals", dying_book)
-    monkeypatch.setattr(core._Worker, "_flush", lambda self, cur: None)  # the buffer dies with the process
+    monkeypatch.setattr(Worker, "_flush", lambda self, cur: None)  # the buffer dies with the process
     crashed = wb.run(batch, seed=9, success_rate=0.8, chunk_size=50)
     assert crashed.status is RunStatus.INTERRUPTED
     assert crashed.counts["PENDING"] == 600  # nothing final was written

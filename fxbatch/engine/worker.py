@@ -1,0 +1,387 @@
+"""One run executing on its own thread: the waves of quote -> book, retries, persistence.
+
+Trades move in waves: each step (quote, book, status) is one bank call for the whole wave and
+each state change is one bulk write, so a million trades never cost a million round-trips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fxbatch.bank.model import AUTO_RETRY, NONE, TIMEOUT, trade_keys
+from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
+from fxbatch.engine import records
+from fxbatch.engine.jobs import Job
+from fxbatch.engine.working import TEXT_FIELDS, Answers, Booking, Working, mask_of
+from fxbatch.engine.writer import FinalWriter
+from fxbatch.lifecycle import CODE_OF, TRADE_CODES, advance, final_run_status
+from fxbatch.models import RunConfig, RunStatus, TradeStatus
+from fxbatch.rates import RateTable
+from fxbatch.store import Store
+
+T = TradeStatus
+
+
+def final_rows(
+    src: np.ndarray, status: TradeStatus, amount_zar: np.ndarray, finished: float, **given: np.ndarray | pa.Array
+) -> records.FinalRows:
+    """Final records for trades that never reached the bank (or whose details are given)."""
+    n = len(src)
+    nan = np.full(n, np.nan)
+    base: dict[str, np.ndarray | pa.Array] = {
+        "src_row": src, "state": np.full(n, CODE_OF[status], dtype=np.int8),
+        "failure": np.full(n, NONE, dtype=np.int8), "attempts": np.zeros(n, np.int64),
+        "quote_id": np.zeros(n, np.int64), "quote_rate": nan, "quote_expiry": nan,
+        "deal_txn_id": pa.nulls(n, pa.string()), "deal_rate": nan, "amount_zar": amount_zar, "executing_at": nan,
+        "quoted_at": nan, "finished_at": np.full(n, finished),
+    }  # fmt: skip
+    base.update(given)
+    return records.FinalRows(**base)
+
+
+def write_cancelled(cur: duckdb.DuckDBPyConnection, run_id: int, todo: pa.Table) -> int:
+    """Trades not started end CANCELLED (the move is checked like any other); returns how many."""
+    n = int(todo.num_rows)
+    if n:
+        states = np.full(n, CODE_OF[T.PENDING], dtype=np.int8)
+        advance(states, np.ones(n, dtype=bool), T.CANCELLED)
+        src = records.numeric(todo, "src_row").astype(np.int64)
+        records.write_final(cur, run_id, final_rows(src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time()))
+    return n
+
+
+class Worker:
+    """Executes one run on its own thread with its own database cursor."""
+
+    def __init__(self, store: Store, rates: RateTable, job: Job, config: RunConfig, bank: Bank) -> None:
+        self.store = store
+        self.rates = rates
+        self.job = job
+        self.config = config
+        self.bank = bank
+        self.max_in_flight = config.concurrency
+        slow = config.bank.latency_ms > 0 or config.bank_url is not None
+        self.chunk_size = config.concurrency * 32 if slow else config.chunk_size
+        self.backoff = config.backoff_ms / 1000 if slow else 0.0
+        self.pair_names = np.array(sorted(rates.mids), dtype=object)
+        # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
+        # rows) or more is written in parallel and costs about half as much per row as smaller
+        # ones; the last buffer, written when nothing else is left to overlap it, stays small. In
+        # latency mode every wave is written at once.
+        self.flush_rows = 0 if slow else max(2 * config.chunk_size, 245_760)
+        self._pending: list[records.FinalRows] = []
+        self._pending_rows = 0
+        self.writer = FinalWriter(store, job.run_id)
+        # The in-process bank at zero latency books a wave while the next one is quoted.
+        self._helper = None if slow else ThreadPoolExecutor(1, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
+        self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
+
+    def run(self) -> None:
+        job = self.job
+        started = time.monotonic()
+        cur = self.store.cursor()
+        outcome = RunStatus.INTERRUPTED
+        error: str | None = None
+        try:
+            self.fingerprint = records.batch_fingerprint(cur, job.batch_id)
+            self.prefix = records.deal_prefix(cur, job.run_id)
+            todo = records.load_todo(cur, job.run_id, job.batch_id, self.config, self.rates.zar_factors())
+            todo = self._reconcile(cur, todo)
+            try:
+                position = self._execute(cur, todo)
+            finally:
+                self._flush(cur)  # what is final is written even when the run stops on an error
+                self.writer.wait()
+            if job.cancel_requested.is_set():
+                self._cancel(cur, todo.slice(position))
+                outcome = RunStatus.CANCELLED
+            elif not job.stop_requested.is_set():
+                counts, _ = records.count_outcomes(cur, job.run_id)
+                outcome = final_run_status(counts, cancelled=False)
+        except BankUnavailable as exc:
+            error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
+        except Exception as exc:  # the run must end in a resumable state whatever happened
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            try:
+                self.bank.close()
+            finally:
+                elapsed = time.monotonic() - started
+                try:
+                    records.set_run_status(
+                        cur, job.run_id, outcome, finished=outcome is not RunStatus.INTERRUPTED,
+                        elapsed_s=elapsed, error=error,
+                    )  # fmt: skip
+                finally:
+                    job.progress.status = outcome
+                    job.progress.error = error
+                    self.store.release_cursor()
+                    job.done.set()
+
+    # -- recovery --------------------------------------------------------------------
+    def _reconcile(self, cur: object, todo: pa.Table) -> pa.Table:
+        """Ask the bank about bookings a previous process left unanswered; book nothing twice."""
+        inflight = np.asarray(todo.column("inflight_deal").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        if not inflight.any():
+            return todo
+        rows = todo.filter(pa.array(inflight))
+        deals = rows.column("inflight_deal").combine_chunks()
+        status = self.bank.transaction_status(deals, self.max_in_flight, self.job.run_id)
+        booked = status.status == "COMPLETED"
+        if booked.any():
+            done = rows.filter(pa.array(booked))
+            final = final_rows(
+                records.numeric(done, "src_row").astype(np.int64), T.SUCCESS, records.numeric(done, "amount_zar"),
+                time.time(), attempts=records.numeric(done, "inflight_attempt").astype(np.int64),
+                quote_id=status.quote_id[booked], quote_rate=records.numeric(done, "inflight_quote_rate"),
+                quote_expiry=records.numeric(done, "inflight_quote_expiry"),
+                deal_txn_id=deals.filter(pa.array(booked)),
+                deal_rate=status.deal_rate[booked], executing_at=records.numeric(done, "inflight_executing_at"),
+                quoted_at=records.numeric(done, "inflight_quoted_at"),
+            )  # fmt: skip
+            records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
+            self.job.progress.finished({T.SUCCESS.value: int(booked.sum())})
+        keep = np.ones(todo.num_rows, dtype=bool)
+        keep[np.flatnonzero(inflight)[booked]] = False
+        return todo.filter(pa.array(keep))
+
+    def _cancel(self, cur: object, rest: pa.Table) -> None:
+        n = write_cancelled(cur, self.job.run_id, rest)  # type: ignore[arg-type]
+        if n:
+            self.job.progress.finished({T.CANCELLED.value: n})
+
+    # -- the waves -------------------------------------------------------------------
+    def _execute(self, cur: object, todo: pa.Table) -> int:
+        """Run ``todo`` in waves over a working set; returns how many trades were taken on.
+
+        Each wave asks the bank about every trade that is due (fresh ones, and retries whose
+        backoff has passed) with one call per step, and persists what became final in one insert.
+        Retries ride along with fresh trades in later waves, so their backoff overlaps real work.
+        A cancel stops taking fresh trades (the ones in hand finish); an interrupt stops at once
+        after the wave, leaving unfinished trades to resume.
+
+        At zero latency with the in-process bank, a wave's booking runs on a helper thread while
+        the next wave is quoted and its in-flight rows written (each wave still records its
+        bookings before asking for them); the booked wave's retries join the wave after.
+        """
+        job = self.job
+        work = Working.empty()  # trades taken on and not in a bank call
+        position = 0
+        booking: Booking | None = None  # a wave whose booking answer is still to come
+        try:
+            while True:
+                if job.stop_requested.is_set():
+                    break
+                now = time.time()
+                due = work.due(now)
+                room = self.chunk_size - int(due.sum())
+                if room > 0 and position < todo.num_rows and not job.cancel_requested.is_set():
+                    fresh = todo.slice(position, room)
+                    position += fresh.num_rows
+                    work = work.extend(self._fresh(fresh))
+                    due = work.due(now)
+                if not due.any():
+                    if booking is not None:
+                        landed, booking = booking, None
+                        work = self._landed(cur, landed, work)
+                        continue
+                    if not len(work):
+                        break
+                    time.sleep(max(0.0, float(np.nanmin(work.not_before)) - now))
+                    continue
+                wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
+                self._show(work, wave, booking)
+                good = self._quote(wave)
+                self._show(work, wave, booking)
+                if booking is not None:
+                    landed, booking = booking, None
+                    work = self._landed(cur, landed, work)
+                booking = self._book(wave, good)
+                if self._helper is None:  # answered already: settle it before the next wave
+                    landed, booking = booking, None
+                    work = self._landed(cur, landed, work)
+                self._show(work, booking.wave if booking is not None else None)
+            if booking is not None:
+                landed, booking = booking, None
+                work = self._landed(cur, landed, work)
+        except BaseException:
+            if booking is not None:  # let the booking in flight end, and keep what it settled
+                with contextlib.suppress(Exception):  # the first error is the one the run reports
+                    self._landed(cur, booking, work)
+            raise
+        finally:
+            if self._helper is not None:
+                self._helper.submit(self.store.release_cursor).result()
+                self._helper.shutdown()
+        return position
+
+    def _show(self, *sets: Working | Booking | None) -> None:
+        """Progress: the states of the trades in hand (not in a bank call, quoted, booking)."""
+        states = [(s.wave if isinstance(s, Booking) else s).states for s in sets if s is not None]
+        self.job.progress.chunk_state(np.concatenate(states) if states else np.zeros(0, dtype=np.int8))
+
+    def _fresh(self, chunk: pa.Table) -> Working:
+        n = chunk.num_rows
+        src = records.numeric(chunk, "src_row").astype(np.int64)
+        inflight_attempt = records.numeric(chunk, "inflight_attempt")
+        prior = records.numeric(chunk, "prior_attempts").astype(np.int64)
+        # A resumed booking the bank never saw replays the same attempt (same quote, same outcome).
+        attempt = np.where(np.isnan(inflight_attempt), prior + 1, np.nan_to_num(inflight_attempt)).astype(np.int64)
+        pairs = pc.dictionary_encode(chunk.column("currency_pair")).combine_chunks()
+        local = [str(p) for p in pairs.dictionary.to_pylist()]
+        for p in local:
+            if p not in self.pair_index:
+                self.pair_index[p] = len(self.pair_names)
+                self.pair_names = np.append(self.pair_names, np.array([p], dtype=object))
+        codes = np.array([self.pair_index[p] for p in local], dtype=np.int64)
+        nan = np.full(n, np.nan)
+        return Working(
+            src=src, keys=trade_keys(self.fingerprint, src), attempt=attempt,
+            last_attempt=prior + self.config.max_attempts, states=np.full(n, CODE_OF[T.PENDING], dtype=np.int8),
+            failure=np.full(n, NONE, dtype=np.int8), quote_id=np.zeros(n, np.int64), quote_rate=nan.copy(),
+            quote_expiry=nan.copy(), deal_rate=nan.copy(),
+            executing_at=records.numeric(chunk, "inflight_executing_at").copy(), quoted_at=nan.copy(),
+            finished_at=nan.copy(), not_before=np.zeros(n), amount=records.numeric(chunk, "amount"),
+            amount_zar=records.numeric(chunk, "amount_zar"), spread_bps=records.numeric(chunk, "spread_bps"),
+            is_buy=np.asarray(pc.equal(chunk.column("side"), "BUY").to_numpy(zero_copy_only=False), dtype=bool),
+            pair_code=codes[np.asarray(pairs.indices.to_numpy(zero_copy_only=False), dtype=np.int64)],
+            deal_ids=pc.binary_join_element_wise(self.prefix, pc.cast(chunk.column("src_row"), pa.string()), "")
+            .combine_chunks(),
+            trades=chunk.select(TEXT_FIELDS).combine_chunks(),
+        )  # fmt: skip
+
+    def _quote(self, w: Working) -> np.ndarray:
+        """Ask quotes for a whole wave and settle the refused ones; returns the indices of the
+        quoted trades."""
+        n = len(w)
+        everyone = np.ones(n, dtype=bool)
+        advance(w.states, everyone, T.EXECUTING)
+        now = time.time()
+        w.executing_at[:] = np.where(np.isnan(w.executing_at), now, w.executing_at)
+        quotes = QuoteBatch(
+            trade_key=w.keys, step=w.src, attempt=w.attempt, amount=w.amount, amount_zar=w.amount_zar,
+            spread_bps=w.spread_bps, is_buy=w.is_buy, pair_code=w.pair_code, pair_names=self.pair_names,
+            trades=w.trades,
+        )  # fmt: skip
+        q = self.bank.create_quotes(quotes, self.max_in_flight)
+        now = time.time()
+        ok = q.ok
+        idx = np.arange(n)
+        self._settle(w, idx[~ok], q.reason_idx[~ok], now)
+        good: np.ndarray = idx[ok]
+        if len(good):
+            advance(w.states, ok, T.QUOTED)
+            w.quote_id[good] = q.quote_id[ok]
+            w.quote_rate[good] = q.quote_rate[ok]
+            w.quote_expiry[good] = q.expires_at[ok]
+            w.quoted_at[good] = now
+        return good
+
+    def _book(self, w: Working, good: np.ndarray) -> Booking:
+        """Record the bookings of a quoted wave, then ask for them (both on the helper thread when
+        there is one: the in-flight rows are written before the bank is asked, as always)."""
+        if not len(good):
+            return Booking(w, good, None)
+        batch = BookBatch(
+            quote_id=w.quote_id[good], deal_txn_id=w.deal_ids.take(pa.array(good)), quote_rate=w.quote_rate[good],
+            deal_rate=w.quote_rate[good], trade_key=w.keys[good], attempt=w.attempt[good],
+            trade_id=w.trades.column("trade_id").take(pa.array(good)), run_id=self.job.run_id,
+            batch_id=self.job.batch_id, src_row=w.src[good],
+        )  # fmt: skip
+        inflight = (w.quote_expiry[good], w.executing_at[good], w.quoted_at[good])
+        if self._helper is None:
+            done: Future[Answers] = Future()
+            done.set_result(self._ask(batch, *inflight))
+            return Booking(w, good, done)
+        return Booking(w, good, self._helper.submit(self._ask, batch, *inflight))
+
+    def _ask(self, batch: BookBatch, expiry: np.ndarray, executing_at: np.ndarray, quoted_at: np.ndarray) -> Answers:
+        records.write_inflight(
+            self.store.cursor(), self.job.run_id, batch.src_row, batch.attempt, batch.quote_id, batch.quote_rate,
+            expiry, executing_at, quoted_at,
+        )  # fmt: skip
+        b = self.bank.book_deals(batch, self.max_in_flight)
+        booked = b.ok.copy()
+        reasons = b.reason_idx.copy()
+        rates = b.deal_rate.copy()
+        # An unanswered booking is resolved with the bank's status before anything else.
+        lost = np.flatnonzero(reasons == TIMEOUT)
+        if len(lost):
+            ids = batch.deal_txn_id.take(pa.array(lost))
+            st = self.bank.transaction_status(ids, self.max_in_flight, self.job.run_id)
+            found = st.status == "COMPLETED"
+            booked[lost[found]] = True
+            reasons[lost[found]] = NONE
+            rates[lost[found]] = st.deal_rate[found]
+        return booked, reasons, rates
+
+    def _landed(self, cur: object, booking: Booking, work: Working) -> Working:
+        """Settle a wave with its booking answers, persist what is final; returns ``work`` with
+        the wave's trades that go on to another attempt."""
+        w, good = booking.wave, booking.good
+        if booking.answers is not None:
+            booked, reasons, rates = booking.answers.result()
+            now = time.time()
+            won = good[booked]
+            advance(w.states, mask_of(len(w), won), T.SUCCESS)
+            w.deal_rate[won] = rates[booked]
+            w.finished_at[won] = now
+            self._settle(w, good[~booked], reasons[~booked], now)
+        done = w.final()
+        if done.any():
+            self._persist(cur, w, done)
+            w = w.keep(~done)
+        return work.extend(w)
+
+    def _settle(self, w: Working, idx: np.ndarray, reasons: np.ndarray, now: float) -> None:
+        """Trades the bank refused: back to EXECUTING for another attempt when a retry can fix it
+        and attempts remain (after a backoff), otherwise FAILED with the bank's reason."""
+        if not len(idx):
+            return
+        n = len(w)
+        again = AUTO_RETRY[reasons.astype(np.int64) + 1] & (w.attempt[idx] < w.last_attempt[idx])
+        retry = idx[again]
+        advance(w.states, mask_of(n, retry), T.EXECUTING)
+        tries = w.attempt[retry] - (w.last_attempt[retry] - self.config.max_attempts)
+        w.not_before[retry] = now + self.backoff * 2.0 ** (tries - 1)
+        w.attempt[retry] += 1
+        give_up = idx[~again]
+        w.failure[give_up] = reasons[~again]
+        advance(w.states, mask_of(n, give_up), T.FAILED)
+        w.finished_at[give_up] = now
+
+    def _persist(self, cur: object, w: Working, done: np.ndarray) -> None:
+        quoted = ~np.isnan(w.quoted_at[done])
+        ids = w.deal_ids.filter(pa.array(done))
+        final = records.FinalRows(
+            src_row=w.src[done], state=w.states[done], failure=w.failure[done], attempts=w.attempt[done],
+            quote_id=w.quote_id[done], quote_rate=w.quote_rate[done], quote_expiry=w.quote_expiry[done],
+            deal_txn_id=pc.if_else(pa.array(quoted), ids, pa.scalar(None, pa.string())),
+            deal_rate=w.deal_rate[done], amount_zar=w.amount_zar[done], executing_at=w.executing_at[done],
+            quoted_at=w.quoted_at[done], finished_at=w.finished_at[done],
+        )  # fmt: skip
+        self._pending.append(final)
+        self._pending_rows += len(final.src_row)
+        if self._pending_rows >= self.flush_rows:
+            self._flush(cur)
+        counts = np.bincount(w.states[done], minlength=len(TRADE_CODES))
+        self.job.progress.finished({TRADE_CODES[i].value: int(c) for i, c in enumerate(counts) if c})
+
+    def _flush(self, cur: object) -> None:
+        """Write buffered final records in one insert, on the writer's thread.
+
+        Buffering is safe: a trade whose final record was not written yet is simply taken up
+        again on resume; its booking, if any, is in the in-flight rows and the bank's ledger,
+        so the bank's transaction status settles it without booking twice.
+        """
+        if not self._pending:
+            return
+        parts, self._pending, self._pending_rows = self._pending, [], 0
+        self.writer.submit(parts)

@@ -1,0 +1,110 @@
+"""The trades a run has in hand, as parallel columns, and a wave waiting for its bookings."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from fxbatch.lifecycle import CODE_OF
+from fxbatch.models import TradeStatus
+
+T = TradeStatus
+
+
+Answers = tuple[np.ndarray, np.ndarray, np.ndarray]  # booked, reason index, deal rate per trade
+
+
+@dataclass
+class Booking:
+    """A quoted wave and the answers to its bookings (``good``: the quoted trades asked about)."""
+
+    wave: Working
+    good: np.ndarray
+    answers: Future[Answers] | None
+
+
+TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",
+                "value_date"]  # fmt: skip
+WORK_ARRAYS = (
+    "src", "keys", "attempt", "last_attempt", "states", "failure", "quote_id", "quote_rate", "quote_expiry",
+    "deal_rate", "executing_at", "quoted_at", "finished_at", "not_before", "amount", "amount_zar", "spread_bps",
+    "is_buy", "pair_code",
+)  # fmt: skip
+
+
+@dataclass
+class Working:
+    """The trades a run has taken on and not yet persisted as final, as parallel columns."""
+
+    src: np.ndarray
+    keys: np.ndarray
+    attempt: np.ndarray
+    last_attempt: np.ndarray
+    states: np.ndarray
+    failure: np.ndarray
+    quote_id: np.ndarray
+    quote_rate: np.ndarray
+    quote_expiry: np.ndarray
+    deal_rate: np.ndarray
+    executing_at: np.ndarray
+    quoted_at: np.ndarray
+    finished_at: np.ndarray
+    not_before: np.ndarray
+    amount: np.ndarray
+    amount_zar: np.ndarray
+    spread_bps: np.ndarray
+    is_buy: np.ndarray
+    pair_code: np.ndarray
+    deal_ids: pa.Array
+    trades: pa.Table
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    @classmethod
+    def empty(cls) -> Working:
+        kinds = {"keys": np.uint64, "states": np.int8, "failure": np.int8, "is_buy": bool}
+        ints = {"src", "attempt", "last_attempt", "quote_id", "pair_code"}
+        arrays = {
+            name: np.zeros(0, dtype=kinds.get(name, np.int64 if name in ints else np.float64)) for name in WORK_ARRAYS
+        }
+        schema = pa.schema([(f, pa.string()) for f in TEXT_FIELDS])
+        return cls(**arrays, deal_ids=pa.array([], type=pa.string()), trades=schema.empty_table())
+
+    def due(self, now: float) -> np.ndarray:
+        """Trades waiting for their next attempt whose backoff has passed."""
+        waiting = (self.states == CODE_OF[T.PENDING]) | (self.states == CODE_OF[T.EXECUTING])
+        return np.asarray(waiting & (self.not_before <= now))
+
+    def final(self) -> np.ndarray:
+        return np.isin(self.states, [CODE_OF[T.SUCCESS], CODE_OF[T.FAILED], CODE_OF[T.CANCELLED]])
+
+    def extend(self, other: Working) -> Working:
+        if not len(self):
+            return other
+        arrays = {name: np.concatenate([getattr(self, name), getattr(other, name)]) for name in WORK_ARRAYS}
+        return Working(
+            **arrays,
+            deal_ids=pa.concat_arrays([self.deal_ids, other.deal_ids]),
+            trades=_concat(self.trades, other.trades),
+        )
+
+    def keep(self, mask: np.ndarray) -> Working:
+        arrays = {name: getattr(self, name)[mask] for name in WORK_ARRAYS}
+        sel = pa.array(mask)
+        return Working(**arrays, deal_ids=self.deal_ids.filter(sel), trades=self.trades.filter(sel))
+
+
+def _concat(a: pa.Table, b: pa.Table) -> pa.Table:
+    """``a`` then ``b`` without copying the text (merged only once the pieces become many)."""
+    table = pa.concat_tables([a, b.cast(a.schema)])
+    return table.combine_chunks() if table.column(0).num_chunks > 16 else table
+
+
+def mask_of(n: int, idx: np.ndarray) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[idx] = True
+    return mask
