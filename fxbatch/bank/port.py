@@ -111,6 +111,9 @@ class BookBatch:
 @dataclass
 class BookReplies(Replies):
     deal_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (nan when failed)
+    # bool: the deal is in the bank's ledger after this call, whatever the answer (a timeout may
+    # have booked it); None when the bank cannot say (an HTTP bank: ask transaction_status).
+    booked: np.ndarray | None = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 from fxbatch.bank.model import REASON_INDEX, BankModel, client_rates, trade_keys
 from fxbatch.bank.port import BookBatch, QuoteBatch, QuoteReplies, Replies
-from fxbatch.bank.simulated import SimulatedBank
+from fxbatch.bank.simulated import _PY_HASH_MAX, SimulatedBank, duckdb_hash
 from fxbatch.models import FAILURES, BankSettings, FailureCode
 from fxbatch.store import Store
 
@@ -331,6 +331,7 @@ def test_a_lost_booking_answer_is_booked_and_found_by_transaction_status(store: 
     quotes = bank.create_quotes(q, 16)
     b = bank.book_deals(book_batch(q, quotes), 16)
     assert reasons(b) == ["TIMEOUT_UNKNOWN"] * len(rows)
+    assert b.booked is not None and b.booked.all()  # the reply says so (the simulator's desk uses it)
     ids = [f"D{r}" for r in rows]
     assert [d for d, _ in ledger(store)] == sorted(ids)  # booked, though the caller heard nothing
     st = bank.transaction_status(pa.array(ids), 16, run_id=1)
@@ -347,7 +348,9 @@ def test_a_persistent_timeout_books_nothing_and_status_says_not_found(store: Sto
     bank = SimulatedBank(store, settings, 42, MIDS, clock=FakeClock(), sleep=FakeSleep())
     q = quote_batch(2)
     quotes = bank.create_quotes(q, 16)
-    assert reasons(bank.book_deals(book_batch(q, quotes), 16)) == ["TIMEOUT_UNKNOWN"] * 2
+    b = bank.book_deals(book_batch(q, quotes), 16)
+    assert reasons(b) == ["TIMEOUT_UNKNOWN"] * 2
+    assert b.booked is not None and not b.booked.any()
     assert ledger(store) == []
     assert list(bank.transaction_status(pa.array(["D2", "D3"]), 16, run_id=1).status) == ["NOT_FOUND"] * 2
 
@@ -506,3 +509,18 @@ def test_the_ledger_hash_of_every_deal_is_the_hash_of_its_id(store: Store) -> No
     bank.book_deals(book_batch(q, quotes, deal_ids=["P-2", "free-form"]), 16)
     rows = store.cursor().execute("SELECT count(*) FROM sim_ledger WHERE deal_hash = hash(deal_transaction_id)")
     assert rows.fetchall() == [(2,)]
+
+
+def test_the_python_hash_of_an_id_is_duckdbs_hash_for_every_length_and_alphabet(store: Store) -> None:
+    rng = np.random.default_rng(7)
+    alphabet = list("abcXYZ0123456789-_ é€ü")
+    texts = ["", "a", "FXB-ab12-3-11"] + ["".join(rng.choice(alphabet, size=n)) for n in range(40) for _ in range(5)]
+    got = store.cursor().execute("SELECT hash(s) FROM unnest(?::VARCHAR[]) WITH ORDINALITY t(s, i) ORDER BY i", [texts])
+    assert [int(r[0]) for r in got.fetchall()] == [duckdb_hash(t) for t in texts]
+
+
+def test_a_few_ids_hashed_in_python_match_the_same_ids_hashed_by_duckdb_in_a_long_column(store: Store) -> None:
+    index = make_bank(store)._booked()
+    many = pa.array([f"FXB-{i}" for i in range(_PY_HASH_MAX + 1)])  # long enough to go to DuckDB
+    few = many.slice(0, 40)
+    np.testing.assert_array_equal(index.hashes(few), index.hashes(many)[:40])
