@@ -2,7 +2,7 @@
 
 Bookings and status lookups are decided on a desk thread (their DuckDB work releases the GIL), so
 the event loop keeps reading requests meanwhile; quote batches (numpy, ~1 ms) on the loop. A desk call costs about the same whatever its size (a booking batch:
-5-10 ms of DuckDB work, a quote batch ~1 ms), so the fewer calls the better; and an answer may not
+~3-4 ms, mostly its one ledger insert and commit, a quote batch ~1 ms), so the fewer calls the better; and an answer may not
 leave before the simulated latency has passed anyway. So a batch is not started as soon as its
 first request arrives but as late as still lets the desk finish by that request's due time (its
 arrival + latency - the kind's recent desk time - a margin): the requests that arrive meanwhile
