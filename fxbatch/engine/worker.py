@@ -68,7 +68,11 @@ class Worker:
         self.bank = bank
         self.max_in_flight = config.concurrency
         slow = config.bank.latency_ms > 0 or config.bank_url is not None
-        self.chunk_size = config.concurrency * 32 if slow else config.chunk_size
+        # With latency a wave costs about three latency rounds besides its full ones (the status
+        # call for lost answers, the part-filled last round of each call, the in-flight write and
+        # settling between calls); waves of 64 rounds of calls halve that against 32 rounds, at
+        # the price of a cancel or interrupt waiting for a longer wave (2 x 64 rounds).
+        self.chunk_size = config.concurrency * 64 if slow else config.chunk_size
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
         # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
