@@ -20,7 +20,7 @@ from fxbatch.engine import records
 from fxbatch.engine.jobs import Job, Progress
 from fxbatch.engine.worker import Worker, write_cancelled
 from fxbatch.errors import ConflictError, SettingsError
-from fxbatch.models import RunConfig, RunStatus, RunSummary
+from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings, load_settings
 from fxbatch.store import Store
@@ -98,7 +98,7 @@ class Engine:
                 raise ConflictError(f"Nothing to run for batch {batch_id}: {what}.")
             bank = self.bank_factory(config)
             run_id = records.create_run(self.store, batch_id, trades, config)
-            return self._launch(run_id, batch_id, trades, config, bank)
+            return self._launch(run_id, batch_id, trades, config, bank, fresh=True)
 
     def resume(self, run_id: int, bank_url: str | None = None) -> Job:
         """Finish an INTERRUPTED run: reconcile in-flight bookings, then run the rest."""
@@ -134,13 +134,18 @@ class Engine:
                     f"Batch {batch_id} is already running (run {run_id}); wait for it to finish or cancel it."
                 )
 
-    def _launch(self, run_id: int, batch_id: int, trades: int, config: RunConfig, bank: Bank) -> Job:
+    def _launch(
+        self, run_id: int, batch_id: int, trades: int, config: RunConfig, bank: Bank, *, fresh: bool = False
+    ) -> Job:
         cur = self.store.cursor()
         records.set_run_status(cur, run_id, RunStatus.RUNNING, started=True)
-        counts, _ = records.count_outcomes(cur, run_id)
+        if fresh:  # nothing is final yet: no need to count (a query while no bank call is out)
+            counts = {s.value: 0 for s in TradeStatus} | {TradeStatus.PENDING.value: trades}
+        else:
+            counts, _ = records.count_outcomes(cur, run_id)
         job = Job(run_id, batch_id, Progress(run_id, trades, counts))
         self._jobs[(self._db_key, run_id)] = job
-        worker = Worker(self.store, self.rates, job, config, bank)
+        worker = Worker(self.store, self.rates, job, config, bank, fresh=fresh)
         job.thread = threading.Thread(target=worker.run, name=f"fxbatch-run-{run_id}", daemon=True)
         job.thread.start()
         return job

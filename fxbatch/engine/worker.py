@@ -60,8 +60,11 @@ def write_cancelled(cur: duckdb.DuckDBPyConnection, run_id: int, todo: pa.Table)
 class Worker:
     """Executes one run on its own thread with its own database cursor."""
 
-    def __init__(self, store: Store, rates: RateTable, job: Job, config: RunConfig, bank: Bank) -> None:
+    def __init__(
+        self, store: Store, rates: RateTable, job: Job, config: RunConfig, bank: Bank, *, fresh: bool = False
+    ) -> None:
         self.store = store
+        self.fresh = fresh  # a new run: nothing recorded yet
         self.rates = rates
         self.job = job
         self.config = config
@@ -93,10 +96,13 @@ class Worker:
         cur = self.store.cursor()
         outcome = RunStatus.INTERRUPTED
         error: str | None = None
+        outcomes: tuple[dict[str, int], dict[str, int]] | None = None
         try:
             self.fingerprint = records.batch_fingerprint(cur, job.batch_id)
             self.prefix = records.deal_prefix(cur, job.run_id)
-            todo = records.load_todo(cur, job.run_id, job.batch_id, self.config, self.rates.zar_factors())
+            todo = records.load_todo(
+                cur, job.run_id, job.batch_id, self.config, self.rates.zar_factors(), fresh=self.fresh
+            )
             todo = self._reconcile(cur, todo)
             try:
                 position = self._execute(cur, todo)
@@ -107,8 +113,8 @@ class Worker:
                 self._cancel(cur, todo.slice(position))
                 outcome = RunStatus.CANCELLED
             elif not job.stop_requested.is_set():
-                counts, _ = records.count_outcomes(cur, job.run_id)
-                outcome = final_run_status(counts, cancelled=False)
+                outcomes = records.count_outcomes(cur, job.run_id)  # counted once: the run's record reuses them
+                outcome = final_run_status(outcomes[0], cancelled=False)
         except BankUnavailable as exc:
             error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
         except Exception as exc:  # the run must end in a resumable state whatever happened
@@ -121,7 +127,7 @@ class Worker:
                 try:
                     records.set_run_status(
                         cur, job.run_id, outcome, finished=outcome is not RunStatus.INTERRUPTED,
-                        elapsed_s=elapsed, error=error,
+                        elapsed_s=elapsed, error=error, outcomes=outcomes,
                     )  # fmt: skip
                 finally:
                     job.progress.status = outcome
