@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from fxbatch.errors import NotFoundError, UnusableFileError
 from fxbatch.ingest import CheckedFile, Fixes, check_file, fetch_rejected_rows, fetch_rejections
@@ -20,7 +21,7 @@ from fxbatch.ingest.rules import drop_checked
 from fxbatch.models import BatchInfo, CheckReport, LoadResult
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings
-from fxbatch.store import Store
+from fxbatch.store import Store, insert_arrow
 
 # The canonical columns, in template order (one definition: fxbatch.ingest.layout.FIELDS).
 TRADE_COLUMNS = FIELDS
@@ -187,9 +188,19 @@ def load_file(
                 [batch_id],
             )
             if checked.corrections:
-                cur.executemany(  # a few rows typed by hand: executemany is fine here
-                    "INSERT INTO corrections VALUES (?, ?, ?, ?, ?)",
-                    [[batch_id, *c] for c in checked.corrections],
+                rows, fields, originals, corrected = zip(*checked.corrections, strict=True)
+                insert_arrow(
+                    cur,
+                    "corrections",
+                    pa.table(
+                        {
+                            "batch_id": pa.array([batch_id] * len(rows), type=pa.int32()),
+                            "src_row": pa.array(rows, type=pa.int32()),
+                            "field": pa.array(fields, type=pa.string()),
+                            "original": pa.array(originals, type=pa.string()),
+                            "corrected": pa.array(corrected, type=pa.string()),
+                        }
+                    ),
                 )
             cur.commit()
         except Exception:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from fxbatch.errors import DatabaseLockedError, StoreError
 
@@ -190,6 +191,16 @@ def _v5(con: duckdb.DuckDBPyConnection) -> None:
         corrected VARCHAR
     );
     """)
+
+
+def insert_arrow(cur: duckdb.DuckDBPyConnection, table_name: str, table: pa.Table, *, by_name: bool = False) -> None:
+    """Append an Arrow table to ``table_name`` in one statement (no per-row round trips).
+
+    DuckDB reads the table by its replacement scan (this frame's local), with no register /
+    unregister, which cost ~1 ms of a small insert's ~3 ms. ``by_name`` matches columns by name.
+    """
+    _fx_arrow_rows = table  # read by DuckDB's replacement scan
+    cur.execute(f"INSERT INTO {table_name} {'BY NAME ' if by_name else ''}SELECT * FROM _fx_arrow_rows")
 
 
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]

@@ -34,7 +34,7 @@ from fxbatch.bank.model import (
 from fxbatch.bank.port import BookBatch, BookReplies, QuoteBatch, QuoteReplies, Replies, StatusReplies
 from fxbatch.bank.registry import ClientRegistry
 from fxbatch.models import BankSettings, FailureCode
-from fxbatch.store import Store
+from fxbatch.store import Store, insert_arrow
 
 _EXPIRED = REASON_INDEX[FailureCode.QUOTE_EXPIRED.value]
 _MOVED = REASON_INDEX[FailureCode.PRICE_MOVED.value]
@@ -344,9 +344,7 @@ class SimulatedBank:
             ids = pc.if_else(pa.array(derived), pa.scalar(None, pa.string()), new_ids)
         else:
             ids = new_ids
-        # DuckDB finds ``_fx_booked`` among this frame's locals (its replacement scan): the
-        # register + unregister this replaced cost ~1 ms a call, a third of a small booking.
-        _fx_booked = pa.table(
+        booked = pa.table(
             {
                 "deal_hash": pa.array(hashes[idx], type=pa.uint64()),
                 "deal_transaction_id": ids,
@@ -358,7 +356,7 @@ class SimulatedBank:
                 "prefix_id": pa.array(np.full(len(idx), prefix_id), type=pa.int32(), mask=~derived),
             }
         )
-        self.store.cursor().execute("INSERT INTO sim_ledger_rows BY NAME SELECT * FROM _fx_booked")
+        insert_arrow(self.store.cursor(), "sim_ledger_rows", booked, by_name=True)
         index = self._booked()
         with self._lock:
             index.add(hashes[idx])

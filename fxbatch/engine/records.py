@@ -21,7 +21,7 @@ from fxbatch.bank.model import CODE_OBJ, MESSAGE_OBJ, RETRY_HELPS_OBJ
 from fxbatch.errors import NotFoundError
 from fxbatch.lifecycle import TRADE_CODES, check_run
 from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
-from fxbatch.store import Store
+from fxbatch.store import Store, insert_arrow
 
 
 def _ts(values: np.ndarray) -> pa.Array:
@@ -39,13 +39,6 @@ def _strings(values: pa.Array | np.ndarray) -> pa.Array:
 
 def _f64(values: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.float64(), mask=np.isnan(values))
-
-
-def insert_arrow(cur: duckdb.DuckDBPyConnection, table_name: str, table: pa.Table) -> None:
-    # Read by DuckDB's replacement scan (this frame's local): no register/unregister, which cost
-    # ~1 ms of a small insert's ~3 ms (the in-flight rows are written while no bank call is out).
-    _fx_arrow_rows = table
-    cur.execute(f"INSERT INTO {table_name} SELECT * FROM _fx_arrow_rows")
 
 
 # Small lookup arrays: a column of codes becomes its strings with one ``take`` (no Python

@@ -22,7 +22,7 @@ from fxbatch.bank.model import check_settings
 from fxbatch.errors import NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.rates import RateTable
-from fxbatch.store import Store
+from fxbatch.store import Store, insert_arrow
 from fxbatch.whatif.scenario import BatchArrays, outcomes
 
 
@@ -219,9 +219,7 @@ def run_sweep(
                 "config": [json.dumps(r["config"]) for r in results],
             }
         )
-        cur.register("_fx_scen", rows)
-        cur.execute("INSERT INTO sweep_scenarios SELECT * FROM _fx_scen")
-        cur.unregister("_fx_scen")
+        insert_arrow(cur, "sweep_scenarios", rows)
         cur.commit()
     except Exception:
         cur.rollback()
