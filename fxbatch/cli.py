@@ -169,7 +169,8 @@ def cmd_run(wb: Workbench, args: argparse.Namespace) -> int:
 
 
 def cmd_resume(wb: Workbench, args: argparse.Namespace) -> int:
-    job = wb.engine.resume(args.run_id, bank_url=args.bank)
+    job = wb.resume(args.run_id, wait=False, bank_url=args.bank)
+    assert isinstance(job, Job)
     return _follow(wb, job, args)
 
 

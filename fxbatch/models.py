@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 
 class Side(StrEnum):
@@ -281,6 +282,19 @@ class BankSettings(BaseModel):
         return {code: w / total for code, w in self.failure_mix.items() if w > 0}
 
 
+BANK_URL = re.compile(r"https?://\S+")
+
+
+def check_bank_url(url: str | None) -> str | None:
+    """An HTTP bank base URL, stripped ('' = none), or ValueError saying what is wrong with it."""
+    url = (url or "").strip()
+    if url and not BANK_URL.fullmatch(url):
+        raise ValueError(
+            f"HTTP bank URL {url!r} is not a web address: enter the bank's base URL, for example http://127.0.0.1:8600"
+        )
+    return url or None
+
+
 class RunConfig(BaseModel):
     """Everything that defines a run; stored with it."""
 
@@ -294,6 +308,11 @@ class RunConfig(BaseModel):
     chunk_size: int = Field(131_072, ge=1, description="Trades processed and persisted together (zero latency).")
     retry_of_run: int | None = Field(None, description="Run whose FAILED trades this run retries.")
     bank_url: str | None = Field(None, description="HTTP bank base URL; None = in-process simulated bank.")
+
+    @field_validator("bank_url")
+    @classmethod
+    def _bank_url_is_an_address(cls, url: str | None) -> str | None:
+        return check_bank_url(url)
 
 
 class RunSummary(BaseModel):

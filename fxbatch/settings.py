@@ -10,10 +10,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fxbatch.errors import SettingsError
+from fxbatch.models import check_bank_url
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -64,7 +65,6 @@ class Settings(BaseSettings):
     )
     bank_url: str | None = Field(
         default=None,
-        pattern=r"^https?://\S+$",
         description="Base URL of the HTTP bank the app's run form offers; empty = none (the simulated bank).",
     )
     bank_token_url: str | None = Field(
@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Upper limit on HTTP bank calls per second across the run; empty = no limit.",
     )
+
+    @field_validator("bank_url")
+    @classmethod
+    def _bank_url_is_an_address(cls, url: str | None) -> str | None:
+        return check_bank_url(url)
 
 
 def settings_from_secrets(secrets: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Settings:

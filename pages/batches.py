@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Workbench
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
@@ -132,7 +132,6 @@ def _mix_editor() -> dict[FailureCode, float]:
 
 # The run form's bank choice -> whether it is the HTTP bank.
 BANKS = {"Simulated": False, "HTTP": True}
-HTTP_URL = re.compile(r"https?://\S+")
 
 
 def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
@@ -160,21 +159,20 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
         mix = _mix_editor()
         submitted = st.form_submit_button("Review the run…", type="primary")
     if submitted:
-        bank_url = url.strip() if BANKS[kind] else None
-        if bank_url is not None and not HTTP_URL.fullmatch(bank_url):
-            st.error(
-                f"HTTP bank URL {bank_url!r} is not a web address: enter the bank's base URL, "
-                "for example http://127.0.0.1:8600.",
-                icon=":material/error:",
-            )
+        bank_url = url if BANKS[kind] else None
+        if bank_url is not None and not bank_url.strip():
+            st.error("Enter the HTTP bank's base URL, for example http://127.0.0.1:8600.", icon=":material/error:")
             return
         try:
             config = make_config(
                 RunConfig(), success_rate=rate, seed=int(seed), latency_ms=float(latency),
                 concurrency=int(concurrency), max_attempts=int(attempts), failure_mix=mix, bank_url=bank_url,
             )  # fmt: skip
-        except ValueError as exc:  # pydantic: a value out of range
-            st.error(f"These settings cannot run: {exc}", icon=":material/error:")
+        except ValidationError as exc:  # a value out of range, a bank URL that is no address
+            why = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+            )
+            st.error(f"These settings cannot run: {why}.", icon=":material/error:")
             return
         st.session_state[PENDING_RUN] = (batch_id, config.model_dump_json())
     pending = st.session_state.get(PENDING_RUN)

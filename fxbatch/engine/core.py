@@ -110,7 +110,9 @@ class Engine:
             raise ConflictError(f"Run {run_id} is {summary.status.value}; only an INTERRUPTED run can be resumed.")
         config = summary.config
         if bank_url is not None:
-            config = config.model_copy(update={"bank_url": bank_url or None})
+            config = config.model_validate(
+                {**config.model_dump(), "bank_url": bank_url}
+            )  # validated, unlike model_copy
         with self._registry_lock:
             self._refuse_if_running(summary.batch_id)
             bank = self.bank_factory(config)
