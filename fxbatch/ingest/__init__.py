@@ -70,7 +70,7 @@ def check_file(
     ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_bps)
     raw, row_offset = _build(cur, raw, ctx)
     corrections = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
-    mark_duplicates(cur, None if corrections else row_offset, cells_sql("c", plan.layout is Layout.LEGACY))
+    mark_duplicates(cur, row_offset, cells_sql("c", plan.layout is Layout.LEGACY))  # pinning twice is a no-op
     total, blank, bad = cur.execute(
         "SELECT count(*), count(*) FILTER (WHERE is_blank), "
         "count(*) FILTER (WHERE NOT is_blank AND len(errors) > 0) FROM checked"

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from fxbatch.errors import BadFixError
 from fxbatch.ingest.layout import FIELDS
-from fxbatch.ingest.rules import RuleContext, build_checked
+from fxbatch.ingest.rules import RuleContext, build_checked, pin_rows
 
 Fixes = Mapping[int, Mapping[str, str | None]]
 
@@ -75,8 +75,7 @@ def apply_fixes(
     clean = check_fixes(fixes, ctx.plan.field_to_index)
     if not clean:
         return []
-    if row_offset is not None:  # the fast CSV path numbers rows by rowid, which a delete shifts
-        cur.execute(f"UPDATE checked_data SET src_row = rowid + {row_offset} WHERE src_row IS NULL")
+    pin_rows(cur, row_offset)
     rows = sorted(clean)
     cur.register("_fx_fix_rows", pa.table({"src_row": pa.array(rows, type=pa.int64())}))
     try:

@@ -418,6 +418,13 @@ def drop_checked(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS checked_data")
 
 
+def pin_rows(con: duckdb.DuckDBPyConnection, row_offset: int | None) -> None:
+    """Write the fast CSV path's row numbers (rowid + offset) into ``checked_data`` before
+    anything moves its rows: updating a list column or deleting rows changes rowids."""
+    if row_offset is not None:
+        con.execute(f"UPDATE checked_data SET src_row = rowid + {row_offset} WHERE src_row IS NULL")
+
+
 def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_cells: str | None = None) -> None:
     """Reject every later row whose trade_id an earlier row of the file already uses.
 
@@ -441,9 +448,7 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
             "first_row": pa.array([r[2] for r in later], type=pa.int64()),
         }
     )
-    if row_offset is not None:
-        # Updating a list column moves the row (new rowid): pin every row number first.
-        con.execute(f"UPDATE checked_data SET src_row = rowid + {row_offset} WHERE src_row IS NULL")
+    pin_rows(con, row_offset)
     con.register("_fx_dups", dup_table)
     try:
         con.execute(f"""
