@@ -302,45 +302,35 @@ def test_the_keep_alive_transport_keeps_only_live_connections() -> None:
         assert transport.idle == 0
 
 
-def test_no_more_calls_than_max_in_flight_are_in_flight_at_once() -> None:
-    in_flight = 0
-    most = 0
+class CountingBank:
+    """An HttpBank over a mock API that answers quotes after 2 ms and records the most calls in flight."""
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.most = 0
+        config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
+        self.bank = HttpBank(config, transport=httpx.MockTransport(self.handler))
+        OPEN.append(self.bank)
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth2/token":
             return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
-        in_flight += 1
-        most = max(most, in_flight)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
         await asyncio.sleep(0.002)
-        in_flight -= 1
+        self.in_flight -= 1
         return quote_answer("createquote", {}, request)
 
-    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
-    bank = HttpBank(config, transport=httpx.MockTransport(handler))
-    OPEN.append(bank)
-    q = bank.create_quotes(quote_batch(40), 8)
-    assert q.ok.all() and most == 8
+
+def test_no_more_calls_than_max_in_flight_are_in_flight_at_once() -> None:
+    counting = CountingBank()
+    q = counting.bank.create_quotes(quote_batch(40), 8)
+    assert q.ok.all() and counting.most == 8
 
 
 def test_two_threads_sharing_a_bank_stay_within_max_in_flight_together() -> None:
-    in_flight = 0
-    most = 0
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        nonlocal in_flight, most
-        if request.url.path == "/oauth2/token":
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.002)
-        in_flight -= 1
-        return quote_answer("createquote", {}, request)
-
-    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
-    bank = HttpBank(config, transport=httpx.MockTransport(handler))
-    OPEN.append(bank)
+    counting = CountingBank()
     with ThreadPoolExecutor(2) as pool:
-        runs = [pool.submit(bank.create_quotes, quote_batch(30), 6) for _ in range(2)]
+        runs = [pool.submit(counting.bank.create_quotes, quote_batch(30), 6) for _ in range(2)]
         assert all(r.result().ok.all() for r in runs)
-    assert most == 6
+    assert counting.most == 6
