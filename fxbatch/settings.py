@@ -113,22 +113,25 @@ def settings_from_secrets(secrets: Mapping[str, object], environ: Mapping[str, s
                 f"Secret fxbatch.{key} is not an fxbatch setting; settings are: {', '.join(Settings.model_fields)}."
             )
     given = {k: v for k, v in secrets.items() if f"FXBATCH_{k.upper()}" not in env}
-    try:
-        return Settings(**given)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "?"
-        where = f"secret fxbatch.{name}" if name in given else f"FXBATCH_{name.upper()}"
-        raise SettingsError(f"Setting {where} is not valid: {first['msg']}.") from exc
+    return _build(given, from_secrets=frozenset(given))
 
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment; a bad value raises SettingsError naming the variable."""
+    return _build(overrides)
+
+
+def _build(values: Mapping[str, object], from_secrets: frozenset[str] = frozenset()) -> Settings:
+    """Settings(**values), or SettingsError naming the variable or secret at fault. The bad value
+    is shown for an environment variable, never for a secret or a secret-holding setting."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "?"
-        raise SettingsError(
-            f"Setting FXBATCH_{name.upper()} is not valid: {first['msg']} (got {first.get('input')!r})."
-        ) from exc
+        if name in from_secrets:
+            where, shown = f"secret fxbatch.{name}", ""
+        else:
+            where = f"FXBATCH_{name.upper()}"
+            shown = "" if "secret" in name else f" (got {first.get('input')!r})"
+        raise SettingsError(f"Setting {where} is not valid: {first['msg']}{shown}.") from exc
