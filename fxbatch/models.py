@@ -191,6 +191,11 @@ class FailureInfo(BaseModel):
     stage: Stage
     retry_helps: bool  # whether retrying (now or later) could help: shown to the analyst
     auto_retry: bool  # retried automatically within a run
+    # An automatic retry waits out the run's backoff first (the bank is struggling: pricing or
+    # the service is down); without it the next attempt is quoted at once (the quote expired or
+    # the price moved, so a fresh quote is the cure; an unanswered booking the bank's status
+    # says it never made is booked again).
+    backoff: bool
     message: str
     result_code: int  # the API's resultCode for it
 
@@ -227,8 +232,16 @@ _FAILURE_TABLE: tuple[tuple[FailureCode, Stage, bool, bool, int, str], ...] = (
     ),
     (FailureCode.NOT_AUTHORISED, Stage.QUOTE, False, False, 401, "token or dealer not allowed"),
 )
+_BACKS_OFF = frozenset({FailureCode.RATE_UNAVAILABLE, FailureCode.SERVICE_UNAVAILABLE})
 FAILURES: dict[FailureCode, FailureInfo] = {
-    code: FailureInfo(stage=stage, retry_helps=helps, auto_retry=auto, result_code=result, message=message)
+    code: FailureInfo(
+        stage=stage,
+        retry_helps=helps,
+        auto_retry=auto,
+        backoff=code in _BACKS_OFF,
+        result_code=result,
+        message=message,
+    )
     for code, stage, helps, auto, result, message in _FAILURE_TABLE
 }
 
@@ -304,7 +317,11 @@ class RunConfig(BaseModel):
     bank: BankSettings = Field(default_factory=BankSettings)
     concurrency: int = Field(16, ge=1, le=1024, description="Bank calls in flight at once.")
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts per trade for retryable failures.")
-    backoff_ms: float = Field(50.0, ge=0, description="Base backoff between attempts (doubles each time).")
+    backoff_ms: float = Field(
+        50.0,
+        ge=0,
+        description="Base backoff before retrying a trade the bank could not price or serve (doubles each time).",
+    )
     chunk_size: int = Field(131_072, ge=1, description="Trades processed and persisted together (zero latency).")
     retry_of_run: int | None = Field(None, description="Run whose FAILED trades this run retries.")
     bank_url: str | None = Field(None, description="HTTP bank base URL; None = in-process simulated bank.")

@@ -91,6 +91,7 @@ MESSAGE_OBJ = np.array([None, *[FAILURES[c].message for c in REASONS]], dtype=ob
 RESULT_CODE = np.array([0, *[FAILURES[c].result_code for c in REASONS]], dtype=np.int64)
 RETRY_HELPS_OBJ = np.array([None, *[FAILURES[c].retry_helps for c in REASONS]], dtype=object)
 AUTO_RETRY = np.array([False, *[FAILURES[c].auto_retry for c in REASONS]])
+BACKS_OFF = np.array([False, *[FAILURES[c].backoff for c in REASONS]])
 QUOTE_STAGE = np.array([False, *[FAILURES[c].stage is Stage.QUOTE for c in REASONS]])
 BOOK_STAGE = np.array([False, *[FAILURES[c].stage is Stage.BOOK for c in REASONS]])
 TIMEOUT = REASON_INDEX[FailureCode.TIMEOUT_UNKNOWN.value]

@@ -114,6 +114,10 @@ class BookReplies(Replies):
     # bool: the deal is in the bank's ledger after this call, whatever the answer (a timeout may
     # have booked it); None when the bank cannot say (an HTTP bank: ask transaction_status).
     booked: np.ndarray | None = None
+    # bool: the answer was settled with the bank's transaction status inside the call (an HTTP
+    # bank asks as soon as a booking goes unanswered): a TIMEOUT_UNKNOWN here means the bank has
+    # no such deal, and the caller need not ask again. None: the caller asks about every timeout.
+    resolved: np.ndarray | None = None
 
 
 @dataclass

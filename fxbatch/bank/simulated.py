@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fxbatch.bank.latency import SlotClock
 from fxbatch.bank.model import (
     BOOK_STAGE,
     MESSAGE_OBJ,
@@ -180,6 +181,7 @@ class SimulatedBank:
         self.registry = ClientRegistry.from_csv(settings.registry_file) if settings.registry_file else None
         self.clock = clock
         self.sleep = sleep
+        self._slots = SlotClock(sleep)
         self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
         # The last call's quotes in request order: what a caller usually books next.
         # The last calls' quotes in request order (ids, expiry, trade keys, fates): what a caller
@@ -192,10 +194,9 @@ class SimulatedBank:
 
     # -- helpers ---------------------------------------------------------------
     def _wait(self, n: int, max_in_flight: int) -> None:
-        """Simulated latency: n calls, at most max_in_flight at a time."""
-        if n and self.settings.latency_ms > 0:
-            waves = -(-n // max(1, max_in_flight))
-            self.sleep(waves * self.settings.latency_ms / 1000)
+        """Simulated latency: n calls, at most max_in_flight in flight across the calls made at
+        the same time (``ceil(n / max_in_flight)`` latencies for a call alone)."""
+        self._slots.hold(n, max_in_flight, self.settings.latency_ms / 1000)
 
     def _count(self, call: str, n: int) -> None:
         with self._lock:  # calls may come from more than one thread
@@ -380,6 +381,10 @@ class SimulatedBank:
         return self._prefix_id(prefix), same
 
     def _prefix_id(self, prefix: str) -> int:
+        with self._lock:  # two bookings at once (two threads) must not both insert a new prefix
+            return self._prefix_id_locked(prefix)
+
+    def _prefix_id_locked(self, prefix: str) -> int:
         found = self._prefixes.get(prefix)
         if found is None:
             cur = self.store.cursor()

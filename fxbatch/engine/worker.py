@@ -7,15 +7,17 @@ each state change is one bulk write, so a million trades never cost a million ro
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fxbatch.bank.model import AUTO_RETRY, NONE, TIMEOUT, trade_keys
+from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, TIMEOUT, trade_keys
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.engine import records
 from fxbatch.engine.jobs import Job
@@ -27,6 +29,10 @@ from fxbatch.rates import RateTable
 from fxbatch.store import Store
 
 T = TradeStatus
+# With latency: a wave is this many rounds of calls in flight (see Worker.__init__), and this many
+# waves' bookings may be in hand at once (see Worker._execute).
+WAVE_ROUNDS = 64
+DEPTH = 2
 
 
 def final_rows(
@@ -70,12 +76,13 @@ class Worker:
         self.config = config
         self.bank = bank
         self.max_in_flight = config.concurrency
-        slow = config.bank.latency_ms > 0 or config.bank_url is not None
-        # With latency a wave costs about three latency rounds besides its full ones (the status
-        # call for lost answers, the part-filled last round of each call, the in-flight write and
-        # settling between calls); waves of 64 rounds of calls halve that against 32 rounds, at
-        # the price of a cancel or interrupt waiting for a longer wave (2 x 64 rounds).
-        self.chunk_size = config.concurrency * 64 if slow else config.chunk_size
+        self.slow = slow = config.bank.latency_ms > 0 or config.bank_url is not None
+        # With latency a wave is WAVE_ROUNDS rounds of calls in flight: each wave costs a few
+        # rounds besides its full ones (the part-filled last round of each call, the in-flight
+        # write and settling between calls), so the longer the better, at the price of a cancel
+        # or interrupt waiting for a longer wave. Its retries do not wait for it: refused quotes
+        # are settled at once and quoted again (while the wave books) on a second helper thread.
+        self.chunk_size = config.concurrency * WAVE_ROUNDS if slow else config.chunk_size
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
         # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
@@ -86,8 +93,10 @@ class Worker:
         self._pending: list[records.FinalRows] = []
         self._pending_rows = 0
         self.writer = FinalWriter(store, job.run_id)
-        # The in-process bank at zero latency books a wave while the next one is quoted.
-        self._helper = None if slow else ThreadPoolExecutor(1, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
+        # A wave is booked on a helper thread while the next one is quoted; with latency, up to
+        # DEPTH bookings are in hand, each on its own helper thread (see _execute).
+        self.depth = DEPTH if slow else 1
+        self._helper = ThreadPoolExecutor(self.depth, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
 
     def run(self) -> None:
@@ -177,59 +186,83 @@ class Worker:
         A cancel stops taking fresh trades (the ones in hand finish); an interrupt stops at once
         after the wave, leaving unfinished trades to resume.
 
-        At zero latency with the in-process bank, a wave's booking runs on a helper thread while
-        the next wave is quoted and its in-flight rows written (each wave still records its
-        bookings before asking for them); the booked wave's retries join the wave after.
+        A wave's booking runs on a helper thread (its in-flight rows written first, then the bank
+        asked) while the main thread quotes the next wave; the booked wave's retries join a later
+        wave. At zero latency one booking is in hand at a time. With latency (where a retry may
+        wait out a backoff) the refused quotes of a wave are settled as soon as its quotes are
+        answered, and its retries are quoted, and booked on a second helper thread, while the
+        wave's bookings go on (the bank's calls in flight are shared between them); fresh trades
+        wait for the bookings in hand, so trades still become final wave by wave.
         """
         job = self.job
         work = Working.empty()  # trades taken on and not in a bank call
         position = 0
-        booking: Booking | None = None  # a wave whose booking answer is still to come
+        bookings: deque[Booking] = deque()  # waves whose booking answers are still to come, oldest first
         try:
             while True:
                 if job.stop_requested.is_set():
                     break
+                for landed in [b for b in bookings if b.answers is None or b.answers.done()]:
+                    bookings.remove(landed)
+                    work = self._landed(cur, landed, work)
                 now = time.time()
                 due = work.due(now)
                 room = self.chunk_size - int(due.sum())
-                if room > 0 and position < todo.num_rows and not job.cancel_requested.is_set():
+                # With latency, fresh trades wait for the bookings in hand (only retries are quoted
+                # meanwhile), so trades become final wave by wave, as the progress shows them.
+                taking = not (self.slow and bookings) and not job.cancel_requested.is_set()
+                if room > 0 and position < todo.num_rows and taking:
                     fresh = todo.slice(position, room)
                     position += fresh.num_rows
                     work = work.extend(self._fresh(fresh))
                     due = work.due(now)
                 if not due.any():
-                    if booking is not None:
-                        landed, booking = booking, None
-                        work = self._landed(cur, landed, work)
+                    waiting = ~work.final() & ~due
+                    until = float(np.min(work.not_before[waiting])) if waiting.any() else None
+                    if bookings:
+                        # The oldest booking's answers, or a retry's backoff passing first (it
+                        # is then quoted while the booking goes on).
+                        answers = bookings[0].answers
+                        if until is None or answers is None or wait([answers], max(0.0, until - now)).done:
+                            work = self._landed(cur, bookings.popleft(), work)
                         continue
-                    if not len(work):
+                    if until is None:
                         break
-                    time.sleep(max(0.0, float(np.nanmin(work.not_before)) - now))
+                    time.sleep(max(0.0, until - now))
                     continue
                 wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
-                self._show(work, wave, booking)
+                self._show(work, wave, *bookings)
                 good = self._quote(wave)
-                self._show(work, wave, booking)
-                if booking is not None:
-                    landed, booking = booking, None
-                    work = self._landed(cur, landed, work)
-                booking = self._book(wave, good)
-                if self._helper is None:  # answered already: settle it before the next wave
-                    landed, booking = booking, None
-                    work = self._landed(cur, landed, work)
-                self._show(work, booking.wave if booking is not None else None)
-            if booking is not None:
-                landed, booking = booking, None
-                work = self._landed(cur, landed, work)
+                if self.slow and len(good) < len(wave):
+                    # Refused quotes are settled now, not when the wave's bookings land: a retry
+                    # is quoted once its backoff passes, while the bookings go on.
+                    quoted = mask_of(len(wave), good)
+                    work = self._carry_on(cur, wave.keep(~quoted), work)
+                    wave, good = wave.keep(quoted), np.arange(len(good))
+                self._show(work, wave, *bookings)
+                while len(bookings) >= self.depth:
+                    work = self._landed(cur, bookings.popleft(), work)
+                bookings.append(self._book(wave, good))
+                self._show(work, *bookings)
+            while bookings:
+                work = self._landed(cur, bookings.popleft(), work)
         except BaseException:
-            if booking is not None:  # let the booking in flight end, and keep what it settled
+            while bookings:  # let the bookings in flight end, and keep what they settled
                 with contextlib.suppress(Exception):  # the first error is the one the run reports
-                    self._landed(cur, booking, work)
+                    self._landed(cur, bookings.popleft(), work)
             raise
         finally:
-            if self._helper is not None:
-                self._helper.submit(self.store.release_cursor).result()
-                self._helper.shutdown()
+            # Each helper thread closes its database cursor: one task per thread, held at a
+            # barrier until all are running, so no thread takes two.
+            barrier = threading.Barrier(self.depth)
+
+            def release() -> None:
+                barrier.wait()
+                self.store.release_cursor()
+
+            for done in [self._helper.submit(release) for _ in range(self.depth)]:
+                done.result()
+            self._helper.shutdown()
         return position
 
     def _show(self, *sets: Working | Booking | None) -> None:
@@ -306,10 +339,6 @@ class Worker:
             batch_id=self.job.batch_id, src_row=w.src[good],
         )  # fmt: skip
         inflight = (w.quote_expiry[good], w.executing_at[good], w.quoted_at[good])
-        if self._helper is None:
-            done: Future[Answers] = Future()
-            done.set_result(self._ask(batch, *inflight))
-            return Booking(w, good, done)
         return Booking(w, good, self._helper.submit(self._ask, batch, *inflight))
 
     def _ask(self, batch: BookBatch, expiry: np.ndarray, executing_at: np.ndarray, quoted_at: np.ndarray) -> Answers:
@@ -321,8 +350,12 @@ class Worker:
         booked = b.ok.copy()
         reasons = b.reason_idx.copy()
         rates = b.deal_rate.copy()
-        # An unanswered booking is resolved with the bank's status before anything else.
-        lost = np.flatnonzero(reasons == TIMEOUT)
+        # An unanswered booking is resolved with the bank's status before anything else (unless
+        # the bank asked it already, inside the call).
+        unanswered = reasons == TIMEOUT
+        if b.resolved is not None:
+            unanswered &= ~b.resolved
+        lost = np.flatnonzero(unanswered)
         if len(lost):
             ids = batch.deal_txn_id.take(pa.array(lost))
             st = self.bank.transaction_status(ids, self.max_in_flight, self.job.run_id)
@@ -344,6 +377,10 @@ class Worker:
             w.deal_rate[won] = rates[booked]
             w.finished_at[won] = now
             self._settle(w, good[~booked], reasons[~booked], now)
+        return self._carry_on(cur, w, work)
+
+    def _carry_on(self, cur: object, w: Working, work: Working) -> Working:
+        """Persist the trades of ``w`` that are final; returns ``work`` with the others."""
         done = w.final()
         if done.any():
             self._persist(cur, w, done)
@@ -352,7 +389,8 @@ class Worker:
 
     def _settle(self, w: Working, idx: np.ndarray, reasons: np.ndarray, now: float) -> None:
         """Trades the bank refused: back to EXECUTING for another attempt when a retry can fix it
-        and attempts remain (after a backoff), otherwise FAILED with the bank's reason."""
+        and attempts remain (after a backoff when the bank could not price or serve them, at once
+        otherwise), otherwise FAILED with the bank's reason."""
         if not len(idx):
             return
         n = len(w)
@@ -360,7 +398,9 @@ class Worker:
         retry = idx[again]
         advance(w.states, mask_of(n, retry), T.EXECUTING)
         tries = w.attempt[retry] - (w.last_attempt[retry] - self.config.max_attempts)
-        w.not_before[retry] = now + self.backoff * 2.0 ** (tries - 1)
+        # Only a bank that could not price or serve is given time; a fresh quote is asked at once.
+        wait_s = self.backoff * 2.0 ** (tries - 1) * BACKS_OFF[reasons[again].astype(np.int64) + 1]
+        w.not_before[retry] = now + wait_s
         w.attempt[retry] += 1
         give_up = idx[~again]
         w.failure[give_up] = reasons[~again]

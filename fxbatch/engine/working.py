@@ -17,7 +17,7 @@ T = TradeStatus
 Answers = tuple[np.ndarray, np.ndarray, np.ndarray]  # booked, reason index, deal rate per trade
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the engine removes a landed one from its queue
 class Booking:
     """A quoted wave and the answers to its bookings (``good``: the quoted trades asked about)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -334,3 +335,45 @@ def test_two_threads_sharing_a_bank_stay_within_max_in_flight_together() -> None
         runs = [pool.submit(counting.bank.create_quotes, quote_batch(30), 6) for _ in range(2)]
         assert all(r.result().ok.all() for r in runs)
     assert counting.most == 6
+
+
+def test_a_small_call_shares_the_slots_with_a_big_one_in_flight_instead_of_waiting_for_it() -> None:
+    # The engine quotes a retry wave while the wave before books: the retries must not wait for
+    # every booking to be answered first.
+    counting = CountingBank()
+    with ThreadPoolExecutor(2) as pool:
+        ended: dict[str, float] = {}
+
+        def call(name: str, n: int) -> None:
+            assert counting.bank.create_quotes(quote_batch(n), 4).ok.all()
+            ended[name] = time.monotonic()
+
+        big = pool.submit(call, "big", 200)  # 50 rounds of 2 ms at 4 in flight
+        time.sleep(0.02)
+        small = pool.submit(call, "small", 4)
+        big.result(), small.result()
+    assert ended["small"] < ended["big"] - 0.03  # the big call has ~40 rounds to go when it starts
+    assert counting.most == 4
+
+
+def test_a_booking_answered_timeout_unknown_is_looked_up_in_the_same_call_and_marked_resolved() -> None:
+    timeout = {"resultCode": 504, "resultMsg": "no answer", "resultReasonCode": "TIMEOUT_UNKNOWN"}
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if op == "bookquoteddeal":
+            deal = body["trade"]["dealTransactionID"]
+            if deal == "D2":
+                return httpx.Response(200, json={"result": OK, "deal": {"dealRate": 18.0}})
+            return httpx.Response(200, json={"result": timeout})
+        made = body["transactionID"] == "D0"  # the bank made D0 before timing out, never D1
+        txn = {"status": "COMPLETED" if made else "NOT_FOUND", "context": {"quoteID": 1, "dealRate": 18.25}}
+        return httpx.Response(200, json={"result": OK, "transaction": txn})
+
+    fake = FakeBank(api)
+    b = make_bank(fake).book_deals(book_batch(3), 3)
+    assert b.ok.tolist() == [True, False, True]
+    assert b.deal_rate[0] == 18.25  # the rate the bank's status gave
+    assert b.reason_idx[1] == TIMEOUT
+    assert b.resolved is not None and b.resolved.tolist() == [True, True, False]
+    assert fake.calls[API + "GetTxnStatus"] == 2  # once each, none for the answered booking
+    assert fake.calls[API + "bookquoteddeal"] == 3  # and nothing booked again

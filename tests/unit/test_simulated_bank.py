@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from fxbatch.bank.latency import SlotClock
 from fxbatch.bank.model import REASON_INDEX, BankModel, client_rates, trade_keys
 from fxbatch.bank.port import BookBatch, QuoteBatch, QuoteReplies, Replies
 from fxbatch.bank.simulated import _PY_HASH_MAX, SimulatedBank, duckdb_hash
@@ -524,3 +525,28 @@ def test_a_few_ids_hashed_in_python_match_the_same_ids_hashed_by_duckdb_in_a_lon
     many = pa.array([f"FXB-{i}" for i in range(_PY_HASH_MAX + 1)])  # long enough to go to DuckDB
     few = many.slice(0, 40)
     np.testing.assert_array_equal(index.hashes(few), index.hashes(many)[:40])
+
+
+def test_calls_at_the_same_time_share_the_slots_and_a_call_frees_its_slots_when_it_returns() -> None:
+    clock = FakeClock(0.0)
+    slots = SlotClock(FakeSleep(), clock)
+    first, _, end1 = slots.reserve(10, 4, 0.02)  # 10 requests, 4 in flight: 3 rounds
+    assert end1 == pytest.approx(0.06)
+    # Made meanwhile (another thread): its 4 requests take the slots as the first call frees them,
+    # two of them after its second round and two after its third, so 14 requests end in 4 rounds.
+    second, _, end2 = slots.reserve(4, 4, 0.02)
+    assert end2 == pytest.approx(0.08)
+    slots.release(first)
+    slots.release(second)
+    # A sleep that did not really pass (a test's) leaves no request behind: the next call starts now.
+    assert slots.reserve(4, 4, 0.02)[2] == pytest.approx(0.02)
+    clock.advance(1.0)
+    assert slots.reserve(5, 4, 0.02)[2] == pytest.approx(1.04)
+
+
+def test_a_call_made_while_another_is_in_flight_waits_only_for_the_slots_it_needs() -> None:
+    clock = FakeClock(0.0)
+    slots = SlotClock(FakeSleep(), clock)
+    slots.reserve(6, 4, 0.02)  # 4 slots busy for a round, 2 of them for a second one
+    _, _, end = slots.reserve(2, 4, 0.02)  # the two slots free after the first round
+    assert end == pytest.approx(0.04)

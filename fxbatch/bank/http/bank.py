@@ -73,27 +73,37 @@ class _LoopThread:
 
 
 class _Slots:
-    """Calls in flight across the port calls running at once. The engine makes one at a time,
-    but two threads sharing a bank still get no more than ``max_in_flight`` in flight together."""
+    """Calls in flight across the port calls running at once (the engine quotes a wave while
+    the wave before is booked): together they have no more than ``max_in_flight`` in flight, and
+    a small call takes a slot as soon as the calls in flight are fewer than that (the limit is
+    the bank-wide one, not the call's own width). A freed slot goes to the request waiting
+    longest, so a small call (a retry wave's quotes) shares the slots with a big one in flight
+    (a wave's bookings) instead of waiting for all of it."""
 
     def __init__(self) -> None:
         self.used = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self, limit: int) -> None:
-        while self.used >= limit:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.append(waiter)
-            await waiter
-        self.used += 1
+        if self.used < limit and not self._waiting:
+            self.used += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter  # ``release`` hands its slot over: ``used`` stays as it is
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, then cancelled: pass it on
+            raise
 
     def release(self) -> None:
-        self.used -= 1
-        while self._waiting:
+        while self._waiting:  # handed to the longest waiting request, whichever call it is for
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        self.used -= 1
 
 
 class HttpBank:
@@ -140,9 +150,10 @@ class HttpBank:
     def _fan_out(self, fn: Callable[[int], Awaitable[T]], n: int, max_in_flight: int) -> list[T]:
         if not n:
             return []
-        return self._loop.run(self._gather(fn, n, max(1, min(max_in_flight, n, 1024))))
+        limit = max(1, min(max_in_flight, 1024))
+        return self._loop.run(self._gather(fn, n, min(limit, n), limit))
 
-    async def _gather(self, fn: Callable[[int], Awaitable[T]], n: int, width: int) -> list[T]:
+    async def _gather(self, fn: Callable[[int], Awaitable[T]], n: int, width: int, limit: int) -> list[T]:
         caller, slots = self.caller, self._slots
         if not self._running:
             caller.down = False  # a new start (not while another port call is still failing)
@@ -152,7 +163,7 @@ class HttpBank:
 
         async def worker() -> None:
             for i in todo:  # shared: each worker takes the next trade
-                await slots.acquire(width)
+                await slots.acquire(limit)
                 try:
                     out[i] = await fn(i)
                 except BaseException:
@@ -211,7 +222,7 @@ class HttpBank:
         run = str(batch.run_id)
         post = self.caller.post
 
-        async def one(i: int) -> tuple[int, int, str | None, str | None, float]:
+        async def one(i: int) -> tuple[int, int, str | None, str | None, float, bool]:
             body = book_body(int(quote_id[i]), ids[i], float(quote_rate[i]), float(deal_rate[i]))
             headers = {H_TRADE_KEY: str(key[i]), H_STEP: str(step[i]), H_ATTEMPT: str(attempt[i]), H_RUN: run}
             for _ in range(3):
@@ -220,21 +231,27 @@ class HttpBank:
                 except NoAnswer:
                     found, _, rate = await self._status_one(ids[i])
                     if found == "COMPLETED":
-                        return 0, NONE, None, None, rate
+                        return 0, NONE, None, None, rate, True
                     continue  # the bank has no such deal: book it (same id, so never twice)
                 code, reason, msg = map_envelope(status, ans)
                 txn = transaction_id(ans)
+                if reason == TIMEOUT:  # the bank cannot say whether it booked: ask it now, in this slot
+                    found, _, rate = await self._status_one(ids[i])
+                    if found == "COMPLETED":
+                        return 0, NONE, None, txn, rate, True
+                    return code, reason, msg, txn, _NAN, True
                 if code:
-                    return code, reason, msg, txn, _NAN
-                return 0, NONE, None, txn, float((ans.get("deal") or {}).get("dealRate", deal_rate[i]))
+                    return code, reason, msg, txn, _NAN, False
+                return 0, NONE, None, txn, float((ans.get("deal") or {}).get("dealRate", deal_rate[i])), False
             info = FAILURES[FailureCode.TIMEOUT_UNKNOWN]
-            return info.result_code, TIMEOUT, info.message, None, _NAN
+            return info.result_code, TIMEOUT, info.message, None, _NAN, True
 
         rows = self._fan_out(one, len(batch), max_in_flight)
-        col = list(zip(*rows, strict=True)) if rows else [()] * 5
+        col = list(zip(*rows, strict=True)) if rows else [()] * 6
         return BookReplies(
             np.array(col[0], dtype=np.int64), np.array(col[1], dtype=np.int8), np.array(col[2], dtype=object),
             np.array(col[3], dtype=object), np.array(col[4], dtype=np.float64),
+            resolved=np.array(col[5], dtype=bool),
         )  # fmt: skip
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
