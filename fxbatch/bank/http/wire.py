@@ -88,17 +88,20 @@ def transaction_id(body: dict[str, Any]) -> str | None:
     return header.get("transactionId") if isinstance(header, dict) else None
 
 
-def json_body(resp: httpx.Response) -> dict[str, Any]:
-    """The answer's JSON object, or {} when it has none."""
+def parse_json(content: bytes) -> dict[str, Any]:
+    """A body's JSON object, or {} when it has none."""
     try:
-        body = json.loads(resp.content) if resp.content else {}
+        body = json.loads(content) if content else {}
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
 
 
-def has_envelope(resp: httpx.Response) -> bool:
+def json_body(resp: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or {} when it has none."""
+    return parse_json(resp.content)
+
+
+def has_envelope(content_type: str, content: bytes) -> bool:
     """A 5xx that carries the API's result block is the bank's answer, not a failed call."""
-    if "json" not in resp.headers.get("content-type", ""):
-        return False
-    return isinstance(json_body(resp).get("result"), dict)
+    return "json" in content_type and isinstance(parse_json(content).get("result"), dict)
