@@ -54,6 +54,23 @@ class Desk:
         self.bank = bank
         self.rates = rates
 
+    def warm_up(self, kind: str) -> None:
+        """Pay a kind's one-off costs before the first client does, on the thread that decides it:
+        for quotes, a quote per pair (numpy's first calls, the rate walk's first block); for
+        bookings and status lookups, the ledger's index and this thread's database cursor. Nothing
+        is booked: the quotes are left to expire."""
+        if kind == "quote":
+            rows = [
+                {"trade_key": 0, "step": 0, "attempt": 1, "spread_bps": 0.0, "run_id": 0, "amount": 1000.0,
+                 "amount_currency": pair.split("/")[0], "currency_pair": pair, "side": "BUY", "client_cif": "",
+                 "account_number": "", "delivery": "SPOT", "value_date": ""}
+                for pair in self.rates.pairs
+            ]  # fmt: skip
+            self._quote(rows)
+        else:
+            self.bank.transaction_status(pa.array(["warm-up"], type=pa.string()), 1)
+            self.bank.store.cursor().execute("SELECT count(*) FROM sim_ledger_rows").fetchall()
+
     def decide(self, kind: str, rows: list[dict[str, Any]]) -> list[Answer]:
         """``kind`` is quote, book or status; one answer per row, in order."""
         return {"quote": self._quote, "book": self._book, "status": self._status}[kind](rows)

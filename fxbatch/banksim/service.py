@@ -15,7 +15,6 @@ import asyncio
 import base64
 import functools
 import itertools
-import json
 import random
 import secrets
 import threading
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
+
+import orjson
 
 from fxbatch.bank.http import wire as api
 from fxbatch.banksim.batcher import Batcher
@@ -124,6 +125,7 @@ class BankServer:
     async def _main(self, on_ready: Any) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        await self.batcher.warm_up()  # before listening: /health is answered once it is warm
         server = await loop.create_server(lambda: Connection(self._handle), "127.0.0.1", self.port, backlog=512)
         self.port = int(server.sockets[0].getsockname()[1])
         self.ready.set()
@@ -188,7 +190,7 @@ class BankServer:
             return Response(503, b"injected fault: service unavailable", "text/plain")
         op = req.path[len(api.API) :]
         try:
-            body = json.loads(req.body or b"{}")
+            body = orjson.loads(req.body or b"{}")
             if op == api.CREATE_QUOTE:
                 return self._quote(req, body)
             if op == api.BOOK_DEAL:
@@ -295,7 +297,7 @@ def _envelope(a: Answer, **payload: Any) -> dict[str, Any]:
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
-    return Response(status, json.dumps(body).encode())
+    return Response(status, orjson.dumps(body))
 
 
 _OK = Answer(0, None, None)

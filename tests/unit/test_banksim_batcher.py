@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
+from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.banksim.batcher import Batcher
-from fxbatch.banksim.desk import Answer
+from fxbatch.banksim.desk import Answer, Desk
+from fxbatch.models import BankSettings
+from fxbatch.rates import RateTable
+from fxbatch.settings import load_settings
+from fxbatch.store import Store
 
 
 class FakeDesk:
@@ -46,3 +52,32 @@ def test_requests_that_arrive_together_are_decided_in_one_desk_call_per_kind(lat
 def test_a_failing_desk_fails_every_waiting_request() -> None:
     answers = ask_all(FakeDesk(fail=True), 0.0, ["book"] * 3)
     assert all(isinstance(a, RuntimeError) for a in answers)
+
+
+def test_warming_up_pays_the_first_calls_costs_on_their_threads_and_books_nothing() -> None:
+    store = Store(None)
+    rates = RateTable.from_csv(load_settings().rates_file)
+    bank = SimulatedBank(store, BankSettings(), 1, rates.mids)
+    desk = Desk(bank, rates)
+    warmed: dict[str, str] = {}
+    decide = desk.warm_up
+
+    def spy(kind: str) -> None:
+        warmed[kind] = threading.current_thread().name
+        decide(kind)
+
+    desk.warm_up = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        batcher = Batcher(desk, 0.01)
+        try:
+            await batcher.warm_up()
+        finally:
+            batcher.close()
+
+    asyncio.run(main())
+    assert warmed["quote"] == threading.main_thread().name  # quotes are decided on the loop
+    assert warmed["book"].startswith("banksim-desk")  # bookings on the desk thread
+    assert bank._index is not None  # the ledger's index is loaded
+    assert store.cursor().execute("SELECT count(*) FROM sim_ledger").fetchall() == [(0,)]
+    store.close()

@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import orjson
 
 from fxbatch.bank.http.config import HttpBankConfig
 from fxbatch.bank.http.token import TokenCache
@@ -106,7 +106,7 @@ class Caller:
         BankUnavailable.
         """
         body["header"] = self._header
-        content = json.dumps(body).encode()
+        content = orjson.dumps(body)
         length = str(len(content)).encode()
         extra = [(k.encode(), v.encode()) for k, v in headers.items()]
         failing_since: float | None = None

@@ -7,11 +7,11 @@ decides exactly as the in-process simulated bank; a real bank ignores them.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 
 from fxbatch.bank.model import NONE, REASON_INDEX
 from fxbatch.models import FAILURES, FailureCode
@@ -91,7 +91,7 @@ def transaction_id(body: dict[str, Any]) -> str | None:
 def parse_json(content: bytes) -> dict[str, Any]:
     """A body's JSON object, or {} when it has none."""
     try:
-        body = json.loads(content) if content else {}
+        body = orjson.loads(content) if content else {}
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
