@@ -157,6 +157,7 @@ class RateWalk:
     """
 
     BLOCK = 65536
+    SMALL = 64  # up to this many steps are priced one by one (see mid)
     GROUP = 16  # blocks per group of block-level increments (a group spans ~1M steps)
 
     def __init__(self, seed: int, mids: dict[str, float], volatility_bps: float) -> None:
@@ -205,6 +206,16 @@ class RateWalk:
         steps = np.asarray(steps, dtype=np.int64)
         if pair_idx is None:
             pair_idx = self.pair_index(pairs)
+        if len(steps) <= self.SMALL:
+            # A few trades (an HTTP bank's batch, a retry wave): look each level up in Python,
+            # then the same numpy arithmetic as below (np.unique per pair and block costs more).
+            level = np.zeros(len(steps))
+            for i, (p, step) in enumerate(zip(pair_idx.tolist(), steps.tolist(), strict=True)):
+                if p >= 0:
+                    level[i] = self._block(p, step // self.BLOCK)[step % self.BLOCK]
+            known = pair_idx >= 0
+            out[known] = self.mid0[pair_idx[known]] * np.exp(self.vol * level[known])
+            return out
         blocks = steps // self.BLOCK
         offs = steps % self.BLOCK
         for p in np.unique(pair_idx):

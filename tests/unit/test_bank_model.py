@@ -272,3 +272,17 @@ def test_one_bip_is_one_hundredth_of_a_percent_in_the_clients_disfavour() -> Non
     buy, sell = client_rates(mid, np.array([True, False]), np.array([1.0, 1.0]))
     assert buy == pytest.approx(10.001) and sell == pytest.approx(9.999)
     assert buy > 10.0 > sell
+
+
+def test_a_few_steps_are_priced_exactly_as_the_vectorised_path_prices_them() -> None:
+    mids = {"USD/ZAR": 18.2, "EUR/ZAR": 19.9, "GBP/ZAR": 23.1}
+    one_by_one, vectorised = RateWalk(7, mids, 0.5), RateWalk(7, mids, 0.5)
+    vectorised.SMALL = 0
+    rng = np.random.default_rng(3)
+    for n in (1, 7, RateWalk.SMALL):
+        pair_idx = rng.integers(-1, len(mids), n)  # -1: a pair the bank does not quote
+        steps = rng.integers(0, 3 * RateWalk.BLOCK, n)  # across blocks
+        a = one_by_one.mid(np.zeros(0), steps, pair_idx)
+        b = vectorised.mid(np.zeros(0), steps, pair_idx)
+        assert np.array_equal(a, b, equal_nan=True)
+        assert np.isnan(a[pair_idx < 0]).all() and not np.isnan(a[pair_idx >= 0]).any()
