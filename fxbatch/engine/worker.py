@@ -257,7 +257,8 @@ class Worker:
             barrier = threading.Barrier(self.depth)
 
             def release() -> None:
-                barrier.wait()
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    barrier.wait(timeout=30)  # never hang a run's end on it
                 self.store.release_cursor()
 
             for done in [self._helper.submit(release) for _ in range(self.depth)]:
