@@ -246,6 +246,23 @@ def test_an_unreachable_bank_leaves_the_run_interrupted_with_a_clear_error_and_r
     assert outcomes(wb, run_id) == outcomes(wb, fresh)
 
 
+def test_an_interrupted_runs_breakdowns_count_its_unfinished_trades_as_pending(wb: Workbench, tmp_path: Path) -> None:
+    batch = load_generated(wb, tmp_path, 200)
+    use_bank(wb, lambda inner: GoesAway(inner, wb, on_call=3))
+    run_id = wb.run(batch, seed=6, success_rate=0.8, chunk_size=30).run_id
+    assert wb.run_summary(run_id).counts["PENDING"] > 0
+    for by, column in (("pair", "currency_pair"), ("client", "client_cif")):
+        got = wb.outcomes_by(run_id, by, top=1000)  # every key: nothing folded into "other"
+        expected = query(
+            wb,
+            f"SELECT t.{column}, coalesce(r.status, 'PENDING'), count(*) FROM trades t "
+            "LEFT JOIN run_trades r ON r.src_row = t.src_row AND r.run_id = ? WHERE t.batch_id = ? GROUP BY ALL",
+            run_id,
+            batch,
+        )
+        assert sorted(zip(got["key"], got["status"], got["trades"], strict=True)) == sorted(expected)
+
+
 def test_an_interrupted_run_resumes_in_the_same_process(wb: Workbench, tmp_path: Path) -> None:
     batch = load_generated(wb, tmp_path, 200)
     job = wb.start_run(batch, seed=3, latency_ms=5, concurrency=4)
