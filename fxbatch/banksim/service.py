@@ -125,13 +125,13 @@ class BankServer:
     async def _main(self, on_ready: Any) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        await self.batcher.warm_up()  # before listening: /health is answered once it is warm
-        server = await loop.create_server(lambda: Connection(self._handle), "127.0.0.1", self.port, backlog=512)
-        self.port = int(server.sockets[0].getsockname()[1])
-        self.ready.set()
-        if on_ready is not None:
-            on_ready(self.port)
         try:
+            await self.batcher.warm_up()  # before listening: /health is answered once it is warm
+            server = await loop.create_server(lambda: Connection(self._handle), "127.0.0.1", self.port, backlog=512)
+            self.port = int(server.sockets[0].getsockname()[1])
+            self.ready.set()
+            if on_ready is not None:
+                on_ready(self.port)
             async with server:
                 await self._stop.wait()
         finally:

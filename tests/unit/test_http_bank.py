@@ -235,6 +235,22 @@ def test_a_booking_that_never_resolves_is_reported_timeout_unknown() -> None:
 
     b = make_bank(FakeBank(api)).book_deals(book_batch(2), 2)
     assert list(b.reason_idx) == [TIMEOUT, TIMEOUT] and not b.ok.any()
+    # The last try had no answer either: the caller must still ask the bank once the call is over.
+    assert b.resolved is not None and not b.resolved.any()
+
+
+def test_an_unanswered_booking_the_bank_has_pending_is_not_booked_again_and_left_for_the_caller() -> None:
+    booked: list[str] = []
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if op == "bookquoteddeal":
+            booked.append(body["trade"]["dealTransactionID"])
+            raise httpx.ReadTimeout("timed out", request=req)
+        return httpx.Response(200, json={"result": OK, "transaction": {"status": "PENDING"}})
+
+    b = make_bank(FakeBank(api)).book_deals(book_batch(1), 1)
+    assert booked == ["D0"]  # the bank has it in hand: not sent again
+    assert b.reason_idx[0] == TIMEOUT and b.resolved is not None and not b.resolved[0]
 
 
 def test_a_bank_unreachable_past_the_window_raises_bank_unavailable() -> None:
@@ -365,15 +381,17 @@ def test_a_booking_answered_timeout_unknown_is_looked_up_in_the_same_call_and_ma
             if deal == "D2":
                 return httpx.Response(200, json={"result": OK, "deal": {"dealRate": 18.0}})
             return httpx.Response(200, json={"result": timeout})
-        made = body["transactionID"] == "D0"  # the bank made D0 before timing out, never D1
-        txn = {"status": "COMPLETED" if made else "NOT_FOUND", "context": {"quoteID": 1, "dealRate": 18.25}}
+        # The bank made D0 before timing out, never D1, and still has D3 in hand.
+        status = {"D0": "COMPLETED", "D3": "PENDING"}.get(body["transactionID"], "NOT_FOUND")
+        txn = {"status": status, "context": {"quoteID": 1, "dealRate": 18.25}}
         return httpx.Response(200, json={"result": OK, "transaction": txn})
 
     fake = FakeBank(api)
-    b = make_bank(fake).book_deals(book_batch(3), 3)
-    assert b.ok.tolist() == [True, False, True]
+    b = make_bank(fake).book_deals(book_batch(4), 4)
+    assert b.ok.tolist() == [True, False, True, False]
     assert b.deal_rate[0] == 18.25  # the rate the bank's status gave
-    assert b.reason_idx[1] == TIMEOUT
-    assert b.resolved is not None and b.resolved.tolist() == [True, True, False]
-    assert fake.calls[API + "GetTxnStatus"] == 2  # once each, none for the answered booking
-    assert fake.calls[API + "bookquoteddeal"] == 3  # and nothing booked again
+    assert b.reason_idx[1] == TIMEOUT and b.reason_idx[3] == TIMEOUT
+    # Resolved: found booked, or the bank has no such deal; D3 (PENDING) is left for the caller.
+    assert b.resolved is not None and b.resolved.tolist() == [True, True, False, False]
+    assert fake.calls[API + "GetTxnStatus"] == 3  # once each, none for the answered booking
+    assert fake.calls[API + "bookquoteddeal"] == 4  # and nothing booked again

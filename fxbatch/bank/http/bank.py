@@ -232,6 +232,8 @@ class HttpBank:
                     found, _, rate = await self._status_one(ids[i])
                     if found == "COMPLETED":
                         return 0, NONE, None, None, rate, True
+                    if found == "PENDING":
+                        break  # the bank has it in hand: not booked again; the caller asks later
                     continue  # the bank has no such deal: book it (same id, so never twice)
                 code, reason, msg = map_envelope(status, ans)
                 txn = transaction_id(ans)
@@ -239,12 +241,15 @@ class HttpBank:
                     found, _, rate = await self._status_one(ids[i])
                     if found == "COMPLETED":
                         return 0, NONE, None, txn, rate, True
-                    return code, reason, msg, txn, _NAN, True
+                    # Resolved only when the bank has no such deal; PENDING: the caller asks later.
+                    return code, reason, msg, txn, _NAN, found == "NOT_FOUND"
                 if code:
                     return code, reason, msg, txn, _NAN, False
                 return 0, NONE, None, txn, float((ans.get("deal") or {}).get("dealRate", deal_rate[i])), False
+            # No answer to the last try (it may still be on its way) or the deal PENDING: unresolved,
+            # so the caller asks the bank's status again once the whole call is over.
             info = FAILURES[FailureCode.TIMEOUT_UNKNOWN]
-            return info.result_code, TIMEOUT, info.message, None, _NAN, True
+            return info.result_code, TIMEOUT, info.message, None, _NAN, False
 
         rows = self._fan_out(one, len(batch), max_in_flight)
         col = list(zip(*rows, strict=True)) if rows else [()] * 6

@@ -91,7 +91,7 @@ class Caller:
             + b"\r\nContent-Type: application/json\r\nContent-Length: "
             for op, url in self._urls.items()
         }  # fmt: skip
-        self._auth: tuple[str, bytes] = ("", b"")  # the last token and its header line
+        self._auth: tuple[str | None, bytes] = (None, b"")  # the last token and its header line
         self._jitter = random.Random()
 
     async def backoff(self, attempt: int) -> None:
@@ -163,7 +163,13 @@ class Caller:
             status, headers, body = await raw.exchange(
                 self._key, b"".join(parts), self.config.connect_timeout_s, timeout
             )
-            kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+            kind = b""
+            for name, value in headers:
+                low = name.lower()
+                if low == b"content-type":
+                    kind = value
+                elif low == b"content-encoding":  # not asked for, but decoded as httpx would
+                    body = httpx.Response(status, headers=headers, content=body).content
             return status, kind.decode("latin-1"), body
         # stream= with every header given: httpx then skips its header preparation; the
         # transport reads the body from the ByteStream.
