@@ -7,7 +7,6 @@ each state change is one bulk write, so a million trades never cost a million ro
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -216,9 +215,8 @@ class Worker:
                     position += fresh.num_rows
                     work = work.extend(self._fresh(fresh))
                     due = work.due(now)
-                if not due.any():
-                    waiting = ~work.final() & ~due
-                    until = float(np.min(work.not_before[waiting])) if waiting.any() else None
+                if not due.any():  # every trade in hand waits out a backoff (or there are none)
+                    until = float(work.not_before.min()) if len(work) else None
                     if bookings:
                         # The oldest booking's answers, or a retry's backoff passing first (it
                         # is then quoted while the booking goes on).
@@ -252,17 +250,6 @@ class Worker:
                     self._landed(cur, bookings.popleft(), work)
             raise
         finally:
-            # Each helper thread closes its database cursor: one task per thread, held at a
-            # barrier until all are running, so no thread takes two.
-            barrier = threading.Barrier(self.depth)
-
-            def release() -> None:
-                with contextlib.suppress(threading.BrokenBarrierError):
-                    barrier.wait(timeout=30)  # never hang a run's end on it
-                self.store.release_cursor()
-
-            for done in [self._helper.submit(release) for _ in range(self.depth)]:
-                done.result()
             self._helper.shutdown()
         return position
 
@@ -329,8 +316,8 @@ class Worker:
         return good
 
     def _book(self, w: Working, good: np.ndarray) -> Booking:
-        """Record the bookings of a quoted wave, then ask for them (both on the helper thread when
-        there is one: the in-flight rows are written before the bank is asked, as always)."""
+        """Record the bookings of a quoted wave, then ask for them, both on a helper thread (the
+        in-flight rows are written before the bank is asked, as always)."""
         if not len(good):
             return Booking(w, good, None)
         batch = BookBatch(
@@ -343,6 +330,17 @@ class Worker:
         return Booking(w, good, self._helper.submit(self._ask, batch, *inflight))
 
     def _ask(self, batch: BookBatch, expiry: np.ndarray, executing_at: np.ndarray, quoted_at: np.ndarray) -> Answers:
+        """On a helper thread: record the in-flight bookings, ask the bank, resolve unanswered
+        ones. The thread's database cursor (the bank's too) is closed after each wave, as the
+        final-record writer does: a few waves a run, ~0.5 ms each."""
+        try:
+            return self._ask_bank(batch, expiry, executing_at, quoted_at)
+        finally:
+            self.store.release_cursor()
+
+    def _ask_bank(
+        self, batch: BookBatch, expiry: np.ndarray, executing_at: np.ndarray, quoted_at: np.ndarray
+    ) -> Answers:
         records.write_inflight(
             self.store.cursor(), self.job.run_id, batch.src_row, batch.attempt, batch.quote_id, batch.quote_rate,
             expiry, executing_at, quoted_at,
