@@ -180,10 +180,8 @@ class SimulatedBank:
         self.walk = RateWalk(seed, mids, settings.volatility_bps)
         self.registry = ClientRegistry.from_csv(settings.registry_file) if settings.registry_file else None
         self.clock = clock
-        self.sleep = sleep
-        self._slots = SlotClock(sleep)
+        self._slots = SlotClock(sleep)  # simulated latency, shared by calls made at the same time
         self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
-        # The last call's quotes in request order: what a caller usually books next.
         # The last calls' quotes in request order (ids, expiry, trade keys, fates): what a caller
         # usually books next. Two, because a caller may quote a wave while booking the one before.
         self._recent: deque[tuple[np.ndarray, np.ndarray, np.ndarray, Fates]] = deque(maxlen=2)
@@ -382,20 +380,18 @@ class SimulatedBank:
 
     def _prefix_id(self, prefix: str) -> int:
         with self._lock:  # two bookings at once (two threads) must not both insert a new prefix
-            return self._prefix_id_locked(prefix)
-
-    def _prefix_id_locked(self, prefix: str) -> int:
-        found = self._prefixes.get(prefix)
-        if found is None:
-            cur = self.store.cursor()
-            cur.execute(
-                "INSERT INTO sim_deal_prefixes VALUES (nextval('sim_prefix_seq'), ?) ON CONFLICT DO NOTHING", [prefix]
-            )
-            found = int(
-                cur.execute("SELECT prefix_id FROM sim_deal_prefixes WHERE prefix = ?", [prefix]).fetchall()[0][0]
-            )
-            self._prefixes[prefix] = found
-        return found
+            found = self._prefixes.get(prefix)
+            if found is None:
+                cur = self.store.cursor()
+                cur.execute(
+                    "INSERT INTO sim_deal_prefixes VALUES (nextval('sim_prefix_seq'), ?) ON CONFLICT DO NOTHING",
+                    [prefix],
+                )
+                found = int(
+                    cur.execute("SELECT prefix_id FROM sim_deal_prefixes WHERE prefix = ?", [prefix]).fetchall()[0][0]
+                )
+                self._prefixes[prefix] = found
+            return found
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
         self._count("cancelquote", len(quote_ids))
