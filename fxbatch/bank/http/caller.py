@@ -159,9 +159,8 @@ class Caller:
             for name, value in extra:
                 parts += (b"\r\n", name, b": ", value)
             parts += (b"\r\n\r\n", content)
-            timeout = self.config.timeout_s
             status, headers, body = await raw.exchange(
-                self._key, b"".join(parts), self.config.connect_timeout_s, timeout
+                self._key, b"".join(parts), self.config.connect_timeout_s, self.config.timeout_s
             )
             kind = b""
             for name, value in headers:
