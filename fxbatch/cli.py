@@ -18,7 +18,7 @@ from typing import Any
 import pydantic
 
 from fxbatch.engine import Job
-from fxbatch.errors import FxBatchError, SettingsError
+from fxbatch.errors import FxBatchError, SettingsError, invalid_values
 from fxbatch.export import export_ledger, export_run
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.settings import load_settings
@@ -421,9 +421,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = f"{where}: {first['msg']}"
+        message = invalid_values(exc)[0]
         if args.json:
             json.dump({"error": {"code": "BAD_SETTING", "message": message}}, sys.stdout)
             sys.stdout.write("\n")

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 
 class FxBatchError(Exception):
     """Base of all fxbatch errors: a stable ``code`` and a plain-language ``message``."""
@@ -77,3 +79,9 @@ class DatabaseLockedError(StoreError):
             "another file with --db PATH or FXBATCH_DB."
         )
         self.path = str(path)
+
+
+def invalid_values(exc: ValidationError) -> list[str]:
+    """Each bad value of a settings model as ``field.path: why`` (a check of fxbatch's own in its
+    own words, without pydantic's "Value error, " prefix); the CLI and the run form show them."""
+    return [f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()]

@@ -10,6 +10,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Workbench
+from fxbatch.errors import invalid_values
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
 from fxbatch.workbench import make_config
 from pages.common import (
@@ -169,10 +170,7 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
                 concurrency=int(concurrency), max_attempts=int(attempts), failure_mix=mix, bank_url=bank_url,
             )  # fmt: skip
         except ValidationError as exc:  # a value out of range, a bank URL that is no address
-            why = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
-            )
-            st.error(f"These settings cannot run: {why}.", icon=":material/error:")
+            st.error(f"These settings cannot run: {'; '.join(invalid_values(exc))}.", icon=":material/error:")
             return
         st.session_state[PENDING_RUN] = (batch_id, config.model_dump_json())
     pending = st.session_state.get(PENDING_RUN)
