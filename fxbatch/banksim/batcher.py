@@ -1,9 +1,10 @@
 """Requests of one kind that wait together are decided in one desk call.
 
 Bookings and status lookups are decided on a desk thread (their DuckDB work releases the GIL), so
-the event loop keeps reading requests meanwhile; quote batches (numpy, ~1 ms) on the loop. A desk call costs about the same whatever its size (a booking batch:
-~3-4 ms, mostly its one ledger insert and commit, a quote batch ~1 ms), so the fewer calls the better; and an answer may not
-leave before the simulated latency has passed anyway. So a batch is not started as soon as its
+the event loop keeps reading requests meanwhile; quote batches (numpy, under 1 ms) on the loop. A
+desk call costs about the same whatever its size (a booking batch ~2-5 ms, mostly its one ledger
+insert and commit), so the fewer calls the better; and an answer may not leave before the
+simulated latency has passed anyway. So a batch is not started as soon as its
 first request arrives but as late as still lets the desk finish by that request's due time (its
 arrival + latency - the kind's recent desk time - a margin): the requests that arrive meanwhile
 join it. When the desk is slower than that allows, the answers are late anyway; the batch then
