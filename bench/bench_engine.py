@@ -56,7 +56,7 @@ def floor(wb: Workbench, batch_id: int) -> tuple[float, int]:
     cur.execute("CREATE OR REPLACE TABLE floor_trades AS SELECT * FROM run_trades LIMIT 0")
     start = time.perf_counter()
     todo = cur.sql(
-        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE) AS amount, spread_bps "
+        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE) AS amount, spread_pips "
         "FROM trades WHERE batch_id = $b ORDER BY src_row",
         params={"b": batch_id},
     ).to_arrow_table()
@@ -71,7 +71,7 @@ def floor(wb: Workbench, batch_id: int) -> tuple[float, int]:
     idx = np.append(walk.pair_index(np.asarray(names, dtype=object)), -1)[pairs.indices.to_numpy()]
     mid = walk.mid(names, src, idx)
     is_buy = pc.equal(todo.column("side"), "BUY").to_numpy(zero_copy_only=False)
-    rate = client_rates(mid, is_buy, todo.column("spread_bps").to_numpy())
+    rate = client_rates(mid, is_buy, todo.column("spread_pips").to_numpy())
     now = time.time()
     ts = pa.array(np.full(n, int(now * 1e6)), type=pa.timestamp("us"))
     ok = fates.success
@@ -108,7 +108,7 @@ def naive(wb: Workbench, batch_id: int, limit: int) -> tuple[float, int]:
     cur = wb.store.cursor()
     cur.execute("CREATE OR REPLACE TABLE naive_trades AS SELECT * FROM run_trades LIMIT 0")
     rows = cur.execute(
-        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE), spread_bps FROM trades "
+        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE), spread_pips FROM trades "
         "WHERE batch_id = ? ORDER BY src_row LIMIT ?",
         [batch_id, limit],
     ).fetchall()

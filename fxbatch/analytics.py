@@ -137,6 +137,31 @@ def notional_by_outcome(store: Store, run_id: int) -> pd.DataFrame:
     )
 
 
+def income_by(store: Store, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
+    """key, trades, spread_income_zar: the desk's income on SUCCESS trades for the ``top`` currency
+    pairs or clients by income (the rest as one row), largest first."""
+    if by not in _BY:
+        raise ValueError(f"by must be one of {sorted(_BY)}")
+    cur = store.cursor()
+    batch_id, _, _ = _run(cur, run_id)
+    df = cur.execute(
+        f"""
+        WITH k AS (
+            SELECT {_BY[by]} AS key, count(*)::BIGINT AS trades, sum(r.spread_income_zar) AS spread_income_zar
+            FROM run_trades r JOIN trades t ON t.batch_id = ? AND t.src_row = r.src_row
+            WHERE r.run_id = ? AND r.status = 'SUCCESS' AND r.spread_income_zar IS NOT NULL GROUP BY ALL
+        ), ranked AS (
+            SELECT *, row_number() OVER (ORDER BY spread_income_zar DESC, key) AS rank FROM k
+        )
+        SELECT CASE WHEN rank <= {int(top)} THEN key ELSE '{OTHER}' END AS key, sum(trades)::BIGINT AS trades,
+               sum(spread_income_zar) AS spread_income_zar, min(rank) AS rank
+        FROM ranked GROUP BY 1 ORDER BY rank
+        """,
+        [batch_id, run_id],
+    ).df()
+    return df[["key", "trades", "spread_income_zar"]].reset_index(drop=True)
+
+
 def latency_histogram(store: Store, run_id: int, bins: int = 30) -> pd.DataFrame:
     """from_ms, to_ms, trades: time from executing to final per trade, binned in DuckDB."""
     return (
@@ -260,7 +285,8 @@ def trades_page(
         f"""
         SELECT t.src_row AS row, t.trade_id, t.client_cif, {_account(unmask)} AS account_number,
                t.currency_pair, t.side, t.amount, t.amount_currency, coalesce(r.status, 'PENDING') AS status,
-               r.failure_code, r.attempts, r.deal_rate, r.amount_zar, r.finished_at, t.reference
+               r.failure_code, r.attempts, coalesce(r.spread_pips, t.spread_pips) AS spread_pips, r.quote_rate,
+               r.deal_rate, r.spread_income_zar, r.amount_zar, r.finished_at, t.reference
         FROM trades t
         LEFT JOIN (SELECT * FROM run_trades WHERE run_id = $run AND src_row BETWEEN $lo AND $hi) r
             ON r.src_row = t.src_row
@@ -295,10 +321,12 @@ def trade_detail(store: Store, run_id: int, row: int, *, unmask: bool = False) -
     df = cur.execute(
         f"""
         SELECT t.src_row AS row, t.trade_id, t.client_cif, {_account(unmask)} AS account_number,
-               t.currency_pair, t.side, t.amount, t.amount_currency, t.spread_bps, t.delivery, t.value_date,
+               t.currency_pair, t.side, t.amount, t.amount_currency, coalesce(r.spread_pips, t.spread_pips)
+               AS spread_pips, t.delivery, coalesce(r.value_date, t.value_date) AS value_date,
                t.reference, coalesce(r.status, 'PENDING') AS status, r.failure_code, r.failure_message,
                r.retryable, r.attempts, CAST(r.quote_id AS VARCHAR) AS quote_id, r.quote_rate, r.quote_expiry,
-               r.deal_transaction_id, r.deal_rate, r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
+               r.deal_transaction_id, r.deal_rate, r.spread_income_zar, r.amount_zar, r.executing_at, r.quoted_at,
+               r.finished_at
         FROM trades t
         LEFT JOIN (SELECT * FROM run_trades WHERE run_id = $run AND src_row = $row) r ON r.src_row = t.src_row
         WHERE t.batch_id = $batch AND t.src_row = $row{scope}

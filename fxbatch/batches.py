@@ -55,8 +55,8 @@ def _checked(
                 cur,
                 path,
                 pairs=frozenset(rates.pairs),
-                today=today or date.today(),
-                default_spread_bps=settings.default_spread_bps,
+                today=today or settings.trading_date(),
+                default_spread_pips=settings.default_spread_pips,
                 sheet=sheet,
                 column_map=column_map,
                 search_rows=settings.header_search_rows,
@@ -175,9 +175,10 @@ def load_file(
                     checked.ignored,
                 ],
             ).fetchall()[0][0]
+            columns = ", ".join((*TRADE_COLUMNS, "value_date_derived"))
             cur.execute(
-                f"INSERT INTO trades SELECT ?, src_row, "
-                f"{', '.join(TRADE_COLUMNS)} FROM checked WHERE NOT is_blank AND len(errors) = 0"
+                f"INSERT INTO trades (batch_id, src_row, {columns}) SELECT ?, src_row, "
+                f"{columns} FROM checked WHERE NOT is_blank AND len(errors) = 0"
                 # corrected rows were re-inserted at the end of checked_data
                 + (" ORDER BY src_row" if checked.fixed else ""),
                 [batch_id],

@@ -35,10 +35,11 @@ def _run_rows_sql(run_id: int, batch_id: int, scope: str, safe: bool) -> str:
     return f"""
     SELECT t.src_row AS row, {text("trade_id", "t.trade_id")}, {text("client_cif", "t.client_cif")},
            {text("account_number", "t.account_number")}, t.currency_pair, t.side, t.amount, t.amount_currency,
-           t.spread_bps, t.delivery, t.value_date, {text("reference", "t.reference")},
+           coalesce(r.spread_pips, t.spread_pips) AS spread_pips, t.delivery,
+           coalesce(r.value_date, t.value_date) AS value_date, {text("reference", "t.reference")},
            coalesce(r.status, 'PENDING') AS status, r.failure_code, r.failure_message, r.retryable,
            CAST(r.quote_id AS VARCHAR) AS quote_id, r.quote_rate, r.quote_expiry, r.deal_transaction_id, r.deal_rate,
-           r.attempts, r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
+           r.spread_income_zar, r.attempts, r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
     FROM trades t
     LEFT JOIN run_trades r ON r.run_id = {int(run_id)} AND r.src_row = t.src_row
     WHERE t.batch_id = {int(batch_id)}{scope}

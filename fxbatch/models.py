@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator
@@ -345,6 +345,14 @@ class RunSummary(BaseModel):
     retry_of_run: int | None = None
     config: RunConfig
     error: str | None = None
+    spread_income_zar: float | None = Field(
+        None, description="The desk's spread income in ZAR on the SUCCESS trades (None: not recorded by this run)."
+    )
+    trade_date: date | None = Field(None, description="Trading date the run's value dates were derived for.")
+    value_dates_moved: int = Field(0, description="Value dates derived from delivery that this run derived again.")
+    value_dates_unsendable: int = Field(
+        0, description="Trades failed INVALID_VALUE_DATE without being sent (a written value date had passed)."
+    )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -359,5 +367,9 @@ class RunSummary(BaseModel):
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "retry_of_run": self.retry_of_run,
             "error": self.error,
+            "spread_income_zar": self.spread_income_zar,
+            "trade_date": self.trade_date.isoformat() if self.trade_date else None,
+            "value_dates_moved": self.value_dates_moved,
+            "value_dates_unsendable": self.value_dates_unsendable,
             "config": self.config.model_dump(mode="json"),
         }

@@ -36,7 +36,7 @@ def make_trades(n: int, seed: int = 7, *, clients: int | None = None, prefix: st
             "side": np.where(rng.random(n) < 0.6, "BUY", "SELL"),
             "amount": np.char.mod("%.2f", amounts),
             "amount_currency": "ZAR",
-            "spread_bps": rng.choice(np.array(["25", "50", "75", "100", "150", "385"]), size=n),
+            "spread_pips": rng.choice(np.array(["25", "50", "75", "100", "150", "385"]), size=n),
             "delivery": rng.choice(np.array(["SPOT", "TOM", "CASH"]), size=n, p=[0.8, 0.15, 0.05]),
             "value_date": "",
             "reference": np.char.add("INV ", rng.integers(10_000, 99_999, size=n).astype(str)),
@@ -60,7 +60,7 @@ def make_legacy(n: int, seed: int = 11) -> pd.DataFrame:
             "Client CIF": base["client_cif"],
             "Amount ZAR": base["amount"],
             "Account Number": base["account_number"],
-            "Spread": base["spread_bps"],
+            "Spread": base["spread_pips"],
             "CurPair": cur_pair,
         },
         dtype="string[python]",
@@ -99,9 +99,21 @@ TEMPLATE_NOTES = (
     ("side", "yes", "BUY or SELL of the base currency (B/S)", "BUY"),
     ("amount", "yes", "Positive, at most 2 decimals, in amount_currency", "50000.00"),
     ("amount_currency", "no", "One of the pair's currencies; ZAR by default when the pair has ZAR", "ZAR"),
-    ("spread_bps", "no", "Desk margin over mid in basis points, 0 to 1000", "25"),
-    ("delivery", "no", "SPOT, TOM or CASH; SPOT by default", "SPOT"),
-    ("value_date", "no", "YYYY-MM-DD, not in the past; from delivery when empty", ""),
+    (
+        "spread_pips",
+        "no",
+        "Desk margin in pips ('bips'), whole numbers 0 to 2000: 1 pip = 0.0001 of the rate "
+        "(0.01 for JPY-quoted pairs), so 385 on USD/ZAR moves the client's rate by 0.0385",
+        "385",
+    ),
+    ("delivery", "no", "SPOT, TOM or CASH (also: same day, today = CASH; tomorrow = TOM); SPOT by default", "SPOT"),
+    (
+        "value_date",
+        "no",
+        "YYYY-MM-DD, not in the past, a business day of both currencies "
+        "(holidays of each currency's settlement calendar); from delivery when empty",
+        "",
+    ),
     ("reference", "no", "Text for the client's statement, at most 140 characters", "INV 10001"),
 )
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fxbatch.calendars import trading_date
 from fxbatch.errors import SettingsError
 from fxbatch.models import check_bank_url
+from fxbatch.money import MAX_SPREAD_PIPS
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -42,11 +45,17 @@ class Settings(BaseSettings):
         default=True,
         description="Load the bundled sample batch when the app creates a new database.",
     )
-    default_spread_bps: float = Field(
-        default=0.0,
+    default_spread_pips: int = Field(
+        default=0,
         ge=0,
-        le=1000,
-        description="Spread in basis points used when a row leaves spread_bps empty.",
+        le=MAX_SPREAD_PIPS,
+        description="Spread in pips (the desk's 'bips': 1 pip = 0.0001 of the rate, 0.01 for JPY-quoted pairs) "
+        "used when a row leaves spread_pips empty.",
+    )
+    today: date | None = Field(
+        default=None,
+        description="Trading date YYYY-MM-DD for every command and the app (preparing tomorrow's batch; tests); "
+        "empty = today in Africa/Johannesburg.",
     )
     header_search_rows: int = Field(
         default=30,
@@ -97,6 +106,10 @@ class Settings(BaseSettings):
     @classmethod
     def _bank_url_is_an_address(cls, url: str | None) -> str | None:
         return check_bank_url(url)
+
+    def trading_date(self) -> date:
+        """Today for the desk: ``today`` when set, else the date in Africa/Johannesburg (not UTC's)."""
+        return trading_date(self.today)
 
 
 def settings_from_secrets(secrets: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Settings:

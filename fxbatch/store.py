@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -193,6 +194,49 @@ def _v5(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
+def _v6(con: duckdb.DuckDBPyConnection) -> None:
+    """Spreads in pips, two rates and the desk's income, value dates on settlement calendars.
+
+    A batch's spread was always the desk's number ("bips", which are pips); only its name and
+    type change. Whether a trade's value date was derived from its delivery (and so is derived
+    again when the batch runs on a later day) was not recorded: a date equal to what the old
+    rule (weekends skipped from the load date) gave for its delivery is taken as derived. Runs
+    already made keep the rates they recorded; their income and run-time value dates are unknown
+    (NULL).
+    """
+    con.execute("""
+    ALTER TABLE trades RENAME COLUMN spread_bps TO spread_pips;
+    ALTER TABLE trades ALTER COLUMN spread_pips TYPE INTEGER USING CAST(spread_pips AS INTEGER);  -- rounds
+    ALTER TABLE trades ADD COLUMN value_date_derived BOOLEAN DEFAULT false;
+    ALTER TABLE run_trades ADD COLUMN spread_pips INTEGER;
+    ALTER TABLE run_trades ADD COLUMN value_date DATE;
+    ALTER TABLE run_trades ADD COLUMN spread_income_zar DOUBLE;
+    ALTER TABLE runs ADD COLUMN trade_date DATE;
+    ALTER TABLE runs ADD COLUMN spread_income_zar DOUBLE;
+    ALTER TABLE runs ADD COLUMN value_dates_moved INTEGER;
+    ALTER TABLE runs ADD COLUMN value_dates_unsendable INTEGER;
+    ALTER TABLE sweep_scenarios ADD COLUMN spread_income_zar DOUBLE;
+    ALTER TABLE sweep_scenarios ADD COLUMN income_lost_zar DOUBLE;
+    """)
+    loaded = con.execute("SELECT batch_id, CAST(created_at AS DATE) FROM batches").fetchall()
+    for batch_id, day in loaded:
+        tom, spot = _old_business_days(day, 1), _old_business_days(day, 2)
+        con.execute(
+            "UPDATE trades SET value_date_derived = value_date = CASE delivery WHEN 'CASH' THEN ? WHEN 'TOM' THEN ? "
+            "ELSE ? END WHERE batch_id = ?",
+            [day, tom, spot, batch_id],
+        )
+
+
+def _old_business_days(start: date, days: int) -> date:
+    """The rule value dates were derived by before v6: weekends skipped, no holidays."""
+    current = start
+    while days > 0:
+        current += timedelta(days=1)
+        days -= current.weekday() < 5
+    return current
+
+
 def insert_arrow(cur: duckdb.DuckDBPyConnection, table_name: str, table: pa.Table, *, by_name: bool = False) -> None:
     """Append an Arrow table to ``table_name`` in one statement (no per-row round trips).
 
@@ -203,7 +247,7 @@ def insert_arrow(cur: duckdb.DuckDBPyConnection, table_name: str, table: pa.Tabl
     cur.execute(f"INSERT INTO {table_name} {'BY NAME ' if by_name else ''}SELECT * FROM _fx_arrow_rows")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")
@@ -301,4 +345,8 @@ class Store:
             except Exception:
                 cur.rollback()
                 raise
+        if current < SCHEMA_VERSION:
+            # Schema changes go to the file now, not the WAL: replaying some DDL (an ALTER ... USING
+            # expression) after a crash needs a DuckDB extension loaded, which offline it cannot fetch.
+            cur.execute("CHECKPOINT")
         return current == 0

@@ -214,6 +214,10 @@ class Workbench:
     def notional_by_outcome(self, run_id: int) -> pd.DataFrame:
         return analytics.notional_by_outcome(self.store, run_id)
 
+    def income_by(self, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
+        """The desk's spread income in ZAR by currency pair or client (``by``: pair or client)."""
+        return analytics.income_by(self.store, run_id, by, top)
+
     def latency_histogram(self, run_id: int, bins: int = 30) -> pd.DataFrame:
         return analytics.latency_histogram(self.store, run_id, bins)
 
@@ -263,7 +267,7 @@ class _WhatIf:
         address = dask_address or self.wb.settings.dask_address
         executor = make_executor(workers, address, len(grid.scenarios()))
         return run_sweep(self.wb.store, self.wb.rates, batch_id, grid, name=name, executor=executor,
-                         on_progress=on_progress)  # fmt: skip
+                         on_progress=on_progress, trade_date=self.wb.settings.trading_date())  # fmt: skip
 
     def get(self, sweep_id: int) -> dict[str, Any]:
         return get_sweep(self.wb.store, sweep_id)

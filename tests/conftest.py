@@ -12,7 +12,7 @@ from fxbatch import Settings, Workbench
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 TODAY = date(2026, 11, 30)  # a Monday; tests pass it so that value-date rules do not drift
-HEADER = "trade_id,client_cif,account_number,currency_pair,side,amount,amount_currency,spread_bps,delivery,value_date,reference"
+HEADER = "trade_id,client_cif,account_number,currency_pair,side,amount,amount_currency,spread_pips,delivery,value_date,reference"
 
 
 def good_row(n: int = 1, **overrides: str) -> str:
@@ -25,7 +25,7 @@ def good_row(n: int = 1, **overrides: str) -> str:
         "side": "BUY",
         "amount": "1000.00",
         "amount_currency": "ZAR",
-        "spread_bps": "25",
+        "spread_pips": "25",
         "delivery": "SPOT",
         "value_date": "",
         "reference": f"ref {n}",

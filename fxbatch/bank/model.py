@@ -230,9 +230,3 @@ class RateWalk:
                 level[at] = self._block(int(p), int(b))[pair_offs[at]]
             out[sel] = self.mid0[p] * np.exp(self.vol * level)
         return out
-
-
-def client_rates(mid: np.ndarray, is_buy: np.ndarray, spread_bps: np.ndarray) -> np.ndarray:
-    """Mid adjusted by the spread in the client's disfavour (1 bip = 0.0001)."""
-    sign = np.where(is_buy, 1.0, -1.0)
-    return np.asarray(mid * (1.0 + sign * spread_bps / 10_000), dtype=np.float64)

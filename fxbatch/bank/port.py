@@ -31,7 +31,6 @@ class QuoteBatch:
     attempt: np.ndarray  # int64, 1-based
     amount: np.ndarray  # float64, in amount_currency
     amount_zar: np.ndarray  # float64, at mid
-    spread_bps: np.ndarray  # float64
     is_buy: np.ndarray  # bool: the client buys the base currency
     pair_code: np.ndarray  # int32 index into pair_names
     pair_names: np.ndarray  # object: distinct pairs
@@ -85,7 +84,7 @@ class Replies:
 @dataclass
 class QuoteReplies(Replies):
     quote_id: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # int64 (0 when failed)
-    quote_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 client rate
+    quote_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64: the bank's rate to the desk
     expires_at: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 epoch seconds
 
 
@@ -95,8 +94,8 @@ class BookBatch:
 
     quote_id: np.ndarray  # int64
     deal_txn_id: pa.Array  # strings: the caller's idempotency key
-    quote_rate: np.ndarray  # float64
-    deal_rate: np.ndarray  # float64
+    quote_rate: np.ndarray  # float64: the bank's quote
+    deal_rate: np.ndarray  # float64: the client's rate (the quote moved by the desk's spread)
     trade_key: np.ndarray  # uint64
     attempt: np.ndarray  # int64
     trade_id: pa.Array  # the caller's reference, kept in the bank's ledger

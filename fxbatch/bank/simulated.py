@@ -30,7 +30,6 @@ from fxbatch.bank.model import (
     BankModel,
     Fates,
     RateWalk,
-    client_rates,
 )
 from fxbatch.bank.port import BookBatch, BookReplies, QuoteBatch, QuoteReplies, Replies, StatusReplies
 from fxbatch.bank.registry import ClientRegistry
@@ -181,10 +180,11 @@ class SimulatedBank:
         self.registry = ClientRegistry.from_csv(settings.registry_file) if settings.registry_file else None
         self.clock = clock
         self._slots = SlotClock(sleep)  # simulated latency, shared by calls made at the same time
-        self._quotes: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=256)
-        # The last calls' quotes in request order (ids, expiry, trade keys, fates): what a caller
-        # usually books next. Two, because a caller may quote a wave while booking the one before.
-        self._recent: deque[tuple[np.ndarray, np.ndarray, np.ndarray, Fates]] = deque(maxlen=2)
+        # The quote book: (ids sorted, expiry, rate) per call.
+        self._quotes: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=256)
+        # The last calls' quotes in request order (ids, expiry, rate, trade keys, fates): what a
+        # caller usually books next. Two, because a caller may quote a wave while booking the one before.
+        self._recent: deque[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Fates]] = deque(maxlen=2)
         self._index: _Booked | None = None
         self._prefixes: dict[str, int] = {}  # deal id prefix -> its id in sim_deal_prefixes
         self._lock = threading.Lock()
@@ -239,27 +239,29 @@ class SimulatedBank:
 
     def _fates(self, keys: np.ndarray) -> Fates:
         """The model's fates of ``keys`` (those of the last quoted trades when they are the same)."""
-        for _, _, recent, fates in list(self._recent)[::-1]:  # newest first; a snapshot
+        for _, _, _, recent, fates in list(self._recent)[::-1]:  # newest first; a snapshot
             if len(recent) == len(keys) and np.array_equal(recent, keys):
                 return fates
         return self.model.fates(keys)
 
-    def _expiry(self, quote_ids: np.ndarray) -> np.ndarray:
-        """Expiry of each quote this bank issued (NaN when unknown)."""
-        for ids, exp, _, _ in list(self._recent)[::-1]:  # newest first; a snapshot
+    def _issued(self, quote_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Expiry and rate of each quote this bank issued (NaN when unknown)."""
+        for ids, exp, rate, _, _ in list(self._recent)[::-1]:  # newest first; a snapshot
             if len(quote_ids) == len(ids) and np.array_equal(quote_ids, ids):
                 # The common case: booking exactly what a recent call quoted (no search needed).
-                return exp.copy()
+                return exp.copy(), rate.copy()
         expiry = np.full(len(quote_ids), np.nan)
+        rates = np.full(len(quote_ids), np.nan)
         todo = np.ones(len(quote_ids), dtype=bool)
-        for ids, exp in reversed(tuple(self._quotes)):  # a snapshot: quotes may be added meanwhile
+        for ids, exp, rate in reversed(tuple(self._quotes)):  # a snapshot: quotes may be added meanwhile
             if not todo.any():
                 break
             pos = np.minimum(np.searchsorted(ids, quote_ids), len(ids) - 1)
             hit = todo & (ids[pos] == quote_ids)
             expiry[hit] = exp[pos[hit]]
+            rates[hit] = rate[pos[hit]]
             todo &= ~hit
-        return expiry
+        return expiry, rates
 
     # -- the port --------------------------------------------------------------
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
@@ -281,13 +283,14 @@ class SimulatedBank:
         ok = reason == NONE
         codes, messages = _replies(reason)
         quote_id = np.where(ok, self.model.quote_ids(batch.trade_key, batch.attempt), 0)
-        rate = np.where(ok, client_rates(mid, batch.is_buy, batch.spread_bps), np.nan)
+        # The bank's own rate to the desk: mid, without the desk's spread (the desk adds it).
+        rate = np.where(ok, mid, np.nan)
         expires = np.where(ok, self.clock() + self.settings.quote_ttl_s, np.nan)
         if ok.any():
             order = np.argsort(quote_id[ok])
-            self._quotes.append((quote_id[ok][order], expires[ok][order]))
+            self._quotes.append((quote_id[ok][order], expires[ok][order], rate[ok][order]))
         quoted = Fates(fates.success[ok], fates.reason[ok], fates.transient[ok])
-        self._recent.append((quote_id[ok], expires[ok], batch.trade_key[ok], quoted))
+        self._recent.append((quote_id[ok], expires[ok], rate[ok], batch.trade_key[ok], quoted))
         return QuoteReplies(codes, reason, messages, None, quote_id, rate, expires)
 
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
@@ -296,12 +299,14 @@ class SimulatedBank:
         self._wait(n, max_in_flight)
         hashes, already, known = self._already(batch.deal_txn_id)
         fates = self._fates(batch.trade_key)
-        expiry = self._expiry(batch.quote_id)
+        expiry, issued = self._issued(batch.quote_id)
         now = self.clock()
         reason = np.full(n, NONE, dtype=np.int8)
         reason[np.isnan(expiry) | (now > expiry)] = _EXPIRED
+        # The booking must carry the rate the bank quoted (the client's dealRate differs from it by
+        # the desk's spread, on purpose).
         tol = self.settings.price_tolerance_bps / 10_000
-        moved = np.abs(batch.deal_rate - batch.quote_rate) > tol * np.abs(batch.quote_rate)
+        moved = np.abs(batch.quote_rate - issued) > tol * np.abs(issued)
         reason[(reason == NONE) & moved] = _MOVED
         transient = _apply_fates(reason, fates, batch.attempt, BOOK_STAGE)
         # A lost answer after a real booking: the deal is booked, the caller hears nothing.

@@ -61,7 +61,7 @@ class Desk:
         is booked: the quotes are left to expire."""
         if kind == "quote":
             rows = [
-                {"trade_key": 0, "step": 0, "attempt": 1, "spread_bps": 0.0, "run_id": 0, "amount": 1000.0,
+                {"trade_key": 0, "step": 0, "attempt": 1, "run_id": 0, "amount": 1000.0,
                  "amount_currency": pair.split("/")[0], "currency_pair": pair, "side": "BUY", "client_cif": "",
                  "account_number": "", "delivery": "SPOT", "value_date": ""}
                 for pair in self.rates.pairs
@@ -87,7 +87,6 @@ class Desk:
             attempt=np.array([r["attempt"] for r in rows], dtype=np.int64),
             amount=amount,
             amount_zar=amount * np.array([factor[r["amount_currency"]] or np.nan for r in rows]),
-            spread_bps=np.array([r["spread_bps"] for r in rows], dtype=np.float64),
             is_buy=np.array([r["side"] == "BUY" for r in rows], dtype=bool),
             pair_code=np.array([code[r["currency_pair"]] for r in rows], dtype=np.int32),
             pair_names=np.array(pairs, dtype=object),
@@ -114,15 +113,16 @@ class Desk:
             return
         ids = np.concatenate([b[0] for b in book])
         exp = np.concatenate([b[1] for b in book])
+        rate = np.concatenate([b[2] for b in book])
         live = exp >= self.bank.clock()
-        ids, exp = ids[live], exp[live]
+        ids, exp, rate = ids[live], exp[live], rate[live]
         # Newest entry wins for a quote id issued twice (a replayed attempt): keep the max expiry.
         order = np.lexsort((-exp, ids))
-        ids, exp = ids[order], exp[order]
+        ids, exp, rate = ids[order], exp[order], rate[order]
         first = np.ones(len(ids), dtype=bool)
         first[1:] = ids[1:] != ids[:-1]
         book.clear()
-        book.append((ids[first], exp[first]))
+        book.append((ids[first], exp[first], rate[first]))
 
     def _book(self, rows: list[dict[str, Any]]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(rows)

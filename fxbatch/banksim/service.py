@@ -284,7 +284,6 @@ def _ids(h: dict[str, str]) -> dict[str, Any]:
         "trade_key": int(key) if key else random.getrandbits(64),
         "step": int(h.get(api.H_STEP.lower()) or 0),
         "attempt": int(h.get(api.H_ATTEMPT.lower()) or 1),
-        "spread_bps": float(h.get(api.H_SPREAD.lower()) or 0.0),
         "run_id": int(h.get(api.H_RUN.lower()) or 0),
     }
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import ClassVar
 
 from fxbatch.bank.model import check_settings
 from fxbatch.bank.port import Bank
 from fxbatch.bank.simulated import SimulatedBank
+from fxbatch.calendars import trading_date
 from fxbatch.engine import records
 from fxbatch.engine.jobs import Job, Progress
 from fxbatch.engine.worker import Worker, write_cancelled
@@ -44,6 +46,10 @@ class Engine:
         self.settings = settings
         self.bank_factory = bank_factory or self._default_bank
         self._db_key = str(store.path.resolve()) if store.path else f"memory:{id(store)}"
+
+    def trading_date(self) -> date:
+        """The desk's today for a new run (``FXBATCH_TODAY`` overrides it)."""
+        return trading_date(self.settings.today if self.settings is not None else None)
 
     # -- banks -------------------------------------------------------------------
     def _default_bank(self, config: RunConfig) -> Bank:
@@ -97,7 +103,9 @@ class Engine:
                 what = f"run {config.retry_of_run} has no FAILED trades" if config.retry_of_run else "it has no trades"
                 raise ConflictError(f"Nothing to run for batch {batch_id}: {what}.")
             bank = self.bank_factory(config)
-            run_id = records.create_run(self.store, batch_id, trades, config)
+            run_id = records.create_run(
+                self.store, batch_id, trades, config, self.trading_date(), frozenset(self.rates.pairs)
+            )
             return self._launch(run_id, batch_id, trades, config, bank, fresh=True)
 
     def resume(self, run_id: int, bank_url: str | None = None) -> Job:
@@ -144,7 +152,7 @@ class Engine:
         if fresh:  # nothing is final yet: no need to count (a query while no bank call is out)
             counts = {s.value: 0 for s in TradeStatus} | {TradeStatus.PENDING.value: trades}
         else:
-            counts, _ = records.count_outcomes(cur, run_id)
+            counts = records.count_outcomes(cur, run_id).counts
         job = Job(run_id, batch_id, Progress(run_id, trades, counts))
         self._jobs[(self._db_key, run_id)] = job
         worker = Worker(self.store, self.rates, job, config, bank, fresh=fresh)
@@ -170,6 +178,9 @@ class Engine:
 def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummary) -> None:
     """Cancel an INTERRUPTED run: trades not yet final end CANCELLED."""
     cur = store.cursor()
-    todo = records.load_todo(cur, run_id, summary.batch_id, summary.config, rates.zar_factors())
+    todo = records.load_todo(
+        cur, run_id, summary.batch_id, summary.config, rates.zar_factors(),
+        trade_date=summary.trade_date, pairs=frozenset(rates.pairs),
+    )  # fmt: skip
     write_cancelled(cur, run_id, todo)
     records.set_run_status(cur, run_id, RunStatus.CANCELLED, finished=True)

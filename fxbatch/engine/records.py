@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fxbatch import valuedates
 from fxbatch.bank.model import CODE_OBJ, MESSAGE_OBJ, RETRY_HELPS_OBJ
 from fxbatch.errors import NotFoundError
 from fxbatch.lifecycle import TRADE_CODES, check_run
@@ -66,6 +67,9 @@ class FinalRows:
     executing_at: np.ndarray
     quoted_at: np.ndarray
     finished_at: np.ndarray
+    spread_pips: np.ndarray  # float64 (NaN = unknown)
+    value_day: np.ndarray  # float64: the run's value date, days since 1970-01-01 (NaN = unknown)
+    spread_income_zar: np.ndarray  # float64: the desk's income (NaN unless SUCCESS)
 
     @classmethod
     def concat(cls, parts: list[FinalRows]) -> FinalRows:
@@ -102,13 +106,20 @@ class FinalRows:
                 "executing_at": _ts(self.executing_at),
                 "quoted_at": _ts(self.quoted_at),
                 "finished_at": _ts(self.finished_at),
+                "spread_pips": pa.array(
+                    np.nan_to_num(self.spread_pips), type=pa.int32(), mask=np.isnan(self.spread_pips)
+                ),
+                "value_date": pa.array(
+                    np.nan_to_num(self.value_day).astype(np.int32), type=pa.date32(), mask=np.isnan(self.value_day)
+                ),
+                "spread_income_zar": _f64(self.spread_income_zar),
             }
         )
 
 
 def write_final(cur: duckdb.DuckDBPyConnection, run_id: int, rows: FinalRows) -> None:
     if len(rows.src_row):
-        insert_arrow(cur, "run_trades", rows.to_arrow(run_id))
+        insert_arrow(cur, "run_trades", rows.to_arrow(run_id), by_name=True)
 
 
 def write_inflight(
@@ -143,17 +154,33 @@ def write_inflight(
 # ---------------------------------------------------------------------------- runs
 
 
-def create_run(store: Store, batch_id: int, trades: int, config: RunConfig) -> int:
-    """A new PENDING run; its deal-id prefix (this database's instance id + run id) is fixed here."""
+def create_run(
+    store: Store, batch_id: int, trades: int, config: RunConfig, trade_date: date, pairs: frozenset[str]
+) -> int:
+    """A new PENDING run; its deal-id prefix (this database's instance id + run id) and its trading
+    date are fixed here, with what that date does to the batch's value dates: how many derived
+    ones move, and how many trades cannot be sent (see load_todo)."""
     cur = store.cursor()
+    value_date, unsendable = run_value_dates(trade_date, pairs)
+    moved, unsent = cur.execute(
+        f"SELECT count(*) FILTER (WHERE t.value_date_derived AND {value_date} <> t.value_date), "
+        f"count(*) FILTER (WHERE {unsendable}) FROM trades t WHERE t.batch_id = ?{scope_sql(config)}",
+        [batch_id],
+    ).fetchall()[0]
     run_id = int(cur.execute("SELECT nextval('run_id_seq')").fetchall()[0][0])
     cur.execute(
-        "INSERT INTO runs (run_id, batch_id, status, config, trades, retry_of_run, deal_prefix) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO runs (run_id, batch_id, status, config, trades, retry_of_run, deal_prefix, trade_date, "
+        "value_dates_moved, value_dates_unsendable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, batch_id, RunStatus.PENDING.value, config.model_dump_json(), trades, config.retry_of_run,
-         f"FXB-{store.instance_id()}-{run_id}-"],
+         f"FXB-{store.instance_id()}-{run_id}-", trade_date, int(moved), int(unsent)],
     )  # fmt: skip
     return run_id
+
+
+def run_trade_date(cur: duckdb.DuckDBPyConnection, run_id: int) -> date | None:
+    """The trading date a run was created on (None for runs made before fxbatch recorded it)."""
+    rows = cur.execute("SELECT trade_date FROM runs WHERE run_id = ?", [run_id]).fetchall()
+    return rows[0][0] if rows and isinstance(rows[0][0], date) else None
 
 
 def deal_prefix(cur: duckdb.DuckDBPyConnection, run_id: int) -> str:
@@ -176,7 +203,7 @@ def set_run_status(
     finished: bool = False,
     elapsed_s: float | None = None,
     error: str | None = None,
-    outcomes: tuple[dict[str, int], dict[str, int]] | None = None,
+    outcomes: Tally | None = None,
 ) -> None:
     """The only writer of a run's status: the transition is checked first. ``outcomes`` are the
     run's :func:`count_outcomes` when the caller has just counted them (finished runs)."""
@@ -187,9 +214,9 @@ def set_run_status(
         sets.append("started_at = coalesce(started_at, timezone('UTC', now()))")
     if finished:
         sets.append("finished_at = timezone('UTC', now())")
-        counts, reasons = outcomes or count_outcomes(cur, run_id)
-        sets += ["counts = ?", "failure_reasons = ?"]
-        params += [json.dumps(counts), json.dumps(reasons)]
+        tally = outcomes or count_outcomes(cur, run_id)
+        sets += ["counts = ?", "failure_reasons = ?", "spread_income_zar = ?"]
+        params += [json.dumps(tally.counts), json.dumps(tally.reasons), tally.income_zar]
     if elapsed_s is not None:
         sets.append("elapsed_s = coalesce(elapsed_s, 0) + ?")
         params.append(elapsed_s)
@@ -199,38 +226,59 @@ def set_run_status(
     cur.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id = ?", [*params, run_id])
 
 
-def count_outcomes(cur: duckdb.DuckDBPyConnection, run_id: int) -> tuple[dict[str, int], dict[str, int]]:
-    """A run's trades by status (PENDING = not final yet) and its FAILED ones by reason, in one query."""
+class Tally(NamedTuple):
+    """A run's trades by status (PENDING = not final yet), its FAILED ones by reason, and the
+    desk's spread income in ZAR on its SUCCESS trades (None for runs that did not record it)."""
+
+    counts: dict[str, int]
+    reasons: dict[str, int]
+    income_zar: float | None
+
+
+def count_outcomes(cur: duckdb.DuckDBPyConnection, run_id: int) -> Tally:
+    """The run's :class:`Tally`, in one query."""
     counts = {s.value: 0 for s in TradeStatus}
     reasons: dict[str, int] = {}
     rows = cur.execute(
-        "SELECT r.trades, t.status, t.failure_code, count(t.status) FROM runs r "
+        "SELECT r.trades, t.status, t.failure_code, count(t.status), sum(t.spread_income_zar), "
+        "count(t.spread_income_zar) FROM runs r "
         "LEFT JOIN run_trades t ON t.run_id = r.run_id WHERE r.run_id = ? GROUP BY ALL",
         [run_id],
     ).fetchall()
-    for _, status, code, n in rows:
+    income, recorded = 0.0, 0
+    for _, status, code, n, money, with_money in rows:
         if status is not None:
             counts[status] += int(n)
             if status == TradeStatus.FAILED.value:
                 reasons[code] = reasons.get(code, 0) + int(n)
+            if status == TradeStatus.SUCCESS.value:
+                income += float(money or 0.0)
+                recorded += int(with_money)
     counts[TradeStatus.PENDING.value] = int(rows[0][0]) - sum(counts.values())
     ordered = dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or "")))
-    return counts, ordered
+    # Runs made before income was recorded have SUCCESS trades without it: their income is unknown.
+    known = recorded == counts[TradeStatus.SUCCESS.value]
+    return Tally(counts, ordered, round(income, 2) if known else None)
 
 
 _RUN_COLS = (
     "run_id, batch_id, status, trades, config, retry_of_run, started_at, finished_at, elapsed_s, counts, "
-    "failure_reasons, error"
+    "failure_reasons, error, spread_income_zar, trade_date, value_dates_moved, value_dates_unsendable"
 )
 
 
 def _summary(cur: duckdb.DuckDBPyConnection, row: tuple[Any, ...], live: bool) -> RunSummary:
-    run_id, batch_id, status, trades, config, retry_of, started, finished, elapsed, counts, reasons, error = row
+    run_id, batch_id, status, trades, config, retry_of, started, finished, elapsed, counts, reasons, error = row[:12]
+    income, trade_date, moved, unsendable = row[12:]
     if counts is None or live:
-        c, r = count_outcomes(cur, int(run_id))
+        c, r, income = count_outcomes(cur, int(run_id))
     else:
         c, r = json.loads(str(counts)), json.loads(str(reasons))
     return RunSummary(
+        spread_income_zar=float(income) if income is not None else None,
+        trade_date=trade_date if isinstance(trade_date, date) else None,
+        value_dates_moved=int(moved or 0),
+        value_dates_unsendable=int(unsendable or 0),
         run_id=int(run_id),
         batch_id=int(batch_id),
         status=RunStatus(status),
@@ -296,6 +344,8 @@ def load_todo(
     config: RunConfig,
     zar: dict[str, float],
     *,
+    trade_date: date | None = None,
+    pairs: frozenset[str] = frozenset(),
     fresh: bool = False,
 ) -> pa.Table:
     """The run's trades that have no final record yet, in row order (an Arrow table).
@@ -305,6 +355,11 @@ def load_todo(
     so that the retry continues the attempt count rather than replaying the same attempts.
     ``amount_zar`` converts the amount at the bundled mid rates (``zar``: currency -> ZAR).
     ``fresh``: the run was just created (no final or in-flight rows; saves a query).
+
+    ``value_date`` is the run's: a date derived from delivery at load is derived again for the
+    run's ``trade_date`` (``pairs``: the rate table's), a date written in the file is kept.
+    ``unsendable`` marks trades the bank must not be asked about: a written value date that has
+    passed, or CASH on a day that is not a business day of both currencies.
     """
     if config.retry_of_run is None:
         prior, prior_join = "0", ""
@@ -343,11 +398,14 @@ def load_todo(
     # A fresh run reads the batch in stored order, which is row order for every batch loaded in
     # one go: sorting a million rows with their text costs more than checking the order here.
     order = "ORDER BY t.src_row" if has_state else ""
+    value_date, unsendable = run_value_dates(trade_date, pairs)
     result = cur.sql(
         f"""
         SELECT t.src_row, t.trade_id, t.client_cif, t.account_number, t.currency_pair, t.side,
-               CAST(t.amount AS DOUBLE) AS amount, t.amount_currency, t.spread_bps, t.delivery,
-               CAST(t.value_date AS VARCHAR) AS value_date,  -- ISO; the HTTP bank sends it without dashes
+               CAST(t.amount AS DOUBLE) AS amount, t.amount_currency, t.spread_pips, t.delivery,
+               CAST({value_date} AS VARCHAR) AS value_date,  -- ISO; the HTTP bank sends it without dashes
+               CAST({value_date} - DATE '1970-01-01' AS DOUBLE) AS value_day, {unsendable} AS unsendable,
+               t.amount_currency = left(t.currency_pair, 3) AS amount_is_base,
                CAST(t.amount AS DOUBLE) * {zar_factor_sql(zar)} AS amount_zar,
                {inflight}
                {prior} AS prior_attempts
@@ -364,6 +422,23 @@ def load_todo(
     if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():
         table = table.take(pc.sort_indices(table, [("src_row", "ascending")]))
     return table
+
+
+def run_value_dates(trade_date: date | None, pairs: frozenset[str]) -> tuple[str, str]:
+    """SQL: a trade's value date for a run on ``trade_date``, and whether it cannot be sent."""
+    if trade_date is None:  # a run made before trading dates were recorded: dates as loaded
+        return "t.value_date", "false"
+    derived = valuedates.derived_sql("t.currency_pair", "t.delivery", pairs, trade_date)
+    closed = valuedates.closed_on(pairs, trade_date)
+    cash_closed = "false"
+    if closed:
+        listed = ", ".join(f"'{p}'" for p in sorted(closed) if p.replace("/", "").isalpha())
+        cash_closed = f"t.delivery = 'CASH' AND t.currency_pair IN ({listed})"
+    given_passed = f"t.value_date < DATE '{trade_date.isoformat()}'"
+    return (
+        f"CASE WHEN t.value_date_derived THEN coalesce({derived}, t.value_date) ELSE t.value_date END",
+        f"CASE WHEN t.value_date_derived THEN {cash_closed} ELSE {given_passed} END",
+    )
 
 
 def numeric(table: pa.Table, name: str) -> np.ndarray:

@@ -16,18 +16,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, TIMEOUT, trade_keys
+from fxbatch import money
+from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, REASON_INDEX, TIMEOUT, trade_keys
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.engine import records
 from fxbatch.engine.jobs import Job
 from fxbatch.engine.working import TEXT_FIELDS, Answers, Booking, Working, mask_of
 from fxbatch.engine.writer import FinalWriter
 from fxbatch.lifecycle import CODE_OF, TRADE_CODES, advance, final_run_status
-from fxbatch.models import RunConfig, RunStatus, TradeStatus
+from fxbatch.models import FailureCode, RunConfig, RunStatus, TradeStatus
 from fxbatch.rates import RateTable
 from fxbatch.store import Store
 
 T = TradeStatus
+INVALID_VALUE_DATE = REASON_INDEX[FailureCode.INVALID_VALUE_DATE.value]
 # With latency: a wave is this many rounds of calls in flight (see Worker.__init__), and this many
 # waves' bookings may be in hand at once (see Worker._execute).
 WAVE_ROUNDS = 64
@@ -45,7 +47,8 @@ def final_rows(
         "failure": np.full(n, NONE, dtype=np.int8), "attempts": np.zeros(n, np.int64),
         "quote_id": np.zeros(n, np.int64), "quote_rate": nan, "quote_expiry": nan,
         "deal_txn_id": pa.nulls(n, pa.string()), "deal_rate": nan, "amount_zar": amount_zar, "executing_at": nan,
-        "quoted_at": nan, "finished_at": np.full(n, finished),
+        "quoted_at": nan, "finished_at": np.full(n, finished), "spread_pips": nan, "value_day": nan,
+        "spread_income_zar": nan,
     }  # fmt: skip
     base.update(given)
     return records.FinalRows(**base)
@@ -58,7 +61,13 @@ def write_cancelled(cur: duckdb.DuckDBPyConnection, run_id: int, todo: pa.Table)
         states = np.full(n, CODE_OF[T.PENDING], dtype=np.int8)
         advance(states, np.ones(n, dtype=bool), T.CANCELLED)
         src = records.numeric(todo, "src_row").astype(np.int64)
-        records.write_final(cur, run_id, final_rows(src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time()))
+        records.write_final(
+            cur, run_id,
+            final_rows(
+                src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time(),
+                spread_pips=records.numeric(todo, "spread_pips"), value_day=records.numeric(todo, "value_day"),
+            ),
+        )  # fmt: skip
     return n
 
 
@@ -97,6 +106,18 @@ class Worker:
         self.depth = DEPTH if slow else 1
         self._helper = ThreadPoolExecutor(self.depth, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
+        self._pairs_changed()
+
+    def _pairs_changed(self) -> None:
+        """Pip size and quote-currency ZAR factor per pair code (pairs the rate table lacks get NaN)."""
+        self.pip = money.pip_sizes(self.pair_names)
+        self.quote_zar = money.quote_zar_factors(self.pair_names, self.rates.zar_factors())
+
+    def _income(self, w: Working, idx: np.ndarray) -> np.ndarray:
+        """The desk's spread income in ZAR of the booked trades ``idx`` of ``w``."""
+        return money.spread_income_zar(
+            w.amount[idx], w.amount_is_base[idx], w.quote_rate[idx], w.deal_rate[idx], self.quote_zar[w.pair_code[idx]]
+        )
 
     def run(self) -> None:
         job = self.job
@@ -104,13 +125,14 @@ class Worker:
         cur = self.store.cursor()
         outcome = RunStatus.INTERRUPTED
         error: str | None = None
-        outcomes: tuple[dict[str, int], dict[str, int]] | None = None
+        outcomes: records.Tally | None = None
         try:
             self.fingerprint = records.batch_fingerprint(cur, job.batch_id)
             self.prefix = records.deal_prefix(cur, job.run_id)
             todo = records.load_todo(
-                cur, job.run_id, job.batch_id, self.config, self.rates.zar_factors(), fresh=self.fresh
-            )
+                cur, job.run_id, job.batch_id, self.config, self.rates.zar_factors(), fresh=self.fresh,
+                trade_date=records.run_trade_date(cur, job.run_id), pairs=frozenset(self.rates.pairs),
+            )  # fmt: skip
             todo = self._reconcile(cur, todo)
             try:
                 position = self._execute(cur, todo)
@@ -122,7 +144,7 @@ class Worker:
                 outcome = RunStatus.CANCELLED
             elif not job.stop_requested.is_set():
                 outcomes = records.count_outcomes(cur, job.run_id)  # counted once: the run's record reuses them
-                outcome = final_run_status(outcomes[0], cancelled=False)
+                outcome = final_run_status(outcomes.counts, cancelled=False)
         except BankUnavailable as exc:
             error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
         except Exception as exc:  # the run must end in a resumable state whatever happened
@@ -155,6 +177,9 @@ class Worker:
         booked = status.status == "COMPLETED"
         if booked.any():
             done = rows.filter(pa.array(booked))
+            w = self._fresh(done)
+            w.quote_rate[:] = records.numeric(done, "inflight_quote_rate")
+            w.deal_rate[:] = status.deal_rate[booked]
             final = final_rows(
                 records.numeric(done, "src_row").astype(np.int64), T.SUCCESS, records.numeric(done, "amount_zar"),
                 time.time(), attempts=records.numeric(done, "inflight_attempt").astype(np.int64),
@@ -162,7 +187,8 @@ class Worker:
                 quote_expiry=records.numeric(done, "inflight_quote_expiry"),
                 deal_txn_id=deals.filter(pa.array(booked)),
                 deal_rate=status.deal_rate[booked], executing_at=records.numeric(done, "inflight_executing_at"),
-                quoted_at=records.numeric(done, "inflight_quoted_at"),
+                quoted_at=records.numeric(done, "inflight_quoted_at"), spread_pips=w.spread_pips,
+                value_day=w.value_day, spread_income_zar=self._income(w, np.arange(len(w))),
             )  # fmt: skip
             records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
             self.job.progress.finished({T.SUCCESS.value: int(booked.sum())})
@@ -213,7 +239,8 @@ class Worker:
                 if room > 0 and position < todo.num_rows and taking:
                     fresh = todo.slice(position, room)
                     position += fresh.num_rows
-                    work = work.extend(self._fresh(fresh))
+                    # Trades the bank must not be asked about fail at once (and are persisted).
+                    work = self._carry_on(cur, self._unsendable(self._fresh(fresh), fresh), work)
                     due = work.due(now)
                 if not due.any():  # every trade in hand waits out a backoff (or there are none)
                     until = float(work.not_before.min()) if len(work) else None
@@ -271,6 +298,8 @@ class Worker:
             if p not in self.pair_index:
                 self.pair_index[p] = len(self.pair_names)
                 self.pair_names = np.append(self.pair_names, np.array([p], dtype=object))
+        if len(local) and len(self.pair_names) != len(self.pip):
+            self._pairs_changed()
         codes = np.array([self.pair_index[p] for p in local], dtype=np.int64)
         nan = np.full(n, np.nan)
         return Working(
@@ -280,7 +309,9 @@ class Worker:
             quote_expiry=nan.copy(), deal_rate=nan.copy(),
             executing_at=records.numeric(chunk, "inflight_executing_at").copy(), quoted_at=nan.copy(),
             finished_at=nan.copy(), not_before=np.zeros(n), amount=records.numeric(chunk, "amount"),
-            amount_zar=records.numeric(chunk, "amount_zar"), spread_bps=records.numeric(chunk, "spread_bps"),
+            amount_zar=records.numeric(chunk, "amount_zar"), spread_pips=records.numeric(chunk, "spread_pips"),
+            value_day=records.numeric(chunk, "value_day"),
+            amount_is_base=np.asarray(chunk.column("amount_is_base").to_numpy(zero_copy_only=False), dtype=bool),
             is_buy=np.asarray(pc.equal(chunk.column("side"), "BUY").to_numpy(zero_copy_only=False), dtype=bool),
             pair_code=codes[np.asarray(pairs.indices.to_numpy(zero_copy_only=False), dtype=np.int64)],
             deal_ids=pc.binary_join_element_wise(self.prefix, pc.cast(chunk.column("src_row"), pa.string()), "")
@@ -298,8 +329,7 @@ class Worker:
         w.executing_at[:] = np.where(np.isnan(w.executing_at), now, w.executing_at)
         quotes = QuoteBatch(
             trade_key=w.keys, step=w.src, attempt=w.attempt, amount=w.amount, amount_zar=w.amount_zar,
-            spread_bps=w.spread_bps, is_buy=w.is_buy, pair_code=w.pair_code, pair_names=self.pair_names,
-            trades=w.trades,
+            is_buy=w.is_buy, pair_code=w.pair_code, pair_names=self.pair_names, trades=w.trades,
         )  # fmt: skip
         q = self.bank.create_quotes(quotes, self.max_in_flight)
         now = time.time()
@@ -311,6 +341,10 @@ class Worker:
             advance(w.states, ok, T.QUOTED)
             w.quote_id[good] = q.quote_id[ok]
             w.quote_rate[good] = q.quote_rate[ok]
+            # The bank quotes the desk; the client's rate is that quote moved by the desk's spread.
+            w.deal_rate[good] = money.deal_rates(
+                q.quote_rate[ok], w.is_buy[good], w.spread_pips[good], self.pip[w.pair_code[good]]
+            )
             w.quote_expiry[good] = q.expires_at[ok]
             w.quoted_at[good] = now
         return good
@@ -322,7 +356,7 @@ class Worker:
             return Booking(w, good, None)
         batch = BookBatch(
             quote_id=w.quote_id[good], deal_txn_id=w.deal_ids.take(pa.array(good)), quote_rate=w.quote_rate[good],
-            deal_rate=w.quote_rate[good], trade_key=w.keys[good], attempt=w.attempt[good],
+            deal_rate=w.deal_rate[good], trade_key=w.keys[good], attempt=w.attempt[good],
             trade_id=w.trades.column("trade_id").take(pa.array(good)), run_id=self.job.run_id,
             batch_id=self.job.batch_id, src_row=w.src[good],
         )  # fmt: skip
@@ -406,15 +440,32 @@ class Worker:
         advance(w.states, mask_of(n, give_up), T.FAILED)
         w.finished_at[give_up] = now
 
+    def _unsendable(self, w: Working, chunk: pa.Table) -> Working:
+        """Trades whose value date cannot settle (a date written in the file has passed, or CASH on
+        a day that is not a business day of both currencies) fail INVALID_VALUE_DATE unsent."""
+        bad = np.asarray(chunk.column("unsendable").to_numpy(zero_copy_only=False), dtype=bool)
+        if bad.any():
+            advance(w.states, bad, T.EXECUTING)
+            advance(w.states, bad, T.FAILED)
+            w.failure[bad] = INVALID_VALUE_DATE
+            w.attempt[bad] -= 1  # never sent: this run made no attempt
+            w.finished_at[bad] = time.time()
+        return w
+
     def _persist(self, cur: object, w: Working, done: np.ndarray) -> None:
         quoted = ~np.isnan(w.quoted_at[done])
         ids = w.deal_ids.filter(pa.array(done))
+        idx = np.flatnonzero(done)
+        income = np.full(len(idx), np.nan)
+        won = w.states[idx] == CODE_OF[T.SUCCESS]
+        income[won] = self._income(w, idx[won])
         final = records.FinalRows(
             src_row=w.src[done], state=w.states[done], failure=w.failure[done], attempts=w.attempt[done],
             quote_id=w.quote_id[done], quote_rate=w.quote_rate[done], quote_expiry=w.quote_expiry[done],
             deal_txn_id=pc.if_else(pa.array(quoted), ids, pa.scalar(None, pa.string())),
             deal_rate=w.deal_rate[done], amount_zar=w.amount_zar[done], executing_at=w.executing_at[done],
-            quoted_at=w.quoted_at[done], finished_at=w.finished_at[done],
+            quoted_at=w.quoted_at[done], finished_at=w.finished_at[done], spread_pips=w.spread_pips[done],
+            value_day=w.value_day[done], spread_income_zar=income,
         )  # fmt: skip
         self._pending.append(final)
         self._pending_rows += len(final.src_row)

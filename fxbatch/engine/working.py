@@ -30,8 +30,8 @@ TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "sid
                 "value_date"]  # fmt: skip
 WORK_ARRAYS = (
     "src", "keys", "attempt", "last_attempt", "states", "failure", "quote_id", "quote_rate", "quote_expiry",
-    "deal_rate", "executing_at", "quoted_at", "finished_at", "not_before", "amount", "amount_zar", "spread_bps",
-    "is_buy", "pair_code",
+    "deal_rate", "executing_at", "quoted_at", "finished_at", "not_before", "amount", "amount_zar", "spread_pips",
+    "value_day", "amount_is_base", "is_buy", "pair_code",
 )  # fmt: skip
 
 
@@ -55,7 +55,9 @@ class Working:
     not_before: np.ndarray
     amount: np.ndarray
     amount_zar: np.ndarray
-    spread_bps: np.ndarray
+    spread_pips: np.ndarray
+    value_day: np.ndarray  # the run's value date, days since 1970-01-01
+    amount_is_base: np.ndarray  # bool: the amount is in the base currency
     is_buy: np.ndarray
     pair_code: np.ndarray
     deal_ids: pa.Array
@@ -66,7 +68,7 @@ class Working:
 
     @classmethod
     def empty(cls) -> Working:
-        kinds = {"keys": np.uint64, "states": np.int8, "failure": np.int8, "is_buy": bool}
+        kinds = {"keys": np.uint64, "states": np.int8, "failure": np.int8, "is_buy": bool, "amount_is_base": bool}
         ints = {"src", "attempt", "last_attempt", "quote_id", "pair_code"}
         arrays = {
             name: np.zeros(0, dtype=kinds.get(name, np.int64 if name in ints else np.float64)) for name in WORK_ARRAYS

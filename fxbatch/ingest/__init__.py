@@ -45,7 +45,7 @@ def check_file(
     *,
     pairs: frozenset[str],
     today: date,
-    default_spread_bps: float = 0.0,
+    default_spread_pips: int = 0,
     sheet: str | None = None,
     column_map: Mapping[str, str] | None = None,
     search_rows: int = 30,
@@ -67,7 +67,7 @@ def check_file(
     except UnusableFileError as exc:
         exc.headers = [h for h in raw.headers[:header_width] if h]
         raise
-    ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_bps)
+    ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_pips)
     raw, row_offset = _build(cur, raw, ctx)
     corrections = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
     mark_duplicates(cur, row_offset, cells_sql("c", plan.layout is Layout.LEGACY))  # pinning twice is a no-op

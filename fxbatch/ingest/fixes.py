@@ -37,7 +37,8 @@ def cells_sql(alias: str, legacy: bool) -> str:
         )
     return (
         f"[{a}.tid, {a}.client_cif, {a}.account_number, {pair}, {a}.side, CAST({a}.amount AS VARCHAR), "
-        f"{a}.amount_currency, CAST({a}.spread_bps AS VARCHAR), {a}.delivery, CAST({a}.value_date AS VARCHAR), "
+        f"{a}.amount_currency, CAST({a}.spread_pips AS VARCHAR), {a}.delivery, "
+        f"CASE WHEN {a}.value_date_derived THEN NULL ELSE CAST({a}.value_date AS VARCHAR) END, "
         f"{a}.reference]"
     )
 

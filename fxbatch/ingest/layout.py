@@ -28,7 +28,17 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "side": ("side", "direction", "buy/sell", "trade type"),
     "amount": ("amount", "notional", "deal amount", "amount zar"),
     "amount_currency": ("amount_currency", "deal currency", "ccy", "amount currency"),
-    "spread_bps": ("spread_bps", "spread", "spread bips", "fixed spread", "spread bps"),
+    # The desk's "bips" are pips (DOMAIN section 6); older templates called the column spread_bps.
+    "spread_pips": (
+        "spread_pips",
+        "spread",
+        "spread bips",
+        "spread bps",
+        "bips",
+        "pips",
+        "fixed spread",
+        "spread pips",
+    ),
     "delivery": ("delivery", "delivery type", "deal type"),
     "value_date": ("value_date", "settlement date", "value date"),
     "reference": ("reference", "external ref", "narrative"),

@@ -9,34 +9,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 import duckdb
 import pyarrow as pa
 
+from fxbatch import valuedates
 from fxbatch.currencies import ISO_4217
 from fxbatch.ingest.layout import ColumnPlan
 from fxbatch.models import Layout
+from fxbatch.money import MAX_SPREAD_PIPS
 
 MAX_REFERENCE = 140
-MAX_SPREAD_BPS = 1000
 _WS = "' ' || chr(9) || chr(10) || chr(13) || chr(160)"
 _SCI = r"'[+-]?[0-9]+([.][0-9]+)?[eE][+-]?[0-9]+'"
 _TOTAL_WORDS = ("TOTAL", "TOTALS", "GRAND TOTAL", "SUBTOTAL", "SUB TOTAL", "SUM")
-
-
-def add_business_days(start: date, days: int) -> date:
-    current = start
-    while days > 0:
-        current += timedelta(days=1)
-        if current.weekday() < 5:
-            days -= 1
-    return current
-
-
-def default_value_dates(today: date) -> dict[str, date]:
-    """Settlement date per delivery when a row gives none (weekends skipped)."""
-    return {"CASH": today, "TOM": add_business_days(today, 1), "SPOT": add_business_days(today, 2)}
 
 
 @dataclass(frozen=True)
@@ -45,8 +32,8 @@ class RuleContext:
     width: int  # number of c* columns in raw
     header_width: int  # columns that carry a header name; the rest are overflow
     pairs: frozenset[str]
-    today: date
-    default_spread_bps: float
+    today: date  # the trading date (Africa/Johannesburg): value dates are derived from it
+    default_spread_pips: int
     row_offset: int | None = None  # fast CSV path: src_row = rowid + row_offset
 
 
@@ -192,18 +179,20 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             f"'amount currency ' || {accy} || ' is not one of the currencies of ' || pair_n",
         ),
         Rule(
-            f"spread_raw IS NOT NULL AND (spread_d IS NULL OR NOT (spread_d BETWEEN 0 AND {MAX_SPREAD_BPS}))",
-            "spread_bps",
+            f"spread_raw IS NOT NULL AND (spread_n IS NULL OR spread_n > {MAX_SPREAD_PIPS})",
+            "spread_pips",
             "spread_raw",
             "INVALID_SPREAD",
-            f"'spread_bps ' || spread_raw || ' must be a number of basis points from 0 to {MAX_SPREAD_BPS}'",
+            f"'spread_pips ' || spread_raw || ' must be a whole number of pips from 0 to {MAX_SPREAD_PIPS} "
+            "(1 pip = 0.0001 of the rate, 0.01 for pairs quoted in JPY: 385 on USD/ZAR is 0.0385)'",
         ),
         Rule(
-            "deliv_u IS NOT NULL AND deliv_u <> 'SPOT' AND deliv_u <> 'TOM' AND deliv_u <> 'CASH'",
+            "deliv_raw IS NOT NULL AND deliv_n IS NULL",
             "delivery",
             "deliv_raw",
             "INVALID_DELIVERY",
-            "'delivery ' || deliv_raw || ' must be SPOT, TOM or CASH'",
+            "'delivery ' || deliv_raw || ' must be SPOT, TOM or CASH (also: same day or today for CASH, "
+            "tomorrow for TOM)'",
         ),
         Rule(
             "vdate_raw IS NOT NULL AND vdate_d IS NULL",
@@ -220,6 +209,15 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             f"'value_date ' || vdate_raw || ' is in the past (today is {ctx.today.isoformat()})'",
         ),
         Rule(
+            f"vdate_d >= DATE {_q(ctx.today.isoformat())} AND pair_n IS NOT NULL "
+            f"AND {valuedates.closed_sql('pair_n', 'vdate_d', ctx.pairs, ctx.today)}",
+            "value_date",
+            "vdate_raw",
+            "NOT_A_BUSINESS_DAY",
+            f"{valuedates.closed_reason_sql('pair_n', 'vdate_d', ctx.pairs, ctx.today)} "
+            "|| ': a value date must be a business day in both ' || left(pair_n, 3) || ' and ' || right(pair_n, 3)",
+        ),
+        Rule(
             f"length(ref) > {MAX_REFERENCE}",
             "reference",
             "ref",
@@ -234,6 +232,20 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             f"'the row has values to the right of the last named column: ' || {extra_value}",
         ),
     ]
+    closed_today = valuedates.closed_on(ctx.pairs, ctx.today)
+    if closed_today:
+        today_sql = f"DATE {_q(ctx.today.isoformat())}"
+        rules.append(
+            Rule(
+                f"vdate_d IS NULL AND deliv_n = 'CASH' AND pair_n IS NOT NULL AND {_one_of('pair_n', closed_today)}",
+                "delivery",
+                "deliv_raw",
+                "NOT_A_BUSINESS_DAY",
+                f"'CASH settles on the trade date, and ' || "
+                f"{valuedates.closed_reason_sql('pair_n', today_sql, ctx.pairs, ctx.today)} "
+                "|| ': use TOM or SPOT, or give a value_date'",
+            )
+        )
     if legacy:
         rules.append(
             Rule(
@@ -315,7 +327,7 @@ def build_checked(
       {cell("trade_id")} AS tid, {cell("client_cif")} AS cif, {cell("account_number")} AS acc,
       {cell("currency_pair")} AS pair_raw, {cell("side")} AS side_raw,
       {cell("amount")} AS amt_raw, {cell("amount_currency")} AS accy_raw,
-      {cell("spread_bps")} AS spread_raw, {cell("delivery")} AS deliv_raw,
+      {cell("spread_pips")} AS spread_raw, {cell("delivery")} AS deliv_raw,
       {cell("value_date")} AS vdate_raw, {cell("reference")} AS ref
     FROM {source}"""
     grouped = (
@@ -331,8 +343,11 @@ def build_checked(
       {_sci("amt_raw")} AS amt_sci,
       CASE WHEN ({grouped}) THEN regexp_replace(amt_raw, '[, \\x{{00A0}}]', '', 'g')
            WHEN ({grouped}) IS NULL THEN amt_raw END AS amt_clean,
-      TRY_CAST(spread_raw AS DOUBLE) AS spread_d,
-      upper(deliv_raw) AS deliv_u,
+      CASE WHEN regexp_full_match(spread_raw, '[0-9]{{1,6}}([.]0*)?')
+           THEN CAST(split_part(spread_raw, '.', 1) AS INTEGER) END AS spread_n,
+      CASE upper(deliv_raw) WHEN 'SPOT' THEN 'SPOT' WHEN 'TOM' THEN 'TOM' WHEN 'TOMORROW' THEN 'TOM'
+           WHEN 'CASH' THEN 'CASH' WHEN 'TODAY' THEN 'CASH' WHEN 'SAME DAY' THEN 'CASH'
+           WHEN 'SAME_DAY' THEN 'CASH' WHEN 'SAMEDAY' THEN 'CASH' WHEN 'SAME-DAY' THEN 'CASH' END AS deliv_n,
       try_strptime(vdate_raw, ['%Y-%m-%d', '%Y/%m/%d', '%Y%m%d', '%d/%m/%Y', '%Y-%m-%d %H:%M:%S',
                                '%Y-%m-%dT%H:%M:%S'])::DATE AS vdate_d,
       upper(accy_raw) AS accy_u
@@ -374,9 +389,7 @@ def build_checked(
         "[struct_pack(col := '(row)', value := NULL::VARCHAR, code := 'TOTAL_ROW', "
         "message := 'this looks like a totals row; it is not a trade and was not loaded')]"
     )
-    dates_case = " ".join(
-        f"WHEN {_q(k)} THEN DATE {_q(v.isoformat())}" for k, v in default_value_dates(ctx.today).items()
-    )
+    derived = valuedates.derived_sql("pair_n", "coalesce(deliv_n, 'SPOT')", ctx.pairs, ctx.today)
     fix_sources = ", ".join(_FIX_SOURCES)
     sql = f"""
     CREATE OR REPLACE TEMP TABLE {table} AS
@@ -389,10 +402,11 @@ def build_checked(
       cif_n AS client_cif, acc_n AS account_number, pair_n AS currency_pair,
       side_f AS side, TRY_CAST(amt_clean AS DECIMAL(18, 2)) AS amount,
       {accy} AS amount_currency,
-      coalesce(spread_d, {float(ctx.default_spread_bps)!r}) AS spread_bps,
-      coalesce(deliv_u, 'SPOT') AS delivery,
-      coalesce(vdate_d, CASE coalesce(deliv_u, 'SPOT') {dates_case} END) AS value_date,
+      coalesce(spread_n, {int(ctx.default_spread_pips)}) AS spread_pips,
+      coalesce(deliv_n, 'SPOT') AS delivery,
+      coalesce(vdate_d, {derived}) AS value_date,
       ref AS reference,
+      vdate_d IS NULL AS value_date_derived,
       is_total, {fix_sources}
     FROM s5)
     SELECT * EXCLUDE ({", ".join(_FIX_SOURCES[1:])}),

@@ -9,10 +9,12 @@ quote expiry and persistence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import duckdb
 import numpy as np
 
+from fxbatch import money
 from fxbatch.bank.model import (
     AUTO_RETRY,
     CODE_OBJ,
@@ -20,6 +22,7 @@ from fxbatch.bank.model import (
     REASON_INDEX,
     TIMEOUT,
     BankModel,
+    RateWalk,
     trade_keys,
 )
 from fxbatch.bank.registry import ClientRegistry
@@ -28,6 +31,7 @@ from fxbatch.models import FailureCode, RunConfig
 from fxbatch.rates import RateTable
 
 _UNSUPPORTED = REASON_INDEX[FailureCode.CURRENCY_NOT_SUPPORTED.value]
+_INVALID_VALUE_DATE = REASON_INDEX[FailureCode.INVALID_VALUE_DATE.value]
 
 
 @dataclass
@@ -41,24 +45,42 @@ class BatchArrays:
     supported: np.ndarray  # bool: the pair is quoted by the rate table
     cif: np.ndarray  # object
     account: np.ndarray  # object
+    # For the desk's income: what the engine prices a booked trade with.
+    pair: np.ndarray  # object
+    amount: np.ndarray  # float64, in amount_currency
+    amount_is_base: np.ndarray  # bool
+    is_buy: np.ndarray  # bool
+    spread_pips: np.ndarray  # float64
+    pip: np.ndarray  # float64
+    quote_zar: np.ndarray  # float64: ZAR per unit of the pair's quote currency, at mid
+    mids: dict[str, float]
+    unsendable: np.ndarray  # bool: fails INVALID_VALUE_DATE unsent on the trading date (see load_todo)
 
     def __len__(self) -> int:
         return len(self.src_row)
 
     @classmethod
-    def load(cls, cur: duckdb.DuckDBPyConnection, batch_id: int, rates: RateTable) -> BatchArrays:
+    def load(
+        cls, cur: duckdb.DuckDBPyConnection, batch_id: int, rates: RateTable, trade_date: date | None = None
+    ) -> BatchArrays:
+        """The batch as a run on ``trade_date`` would take it (None: value dates as loaded)."""
         fingerprint = records.batch_fingerprint(cur, batch_id)
         zar = records.zar_factor_sql(rates.zar_factors(), "amount_currency")
         pairs = ", ".join(f"'{p}'" for p in rates.pairs if p.replace("/", "").isalpha())
+        _, unsendable = records.run_value_dates(trade_date, frozenset(rates.pairs))
         cols = cur.execute(
             f"""
             SELECT src_row, CAST(amount AS DOUBLE) * {zar} AS amount_zar,
-                   currency_pair IN ({pairs}) AS supported, client_cif, account_number
-            FROM trades WHERE batch_id = ? ORDER BY src_row
+                   currency_pair IN ({pairs}) AS supported, client_cif, account_number, currency_pair,
+                   CAST(amount AS DOUBLE) AS amount, amount_currency = left(currency_pair, 3) AS amount_is_base,
+                   side = 'BUY' AS is_buy, CAST(spread_pips AS DOUBLE) AS spread_pips, {unsendable} AS unsendable
+            FROM trades t WHERE batch_id = ? ORDER BY src_row
             """,
             [batch_id],
         ).fetchnumpy()
         src = np.asarray(cols["src_row"], dtype=np.int64)
+        pair = np.asarray(cols["currency_pair"], dtype=object)
+        names, codes = np.unique(pair, return_inverse=True)
         return cls(
             batch_id=batch_id,
             src_row=src,
@@ -67,7 +89,24 @@ class BatchArrays:
             supported=np.asarray(cols["supported"], dtype=bool),
             cif=np.asarray(cols["client_cif"], dtype=object),
             account=np.asarray(cols["account_number"], dtype=object),
+            pair=pair,
+            amount=np.asarray(cols["amount"], dtype=np.float64),
+            amount_is_base=np.asarray(cols["amount_is_base"], dtype=bool),
+            is_buy=np.asarray(cols["is_buy"], dtype=bool),
+            spread_pips=np.asarray(cols["spread_pips"], dtype=np.float64),
+            pip=money.pip_sizes(names)[codes],
+            quote_zar=money.quote_zar_factors(names, rates.zar_factors())[codes],
+            mids=dict(rates.mids),
+            unsendable=np.asarray(cols["unsendable"], dtype=bool),
         )
+
+    def income_zar(self, config: RunConfig, attempts: np.ndarray) -> np.ndarray:
+        """The desk's income per trade had it been booked on attempt ``attempts`` (at least 1):
+        the simulated bank's quote for that attempt moved by the spread, as the engine books it."""
+        walk = RateWalk(config.seed, self.mids, config.bank.volatility_bps)
+        quote = walk.mid(self.pair, self.src_row + np.maximum(attempts, 1) - 1)
+        deal = money.deal_rates(quote, self.is_buy, self.spread_pips, self.pip)
+        return money.spread_income_zar(self.amount, self.amount_is_base, quote, deal, self.quote_zar)
 
 
 @dataclass
@@ -94,13 +133,16 @@ def outcomes(batch: BatchArrays, config: RunConfig) -> Outcomes:
     max_attempts = config.max_attempts
     failure = np.full(n, NONE, dtype=np.int8)
     attempts = np.ones(n, dtype=np.int64)
-    # Checks at the quote, before the bank's dice: registry, then the pair.
+    # Checks at the quote, before the bank's dice: registry, then the pair. Trades whose value date
+    # cannot settle are never sent.
     checked = np.full(n, NONE, dtype=np.int8)
     if config.bank.registry_file:
         codes = ClientRegistry.from_csv(config.bank.registry_file).check(batch.cif, batch.account, batch.amount_zar)
         has = codes != None  # noqa: E711
         checked[has] = [REASON_INDEX[c] for c in codes[has]]
     checked[(checked == NONE) & ~batch.supported] = _UNSUPPORTED
+    checked[batch.unsendable] = _INVALID_VALUE_DATE
+    attempts[batch.unsendable] = 0
     blocked = checked != NONE
     failure[blocked] = checked[blocked]
     # Trades fated to fail: the reason recurs on every attempt; retries run out when they may retry.

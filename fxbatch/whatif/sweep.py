@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from datetime import date
 from typing import Any, Protocol
 
 import numpy as np
@@ -64,6 +65,9 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
     """One scenario's figures (what the sweep stores and prints)."""
     o = outcomes(batch, config)
     succeeded = int(o.success.sum())
+    income = batch.income_zar(config, o.attempts)
+    # Income lost: what the failed trades would have earned at the quote of their last attempt.
+    failed = ~o.success
     return {
         "success_rate": config.bank.success_rate,
         "seed": config.seed,
@@ -72,6 +76,8 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
         "failed": len(batch) - succeeded,
         "failure_reasons": o.reasons(),
         "notional_zar_succeeded": float(np.nansum(batch.amount_zar[o.success])),
+        "spread_income_zar": round(float(np.nansum(income[o.success])), 2),
+        "income_lost_zar": round(float(np.nansum(income[failed])), 2),
         "config": config.model_dump(mode="json"),
     }
 
@@ -169,9 +175,23 @@ def summary(results: Iterable[dict[str, Any]], metric: str = "notional_zar_succe
                 "success_share_mean": float(share.mean()),
                 "success_share_p05": float(np.percentile(share, 5)),
                 "success_share_p95": float(np.percentile(share, 95)),
+                **_money_band(group),
                 "scenarios": len(group),
             }
         )
+    return out
+
+
+def _money_band(group: pd.DataFrame) -> dict[str, float | None]:
+    """The desk's income earned and lost across the seeds (None for sweeps stored without it)."""
+    out: dict[str, float | None] = {}
+    for name, column in (("income", "spread_income_zar"), ("income_lost", "income_lost_zar")):
+        raw = group[column] if column in group else pd.Series([None] * len(group))
+        values = pd.to_numeric(raw, errors="coerce").dropna().to_numpy(dtype=float)
+        known = len(values) == len(group)
+        out[f"{name}_mean"] = float(values.mean()) if known else None
+        out[f"{name}_p05"] = float(np.percentile(values, 5)) if known else None
+        out[f"{name}_p95"] = float(np.percentile(values, 95)) if known else None
     return out
 
 
@@ -184,10 +204,12 @@ def run_sweep(
     name: str | None = None,
     executor: Executor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    trade_date: date | None = None,
 ) -> dict[str, Any]:
-    """Run every scenario of ``grid`` over ``batch_id``, store the sweep, return its document."""
+    """Run every scenario of ``grid`` over ``batch_id`` as runs on ``trade_date`` would, store the
+    sweep, return its document."""
     cur = store.cursor()
-    batch = BatchArrays.load(cur, batch_id, rates)
+    batch = BatchArrays.load(cur, batch_id, rates, trade_date)
     configs = grid.scenarios()
     executor = executor or make_executor(scenarios=len(configs))
     started = time.perf_counter()
@@ -217,9 +239,11 @@ def run_sweep(
                 "failure_reasons": [json.dumps(r["failure_reasons"]) for r in results],
                 "notional_zar_succeeded": [r["notional_zar_succeeded"] for r in results],
                 "config": [json.dumps(r["config"]) for r in results],
+                "spread_income_zar": [r["spread_income_zar"] for r in results],
+                "income_lost_zar": [r["income_lost_zar"] for r in results],
             }
         )
-        insert_arrow(cur, "sweep_scenarios", rows)
+        insert_arrow(cur, "sweep_scenarios", rows, by_name=True)
         cur.commit()
     except Exception:
         cur.rollback()
@@ -237,14 +261,15 @@ def get_sweep(store: Store, sweep_id: int) -> dict[str, Any]:
         raise NotFoundError(f"There is no sweep {sweep_id}; `python -m fxbatch sweeps` lists them.")
     sid, batch_id, name, grid, scenario_count, elapsed, created = head[0]
     rows = cur.execute(
-        "SELECT scenario, success_rate, seed, trades, succeeded, failed, failure_reasons, notional_zar_succeeded "
-        "FROM sweep_scenarios WHERE sweep_id = ? ORDER BY scenario",
+        "SELECT scenario, success_rate, seed, trades, succeeded, failed, failure_reasons, notional_zar_succeeded, "
+        "spread_income_zar, income_lost_zar FROM sweep_scenarios WHERE sweep_id = ? ORDER BY scenario",
         [sweep_id],
     ).fetchall()
     scenarios = [
         {
             "scenario": r[0], "success_rate": r[1], "seed": r[2], "trades": r[3], "succeeded": r[4], "failed": r[5],
-            "failure_reasons": json.loads(r[6]), "notional_zar_succeeded": r[7],
+            "failure_reasons": json.loads(r[6]), "notional_zar_succeeded": r[7], "spread_income_zar": r[8],
+            "income_lost_zar": r[9],
         }
         for r in rows
     ]  # fmt: skip

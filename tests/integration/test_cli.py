@@ -227,8 +227,8 @@ def test_json_given_before_the_command_is_honoured(db: Path, trades_csv: Path) -
 
 
 def test_a_bad_fxbatch_setting_exits_2_naming_the_setting(db: Path, trades_csv: Path) -> None:
-    proc = fxbatch("--db", db, "load", trades_csv, "--json", env=clean_env(FXBATCH_DEFAULT_SPREAD_BPS="lots"))
+    proc = fxbatch("--db", db, "load", trades_csv, "--json", env=clean_env(FXBATCH_DEFAULT_SPREAD_PIPS="lots"))
     assert proc.returncode == 2
     error = json.loads(proc.stdout)["error"]
-    assert error["code"] == "BAD_SETTING" and "FXBATCH_DEFAULT_SPREAD_BPS" in error["message"]
+    assert error["code"] == "BAD_SETTING" and "FXBATCH_DEFAULT_SPREAD_PIPS" in error["message"]
     assert "Traceback" not in proc.stderr

@@ -250,13 +250,13 @@ def test_numeric_identifier_cells_in_a_workbook_become_digit_text(wb: Workbench,
         {
             "Trades": [
                 COLUMNS,
-                xlsx_trade(1, client_cif=123456789, account_number=1234567890, amount=1000, spread_bps=25),
+                xlsx_trade(1, client_cif=123456789, account_number=1234567890, amount=1000, spread_pips=25),
             ]
         },
     )
     result = wb.load(path, today=TODAY)
     trade = wb.trades(result.batch_id).iloc[0]
-    assert (trade["client_cif"], trade["account_number"], trade["amount"], trade["spread_bps"]) == (
+    assert (trade["client_cif"], trade["account_number"], trade["amount"], trade["spread_pips"]) == (
         "123456789",
         "1234567890",
         1000.0,
@@ -432,7 +432,7 @@ def test_the_bundled_legacy_sample_loads_with_sides_and_pairs_from_curpair(wb: W
         assert trade["amount_currency"] == "ZAR"
         assert trade["amount"] == float(row["Amount ZAR"])
         assert (trade["client_cif"], trade["account_number"]) == (row["Client CIF"], row["Account Number"])
-        assert trade["spread_bps"] == float(row["Spread"])
+        assert trade["spread_pips"] == float(row["Spread"])
 
 
 def test_legacy_zarusd_is_a_usd_zar_buy_and_usdzar_a_sell_with_amounts_in_zar(
@@ -454,7 +454,7 @@ def test_legacy_zarusd_is_a_usd_zar_buy_and_usdzar_a_sell_with_amounts_in_zar(
         ["USD/ZAR", "SELL", 75000.5, "ZAR"],
         ["EUR/ZAR", "BUY", 100.0, "ZAR"],
     ]
-    assert trades["spread_bps"].tolist() == [385.0, 25.0, 0.0]
+    assert trades["spread_pips"].tolist() == [385.0, 25.0, 0.0]
     assert trades["trade_id"].tolist() == ["ROW0000002", "ROW0000003", "ROW0000004"]
 
 

@@ -252,28 +252,35 @@ def test_amount_currency_is_not_judged_when_the_pair_itself_is_bad(wb: Workbench
     ]
 
 
-# ---------------------------------------------------------------- spread_bps
+# ---------------------------------------------------------------- spread_pips
 
 
-@pytest.mark.parametrize(("value", "spread"), [("0", 0.0), ("1000", 1000.0), ("25.5", 25.5), (" 385 ", 385.0)])
-def test_spreads_from_0_to_1000_bips_are_accepted(
-    wb: Workbench, write_file: WriteFile, value: str, spread: float
+@pytest.mark.parametrize(("value", "spread"), [("0", 0), ("2000", 2000), ("385", 385), (" 385 ", 385), ("25.0", 25)])
+def test_whole_spreads_from_0_to_2000_pips_are_accepted(
+    wb: Workbench, write_file: WriteFile, value: str, spread: int
 ) -> None:
-    assert accepted_trade(wb, write_file, spread_bps=value)["spread_bps"] == spread
+    assert accepted_trade(wb, write_file, spread_pips=value)["spread_pips"] == spread
 
 
 def test_an_empty_spread_takes_the_default_setting(tmp_path: Path, write_file: WriteFile) -> None:
     from fxbatch import Settings
 
-    with Workbench.open(settings=Settings(db=tmp_path / "spread.duckdb", default_spread_bps=42)) as wb:
-        assert accepted_trade(wb, write_file, spread_bps="")["spread_bps"] == 42.0
+    with Workbench.open(settings=Settings(db=tmp_path / "spread.duckdb", default_spread_pips=42)) as wb:
+        assert accepted_trade(wb, write_file, spread_pips="")["spread_pips"] == 42
 
 
-@pytest.mark.parametrize("value", ["1001", "-1", "1000.01", "abc", "25bps", "nan", "inf"])
-def test_a_spread_outside_0_to_1000_or_not_a_number_is_rejected(
+@pytest.mark.parametrize("value", ["2001", "-1", "25.5", "1000.01", "abc", "25bps", "nan", "inf", "1e3"])
+def test_a_spread_that_is_not_a_whole_number_of_pips_from_0_to_2000_is_rejected(
     wb: Workbench, write_file: WriteFile, value: str
 ) -> None:
-    assert problems(rejected_alone(wb, write_file, spread_bps=value)) == [(3, "spread_bps", "INVALID_SPREAD")]
+    [rejection] = rejected_alone(wb, write_file, spread_pips=value).rejections
+    assert (rejection.row, rejection.column, rejection.code, rejection.value) == (
+        3,
+        "spread_pips",
+        "INVALID_SPREAD",
+        value,
+    )
+    assert "whole number of pips from 0 to 2000" in rejection.message
 
 
 # ---------------------------------------------------------------- delivery and value_date

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tests.integration.run_helpers import (
     assert_every_trade_final,
     assert_ledger_matches_successes,
     finish,
+    install_spy,
     load_generated,
     load_sample,
     query,
@@ -60,9 +62,29 @@ def test_starting_a_run_returns_at_once(wb: Workbench, tmp_path: Path) -> None:
 
 def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb: Workbench, tmp_path: Path) -> None:
     batch = load_generated(wb, tmp_path, 400)
+    # The first wave (4 x 64 trades) is held at its booking until the cancel has been asked for:
+    # the trades in hand finish, the 144 not taken on yet end CANCELLED, whatever the machine's pace.
+    booking, cancelled = threading.Event(), threading.Event()
+    install_spy(wb)
+    make_spy = wb.engine.bank_factory
+
+    def holding_bank(config: Any) -> Any:
+        spy = make_spy(config)
+        book = spy.book_deals
+
+        def held_booking(batch_: Any, max_in_flight: int) -> Any:
+            booking.set()
+            assert cancelled.wait(30)
+            return book(batch_, max_in_flight)
+
+        spy.book_deals = held_booking  # type: ignore[method-assign]
+        return spy
+
+    wb.engine.bank_factory = holding_bank
     job = wb.start_run(batch, latency_ms=10, concurrency=4)
-    wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    assert booking.wait(30)
     wb.cancel(job.run_id)
+    cancelled.set()
     finish(job)
     summary = wb.run_summary(job.run_id)
     assert summary.status is RunStatus.CANCELLED

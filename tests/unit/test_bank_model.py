@@ -13,7 +13,6 @@ from fxbatch.bank.model import (
     REGISTRY_CODES,
     BankModel,
     RateWalk,
-    client_rates,
     trade_keys,
     uniforms,
 )
@@ -258,20 +257,6 @@ def test_pairs_can_be_given_as_indices_with_the_same_answer() -> None:
     pairs, steps = random_requests(300)
     idx = w.pair_index(pairs)
     np.testing.assert_array_equal(walk().mid(pairs, steps, idx), w.mid(pairs, steps))
-
-
-def test_client_rate_is_mid_plus_spread_for_a_buy_and_minus_for_a_sell() -> None:
-    mid = np.array([18.0, 18.0, 20.0, 20.0])
-    is_buy = np.array([True, False, True, False])
-    spread = np.array([25.0, 25.0, 0.0, 1000.0])
-    np.testing.assert_allclose(client_rates(mid, is_buy, spread), [18.045, 17.955, 20.0, 18.0])
-
-
-def test_one_bip_is_one_hundredth_of_a_percent_in_the_clients_disfavour() -> None:
-    mid = np.full(2, 10.0)
-    buy, sell = client_rates(mid, np.array([True, False]), np.array([1.0, 1.0]))
-    assert buy == pytest.approx(10.001) and sell == pytest.approx(9.999)
-    assert buy > 10.0 > sell
 
 
 def test_a_few_steps_are_priced_exactly_as_the_vectorised_path_prices_them() -> None:

@@ -95,7 +95,7 @@ def quote_batch(n: int = 2) -> QuoteBatch:
     }  # fmt: skip
     return QuoteBatch(
         trade_key=np.arange(1, n + 1, dtype=np.uint64), step=np.arange(n), attempt=np.ones(n, np.int64),
-        amount=np.full(n, 1000.0), amount_zar=np.full(n, 1000.0), spread_bps=np.full(n, 25.0),
+        amount=np.full(n, 1000.0), amount_zar=np.full(n, 1000.0),
         is_buy=np.ones(n, bool), pair_code=np.zeros(n, np.int32), pair_names=np.array(["USD/ZAR"], dtype=object),
         trades=pa.table(text),
     )  # fmt: skip

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from fxbatch.bank.latency import SlotClock
-from fxbatch.bank.model import REASON_INDEX, BankModel, client_rates, trade_keys
+from fxbatch.bank.model import REASON_INDEX, BankModel, trade_keys
 from fxbatch.bank.port import BookBatch, QuoteBatch, QuoteReplies, Replies
 from fxbatch.bank.simulated import _PY_HASH_MAX, SimulatedBank, duckdb_hash
 from fxbatch.models import FAILURES, BankSettings, FailureCode
@@ -75,7 +75,6 @@ def quote_batch(
     pair: str | Sequence[str] = "USD/ZAR",
     side: str | Sequence[str] = "BUY",
     amount_zar: float | Sequence[float] = 1000.0,
-    spread_bps: float = 25.0,
     cif: str | Sequence[str] = "0123456789",
     account: str | Sequence[str] = "0012345678",
     attempt: int = 1,
@@ -108,7 +107,6 @@ def quote_batch(
         attempt=np.full(n, attempt, dtype=np.int64),
         amount=amounts,
         amount_zar=amounts,
-        spread_bps=np.full(n, spread_bps),
         is_buy=np.array([s == "BUY" for s in sides]),
         pair_code=codes.astype(np.int64),
         pair_names=names,
@@ -162,7 +160,7 @@ def keys_with(settings: BankSettings, want: FailureCode, *, transient: bool, n: 
 # -- quotes ----------------------------------------------------------------------------------------
 
 
-def test_a_quote_prices_the_trade_at_mid_plus_the_spread_and_expires_after_the_ttl(
+def test_a_quote_prices_the_trade_at_the_banks_mid_without_the_desks_spread_and_expires_after_the_ttl(
     store: Store, clock: FakeClock
 ) -> None:
     bank = make_bank(store, clock, quote_ttl_s=30)
@@ -171,7 +169,7 @@ def test_a_quote_prices_the_trade_at_mid_plus_the_spread_and_expires_after_the_t
     assert r.ok.all()
     assert (r.quote_id > 0).all() and len(set(r.quote_id)) == 4
     mid = bank.walk.mid(q.pair, q.step)
-    np.testing.assert_allclose(r.quote_rate, client_rates(mid, q.is_buy, q.spread_bps))
+    np.testing.assert_array_equal(r.quote_rate, mid)
     np.testing.assert_allclose(r.expires_at, clock.now + 30)
     assert r.envelope(0)["result"] == {"resultCode": 0, "resultMsg": "Success"}
 
@@ -300,14 +298,28 @@ def test_a_quote_the_bank_never_issued_cannot_be_booked(store: Store) -> None:
 
 
 @pytest.mark.parametrize("side", ["BUY", "SELL"])
-def test_a_deal_rate_off_the_quote_beyond_tolerance_fails_price_moved(store: Store, side: str) -> None:
+def test_a_quote_rate_off_the_issued_quote_beyond_tolerance_fails_price_moved(store: Store, side: str) -> None:
     bank = make_bank(store, price_tolerance_bps=5)
     q = quote_batch(4, side=side)
     quotes = bank.create_quotes(q, 16)
     off_bps = np.array([4.0, -4.0, 6.0, -6.0])
-    b = bank.book_deals(book_batch(q, quotes, deal_rate=quotes.quote_rate * (1 + off_bps / 10_000)), 16)
+    batch = book_batch(q, quotes)
+    batch.quote_rate = quotes.quote_rate * (1 + off_bps / 10_000)
+    b = bank.book_deals(batch, 16)
     assert reasons(b) == [None, None, "PRICE_MOVED", "PRICE_MOVED"]
     assert [d for d, _ in ledger(store)] == ["D2", "D3"]
+
+
+def test_a_deal_rate_moved_by_the_desks_spread_books_and_is_kept_in_the_ledger(store: Store) -> None:
+    bank = make_bank(store, price_tolerance_bps=5)
+    q = quote_batch(2, side=["BUY", "SELL"])
+    quotes = bank.create_quotes(q, 16)
+    client = quotes.quote_rate + np.array([0.0385, -0.0385])  # 385 pips, far beyond 5 bps of tolerance
+    b = bank.book_deals(book_batch(q, quotes, deal_rate=client), 16)
+    assert b.ok.all()
+    np.testing.assert_array_equal(b.deal_rate, client)
+    booked = store.cursor().execute("SELECT deal_rate FROM sim_ledger ORDER BY deal_transaction_id").fetchall()
+    np.testing.assert_array_equal([r for (r,) in booked], client)
 
 
 def test_a_book_stage_fate_fails_the_booking_on_every_attempt(store: Store) -> None:

@@ -35,7 +35,6 @@ from fxbatch.bank.http.wire import (
     CREATE_QUOTE,
     H_ATTEMPT,
     H_RUN,
-    H_SPREAD,
     H_STEP,
     H_TRADE_KEY,
     TXN_STATUS,
@@ -189,7 +188,6 @@ class HttpBank:
         value_date, pair = batch.column("value_date").tolist(), batch.pair.tolist()
         is_buy, amount = batch.is_buy.tolist(), batch.amount.tolist()
         key, step, attempt = batch.trade_key.tolist(), batch.step.tolist(), batch.attempt.tolist()
-        spread = batch.spread_bps.tolist()
         post = self.caller.post
 
         async def one(i: int) -> tuple[int, int, str | None, str | None, int, float, float]:
@@ -197,8 +195,7 @@ class HttpBank:
                 cif[i], account[i], str(pair[i]), is_buy[i], ccy[i], float(amount[i]), str(delivery[i] or ""),
                 str(value_date[i] or ""),
             )  # fmt: skip
-            headers = {H_TRADE_KEY: str(key[i]), H_STEP: str(step[i]), H_ATTEMPT: str(attempt[i]),
-                       H_SPREAD: repr(float(spread[i]))}  # fmt: skip
+            headers = {H_TRADE_KEY: str(key[i]), H_STEP: str(step[i]), H_ATTEMPT: str(attempt[i])}
             status, ans = await post(CREATE_QUOTE, body, headers, resend=True)
             code, reason, msg = map_envelope(status, ans)
             txn = transaction_id(ans)

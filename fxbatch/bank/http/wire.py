@@ -21,7 +21,7 @@ CREATE_QUOTE, BOOK_DEAL, CANCEL_QUOTE, TXN_STATUS = "createquote", "bookquotedde
 OPERATIONS = (CREATE_QUOTE, BOOK_DEAL, CANCEL_QUOTE, TXN_STATUS)
 TOKEN_PATH = "/oauth2/token"
 H_TRADE_KEY, H_STEP, H_ATTEMPT = "X-Fxbatch-Trade-Key", "X-Fxbatch-Step", "X-Fxbatch-Attempt"
-H_SPREAD, H_RUN = "X-Fxbatch-Spread-Bps", "X-Fxbatch-Run-Id"
+H_RUN = "X-Fxbatch-Run-Id"
 
 _UNAVAILABLE = REASON_INDEX[FailureCode.SERVICE_UNAVAILABLE.value]
 _NOT_AUTHORISED = REASON_INDEX[FailureCode.NOT_AUTHORISED.value]

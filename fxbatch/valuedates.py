@@ -1,0 +1,93 @@
+"""Value dates in bulk: SQL expressions over a pair column and a date column.
+
+Loading checks a million rows in one DuckDB pass that must keep the file's row order, so a
+calendar cannot be a table joined in. Instead each pair's closed days (weekends and either
+currency's holidays) over the next ``HORIZON_DAYS`` are one string of '0'/'1' looked up by
+offset, and the holiday names for messages are a CASE evaluated only for rejected rows. Dates
+past the horizon are checked for weekends only.
+
+The derivation itself (CASH = trade date, TOM and SPOT = first and second joint business day)
+is ``fxbatch.calendars.value_dates``; both loading and a run on a later day use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from functools import lru_cache
+
+from fxbatch import calendars
+
+HORIZON_DAYS = 5 * 366
+DELIVERIES = ("SPOT", "TOM", "CASH")
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _d(day: date) -> str:
+    return f"DATE '{day.isoformat()}'"
+
+
+def _currencies(pairs: Iterable[str]) -> list[str]:
+    return sorted({c for p in pairs for c in (p[:3], p[-3:])})
+
+
+@lru_cache(maxsize=64)
+def _pair_mask(pair: str, start: date) -> str:
+    base = calendars.closed_days_mask(pair[:3], start, HORIZON_DAYS)
+    quote = calendars.closed_days_mask(pair[-3:], start, HORIZON_DAYS)
+    return "".join("1" if "1" in (a, b) else "0" for a, b in zip(base, quote, strict=True))
+
+
+def closed_sql(pair: str, day: str, pairs: Iterable[str], start: date) -> str:
+    """SQL: true when ``day`` (a DATE expression, not before ``start``) is not a business day of
+    both currencies of ``pair`` (an expression naming one of ``pairs``); NULL for other pairs."""
+    masks = " ".join(f"WHEN {_q(p)} THEN {_q(_pair_mask(p, start))}" for p in sorted(pairs))
+    end = start + timedelta(days=HORIZON_DAYS - 1)
+    return (
+        f"CASE WHEN {day} > {_d(end)} THEN isodow({day}) >= 6 "
+        f"ELSE substr(CASE {pair} {masks} END, CAST({day} - {_d(start)} AS INTEGER) + 1, 1) = '1' END"
+    )
+
+
+def closed_reason_sql(pair: str, day: str, pairs: Iterable[str], start: date) -> str:
+    """SQL: the message of ``fxbatch.calendars.not_business_day_reason`` for a closed ``day``:
+    "2027-11-25 is Thanksgiving Day in the United States (USD)" or "2027-11-27 is a Saturday"."""
+    end = start + timedelta(days=HORIZON_DAYS - 1)
+
+    def holiday(ccy_expr: str) -> str:
+        whens = []
+        for ccy in _currencies(pairs):
+            names = calendars.holiday_names(ccy, start, end)
+            if names:
+                label = f" in {calendars.calendar_label(ccy)} ({ccy})"
+                days = " ".join(f"WHEN {_d(d)} THEN {_q(n + label)}" for d, n in sorted(names.items()))
+                whens.append(f"WHEN {_q(ccy)} THEN CASE {day} {days} END")
+        return f"CASE {ccy_expr} {' '.join(whens)} END" if whens else "NULL::VARCHAR"
+
+    weekend = f"CASE isodow({day}) WHEN 6 THEN 'a Saturday' WHEN 7 THEN 'a Sunday' END"
+    return (
+        f"CAST({day} AS VARCHAR) || ' is ' || "
+        f"coalesce({holiday(f'left({pair}, 3)')}, {holiday(f'right({pair}, 3)')}, {weekend}, 'not a business day')"
+    )
+
+
+def derived_sql(pair: str, delivery: str, pairs: Iterable[str], trade_date: date) -> str:
+    """SQL: the value date of ``delivery`` (SPOT/TOM/CASH) for ``pair`` traded on ``trade_date``."""
+    branches = []
+    for kind in DELIVERIES:
+        if kind == "CASH":
+            branches.append(f"WHEN 'CASH' THEN {_d(trade_date)}")
+            continue
+        per_pair = " ".join(
+            f"WHEN {_q(p)} THEN {_d(calendars.value_dates(p, trade_date)[kind])}" for p in sorted(pairs)
+        )
+        branches.append(f"WHEN {_q(kind)} THEN CASE {pair} {per_pair} END")
+    return f"CASE {delivery} {' '.join(branches)} END"
+
+
+def closed_on(pairs: Iterable[str], day: date) -> frozenset[str]:
+    """The pairs for which ``day`` is not a joint business day (a CASH trade cannot settle)."""
+    return frozenset(p for p in pairs if not calendars.joint_business_day(p, day))
