@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fxbatch import Workbench
-from fxbatch.bank.model import CODE_OBJ, BankModel, RateWalk, client_rates, trade_keys
+from fxbatch import Workbench, money
+from fxbatch.bank.model import CODE_OBJ, BankModel, RateWalk, trade_keys
 from fxbatch.bank.port import Bank, BookBatch, QuoteBatch
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.engine import records
@@ -56,8 +56,8 @@ def floor(wb: Workbench, batch_id: int) -> tuple[float, int]:
     cur.execute("CREATE OR REPLACE TABLE floor_trades AS SELECT * FROM run_trades LIMIT 0")
     start = time.perf_counter()
     todo = cur.sql(
-        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE) AS amount, spread_pips "
-        "FROM trades WHERE batch_id = $b ORDER BY src_row",
+        "SELECT src_row, trade_id, currency_pair, side, CAST(amount AS DOUBLE) AS amount, spread_pips, value_date, "
+        "amount_currency = left(currency_pair, 3) AS amount_is_base FROM trades WHERE batch_id = $b ORDER BY src_row",
         params={"b": batch_id},
     ).to_arrow_table()
     fp = records.batch_fingerprint(cur, batch_id)
@@ -71,7 +71,12 @@ def floor(wb: Workbench, batch_id: int) -> tuple[float, int]:
     idx = np.append(walk.pair_index(np.asarray(names, dtype=object)), -1)[pairs.indices.to_numpy()]
     mid = walk.mid(names, src, idx)
     is_buy = pc.equal(todo.column("side"), "BUY").to_numpy(zero_copy_only=False)
-    rate = client_rates(mid, is_buy, todo.column("spread_pips").to_numpy())
+    spread = todo.column("spread_pips").to_numpy().astype(np.float64)
+    deal = money.deal_rates(mid, is_buy, spread, money.pip_sizes(names)[pairs.indices.to_numpy()])
+    quote_zar = money.quote_zar_factors(names, wb.rates.zar_factors())[pairs.indices.to_numpy()]
+    amount = todo.column("amount").to_numpy()
+    is_base = todo.column("amount_is_base").to_numpy(zero_copy_only=False)
+    income = money.spread_income_zar(amount, is_base, mid, deal, quote_zar)
     now = time.time()
     ts = pa.array(np.full(n, int(now * 1e6)), type=pa.timestamp("us"))
     ok = fates.success
@@ -85,20 +90,23 @@ def floor(wb: Workbench, batch_id: int) -> tuple[float, int]:
             "retryable": pa.array(np.full(n, None, dtype=object), type=pa.bool_()),
             "attempts": pa.array(np.ones(n, np.int32)),
             "quote_id": pa.array(BankModel(1, RunConfig().bank).quote_ids(keys, np.ones(n, np.int64))),
-            "quote_rate": pa.array(rate),
+            "quote_rate": pa.array(mid),
             "quote_expiry": ts,
             "deal_transaction_id": pc.binary_join_element_wise(
                 "FXB-floor-", pc.cast(todo.column("src_row"), pa.string()), ""
             ),
-            "deal_rate": pa.array(np.where(ok, rate, np.nan)),
-            "amount_zar": pa.array(todo.column("amount").to_numpy()),
+            "deal_rate": pa.array(np.where(ok, deal, np.nan)),
+            "amount_zar": pa.array(amount),
             "executing_at": ts,
             "quoted_at": ts,
             "finished_at": ts,
+            "spread_pips": todo.column("spread_pips"),
+            "value_date": todo.column("value_date"),
+            "spread_income_zar": pa.array(np.where(ok, income, np.nan)),
         }
     )
     cur.register("_floor", table)
-    cur.execute("INSERT INTO floor_trades SELECT * FROM _floor")
+    cur.execute("INSERT INTO floor_trades BY NAME SELECT * FROM _floor")
     cur.unregister("_floor")
     return time.perf_counter() - start, n
 
@@ -126,7 +134,7 @@ def naive(wb: Workbench, batch_id: int, limit: int) -> tuple[float, int]:
         key = trade_keys(fp, np.array([src_row]))
         one = np.array([1])
         q = bank.create_quotes(
-            QuoteBatch(key, np.array([src_row]), one, np.array([amount]), np.array([amount]), np.array([spread]),
+            QuoteBatch(key, np.array([src_row]), one, np.array([amount]), np.array([amount]),
                        np.array([side == "BUY"]), np.array([0]), np.array([pair], dtype=object),
                        pa.table({"trade_id": [trade_id]})),
             1,
@@ -138,8 +146,11 @@ def naive(wb: Workbench, batch_id: int, limit: int) -> tuple[float, int]:
             "UPDATE naive_trades SET status = 'QUOTED', quote_id = ?, quote_rate = ?, quoted_at = now() WHERE src_row = ?",
             [int(q.quote_id[0]), float(q.quote_rate[0]), src_row],
         )
+        deal = money.deal_rates(
+            q.quote_rate, np.array([side == "BUY"]), np.array([spread]), np.array([money.pip_size(pair)])
+        )
         b = bank.book_deals(
-            BookBatch(q.quote_id, pa.array([f"FXB-naive-{src_row}"]), q.quote_rate, q.quote_rate, key, one,
+            BookBatch(q.quote_id, pa.array([f"FXB-naive-{src_row}"]), q.quote_rate, deal, key, one,
                       pa.array([trade_id]), -1, batch_id, np.array([src_row])),
             1,
         )  # fmt: skip

@@ -156,6 +156,15 @@ def _summary_text(s: RunSummary) -> str:
     lines = [f"Run {s.run_id} of batch {s.batch_id}: {s.status.value}, {s.trades:,} trades in {elapsed}", f"  {counts}"]
     if reasons:
         lines.append(f"  failure reasons: {reasons}")
+    if s.spread_income_zar is not None:
+        lines.append(f"  spread income: R {s.spread_income_zar:,.2f}")
+    if s.trade_date is not None:
+        dates = f"  trading date {s.trade_date.isoformat()}"
+        if s.value_dates_moved:
+            dates += f": {s.value_dates_moved:,} value dates derived again from their delivery"
+        if s.value_dates_unsendable:
+            dates += f"; {s.value_dates_unsendable:,} trades not sent (their value date cannot settle)"
+        lines.append(dates)
     return "\n".join(lines)
 
 
@@ -178,7 +187,7 @@ def cmd_runs(wb: Workbench, args: argparse.Namespace) -> None:
     items = wb.runs(args.batch)
     payload = [
         {k: v for k, v in r.to_json().items() if k in ("run_id", "batch_id", "status", "trades", "counts", "started_at",
-                                                       "finished_at", "elapsed_s", "retry_of_run")}
+                                                       "finished_at", "elapsed_s", "retry_of_run", "spread_income_zar")}
         for r in items
     ]  # fmt: skip
     text = (
@@ -242,7 +251,8 @@ def cmd_whatif(wb: Workbench, args: argparse.Namespace) -> None:
     lines = [f"Sweep {result['sweep_id']} over batch {result['batch_id']}: {len(result['scenarios'])} scenarios"]
     lines += [
         f"  success rate {p['success_rate']:.2f}: notional ZAR mean {p['mean']:,.0f} "
-        f"(5-95%: {p['p05']:,.0f} .. {p['p95']:,.0f}), success share {p['success_share_mean']:.1%}"
+        f"(5-95%: {p['p05']:,.0f} .. {p['p95']:,.0f}), success share {p['success_share_mean']:.1%}, "
+        f"spread income R {p['income_mean']:,.0f}, lost to failures R {p['income_lost_mean']:,.0f}"
         for p in result["summary"]
     ]
     _emit(args, result, "\n".join(lines))

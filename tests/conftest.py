@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
@@ -11,7 +12,11 @@ import pytest
 from fxbatch import Settings, Workbench
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-TODAY = date(2026, 11, 30)  # a Monday; tests pass it so that value-date rules do not drift
+TODAY = date(2026, 11, 30)  # a Monday, a business day on every calendar: value-date rules never drift
+
+# Every test trades on TODAY, module-scoped fixtures and child processes (CLI, app, browser) too: a
+# run's value dates are derived again for its trading date, and a real today could be a holiday.
+os.environ["FXBATCH_TODAY"] = TODAY.isoformat()
 HEADER = "trade_id,client_cif,account_number,currency_pair,side,amount,amount_currency,spread_pips,delivery,value_date,reference"
 
 

@@ -12,7 +12,7 @@ from fxbatch.store import Store
 
 
 def compare_runs(store: Store, run_ids: list[int]) -> pd.DataFrame:
-    """One row per run: status, trades, counts, success share, executed notional in ZAR."""
+    """One row per run: status, trades, counts, success share, executed notional and spread income in ZAR."""
     rows: list[dict[str, Any]] = []
     cur = store.cursor()
     for run_id in run_ids:
@@ -36,6 +36,7 @@ def compare_runs(store: Store, run_ids: list[int]) -> pd.DataFrame:
                 "success_share": s.counts.get("SUCCESS", 0) / s.trades if s.trades else 0.0,
                 "notional_zar_succeeded": float(notional[0]),
                 "notional_zar_total": float(notional[1]),
+                "spread_income_zar": s.spread_income_zar,
                 **{f"reason:{k}": v for k, v in s.failure_reasons.items()},
             }
         )

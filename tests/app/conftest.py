@@ -30,7 +30,9 @@ def fresh_workbench() -> Iterator[None]:
 @pytest.fixture
 def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The app's database (created by the app on first start, with the sample batch)."""
-    for name in [n for n in os.environ if n.startswith("FXBATCH_")]:  # the developer's own settings stay out
+    for name in [
+        n for n in os.environ if n.startswith("FXBATCH_") and n != "FXBATCH_TODAY"
+    ]:  # the developer's own settings stay out
         monkeypatch.delenv(name)
     path = tmp_path / "app.duckdb"
     monkeypatch.setenv("FXBATCH_DB", str(path))

@@ -74,7 +74,7 @@ def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
     port = _free_port()
     env = {
         **{
-            k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_")
+            k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_") or k == "FXBATCH_TODAY"
         },  # the developer's own settings stay out
         "FXBATCH_DB": str(tmp / "e2e.duckdb"),
         "FXBATCH_LOAD_SAMPLE_ON_CREATE": "true" if load_sample else "false",

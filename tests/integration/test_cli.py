@@ -20,7 +20,7 @@ BAD_FILES = PROJECT / "tests" / "data" / "bad_files"
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the developer's own FXBATCH_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_") or k == "FXBATCH_TODAY"}
     env.update(extra)
     return env
 

@@ -45,7 +45,7 @@ def db(template: tuple[Path, int], tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
     """``cli("run", "1", "--json")`` -> (exit code, parsed JSON on stdout, stderr) against one database."""
-    for name in [n for n in os.environ if n.startswith("FXBATCH_")]:
+    for name in [n for n in os.environ if n.startswith("FXBATCH_") and n != "FXBATCH_TODAY"]:
         monkeypatch.delenv(name)
 
     def run(*args: str, parse: bool = True) -> tuple[int, Any, str]:

@@ -38,7 +38,7 @@ PROGRESS = re.compile(r"([\d,]+)/([\d,]+) ")
 
 def cli_env() -> dict[str, str]:
     """The environment without the developer's own FXBATCH_* settings."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_")}
+    return {k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_") or k == "FXBATCH_TODAY"}
 
 
 def start_cli(db: Path, stderr: Path, *args: str) -> subprocess.Popen[str]:
