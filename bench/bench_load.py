@@ -7,29 +7,43 @@ of our load is measured in a child process (ru_maxrss).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
-from fxbatch.samples import make_trades, write_csv, write_xlsx
+from fxbatch.calendars import joint_business_day
+from fxbatch.samples import ZAR_PAIRS, make_trades, write_csv, write_xlsx
 
 OUT = Path(__file__).resolve().parent / "out"
 CSV_ROWS = 1_000_000
 XLSX_ROWS = 100_000
+# The CSV carries value dates of December 2026 for a load on this trading date.
+TRADING_DATE = "2026-11-30"
 
 
 def _ensure_files() -> tuple[Path, Path]:
     OUT.mkdir(exist_ok=True)
-    csv_path = OUT / f"canonical_{CSV_ROWS}.csv"
+    csv_path = OUT / f"canonical_dated_{CSV_ROWS}.csv"
     xlsx_path = OUT / f"canonical_{XLSX_ROWS}.xlsx"
     if not csv_path.exists():
         df = make_trades(CSV_ROWS, seed=1)
         # about 1% bad rows so the rejection path is exercised too
         df.loc[df.index[::97], "amount"] = "12,34x"
+        # a value date on every 5th row, checked against both currencies' calendars: business days
+        # of every pair, and one in 50 on Christmas Day (rejected, as a real sheet's few bad dates)
+        days = [date(2026, 12, d) for d in range(1, 32)]
+        good = [d.isoformat() for d in days if all(joint_business_day(p, d) for p in ZAR_PAIRS)]
+        dated = df.index[::5]
+        picks = np.array(good)[np.arange(len(dated)) % len(good)]
+        picks[::50] = "2026-12-25"
+        df.loc[dated, "value_date"] = picks
         write_csv(df, csv_path)
     if not xlsx_path.exists():
         write_xlsx(make_trades(XLSX_ROWS, seed=2), xlsx_path, title="Morning batch")
@@ -66,7 +80,10 @@ print(json.dumps({"elapsed": elapsed, "accepted": r.accepted, "rejected": r.reje
 
 
 def ours(path: Path, db: Path) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(db)], check=True, capture_output=True, text=True)
+    env = {**os.environ, "FXBATCH_TODAY": TRADING_DATE}
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(db)], check=True, capture_output=True, text=True, env=env
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

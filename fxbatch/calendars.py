@@ -175,7 +175,11 @@ def closed_days_mask(ccy: str, start: date, days: int) -> str:
     """
     if days < 0:
         raise ValueError(f"days must not be negative, got {days}")
-    return "".join("0" if is_business_day(ccy, start + timedelta(days=i)) else "1" for i in range(days))
+    end = start + timedelta(days=max(days - 1, 0))
+    closed = holidays_of(ccy, range(start.year, end.year + 1))
+    day = start.toordinal()
+    # weekday() of an ordinal: 1 is a Monday, so Saturday and Sunday are 6 and 0 modulo 7.
+    return "".join("1" if (day + i) % 7 in (6, 0) or date.fromordinal(day + i) in closed else "0" for i in range(days))
 
 
 def holiday_names(ccy: str, start: date, end: date) -> dict[date, str]:

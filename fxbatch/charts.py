@@ -140,3 +140,42 @@ def throughput_chart(df: pd.DataFrame) -> go.Figure:
         **_LAYOUT,
     )  # fmt: skip
     return fig
+
+
+OTHERS = "(others)"  # analytics.income_by's row for the keys beyond its top
+
+
+def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
+    """The desk's spread income in ZAR per currency pair or client (analytics.income_by), largest first.
+
+    Horizontal bars keep client CIFs and pairs readable; the ZAR axis starts at zero so bar lengths
+    compare. The "(others)" row stays last whatever its size: it sums many keys.
+    """
+    title = f"Spread income by {what}"
+    if df.empty:
+        return _empty(title, "no spread income recorded for this run")
+    named = df[df["key"] != OTHERS].sort_values("spread_income_zar", ascending=False, kind="stable")
+    ordered = pd.concat([named, df[df["key"] == OTHERS]])
+    income = ordered["spread_income_zar"].astype(float)
+    keys = ordered["key"].astype(str).tolist()
+    top = float(income.max()) if len(income) else 0.0
+    fig = go.Figure(
+        go.Bar(
+            x=income,
+            y=keys,
+            orientation="h",
+            marker_color=["#9e9e9e" if k == OTHERS else "#2ca02c" for k in keys],
+            text=[f"R {v:,.0f}" for v in income],
+            textposition="auto",
+            customdata=ordered["trades"],
+            hovertemplate="%{y}: R %{x:,.2f} on %{customdata:,} trades<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        # Categories as given (CIFs look like numbers); reversed, so the first (largest) is on top.
+        yaxis={"type": "category", "categoryorder": "array", "categoryarray": keys, "autorange": "reversed"},
+        xaxis={"title": "ZAR", "tickformat": ",.0f", "range": [0, top * 1.05 if top > 0 else 1]},
+        **_LAYOUT,
+    )
+    return fig

@@ -2,9 +2,9 @@
 
 Loading checks a million rows in one DuckDB pass that must keep the file's row order, so a
 calendar cannot be a table joined in. Instead each pair's closed days (weekends and either
-currency's holidays) over the next ``HORIZON_DAYS`` are one string of '0'/'1' looked up by
-offset, and the holiday names for messages are a CASE evaluated only for rejected rows. Dates
-past the horizon are checked for weekends only.
+currency's holidays) over the next ``HORIZON_DAYS`` are bits of one constant looked up by
+offset, and the holiday names for messages are constant lists read only for rejected rows.
+Dates past the horizon are checked for weekends only.
 
 The derivation itself (CASH = trade date, TOM and SPOT = first and second joint business day)
 is ``fxbatch.calendars.value_dates``; both loading and a run on a later day use it.
@@ -12,6 +12,7 @@ is ``fxbatch.calendars.value_dates``; both loading and a run on a later day use 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import date, timedelta
 from functools import lru_cache
@@ -34,27 +35,42 @@ def _currencies(pairs: Iterable[str]) -> list[str]:
     return sorted({c for p in pairs for c in (p[:3], p[-3:])})
 
 
+@lru_cache(maxsize=128)
+def _currency_mask(ccy: str, start: date) -> int:
+    """The currency's closed days from ``start`` as bits of an int (bit i: day i)."""
+    return int(calendars.closed_days_mask(ccy, start, HORIZON_DAYS)[::-1] or "0", 2)
+
+
 @lru_cache(maxsize=64)
 def _pair_mask(pair: str, start: date) -> str:
-    base = calendars.closed_days_mask(pair[:3], start, HORIZON_DAYS)
-    quote = calendars.closed_days_mask(pair[-3:], start, HORIZON_DAYS)
-    return "".join("1" if "1" in (a, b) else "0" for a, b in zip(base, quote, strict=True))
+    closed = _currency_mask(pair[:3], start) | _currency_mask(pair[-3:], start)
+    return format(closed, f"0{HORIZON_DAYS}b")[::-1]
 
 
 def closed_sql(pair: str, day: str, pairs: Iterable[str], start: date) -> str:
     """SQL: true when ``day`` (a DATE expression, not before ``start``) is not a business day of
-    both currencies of ``pair`` (an expression naming one of ``pairs``); NULL for other pairs."""
-    masks = " ".join(f"WHEN {_q(p)} THEN {_q(_pair_mask(p, start))}" for p in sorted(pairs))
+    both currencies of ``pair`` (an expression naming one of ``pairs``); NULL for other pairs.
+
+    Every pair's mask is one BIT constant read with get_bit at pair x horizon + offset: constant
+    time per row (substr on a long VARCHAR scans it).
+    """
+    ordered = sorted(pairs)
+    index = " ".join(f"WHEN {_q(p)} THEN {i * HORIZON_DAYS}" for i, p in enumerate(ordered))
+    bits = "".join(_pair_mask(p, start) for p in ordered)
     end = start + timedelta(days=HORIZON_DAYS - 1)
     return (
         f"CASE WHEN {day} > {_d(end)} THEN isodow({day}) >= 6 "
-        f"ELSE substr(CASE {pair} {masks} END, CAST({day} - {_d(start)} AS INTEGER) + 1, 1) = '1' END"
+        f"ELSE get_bit({_q(bits)}::BIT, CAST(CASE {pair} {index} END + ({day} - {_d(start)}) AS INTEGER)) = 1 END"
     )
 
 
 def closed_reason_sql(pair: str, day: str, pairs: Iterable[str], start: date) -> str:
     """SQL: the message of ``fxbatch.calendars.not_business_day_reason`` for a closed ``day``:
-    "2027-11-25 is Thanksgiving Day in the United States (USD)" or "2027-11-27 is a Saturday"."""
+    "2027-11-25 is Thanksgiving Day in the United States (USD)" or "2027-11-27 is a Saturday".
+
+    A holiday's name is looked up in two constant lists per currency (its days, their names): a
+    CASE with a branch per holiday would cost its setup on every chunk of a big file.
+    """
     end = start + timedelta(days=HORIZON_DAYS - 1)
 
     def holiday(ccy_expr: str) -> str:
@@ -63,8 +79,9 @@ def closed_reason_sql(pair: str, day: str, pairs: Iterable[str], start: date) ->
             names = calendars.holiday_names(ccy, start, end)
             if names:
                 label = f" in {calendars.calendar_label(ccy)} ({ccy})"
-                days = " ".join(f"WHEN {_d(d)} THEN {_q(n + label)}" for d, n in sorted(names.items()))
-                whens.append(f"WHEN {_q(ccy)} THEN CASE {day} {days} END")
+                days = ", ".join(_d(d) for d in names)
+                texts = ", ".join(_q(n + label) for n in names.values())
+                whens.append(f"WHEN {_q(ccy)} THEN [{texts}][list_position([{days}], {day})]")
         return f"CASE {ccy_expr} {' '.join(whens)} END" if whens else "NULL::VARCHAR"
 
     weekend = f"CASE isodow({day}) WHEN 6 THEN 'a Saturday' WHEN 7 THEN 'a Sunday' END"
@@ -75,16 +92,21 @@ def closed_reason_sql(pair: str, day: str, pairs: Iterable[str], start: date) ->
 
 
 def derived_sql(pair: str, delivery: str, pairs: Iterable[str], trade_date: date) -> str:
-    """SQL: the value date of ``delivery`` (SPOT/TOM/CASH) for ``pair`` traded on ``trade_date``."""
+    """SQL: the value date of ``delivery`` (SPOT/TOM/CASH) for ``pair`` traded on ``trade_date``.
+
+    Most pairs share their dates on most days: only the pairs whose date differs from the most
+    common one get a branch of their own (a CASE over every pair costs a string compare each).
+    Other pairs (not in ``pairs``) get the common date.
+    """
     branches = []
     for kind in DELIVERIES:
         if kind == "CASH":
             branches.append(f"WHEN 'CASH' THEN {_d(trade_date)}")
             continue
-        per_pair = " ".join(
-            f"WHEN {_q(p)} THEN {_d(calendars.value_dates(p, trade_date)[kind])}" for p in sorted(pairs)
-        )
-        branches.append(f"WHEN {_q(kind)} THEN CASE {pair} {per_pair} END")
+        dates = {p: calendars.value_dates(p, trade_date)[kind] for p in sorted(pairs)}
+        common = Counter(dates.values()).most_common(1)[0][0] if dates else trade_date
+        odd = " ".join(f"WHEN {_q(p)} THEN {_d(d)}" for p, d in dates.items() if d != common)
+        branches.append(f"WHEN {_q(kind)} THEN " + (f"CASE {pair} {odd} ELSE {_d(common)} END" if odd else _d(common)))
     return f"CASE {delivery} {' '.join(branches)} END"
 
 

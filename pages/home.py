@@ -17,6 +17,11 @@ RUNS_TABLE = {
     "trades": st.column_config.NumberColumn("Trades", format="%d"),
     "outcome": "Outcome",
     "success": st.column_config.ProgressColumn("Succeeded", format="percent", min_value=0, max_value=1),
+    "income": st.column_config.NumberColumn(
+        "Spread income (ZAR)",
+        format="%,.2f",
+        help="The desk's income on the run's succeeded trades (empty: not recorded)",
+    ),
     "finished_at": st.column_config.DatetimeColumn("Finished", format="YYYY-MM-DD HH:mm:ss"),
 }
 
@@ -52,6 +57,7 @@ def _latest_runs(wb: Workbench, n: int = 10) -> None:
             "trades": [r.trades for r in runs],
             "outcome": [outcome_text(r.counts) for r in runs],
             "success": [r.counts.get("SUCCESS", 0) / r.trades if r.trades else None for r in runs],
+            "income": pd.array([r.spread_income_zar for r in runs], dtype="Float64"),
             "finished_at": [r.finished_at for r in runs],
         }
     )

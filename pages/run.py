@@ -34,8 +34,15 @@ TRADES_TABLE: dict[str, Any] = {
     "status": "Status",
     "failure_code": "Why it failed",
     "attempts": st.column_config.NumberColumn("Attempts", format="%d", width="small"),
-    "deal_rate": st.column_config.NumberColumn("Deal rate", format="%.6f"),
-    "amount_zar": st.column_config.NumberColumn("ZAR", format="%.2f"),
+    "spread_pips": st.column_config.NumberColumn("Spread (pips)", format="%d", width="small"),
+    "quote_rate": st.column_config.NumberColumn("Bank quote", format="%.6f", help="The bank's rate to the desk"),
+    "deal_rate": st.column_config.NumberColumn(
+        "Client rate", format="%.6f", help="The bank quote moved by the spread, in the client's disfavour"
+    ),
+    "spread_income_zar": st.column_config.NumberColumn(
+        "Income (ZAR)", format="%,.2f", help="The desk's spread income on the trade (succeeded trades only)"
+    ),
+    "amount_zar": st.column_config.NumberColumn("Notional (ZAR)", format="%,.2f"),
     "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss.SSS"),
     "reference": "Reference",
 }
@@ -58,6 +65,8 @@ def _review_data(wb: Workbench, run_id: int) -> dict[str, pd.DataFrame]:
         "notional": wb.notional_by_outcome(run_id),
         "latency": wb.latency_histogram(run_id),
         "throughput": wb.throughput(run_id),
+        "income_clients": wb.income_by(run_id, "client", top=10),
+        "income_pairs": wb.income_by(run_id, "pair", top=20),
     }
 
 
@@ -116,11 +125,12 @@ def _live(wb: Workbench, run_id: int) -> None:
         st.rerun()
 
 
-def _count_metrics(counts: dict[str, int], total: int) -> None:
-    cols = st.columns(5)
+def _count_metrics(counts: dict[str, int], total: int, income: float | None = None, finished: bool = False) -> None:
+    """The outcome counts; a finished run's spread income beside them."""
+    cols = st.columns(6 if finished else 5)
     in_flight = counts.get("EXECUTING", 0) + counts.get("QUOTED", 0)
     for col, (label, n) in zip(
-        cols,
+        cols[:5],
         [
             ("Succeeded", counts.get("SUCCESS", 0)),
             ("Failed", counts.get("FAILED", 0)),
@@ -131,6 +141,36 @@ def _count_metrics(counts: dict[str, int], total: int) -> None:
         strict=True,
     ):
         col.metric(label, f"{n:,}", help=f"{n / total:.1%} of {total:,}" if total else None)
+    if finished:
+        cols[5].metric(
+            "Spread income",
+            _zar(income) if income is not None else "not recorded",
+            help="The desk's income on the succeeded trades: base amount x |client rate - bank quote|, in ZAR at mid."
+            if income is not None
+            else "This run was made before spread income was recorded.",
+        )
+
+
+def _zar(value: float) -> str:
+    """An amount in ZAR as the desk writes it: 'R 1,234,567.89'."""
+    return f"R {value:,.2f}"
+
+
+def _trading_date_text(summary: RunSummary) -> str | None:
+    """What the run's trading date did to the batch's value dates (None for runs that did not record it)."""
+    if summary.trade_date is None:
+        return None
+    parts = []
+    if moved := summary.value_dates_moved:
+        dates, their = ("value dates", "their") if moved != 1 else ("value date", "its")
+        parts.append(f"{moved:,} {dates} derived again from {their} delivery")
+    if unsent := summary.value_dates_unsendable:
+        trades, their = ("trades", "their") if unsent != 1 else ("trade", "its")
+        parts.append(
+            f"{unsent:,} {trades} not sent: {their} value date had passed, or CASH fell on a closed day "
+            "(INVALID_VALUE_DATE)"
+        )
+    return f"Trading date {summary.trade_date.isoformat()}" + (": " + "; ".join(parts) if parts else "") + "."
 
 
 # -- review ---------------------------------------------------------------------------------------
@@ -146,6 +186,9 @@ def _charts(data: dict[str, pd.DataFrame]) -> None:
     c1, c2 = st.columns(2)
     c1.plotly_chart(charts.outcomes_by_chart(data["pairs"], "currency pair"), key="chart_pairs")
     c2.plotly_chart(charts.outcomes_by_chart(data["clients"], "client (top 10)"), key="chart_clients")
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(charts.income_chart(data["income_clients"], "client (top 10)"), key="chart_income_clients")
+    c2.plotly_chart(charts.income_chart(data["income_pairs"], "pair"), key="chart_income_pairs")
     st.plotly_chart(charts.throughput_chart(data["throughput"]), key="chart_throughput")
 
 
@@ -212,13 +255,20 @@ def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
         if d["failure_code"]:
             retry = " Retrying can help." if d["retryable"] else " Retrying will not help."
             st.markdown(f":red[**{d['failure_code']}**: {d['failure_message']}.{retry}]")
-        c1, c2, c3 = st.columns(3)
-        c1.markdown(f"**Status** {d['status']}  \n**Attempts** {d['attempts'] if d['attempts'] is not None else '—'}")
-        quote = f"{d['quote_id']} at {d['quote_rate']:.6f}" if d["quote_id"] else "—"
-        c2.markdown(f"**Quote** {quote}  \n**Deal id** {d['deal_transaction_id'] or '—'}")
+        c1, c2, c3, c4 = st.columns(4)
+        value_date = f"{d['value_date']:%Y-%m-%d}" if d["value_date"] is not None else "—"
+        c1.markdown(
+            f"**Status** {d['status']}  \n**Attempts** {d['attempts'] if d['attempts'] is not None else '—'}  \n"
+            f"**Value date** {value_date} · {d['delivery'] or '—'}"
+        )
+        c2.markdown(f"**Quote id** {d['quote_id'] or '—'}  \n**Deal id** {d['deal_transaction_id'] or '—'}")
+        quote = f"{d['quote_rate']:.6f}" if d["quote_rate"] is not None else "—"
         deal = f"{d['deal_rate']:.6f}" if d["deal_rate"] is not None else "—"
-        zar = f"R {d['amount_zar']:,.2f}" if d["amount_zar"] is not None else "—"
-        c3.markdown(f"**Deal rate** {deal}  \n**Notional** {zar}")
+        spread = f"{d['spread_pips']:,} pips" if d["spread_pips"] is not None else "—"
+        c3.markdown(f"**Bank quote** {quote}  \n**Client rate** {deal}  \n**Spread** {spread}")
+        income = _zar(d["spread_income_zar"]) if d["spread_income_zar"] is not None else "—"
+        zar = _zar(d["amount_zar"]) if d["amount_zar"] is not None else "—"
+        c4.markdown(f"**Income** {income}  \n**Notional** {zar}")
         st.dataframe(
             d["timeline"],
             hide_index=True,
@@ -301,7 +351,9 @@ def main() -> None:
     else:
         status = summary.status.value
         st.progress(1.0 if status != "INTERRUPTED" else _done_share(summary), text=f"Run {run_id}: {status}")
-        _count_metrics(summary.counts, summary.trades)
+        _count_metrics(summary.counts, summary.trades, summary.spread_income_zar, finished=True)
+        if dates := _trading_date_text(summary):
+            st.caption(dates)
         if summary.error:
             st.warning(f"The run stopped early: {summary.error}.", icon=":material/warning:")
         if summary.status.value == "INTERRUPTED":

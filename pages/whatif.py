@@ -2,11 +2,74 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pandas as pd
 import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
 from fxbatch.whatif import charts
 from pages.common import get_workbench, show_error
+
+_ZAR = "%,.2f"
+_INCOME_HELP = "The desk's spread income on the succeeded trades, in ZAR at mid"
+_LOST_HELP = "The spread income the failed trades would have earned"
+SCENARIOS_TABLE: dict[str, Any] = {
+    "column_order": [
+        "scenario",
+        "success_rate",
+        "seed",
+        "trades",
+        "succeeded",
+        "failed",
+        "notional_zar_succeeded",
+        "spread_income_zar",
+        "income_lost_zar",
+        "failure_reasons",
+    ],
+    "column_config": {
+        "scenario": st.column_config.NumberColumn("Scenario", format="%d", width="small"),
+        "success_rate": st.column_config.NumberColumn("Success rate", format="percent"),
+        "seed": st.column_config.NumberColumn("Seed", format="%d", width="small"),
+        "trades": st.column_config.NumberColumn("Trades", format="%d"),
+        "succeeded": st.column_config.NumberColumn("Succeeded", format="%d"),
+        "failed": st.column_config.NumberColumn("Failed", format="%d"),
+        "notional_zar_succeeded": st.column_config.NumberColumn("Executed notional (ZAR)", format=_ZAR),
+        "spread_income_zar": st.column_config.NumberColumn("Income (ZAR)", format=_ZAR, help=_INCOME_HELP),
+        "income_lost_zar": st.column_config.NumberColumn("Income lost (ZAR)", format=_ZAR, help=_LOST_HELP),
+        "failure_reasons": "Why trades failed",
+    },
+}
+SUMMARY_TABLE: dict[str, Any] = {
+    "column_order": [
+        "success_rate",
+        "scenarios",
+        "success_share_mean",
+        "mean",
+        "p05",
+        "p95",
+        "income_mean",
+        "income_p05",
+        "income_p95",
+        "income_lost_mean",
+        "income_lost_p05",
+        "income_lost_p95",
+    ],
+    "column_config": {
+        "success_rate": st.column_config.NumberColumn("Success rate", format="percent"),
+        "scenarios": st.column_config.NumberColumn("Seeds", format="%d", width="small"),
+        "success_share_mean": st.column_config.NumberColumn("Succeeded (mean)", format="percent"),
+        "mean": st.column_config.NumberColumn("Executed notional (mean, ZAR)", format=_ZAR),
+        "p05": st.column_config.NumberColumn("Notional p5", format=_ZAR),
+        "p95": st.column_config.NumberColumn("Notional p95", format=_ZAR),
+        "income_mean": st.column_config.NumberColumn("Income (mean, ZAR)", format=_ZAR, help=_INCOME_HELP),
+        "income_p05": st.column_config.NumberColumn("Income p5", format=_ZAR),
+        "income_p95": st.column_config.NumberColumn("Income p95", format=_ZAR),
+        "income_lost_mean": st.column_config.NumberColumn("Income lost (mean, ZAR)", format=_ZAR, help=_LOST_HELP),
+        "income_lost_p05": st.column_config.NumberColumn("Income lost p5", format=_ZAR),
+        "income_lost_p95": st.column_config.NumberColumn("Income lost p95", format=_ZAR),
+    },
+}
 
 
 def _sweep_form(wb: Workbench, batch_id: int) -> None:
@@ -49,9 +112,18 @@ def _show_sweep(wb: Workbench, sweep_id: int) -> None:
         return
     st.subheader(f"{sweep['name']} · {len(sweep['scenarios'])} scenarios over batch {sweep['batch_id']}")
     st.plotly_chart(charts.fan_chart(sweep["summary"]), key="fan")
+    st.plotly_chart(charts.income_chart(sweep["summary"]), key="income")
     st.plotly_chart(charts.failure_reasons_chart(sweep["scenarios"]), key="reasons")
+    st.markdown("**Per success rate** (across seeds: mean, 5th and 95th percentiles)")
+    summary = pd.DataFrame(sweep["summary"])
+    st.dataframe(summary, hide_index=True, width="stretch", **SUMMARY_TABLE)
     with st.expander("Scenarios"):
-        st.dataframe(wb.whatif.scenarios_df(sweep_id), hide_index=True, width="stretch")
+        scenarios = pd.DataFrame(sweep["scenarios"])
+        if not scenarios.empty:  # a sentence per scenario reads better than a nested column
+            scenarios["failure_reasons"] = [
+                " · ".join(f"{code} {n:,}" for code, n in reasons.items()) for reasons in scenarios["failure_reasons"]
+            ]
+        st.dataframe(scenarios, hide_index=True, width="stretch", **SCENARIOS_TABLE)
     scenario = st.selectbox(
         "Promote a scenario to a full run (per-trade records)",
         [s["scenario"] for s in sweep["scenarios"]],

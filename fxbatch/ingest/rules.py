@@ -209,8 +209,10 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             f"'value_date ' || vdate_raw || ' is in the past (today is {ctx.today.isoformat()})'",
         ),
         Rule(
-            f"vdate_d >= DATE {_q(ctx.today.isoformat())} AND pair_n IS NOT NULL "
-            f"AND {valuedates.closed_sql('pair_n', 'vdate_d', ctx.pairs, ctx.today)}",
+            # A CASE, not AND: DuckDB evaluates every operand of an AND for every row, and only
+            # the rows that give a value date need the calendar lookup.
+            f"CASE WHEN vdate_d >= DATE {_q(ctx.today.isoformat())} AND pair_n IS NOT NULL "
+            f"THEN {valuedates.closed_sql('pair_n', 'vdate_d', ctx.pairs, ctx.today)} END",
             "value_date",
             "vdate_raw",
             "NOT_A_BUSINESS_DAY",
@@ -343,7 +345,9 @@ def build_checked(
       {_sci("amt_raw")} AS amt_sci,
       CASE WHEN ({grouped}) THEN regexp_replace(amt_raw, '[, \\x{{00A0}}]', '', 'g')
            WHEN ({grouped}) IS NULL THEN amt_raw END AS amt_clean,
-      CASE WHEN regexp_full_match(spread_raw, '[0-9]{{1,6}}([.]0*)?')
+      -- Plain digits (nearly every cell) by a cast that round-trips; '25.0' and the like by the pattern.
+      CASE WHEN CAST(TRY_CAST(spread_raw AS USMALLINT) AS VARCHAR) = spread_raw THEN TRY_CAST(spread_raw AS USMALLINT)
+           WHEN regexp_full_match(spread_raw, '[0-9]{{1,6}}([.]0*)?')
            THEN CAST(split_part(spread_raw, '.', 1) AS INTEGER) END AS spread_n,
       CASE upper(deliv_raw) WHEN 'SPOT' THEN 'SPOT' WHEN 'TOM' THEN 'TOM' WHEN 'TOMORROW' THEN 'TOM'
            WHEN 'CASH' THEN 'CASH' WHEN 'TODAY' THEN 'CASH' WHEN 'SAME DAY' THEN 'CASH'

@@ -79,3 +79,53 @@ def comparison_chart(table: pd.DataFrame) -> go.Figure:
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
+
+
+_INCOME_COLUMNS = ("income_mean", "income_p05", "income_p95", "income_lost_mean", "income_lost_p05", "income_lost_p95")
+
+
+def income_chart(summary: pd.DataFrame | list[dict[str, Any]]) -> go.Figure:
+    """The desk's spread income earned and lost (ZAR) against the success rate: means with the 5-95% band.
+
+    Sweeps made before income was recorded have no income figures: the chart says so.
+    """
+    title = "Spread income earned and lost vs bank success rate"
+    df = pd.DataFrame(summary)
+    if df.empty or any(c not in df.columns for c in _INCOME_COLUMNS) or df["income_mean"].isna().all():
+        fig = go.Figure()
+        fig.add_annotation(
+            text="income was not recorded for this sweep", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper"
+        )
+        fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
+        return fig
+    df = df.sort_values("success_rate")
+    x = df["success_rate"]
+    fig = go.Figure()
+    for what, colour, fill in (
+        ("income", "#2ca02c", "rgba(44,160,44,0.2)"),
+        ("income_lost", "#d62728", "rgba(214,39,40,0.15)"),
+    ):
+        label = "income earned" if what == "income" else "income lost (failed trades)"
+        fig.add_trace(
+            go.Scatter(x=x, y=df[f"{what}_p95"], mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip")
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=df[f"{what}_p05"], mode="lines", line={"width": 0}, fill="tonexty", fillcolor=fill,
+                name=f"{label}: 5-95% across seeds", hoverinfo="skip",
+            )
+        )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=x, y=df[f"{what}_mean"], mode="lines+markers", name=f"{label} (mean)", line={"color": colour},
+                hovertemplate="%{x:.0%}: R %{y:,.2f}<extra></extra>",
+            )
+        )  # fmt: skip
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "bank success rate", "tickformat": ".0%"},
+        yaxis={"title": "spread income (ZAR)", "tickformat": ",.0f", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": -0.2},
+        margin={"t": 60},
+    )
+    return fig

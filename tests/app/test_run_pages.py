@@ -17,7 +17,7 @@ from pages.common import workbench
 from tests.conftest import DATA
 
 OpenPage = Callable[[str], AppTest]
-CHARTS = 7
+CHARTS = 9
 WAIT_S = 60
 
 
@@ -322,6 +322,8 @@ def test_home_lists_the_latest_runs_with_their_outcome(db_path: Path, open_page:
     runs = tables(at)[0]
     assert runs["run_id"].tolist() == [run_id]
     assert runs["status"].tolist() == ["COMPLETED"] and runs["outcome"].tolist() == ["200 succeeded"]
+    income = app_workbench().run_summary(run_id).spread_income_zar
+    assert income and runs["income"].tolist() == [pytest.approx(income)]
     assert "Running now" not in [s.value for s in at.subheader]
     assert tables(at)[1]["status"].tolist() == ["COMPLETED"]  # the batch's status is its latest run's
 

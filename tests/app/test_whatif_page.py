@@ -52,7 +52,7 @@ def test_a_sweep_from_the_form_draws_the_fan_and_failure_charts(db: Path) -> Non
     assert not at.error
     assert at.selectbox(key="sweep_pick").value == 1
     charts = at.get("plotly_chart")
-    assert len(charts) >= 2, "fan chart and failure reasons chart"
+    assert len(charts) == 3, "fan chart, income chart and failure reasons chart"
     assert "3 scenarios" not in at.subheader[0].value
     assert "9 scenarios" in at.subheader[0].value  # rates 0.5, 0.75, 1.0 x 3 seeds
 
