@@ -129,8 +129,15 @@ def settings_from_secrets(secrets: Mapping[str, object], environ: Mapping[str, s
     return _build(given, from_secrets=frozenset(given))
 
 
+# Settings renamed when their meaning changed: a value set under the old name must not be ignored.
+RENAMED = {"FXBATCH_DEFAULT_SPREAD_BPS": "FXBATCH_DEFAULT_SPREAD_PIPS (the desk's spread is in pips, not basis points)"}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment; a bad value raises SettingsError naming the variable."""
+    for old, new in RENAMED.items():
+        if old in os.environ:
+            raise SettingsError(f"Setting {old} is no longer read: set {new} instead.")
     return _build(overrides)
 
 

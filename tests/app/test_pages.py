@@ -263,10 +263,10 @@ def test_the_app_opens_the_database_once_the_other_process_lets_go(
 def test_a_bad_setting_shows_an_error_naming_the_variable(
     db_path: Path, open_page: OpenPage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FXBATCH_DEFAULT_SPREAD_BPS", "lots")
+    monkeypatch.setenv("FXBATCH_DEFAULT_SPREAD_PIPS", "lots")
     at = open_page("pages/home.py")
 
     assert not at.exception, [e.message for e in at.exception]
     assert len(at.error) == 1
-    assert "FXBATCH_DEFAULT_SPREAD_BPS" in at.error[0].value
+    assert "FXBATCH_DEFAULT_SPREAD_PIPS" in at.error[0].value
     assert not db_path.exists()

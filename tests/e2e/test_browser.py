@@ -197,10 +197,10 @@ def test_an_analyst_starts_a_run_watches_it_from_two_tabs_and_reviews_the_charts
     expect(other.get_by_test_id("stProgress").first).to_contain_text(f"Run {run_id}")
 
     # Both tabs reach the end on their own (the fragment polls; the page redraws once with the charts).
-    # The toast first: it shows for 10 s, and drawing seven plotly charts in two tabs on a busy machine can take longer.
+    # The toast first: it shows for 10 s, and drawing nine plotly charts in two tabs on a busy machine can take longer.
     expect(page.get_by_test_id("stToast")).to_contain_text(f"Run {run_id} finished", timeout=90_000)
     expect(page.locator(".js-plotly-plot")).to_have_count(9, timeout=60_000)
-    expect(plots).to_have_count(7, timeout=90_000)
+    expect(plots).to_have_count(9, timeout=90_000)
     settle(page)
     expect(page.get_by_test_id("stMetric").filter(has_text="Not started")).to_contain_text("0")
     expect(page.get_by_test_id("stException")).to_have_count(0)

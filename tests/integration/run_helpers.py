@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -135,3 +136,15 @@ def install_spy(wb: Workbench) -> list[SpyBank]:
 
     wb.engine.bank_factory = factory
     return spies
+
+
+def database_at(path: Path, version: int) -> duckdb.DuckDBPyConnection:
+    """A database file at schema ``version`` (as an older fxbatch left it), open to add rows to."""
+    from fxbatch.store import MIGRATIONS
+
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)")
+    for number, migrate in enumerate(MIGRATIONS[:version], start=1):
+        migrate(con)
+        con.execute("INSERT INTO schema_version VALUES (?, now())", [number])
+    return con

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from fxbatch.bank.port import BookBatch
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.models import BankSettings
-from fxbatch.store import MIGRATIONS, SCHEMA_VERSION, Store
+from fxbatch.store import SCHEMA_VERSION, Store
+from tests.integration.run_helpers import database_at
 
 
 def _v3_database(path: Path) -> None:
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)")
-    for version, migrate in enumerate(MIGRATIONS[:3], start=1):
-        migrate(con)
-        con.execute("INSERT INTO schema_version VALUES (?, now())", [version])
+    con = database_at(path, 3)
     con.execute(
         "INSERT INTO sim_ledger VALUES (hash('FXB-old-1-5'), 'FXB-old-1-5', 77, 1, 5, 18.5, TIMESTAMP '2026-01-02 03:04:05')"
     )

@@ -6,18 +6,12 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import duckdb
-
 from fxbatch import Settings, Workbench
-from fxbatch.store import MIGRATIONS
+from tests.integration.run_helpers import database_at
 
 
 def _v5_database(path: Path) -> None:
-    con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)")
-    for version, migrate in enumerate(MIGRATIONS[:5], start=1):
-        migrate(con)
-        con.execute("INSERT INTO schema_version VALUES (?, now())", [version])
+    con = database_at(path, 5)
     # Loaded on Friday 2026-11-27: the old rule gave SPOT Tue 12-01, TOM Mon 11-30, CASH Fri 11-27.
     con.execute(
         "INSERT INTO batches (name, source_file, fingerprint, layout, rows, accepted, rejected, ignored, created_at) "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fxbatch.errors import SettingsError
-from fxbatch.settings import settings_from_secrets
+from fxbatch.settings import load_settings, settings_from_secrets
 
 
 def test_secrets_fill_settings_and_the_environment_wins() -> None:
@@ -25,3 +25,9 @@ def test_an_unknown_secret_and_a_bad_value_are_named_without_showing_the_value()
     assert "-4" not in caught.value.message
     with pytest.raises(SettingsError, match=r"secret fxbatch\.bank_url"):
         settings_from_secrets({"bank_url": "bank.example.com"}, environ={})
+
+
+def test_the_old_spread_setting_in_basis_points_is_refused_naming_its_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FXBATCH_DEFAULT_SPREAD_BPS", "25")
+    with pytest.raises(SettingsError, match=r"FXBATCH_DEFAULT_SPREAD_BPS.*FXBATCH_DEFAULT_SPREAD_PIPS"):
+        load_settings()
