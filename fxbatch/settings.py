@@ -120,6 +120,7 @@ def settings_from_secrets(secrets: Mapping[str, object], environ: Mapping[str, s
     naming it.
     """
     env = os.environ if environ is None else environ
+    _refuse_renamed(env)
     for key in secrets:
         if key not in Settings.model_fields:
             raise SettingsError(
@@ -135,10 +136,14 @@ RENAMED = {"FXBATCH_DEFAULT_SPREAD_BPS": "FXBATCH_DEFAULT_SPREAD_PIPS (the desk'
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment; a bad value raises SettingsError naming the variable."""
-    for old, new in RENAMED.items():
-        if old in os.environ:
-            raise SettingsError(f"Setting {old} is no longer read: set {new} instead.")
+    _refuse_renamed(os.environ)
     return _build(overrides)
+
+
+def _refuse_renamed(env: Mapping[str, str]) -> None:
+    for old, new in RENAMED.items():
+        if old in env:
+            raise SettingsError(f"Setting {old} is no longer read: set {new} instead.")
 
 
 def _build(values: Mapping[str, object], from_secrets: frozenset[str] = frozenset()) -> Settings:

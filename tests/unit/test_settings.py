@@ -31,3 +31,8 @@ def test_the_old_spread_setting_in_basis_points_is_refused_naming_its_new_name(m
     monkeypatch.setenv("FXBATCH_DEFAULT_SPREAD_BPS", "25")
     with pytest.raises(SettingsError, match=r"FXBATCH_DEFAULT_SPREAD_BPS.*FXBATCH_DEFAULT_SPREAD_PIPS"):
         load_settings()
+
+
+def test_the_app_refuses_the_old_spread_setting_too() -> None:
+    with pytest.raises(SettingsError, match="FXBATCH_DEFAULT_SPREAD_PIPS"):
+        settings_from_secrets({}, environ={"FXBATCH_DEFAULT_SPREAD_BPS": "25"})
