@@ -51,7 +51,7 @@ def _render(run_id: int, *, cold: bool) -> float:
     elapsed = time.perf_counter() - start
     assert not at.exception, [e.message for e in at.exception]
     assert at.selectbox[0].value == run_id, "the page did not open the run asked for"
-    assert len(at.get("plotly_chart")) == 7, "the charts were not drawn"
+    assert len(at.get("plotly_chart")) == 9, "the charts were not drawn"
     return elapsed
 
 
