@@ -59,3 +59,12 @@ def spread_income_zar(
     converted to ZAR at mid (``quote_zar``: 1.0 for X/ZAR pairs). Rounded to the cent."""
     income = base_amounts(amount, amount_is_base, deal_rate) * np.abs(deal_rate - quote_rate) * quote_zar
     return np.asarray(np.round(income, 2), dtype=np.float64)
+
+
+def zar_compact(value: float) -> str:
+    """An amount in ZAR as the desk says it at a glance: 'R 812.40', 'R 72.2k', 'R 260.9m', 'R 1.2bn'."""
+    size = abs(value)
+    for limit, suffix in ((1e9, "bn"), (1e6, "m"), (1e3, "k")):
+        if round(size / limit, 1) >= 1:
+            return f"R {value / limit:,.1f}{suffix}"
+    return f"R {value:,.2f}"

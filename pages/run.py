@@ -12,6 +12,7 @@ import streamlit as st
 from fxbatch import FxBatchError, Workbench, charts
 from fxbatch.analytics import TradeFilter
 from fxbatch.models import RunSummary
+from fxbatch.money import zar_compact
 from pages.common import POLL_S, get_workbench, outcome_text, progress_text, show_error
 
 PAGE_SIZE = 50
@@ -144,8 +145,9 @@ def _count_metrics(counts: dict[str, int], total: int, income: float | None = No
     if finished:
         cols[5].metric(
             "Spread income",
-            _zar(income) if income is not None else "not recorded",
-            help="The desk's income on the succeeded trades: base amount x |client rate - bank quote|, in ZAR at mid."
+            zar_compact(income) if income is not None else "not recorded",
+            help=f"{_zar(income)}: the desk's income on the succeeded trades, base amount x "
+            "|client rate - bank quote|, in ZAR at mid."
             if income is not None
             else "This run was made before spread income was recorded.",
         )

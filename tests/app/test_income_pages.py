@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Dataframe
 
+from fxbatch.money import zar_compact
 from tests.app.test_run_pages import app_workbench, finished_run, metrics, ok, tables
 from tests.conftest import HEADER, TODAY, good_row
 
@@ -57,7 +58,8 @@ def test_a_finished_run_shows_its_spread_income_charts_and_per_trade_rates(db_pa
     assert summary.spread_income_zar and summary.spread_income_zar > 0
     at = ok(open_page("pages/run.py"))
 
-    assert metrics(at)["Spread income"] == f"R {summary.spread_income_zar:,.2f}"
+    assert metrics(at)["Spread income"] == zar_compact(summary.spread_income_zar)
+    assert f"R {summary.spread_income_zar:,.2f}" in next(m.help for m in at.metric if m.label == "Spread income")
     assert f"Trading date {summary.trade_date:%Y-%m-%d}." in [c.value for c in at.caption]  # nothing moved
 
     shown = figures(at)

@@ -50,3 +50,11 @@ def test_income_in_another_quote_currency_is_reported_in_zar_at_mid() -> None:
     deal = deal_rates(quote, np.array([False]), np.array([20.0]), np.array([0.0001]))
     income = spread_income_zar(np.array([100_000.0]), np.array([True]), quote, deal, factors[:1])
     assert income.tolist() == [round(100_000 * 0.0020 * 17.605, 2)]
+
+
+def test_amounts_read_at_a_glance_in_thousands_millions_and_billions_of_rand() -> None:
+    from fxbatch.money import zar_compact
+
+    assert [zar_compact(v) for v in (812.4, 999.96, 72_157.52, 260_897_858.45, 1.2e9, -81_000.0)] == [
+        "R 812.40", "R 1.0k", "R 72.2k", "R 260.9m", "R 1.2bn", "R -81.0k",
+    ]  # fmt: skip
