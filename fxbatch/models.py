@@ -186,6 +186,12 @@ class FailureCode(StrEnum):
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     TIMEOUT_UNKNOWN = "TIMEOUT_UNKNOWN"
     NOT_AUTHORISED = "NOT_AUTHORISED"
+    BANK_VALIDATION = "BANK_VALIDATION"
+    QUOTE_NOT_FOUND = "QUOTE_NOT_FOUND"
+    QUOTE_CANCELLED = "QUOTE_CANCELLED"
+    QUOTE_ALREADY_BOOKED = "QUOTE_ALREADY_BOOKED"
+    DUPLICATE_TRANSACTION = "DUPLICATE_TRANSACTION"
+    BANK_REJECTED = "BANK_REJECTED"
 
 
 class FailureInfo(BaseModel):
@@ -232,6 +238,20 @@ _FAILURE_TABLE: tuple[tuple[FailureCode, Stage, bool, bool, int, str], ...] = (
         "no answer to the booking; resolved with the bank's transaction status",
     ),
     (FailureCode.NOT_AUTHORISED, Stage.QUOTE, False, False, 401, "token or dealer not allowed"),
+    # The API's documented refusal: resultCode 1 with validationErrors naming the fields.
+    (FailureCode.BANK_VALIDATION, Stage.QUOTE, False, False, 1, "the bank refused the request's fields"),
+    (FailureCode.QUOTE_NOT_FOUND, Stage.BOOK, True, True, 4041, "the bank does not know the quote; a new one is asked"),
+    (FailureCode.QUOTE_CANCELLED, Stage.BOOK, False, False, 4091, "the quote was cancelled"),
+    (FailureCode.QUOTE_ALREADY_BOOKED, Stage.BOOK, False, False, 4092, "the quote was booked under another deal id"),
+    (
+        FailureCode.DUPLICATE_TRANSACTION,
+        Stage.BOOK,
+        False,
+        False,
+        4093,
+        "the deal transaction id was already used for a different quote",
+    ),
+    (FailureCode.BANK_REJECTED, Stage.QUOTE, False, False, 4999, "a refusal fxbatch does not know (the bank's code)"),
 )
 _BACKS_OFF = frozenset({FailureCode.RATE_UNAVAILABLE, FailureCode.SERVICE_UNAVAILABLE})
 FAILURES: dict[FailureCode, FailureInfo] = {

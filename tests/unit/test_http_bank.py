@@ -179,12 +179,37 @@ def test_the_request_carries_the_api_shape_and_the_simulator_headers() -> None:
 def test_envelopes_map_to_the_engines_failure_codes() -> None:
     refused = {"result": {"resultCode": 402, "resultMsg": "no funds", "resultReasonCode": "INSUFFICIENT_FUNDS"}}
     assert map_envelope(200, refused) == (402, REASON_INDEX["INSUFFICIENT_FUNDS"], "no funds")
-    # an unknown reason falls back on the result code; validation errors join the message
-    odd = {"result": {"resultCode": 410, "resultMsg": "late", "resultReasonCode": "X_LATE",
-                      "validationErrors": [{"validation": "quoteID", "error": "expired"}]}}  # fmt: skip
-    assert map_envelope(200, odd) == (410, REASON_INDEX["QUOTE_EXPIRED"], "late (quoteID: expired)")
+    # an unknown reason falls back on the result code of fxbatch's table
+    assert map_envelope(200, {"result": {"resultCode": 410, "resultMsg": "late", "resultReasonCode": "X_LATE"}}) == (
+        410, REASON_INDEX["QUOTE_EXPIRED"], "late",
+    )  # fmt: skip
     assert map_envelope(403, {})[1] == REASON_INDEX["NOT_AUTHORISED"]
+    assert map_envelope(502, {})[1] == REASON_INDEX["SERVICE_UNAVAILABLE"]
     assert map_envelope(200, {"result": OK}) == (0, NONE, None)
+
+
+def test_the_documented_validation_refusal_is_bank_validation_with_its_fields_and_never_retried() -> None:
+    from fxbatch.models import FAILURES, FailureCode
+
+    documented = {"result": {"resultCode": 1, "resultmsg": "Validation failed",
+                             "validationErrors": [{"validation": "cifNo", "error": "INVALID CIF NUMBER"}]}}  # fmt: skip
+    code, reason, message = map_envelope(400, documented)
+    assert (code, reason) == (1, REASON_INDEX["BANK_VALIDATION"])
+    assert message == "Validation failed (cifNo: INVALID CIF NUMBER)"
+    assert not FAILURES[FailureCode.BANK_VALIDATION].auto_retry
+
+
+def test_a_refusal_fxbatch_does_not_know_is_bank_rejected_with_the_banks_code() -> None:
+    from fxbatch.models import FAILURES, FailureCode
+
+    unknown = {"result": {"resultCode": 77, "resultMsg": "Dealer desk closed", "resultReasonCode": "DESK_CLOSED"}}
+    assert map_envelope(200, unknown) == (
+        77,
+        REASON_INDEX["BANK_REJECTED"],
+        "Dealer desk closed (bank code DESK_CLOSED)",
+    )
+    assert map_envelope(409, {"result": {"resultCode": 9}})[1] == REASON_INDEX["BANK_REJECTED"]
+    assert not FAILURES[FailureCode.BANK_REJECTED].auto_retry
 
 
 def test_a_5xx_on_createquote_is_retried_until_it_answers() -> None:

@@ -25,6 +25,8 @@ H_RUN = "X-Fxbatch-Run-Id"
 
 _UNAVAILABLE = REASON_INDEX[FailureCode.SERVICE_UNAVAILABLE.value]
 _NOT_AUTHORISED = REASON_INDEX[FailureCode.NOT_AUTHORISED.value]
+_VALIDATION = REASON_INDEX[FailureCode.BANK_VALIDATION.value]
+_REJECTED = REASON_INDEX[FailureCode.BANK_REJECTED.value]
 _BY_RESULT_CODE = {info.result_code: REASON_INDEX[c.value] for c, info in reversed(FAILURES.items())}
 
 
@@ -66,19 +68,37 @@ def epoch(text: str | None) -> float:
 
 
 def map_envelope(status_code: int, body: dict[str, Any]) -> tuple[int, int, str | None]:
-    """(resultCode, reason index, message) of one answer; unknown reasons map by result code."""
+    """(resultCode, reason index, message) of one answer, by one rule for every call:
+
+    1. a resultReasonCode fxbatch knows (DOMAIN section 5) is that reason;
+    2. validationErrors: BANK_VALIDATION (the documented refusal, resultCode 1 on cifNo), never retried;
+    3. HTTP 401/403: NOT_AUTHORISED; HTTP 5xx or 429: SERVICE_UNAVAILABLE (retried);
+    4. a resultCode of fxbatch's own table (the simulator's codes): its reason;
+    5. anything else: BANK_REJECTED, not retried, with the bank's own code in the message.
+    """
     result = body.get("result") or {}
     code = int(result.get("resultCode", status_code if status_code >= 400 else 0))
     if code == 0:
         return 0, NONE, None
-    message = result.get("resultMsg") or f"HTTP {status_code}"
+    # One of the API's examples spells the message resultmsg.
+    message = result.get("resultMsg") or result.get("resultmsg") or f"HTTP {status_code}"
+    errors = [e for e in result.get("validationErrors") or [] if isinstance(e, dict)]
     reason = REASON_INDEX.get(str(result.get("resultReasonCode")))
     if reason is None:
-        reason = _NOT_AUTHORISED if status_code in (401, 403) else _BY_RESULT_CODE.get(code, _UNAVAILABLE)
-    errors = result.get("validationErrors") or []
+        if errors:
+            reason = _VALIDATION
+        elif status_code in (401, 403):
+            reason = _NOT_AUTHORISED
+        elif status_code >= 500 or status_code == 429:
+            reason = _UNAVAILABLE
+        else:
+            reason = _BY_RESULT_CODE.get(code, _REJECTED)
+    if reason == _REJECTED:
+        bank_code = result.get("resultReasonCode") or code
+        message = f"{message} (bank code {bank_code})"
     if errors:
-        detail = "; ".join(f"{e.get('validation')}: {e.get('error')}" for e in errors if isinstance(e, dict))
-        message = f"{message} ({detail})" if detail else message
+        detail = "; ".join(f"{e.get('validation')}: {e.get('error')}" for e in errors)
+        message = f"{message} ({detail})"
     return code, reason, message
 
 
