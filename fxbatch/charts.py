@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from fxbatch.analytics import OTHER
+
 STATUS_COLOURS = {
     "SUCCESS": "#2ca02c",
     "FAILED": "#d62728",
@@ -16,10 +18,13 @@ STATUS_COLOURS = {
 _LAYOUT: dict[str, object] = {"margin": {"t": 60, "b": 40, "l": 50, "r": 40}, "height": 360}
 
 
-def _empty(title: str, why: str) -> go.Figure:
+def empty_figure(title: str, why: str, layout: dict[str, object] | None = None) -> go.Figure:
+    """A chart with nothing to draw: its title and why (``layout``: the page's sizing, default this module's)."""
     fig = go.Figure()
     fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False}, **_LAYOUT)
+    fig.update_layout(
+        title=title, xaxis={"visible": False}, yaxis={"visible": False}, **(_LAYOUT if layout is None else layout)
+    )
     return fig
 
 
@@ -27,7 +32,7 @@ def outcome_chart(counts: pd.DataFrame) -> go.Figure:
     """Trades per status (analytics.outcome_counts)."""
     title = "Outcome of every trade"
     if counts.empty:
-        return _empty(title, "no trades")
+        return empty_figure(title, "no trades")
     fig = go.Figure(
         go.Bar(
             x=counts["status"],
@@ -45,7 +50,7 @@ def pareto_chart(pareto: pd.DataFrame) -> go.Figure:
     """Failed trades by reason, most frequent first, with the cumulative share (analytics.failure_pareto)."""
     title = "Why trades failed (Pareto)"
     if pareto.empty:
-        return _empty(title, "no failed trades")
+        return empty_figure(title, "no failed trades")
     fig = go.Figure()
     fig.add_trace(go.Bar(x=pareto["failure_code"], y=pareto["trades"], name="failed trades", marker_color="#d62728"))
     fig.add_trace(
@@ -72,7 +77,7 @@ def outcomes_by_chart(df: pd.DataFrame, what: str) -> go.Figure:
     """Stacked trades per status for each currency pair or client (analytics.outcomes_by)."""
     title = f"Outcomes by {what}"
     if df.empty:
-        return _empty(title, "no trades")
+        return empty_figure(title, "no trades")
     keys = list(dict.fromkeys(df["key"]))
     fig = go.Figure()
     for status in [s for s in STATUS_COLOURS if s in set(df["status"])]:
@@ -86,7 +91,7 @@ def notional_chart(df: pd.DataFrame) -> go.Figure:
     """Notional in ZAR per final status (analytics.notional_by_outcome)."""
     title = "Notional by outcome (ZAR)"
     if df.empty:
-        return _empty(title, "no finished trades yet")
+        return empty_figure(title, "no finished trades yet")
     fig = go.Figure(
         go.Bar(
             x=df["status"],
@@ -104,7 +109,7 @@ def latency_chart(hist: pd.DataFrame) -> go.Figure:
     """How long trades took from executing to final (analytics.latency_histogram)."""
     title = "Time per trade (executing to final)"
     if hist.empty:
-        return _empty(title, "no finished trades yet")
+        return empty_figure(title, "no finished trades yet")
     fig = go.Figure(
         go.Bar(
             x=(hist["from_ms"] + hist["to_ms"]) / 2,
@@ -123,7 +128,7 @@ def throughput_chart(df: pd.DataFrame) -> go.Figure:
     """Trades finished per second over the run (analytics.throughput)."""
     title = "Throughput"
     if df.empty:
-        return _empty(title, "no finished trades yet")
+        return empty_figure(title, "no finished trades yet")
     width = float(df["second"].diff().min()) if len(df) > 1 else 1.0
     fig = go.Figure(
         go.Bar(
@@ -142,9 +147,6 @@ def throughput_chart(df: pd.DataFrame) -> go.Figure:
     return fig
 
 
-OTHERS = "(others)"  # analytics.income_by's row for the keys beyond its top
-
-
 def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
     """The desk's spread income in ZAR per currency pair or client (analytics.income_by), largest first.
 
@@ -153,9 +155,9 @@ def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
     """
     title = f"Spread income by {what}"
     if df.empty:
-        return _empty(title, "no spread income recorded for this run")
-    named = df[df["key"] != OTHERS].sort_values("spread_income_zar", ascending=False, kind="stable")
-    ordered = pd.concat([named, df[df["key"] == OTHERS]])
+        return empty_figure(title, "no spread income recorded for this run")
+    named = df[df["key"] != OTHER].sort_values("spread_income_zar", ascending=False, kind="stable")
+    ordered = pd.concat([named, df[df["key"] == OTHER]])
     income = ordered["spread_income_zar"].astype(float)
     keys = ordered["key"].astype(str).tolist()
     top = float(income.max()) if len(income) else 0.0
@@ -164,7 +166,7 @@ def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
             x=income,
             y=keys,
             orientation="h",
-            marker_color=["#9e9e9e" if k == OTHERS else "#2ca02c" for k in keys],
+            marker_color=["#9e9e9e" if k == OTHER else "#2ca02c" for k in keys],
             text=[f"R {v:,.0f}" for v in income],
             textposition="auto",
             customdata=ordered["trades"],

@@ -304,7 +304,12 @@ class BankSettings(BaseModel):
         lt=1,
         description="Share of retryable errors that are transient (a retry absorbs them and the trade succeeds).",
     )
-    price_tolerance_bps: float = Field(5.0, ge=0, description="Deal rate may differ from the quote by this much.")
+    price_tolerance_bps: float = Field(
+        5.0,
+        ge=0,
+        description="A booking's quoteRate may differ from the rate the bank quoted by this much (the client's "
+        "dealRate differs from it by the desk's spread, on purpose).",
+    )
     registry_file: str | None = Field(
         None, description="CSV of known clients (cif, account_number, status, limit_zar); enables client checks."
     )

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from fxbatch.charts import empty_figure
 from fxbatch.models import FailureCode
 
 
@@ -92,12 +93,7 @@ def income_chart(summary: pd.DataFrame | list[dict[str, Any]]) -> go.Figure:
     title = "Spread income earned and lost vs bank success rate"
     df = pd.DataFrame(summary)
     if df.empty or any(c not in df.columns for c in _INCOME_COLUMNS) or df["income_mean"].isna().all():
-        fig = go.Figure()
-        fig.add_annotation(
-            text="income was not recorded for this sweep", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper"
-        )
-        fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
-        return fig
+        return empty_figure(title, "income was not recorded for this sweep", layout={})
     df = df.sort_values("success_rate")
     x = df["success_rate"]
     fig = go.Figure()
