@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,6 +86,17 @@ class Settings(BaseSettings):
         default=SecretStr(""),
         description="OAuth2 client secret for the HTTP bank (never logged, shown or exported).",
     )
+    bank_grant: Literal["password", "client_credentials"] = Field(
+        default="client_credentials",
+        description="OAuth2 grant for the HTTP bank's token: password (the bank's documented grant: client id, "
+        "secret, scope, username, password) or client_credentials.",
+    )
+    bank_username: str = Field(default="", description="The dealer's user name at the bank (password grant).")
+    bank_password: SecretStr = Field(
+        default=SecretStr(""),
+        description="The dealer's password at the bank (password grant; never logged, shown or exported).",
+    )
+    bank_scope: str = Field(default="", description="OAuth2 scope asked for with the HTTP bank's token; empty = none.")
     bank_user_id: str = Field(
         default="dealer@example.com",
         description="The dealer's e-mail sent as header.userId on every bank call.",

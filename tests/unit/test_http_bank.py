@@ -1,14 +1,15 @@
-"""The HTTP bank against httpx.MockTransport: token, envelopes, retries, unanswered bookings."""
+"""The HTTP bank against httpx.MockTransport: token grants, documented shapes, refusals,
+contract breaks, retries and unanswered bookings."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import numpy as np
@@ -16,14 +17,20 @@ import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
-from fxbatch.bank.http import API, HttpBank, HttpBankConfig, KeepAliveTransport, map_envelope
+from fxbatch.bank.http import HttpBank, HttpBankConfig
+from fxbatch.bank.http.wire import API, TXN_NOT_FOUND, ContractError, map_envelope
 from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
 from fxbatch.bank.port import BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.errors import SettingsError
+from fxbatch.models import FAILURES, FailureCode
 
 SECRET = "s3cr3t-do-not-show"
+PASSWORD = "dealer-pa55word"
 BASE = "http://bank.test"
 OK = {"resultCode": 0, "resultMsg": "Success"}
+HEADER = {"transactionId": "5d1c4f7e-0a52-4c36-9d7e-1f2a3b4c5d6e"}
+BIG_QUOTE_ID = 2**53 + 1  # not representable as a float
+D = [f"3f1c9a7e-2b4d-4c8e-9a1b-{i:012d}" for i in range(8)]  # deal transaction ids
 
 
 class Clock:
@@ -42,26 +49,56 @@ class FakeBank:
         self.tokens_issued = 0
         self.valid: set[str] = set()
         self.expires_in = 300
-        self.api = api or (lambda op, body, req: httpx.Response(200, json={"result": OK}))
+        self.refresh = False  # hand out refresh tokens
+        self.forms: list[dict[str, str]] = []
+        self.api = api or (lambda op, body, req: ok())
         self.bodies: list[tuple[str, dict[str, Any]]] = []
+        self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         self.calls[path] = self.calls.get(path, 0) + 1
         if path == "/oauth2/token":
-            auth = request.headers.get("authorization", "")
-            if auth != httpx.BasicAuth("fx", SECRET)._auth_header:
-                return httpx.Response(401, json={"error": "invalid_client"})
+            form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+            self.forms.append(form)
+            grant = form.get("grant_type")
+            good = form.get("client_id") == "fx" and form.get("client_secret") == SECRET
+            if grant == "password":
+                good = good and form.get("username") == "dealer" and form.get("password") == PASSWORD
+            elif grant == "refresh_token":
+                good = good and form.get("refresh_token") == f"r{self.tokens_issued}"
+            if not good:
+                return httpx.Response(400, json={"error": "invalid_grant", "error_description":
+                                                 "AADSTS50126: Error validating credentials.", "error_codes": [50126]})  # fmt: skip
             self.tokens_issued += 1
             token = f"t{self.tokens_issued}"
             self.valid.add(token)
-            return httpx.Response(200, json={"access_token": token, "expires_in": self.expires_in})
+            answer: dict[str, Any] = {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
+            if self.refresh:
+                answer["refresh_token"] = f"r{self.tokens_issued}"
+            return httpx.Response(200, json=answer)
         if request.headers.get("authorization", "")[7:] not in self.valid:
-            return httpx.Response(401, json={"result": {"resultCode": 401, "resultMsg": "expired"}})
+            return httpx.Response(401, json={"header": HEADER, "result": {"resultCode": 401, "resultMsg": "expired"}})
         body = json.loads(request.content)
         op = path[len(API) :]
         self.bodies.append((op, body))
+        self.requests.append(request)
         return self.api(op, body, request)
+
+
+def ok(**payload: Any) -> httpx.Response:
+    return httpx.Response(200, json={"header": HEADER, "result": OK, **payload})
+
+
+def refused(result: dict[str, Any], status: int = 200) -> httpx.Response:
+    return httpx.Response(status, json={"header": HEADER, "result": result})
+
+
+def txn(status: str) -> httpx.Response:
+    if status == "NOT_FOUND":
+        return refused({"resultCode": 404, "resultMsg": "no such transaction", "resultReasonCode": TXN_NOT_FOUND})
+    return ok(transaction={"transactionId": HEADER["transactionId"], "status": status, "operation": "bookquoteddeal",
+                           "context": {"transactionId": "x", "thirdPartyDealID": "y"}})  # fmt: skip
 
 
 async def no_sleep(seconds: float) -> None:
@@ -86,12 +123,12 @@ def make_bank(fake: FakeBank, clock: Clock | None = None, secret: str = SECRET, 
     return bank
 
 
-def quote_batch(n: int = 2) -> QuoteBatch:
+def quote_batch(n: int = 2, value_date: str = "2026-12-02") -> QuoteBatch:
     text = {
         f: pa.array([v] * n)
         for f, v in [("trade_id", "T1"), ("client_cif", "0123456789"), ("account_number", "0012345678"),
                      ("currency_pair", "USD/ZAR"), ("side", "BUY"), ("amount_currency", "ZAR"),
-                     ("delivery", "SPOT"), ("value_date", "2026-12-02")]
+                     ("delivery", "SPOT"), ("value_date", value_date)]
     }  # fmt: skip
     return QuoteBatch(
         trade_key=np.arange(1, n + 1, dtype=np.uint64), step=np.arange(n), attempt=np.ones(n, np.int64),
@@ -103,20 +140,17 @@ def quote_batch(n: int = 2) -> QuoteBatch:
 
 def book_batch(n: int = 1) -> BookBatch:
     return BookBatch(
-        quote_id=np.arange(1, n + 1, dtype=np.int64), deal_txn_id=pa.array([f"D{i}" for i in range(n)]),
-        quote_rate=np.full(n, 18.0), deal_rate=np.full(n, 18.0), trade_key=np.arange(1, n + 1, dtype=np.uint64),
+        quote_id=np.arange(1, n + 1, dtype=np.int64), deal_txn_id=pa.array(D[:n]),
+        quote_rate=np.full(n, 18.0), deal_rate=np.full(n, 18.0358), trade_key=np.arange(1, n + 1, dtype=np.uint64),
         attempt=np.ones(n, np.int64), trade_id=pa.array(["T"] * n), run_id=1, batch_id=1, src_row=np.arange(n),
     )  # fmt: skip
 
 
 def quote_answer(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
-    return httpx.Response(
-        200,
-        json={"header": {"transactionId": "x"}, "result": OK, "quoteId": 7, "quoteRate": 18.5,
-              "quoteExpiryDateTime": "2026-11-30T10:00:30Z"},
-    )  # fmt: skip
+    return ok(payload={"quoteId": BIG_QUOTE_ID, "quoteRate": 18.5, "quoteExpiryDateTime": "2026-11-30T10:00:30Z"})
 
 
+# -- the token ------------------------------------------------------------------------------------
 def test_the_token_is_fetched_once_and_reused_across_calls() -> None:
     fake = FakeBank(quote_answer)
     bank = make_bank(fake)
@@ -126,17 +160,38 @@ def test_the_token_is_fetched_once_and_reused_across_calls() -> None:
     assert fake.calls[API + "createquote"] == 6
 
 
-def test_the_token_is_refreshed_before_it_expires() -> None:
+def test_the_documented_password_grant_sends_the_form_the_bank_documents() -> None:
     fake = FakeBank(quote_answer)
-    fake.expires_in = 100
+    bank = make_bank(fake, grant="password", username="dealer", password=SecretStr(PASSWORD), scope="api://fx/.default")
+    assert bank.create_quotes(quote_batch(1), 1).ok.all()
+    assert fake.forms[0] == {"grant_type": "password", "client_id": "fx", "client_secret": SECRET,
+                             "username": "dealer", "password": PASSWORD, "scope": "api://fx/.default"}  # fmt: skip
+
+
+def test_the_token_is_renewed_with_its_refresh_token_before_it_expires() -> None:
+    fake = FakeBank(quote_answer)
+    fake.expires_in, fake.refresh = 100, True
     clock = Clock()
-    bank = make_bank(fake, clock)
-    clock.now += 79  # 100 s token, refreshed 20 s early
+    bank = make_bank(fake, clock, grant="password", username="dealer", password=SecretStr(PASSWORD))
+    clock.now += 79  # 100 s token, renewed 20 s early
     bank.create_quotes(quote_batch(1), 1)
     assert fake.tokens_issued == 1
     clock.now += 2
     bank.create_quotes(quote_batch(1), 1)
     assert fake.tokens_issued == 2
+    assert fake.forms[-1]["grant_type"] == "refresh_token" and fake.forms[-1]["refresh_token"] == "r1"
+    assert "password" not in fake.forms[-1]
+
+
+def test_a_refused_refresh_token_falls_back_on_the_grant() -> None:
+    fake = FakeBank(quote_answer)
+    fake.expires_in, fake.refresh = 100, True
+    clock = Clock()
+    bank = make_bank(fake, clock, grant="password", username="dealer", password=SecretStr(PASSWORD))
+    fake.tokens_issued += 1  # the provider forgot r1
+    clock.now += 90
+    assert bank.create_quotes(quote_batch(1), 1).ok.all()
+    assert [f["grant_type"] for f in fake.forms] == ["password", "refresh_token", "password"]
 
 
 def test_a_401_gets_one_fresh_token_and_one_more_try() -> None:
@@ -147,71 +202,134 @@ def test_a_401_gets_one_fresh_token_and_one_more_try() -> None:
     assert q.ok.all() and fake.tokens_issued == 2
 
 
-def test_bad_credentials_name_the_token_endpoint_and_never_the_secret() -> None:
+def test_bad_credentials_show_the_providers_error_and_never_a_secret() -> None:
     with pytest.raises(SettingsError) as info:
-        make_bank(FakeBank(), secret="wrong-secret")
-    assert f"{BASE}/oauth2/token" in info.value.message
-    assert "wrong-secret" not in str(info.value) and SECRET not in str(info.value)
+        make_bank(FakeBank(), grant="password", username="dealer", password=SecretStr("wrong-password"))
+    message = info.value.message
+    assert f"{BASE}/oauth2/token" in message and "invalid_grant" in message and "AADSTS50126" in message
+    assert "FXBATCH_BANK_PASSWORD" in message
+    assert "wrong-password" not in str(info.value) and SECRET not in str(info.value)
 
 
-def test_quotes_map_the_success_payload() -> None:
+def test_a_user_id_that_is_not_an_email_is_refused_naming_the_setting() -> None:
+    with pytest.raises(SettingsError, match="FXBATCH_BANK_USER_ID"):
+        make_bank(FakeBank(), user_id="dealer")
+
+
+# -- documented shapes ----------------------------------------------------------------------------
+def test_quotes_read_the_documented_payload_and_keep_a_64_bit_quote_id_exact() -> None:
     q = make_bank(FakeBank(quote_answer)).create_quotes(quote_batch(2), 2)
-    assert q.ok.all() and list(q.quote_id) == [7, 7] and list(q.quote_rate) == [18.5, 18.5]
+    assert q.ok.all() and q.quote_id.tolist() == [BIG_QUOTE_ID, BIG_QUOTE_ID]
+    assert list(q.quote_rate) == [18.5, 18.5]
     assert q.expires_at[0] == pytest.approx(1796032830.0)
+    assert q.transaction_id is not None and q.transaction_id[0] == HEADER["transactionId"]
 
 
-def test_the_request_carries_the_api_shape_and_the_simulator_headers() -> None:
-    seen: list[httpx.Request] = []
-
-    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
-        seen.append(req)
-        return quote_answer(op, body, req)
-
-    fake = FakeBank(api)
+def test_the_request_has_the_documented_shape_and_no_fxbatch_headers() -> None:
+    fake = FakeBank(quote_answer)
     make_bank(fake, user_id="dealer@bank.test").create_quotes(quote_batch(1), 1)
     op, body = fake.bodies[0]
     assert op == "createquote" and body["header"] == {"userId": "dealer@bank.test"}
-    assert body["customer"]["cifNo"] == "0123456789"
-    assert body["trade"]["tradeType"] == "Buy" and body["trade"]["settlementDate"] == "20261202"
-    assert seen[0].headers["x-fxbatch-trade-key"] == "1" and seen[0].headers["x-fxbatch-attempt"] == "1"
+    assert body["customer"] == {
+        "cifNo": "0123456789",
+        "fromSettlementAccount": {"currency": "ZAR", "accountNumber": "0012345678"},  # the client buys USD with ZAR
+        "toSettlementAccount": {"currency": "USD", "accountNumber": "0012345678"},
+    }
+    trade = body["trade"]
+    assert trade["tradeType"] == "Buy" and trade["deliveryType"] == "Spot" and trade["currencyPair"] == "USD/ZAR"
+    assert trade["dealCurrency"] == "ZAR" and trade["dealCurrencyAmount"] == 1000.0
+    assert trade["settlementDate"] == "20261202" and "T" in trade["dealDateTime"]
+    assert not [h for h in fake.requests[0].headers if h.lower().startswith("x-fxbatch")]
 
 
+def test_a_booking_sends_quote_rate_and_deal_rate_and_a_uuid_deal_id() -> None:
+    fake = FakeBank(lambda op, body, req: ok())
+    b = make_bank(fake).book_deals(book_batch(1), 1)
+    assert b.ok.all() and b.deal_rate[0] == 18.0358
+    assert fake.bodies[0][1]["trade"] == {"quoteID": 1, "dealTransactionID": D[0], "quoteRate": 18.0,
+                                          "dealRate": 18.0358}  # fmt: skip
+
+
+def test_unbooked_quotes_are_cancelled_with_the_documented_request() -> None:
+    fake = FakeBank(lambda op, body, req: httpx.Response(200, json={"header": HEADER, "result": {"resultCode": 0,
+                                                                    "resultmsg": "Success"}}))  # fmt: skip
+    r = make_bank(fake).cancel_quotes(np.array([BIG_QUOTE_ID, 5], dtype=np.int64), 2)
+    assert r.ok.all()
+    assert sorted(body["quoteID"] for op, body in fake.bodies if op == "cancelquote") == [5, BIG_QUOTE_ID]
+
+
+# -- refusals -------------------------------------------------------------------------------------
 def test_envelopes_map_to_the_engines_failure_codes() -> None:
-    refused = {"result": {"resultCode": 402, "resultMsg": "no funds", "resultReasonCode": "INSUFFICIENT_FUNDS"}}
-    assert map_envelope(200, refused) == (402, REASON_INDEX["INSUFFICIENT_FUNDS"], "no funds")
-    # an unknown reason falls back on the result code of fxbatch's table
-    assert map_envelope(200, {"result": {"resultCode": 410, "resultMsg": "late", "resultReasonCode": "X_LATE"}}) == (
-        410, REASON_INDEX["QUOTE_EXPIRED"], "late",
-    )  # fmt: skip
+    no_funds = {"result": {"resultCode": 402, "resultMsg": "no funds", "resultReasonCode": "INSUFFICIENT_FUNDS"}}
+    assert map_envelope(200, no_funds) == (402, REASON_INDEX["INSUFFICIENT_FUNDS"], "no funds")
     assert map_envelope(403, {})[1] == REASON_INDEX["NOT_AUTHORISED"]
     assert map_envelope(502, {})[1] == REASON_INDEX["SERVICE_UNAVAILABLE"]
     assert map_envelope(200, {"result": OK}) == (0, NONE, None)
 
 
-def test_the_documented_validation_refusal_is_bank_validation_with_its_fields_and_never_retried() -> None:
-    from fxbatch.models import FAILURES, FailureCode
-
-    documented = {"result": {"resultCode": 1, "resultmsg": "Validation failed",
-                             "validationErrors": [{"validation": "cifNo", "error": "INVALID CIF NUMBER"}]}}  # fmt: skip
-    code, reason, message = map_envelope(400, documented)
-    assert (code, reason) == (1, REASON_INDEX["BANK_VALIDATION"])
-    assert message == "Validation failed (cifNo: INVALID CIF NUMBER)"
+def test_the_documented_validation_refusal_is_shown_on_the_trade_and_never_retried() -> None:
+    documented = {"resultCode": 1, "resultmsg": "Validation failed",
+                  "validationErrors": [{"validation": "cifNo", "error": "INVALID CIF NUMBER"}]}  # fmt: skip
+    fake = FakeBank(lambda op, body, req: refused(documented))
+    q = make_bank(fake).create_quotes(quote_batch(1), 1)
+    assert (q.result_code[0], q.reason_idx[0]) == (1, REASON_INDEX["BANK_VALIDATION"])
+    assert q.message[0] == "Validation failed: cifNo: INVALID CIF NUMBER"
+    assert fake.calls[API + "createquote"] == 1
     assert not FAILURES[FailureCode.BANK_VALIDATION].auto_retry
 
 
 def test_a_refusal_fxbatch_does_not_know_is_bank_rejected_with_the_banks_code() -> None:
-    from fxbatch.models import FAILURES, FailureCode
-
     unknown = {"result": {"resultCode": 77, "resultMsg": "Dealer desk closed", "resultReasonCode": "DESK_CLOSED"}}
     assert map_envelope(200, unknown) == (
         77,
         REASON_INDEX["BANK_REJECTED"],
         "Dealer desk closed (bank code DESK_CLOSED)",
     )
+    # an unknown reason is never guessed from the result code
+    late = {"result": {"resultCode": 410, "resultMsg": "late", "resultReasonCode": "X_LATE"}}
+    assert map_envelope(200, late)[1] == REASON_INDEX["BANK_REJECTED"]
     assert map_envelope(409, {"result": {"resultCode": 9}})[1] == REASON_INDEX["BANK_REJECTED"]
     assert not FAILURES[FailureCode.BANK_REJECTED].auto_retry
 
 
+def test_a_trade_the_bank_would_refuse_is_not_sent() -> None:
+    fake = FakeBank(quote_answer)
+    q = make_bank(fake).create_quotes(quote_batch(1, value_date="2026-13-45"), 1)
+    assert q.reason_idx[0] == REASON_INDEX["BANK_VALIDATION"] and "settlementDate" in q.message[0]
+    assert API + "createquote" not in fake.calls
+
+
+# -- contract breaks ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        ({"header": HEADER, "result": OK, "quoteId": 7, "quoteRate": 18.5}, "payload"),  # the old flat shape
+        ({"header": HEADER, "result": OK, "payload": {"quoteId": 7.5, "quoteRate": 18.5,
+                                                      "quoteExpiryDateTime": "2026-11-30T10:00:30Z"}}, "payload.quoteId"),
+        ({"header": HEADER, "result": OK, "payload": {"quoteId": "7", "quoteRate": 18.5,
+                                                      "quoteExpiryDateTime": "2026-11-30T10:00:30Z"}}, "payload.quoteId"),
+        ({"header": HEADER, "result": OK, "payload": {"quoteId": 7, "quoteRate": 18.5}}, "payload.quoteExpiryDateTime"),
+        ({"result": OK, "payload": {"quoteId": 7, "quoteRate": 1.0, "quoteExpiryDateTime": "2026-11-30T10:00:30Z"}},
+         "header"),
+        ({"header": HEADER, "result": {"resultCode": "zero"}}, "result.resultCode"),
+    ],
+)  # fmt: skip
+def test_an_answer_that_breaks_the_contract_raises_naming_the_call_and_the_field(
+    answer: dict[str, Any], named: str
+) -> None:
+    fake = FakeBank(lambda op, body, req: httpx.Response(200, json=answer))
+    with pytest.raises(ContractError) as info:
+        make_bank(fake).create_quotes(quote_batch(3), 2)
+    assert "createquote" in str(info.value) and f"field {named}" in str(info.value)
+
+
+def test_an_answer_that_is_not_json_breaks_the_contract() -> None:
+    fake = FakeBank(lambda op, body, req: httpx.Response(200, text="<html>gateway</html>"))
+    with pytest.raises(ContractError, match=r"bookquoteddeal.*not JSON"):
+        make_bank(fake).book_deals(book_batch(1), 1)
+
+
+# -- retries and unanswered bookings --------------------------------------------------------------
 def test_a_5xx_on_createquote_is_retried_until_it_answers() -> None:
     answers = iter([503, 502, 200])
 
@@ -228,12 +346,12 @@ def test_an_unanswered_booking_found_booked_is_not_sent_again() -> None:
     def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
         if op == "bookquoteddeal":
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=req)
-        txn = {"status": "COMPLETED", "context": {"quoteID": 1, "dealRate": 18.25}}
-        return httpx.Response(200, json={"result": OK, "transaction": txn})
+        assert body["transactionID"] == D[0]  # asked about by the deal's own id
+        return txn("COMPLETED")
 
     fake = FakeBank(api)
     b = make_bank(fake).book_deals(book_batch(1), 1)
-    assert b.ok.all() and b.deal_rate[0] == 18.25
+    assert b.ok.all() and b.deal_rate[0] == 18.0358  # the rate it sent
     assert fake.calls[API + "bookquoteddeal"] == 1 and fake.calls[API + "GetTxnStatus"] == 1
 
 
@@ -245,18 +363,32 @@ def test_an_unanswered_booking_the_bank_has_not_got_is_booked_again_with_the_sam
             booked.append(body["trade"]["dealTransactionID"])
             if len(booked) == 1:
                 raise httpx.ReadTimeout("timed out", request=req)
-            return httpx.Response(200, json={"result": OK, "deal": {"dealRate": 18.0}})
-        return httpx.Response(200, json={"result": OK, "transaction": {"status": "NOT_FOUND"}})
+            return ok()
+        return txn("NOT_FOUND")
 
     b = make_bank(FakeBank(api)).book_deals(book_batch(1), 1)
-    assert b.ok.all() and booked == ["D0", "D0"]
+    assert b.ok.all() and booked == [D[0], D[0]]
+
+
+def test_a_status_lookup_the_bank_refuses_otherwise_is_never_taken_for_no_such_deal() -> None:
+    booked: list[str] = []
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if op == "bookquoteddeal":
+            booked.append(body["trade"]["dealTransactionID"])
+            raise httpx.ReadTimeout("timed out", request=req)
+        return refused({"resultCode": 3, "resultMsg": "try later", "resultReasonCode": "BUSY"})
+
+    b = make_bank(FakeBank(api)).book_deals(book_batch(1), 1)
+    assert booked == [D[0]]  # not booked again
+    assert b.reason_idx[0] == TIMEOUT and b.resolved is not None and not b.resolved[0]
 
 
 def test_a_booking_that_never_resolves_is_reported_timeout_unknown() -> None:
     def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
         if op == "bookquoteddeal":
             return httpx.Response(500, text="oops")
-        return httpx.Response(200, json={"result": OK, "transaction": {"status": "NOT_FOUND"}})
+        return txn("NOT_FOUND")
 
     b = make_bank(FakeBank(api)).book_deals(book_batch(2), 2)
     assert list(b.reason_idx) == [TIMEOUT, TIMEOUT] and not b.ok.any()
@@ -264,18 +396,42 @@ def test_a_booking_that_never_resolves_is_reported_timeout_unknown() -> None:
     assert b.resolved is not None and not b.resolved.any()
 
 
-def test_an_unanswered_booking_the_bank_has_pending_is_not_booked_again_and_left_for_the_caller() -> None:
+def test_a_pending_booking_is_asked_about_again_after_a_backoff_and_then_left_for_the_caller() -> None:
     booked: list[str] = []
 
     def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
         if op == "bookquoteddeal":
             booked.append(body["trade"]["dealTransactionID"])
             raise httpx.ReadTimeout("timed out", request=req)
-        return httpx.Response(200, json={"result": OK, "transaction": {"status": "PENDING"}})
+        return txn("PENDING")
+
+    fake = FakeBank(api)
+    b = make_bank(fake).book_deals(book_batch(1), 1)
+    assert booked == [D[0]]  # the bank has it in hand: not sent again
+    assert fake.calls[API + "GetTxnStatus"] > 1
+    assert b.reason_idx[0] == TIMEOUT and b.resolved is not None and not b.resolved[0]
+
+
+def test_a_pending_booking_that_completes_is_booked() -> None:
+    answers = iter(["PENDING", "PENDING", "COMPLETED"])
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if op == "bookquoteddeal":
+            raise httpx.ReadTimeout("timed out", request=req)
+        return txn(next(answers))
 
     b = make_bank(FakeBank(api)).book_deals(book_batch(1), 1)
-    assert booked == ["D0"]  # the bank has it in hand: not sent again
-    assert b.reason_idx[0] == TIMEOUT and b.resolved is not None and not b.resolved[0]
+    assert b.ok.all()
+
+
+def test_a_duplicate_transaction_for_a_deal_already_ours_is_a_success() -> None:
+    # An earlier try booked it and its answer was lost; the retry came with a new quote.
+    dup = {"resultCode": 4093, "resultMsg": "duplicate", "resultReasonCode": "DUPLICATE_TRANSACTION"}
+    fake = FakeBank(lambda op, body, req: refused(dup) if op == "bookquoteddeal" else txn("COMPLETED"))
+    assert make_bank(fake).book_deals(book_batch(1), 1).ok.all()
+    fake = FakeBank(lambda op, body, req: refused(dup) if op == "bookquoteddeal" else txn("NOT_FOUND"))
+    b = make_bank(fake).book_deals(book_batch(1), 1)
+    assert b.reason_idx[0] == REASON_INDEX["DUPLICATE_TRANSACTION"]
 
 
 def test_a_bank_unreachable_past_the_window_raises_bank_unavailable() -> None:
@@ -306,42 +462,15 @@ def test_calls_per_second_are_capped() -> None:
     assert sum(waits) >= 0.3  # 5 calls at 10/s: the last waits ~0.4 s after the first
 
 
-def test_the_keep_alive_transport_reports_a_closed_port_as_a_connect_error() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # bound, never listening: connections are refused
-        transport = KeepAliveTransport(1.0, 1.0)
-        request = httpx.Request("POST", f"http://127.0.0.1:{port}/x", content=b"{}")
-        with pytest.raises(httpx.ConnectError):
-            asyncio.run(transport.handle_async_request(request))
-
-
 def test_a_throttled_booking_is_sent_again_without_asking_status_first() -> None:
     answers = iter([429, 200])
 
     def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
-        if next(answers) == 429:
-            return httpx.Response(429, text="slow down")
-        return httpx.Response(200, json={"result": OK, "deal": {"dealRate": 18.0}})
+        return httpx.Response(429, text="slow down") if next(answers) == 429 else ok()
 
     fake = FakeBank(api)
     b = make_bank(fake).book_deals(book_batch(1), 1)
     assert b.ok.all() and fake.calls[API + "bookquoteddeal"] == 2 and API + "GetTxnStatus" not in fake.calls
-
-
-def test_the_keep_alive_transport_keeps_only_live_connections() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        transport = KeepAliveTransport(1.0, 1.0)
-
-        async def five() -> None:
-            for _ in range(5):
-                with pytest.raises(httpx.ConnectError):
-                    await transport.handle_async_request(httpx.Request("POST", f"http://127.0.0.1:{port}/x"))
-
-        asyncio.run(five())
-        assert transport.idle == 0
 
 
 class CountingBank:
@@ -402,21 +531,14 @@ def test_a_booking_answered_timeout_unknown_is_looked_up_in_the_same_call_and_ma
 
     def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
         if op == "bookquoteddeal":
-            deal = body["trade"]["dealTransactionID"]
-            if deal == "D2":
-                return httpx.Response(200, json={"result": OK, "deal": {"dealRate": 18.0}})
-            return httpx.Response(200, json={"result": timeout})
+            return ok() if body["trade"]["dealTransactionID"] == D[2] else refused(timeout)
         # The bank made D0 before timing out, never D1, and still has D3 in hand.
-        status = {"D0": "COMPLETED", "D3": "PENDING"}.get(body["transactionID"], "NOT_FOUND")
-        txn = {"status": status, "context": {"quoteID": 1, "dealRate": 18.25}}
-        return httpx.Response(200, json={"result": OK, "transaction": txn})
+        return txn({D[0]: "COMPLETED", D[3]: "PENDING"}.get(body["transactionID"], "NOT_FOUND"))
 
     fake = FakeBank(api)
     b = make_bank(fake).book_deals(book_batch(4), 4)
     assert b.ok.tolist() == [True, False, True, False]
-    assert b.deal_rate[0] == 18.25  # the rate the bank's status gave
     assert b.reason_idx[1] == TIMEOUT and b.reason_idx[3] == TIMEOUT
     # Resolved: found booked, or the bank has no such deal; D3 (PENDING) is left for the caller.
     assert b.resolved is not None and b.resolved.tolist() == [True, True, False, False]
-    assert fake.calls[API + "GetTxnStatus"] == 3  # once each, none for the answered booking
-    assert fake.calls[API + "bookquoteddeal"] == 4  # and nothing booked again
+    assert fake.calls[API + "bookquoteddeal"] == 4  # nothing booked again

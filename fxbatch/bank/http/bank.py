@@ -2,13 +2,12 @@
 
 Each port call fans its batch out on one asyncio event loop that runs on its own thread for the
 bank's lifetime: ``max_in_flight`` worker coroutines take the next trade's request until none is
-left, so at most that many calls are in flight, over that many kept-alive connections
-(``KeepAliveTransport``). The calling thread waits for the whole batch.
+left, so at most that many calls are in flight, over httpx's pooled kept-alive connections. The
+calling thread waits for the whole batch.
 
-Why one loop and not a thread per call in flight: measured against the simulator (2,000 trades,
-32 in flight, 10 ms latency), 32 threads each with a blocking connection spent ~0.7 ms of client
-CPU a call, much of it queueing for the GIL; the loop spends ~0.2 ms, the whole call included
-(JSON both ways, httpx objects, the send and receive).
+Requests are built from the wire models and every answer is validated with them: a refusal
+becomes the trade's reason and message (the bank's resultMsg and validation errors); an answer
+that breaks the contract raises ``ContractError``, which stops the run INTERRUPTED (resumable).
 """
 
 from __future__ import annotations
@@ -19,37 +18,33 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
+from fxbatch.bank.http import wire
 from fxbatch.bank.http.caller import Caller, NoAnswer, Sleep
 from fxbatch.bank.http.config import HttpBankConfig
 from fxbatch.bank.http.token import TokenCache
-from fxbatch.bank.http.transport import KeepAliveTransport
-from fxbatch.bank.http.wire import (
-    BOOK_DEAL,
-    CANCEL_QUOTE,
-    CREATE_QUOTE,
-    H_ATTEMPT,
-    H_RUN,
-    H_STEP,
-    H_TRADE_KEY,
-    TXN_STATUS,
-    book_body,
-    epoch,
-    map_envelope,
-    quote_body,
-    transaction_id,
-)
-from fxbatch.bank.model import NONE, TIMEOUT
+from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
 from fxbatch.bank.port import BankUnavailable, BookBatch, BookReplies, QuoteBatch, QuoteReplies, Replies, StatusReplies
+from fxbatch.errors import SettingsError
 from fxbatch.models import FAILURES, FailureCode
 
 T = TypeVar("T")
 _NAN = float("nan")
+_VALIDATION = REASON_INDEX[FailureCode.BANK_VALIDATION.value]
+# A booking refused with these may be ours already (an earlier try whose answer was lost): the
+# bank's transaction status says.
+_MAYBE_OURS = frozenset(
+    {REASON_INDEX[FailureCode.DUPLICATE_TRANSACTION.value], REASON_INDEX[FailureCode.QUOTE_ALREADY_BOOKED.value]}
+)
+_PENDING_POLLS = 6  # GetTxnStatus answered PENDING: asked again this many times, after a backoff each
+Found = str  # COMPLETED, PENDING, NOT_FOUND or UNKNOWN (the bank could not say)
 
 
 class _LoopThread:
@@ -118,15 +113,17 @@ class HttpBank:
         connect_now: bool = True,
     ) -> None:
         self.config = config
-        if transport is None:
-            transport = KeepAliveTransport(config.timeout_s, config.connect_timeout_s)
-        self.transport = transport
+        try:
+            self._header = wire.RequestHeader(userId=config.user_id)
+        except ValidationError:
+            raise SettingsError(
+                f"FXBATCH_BANK_USER_ID must be the dealer's e-mail address (header.userId), not {config.user_id!r}."
+            ) from None
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        # The token call goes through httpx's Client (form body, Basic auth); the API calls go
-        # straight to the transport (see Caller).
-        self.client = httpx.AsyncClient(timeout=timeout, transport=transport)
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=30.0)
+        self.client = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
         self.tokens = TokenCache(config, self.client, clock)
-        self.caller = Caller(config, transport, self.tokens, sleep, clock)
+        self.caller = Caller(config, self.client, self.tokens, sleep, clock)
         self._slots = _Slots()
         self._running = 0  # port calls in progress
         self._loop = _LoopThread()
@@ -159,13 +156,16 @@ class HttpBank:
         self._running += 1
         out: list[Any] = [None] * n
         todo = iter(range(n))
+        first: list[BaseException] = []  # the error that stopped the call (not the others' giving up)
 
         async def worker() -> None:
             for i in todo:  # shared: each worker takes the next trade
                 await slots.acquire(limit)
                 try:
                     out[i] = await fn(i)
-                except BaseException:
+                except BaseException as exc:
+                    if not caller.down or not first:
+                        first.append(exc)
                     caller.down = True  # the others give up quickly instead of each waiting out the window
                     raise
                 finally:
@@ -173,13 +173,29 @@ class HttpBank:
 
         try:
             # Wait for all, so no request outlives the call.
-            done = await asyncio.gather(*(worker() for _ in range(width)), return_exceptions=True)
+            await asyncio.gather(*(worker() for _ in range(width)), return_exceptions=True)
         finally:
             self._running -= 1
-        for result in done:
-            if isinstance(result, BaseException):
-                raise result
+        if first:
+            raise first[0]
         return out
+
+    # -- one answer --------------------------------------------------------------------
+    @staticmethod
+    def _answer(op: str, status: int, content: bytes) -> tuple[wire.Answer | None, tuple[int, int, str | None]]:
+        """The validated answer (None for an HTTP-level failure) and its (code, reason, message).
+
+        A 2xx must be the operation's documented answer (else ContractError); a 4xx/5xx is read
+        for a result block where it has one.
+        """
+        if 200 <= status < 300:
+            answer = wire.parse_answer(op, status, content)
+            return answer, wire.map_result(status, answer.result)
+        try:
+            block = wire.Answer.model_validate_json(content).result if content else None
+        except ValidationError:
+            block = None
+        return None, wire.map_result(status, block)
 
     # -- the port ----------------------------------------------------------------------
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
@@ -187,22 +203,41 @@ class HttpBank:
         ccy, delivery = batch.column("amount_currency").tolist(), batch.column("delivery").tolist()
         value_date, pair = batch.column("value_date").tolist(), batch.pair.tolist()
         is_buy, amount = batch.is_buy.tolist(), batch.amount.tolist()
-        key, step, attempt = batch.trade_key.tolist(), batch.step.tolist(), batch.attempt.tolist()
-        post = self.caller.post
+        post, header = self.caller.post, self._header
 
         async def one(i: int) -> tuple[int, int, str | None, str | None, int, float, float]:
-            body = quote_body(
-                cif[i], account[i], str(pair[i]), is_buy[i], ccy[i], float(amount[i]), str(delivery[i] or ""),
-                str(value_date[i] or ""),
-            )  # fmt: skip
-            headers = {H_TRADE_KEY: str(key[i]), H_STEP: str(step[i]), H_ATTEMPT: str(attempt[i])}
-            status, ans = await post(CREATE_QUOTE, body, headers, resend=True)
-            code, reason, msg = map_envelope(status, ans)
-            txn = transaction_id(ans)
-            if code:
-                return code, reason, msg, txn, 0, _NAN, _NAN
-            expiry = epoch(ans.get("quoteExpiryDateTime"))
-            return 0, NONE, None, txn, int(ans["quoteId"]), float(ans["quoteRate"]), expiry
+            base, quote = str(pair[i]).split("/")
+            pays, gets = (quote, base) if is_buy[i] else (base, quote)
+            try:
+                request = wire.CreateQuoteRequest(
+                    header=header,
+                    customer=wire.Customer(
+                        cifNo=cif[i],
+                        # Assumed: the trade names one settlement account (a multi-currency one).
+                        fromSettlementAccount=wire.SettlementAccount(currency=pays, accountNumber=account[i]),
+                        toSettlementAccount=wire.SettlementAccount(currency=gets, accountNumber=account[i]),
+                    ),
+                    trade=wire.QuoteTrade(
+                        tradeType="Buy" if is_buy[i] else "Sell",
+                        deliveryType=str(delivery[i] or "SPOT").title(),
+                        currencyPair=str(pair[i]),
+                        dealCurrency=ccy[i],
+                        dealCurrencyAmount=float(amount[i]),
+                        settlementDate=wire.settlement_text(str(value_date[i] or "")),
+                        dealDateTime=datetime.now(UTC),
+                    ),
+                )
+            except ValidationError as exc:  # the bank would refuse it: not sent
+                detail = "; ".join(f"{e.validation}: {e.error}" for e in wire.field_errors(exc))
+                return 1, _VALIDATION, f"not sent, the bank would refuse it: {detail}", None, 0, _NAN, _NAN
+            status, content = await post(wire.CREATE_QUOTE, request.model_dump_json(exclude_none=True).encode(),
+                                         resend=True)  # fmt: skip
+            answer, (code, reason, msg) = self._answer(wire.CREATE_QUOTE, status, content)
+            txn = answer.header.transactionId if answer is not None else None
+            if code or not isinstance(answer, wire.CreateQuoteAnswer) or answer.payload is None:
+                return code or 1, reason, msg, txn, 0, _NAN, _NAN
+            p = answer.payload
+            return 0, NONE, None, txn, p.quoteId, p.quoteRate, p.quoteExpiryDateTime.timestamp()
 
         rows = self._fan_out(one, len(batch), max_in_flight)
         col = list(zip(*rows, strict=True)) if rows else [()] * 7
@@ -215,38 +250,40 @@ class HttpBank:
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
         ids = batch.deal_txn_id.cast(pa.string()).to_pylist()
         quote_id, quote_rate, deal_rate = batch.quote_id.tolist(), batch.quote_rate.tolist(), batch.deal_rate.tolist()
-        key, step, attempt = batch.trade_key.tolist(), batch.src_row.tolist(), batch.attempt.tolist()
-        run = str(batch.run_id)
-        post = self.caller.post
+        post, header = self.caller.post, self._header
+        timeout = FAILURES[FailureCode.TIMEOUT_UNKNOWN]
 
         async def one(i: int) -> tuple[int, int, str | None, str | None, float, bool]:
-            body = book_body(int(quote_id[i]), ids[i], float(quote_rate[i]), float(deal_rate[i]))
-            headers = {H_TRADE_KEY: str(key[i]), H_STEP: str(step[i]), H_ATTEMPT: str(attempt[i]), H_RUN: run}
+            trade = wire.BookTrade(quoteID=int(quote_id[i]), dealTransactionID=ids[i], quoteRate=float(quote_rate[i]),
+                                   dealRate=float(deal_rate[i]))  # fmt: skip
+            body = wire.BookDealRequest(header=header, trade=trade).model_dump_json().encode()
             for _ in range(3):
                 try:
-                    status, ans = await post(BOOK_DEAL, dict(body), headers, resend=False)
+                    status, content = await post(wire.BOOK_DEAL, body, resend=False)
                 except NoAnswer:
-                    found, _, rate = await self._status_one(ids[i])
+                    found = await self._status_one(ids[i])
                     if found == "COMPLETED":
-                        return 0, NONE, None, None, rate, True
-                    if found == "PENDING":
-                        break  # the bank has it in hand: not booked again; the caller asks later
-                    continue  # the bank has no such deal: book it (same id, so never twice)
-                code, reason, msg = map_envelope(status, ans)
-                txn = transaction_id(ans)
-                if reason == TIMEOUT:  # the bank cannot say whether it booked: ask it now, in this slot
-                    found, _, rate = await self._status_one(ids[i])
+                        return 0, NONE, None, None, deal_rate[i], True
+                    if found == "NOT_FOUND":
+                        continue  # the bank has no such deal: book it (same id, so never twice)
+                    break  # PENDING or the bank cannot say: not booked again; the caller asks later
+                answer, (code, reason, msg) = self._answer(wire.BOOK_DEAL, status, content)
+                txn = answer.header.transactionId if answer is not None else None
+                if not code:
+                    return 0, NONE, None, txn, deal_rate[i], False
+                if reason == TIMEOUT or reason in _MAYBE_OURS:
+                    # The bank cannot say whether it booked, or the deal id or quote is taken (by
+                    # an earlier try of ours whose answer was lost?): its status says, in this slot.
+                    found = await self._status_one(ids[i])
                     if found == "COMPLETED":
-                        return 0, NONE, None, txn, rate, True
-                    # Resolved only when the bank has no such deal; PENDING: the caller asks later.
-                    return code, reason, msg, txn, _NAN, found == "NOT_FOUND"
-                if code:
-                    return code, reason, msg, txn, _NAN, False
-                return 0, NONE, None, txn, float((ans.get("deal") or {}).get("dealRate", deal_rate[i])), False
+                        return 0, NONE, None, txn, deal_rate[i], True
+                    if reason == TIMEOUT:
+                        # Resolved only when the bank has no such deal; PENDING: the caller asks later.
+                        return code, reason, msg, txn, _NAN, found == "NOT_FOUND"
+                return code, reason, msg, txn, _NAN, False
             # No answer to the last try (it may still be on its way) or the deal PENDING: unresolved,
             # so the caller asks the bank's status again once the whole call is over.
-            info = FAILURES[FailureCode.TIMEOUT_UNKNOWN]
-            return info.result_code, TIMEOUT, info.message, None, _NAN, False
+            return timeout.result_code, TIMEOUT, timeout.message, None, _NAN, False
 
         rows = self._fan_out(one, len(batch), max_in_flight)
         col = list(zip(*rows, strict=True)) if rows else [()] * 6
@@ -258,10 +295,12 @@ class HttpBank:
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
         ids = quote_ids.tolist()
+        header = self._header
 
         async def one(i: int) -> tuple[int, int, str | None]:
-            status, ans = await self.caller.post(CANCEL_QUOTE, {"quoteID": int(ids[i])}, {}, resend=True)
-            return map_envelope(status, ans)
+            body = wire.QuoteRequest(header=header, quoteID=int(ids[i])).model_dump_json().encode()
+            status, content = await self.caller.post(wire.CANCEL_QUOTE, body, resend=True)
+            return self._answer(wire.CANCEL_QUOTE, status, content)[1]
 
         rows = self._fan_out(one, len(ids), max_in_flight)
         col = list(zip(*rows, strict=True)) if rows else [()] * 3
@@ -269,28 +308,41 @@ class HttpBank:
             np.array(col[0], dtype=np.int64), np.array(col[1], dtype=np.int8), np.array(col[2], dtype=object)
         )
 
-    async def _status_one(self, deal_id: str) -> tuple[str, int, float]:
-        status, ans = await self.caller.post(TXN_STATUS, {"transactionID": deal_id}, {}, resend=True)
-        code, _, _ = map_envelope(status, ans)
-        txn = ans.get("transaction") or {}
-        if code or txn.get("status") not in ("COMPLETED", "PENDING"):
-            return "NOT_FOUND", 0, _NAN
-        context = txn.get("context") or {}
-        return str(txn["status"]), int(context.get("quoteID") or 0), float(context.get("dealRate") or _NAN)
+    async def _status_one(self, deal_id: str) -> Found:
+        """GetTxnStatus for a deal transaction id: COMPLETED (booked), NOT_FOUND (the bank has no
+        such transaction: book it again with the same id), PENDING (still so after asking again a
+        few times, each after a backoff) or UNKNOWN (any other answer: never booked again blindly)."""
+        body = wire.TxnStatusRequest(header=self._header, transactionID=deal_id).model_dump_json().encode()
+        for poll in range(_PENDING_POLLS + 1):
+            status, content = await self.caller.post(wire.TXN_STATUS, body, resend=True)
+            answer, (code, _, _) = self._answer(wire.TXN_STATUS, status, content)
+            if answer is None or code:
+                result = answer.result if answer is not None else None
+                return (
+                    "NOT_FOUND" if result is not None and result.resultReasonCode == wire.TXN_NOT_FOUND else "UNKNOWN"
+                )
+            assert isinstance(answer, wire.TxnStatusAnswer) and answer.transaction is not None  # validated
+            found = answer.transaction.status.upper()
+            if found == wire.COMPLETED:
+                return "COMPLETED"
+            if found != wire.PENDING:
+                return "UNKNOWN"
+            if poll < _PENDING_POLLS:
+                await self.caller.backoff(poll + 1)
+        return "PENDING"
 
     def transaction_status(
         self, deal_txn_ids: pa.Array, max_in_flight: int, run_id: int | None = None
     ) -> StatusReplies:
         ids = deal_txn_ids.cast(pa.string()).to_pylist()
-        rows = self._fan_out(lambda i: self._status_one(ids[i]), len(ids), max_in_flight)
-        col = list(zip(*rows, strict=True)) if rows else [()] * 3
-        return StatusReplies(
-            np.array(col[0], dtype=object), np.array(col[1], dtype=np.int64), np.array(col[2], dtype=np.float64)
-        )
+        found = self._fan_out(lambda i: self._status_one(ids[i]), len(ids), max_in_flight)
+        # The documented transaction object carries no quote id or rate: the caller knows what it sent.
+        n = len(found)
+        return StatusReplies(np.array(found, dtype=object), np.zeros(n, dtype=np.int64), np.full(n, np.nan))
 
     def close(self) -> None:
         if not self._loop.loop.is_closed():
             try:
-                self._loop.run(self.client.aclose())  # closes the transport and its connections
+                self._loop.run(self.client.aclose())
             finally:
                 self._loop.close()
