@@ -165,6 +165,11 @@ def _summary_text(s: RunSummary) -> str:
         if s.value_dates_unsendable:
             dates += f"; {s.value_dates_unsendable:,} trades not sent (their value date cannot settle)"
         lines.append(dates)
+    if s.quotes_cancelled or s.quote_cancel_failures:
+        released = f"  {s.quotes_cancelled:,} unbooked quotes released at the bank"
+        if s.quote_cancel_failures:
+            released += f" ({s.quote_cancel_failures:,} cancels not confirmed by the bank)"
+        lines.append(released)
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """The one place where trade and run status transitions are defined and enforced.
 
 Trade: PENDING -> EXECUTING -> QUOTED -> SUCCESS | FAILED; EXECUTING -> FAILED (quote or checks
-failed); QUOTED -> EXECUTING (a retry asks for a new quote); PENDING -> CANCELLED.
+failed); QUOTED -> EXECUTING (a retry asks for a new quote); PENDING -> CANCELLED; QUOTED ->
+CANCELLED (cancelled before booking: the quote is released).
 Run: PENDING -> RUNNING -> COMPLETED | PARTIAL | FAILED | CANCELLED | INTERRUPTED, and
 INTERRUPTED -> RUNNING (resume) or CANCELLED.
 """
@@ -23,7 +24,8 @@ TRADE_TRANSITIONS: dict[TradeStatus, frozenset[TradeStatus]] = {
     T.EXECUTING: frozenset(
         {T.QUOTED, T.FAILED, T.EXECUTING}
     ),  # EXECUTING -> EXECUTING: re-quote after a retryable error
-    T.QUOTED: frozenset({T.SUCCESS, T.FAILED, T.EXECUTING}),
+    # QUOTED -> CANCELLED: the run was cancelled before the quote was booked (the quote is released).
+    T.QUOTED: frozenset({T.SUCCESS, T.FAILED, T.EXECUTING, T.CANCELLED}),
     T.SUCCESS: frozenset(),
     T.FAILED: frozenset(),
     T.CANCELLED: frozenset(),

@@ -379,6 +379,12 @@ class RunSummary(BaseModel):
     value_dates_unsendable: int = Field(
         0, description="Trades failed INVALID_VALUE_DATE without being sent (a written value date had passed)."
     )
+    quotes_cancelled: int = Field(
+        0, description="Quotes released at the bank (cancelquote) because they were not booked."
+    )
+    quote_cancel_failures: int = Field(
+        0, description="Cancels of unbooked quotes the bank did not confirm (best effort)."
+    )
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -397,5 +403,7 @@ class RunSummary(BaseModel):
             "trade_date": self.trade_date.isoformat() if self.trade_date else None,
             "value_dates_moved": self.value_dates_moved,
             "value_dates_unsendable": self.value_dates_unsendable,
+            "quotes_cancelled": self.quotes_cancelled,
+            "quote_cancel_failures": self.quote_cancel_failures,
             "config": self.config.model_dump(mode="json"),
         }

@@ -79,8 +79,8 @@ def _v2(con: duckdb.DuckDBPyConnection) -> None:
         config VARCHAR NOT NULL,
         trades INTEGER NOT NULL,
         retry_of_run INTEGER,
-        -- A trade's deal transaction id is deal_prefix || src_row: fixed when the run is created,
-        -- so it exists before any booking and every retry reuses it.
+        -- A trade's deal transaction id is made from deal_prefix and src_row (fxbatch.bank.dealids):
+        -- fixed when the run is created, so it exists before any booking and every retry reuses it.
         deal_prefix VARCHAR NOT NULL,
         created_at TIMESTAMP NOT NULL DEFAULT timezone('UTC', now()),
         started_at TIMESTAMP,
@@ -110,7 +110,7 @@ def _v2(con: duckdb.DuckDBPyConnection) -> None:
         finished_at TIMESTAMP NOT NULL
     );
     -- Quoted trades about to be booked: written before booking is asked for, so that a
-    -- crashed run knows which deals (runs.deal_prefix || src_row) to ask the bank about.
+    -- crashed run knows which deals (from runs.deal_prefix and src_row) to ask the bank about.
     CREATE TABLE run_inflight (
         run_id INTEGER NOT NULL,
         src_row INTEGER NOT NULL,
@@ -247,7 +247,23 @@ def insert_arrow(cur: duckdb.DuckDBPyConnection, table_name: str, table: pa.Tabl
     cur.execute(f"INSERT INTO {table_name} {'BY NAME ' if by_name else ''}SELECT * FROM _fx_arrow_rows")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(con: duckdb.DuckDBPyConnection) -> None:
+    """Deal transaction ids are UUIDs (``fxbatch.bank.dealids``): a new run's prefix is a UUID's
+    first 24 characters and a trade's id ends in its row as 12 digits. The simulated bank's
+    ledger rebuilds both forms from a prefix id; runs record the quotes they released."""
+    from fxbatch.bank.dealids import deal_id_sql
+
+    con.execute(f"""
+    CREATE OR REPLACE VIEW sim_ledger AS
+    SELECT l.deal_hash, coalesce(l.deal_transaction_id, {deal_id_sql("p.prefix", "l.src_row")}) AS deal_transaction_id,
+           l.quote_id, l.run_id, l.src_row, l.deal_rate, l.booked_at
+    FROM sim_ledger_rows l LEFT JOIN sim_deal_prefixes p ON p.prefix_id = l.prefix_id;
+    ALTER TABLE runs ADD COLUMN quotes_cancelled INTEGER;
+    ALTER TABLE runs ADD COLUMN quote_cancel_failures INTEGER;
+    """)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

@@ -3,8 +3,9 @@
 It keeps its own durable ledger of booked deals (``sim_ledger``) keyed by the caller's deal
 transaction id and never books one twice: a repeated booking answers with the deal already
 booked. An in-memory index of the ledger (64-bit hashes of the ids, loaded once from the table)
-makes that check vectorised. ``sim_ledger`` is a view: an id of the form prefix || src_row (what
-the engine sends) is stored as a prefix id in ``sim_ledger_rows``, any other id as it came.
+makes that check vectorised. ``sim_ledger`` is a view: an id made from a run's prefix and the trade's row (what
+the engine sends, ``fxbatch.bank.dealids``) is stored as a prefix id in ``sim_ledger_rows``, any
+other id as it came.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fxbatch.bank import dealids
 from fxbatch.bank.latency import SlotClock
 from fxbatch.bank.model import (
     BOOK_STAGE,
@@ -95,9 +97,10 @@ class _Booked:
             "SELECT count(*) FROM (SELECT * FROM sim_ledger LIMIT 64) WHERE deal_hash <> hash(deal_transaction_id)"
         ).fetchall()[0][0]
         if stale:
+            prefix = "(SELECT p.prefix FROM sim_deal_prefixes p WHERE p.prefix_id = sim_ledger_rows.prefix_id)"
             cur.execute(
-                "UPDATE sim_ledger_rows SET deal_hash = hash(coalesce(deal_transaction_id, "
-                "(SELECT p.prefix FROM sim_deal_prefixes p WHERE p.prefix_id = sim_ledger_rows.prefix_id) || src_row))"
+                "UPDATE sim_ledger_rows SET deal_hash = "
+                f"hash(coalesce(deal_transaction_id, {dealids.deal_id_sql(prefix, 'src_row')}))"
             )
         column = cur.execute("SELECT deal_hash FROM sim_ledger_rows").fetchnumpy()["deal_hash"]
         self.runs: list[np.ndarray] = []
@@ -366,18 +369,15 @@ class SimulatedBank:
             index.add(hashes[idx])
 
     def _derived(self, ids: pa.Array, src_row: np.ndarray) -> tuple[int, np.ndarray]:
-        """Which ids are ``prefix || src_row`` for the prefix of the first one, and its prefix id.
-
-        Those are stored as the prefix id (the ``sim_ledger`` view puts the string back together);
-        any other id is stored as it came.
-        """
+        """Which ids are ``dealids.deal_ids(prefix, src_row)`` for the prefix of the first one,
+        and its prefix id. Those are stored as the prefix id (the ``sim_ledger`` view puts the
+        string back together); any other id is stored as it came."""
         none = np.zeros(len(ids), dtype=bool)
         first = ids[0].as_py() if len(ids) else None
-        tail = str(int(src_row[0])) if len(src_row) else ""
-        if first is None or not first.endswith(tail):
+        prefix = dealids.split(first, int(src_row[0])) if first is not None else None
+        if prefix is None:
             return 0, none
-        prefix = first[: len(first) - len(tail)]
-        rebuilt = pc.binary_join_element_wise(prefix, pc.cast(pa.array(src_row, type=pa.int64()), pa.string()), "")
+        rebuilt = dealids.deal_ids(prefix, pa.array(src_row, type=pa.int64()))
         same = np.asarray(pc.equal(rebuilt, ids).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
         if not same.any():
             return 0, none

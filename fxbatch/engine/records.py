@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fxbatch import valuedates
+from fxbatch.bank import dealids
 from fxbatch.bank.model import CODE_OBJ, MESSAGE_OBJ, RETRY_HELPS_OBJ
 from fxbatch.errors import NotFoundError
 from fxbatch.lifecycle import TRADE_CODES, check_run
@@ -70,6 +71,9 @@ class FinalRows:
     spread_pips: np.ndarray  # float64 (NaN = unknown)
     value_day: np.ndarray  # float64: the run's value date, days since 1970-01-01 (NaN = unknown)
     spread_income_zar: np.ndarray  # float64: the desk's income (NaN unless SUCCESS)
+    # strings: the bank's own message for a failure (its resultMsg and validation errors); null =
+    # the reason's standard message
+    failure_message: pa.Array
 
     @classmethod
     def concat(cls, parts: list[FinalRows]) -> FinalRows:
@@ -94,7 +98,7 @@ class FinalRows:
                 "src_row": pa.array(self.src_row, type=pa.int32()),
                 "status": _STATUS_TEXT.take(pa.array(self.state.astype(np.int64))),
                 "failure_code": _CODE_TEXT.take(reason),
-                "failure_message": _MESSAGE_TEXT.take(reason),
+                "failure_message": _messages(self.failure_message, _MESSAGE_TEXT.take(reason)),
                 "retryable": _RETRY_HELPS.take(reason),
                 "attempts": pa.array(self.attempts, type=pa.int32()),
                 "quote_id": pa.array(self.quote_id, type=pa.int64(), mask=self.quote_id == 0),
@@ -115,6 +119,13 @@ class FinalRows:
                 "spread_income_zar": _f64(self.spread_income_zar),
             }
         )
+
+
+def _messages(given: pa.Array, standard: pa.Array) -> pa.Array:
+    """The bank's message where there is one, else the reason's standard message."""
+    if given.null_count == len(given):
+        return standard
+    return pc.if_else(pc.is_null(standard), standard, pc.coalesce(given.cast(pa.string()), standard))
 
 
 def write_final(cur: duckdb.DuckDBPyConnection, run_id: int, rows: FinalRows) -> None:
@@ -157,7 +168,7 @@ def write_inflight(
 def create_run(
     store: Store, batch_id: int, trades: int, config: RunConfig, trade_date: date, pairs: frozenset[str]
 ) -> int:
-    """A new PENDING run; its deal-id prefix (this database's instance id + run id) and its trading
+    """A new PENDING run; its deal-id prefix (``fxbatch.bank.dealids``) and its trading
     date are fixed here, with what that date does to the batch's value dates: how many derived
     ones move, and how many trades cannot be sent (see load_todo)."""
     cur = store.cursor()
@@ -172,9 +183,18 @@ def create_run(
         "INSERT INTO runs (run_id, batch_id, status, config, trades, retry_of_run, deal_prefix, trade_date, "
         "value_dates_moved, value_dates_unsendable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, batch_id, RunStatus.PENDING.value, config.model_dump_json(), trades, config.retry_of_run,
-         f"FXB-{store.instance_id()}-{run_id}-", trade_date, int(moved), int(unsent)],
+         dealids.new_prefix(), trade_date, int(moved), int(unsent)],
     )  # fmt: skip
     return run_id
+
+
+def add_quote_releases(cur: duckdb.DuckDBPyConnection, run_id: int, cancelled: int, failed: int) -> None:
+    """Count the quotes a run released at the bank (cancelquote), and the cancels that failed."""
+    cur.execute(
+        "UPDATE runs SET quotes_cancelled = coalesce(quotes_cancelled, 0) + ?, "
+        "quote_cancel_failures = coalesce(quote_cancel_failures, 0) + ? WHERE run_id = ?",
+        [cancelled, failed, run_id],
+    )
 
 
 def run_trade_date(cur: duckdb.DuckDBPyConnection, run_id: int) -> date | None:
@@ -263,13 +283,14 @@ def count_outcomes(cur: duckdb.DuckDBPyConnection, run_id: int) -> Tally:
 
 _RUN_COLS = (
     "run_id, batch_id, status, trades, config, retry_of_run, started_at, finished_at, elapsed_s, counts, "
-    "failure_reasons, error, spread_income_zar, trade_date, value_dates_moved, value_dates_unsendable"
+    "failure_reasons, error, spread_income_zar, trade_date, value_dates_moved, value_dates_unsendable, "
+    "quotes_cancelled, quote_cancel_failures"
 )
 
 
 def _summary(cur: duckdb.DuckDBPyConnection, row: tuple[Any, ...], live: bool) -> RunSummary:
     run_id, batch_id, status, trades, config, retry_of, started, finished, elapsed, counts, reasons, error = row[:12]
-    income, trade_date, moved, unsendable = row[12:]
+    income, trade_date, moved, unsendable, released, release_failed = row[12:]
     if counts is None or live:
         c, r, income = count_outcomes(cur, int(run_id))
     else:
@@ -279,6 +300,8 @@ def _summary(cur: duckdb.DuckDBPyConnection, row: tuple[Any, ...], live: bool) -
         trade_date=trade_date if isinstance(trade_date, date) else None,
         value_dates_moved=int(moved or 0),
         value_dates_unsendable=int(unsendable or 0),
+        quotes_cancelled=int(released or 0),
+        quote_cancel_failures=int(release_failed or 0),
         run_id=int(run_id),
         batch_id=int(batch_id),
         status=RunStatus(status),
@@ -377,10 +400,11 @@ def load_todo(
         ).fetchall()[0][0]
     )
     if has_state:
-        inflight = """
+        inflight = f"""
                i.attempt AS inflight_attempt, i.quote_rate AS inflight_quote_rate,
-               epoch(i.quote_expiry) AS inflight_quote_expiry,
-               CASE WHEN i.src_row IS NOT NULL THEN r.deal_prefix || t.src_row END AS inflight_deal,
+               i.quote_id AS inflight_quote_id, epoch(i.quote_expiry) AS inflight_quote_expiry,
+               CASE WHEN i.src_row IS NOT NULL THEN {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} END
+                   AS inflight_deal,
                epoch(i.executing_at) AS inflight_executing_at, epoch(i.quoted_at) AS inflight_quoted_at,"""
         joins = """
         LEFT JOIN (
@@ -392,7 +416,7 @@ def load_todo(
     else:  # a fresh run: nothing to join (the common, large case)
         inflight = """
                NULL::INTEGER AS inflight_attempt, NULL::DOUBLE AS inflight_quote_rate,
-               NULL::DOUBLE AS inflight_quote_expiry, NULL::VARCHAR AS inflight_deal,
+               NULL::BIGINT AS inflight_quote_id, NULL::DOUBLE AS inflight_quote_expiry, NULL::VARCHAR AS inflight_deal,
                NULL::DOUBLE AS inflight_executing_at, NULL::DOUBLE AS inflight_quoted_at,"""
         joins, done = "", ""
     # A fresh run reads the batch in stored order, which is row order for every batch loaded in

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import duckdb
 import numpy as np
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fxbatch import money
+from fxbatch.bank import dealids
 from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, REASON_INDEX, TIMEOUT, trade_keys
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
 from fxbatch.engine import records
@@ -30,6 +31,17 @@ from fxbatch.store import Store
 
 T = TradeStatus
 INVALID_VALUE_DATE = REASON_INDEX[FailureCode.INVALID_VALUE_DATE.value]
+# A booking refused for one of these leaves no open quote at the bank: nothing to cancel.
+_QUOTE_GONE = np.zeros(len(REASON_INDEX) + 1, dtype=bool)
+for _code in (
+    FailureCode.QUOTE_EXPIRED,
+    FailureCode.QUOTE_NOT_FOUND,
+    FailureCode.QUOTE_CANCELLED,
+    FailureCode.QUOTE_ALREADY_BOOKED,
+    FailureCode.DUPLICATE_TRANSACTION,
+    FailureCode.TIMEOUT_UNKNOWN,
+):
+    _QUOTE_GONE[REASON_INDEX[_code.value] + 1] = True  # fmt: skip
 # With latency: a wave is this many rounds of calls in flight (see Worker.__init__), and this many
 # waves' bookings may be in hand at once (see Worker._execute).
 WAVE_ROUNDS = 64
@@ -48,7 +60,7 @@ def final_rows(
         "quote_id": np.zeros(n, np.int64), "quote_rate": nan, "quote_expiry": nan,
         "deal_txn_id": pa.nulls(n, pa.string()), "deal_rate": nan, "amount_zar": amount_zar, "executing_at": nan,
         "quoted_at": nan, "finished_at": np.full(n, finished), "spread_pips": nan, "value_day": nan,
-        "spread_income_zar": nan,
+        "spread_income_zar": nan, "failure_message": pa.nulls(n, pa.string()),
     }  # fmt: skip
     base.update(given)
     return records.FinalRows(**base)
@@ -105,6 +117,14 @@ class Worker:
         # DEPTH bookings are in hand, each on its own helper thread (see _execute).
         self.depth = DEPTH if slow else 1
         self._helper = ThreadPoolExecutor(self.depth, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
+        # Quotes that will not be booked are cancelled at the bank on their own thread, best
+        # effort: a failed cancel is counted, never fails a trade or slows the waves.
+        self._releaser = ThreadPoolExecutor(1, thread_name_prefix=f"fxbatch-run-{job.run_id}-cancel")
+        self._releases: list[Future[tuple[int, int]]] = []
+        # The bank's own failure messages (an HTTP bank's resultMsg and validation errors) by
+        # source row; the simulated bank's are the reasons' standard messages.
+        self.keep_messages = config.bank_url is not None
+        self._messages: dict[int, str] = {}
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
         self._pairs_changed()
 
@@ -151,6 +171,7 @@ class Worker:
             error = f"{type(exc).__name__}: {exc}"
         finally:
             try:
+                self._record_releases(cur)
                 self.bank.close()
             finally:
                 elapsed = time.monotonic() - started
@@ -179,14 +200,19 @@ class Worker:
             done = rows.filter(pa.array(booked))
             w = self._fresh(done)
             w.quote_rate[:] = records.numeric(done, "inflight_quote_rate")
-            w.deal_rate[:] = status.deal_rate[booked]
+            # The bank's status need not carry the deal's rate or quote: the run knows what it sent.
+            sent = money.deal_rates(w.quote_rate, w.is_buy, w.spread_pips, self.pip[w.pair_code])
+            rate = status.deal_rate[booked]
+            w.deal_rate[:] = np.where(np.isnan(rate), sent, rate)
+            quote_id = status.quote_id[booked]
+            quote_id = np.where(quote_id == 0, records.numeric(done, "inflight_quote_id").astype(np.int64), quote_id)
             final = final_rows(
                 records.numeric(done, "src_row").astype(np.int64), T.SUCCESS, records.numeric(done, "amount_zar"),
                 time.time(), attempts=records.numeric(done, "inflight_attempt").astype(np.int64),
-                quote_id=status.quote_id[booked], quote_rate=records.numeric(done, "inflight_quote_rate"),
+                quote_id=quote_id, quote_rate=records.numeric(done, "inflight_quote_rate"),
                 quote_expiry=records.numeric(done, "inflight_quote_expiry"),
                 deal_txn_id=deals.filter(pa.array(booked)),
-                deal_rate=status.deal_rate[booked], executing_at=records.numeric(done, "inflight_executing_at"),
+                deal_rate=w.deal_rate, executing_at=records.numeric(done, "inflight_executing_at"),
                 quoted_at=records.numeric(done, "inflight_quoted_at"), spread_pips=w.spread_pips,
                 value_day=w.value_day, spread_income_zar=self._income(w, np.arange(len(w))),
             )  # fmt: skip
@@ -258,6 +284,13 @@ class Worker:
                 wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
                 self._show(work, wave, *bookings)
                 good = self._quote(wave)
+                if job.cancel_requested.is_set() and len(good):
+                    # Cancelled while the wave was quoted: nothing more is booked; its quotes are released.
+                    self._release(wave.quote_id[good])
+                    advance(wave.states, mask_of(len(wave), good), T.CANCELLED)
+                    wave.finished_at[good] = time.time()
+                    work = self._carry_on(cur, wave, work)
+                    continue
                 if self.slow and len(good) < len(wave):
                     # Refused quotes are settled now, not when the wave's bookings land: a retry
                     # is quoted once its backoff passes, while the bookings go on.
@@ -314,8 +347,7 @@ class Worker:
             amount_is_base=np.asarray(chunk.column("amount_is_base").to_numpy(zero_copy_only=False), dtype=bool),
             is_buy=np.asarray(pc.equal(chunk.column("side"), "BUY").to_numpy(zero_copy_only=False), dtype=bool),
             pair_code=codes[np.asarray(pairs.indices.to_numpy(zero_copy_only=False), dtype=np.int64)],
-            deal_ids=pc.binary_join_element_wise(self.prefix, pc.cast(chunk.column("src_row"), pa.string()), "")
-            .combine_chunks(),
+            deal_ids=dealids.deal_ids(self.prefix, chunk.column("src_row")),
             trades=chunk.select(TEXT_FIELDS).combine_chunks(),
         )  # fmt: skip
 
@@ -335,7 +367,7 @@ class Worker:
         now = time.time()
         ok = q.ok
         idx = np.arange(n)
-        self._settle(w, idx[~ok], q.reason_idx[~ok], now)
+        self._settle(w, idx[~ok], q.reason_idx[~ok], now, q.message[~ok])
         good: np.ndarray = idx[ok]
         if len(good):
             advance(w.states, ok, T.QUOTED)
@@ -383,6 +415,7 @@ class Worker:
         booked = b.ok.copy()
         reasons = b.reason_idx.copy()
         rates = b.deal_rate.copy()
+        messages = b.message.copy()
         # An unanswered booking is resolved with the bank's status before anything else (unless
         # the bank asked it already, inside the call).
         unanswered = reasons == TIMEOUT
@@ -395,21 +428,28 @@ class Worker:
             found = st.status == "COMPLETED"
             booked[lost[found]] = True
             reasons[lost[found]] = NONE
-            rates[lost[found]] = st.deal_rate[found]
-        return booked, reasons, rates
+            # The bank's status need not carry the rate: the deal is booked at the rate sent.
+            rates[lost[found]] = np.where(
+                np.isnan(st.deal_rate[found]), batch.deal_rate[lost[found]], st.deal_rate[found]
+            )
+        # Quotes the bank still holds open for a booking it refused are released.
+        still_open = ~booked & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]
+        if still_open.any():
+            self._release(batch.quote_id[still_open])
+        return booked, reasons, rates, messages
 
     def _landed(self, cur: object, booking: Booking, work: Working) -> Working:
         """Settle a wave with its booking answers, persist what is final; returns ``work`` with
         the wave's trades that go on to another attempt."""
         w, good = booking.wave, booking.good
         if booking.answers is not None:
-            booked, reasons, rates = booking.answers.result()
+            booked, reasons, rates, messages = booking.answers.result()
             now = time.time()
             won = good[booked]
             advance(w.states, mask_of(len(w), won), T.SUCCESS)
             w.deal_rate[won] = rates[booked]
             w.finished_at[won] = now
-            self._settle(w, good[~booked], reasons[~booked], now)
+            self._settle(w, good[~booked], reasons[~booked], now, messages[~booked])
         return self._carry_on(cur, w, work)
 
     def _carry_on(self, cur: object, w: Working, work: Working) -> Working:
@@ -420,7 +460,9 @@ class Worker:
             w = w.keep(~done)
         return work.extend(w)
 
-    def _settle(self, w: Working, idx: np.ndarray, reasons: np.ndarray, now: float) -> None:
+    def _settle(
+        self, w: Working, idx: np.ndarray, reasons: np.ndarray, now: float, messages: np.ndarray | None = None
+    ) -> None:
         """Trades the bank refused: back to EXECUTING for another attempt when a retry can fix it
         and attempts remain (after a backoff when the bank could not price or serve them, at once
         otherwise), otherwise FAILED with the bank's reason."""
@@ -437,6 +479,10 @@ class Worker:
         w.attempt[retry] += 1
         give_up = idx[~again]
         w.failure[give_up] = reasons[~again]
+        if self.keep_messages and messages is not None:
+            for src, message in zip(w.src[give_up].tolist(), messages[~again].tolist(), strict=True):
+                if message:
+                    self._messages[src] = message
         advance(w.states, mask_of(n, give_up), T.FAILED)
         w.finished_at[give_up] = now
 
@@ -465,7 +511,7 @@ class Worker:
             deal_txn_id=pc.if_else(pa.array(quoted), ids, pa.scalar(None, pa.string())),
             deal_rate=w.deal_rate[done], amount_zar=w.amount_zar[done], executing_at=w.executing_at[done],
             quoted_at=w.quoted_at[done], finished_at=w.finished_at[done], spread_pips=w.spread_pips[done],
-            value_day=w.value_day[done], spread_income_zar=income,
+            value_day=w.value_day[done], spread_income_zar=income, failure_message=self._messages_of(w.src[done]),
         )  # fmt: skip
         self._pending.append(final)
         self._pending_rows += len(final.src_row)
@@ -473,6 +519,38 @@ class Worker:
             self._flush(cur)
         counts = np.bincount(w.states[done], minlength=len(TRADE_CODES))
         self.job.progress.finished({TRADE_CODES[i].value: int(c) for i, c in enumerate(counts) if c})
+
+    def _messages_of(self, src: np.ndarray) -> pa.Array:
+        """The bank's messages kept for these trades (null for the rest), dropped from memory."""
+        if not self._messages:
+            return pa.nulls(len(src), pa.string())
+        pop = self._messages.pop
+        return pa.array([pop(r, None) for r in src.tolist()], type=pa.string())
+
+    # -- releasing quotes -------------------------------------------------------------
+    def _release(self, quote_ids: np.ndarray) -> None:
+        """Cancel quotes that will not be booked, on the releaser thread (best effort)."""
+        ids = np.asarray(quote_ids, dtype=np.int64)
+        ids = ids[ids != 0]
+        if len(ids):
+            self._releases.append(self._releaser.submit(self._cancel_quotes, ids))
+
+    def _cancel_quotes(self, ids: np.ndarray) -> tuple[int, int]:
+        """(quotes cancelled, cancels that failed)."""
+        try:
+            replies = self.bank.cancel_quotes(ids, self.max_in_flight)
+        except Exception:
+            return 0, len(ids)
+        failed = int((replies.result_code != 0).sum())
+        return len(ids) - failed, failed
+
+    def _record_releases(self, cur: object) -> None:
+        """Wait for the cancels sent and record how they went on the run."""
+        self._releaser.shutdown(wait=True)
+        if not self._releases:
+            return
+        done = [f.result() for f in self._releases]
+        records.add_quote_releases(cur, self.job.run_id, sum(d[0] for d in done), sum(d[1] for d in done))  # type: ignore[arg-type]
 
     def _flush(self, cur: object) -> None:
         """Write buffered final records in one insert, on the writer's thread.

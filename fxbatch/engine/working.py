@@ -14,7 +14,7 @@ from fxbatch.models import TradeStatus
 T = TradeStatus
 
 
-Answers = tuple[np.ndarray, np.ndarray, np.ndarray]  # booked, reason index, deal rate per trade
+Answers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # booked, reason index, deal rate, message per trade
 
 
 @dataclass(eq=False)  # compared by identity: the engine removes a landed one from its queue

@@ -96,6 +96,7 @@ class SpyBank:
         self.bookings: list[tuple[int, int, str]] = []  # (src_row, attempt, deal id)
         self.not_stored_first: list[str] = []  # deal ids booked before their attempt was recorded
         self.status_asked: list[str] = []
+        self.cancelled: list[int] = []  # quote ids released with cancelquote
 
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
         return self.inner.create_quotes(batch, max_in_flight)
@@ -114,6 +115,7 @@ class SpyBank:
         return self.inner.book_deals(batch, max_in_flight)
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
+        self.cancelled += quote_ids.tolist()
         return self.inner.cancel_quotes(quote_ids, max_in_flight)
 
     def transaction_status(

@@ -24,6 +24,7 @@ LEGAL_TRADE = {
     (T.QUOTED, T.SUCCESS),
     (T.QUOTED, T.FAILED),  # booking failed
     (T.QUOTED, T.EXECUTING),  # a retryable booking error: a new quote
+    (T.QUOTED, T.CANCELLED),  # the run was cancelled before the quote was booked (the quote is released)
 }
 LEGAL_RUN = {
     (R.PENDING, R.RUNNING),
