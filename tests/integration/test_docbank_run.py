@@ -1,0 +1,134 @@
+"""A batch run end to end against a bank written from the bank's documentation alone (tests/docbank.py).
+
+The fake was written from DOMAIN.md section 3 without reading fxbatch's client or simulator, so
+passing here means the client agrees with the documentation, not merely with its own simulator:
+the password grant, the documented payloads (64-bit quote ids beyond a float's precision), one
+lost booking answer resolved by GetTxnStatus, the documented validation refusal shown on the
+trade, and an answer that breaks the contract stopping the run resumably.
+"""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from fxbatch import Settings, Workbench
+from fxbatch.models import RunStatus
+from tests.docbank import FIRST_QUOTE_ID, DocBank, serve_docbank
+from tests.integration.run_helpers import assert_every_trade_final, query
+
+REFUSED_CIF = "700000001"
+CLIENT_SECRET, PASSWORD = "docbank-client-s3cret", "docbank-dealer-pa55"
+PAIRS = ("USD/ZAR", "EUR/ZAR", "GBP/ZAR")
+
+
+@pytest.fixture(scope="module")
+def docbank() -> Iterator[DocBank]:
+    with serve_docbank(refuse_cifs={REFUSED_CIF}, client_secret=CLIENT_SECRET, password=PASSWORD) as bank:
+        yield bank
+
+
+@pytest.fixture
+def bank(docbank: DocBank) -> DocBank:
+    docbank.reset()
+    docbank.refuse_cifs = {REFUSED_CIF}
+    return docbank
+
+
+def settings_for(bank: DocBank, tmp_path: Path) -> Settings:
+    return Settings(
+        db=tmp_path / "client.duckdb", bank_token_url=bank.token_url, bank_grant="password",
+        bank_client_id=bank.client_id, bank_client_secret=SecretStr(CLIENT_SECRET), bank_username=bank.username,
+        bank_password=SecretStr(PASSWORD), bank_scope=bank.scope, bank_user_id="dealer@desk.example",
+        bank_unreachable_window_s=2.0, bank_timeout_s=5.0,
+    )  # fmt: skip
+
+
+def load_batch(wb: Workbench, tmp_path: Path, n: int = 24) -> int:
+    path = tmp_path / "orders.csv"
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount", "spread_pips"])
+        for i in range(n):
+            cif = REFUSED_CIF if i == 5 else f"{100000000 + i}"
+            out.writerow([f"T{i}", cif, f"{4000000000 + i}", PAIRS[i % 3], "BUY" if i % 2 else "SELL",
+                          f"{10000 + 250 * i}.00", 75])  # fmt: skip
+    return wb.load(path).batch_id  # type: ignore[return-value]
+
+
+def test_a_run_against_the_documented_bank_books_resolves_a_lost_answer_and_shows_the_refusal(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    bank.lose_booking_answers = 1
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path)
+        run = wb.run(batch, bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.PARTIAL, run.error
+        assert run.counts["SUCCESS"] == 23 and run.counts["FAILED"] == 1
+        assert_every_trade_final(wb, run.run_id)
+        failed = query(wb, "SELECT t.client_cif, r.failure_code, r.failure_message FROM run_trades r JOIN trades t "
+                           "ON t.batch_id = ? AND t.src_row = r.src_row WHERE r.run_id = ? AND r.status = 'FAILED'",
+                       batch, run.run_id)  # fmt: skip
+        assert len(failed) == 1
+        cif, code, message = failed[0]
+        assert (cif, code) == (REFUSED_CIF, "BANK_VALIDATION")
+        assert "cifNo: INVALID CIF NUMBER" in message
+        booked = query(wb, "SELECT deal_transaction_id, quote_id, deal_rate FROM run_trades "
+                           "WHERE run_id = ? AND status = 'SUCCESS'", run.run_id)  # fmt: skip
+    ledger = bank.ledger_copy()
+    # One deal per SUCCESS, under the run's UUID, with the exact 64-bit quote id and the rate sent.
+    assert {str(uuid.UUID(d)) for d, _, _ in booked} == set(ledger)
+    for deal, quote_id, rate in booked:
+        assert ledger[deal].quote_id == quote_id and quote_id >= FIRST_QUOTE_ID
+        assert ledger[deal].deal_rate == pytest.approx(rate)
+    lost = [r for r in bank.requests("bookquoteddeal") if not r.answered]
+    assert len(lost) == 1
+    asked = [r.body["transactionID"] for r in bank.requests("GetTxnStatus")]
+    assert lost[0].body["trade"]["dealTransactionID"] in asked, "the lost answer is resolved by GetTxnStatus"
+    assert len(bank.requests("bookquoteddeal")) == 23, "and not booked again"
+    tokens = bank.tokens()
+    assert tokens and tokens[0].grant_type == "password" and tokens[0].ok
+    for request in bank.requests():
+        assert not [h for h in request.headers if h.startswith("x-fxbatch")]
+        assert request.body["header"]["userId"] == "dealer@desk.example"
+
+
+def test_an_answer_that_breaks_the_contract_interrupts_the_run_and_resume_finishes_it(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    bank.break_contract["createquote"] = (
+        b'{"header":{"transactionId":"x"},"result":{"resultCode":0},'
+        b'"payload":{"quoteExpiryDateTime":"2026-12-01T10:00:00Z","quoteRate":18.0}}'
+    )
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path)
+        run = wb.run(batch, bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.INTERRUPTED
+        assert run.error is not None and "createquote" in run.error and "payload.quoteId" in run.error
+        assert run.counts["FAILED"] == 0, "a broken answer is not the trades' failure"
+        resumed = wb.resume(run.run_id, bank_url=bank.url)
+        assert resumed.status is RunStatus.PARTIAL  # type: ignore[union-attr]
+        assert resumed.counts["SUCCESS"] == 23  # type: ignore[union-attr]
+        assert_every_trade_final(wb, run.run_id)
+        booked = {r[0] for r in query(wb, "SELECT deal_transaction_id FROM run_trades "
+                                          "WHERE run_id = ? AND status = 'SUCCESS'", run.run_id)}  # fmt: skip
+    assert booked == set(bank.ledger_copy())
+
+
+def test_wrong_credentials_stop_the_run_before_any_trade_with_the_providers_error(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    settings = settings_for(bank, tmp_path).model_copy(update={"bank_password": SecretStr("not-the-password")})
+    with Workbench.open(settings=settings) as wb:
+        batch = load_batch(wb, tmp_path, 3)
+        with pytest.raises(Exception) as info:
+            wb.run(batch, bank_url=bank.url)
+        message = str(info.value)
+        assert "invalid_grant" in message and "FXBATCH_BANK_PASSWORD" in message
+        assert "not-the-password" not in message and CLIENT_SECRET not in message
+        assert not bank.requests()
