@@ -181,7 +181,8 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
     mix_text = ", ".join(f"{c.value} {w:.0%}" for c, w in sorted(bank.normalised_mix().items(), key=lambda x: -x[1]))
     if config.bank_url:
         against = (
-            f"against the HTTP bank at {config.bank_url} (client id {wb.settings.bank_client_id}), "
+            f"against the HTTP bank at {config.bank_url} (client id {wb.settings.bank_client_id}, "
+            f"{wb.settings.bank_grant.replace('_', ' ')} grant, dealer {wb.settings.bank_user_id}), "
             f"{config.concurrency} calls at once, up to {config.max_attempts} attempts per trade. "
             "The bank decides each outcome."
         )

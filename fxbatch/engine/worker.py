@@ -499,7 +499,8 @@ class Worker:
         return w
 
     def _persist(self, cur: object, w: Working, done: np.ndarray) -> None:
-        quoted = ~np.isnan(w.quoted_at[done])
+        # A deal id belongs to a trade whose booking was asked for: not to one cancelled before.
+        quoted = ~np.isnan(w.quoted_at[done]) & (w.states[done] != CODE_OF[T.CANCELLED])
         ids = w.deal_ids.filter(pa.array(done))
         idx = np.flatnonzero(done)
         income = np.full(len(idx), np.nan)

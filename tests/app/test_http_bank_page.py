@@ -57,7 +57,7 @@ def test_a_run_against_an_unreachable_http_bank_is_interrupted_then_resumed_from
     at = app_with_secrets(bank_client_id=CLIENT, bank_client_secret=SECRET, bank_unreachable_window_s=1.0)
     ok(review(at, bank.url))
     confirm = at.info[0].value
-    assert f"against the HTTP bank at {bank.url} (client id {CLIENT})" in confirm
+    assert f"against the HTTP bank at {bank.url} (client id {CLIENT}, client credentials grant" in confirm
     assert SECRET not in confirm
     ok(at.button(key="run_confirm").click().run())
     [run] = app_workbench().runs()

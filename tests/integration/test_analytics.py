@@ -174,7 +174,7 @@ def test_a_successful_trades_detail_has_its_quote_and_deal(ran: Ran) -> None:
     detail = analytics.trade_detail(ran.wb.store, ran.run_id, int(ok["row"].iloc[0]))
     assert detail["failure_code"] is None
     assert detail["quote_id"] and detail["quote_rate"] > 0 and detail["deal_rate"] > 0
-    assert detail["deal_transaction_id"].endswith(f"-{ran.run_id}-{detail['row']}")
+    assert detail["deal_transaction_id"].endswith(f"-{detail['row']:012d}")  # the run's UUID, then the row
     assert detail["timeline"]["stage"].tolist() == ["EXECUTING", "QUOTED", "SUCCESS"]
 
 

@@ -65,7 +65,7 @@ def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb
     # The first wave (4 x 64 trades) is held at its booking until the cancel has been asked for:
     # the trades in hand finish, the 144 not taken on yet end CANCELLED, whatever the machine's pace.
     booking, cancelled = threading.Event(), threading.Event()
-    install_spy(wb)
+    spies = install_spy(wb)
     make_spy = wb.engine.bank_factory
 
     def holding_bank(config: Any) -> Any:
@@ -91,13 +91,18 @@ def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb
     assert_every_trade_final(wb, job.run_id)
     assert summary.counts["CANCELLED"] > 0
     assert summary.counts["SUCCESS"] + summary.counts["FAILED"] > 0
-    cancelled = query(
+    rows = query(
         wb,
-        "SELECT count(*), max(attempts), count(executing_at), count(quote_id), count(deal_transaction_id) "
-        "FROM run_trades WHERE run_id = ? AND status = 'CANCELLED'",
+        "SELECT quote_id, attempts, executing_at, deal_transaction_id FROM run_trades "
+        "WHERE run_id = ? AND status = 'CANCELLED'",
         job.run_id,
     )
-    assert cancelled == [(summary.counts["CANCELLED"], 0, 0, 0, 0)]
+    assert len(rows) == summary.counts["CANCELLED"]
+    assert all(deal is None for *_, deal in rows), "a cancelled trade was never booked"
+    # Not started: no attempt. Quoted (a retry) after the cancel: not booked, its quote released.
+    assert all(attempts == 0 and executing is None for quote, attempts, executing, _ in rows if quote is None)
+    quoted = {quote for quote, *_ in rows if quote is not None}
+    assert quoted <= set(spies[0].cancelled)
     assert_ledger_matches_successes(wb, job.run_id)
     assert job.progress.snapshot()["status"] == "CANCELLED"
 
