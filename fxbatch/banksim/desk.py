@@ -1,165 +1,320 @@
-"""The simulator's dealing desk: API requests in, SimulatedBank decisions out.
+"""The simulator's dealing desk: the five operations over its quote book.
 
-The service gathers the requests that wait together and hands each kind to the in-process
-``SimulatedBank`` as one batch. The bank decides per row from (seed, trade key, attempt) only,
-so grouping never changes an answer, and its ledger is this service's own DuckDB file, so
-booked deals survive the service being killed. The batcher makes one desk call at a time
-(quotes on the event loop, bookings and status lookups on its desk thread), so the bank's quote
-book is never used by two threads at once, and each thread has its own database cursor.
+The book lives in memory (quotes of the last minutes, every booked deal, each trade's attempts)
+and every change to it is journalled (``ledger.Journal``) before the answer that depends on it
+goes out. Decisions are made on the event loop without awaiting in between, so two calls can
+never both book one quote or both use one deal id; an answer that rests on a change still
+being written waits for that write.
+
+Who fails and why is ``BankModel``'s decision, as for the in-process bank: a trade's key is a
+hash of what it is (client, account, pair, side, currency, amount, value date), its attempt
+1 + the quote requests the bank has had for that key. A quote-stage reason refuses the quote
+request; a book-stage reason is kept with the quote and refuses its booking; a transient error
+comes on attempt 1 only. A transient TIMEOUT_UNKNOWN at booking books the deal and loses the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 
 import numpy as np
-import pyarrow as pa
 
-from fxbatch.bank.model import CODE_OBJ, TIMEOUT
-from fxbatch.bank.port import BookBatch, QuoteBatch
-from fxbatch.bank.simulated import SimulatedBank
-from fxbatch.rates import RateTable
+from fxbatch.bank.http import wire
+from fxbatch.bank.model import BOOK_STAGE, NONE, QUOTE_STAGE, REASONS, TIMEOUT, BankModel, RateWalk
+from fxbatch.banksim.checks import Refusal, TradeChecks, iso, refuse
+from fxbatch.banksim.ledger import BOOKED, CANCELLED, ISSUED, REFUSED, Event, Journal, Ledger, QuoteState, Snapshot
+from fxbatch.models import FailureCode
 
-_TEXT = (
-    "trade_id",
-    "client_cif",
-    "account_number",
-    "currency_pair",
-    "side",
-    "amount_currency",
-    "delivery",
-    "value_date",
-)
+KEEP_EXPIRED_S = 60.0  # how long an expired quote stays in memory (then it is read from the journal)
+ORGANISATION, SYSTEM = "FXBATCH BANK SIMULATOR", "banksim"
 
 
-@dataclass
-class Answer:
-    """One row's decision: result code, reason (API string or None), message, payload fields."""
+@dataclass(slots=True)
+class Quote:
+    quote_id: int
+    key: int
+    attempt: int
+    pair: str
+    rate: float
+    expires_at: float
+    book_reason: int  # the model's refusal of its booking (REASONS index; NONE: it books)
+    lose_answer: bool  # the model's lost answer: its booking is made and the answer lost
+    cancelled: bool = False
+    deal_id: str | None = None
+    pending: asyncio.Future[None] | None = None  # its last change, until written
 
-    code: int
-    reason: str | None
-    message: str | None
-    quote_id: int = 0
-    rate: float = float("nan")
-    expires_at: float = float("nan")
-    status: str = ""
-    lost: bool = False  # a booking the bank made whose answer is lost on the way back
+
+@dataclass(slots=True)
+class Deal:
+    deal_id: str
+    quote_id: int
+    booked_at: float
+    user_id: str
+    bank_txn: str
+    pending: asyncio.Future[None] | None = None
+
+    def transaction(self) -> wire.Transaction:
+        return wire.Transaction(
+            transactionId=self.bank_txn,
+            userID=self.user_id,
+            organisation=ORGANISATION,
+            operation=wire.BOOK_DEAL,
+            correlationID=self.deal_id,
+            dateTime=iso(self.booked_at),
+            status=wire.COMPLETED,
+            systemID=SYSTEM,
+            context=wire.TxnContext(transactionId=self.bank_txn, thirdPartyDealID=self.deal_id),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    fresh: bool  # booked by this call (not the answer to a repeat)
+    lost: bool  # the model's lost answer: the caller must not hear of it
+
+
+def trade_key(req: wire.CreateQuoteRequest) -> int:
+    """A stable 64-bit hash of what the trade is (its identity across attempts and restarts)."""
+    t, c = req.trade, req.customer
+    parts = (c.cifNo, c.fromSettlementAccount.accountNumber, t.currencyPair, t.tradeType, t.dealCurrency,
+             repr(float(t.dealCurrencyAmount)), t.settlementDate)  # fmt: skip
+    return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest(), "little")
 
 
 class Desk:
-    """The bank's decisions for groups of requests of one kind; one caller at a time."""
+    def __init__(
+        self,
+        model: BankModel,
+        walk: RateWalk,
+        checks: TradeChecks,
+        ledger: Ledger,
+        journal: Journal,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.model = model
+        self.walk = walk
+        self.checks = checks
+        self.ledger = ledger
+        self.journal = journal
+        self.clock = clock
+        settings = model.settings
+        self.ttl_s = settings.quote_ttl_s
+        self.tolerance = settings.price_tolerance_bps / 10_000
+        self.keep_s = max(KEEP_EXPIRED_S, self.ttl_s)
+        self._fates: dict[int, tuple[int, int]] = {}
+        snap: Snapshot = ledger.load(clock() - self.keep_s)
+        self.first_id, self.next_id = snap.first_id, snap.next_id
+        self.attempts = snap.attempts
+        self.quotes: dict[int, Quote] = {}
+        self._order: deque[tuple[float, int]] = deque()  # (expiry, quote id) oldest first: for pruning
+        for q in snap.quotes:
+            self._remember(self._from_state(q))
+        self.deals = {d.deal_id: Deal(d.deal_id, d.quote_id, d.booked_at, d.user_id, d.bank_txn) for d in snap.deals}
 
-    def __init__(self, bank: SimulatedBank, rates: RateTable) -> None:
-        self.bank = bank
-        self.rates = rates
+    # -- the model -----------------------------------------------------------------------------
+    def _fate(self, key: int) -> tuple[int, int]:
+        """(failing reason, first-attempt transient) of a trade key, as REASONS indices or NONE."""
+        fate = self._fates.get(key)
+        if fate is None:
+            f = self.model.fates(np.array([key], dtype=np.uint64))
+            fate = (int(f.reason[0]), int(f.transient[0]))
+            if len(self._fates) >= 100_000:
+                self._fates.clear()
+            self._fates[key] = fate
+        return fate
 
-    def warm_up(self, kind: str) -> None:
-        """Pay a kind's one-off costs before the first client does, on the thread that decides it:
-        for quotes, a quote per pair (numpy's first calls, the rate walk's first block); for
-        bookings and status lookups, the ledger's index and this thread's database cursor. Nothing
-        is booked: the quotes are left to expire."""
-        if kind == "quote":
-            rows = [
-                {"trade_key": 0, "step": 0, "attempt": 1, "run_id": 0, "amount": 1000.0,
-                 "amount_currency": pair.split("/")[0], "currency_pair": pair, "side": "BUY", "client_cif": "",
-                 "account_number": "", "delivery": "SPOT", "value_date": ""}
-                for pair in self.rates.pairs
-            ]  # fmt: skip
-            self._quote(rows)
-        else:
-            self.bank.transaction_status(pa.array(["warm-up"], type=pa.string()), 1)
-            self.bank.store.cursor().execute("SELECT count(*) FROM sim_ledger_rows").fetchall()
+    def _at_booking(self, key: int, attempt: int) -> tuple[int, bool]:
+        """What a quote's booking meets: the trade's book-stage reason (every attempt), or on
+        attempt 1 its transient error; a transient TIMEOUT_UNKNOWN books and loses the answer."""
+        reason, transient = self._fate(key)
+        if reason != NONE and BOOK_STAGE[reason + 1]:
+            return reason, False
+        if attempt == 1 and transient != NONE and BOOK_STAGE[transient + 1]:
+            return (NONE, True) if transient == TIMEOUT else (transient, False)
+        return NONE, False
 
-    def decide(self, kind: str, rows: list[dict[str, Any]]) -> list[Answer]:
-        """``kind`` is quote, book or status; one answer per row, in order."""
-        return {"quote": self._quote, "book": self._book, "status": self._status}[kind](rows)
+    def _from_state(self, q: QuoteState) -> Quote:
+        reason, lose = self._at_booking(q.trade_key, q.attempt)
+        return Quote(q.quote_id, q.trade_key, q.attempt, q.pair, q.rate, q.expires_at, reason, lose, q.cancelled,
+                     q.deal_id)  # fmt: skip
 
-    # -- the three decisions ----------------------------------------------------------
-    def _quote(self, rows: list[dict[str, Any]]) -> list[Answer]:
-        pairs = sorted({r["currency_pair"] for r in rows})
-        code = {p: i for i, p in enumerate(pairs)}
-        factor = {c: self.rates.to_zar(c) for c in {r["amount_currency"] for r in rows}}
-        amount = np.array([r["amount"] for r in rows], dtype=np.float64)
-        batch = QuoteBatch(
-            trade_key=np.array([r["trade_key"] for r in rows], dtype=np.uint64),
-            step=np.array([r["step"] for r in rows], dtype=np.int64),
-            attempt=np.array([r["attempt"] for r in rows], dtype=np.int64),
-            amount=amount,
-            amount_zar=amount * np.array([factor[r["amount_currency"]] or np.nan for r in rows]),
-            is_buy=np.array([r["side"] == "BUY" for r in rows], dtype=bool),
-            pair_code=np.array([code[r["currency_pair"]] for r in rows], dtype=np.int32),
-            pair_names=np.array(pairs, dtype=object),
-            trades=pa.table({f: pa.array([r.get(f) or "" for r in rows], type=pa.string()) for f in _TEXT}),
-        )
-        q = self.bank.create_quotes(batch, len(rows))
-        self._compact_quote_book()
-        reasons = CODE_OBJ[q.reason_idx.astype(np.int64) + 1]
-        return [
-            Answer(int(q.result_code[i]), reasons[i], q.message[i], int(q.quote_id[i]), float(q.quote_rate[i]),
-                   float(q.expires_at[i]))
-            for i in range(len(rows))
-        ]  # fmt: skip
+    # -- the book --------------------------------------------------------------------------------
+    def _remember(self, quote: Quote) -> None:
+        self.quotes[quote.quote_id] = quote
+        self._order.append((quote.expires_at, quote.quote_id))
 
-    def _compact_quote_book(self) -> None:
-        """Merge the bank's per-call quote book into one sorted entry, dropping expired quotes.
+    def _prune(self, now: float) -> None:
+        """Forget quotes expired for a while: all their changes are written, the journal has them."""
+        order, horizon = self._order, now - self.keep_s
+        while order and order[0][0] < horizon:
+            self.quotes.pop(order.popleft()[1], None)
 
-        SimulatedBank keeps its last 256 calls' quotes; with one small batch per HTTP burst a
-        quote would fall off that list long before its 30 s are up. An expired quote and an
-        unknown one get the same answer (QUOTE_EXPIRED), so dropping expired ones changes nothing.
-        """
-        book = self.bank._quotes  # the one private piece the desk relies on
-        if len(book) < 16:
-            return
-        ids = np.concatenate([b[0] for b in book])
-        exp = np.concatenate([b[1] for b in book])
-        rate = np.concatenate([b[2] for b in book])
-        live = exp >= self.bank.clock()
-        ids, exp, rate = ids[live], exp[live], rate[live]
-        # Newest entry wins for a quote id issued twice (a replayed attempt): keep the max expiry.
-        order = np.lexsort((-exp, ids))
-        ids, exp, rate = ids[order], exp[order], rate[order]
-        first = np.ones(len(ids), dtype=bool)
-        first[1:] = ids[1:] != ids[:-1]
-        book.clear()
-        book.append((ids[first], exp[first], rate[first]))
+    async def _quote(self, quote_id: int) -> Quote | None:
+        quote = self.quotes.get(quote_id)
+        if quote is None and self.first_id <= quote_id < self.next_id:
+            state = await self.journal.read(self.ledger.find_quote, quote_id)
+            if state is not None:
+                quote = self.quotes.get(quote_id)  # loaded by another call meanwhile?
+                if quote is None:
+                    quote = self._from_state(state)
+                    self._remember(quote)
+        return quote
 
-    def _book(self, rows: list[dict[str, Any]]) -> list[Answer]:
-        answers: list[Answer | None] = [None] * len(rows)
-        for run_id in sorted({r["run_id"] for r in rows}):  # the ledger keeps one run id per call
-            idx = [i for i, r in enumerate(rows) if r["run_id"] == run_id]
-            sub = [rows[i] for i in idx]
-            ids = pa.array([r["deal_id"] for r in sub], type=pa.string())
-            b = self.bank.book_deals(
-                BookBatch(
-                    quote_id=np.array([r["quote_id"] for r in sub], dtype=np.int64),
-                    deal_txn_id=ids,
-                    quote_rate=np.array([r["quote_rate"] for r in sub], dtype=np.float64),
-                    deal_rate=np.array([r["deal_rate"] for r in sub], dtype=np.float64),
-                    trade_key=np.array([r["trade_key"] for r in sub], dtype=np.uint64),
-                    attempt=np.array([r["attempt"] for r in sub], dtype=np.int64),
-                    trade_id=pa.array([""] * len(sub), type=pa.string()),
-                    run_id=run_id,
-                    batch_id=0,
-                    src_row=np.array([r["step"] for r in sub], dtype=np.int64),
-                ),
-                len(sub),
-            )
-            reasons = CODE_OBJ[b.reason_idx.astype(np.int64) + 1]
-            # A timeout the bank booked anyway is a lost answer: the service drops the connection.
-            # The bank says which deals its ledger holds, so this needs no status lookup.
-            assert b.booked is not None  # SimulatedBank always says
-            lost = (b.reason_idx == TIMEOUT) & b.booked
-            for j, i in enumerate(idx):
-                answers[i] = Answer(
-                    int(b.result_code[j]), reasons[j], b.message[j], int(sub[j]["quote_id"]), float(b.deal_rate[j]),
-                    lost=bool(lost[j]),
-                )  # fmt: skip
-        return [a for a in answers if a is not None]
+    def _write(
+        self, event: Event, holders: tuple[Quote | Deal, ...], undo: Callable[[], object]
+    ) -> asyncio.Future[None]:
+        """Journal ``event``, a change already made in memory: until it is written it is the
+        holders' pending change; should the write fail, ``undo`` takes the change back."""
+        change = self.journal.add(event)
+        for holder in holders:
+            holder.pending = change
 
-    def _status(self, rows: list[dict[str, Any]]) -> list[Answer]:
-        st = self.bank.transaction_status(pa.array([r["deal_id"] for r in rows], type=pa.string()), len(rows))
-        return [
-            Answer(0, None, None, int(st.quote_id[i]), float(st.deal_rate[i]), status=str(st.status[i]))
-            for i in range(len(rows))
-        ]
+        def written(done: asyncio.Future[None]) -> None:
+            if done.exception() is not None:
+                undo()
+            for holder in holders:
+                if holder.pending is done:
+                    holder.pending = None
+
+        change.add_done_callback(written)
+        return change
+
+    @staticmethod
+    async def _written(change: asyncio.Future[None] | None) -> None:
+        """Wait for the write an answer rests on (an error: the answer becomes a 500). Shielded:
+        a caller that goes away does not stop the write."""
+        if change is not None:
+            await asyncio.shield(change)
+
+    # -- the operations ------------------------------------------------------------------------
+    async def create_quote(self, req: wire.CreateQuoteRequest, txn: str) -> Refusal | wire.QuotePayload:
+        refusal = self.checks.check(req)
+        if refusal is not None:
+            return refusal
+        key = trade_key(req)
+        attempt = self.attempts.get(key, 0) + 1
+        self.attempts[key] = attempt
+        reason, transient = self._fate(key)
+        now = self.clock()
+        user, pair = req.header.userId, req.trade.currencyPair
+        at_quote = reason if reason != NONE and QUOTE_STAGE[reason + 1] else NONE
+        if at_quote == NONE and attempt == 1 and transient != NONE and QUOTE_STAGE[transient + 1]:
+            at_quote = transient
+        if at_quote != NONE:
+            code = REASONS[at_quote]
+            event = Event(REFUSED, int(now * 1e6), None, user, txn, key, attempt, code.value, pair)
+            await self._written(self.journal.add(event))
+            return refuse(code)
+        quote_id = self.next_id
+        self.next_id += 1
+        step = np.array([quote_id - self.first_id], dtype=np.int64)
+        rate = float(self.walk.mid(_PAIRS, step, np.array([self.walk.index[pair]]))[0])
+        quote = Quote(quote_id, key, attempt, pair, rate, now + self.ttl_s, *self._at_booking(key, attempt))
+        self._prune(now)
+        self._remember(quote)
+        event = Event(ISSUED, int(now * 1e6), quote_id, user, txn, key, attempt, None, pair, rate,
+                      int(quote.expires_at * 1e6))  # fmt: skip
+        await self._written(self._write(event, (quote,), lambda: self.quotes.pop(quote_id, None)))
+        expiry = datetime.fromtimestamp(quote.expires_at, UTC)
+        return wire.QuotePayload(quoteId=quote_id, quoteExpiryDateTime=expiry, quoteRate=rate)
+
+    async def book_deal(self, req: wire.BookDealRequest, txn: str) -> Refusal | Booked:
+        t = req.trade
+        quote = await self._quote(t.quoteID)
+        deal = self.deals.get(t.dealTransactionID)
+        if deal is not None:
+            await self._written(deal.pending)  # both answers rest on the deal: once it is written
+            if deal.quote_id != t.quoteID:
+                return refuse(FailureCode.DUPLICATE_TRANSACTION, ("trade.dealTransactionID", "ALREADY USED FOR ANOTHER QUOTE"))  # fmt: skip
+            return Booked(fresh=False, lost=False)  # the same booking again: its answer
+        refusal = self._booking_refusal(quote, t)
+        if refusal is not None:
+            if quote is not None:
+                await self._written(quote.pending)
+            return refusal
+        assert quote is not None  # refused above otherwise
+        now = self.clock()
+        deal = Deal(t.dealTransactionID, quote.quote_id, now, req.header.userId, txn)
+        self.deals[deal.deal_id] = deal
+        quote.deal_id = deal.deal_id
+        event = Event(BOOKED, int(now * 1e6), quote.quote_id, deal.user_id, txn, pair=quote.pair,
+                      quote_rate=t.quoteRate, deal_id=deal.deal_id, deal_rate=t.dealRate)  # fmt: skip
+
+        def undo() -> None:
+            self.deals.pop(t.dealTransactionID, None)
+            quote.deal_id = None
+
+        await self._written(self._write(event, (deal, quote), undo))
+        return Booked(fresh=True, lost=quote.lose_answer)
+
+    def _booking_refusal(self, quote: Quote | None, t: wire.BookTrade) -> Refusal | None:
+        if quote is None:
+            return refuse(FailureCode.QUOTE_NOT_FOUND, ("trade.quoteID", "UNKNOWN QUOTE"))
+        if quote.deal_id is not None:
+            return refuse(FailureCode.QUOTE_ALREADY_BOOKED, ("trade.quoteID", "QUOTE ALREADY BOOKED"))
+        if quote.cancelled:
+            return refuse(FailureCode.QUOTE_CANCELLED, ("trade.quoteID", "QUOTE CANCELLED"))
+        if self.clock() > quote.expires_at:
+            return refuse(FailureCode.QUOTE_EXPIRED, ("trade.quoteID", f"QUOTE EXPIRED AT {iso(quote.expires_at)}"))
+        if abs(t.quoteRate - quote.rate) > self.tolerance * quote.rate:
+            return refuse(FailureCode.PRICE_MOVED, ("trade.quoteRate", f"THE QUOTE'S RATE IS {quote.rate!r}"))
+        if quote.book_reason != NONE:
+            return refuse(REASONS[quote.book_reason])
+        return None
+
+    async def cancel_quote(self, req: wire.QuoteRequest, txn: str) -> Refusal | None:
+        quote = await self._quote(req.quoteID)
+        if quote is None:
+            return refuse(FailureCode.QUOTE_NOT_FOUND, ("quoteID", "UNKNOWN QUOTE"))
+        if quote.deal_id is not None:
+            await self._written(quote.pending)
+            return refuse(FailureCode.QUOTE_ALREADY_BOOKED, ("quoteID", "QUOTE ALREADY BOOKED"))
+        now = self.clock()
+        if quote.cancelled or now > quote.expires_at:  # nothing left to cancel: fine, as asked
+            await self._written(quote.pending)
+            return None
+        quote.cancelled = True
+        event = Event(CANCELLED, int(now * 1e6), quote.quote_id, req.header.userId, txn, pair=quote.pair)
+
+        def undo() -> None:
+            quote.cancelled = False
+
+        await self._written(self._write(event, (quote,), undo))
+        return None
+
+    async def latest_quote(self, req: wire.QuoteRequest) -> Refusal | wire.LatestQuotePayload:
+        quote = await self._quote(req.quoteID)
+        if quote is None:
+            return refuse(FailureCode.QUOTE_NOT_FOUND, ("quoteID", "UNKNOWN QUOTE"))
+        await self._written(quote.pending)
+        if quote.deal_id is not None:
+            return refuse(FailureCode.QUOTE_ALREADY_BOOKED, ("quoteID", "QUOTE ALREADY BOOKED"))
+        if quote.cancelled:
+            return refuse(FailureCode.QUOTE_CANCELLED, ("quoteID", "QUOTE CANCELLED"))
+        if self.clock() > quote.expires_at:
+            return refuse(FailureCode.QUOTE_EXPIRED, ("quoteID", f"QUOTE EXPIRED AT {iso(quote.expires_at)}"))
+        expiry = datetime.fromtimestamp(quote.expires_at, UTC)
+        return wire.LatestQuotePayload(quoteId=quote.quote_id, quoteExpiryDateTime=expiry)
+
+    async def txn_status(self, req: wire.TxnStatusRequest) -> Refusal | wire.Transaction:
+        """A booking by the caller's dealTransactionID, or by the bank's id of the booking call."""
+        deal = self.deals.get(req.transactionID)
+        if deal is None:
+            found = await self.journal.read(self.ledger.find_booking, req.transactionID)
+            if found is not None:
+                deal = Deal(found.deal_id, found.quote_id, found.booked_at, found.user_id, found.bank_txn)
+        if deal is None:
+            msg = f"no transaction {req.transactionID}"
+            return Refusal(404, wire.TXN_NOT_FOUND, msg, [wire.FieldError(validation="transactionID", error=msg)])
+        await self._written(deal.pending)
+        return deal.transaction()
+
+
+_PAIRS = np.array([""], dtype=object)  # RateWalk.mid's pair names, unused when indices are given

@@ -23,8 +23,8 @@ from pydantic import SecretStr
 
 from fxbatch import Settings, Workbench
 from fxbatch.errors import SettingsError
-from fxbatch.models import RunStatus
-from tests.integration.run_helpers import WAIT, assert_every_trade_final, load_generated, outcomes, query, wait_until
+from fxbatch.models import FailureCode, RunStatus
+from tests.integration.run_helpers import WAIT, assert_every_trade_final, load_generated, query, wait_until
 
 SECRET = "banksim-s3cret-value"
 CLIENT = "fxbatch-test"
@@ -124,7 +124,7 @@ def assert_one_deal_per_success(wb: Workbench, run_id: int, ledger: list[dict[st
     assert all(row["booked_at"] for row in ledger)
 
 
-def test_a_500_trade_batch_at_concurrency_16_ends_final_with_the_in_process_outcomes(
+def test_a_500_trade_batch_at_concurrency_16_ends_final_with_one_deal_per_success(
     tmp_path: Path, service: Service
 ) -> None:
     with Workbench.open(settings=http_settings(tmp_path)) as wb:
@@ -132,10 +132,11 @@ def test_a_500_trade_batch_at_concurrency_16_ends_final_with_the_in_process_outc
         over_http = wb.run(batch, bank_url=service.url, concurrency=16, backoff_ms=5)
         assert over_http.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), over_http.error
         assert_every_trade_final(wb, over_http.run_id)
-        assert over_http.counts["SUCCESS"] > 400
-        in_process = wb.run(batch, concurrency=16)
-        # Same seed, same model: every trade ends the same way whichever way the bank is reached.
-        assert outcomes(wb, over_http.run_id) == outcomes(wb, in_process.run_id)
+        # The simulator decides with the same model and success rate (95%) as the in-process bank,
+        # from the request alone (no fxbatch header reaches it).
+        assert 440 <= over_http.counts["SUCCESS"] < 500
+        reasons = set(over_http.failure_reasons)
+        assert reasons and reasons <= {c.value for c in FailureCode}
         service.stop()
         assert_one_deal_per_success(wb, over_http.run_id, service.ledger(tmp_path))
 
@@ -147,8 +148,9 @@ def test_dropped_booking_answers_and_5xx_never_book_a_deal_twice(tmp_path: Path,
         summary = wb.run(batch, bank_url=service.url, concurrency=16, backoff_ms=5)
         assert summary.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), summary.error
         assert_every_trade_final(wb, summary.run_id)
-        # Lost answers and 5xx are resolved within the attempt: no trade ends differently for them.
-        assert outcomes(wb, summary.run_id) == outcomes(wb, wb.run(batch, concurrency=16).run_id)
+        # Lost answers (20% of bookings) and 5xx (5% of calls) are resolved by the bank's status and
+        # retries: the failures are the model's own 5% (~15 of 300), not one per lost answer (~60).
+        assert summary.counts["FAILED"] <= 30
         service.stop()
         ledger = service.ledger(tmp_path)
         assert len(ledger) == summary.counts["SUCCESS"] > 250
@@ -177,8 +179,8 @@ def test_a_killed_bank_interrupts_the_run_and_resume_finishes_it_consistently(
         resumed = wb.resume(job.run_id)
         assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), resumed.error
         assert_every_trade_final(wb, job.run_id)
-        # The outage cost no attempt: every trade ends as it would have without it.
-        assert outcomes(wb, job.run_id) == outcomes(wb, wb.run(batch, concurrency=8).run_id)
+        # The outage failed no trade: the failures are the model's own 5% (~30 of 600).
+        assert resumed.counts["FAILED"] <= 60
         service.stop()
         assert_one_deal_per_success(wb, job.run_id, service.ledger(tmp_path))
     assert SECRET not in caplog.text and SECRET not in service.log.read_text()
@@ -208,5 +210,5 @@ def test_the_ledger_command_writes_the_booked_deals(tmp_path: Path, service: Ser
     service.stop()
     ledger = service.ledger(tmp_path)
     assert len(ledger) == summary.counts["SUCCESS"]
-    assert {"deal_transaction_id", "quote_id", "booked_at", "run_id", "src_row", "deal_rate"} <= set(ledger[0])
+    assert {"deal_transaction_id", "quote_id", "booked_at", "deal_rate", "quote_rate"} <= set(ledger[0])
     assert os.path.getsize(tmp_path / "ledger.csv") > 0
