@@ -27,7 +27,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from fxbatch.bank.http import wire
-from fxbatch.bank.http.caller import Caller, NoAnswer, Sleep
+from fxbatch.bank.http.caller import SHARD, Caller, NoAnswer, Sleep
 from fxbatch.bank.http.config import HttpBankConfig
 from fxbatch.bank.http.token import TokenCache
 from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
@@ -120,10 +120,14 @@ class HttpBank:
                 f"FXBATCH_BANK_USER_ID must be the dealer's e-mail address (header.userId), not {config.user_id!r}."
             ) from None
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=30.0)
-        self.client = httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+        limits = httpx.Limits(max_connections=SHARD, max_keepalive_connections=SHARD, keepalive_expiry=30.0)
+
+        def new_client() -> httpx.AsyncClient:
+            return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+
+        self.client = new_client()  # the token's
         self.tokens = TokenCache(config, self.client, clock)
-        self.caller = Caller(config, self.client, self.tokens, sleep, clock)
+        self.caller = Caller(config, new_client, self.tokens, sleep, clock)
         self._slots = _Slots()
         self._running = 0  # port calls in progress
         self._loop = _LoopThread()
@@ -340,9 +344,13 @@ class HttpBank:
         n = len(found)
         return StatusReplies(np.array(found, dtype=object), np.zeros(n, dtype=np.int64), np.full(n, np.nan))
 
+    async def _close_clients(self) -> None:
+        for client in [self.client, *self.caller.clients]:
+            await client.aclose()
+
     def close(self) -> None:
         if not self._loop.loop.is_closed():
             try:
-                self._loop.run(self.client.aclose())
+                self._loop.run(self._close_clients())
             finally:
                 self._loop.close()
