@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PORT ?= 8501
+ADDRESS ?= 127.0.0.1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: run test lint typecheck unit bench browser clean
@@ -21,10 +22,11 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 	$(PIP) install -q -r requirements-dev.txt
 	touch $@
 
-## Start the app on http://localhost:$(PORT) (creates the database with the sample batch on first start)
+## Start the server on http://127.0.0.1:$(PORT): the app and the API (/api/v1, docs at /api/docs) in one
+## process that holds the database (created with the sample batch on first start). ADDRESS=0.0.0.0 also
+## needs FXBATCH_ALLOW_UNAUTHENTICATED=1 (no login yet).
 run: $(VENV)/.installed
-	$(PY) -m fxbatch init
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(VENV)/bin/streamlit run server.py --server.port $(PORT) --server.address $(ADDRESS) --server.headless true --browser.gatherUsageStats false
 
 ## Debian's chromium for the browser tests (never a downloaded browser)
 browser:
@@ -53,6 +55,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_whatif.py
 	$(PY) bench/bench_http.py
+	$(PY) bench/bench_api.py
 	$(PY) bench/bench_app.py
 
 clean:

@@ -28,7 +28,7 @@ def main() -> None:
         start = time.perf_counter()
         sweep = wb.whatif.sweep(batch, rates, seeds=5, name="bench")
         elapsed = time.perf_counter() - start
-        assert len(sweep["scenarios"]) == 105
+        assert len(sweep.scenarios) == 105
     print(f"== what-if sweep: 21 success rates x 5 seeds over {N:,} trades")
     print(f"  sweep {elapsed:.2f}s  one ordinary run {single:.2f}s  ratio {elapsed / single:.2f}x (target <= 10)")
 

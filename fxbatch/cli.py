@@ -2,7 +2,12 @@
 
 Exit codes: 0 done, 2 the input or the request could not be used (message on stderr, or
 ``{"error": {"code", "message"}}`` with --json), 3 a run stopped INTERRUPTED (Ctrl-C or the
-bank unreachable; resume it), 1 an unexpected failure.
+bank unreachable; resume it), 130 Ctrl-C detached from a run executing in a server (it goes on
+there), 1 an unexpected failure.
+
+While an fxbatch server (``make run``) holds the database, every command works through its HTTP
+API (the server records its address beside the database file); ``--server URL`` or
+``FXBATCH_SERVER`` names one explicitly.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ from typing import Any
 
 import pydantic
 
+from fxbatch.client import Client, RemoteJob
 from fxbatch.engine import Job
 from fxbatch.errors import FxBatchError, SettingsError, invalid_values
-from fxbatch.export import export_ledger, export_run
-from fxbatch.models import RunStatus, RunSummary
+from fxbatch.models import RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
 from fxbatch.workbench import Workbench
 
-Handler = Callable[[Workbench, argparse.Namespace], Any]
+AnyWorkbench = Workbench | Client  # the database here, or the server that holds it
+Handler = Callable[[AnyWorkbench, argparse.Namespace], Any]
 
 
 def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
@@ -68,7 +74,7 @@ def _read_fixes(path: Path | None) -> dict[int, dict[str, str | None]] | None:
     return fixes
 
 
-def cmd_load(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_load(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     result = wb.load(
         args.file, name=args.name, sheet=args.sheet, column_map=_column_map(args.map), fixes=_read_fixes(args.fixes)
     )
@@ -82,7 +88,7 @@ def cmd_load(wb: Workbench, args: argparse.Namespace) -> None:
         lines.append(
             f"  note: this file was loaded before as batch(es) {', '.join(map(str, result.previously_loaded_as))}"
         )
-    limit = wb.settings.max_rejections_shown
+    limit = args.max_rejections_shown  # this terminal's setting, also when a server did the load
     for r in result.rejections[:limit]:
         lines.append(f"  row {r.row:>7} {r.column:<16} {r.code:<22} {r.message}")
     if len(result.rejections) > limit:
@@ -90,7 +96,7 @@ def cmd_load(wb: Workbench, args: argparse.Namespace) -> None:
     _emit(args, result.summary(), "\n".join(lines))
 
 
-def cmd_batches(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_batches(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     items = wb.batches()
     payload = [b.model_dump(mode="json") for b in items]
     text = (
@@ -103,42 +109,39 @@ def cmd_batches(wb: Workbench, args: argparse.Namespace) -> None:
     _emit(args, payload, text)
 
 
-def cmd_rejections(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_rejections(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     df = wb.rejections(args.batch_id)
     _emit(args, json.loads(df.to_json(orient="records")), df.to_string(index=False) if len(df) else "No rejections.")
 
 
-def cmd_trades(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_trades(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     df = wb.trades(args.batch_id)
     payload = json.loads(df.to_json(orient="records", date_format="iso"))
     _emit(args, payload, df.head(args.limit).to_string(index=False))
 
 
-def _bar(snap: dict[str, Any], width: int = 30) -> str:
-    fraction = float(snap["fraction"])
-    filled = int(width * fraction)
-    eta = snap["eta_s"]
-    eta_text = f"ETA {eta:,.0f}s" if isinstance(eta, int | float) else "ETA --"
+def _bar(snap: RunProgress | None, width: int = 30) -> str:
+    if snap is None:  # not executing here (any more): nothing to draw
+        return ""
+    filled = int(width * snap.fraction)
+    eta_text = f"ETA {snap.eta_s:,.0f}s" if snap.eta_s is not None else "ETA --"
     return (
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%} {snap['done']:,}/{snap['total']:,} "
-        f"{float(snap['trades_per_s']):,.0f} trades/s {eta_text}   "
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {snap.fraction:6.1%} {snap.done:,}/{snap.total:,} "
+        f"{snap.trades_per_s:,.0f} trades/s {eta_text}   "
     )
 
 
-def _follow(wb: Workbench, job: Job, args: argparse.Namespace) -> int:
-    """Wait for a run with a progress bar on stderr; Ctrl-C leaves it INTERRUPTED (resumable)."""
+def _follow(wb: AnyWorkbench, job: Job | RemoteJob, args: argparse.Namespace) -> int:
+    """Wait for a run with a progress bar on stderr; Ctrl-C leaves it INTERRUPTED (resumable), or,
+    for a run in a server, detaches from it (the run goes on there)."""
     show = sys.stderr.isatty() or getattr(args, "progress", False)
-    try:
-        while not job.wait(0.25):
-            if show:
-                sys.stderr.write(_bar(job.progress.snapshot()))
-                sys.stderr.flush()
-    except KeyboardInterrupt:
-        sys.stderr.write("\nstopping after the trades in hand; the run stays resumable...\n")
-        job.interrupt()
-        job.wait()
-    if show:
-        sys.stderr.write(_bar(job.progress.snapshot()) + "\n")
+    if isinstance(job, RemoteJob):
+        assert isinstance(wb, Client)
+        if not _follow_remote(wb, job, show):
+            return 130
+    else:
+        assert isinstance(wb, Workbench)
+        _follow_local(wb, job, show)
     summary = wb.run_summary(job.run_id)
     _emit(args, summary.to_json(), _summary_text(summary))
     if summary.status is RunStatus.INTERRUPTED:
@@ -147,6 +150,52 @@ def _follow(wb: Workbench, job: Job, args: argparse.Namespace) -> int:
         print(f"Resume with: python -m fxbatch resume {summary.run_id}", file=sys.stderr)
         return 3
     return 0
+
+
+def _follow_local(wb: Workbench, job: Job, show: bool) -> None:
+    last: RunProgress | None = None
+    try:
+        while not job.wait(0.25):
+            last = wb.progress(job.run_id) or last
+            if show:
+                sys.stderr.write(_bar(last))
+                sys.stderr.flush()
+    except KeyboardInterrupt:
+        sys.stderr.write("\nstopping after the trades in hand; the run stays resumable...\n")
+        job.interrupt()
+        job.wait()
+    if show:
+        sys.stderr.write(_bar(_final(wb.run_summary(job.run_id), last)) + "\n")
+
+
+def _follow_remote(client: Client, job: RemoteJob, show: bool) -> bool:
+    """Draw the bar from the server's events to the run's end; False when Ctrl-C detached."""
+    last: RunProgress | None = None
+    try:
+        for view in client.events(job.run_id):
+            last = view.progress or last
+            if show and view.progress is not None:
+                sys.stderr.write(_bar(view.progress))
+                sys.stderr.flush()
+            if view.finished:
+                if show:
+                    sys.stderr.write(_bar(_final(view, last)) + "\n")
+                return True
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            f"\ndetached: run {job.run_id} goes on in the server at {client.url}. Follow it with "
+            f"`python -m fxbatch show {job.run_id}`; stop it with `python -m fxbatch cancel {job.run_id}`.\n"
+        )
+        return False
+    return True
+
+
+def _final(summary: RunSummary, last: RunProgress | None) -> RunProgress | None:
+    """The bar's last state from the stored counts (the live progress is gone once a run ends)."""
+    if last is None:
+        return None
+    done = sum(summary.counts.get(s, 0) for s in ("SUCCESS", "FAILED", "CANCELLED"))
+    return last.model_copy(update={"done": done, "fraction": done / summary.trades if summary.trades else 1.0})
 
 
 def _summary_text(s: RunSummary) -> str:
@@ -173,7 +222,7 @@ def _summary_text(s: RunSummary) -> str:
     return "\n".join(lines)
 
 
-def cmd_run(wb: Workbench, args: argparse.Namespace) -> int:
+def cmd_run(wb: AnyWorkbench, args: argparse.Namespace) -> int:
     job = wb.start_run(
         args.batch_id, seed=args.seed, success_rate=args.success_rate, latency_ms=args.latency_ms,
         concurrency=args.concurrency, max_attempts=args.max_attempts, retry_of_run=args.retry_failed_of,
@@ -182,13 +231,11 @@ def cmd_run(wb: Workbench, args: argparse.Namespace) -> int:
     return _follow(wb, job, args)
 
 
-def cmd_resume(wb: Workbench, args: argparse.Namespace) -> int:
-    job = wb.resume(args.run_id, wait=False, bank_url=args.bank)
-    assert isinstance(job, Job)
-    return _follow(wb, job, args)
+def cmd_resume(wb: AnyWorkbench, args: argparse.Namespace) -> int:
+    return _follow(wb, wb.start_resume(args.run_id, bank_url=args.bank), args)
 
 
-def cmd_runs(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_runs(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     items = wb.runs(args.batch)
     payload = [
         {k: v for k, v in r.to_json().items() if k in ("run_id", "batch_id", "status", "trades", "counts", "started_at",
@@ -206,26 +253,26 @@ def cmd_runs(wb: Workbench, args: argparse.Namespace) -> None:
     _emit(args, payload, text)
 
 
-def cmd_show(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_show(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     summary = wb.run_summary(args.run_id)
     _emit(args, summary.to_json(), _summary_text(summary))
 
 
-def cmd_cancel(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_cancel(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     wb.cancel(args.run_id)
     summary = wb.run_summary(args.run_id)
     _emit(args, summary.to_json(), _summary_text(summary))
 
 
-def cmd_export(wb: Workbench, args: argparse.Namespace) -> None:
-    rows = export_run(wb.store, args.run_id, args.output)
+def cmd_export(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    rows = wb.export_run(args.run_id, args.output)
     _emit(
         args, {"run_id": args.run_id, "rows": rows, "path": str(args.output)}, f"Wrote {rows:,} rows to {args.output}"
     )
 
 
-def cmd_ledger(wb: Workbench, args: argparse.Namespace) -> None:
-    rows = export_ledger(wb.store, args.output, args.run)
+def cmd_ledger(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    rows = wb.export_ledger(args.output, args.run)
     _emit(args, {"rows": rows, "path": str(args.output)}, f"Wrote {rows:,} booked deals to {args.output}")
 
 
@@ -241,7 +288,7 @@ def _rates(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"--success-rates {text!r}: use 0.5,0.7,0.9 or 0.5:1:0.05") from exc
 
 
-def cmd_whatif(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_whatif(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{done}/{total} scenarios")
@@ -253,36 +300,37 @@ def cmd_whatif(wb: Workbench, args: argparse.Namespace) -> None:
     )  # fmt: skip
     if sys.stderr.isatty():
         sys.stderr.write("\n")
-    lines = [f"Sweep {result['sweep_id']} over batch {result['batch_id']}: {len(result['scenarios'])} scenarios"]
+    lines = [f"Sweep {result.sweep_id} over batch {result.batch_id}: {len(result.scenarios)} scenarios"]
     lines += [
-        f"  success rate {p['success_rate']:.2f}: notional ZAR mean {p['mean']:,.0f} "
-        f"(5-95%: {p['p05']:,.0f} .. {p['p95']:,.0f}), success share {p['success_share_mean']:.1%}, "
-        f"spread income R {p['income_mean']:,.0f}, lost to failures R {p['income_lost_mean']:,.0f}"
-        for p in result["summary"]
+        f"  success rate {p.success_rate:.2f}: notional ZAR mean {p.mean:,.0f} "
+        f"(5-95%: {p.p05:,.0f} .. {p.p95:,.0f}), success share {p.success_share_mean:.1%}, "
+        f"spread income R {p.income_mean or 0:,.0f}, lost to failures R {p.income_lost_mean or 0:,.0f}"
+        for p in result.summary
     ]
-    _emit(args, result, "\n".join(lines))
+    _emit(args, result.model_dump(mode="json"), "\n".join(lines))
 
 
-def cmd_sweeps(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_sweeps(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     items = wb.whatif.sweeps(args.batch)
-    text = "\n".join(
-        f"{s['sweep_id']:>5}  batch {s['batch_id']:<5} {s['scenarios']:>5} scenarios  {s['name']}" for s in items
+    text = "\n".join(f"{s.sweep_id:>5}  batch {s.batch_id:<5} {s.scenarios:>5} scenarios  {s.name}" for s in items)
+    _emit(
+        args,
+        [s.model_dump(mode="json") for s in items],
+        text or "No sweeps yet: `python -m fxbatch whatif BATCH_ID --success-rates 0.5:1:0.1`.",
     )
-    _emit(args, items, text or "No sweeps yet: `python -m fxbatch whatif BATCH_ID --success-rates 0.5:1:0.1`.")
 
 
-def cmd_sweep(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_sweep(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     result = wb.whatif.get(args.sweep_id)
-    _emit(args, result, json.dumps(result["summary"], indent=1))
+    payload = result.model_dump(mode="json")
+    _emit(args, payload, json.dumps(payload["summary"], indent=1))
 
 
-def cmd_promote(wb: Workbench, args: argparse.Namespace) -> int:
-    job = wb.whatif.promote(args.sweep_id, args.scenario, wait=False)
-    assert isinstance(job, Job)
-    return _follow(wb, job, args)
+def cmd_promote(wb: AnyWorkbench, args: argparse.Namespace) -> int:
+    return _follow(wb, wb.whatif.start_promote(args.sweep_id, args.scenario), args)
 
 
-def cmd_compare(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_compare(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     table = wb.whatif.compare(args.run_ids)
     payload: dict[str, Any] = {"runs": json.loads(table.to_json(orient="records"))}
     text = table.to_string(index=False)
@@ -293,12 +341,11 @@ def cmd_compare(wb: Workbench, args: argparse.Namespace) -> None:
     _emit(args, payload, text)
 
 
-def cmd_init(wb: Workbench, args: argparse.Namespace) -> None:
+def cmd_init(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     batches = wb.batches()
-    payload = {"db": str(wb.settings.db), "schema_version": wb.store.schema_version(), "batches": len(batches)}
-    _emit(
-        args, payload, f"Database {wb.settings.db} ready (schema {payload['schema_version']}, {len(batches)} batches)"
-    )
+    db = str(wb.settings.db) if isinstance(wb, Workbench) else f"{wb.health()['db']} (held by the server at {wb.url})"
+    payload = {"db": db, "schema_version": wb.schema_version(), "batches": len(batches)}
+    _emit(args, payload, f"Database {db} ready (schema {payload['schema_version']}, {len(batches)} batches)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
     parser = argparse.ArgumentParser(prog="python -m fxbatch", description="FX batch workbench", parents=[common])
     parser.add_argument("--db", type=Path, help="database file (default: FXBATCH_DB or data/fxbatch.duckdb)")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="work through the fxbatch server at URL (default: FXBATCH_SERVER, or the server holding the database)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("init", parents=[common], help="create the database (with the sample batch when new)")
@@ -427,7 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
-        with Workbench.open(args.db, settings, seed_sample=getattr(args, "seed_sample", False)) as wb:
+        args.max_rejections_shown = settings.max_rejections_shown
+        with Workbench.open(
+            args.db, settings, seed_sample=getattr(args, "seed_sample", False), server=args.server
+        ) as wb:
             code = args.handler(wb, args)
     except FxBatchError as exc:
         if args.json:

@@ -8,8 +8,9 @@
     ├── SettingsError            a setting or option with a bad value (names the setting)
     ├── NotFoundError            a batch or run id that does not exist
     ├── ConflictError            an action refused by the current state (e.g. batch running)
-    └── StoreError               the database could not be used
-        └── DatabaseLockedError  another process holds the database file
+    ├── StoreError               the database could not be used
+    │   └── DatabaseLockedError  another process holds the database file
+    └── ServerError              the fxbatch server (``fxbatch.connect``) could not be used
 
 Errors from DuckDB and the file readers are mapped at the edge (``raise X(...) from exc``) so
 callers (CLI, app, notebook) only ever handle these.
@@ -79,6 +80,12 @@ class DatabaseLockedError(StoreError):
             "another file with --db PATH or FXBATCH_DB."
         )
         self.path = str(path)
+
+
+class ServerError(FxBatchError):
+    """The fxbatch server did not answer, or answered outside its API (names the URL)."""
+
+    code = "SERVER_ERROR"
 
 
 def invalid_values(exc: ValidationError) -> list[str]:

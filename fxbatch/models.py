@@ -407,3 +407,30 @@ class RunSummary(BaseModel):
             "quote_cancel_failures": self.quote_cancel_failures,
             "config": self.config.model_dump(mode="json"),
         }
+
+
+class RunProgress(BaseModel):
+    """Live progress of a run executing in the server process (``Workbench.progress``)."""
+
+    run_id: int
+    batch_id: int | None = Field(None, description="The run's batch (set by Workbench.progress and active_runs).")
+    status: RunStatus
+    done: int = Field(description="Trades in a final state (SUCCESS, FAILED, CANCELLED).")
+    total: int
+    fraction: float = Field(description="done / total (1.0 for an empty run).")
+    counts: dict[str, int] = Field(description="Trades per status, PENDING included.")
+    trades_per_s: float
+    eta_s: float | None = Field(description="Seconds to the end at the current pace (None: not known yet).")
+    elapsed_s: float
+    error: str | None = None
+
+
+class RunView(RunSummary):
+    """A run as the server shows it: the CLI's ``show --json`` object plus its live progress."""
+
+    progress: RunProgress | None = Field(None, description="Live progress while the run executes, else null.")
+
+    @property
+    def finished(self) -> bool:
+        """Final or INTERRUPTED and not executing: nothing more happens without a resume."""
+        return self.progress is None and (self.status in FINAL_RUN or self.status is RunStatus.INTERRUPTED)

@@ -7,6 +7,7 @@ environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -23,6 +24,7 @@ from fxbatch.money import MAX_SPREAD_PIPS
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 DATA_DIR = PROJECT_DIR / "data"
+SERVER_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 
 
 class Settings(BaseSettings):
@@ -73,6 +75,29 @@ class Settings(BaseSettings):
         ge=1,
         description="How many rejections the CLI prints as text (JSON always has them all).",
     )
+    api_max_upload_mb: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Largest file the HTTP API accepts in POST /api/v1/batches, in MB (Streamlit's default "
+        "server.maxUploadSize); a bigger upload is refused with 413.",
+    )
+    server: str | None = Field(
+        default=None,
+        description="URL of a running fxbatch server (http://127.0.0.1:8501) for the CLI and notebooks to work "
+        "through; empty = the server recorded beside the database file, if one holds it, else the file itself.",
+    )
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Let the server listen on an address other machines can reach (not 127.0.0.1 or localhost) "
+        "although it has no login yet; anyone who reaches it can load, run and delete batches.",
+    )
+    server_url: str | None = Field(
+        default=None,
+        description="Base URL the server records beside the database for the CLI and notebooks on this machine "
+        "(behind a proxy, or under plain uvicorn on a port other than Streamlit's server.port); "
+        "empty = from Streamlit's server.address and server.port.",
+    )
     bank_url: str | None = Field(
         default=None,
         description="Base URL of the HTTP bank the app's run form offers; empty = none (the simulated bank).",
@@ -113,6 +138,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Upper limit on HTTP bank calls per second across the run; empty = no limit.",
     )
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_url_is_an_address(cls, url: str | None) -> str | None:
+        url = (url or "").strip().rstrip("/")
+        if url and not SERVER_URL.fullmatch(url):
+            raise ValueError(f"server URL {url!r} is not a web address: for example http://127.0.0.1:8501")
+        return url or None
 
     @field_validator("bank_url")
     @classmethod

@@ -17,16 +17,27 @@ from typing import Any
 import pandas as pd
 
 from fxbatch import analytics, batches, export
+from fxbatch.client import Client, connect
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
-from fxbatch.errors import ConflictError
+from fxbatch.errors import ConflictError, ServerError
 from fxbatch.ingest import Fixes
-from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunSummary
+from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary
 from fxbatch.rates import RateTable
+from fxbatch.serving import read_record
 from fxbatch.settings import Settings, load_settings
 from fxbatch.store import Store
 from fxbatch.whatif.compare import compare_runs, differing_trades
-from fxbatch.whatif.sweep import SweepGrid, get_sweep, list_sweeps, make_executor, run_sweep, scenario_config
+from fxbatch.whatif.models import Sweep, SweepInfo
+from fxbatch.whatif.sweep import (
+    SweepGrid,
+    get_sweep,
+    list_sweeps,
+    make_executor,
+    reserve_sweep_id,
+    run_sweep,
+    scenario_config,
+)
 
 
 class Workbench:
@@ -41,12 +52,33 @@ class Workbench:
 
     @classmethod
     def open(
+        cls,
+        db: Path | str | None = None,
+        settings: Settings | None = None,
+        *,
+        seed_sample: bool = False,
+        server: str | None = None,
+    ) -> Workbench | Client:
+        """The workbench on the database at ``db`` or ``settings.db``, wherever it is held.
+
+        When a running fxbatch server holds that database (it records its address beside the
+        file), or ``server`` / ``FXBATCH_SERVER`` names one, this is a ``Client`` of that server:
+        the same methods and result types over its HTTP API. Otherwise the file is opened here
+        (created and migrated if needed; with ``seed_sample`` a new database gets the sample batch).
+        """
+        settings = settings or load_settings()
+        if db is not None:
+            settings = settings.model_copy(update={"db": Path(db)})
+        url = server or settings.server
+        if url:
+            return connect(url)
+        return _held_by_server(settings) or cls.open_local(settings=settings, seed_sample=seed_sample)
+
+    @classmethod
+    def open_local(
         cls, db: Path | str | None = None, settings: Settings | None = None, *, seed_sample: bool = False
     ) -> Workbench:
-        """Open (creating and migrating if needed) the database at ``db`` or ``settings.db``.
-
-        With ``seed_sample`` a newly created database gets the bundled sample batch.
-        """
+        """Open the database file in this process (what a server does); never a client."""
         settings = settings or load_settings()
         if db is not None:
             settings = settings.model_copy(update={"db": Path(db)})
@@ -57,6 +89,9 @@ class Workbench:
         if seed_sample and store.created and settings.load_sample_on_create:
             wb.load(settings.sample_file, name="Sample batch")
         return wb
+
+    def __repr__(self) -> str:
+        return f"fxbatch.Workbench({str(self.settings.db)!r})"
 
     def close(self) -> None:
         """Stop runs in progress (they stay resumable), then close the database."""
@@ -150,7 +185,7 @@ class Workbench:
 
     # -- runs ------------------------------------------------------------------
     def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Job:
-        """Start a run in the background and return its job at once (``job.progress.snapshot()``).
+        """Start a run in the background and return its job at once (``wb.progress(job.run_id)``).
 
         ``overrides`` set RunConfig fields (``seed=7``) or bank settings (``success_rate=0.8``).
         """
@@ -162,12 +197,14 @@ class Workbench:
         job.wait()
         return self.run_summary(job.run_id)
 
-    def resume(self, run_id: int, *, wait: bool = True, bank_url: str | None = None) -> RunSummary | Job:
-        """Finish an INTERRUPTED run; ``bank_url`` points it at another HTTP bank address
-        ('' = the in-process simulated bank), None keeps the run's own."""
-        job = self.engine.resume(run_id, bank_url=bank_url)
-        if not wait:
-            return job
+    def start_resume(self, run_id: int, *, bank_url: str | None = None) -> Job:
+        """Go on with an INTERRUPTED run in the background and return its job at once; ``bank_url``
+        points it at another HTTP bank address ('' = the in-process simulated bank), None keeps the run's own."""
+        return self.engine.resume(run_id, bank_url=bank_url)
+
+    def resume(self, run_id: int, *, bank_url: str | None = None) -> RunSummary:
+        """Finish an INTERRUPTED run and wait for the end (``bank_url`` as in ``start_resume``)."""
+        job = self.start_resume(run_id, bank_url=bank_url)
         job.wait()
         return self.run_summary(run_id)
 
@@ -180,10 +217,10 @@ class Workbench:
     def runs(self, batch_id: int | None = None) -> list[RunSummary]:
         return run_records.list_runs(self.store, batch_id)
 
-    def progress(self, run_id: int) -> dict[str, object] | None:
-        """Live progress of a run executing in this process (None otherwise)."""
+    def progress(self, run_id: int) -> RunProgress | None:
+        """Live progress of a run started in this process (None for any other run)."""
         job = self.engine.job(run_id)
-        return job.progress.snapshot() if job is not None else None
+        return job.progress.snapshot(job.batch_id) if job is not None else None
 
     # -- batches (removal) -------------------------------------------------------
     def delete_batch(self, batch_id: int) -> None:
@@ -195,10 +232,10 @@ class Workbench:
                 )
         batches.delete_batch(self.store, batch_id)
 
-    def active_runs(self) -> list[dict[str, object]]:
-        """Progress snapshots of the runs executing in this process, oldest first."""
+    def active_runs(self) -> list[RunProgress]:
+        """Progress of the runs executing in this process, oldest first (``batch_id`` set)."""
         jobs = sorted(self.engine.active_jobs(), key=lambda j: j.run_id)
-        return [{**j.progress.snapshot(), "batch_id": j.batch_id} for j in jobs]
+        return [j.progress.snapshot(j.batch_id) for j in jobs]
 
     # -- review (analytics) --------------------------------------------------------
     # Thin delegates: the queries live in fxbatch.analytics and take (store, run_id).
@@ -237,7 +274,16 @@ class Workbench:
         return analytics.trade_detail(self.store, run_id, row, unmask=unmask)
 
     def export_run(self, run_id: int, path: Path | str) -> int:
+        """A run's per-trade results to CSV/XLSX/Parquet (by the file's suffix); returns the rows written."""
         return export.export_run(self.store, run_id, path)
+
+    def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
+        """The simulated bank's booked deals (of one run, or all) to CSV/XLSX/Parquet; returns the rows written."""
+        return export.export_ledger(self.store, path, run_id)
+
+    def schema_version(self) -> int:
+        """The database's schema version (what ``python -m fxbatch init`` reports)."""
+        return self.store.schema_version()
 
 
 class _WhatIf:
@@ -259,34 +305,46 @@ class _WhatIf:
         workers: int | None = None,
         dask_address: str | None = None,
         on_progress: Callable[[int, int], None] | None = None,
-    ) -> dict[str, Any]:
-        """Run a sweep: every success rate x variant x seed; ``seeds`` is a count (from ``seed``) or a list."""
+        sweep_id: int | None = None,
+    ) -> Sweep:
+        """Run a sweep: every success rate x variant x seed; ``seeds`` is a count (from ``seed``) or a list.
+
+        ``sweep_id`` stores it under an id taken beforehand with ``reserve_sweep_id`` (so the id can be
+        handed out while the sweep runs); None takes a fresh one at the end.
+        """
         seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
         grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
                          variants=variants or {})  # fmt: skip
         address = dask_address or self.wb.settings.dask_address
         executor = make_executor(workers, address, len(grid.scenarios()))
         return run_sweep(self.wb.store, self.wb.rates, batch_id, grid, name=name, executor=executor,
-                         on_progress=on_progress, trade_date=self.wb.settings.trading_date())  # fmt: skip
+                         on_progress=on_progress, trade_date=self.wb.settings.trading_date(),
+                         sweep_id=sweep_id)  # fmt: skip
 
-    def get(self, sweep_id: int) -> dict[str, Any]:
+    def reserve_sweep_id(self) -> int:
+        """A fresh sweep id for ``sweep(..., sweep_id=...)``."""
+        return reserve_sweep_id(self.wb.store)
+
+    def get(self, sweep_id: int) -> Sweep:
         return get_sweep(self.wb.store, sweep_id)
 
-    def sweeps(self, batch_id: int | None = None) -> list[dict[str, Any]]:
+    def sweeps(self, batch_id: int | None = None) -> list[SweepInfo]:
         return list_sweeps(self.wb.store, batch_id)
 
     def scenarios_df(self, sweep_id: int) -> pd.DataFrame:
-        return pd.DataFrame(self.get(sweep_id)["scenarios"])
+        return self.get(sweep_id).scenarios_df()
 
     def summary_df(self, sweep_id: int) -> pd.DataFrame:
-        return pd.DataFrame(self.get(sweep_id)["summary"])
+        return self.get(sweep_id).summary_df()
 
-    def promote(self, sweep_id: int, scenario: int, *, wait: bool = True) -> RunSummary | Job:
-        """Turn a stored scenario into a full run with per-trade records."""
+    def start_promote(self, sweep_id: int, scenario: int) -> Job:
+        """Start a stored scenario as a full run with per-trade records; return its job at once."""
         batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
-        job = self.wb.engine.start(batch_id, config)
-        if not wait:
-            return job
+        return self.wb.engine.start(batch_id, config)
+
+    def promote(self, sweep_id: int, scenario: int) -> RunSummary:
+        """Turn a stored scenario into a full run with per-trade records and wait for the end."""
+        job = self.start_promote(sweep_id, scenario)
         job.wait()
         return self.wb.run_summary(job.run_id)
 
@@ -314,6 +372,28 @@ def make_config(base: RunConfig | None = None, **overrides: object) -> RunConfig
     return RunConfig.model_validate(data)
 
 
-def open(db: Path | str | None = None, settings: Settings | None = None) -> Workbench:
-    """Shortcut for ``Workbench.open``."""
-    return Workbench.open(db, settings)
+def open(
+    db: Path | str | None = None, settings: Settings | None = None, *, server: str | None = None
+) -> Workbench | Client:
+    """Shortcut for ``Workbench.open``: the database here, or the server that holds it."""
+    return Workbench.open(db, settings, server=server)
+
+
+def _held_by_server(settings: Settings) -> Client | None:
+    """A client of the server recorded beside the database file, when it answers for that file.
+
+    A record whose server does not answer is left to the local open: a stale record (the pid
+    reused after a crash) opens the file; a server that holds it but hangs gives the lock error.
+    """
+    record = read_record(settings.db)
+    if record is None:
+        return None
+    try:
+        client = connect(record.url)
+    except ServerError:
+        return None
+    held = client.health().get("db")
+    if held is not None and Path(str(held)).resolve() != Path(settings.db).resolve():
+        client.close()
+        return None
+    return client

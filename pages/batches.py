@@ -67,7 +67,7 @@ def _overview(wb: Workbench) -> tuple[pd.DataFrame, dict[int, RunSummary]]:
     latest: dict[int, RunSummary] = {}
     for run in wb.runs():  # newest first
         latest.setdefault(run.batch_id, run)
-    running = {int(r["batch_id"]): r for r in wb.active_runs()}  # type: ignore[call-overload]
+    running = {r.batch_id for r in wb.active_runs()}
     status, last_run, outcome, success = [], [], [], []
     for batch_id in df["batch_id"]:
         run = latest.get(int(batch_id))
@@ -103,13 +103,13 @@ def _filters(df: pd.DataFrame) -> pd.DataFrame:
 def _running_now(wb: Workbench) -> None:
     """Progress bars of the running batches (polled); the page is redrawn once when one ends."""
     active = wb.active_runs()
-    ids = sorted(int(r["run_id"]) for r in active)  # type: ignore[call-overload]
+    ids = sorted(r.run_id for r in active)
     seen = st.session_state.get("batches_seen_running", [])
     st.session_state["batches_seen_running"] = ids
     if set(seen) - set(ids):
         st.rerun()  # a run ended: statuses and outcomes in the table changed
     for snap in active:
-        st.progress(min(float(snap["fraction"]), 1.0), text=progress_text(snap))  # type: ignore[arg-type]
+        st.progress(min(snap.fraction, 1.0), text=progress_text(snap.model_dump()))
 
 
 # -- actions on one batch -------------------------------------------------------------------------
@@ -208,9 +208,9 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
 
 
 def _actions(wb: Workbench, batch_id: int, trades: int, latest: RunSummary | None) -> None:
-    running = [r for r in wb.active_runs() if r["batch_id"] == batch_id]
+    running = [r for r in wb.active_runs() if r.batch_id == batch_id]
     if running:
-        run_id = int(running[0]["run_id"])  # type: ignore[call-overload]
+        run_id = running[0].run_id
         st.info(f"Run {run_id} of this batch is executing.", icon=":material/directions_run:")
         c1, c2 = st.columns([1, 5])
         if c1.button(f"Cancel run {run_id}", key="cancel"):

@@ -5,21 +5,34 @@ from __future__ import annotations
 import streamlit as st
 from pydantic import ValidationError
 
-from fxbatch import FxBatchError, Workbench
+from fxbatch import FxBatchError, Settings, Workbench
 from fxbatch.errors import SettingsError
+from fxbatch.serving import current_workbench
 from fxbatch.settings import settings_from_secrets
+
+
+def workbench() -> Workbench:
+    """The process-wide workbench: the one the server hosts (``server.py``: UI and API in one
+    process), else one of the app's own, created with the sample batch on first start.
+
+    Settings come from FXBATCH_* variables over the ``[fxbatch]`` section of Streamlit secrets
+    (``.streamlit/secrets.toml``), where the HTTP bank's credentials belong.
+    """
+    hosted = current_workbench()  # the server opens and closes it: never cached (and closed) here
+    return hosted if hosted is not None else _own_workbench()
 
 
 # Clearing the cache closes the workbench, so the database file is let go at once rather than
 # staying locked against other processes until the old object happens to be collected.
 @st.cache_resource(show_spinner="Opening the database…", on_release=Workbench.close)
-def workbench() -> Workbench:
-    """The process-wide workbench; creates the database with the sample batch on first start.
+def _own_workbench() -> Workbench:
+    """The app's own workbench when no server in this process hosts one (``streamlit run app.py``, AppTest)."""
+    return Workbench.open_local(settings=app_settings(), seed_sample=True)  # the file: this app serves it
 
-    Settings come from FXBATCH_* variables over the ``[fxbatch]`` section of Streamlit secrets
-    (``.streamlit/secrets.toml``), where the HTTP bank's credentials belong.
-    """
-    return Workbench.open(settings=settings_from_secrets(_secrets()), seed_sample=True)
+
+def app_settings() -> Settings:
+    """FXBATCH_* variables over the ``[fxbatch]`` section of Streamlit secrets."""
+    return settings_from_secrets(_secrets())
 
 
 def _secrets() -> dict[str, object]:

@@ -29,7 +29,7 @@ RUNS_TABLE = {
 def _running_now(wb: Workbench) -> None:
     """Runs executing now, with progress (polled while any runs); the page is redrawn once when one ends."""
     active = wb.active_runs()
-    ids = sorted(int(r["run_id"]) for r in active)  # type: ignore[call-overload]
+    ids = sorted(r.run_id for r in active)
     seen = st.session_state.get(SEEN, [])
     st.session_state[SEEN] = ids
     if set(seen) - set(ids):
@@ -39,8 +39,8 @@ def _running_now(wb: Workbench) -> None:
     st.subheader("Running now")
     for snap in active:
         c1, c2 = st.columns([5, 1])
-        c1.progress(min(float(snap["fraction"]), 1.0), text=progress_text(snap))  # type: ignore[arg-type]
-        c2.page_link(RUN_PAGE, label="Watch", icon=":material/monitoring:", query_params={"run": str(snap["run_id"])})
+        c1.progress(min(snap.fraction, 1.0), text=progress_text(snap.model_dump()))
+        c2.page_link(RUN_PAGE, label="Watch", icon=":material/monitoring:", query_params={"run": str(snap.run_id)})
 
 
 def _latest_runs(wb: Workbench, n: int = 10) -> None:
@@ -100,7 +100,7 @@ def main() -> None:
     last: dict[int, str] = {}
     for run in wb.runs():  # newest first
         last.setdefault(run.batch_id, run.status.value)
-    running = {r["batch_id"] for r in wb.active_runs()}
+    running = {r.batch_id for r in wb.active_runs()}
     df["status"] = [
         "RUNNING" if b in running else last.get(int(b), s) for b, s in zip(df["batch_id"], df["status"], strict=True)
     ]

@@ -11,7 +11,7 @@ import streamlit as st
 
 from fxbatch import FxBatchError, Workbench, charts
 from fxbatch.analytics import TradeFilter
-from fxbatch.models import RunSummary
+from fxbatch.models import RunStatus, RunSummary
 from fxbatch.money import zar_compact
 from pages.common import POLL_S, get_workbench, outcome_text, progress_text, show_error
 
@@ -114,12 +114,10 @@ def _choose_run(wb: Workbench) -> RunSummary | None:
 def _live(wb: Workbench, run_id: int) -> None:
     """Progress of the run; polled by a fragment while it executes, which reruns the page once at the end."""
     snap = wb.progress(run_id)
-    if snap is not None and snap["status"] == "RUNNING":
+    if snap is not None and snap.status is RunStatus.RUNNING:
         st.session_state[WATCHING] = run_id
-        fraction = float(snap["fraction"])  # type: ignore[arg-type]
-        st.progress(min(max(fraction, 0.0), 1.0), text=progress_text(snap))
-        counts: dict[str, int] = snap["counts"]  # type: ignore[assignment]
-        _count_metrics(counts, int(snap["total"]))  # type: ignore[call-overload]
+        st.progress(min(max(snap.fraction, 0.0), 1.0), text=progress_text(snap.model_dump()))
+        _count_metrics(snap.counts, snap.total)
         return
     if st.session_state.get(WATCHING) == run_id:
         # The run has just ended: redraw the whole page once (charts, table); main() says so.
@@ -330,7 +328,7 @@ def main() -> None:
         f"latency {cfg.bank.latency_ms:g} ms, concurrency {cfg.concurrency}, up to {cfg.max_attempts} attempts"
     )
     snap = wb.progress(run_id)
-    running = snap is not None and snap["status"] == "RUNNING"
+    running = snap is not None and snap.status is RunStatus.RUNNING
     if not running and summary.status.value in ("PENDING", "RUNNING"):
         summary = wb.run_summary(run_id)  # it ended between the two reads
     if not running and st.session_state.get(WATCHING) == run_id:
@@ -391,7 +389,7 @@ def _resume(wb: Workbench, summary: RunSummary) -> None:
     new_url = c2.text_input("HTTP bank URL", value=url, key="resume_url") if url else None
     if c1.button(f"Resume run {run_id}", type="primary", key="resume", icon=":material/play_arrow:"):
         try:
-            wb.resume(run_id, wait=False, bank_url=new_url.strip() if new_url else None)
+            wb.start_resume(run_id, bank_url=new_url.strip() if new_url else None)
         except FxBatchError as exc:
             show_error(exc)
             return

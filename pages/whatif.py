@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
@@ -100,8 +99,8 @@ def _sweep_form(wb: Workbench, batch_id: int) -> None:
         show_error(exc)
         return
     bar.empty()
-    st.session_state["sweep_id"] = result["sweep_id"]
-    st.toast(f"Sweep {result['sweep_id']}: {len(result['scenarios'])} scenarios", icon=":material/insights:")
+    st.session_state["sweep_id"] = result.sweep_id
+    st.toast(f"Sweep {result.sweep_id}: {len(result.scenarios)} scenarios", icon=":material/insights:")
 
 
 def _show_sweep(wb: Workbench, sweep_id: int) -> None:
@@ -110,35 +109,34 @@ def _show_sweep(wb: Workbench, sweep_id: int) -> None:
     except FxBatchError as exc:
         show_error(exc)
         return
-    st.subheader(f"{sweep['name']} · {len(sweep['scenarios'])} scenarios over batch {sweep['batch_id']}")
-    st.plotly_chart(charts.fan_chart(sweep["summary"]), key="fan")
-    st.plotly_chart(charts.income_chart(sweep["summary"]), key="income")
-    st.plotly_chart(charts.failure_reasons_chart(sweep["scenarios"]), key="reasons")
+    st.subheader(f"{sweep.name} · {len(sweep.scenarios)} scenarios over batch {sweep.batch_id}")
+    summary = sweep.summary_df()
+    scenarios = sweep.scenarios_df()
+    st.plotly_chart(charts.fan_chart(summary), key="fan")
+    st.plotly_chart(charts.income_chart(summary), key="income")
+    st.plotly_chart(charts.failure_reasons_chart(scenarios), key="reasons")
     st.markdown("**Per success rate** (across seeds: mean, 5th and 95th percentiles)")
-    summary = pd.DataFrame(sweep["summary"])
     st.dataframe(summary, hide_index=True, width="stretch", **SUMMARY_TABLE)
     with st.expander("Scenarios"):
-        scenarios = pd.DataFrame(sweep["scenarios"])
         if not scenarios.empty:  # a sentence per scenario reads better than a nested column
             scenarios["failure_reasons"] = [
                 " · ".join(f"{code} {n:,}" for code, n in reasons.items()) for reasons in scenarios["failure_reasons"]
             ]
         st.dataframe(scenarios, hide_index=True, width="stretch", **SCENARIOS_TABLE)
+    by_number = {s.scenario: s for s in sweep.scenarios}
     scenario = st.selectbox(
         "Promote a scenario to a full run (per-trade records)",
-        [s["scenario"] for s in sweep["scenarios"]],
-        format_func=lambda n: "scenario {}: rate {:.0%}, seed {}".format(
-            n, sweep["scenarios"][n - 1]["success_rate"], sweep["scenarios"][n - 1]["seed"]
-        ),
+        list(by_number),
+        format_func=lambda n: f"scenario {n}: rate {by_number[n].success_rate:.0%}, seed {by_number[n].seed}",
         key="promote_pick",
     )
     if st.button("Promote to run", key="promote"):
         try:
-            job = wb.whatif.promote(sweep_id, int(scenario), wait=False)
+            job = wb.whatif.start_promote(sweep_id, int(scenario))
         except FxBatchError as exc:
             show_error(exc)
         else:
-            st.success(f"Run {getattr(job, 'run_id', '?')} started from scenario {scenario}.")
+            st.success(f"Run {job.run_id} started from scenario {scenario}.")
 
 
 def _compare(wb: Workbench) -> None:
@@ -188,10 +186,10 @@ def main() -> None:
     _sweep_form(wb, int(batch_id))
     sweeps = wb.whatif.sweeps(int(batch_id))
     if sweeps:
-        ids = [s["sweep_id"] for s in sweeps]
+        ids = [s.sweep_id for s in sweeps]
         current = st.session_state.get("sweep_id")
         index = ids.index(current) if current in ids else 0
-        labels = {s["sweep_id"]: f"{s['sweep_id']}: {s['name']} ({s['scenarios']} scenarios)" for s in sweeps}
+        labels = {s.sweep_id: f"{s.sweep_id}: {s.name} ({s.scenarios} scenarios)" for s in sweeps}
         sweep_id = st.selectbox("Sweep", ids, index=index, format_func=labels.__getitem__, key="sweep_pick")
         _show_sweep(wb, int(sweep_id))
     _compare(wb)

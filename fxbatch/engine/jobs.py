@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fxbatch.lifecycle import TRADE_CODES
-from fxbatch.models import RunStatus, TradeStatus
+from fxbatch.models import RunProgress, RunStatus, TradeStatus
 
 T = TradeStatus
 
@@ -42,7 +42,8 @@ class Progress:
                 self._final[key] = self._final.get(key, 0) + n
             self._chunk = {}
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self, batch_id: int | None = None) -> RunProgress:
+        """The run's progress now; ``batch_id`` is stamped on it when the caller knows it."""
         with self._lock:
             counts = dict(self._final)
             for key, n in self._chunk.items():
@@ -53,18 +54,19 @@ class Progress:
             elapsed = time.monotonic() - self._started
             rate = (done - self._done_at_start) / elapsed if elapsed > 0 else 0.0
             eta = (self.total - done) / rate if rate > 0 else None
-            return {
-                "run_id": self.run_id,
-                "status": self.status.value,
-                "done": done,
-                "total": self.total,
-                "fraction": done / self.total if self.total else 1.0,
-                "counts": counts,
-                "trades_per_s": rate,
-                "eta_s": eta,
-                "elapsed_s": elapsed,
-                "error": self.error,
-            }
+            return RunProgress(
+                run_id=self.run_id,
+                batch_id=batch_id,
+                status=self.status,
+                done=done,
+                total=self.total,
+                fraction=done / self.total if self.total else 1.0,
+                counts=counts,
+                trades_per_s=rate,
+                eta_s=eta,
+                elapsed_s=elapsed,
+                error=self.error,
+            )
 
 
 @dataclass

@@ -15,15 +15,17 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from typing import Any, Protocol
 
+import duckdb
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from fxbatch.bank.model import check_settings
-from fxbatch.errors import NotFoundError, SettingsError
+from fxbatch.errors import ConflictError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.rates import RateTable
 from fxbatch.store import Store, insert_arrow
+from fxbatch.whatif.models import ScenarioResult, Sweep, SweepBand, SweepInfo
 from fxbatch.whatif.scenario import BatchArrays, outcomes
 
 
@@ -156,7 +158,7 @@ def make_executor(workers: int | None = None, dask_address: str | None = None, s
 # -- storage and summaries ------------------------------------------------------------------------
 
 
-def summary(results: Iterable[dict[str, Any]], metric: str = "notional_zar_succeeded") -> list[dict[str, Any]]:
+def summary(results: Iterable[dict[str, Any]], metric: str = "notional_zar_succeeded") -> list[SweepBand]:
     """Per success rate: the mean and the 5-95% band of ``metric`` across the seeds."""
     df = pd.DataFrame(list(results))
     if df.empty:
@@ -167,17 +169,17 @@ def summary(results: Iterable[dict[str, Any]], metric: str = "notional_zar_succe
         values = group[metric].to_numpy(dtype=float)
         share = group["success_share"].to_numpy(dtype=float)
         out.append(
-            {
-                "success_rate": float(rate),  # type: ignore[arg-type]
-                "mean": float(values.mean()),
-                "p05": float(np.percentile(values, 5)),
-                "p95": float(np.percentile(values, 95)),
-                "success_share_mean": float(share.mean()),
-                "success_share_p05": float(np.percentile(share, 5)),
-                "success_share_p95": float(np.percentile(share, 95)),
+            SweepBand(
+                success_rate=float(rate),  # type: ignore[arg-type]
+                mean=float(values.mean()),
+                p05=float(np.percentile(values, 5)),
+                p95=float(np.percentile(values, 95)),
+                success_share_mean=float(share.mean()),
+                success_share_p05=float(np.percentile(share, 5)),
+                success_share_p95=float(np.percentile(share, 95)),
                 **_money_band(group),
-                "scenarios": len(group),
-            }
+                scenarios=len(group),
+            )
         )
     return out
 
@@ -195,6 +197,11 @@ def _money_band(group: pd.DataFrame) -> dict[str, float | None]:
     return out
 
 
+def reserve_sweep_id(store: Store) -> int:
+    """A fresh sweep id, to hand out before the sweep runs (``run_sweep(..., sweep_id=...)``)."""
+    return int(store.cursor().execute("SELECT nextval('sweep_id_seq')").fetchall()[0][0])
+
+
 def run_sweep(
     store: Store,
     rates: RateTable,
@@ -205,10 +212,13 @@ def run_sweep(
     executor: Executor | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     trade_date: date | None = None,
-) -> dict[str, Any]:
+    sweep_id: int | None = None,
+) -> Sweep:
     """Run every scenario of ``grid`` over ``batch_id`` as runs on ``trade_date`` would, store the
-    sweep, return its document."""
+    sweep (under ``sweep_id`` when one was reserved with ``reserve_sweep_id``), return it."""
     cur = store.cursor()
+    if sweep_id is not None and _sweep_exists(cur, sweep_id):
+        raise ConflictError(f"Sweep {sweep_id} already exists; reserve a new id for another sweep.")
     batch = BatchArrays.load(cur, batch_id, rates, trade_date)
     configs = grid.scenarios()
     executor = executor or make_executor(scenarios=len(configs))
@@ -220,7 +230,8 @@ def run_sweep(
         if on_progress:
             on_progress(len(results), len(configs))
     elapsed = time.perf_counter() - started
-    sweep_id = int(cur.execute("SELECT nextval('sweep_id_seq')").fetchall()[0][0])
+    if sweep_id is None:
+        sweep_id = reserve_sweep_id(store)
     cur.begin()
     try:
         cur.execute(
@@ -251,7 +262,11 @@ def run_sweep(
     return get_sweep(store, sweep_id)
 
 
-def get_sweep(store: Store, sweep_id: int) -> dict[str, Any]:
+def _sweep_exists(cur: duckdb.DuckDBPyConnection, sweep_id: int) -> bool:
+    return bool(cur.execute("SELECT count(*) FROM sweeps WHERE sweep_id = ?", [sweep_id]).fetchall()[0][0])
+
+
+def get_sweep(store: Store, sweep_id: int) -> Sweep:
     cur = store.cursor()
     head = cur.execute(
         "SELECT sweep_id, batch_id, name, grid, scenarios, elapsed_s, created_at FROM sweeps WHERE sweep_id = ?",
@@ -266,27 +281,27 @@ def get_sweep(store: Store, sweep_id: int) -> dict[str, Any]:
         [sweep_id],
     ).fetchall()
     scenarios = [
-        {
-            "scenario": r[0], "success_rate": r[1], "seed": r[2], "trades": r[3], "succeeded": r[4], "failed": r[5],
-            "failure_reasons": json.loads(r[6]), "notional_zar_succeeded": r[7], "spread_income_zar": r[8],
-            "income_lost_zar": r[9],
-        }
+        ScenarioResult(
+            scenario=r[0], success_rate=r[1], seed=r[2], trades=r[3], succeeded=r[4], failed=r[5],
+            failure_reasons=json.loads(r[6]), notional_zar_succeeded=r[7], spread_income_zar=r[8],
+            income_lost_zar=r[9],
+        )
         for r in rows
     ]  # fmt: skip
-    return {
-        "sweep_id": sid,
-        "batch_id": batch_id,
-        "name": name,
-        "grid": json.loads(grid),
-        "scenario_count": scenario_count,
-        "elapsed_s": elapsed,
-        "created_at": created.isoformat() if created else None,
-        "scenarios": scenarios,
-        "summary": summary(scenarios),
-    }
+    return Sweep(
+        sweep_id=sid,
+        batch_id=batch_id,
+        name=name,
+        grid=json.loads(grid),
+        scenario_count=scenario_count,
+        elapsed_s=elapsed,
+        created_at=created,
+        scenarios=scenarios,
+        summary=summary(s.model_dump() for s in scenarios),
+    )
 
 
-def list_sweeps(store: Store, batch_id: int | None = None) -> list[dict[str, Any]]:
+def list_sweeps(store: Store, batch_id: int | None = None) -> list[SweepInfo]:
     where, params = ("WHERE batch_id = ?", [batch_id]) if batch_id is not None else ("", [])
     rows = (
         store.cursor()
@@ -298,10 +313,9 @@ def list_sweeps(store: Store, batch_id: int | None = None) -> list[dict[str, Any
         .fetchall()
     )
     return [
-        {"sweep_id": r[0], "batch_id": r[1], "name": r[2], "scenarios": r[3], "elapsed_s": r[4],
-         "created_at": r[5].isoformat() if r[5] else None}
+        SweepInfo(sweep_id=r[0], batch_id=r[1], name=r[2], scenarios=r[3], elapsed_s=r[4], created_at=r[5])
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def scenario_config(store: Store, sweep_id: int, scenario: int) -> tuple[int, RunConfig]:

@@ -139,7 +139,7 @@ def test_whatif_shows_income_earned_and_lost_per_scenario_and_per_success_rate(
 ) -> None:
     open_page("pages/home.py")
     wb = app_workbench()
-    sweep_id = wb.whatif.sweep(wb.batches()[0].batch_id, [0.5, 1.0], seeds=2, name="bad Monday")["sweep_id"]
+    sweep_id = wb.whatif.sweep(wb.batches()[0].batch_id, [0.5, 1.0], seeds=2, name="bad Monday").sweep_id
     sweep = wb.whatif.get(sweep_id)
     at = ok(open_page("pages/whatif.py"))
     assert at.selectbox(key="sweep_pick").value == sweep_id
@@ -148,15 +148,15 @@ def test_whatif_shows_income_earned_and_lost_per_scenario_and_per_success_rate(
     assert labels(summary)["income_mean"] == "Income (mean, ZAR)"
     assert labels(summary)["income_lost_mean"] == "Income lost (mean, ZAR)"
     table = summary.value.sort_values("success_rate")
-    assert table["income_mean"].tolist() == pytest.approx([r["income_mean"] for r in sweep["summary"]])
-    assert table["income_lost_mean"].tolist() == pytest.approx([r["income_lost_mean"] for r in sweep["summary"]])
+    assert table["income_mean"].tolist() == pytest.approx([r.income_mean for r in sweep.summary])
+    assert table["income_lost_mean"].tolist() == pytest.approx([r.income_lost_mean for r in sweep.summary])
     assert table["income_lost_mean"].iloc[0] > 0 and table["income_lost_mean"].iloc[-1] == 0  # 50% loses, 100% not
 
     scenarios = table_with(at, "scenario")
     assert labels(scenarios)["spread_income_zar"] == "Income (ZAR)"
     assert labels(scenarios)["income_lost_zar"] == "Income lost (ZAR)"
     assert scenarios.value["spread_income_zar"].tolist() == pytest.approx(
-        [s["spread_income_zar"] for s in sweep["scenarios"]]
+        [s.spread_income_zar for s in sweep.scenarios]
     )
     half = scenarios.value[scenarios.value["success_rate"] == 0.5]
     assert all(isinstance(t, str) and t for t in half["failure_reasons"])  # "CODE n · ..." text, not a nested column

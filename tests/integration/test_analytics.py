@@ -239,7 +239,7 @@ def test_a_batch_cannot_be_deleted_while_one_of_its_runs_executes(wb: Workbench)
     try:
         with pytest.raises(ConflictError, match="cancel the run"):
             wb.delete_batch(batch_id)
-        assert [r["run_id"] for r in wb.active_runs()] == [job.run_id]
+        assert [(r.run_id, r.batch_id) for r in wb.active_runs()] == [(job.run_id, batch_id)]
     finally:
         wb.cancel(job.run_id)
         job.wait(60)

@@ -202,7 +202,7 @@ def test_ledger_writes_the_booked_deals_of_a_run_or_all(cli: Cli, batch: int, tm
 def test_cancel_ends_an_interrupted_run_with_its_unfinished_trades_cancelled(cli: Cli, batch: int, db: Path) -> None:
     with Workbench.open(settings=Settings(db=db)) as wb:
         job = wb.start_run(batch, latency_ms=2, concurrency=1)
-        wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+        wait_until(lambda: job.progress.snapshot().done > 0)
         job.interrupt()
         finish(job)
     code, shown, _ = cli("show", str(job.run_id), "--json")

@@ -96,7 +96,7 @@ def test_a_run_killed_mid_way_is_found_interrupted_and_resumes_booking_nothing_t
         booked_before = {r[0] for r in query(wb, "SELECT deal_transaction_id FROM sim_ledger")}
         spies = install_spy(wb)
         resumed = wb.resume(run.run_id)
-        assert resumed.status in FINAL_RUN and resumed.status is not RunStatus.CANCELLED  # type: ignore[union-attr]
+        assert resumed.status in FINAL_RUN and resumed.status is not RunStatus.CANCELLED
         assert_every_trade_final(wb, run.run_id)
         assert_ledger_matches_successes(wb, run.run_id)
         (spy,) = spies
@@ -210,7 +210,7 @@ def test_deals_booked_just_before_a_crash_are_found_on_resume_and_not_booked_aga
 
     spies = install_spy(wb)
     resumed = wb.resume(run_id)
-    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)  # type: ignore[union-attr]
+    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
     (spy,) = spies
     assert lost <= set(spy.status_asked), "the bank is asked about unanswered bookings first"
     assert not lost & {d for _, _, d in spy.bookings}, "and they are not booked again"
@@ -239,7 +239,7 @@ def test_an_unreachable_bank_leaves_the_run_interrupted_with_a_clear_error_and_r
 
     wb.engine.bank_factory = wb.engine._default_bank
     resumed = wb.resume(run_id)
-    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)  # type: ignore[union-attr]
+    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
     assert_every_trade_final(wb, run_id)
     assert_ledger_matches_successes(wb, run_id)
     fresh = wb.run(batch, seed=6, success_rate=0.8).run_id
@@ -271,10 +271,10 @@ def test_an_interrupted_run_resumes_in_the_same_process(wb: Workbench, tmp_path:
     assert job.wait(30)
     assert wb.run_summary(job.run_id).status is RunStatus.INTERRUPTED
     resumed = wb.resume(job.run_id)
-    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)  # type: ignore[union-attr]
+    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
     assert_every_trade_final(wb, job.run_id)
     assert_ledger_matches_successes(wb, job.run_id)
-    assert resumed.elapsed_s is not None and resumed.elapsed_s > 0  # type: ignore[union-attr]
+    assert resumed.elapsed_s is not None and resumed.elapsed_s > 0
 
 
 @pytest.mark.parametrize("success_rate", [1.0, 0.0])

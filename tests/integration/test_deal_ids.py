@@ -63,7 +63,7 @@ def test_a_run_made_before_uuids_resumes_with_its_old_ids_and_books_nothing_twic
     monkeypatch.undo()
     spies = install_spy(wb)
     resumed = wb.resume(run_id)
-    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)  # type: ignore[union-attr]
+    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
     (spy,) = spies
     assert lost <= set(spy.status_asked)
     assert not lost & {d for _, _, d in spy.bookings}

@@ -121,8 +121,8 @@ def test_failed_trades_earn_nothing_and_a_scenario_earns_what_its_run_earns(
     assert by_status["SUCCESS"][0] == by_status["SUCCESS"][1]
     assert by_status["FAILED"][0] == 0
     sweep = wb.whatif.sweep(batch, [0.6], seeds=[11], workers=1)
-    [scenario] = sweep["scenarios"]
-    assert scenario["succeeded"] == run.counts["SUCCESS"]
-    assert scenario["spread_income_zar"] == pytest.approx(run.spread_income_zar, abs=0.001)
-    assert scenario["income_lost_zar"] > 0
-    assert sweep["summary"][0]["income_mean"] == pytest.approx(run.spread_income_zar, abs=0.001)
+    [scenario] = sweep.scenarios
+    assert scenario.succeeded == run.counts["SUCCESS"]
+    assert scenario.spread_income_zar == pytest.approx(run.spread_income_zar, abs=0.001)
+    assert scenario.income_lost_zar is not None and scenario.income_lost_zar > 0
+    assert sweep.summary[0].income_mean == pytest.approx(run.spread_income_zar, abs=0.001)

@@ -112,8 +112,8 @@ def test_an_answer_that_breaks_the_contract_interrupts_the_run_and_resume_finish
         assert run.error is not None and "createquote" in run.error and "payload.quoteId" in run.error
         assert run.counts["FAILED"] == 0, "a broken answer is not the trades' failure"
         resumed = wb.resume(run.run_id, bank_url=bank.url)
-        assert resumed.status is RunStatus.PARTIAL  # type: ignore[union-attr]
-        assert resumed.counts["SUCCESS"] == 23  # type: ignore[union-attr]
+        assert resumed.status is RunStatus.PARTIAL
+        assert resumed.counts["SUCCESS"] == 23
         assert_every_trade_final(wb, run.run_id)
         booked = {r[0] for r in query(wb, "SELECT deal_transaction_id FROM run_trades "
                                           "WHERE run_id = ? AND status = 'SUCCESS'", run.run_id)}  # fmt: skip

@@ -165,7 +165,7 @@ def test_a_killed_bank_interrupts_the_run_and_resume_finishes_it_consistently(
     with Workbench.open(settings=http_settings(tmp_path)) as wb:
         batch = load_generated(wb, tmp_path, 600, seed=5)
         job = wb.start_run(batch, bank_url=service.url, concurrency=8, backoff_ms=5)
-        wait_until(lambda: job.progress.snapshot()["done"] >= 50, timeout=30)
+        wait_until(lambda: job.progress.snapshot().done >= 50, timeout=30)
         service.kill()
         killed_at = time.monotonic()
         assert job.wait(WAIT)

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from fxbatch import Workbench
-from fxbatch.engine import Job
 from fxbatch.errors import ConflictError
-from fxbatch.models import RunStatus
+from fxbatch.models import RunProgress, RunStatus
 from tests.integration.run_helpers import (
     FINAL,
     assert_every_trade_final,
@@ -104,7 +103,7 @@ def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb
     quoted = {quote for quote, *_ in rows if quote is not None}
     assert quoted <= set(spies[0].cancelled)
     assert_ledger_matches_successes(wb, job.run_id)
-    assert job.progress.snapshot()["status"] == "CANCELLED"
+    assert job.progress.snapshot().status is RunStatus.CANCELLED
 
 
 def test_cancelling_a_finished_run_is_refused(wb: Workbench) -> None:
@@ -119,7 +118,7 @@ def test_an_interrupted_run_can_be_cancelled_and_its_unfinished_trades_end_cance
 ) -> None:
     batch = load_generated(wb, tmp_path, 400)
     job = wb.start_run(batch, latency_ms=10, concurrency=4)
-    wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    wait_until(lambda: job.progress.snapshot().done > 0)
     job.interrupt()
     finish(job)
     assert wb.run_summary(job.run_id).status is RunStatus.INTERRUPTED
@@ -134,27 +133,29 @@ def test_an_interrupted_run_can_be_cancelled_and_its_unfinished_trades_end_cance
 def test_progress_is_readable_from_another_thread_while_the_run_executes(wb: Workbench, tmp_path: Path) -> None:
     batch = load_generated(wb, tmp_path, 240)
     job = wb.start_run(batch, latency_ms=2, concurrency=1)  # many small waves, about a second in all
-    snapshots: list[dict[str, Any]] = []
+    snapshots: list[RunProgress] = []
     while job.running:
-        snapshots.append(wb.progress(job.run_id))  # type: ignore[arg-type]
+        snap = wb.progress(job.run_id)
+        assert snap is not None
+        snapshots.append(snap)
         time.sleep(0.02)
     finish(job)
     last = wb.progress(job.run_id)
     assert last is not None
-    running = [s for s in snapshots if s["status"] == "RUNNING"]
+    running = [s for s in snapshots if s.status is RunStatus.RUNNING]
     assert running, "the test thread never saw the run in progress"
-    assert any(0 < s["done"] < s["total"] for s in running)
+    assert any(0 < s.done < s.total for s in running)
     for s in running:
-        assert s["run_id"] == job.run_id and s["total"] == 240
-        assert 0 <= s["done"] <= s["total"]
-        assert sum(s["counts"].values()) == s["total"], s
-        assert s["done"] == sum(s["counts"][k] for k in FINAL)
-        assert s["trades_per_s"] >= 0
-        assert s["eta_s"] is None or s["eta_s"] >= 0
-    dones = [s["done"] for s in snapshots]
+        assert s.run_id == job.run_id and s.batch_id == batch and s.total == 240
+        assert 0 <= s.done <= s.total
+        assert sum(s.counts.values()) == s.total, s
+        assert s.done == sum(s.counts[k] for k in FINAL)
+        assert s.trades_per_s >= 0
+        assert s.eta_s is None or s.eta_s >= 0
+    dones = [s.done for s in snapshots]
     assert dones == sorted(dones), "done never goes backwards"
-    assert last["done"] == last["total"] == 240 and last["fraction"] == 1.0
-    assert last["status"] == wb.run_summary(job.run_id).status.value
+    assert last.done == last.total == 240 and last.fraction == 1.0
+    assert last.status is wb.run_summary(job.run_id).status
 
 
 def test_progress_of_a_run_not_executing_here_is_none(wb: Workbench) -> None:
@@ -185,13 +186,12 @@ def test_a_resumed_runs_progress_starts_from_the_trades_already_final(wb: Workbe
     interrupted = wb.run_summary(job.run_id)
     already = sum(interrupted.counts[s] for s in FINAL)
     assert 0 < already < 200
-    resumed = wb.resume(job.run_id, wait=False)
-    assert isinstance(resumed, Job)
+    resumed = wb.start_resume(job.run_id)
     first = resumed.progress.snapshot()
-    assert first["total"] == 200 and first["done"] >= already
+    assert first.total == 200 and first.done >= already
     finish(resumed)
     last = resumed.progress.snapshot()
-    assert last["done"] == 200
+    assert last.done == 200
     summary = wb.run_summary(job.run_id)
     assert summary.status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
     assert_every_trade_final(wb, job.run_id)
@@ -201,7 +201,7 @@ def test_a_resumed_runs_progress_starts_from_the_trades_already_final(wb: Workbe
 def test_resuming_a_run_while_its_batch_runs_again_is_refused(wb: Workbench, tmp_path: Path) -> None:
     batch = load_generated(wb, tmp_path, 200)
     first = wb.start_run(batch, latency_ms=10, concurrency=4)
-    wait_until(lambda: int(first.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    wait_until(lambda: first.progress.snapshot().done > 0)
     first.interrupt()
     finish(first)
     second = wb.start_run(batch, latency_ms=10, concurrency=4)
@@ -215,7 +215,7 @@ def test_resuming_a_run_while_its_batch_runs_again_is_refused(wb: Workbench, tmp
 def test_retrying_the_failures_of_a_run_that_has_not_ended_is_refused(wb: Workbench, tmp_path: Path) -> None:
     batch = load_generated(wb, tmp_path, 200)
     job = wb.start_run(batch, success_rate=0.5, latency_ms=2, concurrency=1)
-    wait_until(lambda: int(job.progress.snapshot()["done"]) > 0)  # type: ignore[call-overload]
+    wait_until(lambda: job.progress.snapshot().done > 0)
     with pytest.raises(ConflictError, match="RUNNING; retry its failed trades once it has ended"):
         wb.start_run(batch, retry_of_run=job.run_id)
     job.interrupt()

@@ -155,8 +155,8 @@ def test_a_batch_run_two_business_days_later_gets_fresh_spot_dates_and_a_passed_
     assert sorted(r[0] for r in ledger.fetchall()) == [2, 3, 4, 6]  # row 5 never reached the bank
     # The batch itself keeps what was loaded; a what-if on the same day agrees with the run.
     assert wb.trades(batch)["value_date"].iloc[0].date() == calendars.value_dates("USD/ZAR", loaded_on)["SPOT"]
-    [scenario] = wb.whatif.sweep(batch, [1.0], seeds=[42], workers=1)["scenarios"]
-    assert scenario["failure_reasons"] == {"INVALID_VALUE_DATE": 1}
+    [scenario] = wb.whatif.sweep(batch, [1.0], seeds=[42], workers=1).scenarios
+    assert scenario.failure_reasons == {"INVALID_VALUE_DATE": 1}
 
 
 def test_a_run_on_the_load_day_moves_no_value_date(wb_on: object, write_file: WriteFile) -> None:

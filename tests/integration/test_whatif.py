@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from fxbatch import Workbench
-from fxbatch.errors import ConflictError, SettingsError
+from fxbatch.errors import ConflictError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.samples import make_trades, write_csv
-from fxbatch.whatif import BatchArrays, SweepGrid, outcomes
+from fxbatch.whatif import BatchArrays, ScenarioResult, SweepBand, SweepGrid, SweepInfo, outcomes
 from fxbatch.whatif.sweep import InProcess, LocalProcesses, scenario_result
 from tests.conftest import DATA, TODAY
 
@@ -78,23 +78,54 @@ def test_a_scenario_with_a_client_registry_equals_the_run(wb: Workbench, batch: 
 
 def test_a_sweep_is_stored_with_every_scenario_and_a_band_per_rate(wb: Workbench, batch: int) -> None:
     result = wb.whatif.sweep(batch, [0.5, 0.8, 1.0], seeds=4, seed=10, name="bad day", workers=1)
-    assert len(result["scenarios"]) == 12
-    assert {s["seed"] for s in result["scenarios"]} == {10, 11, 12, 13}
-    for s in result["scenarios"]:
-        assert s["succeeded"] + s["failed"] == s["trades"] == 1500
-        assert sum(s["failure_reasons"].values()) == s["failed"]
-    by_rate = {p["success_rate"]: p for p in result["summary"]}
+    assert len(result.scenarios) == result.scenario_count == 12
+    assert [s.scenario for s in result.scenarios] == list(range(1, 13))
+    assert {s.seed for s in result.scenarios} == {10, 11, 12, 13}
+    for s in result.scenarios:
+        assert s.succeeded + s.failed == s.trades == 1500
+        assert sum(s.failure_reasons.values()) == s.failed
+    by_rate = {p.success_rate: p for p in result.summary}
     assert set(by_rate) == {0.5, 0.8, 1.0}
     for rate, point in by_rate.items():
-        values = [s["notional_zar_succeeded"] for s in result["scenarios"] if s["success_rate"] == rate]
-        assert point["mean"] == pytest.approx(np.mean(values))
-        assert point["p05"] <= point["mean"] <= point["p95"]
-        assert abs(point["success_share_mean"] - rate) < 0.06  # 1500 trades: binomial noise
-    assert by_rate[1.0]["success_share_mean"] == 1.0
-    reopened = wb.whatif.get(result["sweep_id"])
-    assert reopened["name"] == "bad day"
-    assert reopened["scenarios"] == result["scenarios"]
-    assert [s["sweep_id"] for s in wb.whatif.sweeps(batch)] == [result["sweep_id"]]
+        values = [s.notional_zar_succeeded for s in result.scenarios if s.success_rate == rate]
+        assert point.mean == pytest.approx(np.mean(values))
+        assert point.p05 <= point.mean <= point.p95
+        assert abs(point.success_share_mean - rate) < 0.06  # 1500 trades: binomial noise
+        assert point.scenarios == 4
+    assert by_rate[1.0].success_share_mean == 1.0
+    reopened = wb.whatif.get(result.sweep_id)
+    assert reopened == result
+    assert reopened.name == "bad day" and reopened.batch_id == batch and reopened.created_at is not None
+    [listed] = wb.whatif.sweeps(batch)
+    assert listed == SweepInfo(sweep_id=result.sweep_id, batch_id=batch, name="bad day", scenarios=12,
+                               elapsed_s=result.elapsed_s, created_at=result.created_at)  # fmt: skip
+    assert wb.whatif.sweeps(batch + 1) == []
+
+
+def test_a_sweeps_tables_have_a_column_per_field_and_a_row_per_scenario_or_rate(wb: Workbench, batch: int) -> None:
+    sweep = wb.whatif.sweep(batch, [0.5, 1.0], seeds=2, workers=1)
+    scenarios = wb.whatif.scenarios_df(sweep.sweep_id)
+    assert list(scenarios.columns) == list(ScenarioResult.model_fields) and len(scenarios) == 4
+    assert scenarios["succeeded"].tolist() == [s.succeeded for s in sweep.scenarios]
+    summary = wb.whatif.summary_df(sweep.sweep_id)
+    assert list(summary.columns) == list(SweepBand.model_fields)
+    assert summary["success_rate"].tolist() == [0.5, 1.0]
+
+
+def test_a_sweep_is_stored_under_the_id_reserved_for_it(wb: Workbench, batch: int) -> None:
+    reserved = wb.whatif.reserve_sweep_id()
+    later = wb.whatif.reserve_sweep_id()
+    assert later > reserved
+    with pytest.raises(NotFoundError):
+        wb.whatif.get(reserved)  # nothing stored until the sweep has run
+    sweep = wb.whatif.sweep(batch, [0.9], workers=1, sweep_id=reserved)
+    assert sweep.sweep_id == reserved and sweep.name == f"Sweep {reserved}"
+    assert wb.whatif.get(reserved) == sweep
+    fresh = wb.whatif.sweep(batch, [0.9], workers=1)
+    assert fresh.sweep_id not in (reserved, later)
+    with pytest.raises(ConflictError, match=f"Sweep {reserved} already exists"):
+        wb.whatif.sweep(batch, [0.8], workers=1, sweep_id=reserved)
+    assert [s.sweep_id for s in wb.whatif.sweeps(batch)] == [fresh.sweep_id, reserved]
 
 
 def test_process_pool_and_in_process_give_the_same_scenarios(wb: Workbench, batch: int) -> None:
@@ -112,8 +143,8 @@ def test_a_sweep_runs_on_a_local_dask_cluster_with_the_same_results(wb: Workbenc
         result = wb.whatif.sweep(batch, [0.7, 0.95], seeds=2, dask_address=cluster.scheduler_address)
     configs = SweepGrid(success_rates=[0.7, 0.95], seeds=[42, 43]).scenarios()
     expected = [scenario_result(arrays, c) for c in configs]
-    assert [s["succeeded"] for s in result["scenarios"]] == [e["succeeded"] for e in expected]
-    assert [s["notional_zar_succeeded"] for s in result["scenarios"]] == pytest.approx(
+    assert [s.succeeded for s in result.scenarios] == [e["succeeded"] for e in expected]
+    assert [s.notional_zar_succeeded for s in result.scenarios] == pytest.approx(
         [e["notional_zar_succeeded"] for e in expected]
     )
 
@@ -125,11 +156,23 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error(wb: Workbench, batch: in
 
 def test_a_promoted_scenario_is_a_full_run_with_the_same_outcome(wb: Workbench, batch: int) -> None:
     sweep = wb.whatif.sweep(batch, [0.6], seeds=2, seed=3, workers=1)
-    scenario = sweep["scenarios"][1]
-    run = wb.whatif.promote(sweep["sweep_id"], scenario["scenario"])
+    scenario = sweep.scenarios[1]
+    run = wb.whatif.promote(sweep.sweep_id, scenario.scenario)
     assert run.config.seed == 4 and run.config.bank.success_rate == 0.6
-    assert run.counts["SUCCESS"] == scenario["succeeded"]
-    assert run.failure_reasons == scenario["failure_reasons"]
+    assert run.counts["SUCCESS"] == scenario.succeeded
+    assert run.failure_reasons == scenario.failure_reasons
+
+
+def test_a_scenario_promoted_without_waiting_returns_its_job_at_once(wb: Workbench, batch: int) -> None:
+    sweep = wb.whatif.sweep(batch, [0.6], seeds=[3], workers=1)
+    [scenario] = sweep.scenarios
+    job = wb.whatif.start_promote(sweep.sweep_id, scenario.scenario)
+    assert job.batch_id == batch
+    assert job.wait(60)
+    run = wb.run_summary(job.run_id)
+    assert run.config.seed == 3 and run.counts["SUCCESS"] == scenario.succeeded
+    with pytest.raises(NotFoundError, match="no scenario 9"):
+        wb.whatif.start_promote(sweep.sweep_id, 9)
 
 
 def test_comparing_two_runs_lists_exactly_the_trades_whose_outcome_differs(wb: Workbench, batch: int) -> None:

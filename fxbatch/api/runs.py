@@ -1,0 +1,112 @@
+"""``/v1/runs`` (and starting one with ``POST /v1/batches/{id}/runs``): start, follow, cancel, resume."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from fxbatch.api.deps import INT32, WB, BatchId, RunId, api_url
+from fxbatch.api.events import SSE, run_events
+from fxbatch.api.problems import PROBLEM_RESPONSES, Problem
+from fxbatch.api.schemas import ResumeOptions, RunAccepted, RunOptions
+from fxbatch.errors import ConflictError
+from fxbatch.models import RunProgress, RunStatus, RunSummary, RunView
+from fxbatch.workbench import Workbench
+
+router = APIRouter(tags=["runs"], responses=PROBLEM_RESPONSES)
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "The batch has a run executing, or the run's state refuses it."}
+}
+
+
+def run_object(summary: RunSummary, snap: RunProgress | None) -> dict[str, Any]:
+    """The CLI's ``show --json`` object and ``progress``: the live figures while the run executes, else null.
+
+    ``snap`` must be taken before ``summary`` is read: a run's record becomes final before its
+    progress leaves RUNNING, so a final record never goes with live progress.
+    """
+    body = summary.to_json()
+    executing = snap is not None and snap.status is RunStatus.RUNNING and summary.status is RunStatus.RUNNING
+    body["progress"] = snap.model_dump(mode="json") if executing and snap is not None else None
+    return body
+
+
+def read_run(wb: Workbench, run_id: int) -> dict[str, Any]:
+    snap = wb.progress(run_id)
+    return run_object(wb.run_summary(run_id), snap)
+
+
+def accepted(request: Request, run_id: int) -> Response:
+    url = api_url(request, f"/v1/runs/{run_id}")
+    return JSONResponse({"run_id": run_id, "url": url}, status_code=202, headers={"Location": url})
+
+
+@router.post(
+    "/v1/batches/{batch_id}/runs",
+    status_code=202,
+    response_model=RunAccepted,
+    summary="Start a run of a batch",
+    responses=_CONFLICT,
+    tags=["batches"],
+)
+def start_run(request: Request, batch_id: BatchId, wb: WB, options: RunOptions | None = None) -> Response:
+    """Start a run in the background (the old ``start_batch``) and answer at once with its id;
+    follow it with ``GET /runs/{id}`` or ``/runs/{id}/events``."""
+    for active in wb.active_runs():
+        if active.batch_id == batch_id:
+            raise ConflictError(
+                f"Batch {batch_id} is already running (run {active.run_id}); wait for it to finish or cancel it."
+            )
+    job = wb.start_run(batch_id, **(options.model_dump(exclude_none=True) if options else {}))
+    return accepted(request, job.run_id)
+
+
+@router.get("/v1/runs", response_model=list[RunView], summary="List runs")
+def list_runs(
+    wb: WB, batch_id: Annotated[int | None, Query(ge=0, le=INT32, description="Only this batch's runs.")] = None
+) -> Response:
+    live = {p.run_id: p for p in wb.active_runs()}
+    return JSONResponse([run_object(s, live.get(s.run_id)) for s in wb.runs(batch_id)])
+
+
+@router.get("/v1/runs/{run_id}", response_model=RunView, summary="One run, with its live progress")
+def get_run(run_id: RunId, wb: WB) -> Response:
+    return JSONResponse(read_run(wb, run_id))
+
+
+@router.get(
+    "/v1/runs/{run_id}/events",
+    summary="Follow a run (server-sent events)",
+    response_class=StreamingResponse,
+    responses={200: {"description": "Events whose `data:` is the run object as JSON.", "content": {SSE: {}}}},
+)
+async def run_events_stream(run_id: RunId, wb: WB) -> StreamingResponse:
+    """One event at once, then on every progress change and at least once a second while the run
+    executes; the final run object (final status or INTERRUPTED) is the last, then the stream ends."""
+    first = await run_in_threadpool(read_run, wb, run_id)  # an unknown run is a 404, not an empty stream
+    return StreamingResponse(
+        run_events(wb, run_id, first, read_run),
+        media_type=SSE,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/v1/runs/{run_id}/cancel", response_model=RunView, summary="Cancel a run", responses=_CONFLICT)
+def cancel_run(run_id: RunId, wb: WB) -> Response:
+    """An executing run stops after the trades in hand (the rest end CANCELLED); an INTERRUPTED
+    run has its unfinished trades CANCELLED. Answers the run as it stands."""
+    wb.cancel(run_id)
+    return JSONResponse(read_run(wb, run_id))
+
+
+@router.post(
+    "/v1/runs/{run_id}/resume", status_code=202, response_model=RunAccepted, summary="Resume a run", responses=_CONFLICT
+)
+def resume_run(request: Request, run_id: RunId, wb: WB, options: ResumeOptions | None = None) -> Response:
+    """Go on with an INTERRUPTED run in the background."""
+    wb.start_resume(run_id, bank_url=options.bank_url if options else None)
+    return accepted(request, run_id)

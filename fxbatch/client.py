@@ -1,0 +1,461 @@
+"""``fxbatch.connect(url)``: the workbench's methods over a running fxbatch server's HTTP API.
+
+The server (``make run``) owns the database; a notebook or a CLI command on the same machine
+gets this client from ``Workbench.open()`` when the database is held by a server, or explicitly
+with ``fxbatch.connect(url)`` / ``--server URL`` / ``FXBATCH_SERVER``. Methods and result types are
+the workbench's: pydantic models for objects, DataFrames (over Arrow) for tables, and
+``RemoteJob`` in place of the in-process ``Job`` for runs started without waiting.
+
+>>> import fxbatch
+>>> wb = fxbatch.connect("http://127.0.0.1:8501")
+>>> summary = wb.run(1, success_rate=0.9)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+
+from fxbatch import errors
+from fxbatch.analytics import TradeFilter
+from fxbatch.ingest import Fixes
+from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary, RunView
+from fxbatch.whatif.models import Sweep, SweepInfo
+
+ARROW = "application/vnd.apache.arrow.stream"
+API = "/api/v1"
+
+
+class RemoteJob:
+    """A run executing in the server: what ``Client.start_run`` returns in place of a ``Job``."""
+
+    def __init__(self, client: Client, run_id: int, batch_id: int) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.batch_id = batch_id
+
+    def view(self) -> RunView:
+        return self.client.run_view(self.run_id)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the run has ended (final or INTERRUPTED); False when ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for view in self.client.events(self.run_id):
+            if view.finished:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return self.view().finished
+
+    def cancel(self) -> None:
+        self.client.cancel(self.run_id)
+
+
+class Client:
+    """The fxbatch server's API with the workbench's methods (``fxbatch.connect``)."""
+
+    def __init__(self, url: str, *, timeout_s: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url + API, timeout=httpx.Timeout(timeout_s), transport=transport)
+        self.whatif = _RemoteWhatIf(self)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"fxbatch.Client({self.url!r})"
+
+    # -- the wire ----------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One API call; a problem answer raises the fxbatch error it names, with its message."""
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise errors.ServerError(f"The fxbatch server at {self.url} did not answer ({exc}).") from exc
+        if resp.status_code >= 400:
+            raise _problem(self.url, resp)
+        return resp
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.request(method, path, **kwargs)
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise errors.ServerError(f"{self.url}{API}{path} did not answer JSON: is it an fxbatch server?") from exc
+
+    def table(self, path: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        resp = self.request("GET", path, params=_params(params), headers={"Accept": ARROW})
+        return _arrow_frame(resp)
+
+    def health(self) -> dict[str, Any]:
+        body = self.json("GET", "/health")
+        if not isinstance(body, dict) or body.get("status") != "ok":
+            raise errors.ServerError(f"{self.url} is not an fxbatch server (GET {API}/health: {body!r}).")
+        return body
+
+    def schema_version(self) -> int:
+        return int(self.health()["schema_version"])
+
+    # -- batches -----------------------------------------------------------------
+    def load(
+        self,
+        path: Path | str,
+        *,
+        name: str | None = None,
+        sheet: str | None = None,
+        column_map: Mapping[str, str] | None = None,
+        fixes: Fixes | None = None,
+        today: date | None = None,
+        display_name: str | None = None,
+    ) -> LoadResult:
+        """Upload a file; the server validates it and stores its good rows as a new batch."""
+        form = _form(name=name, sheet=sheet, column_map=column_map, fixes=fixes, today=today)
+        body = self._upload("/batches", path, display_name, form)
+        return LoadResult.model_validate(body)
+
+    def check(
+        self,
+        path: Path | str,
+        *,
+        sheet: str | None = None,
+        column_map: Mapping[str, str] | None = None,
+        fixes: Fixes | None = None,
+        today: date | None = None,
+        display_name: str | None = None,
+        limit: int = 1000,
+    ) -> CheckReport:
+        form = _form(sheet=sheet, column_map=column_map, fixes=fixes, today=today, limit=limit)
+        return CheckReport.model_validate(self._upload("/batches:check", path, display_name, form))
+
+    def _upload(self, route: str, path: Path | str, display_name: str | None, form: dict[str, str]) -> Any:
+        path = Path(path)
+        try:
+            handle = path.open("rb")
+        except OSError as exc:
+            raise errors.UnusableFileError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+        with handle:
+            return self.json("POST", route, data=form, files={"file": (display_name or path.name, handle)})
+
+    def batches(self) -> list[BatchInfo]:
+        return [BatchInfo.model_validate(b) for b in self.json("GET", "/batches")]
+
+    def batches_df(self) -> pd.DataFrame:
+        return pd.DataFrame([b.model_dump() for b in self.batches()], columns=list(BatchInfo.model_fields))
+
+    def batch(self, batch_id: int) -> BatchInfo:
+        return BatchInfo.model_validate(self.json("GET", f"/batches/{int(batch_id)}"))
+
+    def trades(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+        return self.table(f"/batches/{int(batch_id)}/trades", {"limit": limit, "offset": offset})
+
+    def corrections(self, batch_id: int) -> pd.DataFrame:
+        return self.table(f"/batches/{int(batch_id)}/corrections")
+
+    def rejections(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+        return self.table(f"/batches/{int(batch_id)}/rejections", {"limit": limit, "offset": offset})
+
+    def delete_batch(self, batch_id: int) -> None:
+        self.request("DELETE", f"/batches/{int(batch_id)}")
+
+    # -- runs --------------------------------------------------------------------
+    def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> RemoteJob:
+        """Start a run in the server and return at once; ``overrides`` as ``Workbench.start_run``."""
+        from fxbatch.workbench import make_config  # the same flattening rules as in process
+
+        options = _flat_options(make_config(config, **overrides))
+        body = self.json("POST", f"/batches/{int(batch_id)}/runs", json=options)
+        return RemoteJob(self, int(body["run_id"]), int(batch_id))
+
+    def run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> RunSummary:
+        job = self.start_run(batch_id, config, **overrides)
+        job.wait()
+        return self.run_summary(job.run_id)
+
+    def start_resume(self, run_id: int, *, bank_url: str | None = None) -> RemoteJob:
+        body = self.json("POST", f"/runs/{int(run_id)}/resume", json={"bank_url": bank_url})
+        return RemoteJob(self, int(body["run_id"]), self.run_summary(run_id).batch_id)
+
+    def resume(self, run_id: int, *, bank_url: str | None = None) -> RunSummary:
+        job = self.start_resume(run_id, bank_url=bank_url)
+        job.wait()
+        return self.run_summary(job.run_id)
+
+    def cancel(self, run_id: int) -> None:
+        self.request("POST", f"/runs/{int(run_id)}/cancel")
+
+    def run_view(self, run_id: int) -> RunView:
+        return RunView.model_validate(self.json("GET", f"/runs/{int(run_id)}"))
+
+    def run_summary(self, run_id: int) -> RunSummary:
+        return RunSummary.model_validate(self.run_view(run_id).model_dump(exclude={"progress"}))
+
+    def runs(self, batch_id: int | None = None) -> list[RunSummary]:
+        items = self.json("GET", "/runs", params=_params({"batch_id": batch_id}))
+        return [RunSummary.model_validate({k: v for k, v in r.items() if k != "progress"}) for r in items]
+
+    def progress(self, run_id: int) -> RunProgress | None:
+        return self.run_view(run_id).progress
+
+    def active_runs(self) -> list[RunProgress]:
+        views = [RunView.model_validate(r) for r in self.json("GET", "/runs")]
+        active = [v.progress.model_copy(update={"batch_id": v.batch_id}) for v in views if v.progress is not None]
+        return sorted(active, key=lambda p: p.run_id)
+
+    def events(self, run_id: int) -> Iterator[RunView]:
+        """The run as it changes (server-sent events), ending with its final state."""
+        try:
+            with self.http.stream(
+                "GET", f"/runs/{int(run_id)}/events", headers={"Accept": "text/event-stream"}, timeout=None
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _problem(self.url, resp)
+                for data in _sse_data(resp.iter_lines()):
+                    yield RunView.model_validate_json(data)
+        except httpx.TransportError as exc:
+            raise errors.ServerError(f"The fxbatch server at {self.url} stopped answering ({exc}).") from exc
+
+    # -- review --------------------------------------------------------------------
+    def _analytics(self, run_id: int, name: str, **params: Any) -> pd.DataFrame:
+        return self.table(f"/runs/{int(run_id)}/analytics/{name}", params)
+
+    def outcome_counts(self, run_id: int) -> pd.DataFrame:
+        return self._analytics(run_id, "outcome_counts")
+
+    def failure_pareto(self, run_id: int) -> pd.DataFrame:
+        return self._analytics(run_id, "failure_pareto")
+
+    def outcomes_by(self, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
+        return self._analytics(run_id, "outcomes_by", by=by, top=top)
+
+    def notional_by_outcome(self, run_id: int) -> pd.DataFrame:
+        return self._analytics(run_id, "notional_by_outcome")
+
+    def income_by(self, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
+        return self._analytics(run_id, "income_by", by=by, top=top)
+
+    def latency_histogram(self, run_id: int, bins: int = 30) -> pd.DataFrame:
+        return self._analytics(run_id, "latency_histogram", bins=bins)
+
+    def throughput(self, run_id: int) -> pd.DataFrame:
+        return self._analytics(run_id, "throughput")
+
+    def run_trades_page(
+        self, run_id: int, filters: TradeFilter | None = None, *, limit: int = 50, offset: int = 0, unmask: bool = False
+    ) -> tuple[pd.DataFrame, int]:
+        f = filters or TradeFilter()
+        params = {"status": f.statuses, "reason": f.failure_codes, "pair": f.pair, "client": f.client,
+                  "search": f.text, "limit": limit, "offset": offset, "unmask": unmask}  # fmt: skip
+        resp = self.request("GET", f"/runs/{int(run_id)}/trades", params=_params(params), headers={"Accept": ARROW})
+        return _arrow_frame(resp), int(resp.headers.get("X-Total-Count", "0"))
+
+    def run_filter_choices(self, run_id: int) -> dict[str, list[str]]:
+        body: dict[str, list[str]] = self.json("GET", f"/runs/{int(run_id)}/analytics/filter_choices")
+        return body
+
+    def trade_detail(self, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = self.json("GET", f"/runs/{int(run_id)}/trades/{int(row)}", params={"unmask": unmask})
+        return body
+
+    def export_run(self, run_id: int, path: Path | str) -> int:
+        """Download the run's per-trade export to ``path`` (format from its suffix); returns rows."""
+        return self._download(f"/runs/{int(run_id)}/export", path, {})
+
+    def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
+        return self._download("/ledger", path, {"run_id": run_id})
+
+    def _download(self, route: str, path: Path | str, params: dict[str, Any]) -> int:
+        path = Path(path)
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt not in ("csv", "xlsx", "parquet"):
+            raise errors.SettingsError(f"Cannot export to {path.name}: use a .csv, .xlsx or .parquet file name.")
+        resp = self.request("GET", route, params=_params({**params, "format": fmt}))
+        tmp = path.with_name(path.name + ".part")
+        try:
+            tmp.write_bytes(resp.content)
+            tmp.replace(path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise errors.SettingsError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+        return int(resp.headers.get("X-Row-Count", "-1"))
+
+
+class _RemoteWhatIf:
+    """``client.whatif``: sweeps run in the server; the same methods as ``wb.whatif``."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def sweep(
+        self,
+        batch_id: int,
+        success_rates: list[float],
+        *,
+        seeds: int | list[int] = 1,
+        seed: int = 42,
+        base: RunConfig | None = None,
+        variants: dict[str, list[Any]] | None = None,
+        name: str | None = None,
+        workers: int | None = None,
+        dask_address: str | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        poll_s: float = 0.2,
+    ) -> Sweep:
+        """Start a sweep in the server and wait for it, reporting (done, total) as it goes.
+
+        Where it runs is the server's choice (its FXBATCH_DASK_ADDRESS): ``workers`` and
+        ``dask_address`` are accepted for the workbench's signature and left to the server; they
+        change how fast a sweep runs, never its results.
+        """
+        body = {"batch_id": batch_id, "success_rates": success_rates, "seeds": seeds, "seed": seed, "name": name,
+                "variants": variants or {}, "base": base.model_dump(mode="json") if base else None}  # fmt: skip
+        sweep_id = int(self.client.json("POST", "/whatif", json=body)["sweep_id"])
+        while True:
+            state = self.client.json("GET", f"/whatif/{sweep_id}")
+            if state.get("status") != "RUNNING":
+                break
+            if on_progress is not None:
+                on_progress(int(state["done"]), int(state["total"]))
+            time.sleep(poll_s)
+        if state.get("status") == "FAILED":
+            raise _error_from(self.client.url, state.get("error") or {})
+        sweep = Sweep.model_validate(state)
+        if on_progress is not None:
+            on_progress(sweep.scenario_count, sweep.scenario_count)
+        return sweep
+
+    def get(self, sweep_id: int) -> Sweep:
+        return Sweep.model_validate(self.client.json("GET", f"/whatif/{int(sweep_id)}"))
+
+    def sweeps(self, batch_id: int | None = None) -> list[SweepInfo]:
+        items = self.client.json("GET", "/whatif", params=_params({"batch_id": batch_id}))
+        return [SweepInfo.model_validate(s) for s in items]
+
+    def scenarios_df(self, sweep_id: int) -> pd.DataFrame:
+        return self.get(sweep_id).scenarios_df()
+
+    def summary_df(self, sweep_id: int) -> pd.DataFrame:
+        return self.get(sweep_id).summary_df()
+
+    def start_promote(self, sweep_id: int, scenario: int) -> RemoteJob:
+        body = self.client.json("POST", f"/whatif/{int(sweep_id)}/promote", json={"scenario": scenario})
+        run_id = int(body["run_id"])
+        return RemoteJob(self.client, run_id, self.client.run_summary(run_id).batch_id)
+
+    def promote(self, sweep_id: int, scenario: int) -> RunSummary:
+        job = self.start_promote(sweep_id, scenario)
+        job.wait()
+        return self.client.run_summary(job.run_id)
+
+    def compare(self, run_ids: list[int]) -> pd.DataFrame:
+        return self.client.table("/compare", {"run_ids": list(run_ids)})
+
+    def differing_trades(self, run_a: int, run_b: int, limit: int = 1000) -> pd.DataFrame:
+        return self.client.table("/compare/differing", {"run_a": run_a, "run_b": run_b, "limit": limit})
+
+
+def connect(url: str, *, timeout_s: float = 60.0) -> Client:
+    """A client of the fxbatch server at ``url`` (checked to answer as one)."""
+    client = Client(url, timeout_s=timeout_s)
+    try:
+        client.health()
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+# -- helpers -------------------------------------------------------------------------
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Query parameters without the unset ones (None, empty lists); booleans as true/false."""
+    out: dict[str, Any] = {}
+    for key, value in (params or {}).items():
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else value
+    return out
+
+
+def _form(**fields: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            out[key] = json.dumps({str(k): v for k, v in value.items()})
+        elif isinstance(value, date):
+            out[key] = value.isoformat()
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _flat_options(config: RunConfig) -> dict[str, Any]:
+    """A RunConfig as the flat run options the API takes (bank settings at top level)."""
+    data = config.model_dump(mode="json")
+    bank = data.pop("bank")
+    return {k: v for k, v in {**data, **bank}.items() if v is not None}
+
+
+def _arrow_frame(resp: httpx.Response) -> pd.DataFrame:
+    if not resp.headers.get("content-type", "").startswith(ARROW):
+        raise errors.ServerError(
+            f"{resp.request.url} answered {resp.headers.get('content-type')!r}, not an Arrow table."
+        )
+    with pa.ipc.open_stream(resp.content) as reader:
+        frame: pd.DataFrame = reader.read_all().to_pandas()
+    return frame
+
+
+def _sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """The ``data`` of each server-sent event (multi-line data joined with newlines)."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
+
+def _problem(url: str, resp: httpx.Response) -> errors.FxBatchError:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "detail" not in body:
+        return errors.ServerError(f"{resp.request.url} answered HTTP {resp.status_code} without a problem report.")
+    return _error_from(url, body)
+
+
+def _error_from(url: str, body: Mapping[str, Any]) -> errors.FxBatchError:
+    """The fxbatch error a problem+json body names (same code and message as in process)."""
+    code = str(body.get("code") or "SERVER_ERROR")
+    message = str(body.get("detail") or body.get("title") or f"The server at {url} refused the request.")
+    cls = getattr(errors, str(body.get("kind") or ""), None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.FxBatchError)) or cls is errors.DatabaseLockedError:
+        cls = errors.FxBatchError
+    err = cls(message, code=code)
+    if isinstance(err, errors.UnusableFileError) and isinstance(body.get("headers"), list):
+        err.headers = [str(h) for h in body["headers"]]
+    return err

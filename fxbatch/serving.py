@@ -1,0 +1,318 @@
+"""The server's side of "one process owns the database": the record file, the binding rule, the host.
+
+A server (``server.py``: the Streamlit UI and the HTTP API in one process) opens the one
+Workbench in its ASGI lifespan and writes ``<db>.server.json`` beside the database, so a CLI
+command or a notebook on the same machine finds the server instead of failing on DuckDB's lock::
+
+    {"url": "http://127.0.0.1:8501", "pid": 4242, "db": "/abs/path/fxbatch.duckdb", "started_at": "..."}
+
+The record is written after the database is open (DuckDB's lock makes its writer the only
+server of that file) and removed before the database is closed, so it never names a server
+that lets another process take the file. A record left by a server that died is ignored
+(its pid is not alive) and overwritten by the next server.
+
+Until login arrives (a later issue) the server listens on loopback addresses only, unless
+``FXBATCH_ALLOW_UNAUTHENTICATED=1`` says to serve other machines without authentication.
+Nothing here imports Streamlit: ``server.py`` hands in what it reads from Streamlit's config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fxbatch.errors import DatabaseLockedError, ServerError, SettingsError
+
+if TYPE_CHECKING:  # fxbatch.workbench reads records from here: the host imports it when it starts
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from fxbatch.settings import Settings
+    from fxbatch.workbench import Workbench
+
+RECORD_SUFFIX = ".server.json"
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+class ServerRecord(BaseModel):
+    """What a running server writes beside its database: where to reach it, and who it is."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    url: str = Field(description="Base URL of the server (the API is under url + /api/v1).")
+    pid: int = Field(gt=0, description="Process id of the server, on the machine that wrote the record.")
+    db: str = Field(description="Resolved path of the database file the server holds.")
+    started_at: datetime = Field(description="When the server opened the database (UTC).")
+
+
+def record_path(db: Path | str) -> Path:
+    """The record file of the server holding ``db``: ``<db>.server.json``."""
+    return Path(str(db) + RECORD_SUFFIX)
+
+
+def write_record(db: Path | str, url: str) -> ServerRecord:
+    """Record this process as the server of ``db`` at ``url`` (atomically: a reader sees the old
+    record or the new one, never half of one)."""
+    record = ServerRecord(url=url, pid=os.getpid(), db=str(Path(db).resolve()), started_at=datetime.now(UTC))
+    path = record_path(db)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(record.model_dump_json(indent=2) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; whoever may read the database may read where its server is
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return record
+
+
+def _load(path: Path) -> ServerRecord | None:
+    try:
+        return ServerRecord.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):  # missing, unreadable, or not a record (ValidationError is a ValueError)
+        return None
+
+
+def read_record(db: Path | str) -> ServerRecord | None:
+    """The record of the server holding ``db``; None when there is none, it cannot be read, or the
+    process that wrote it is no longer alive on this machine."""
+    record = _load(record_path(db))
+    return record if record is not None and pid_alive(record.pid) else None
+
+
+def remove_record(db: Path | str) -> bool:
+    """Remove the record of ``db`` if this process wrote it (a record of another server stays)."""
+    path = record_path(db)
+    record = _load(path)
+    if record is None or record.pid != os.getpid():
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid <= 0:
+        return False
+    if sys.platform == "win32":  # os.kill(pid, 0) would send Ctrl-C there
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        ctypes.windll.kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        ctypes.windll.kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    except OSError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- binding
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 (also IPv4-mapped), ``localhost``, and unix sockets: only this machine reaches them."""
+    host = address.strip()
+    if host.startswith("unix://"):
+        return True
+    host = host.removeprefix("[").removesuffix("]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def check_binding(address: str, allow_unauthenticated: bool) -> None:
+    """Refuse (SettingsError) to serve on an address other machines can reach, unless allowed.
+
+    An empty address is Streamlit's default: every interface.
+    """
+    if allow_unauthenticated or is_loopback(address):
+        return
+    shown = (
+        f"address {address!r}" if address.strip() else "every network interface (Streamlit's server.address is empty)"
+    )
+    raise SettingsError(
+        f"The fxbatch server will not listen on {shown}: other machines could reach it, and the server "
+        "has no login yet (login arrives with a later issue), so anyone who reaches it could load, run and "
+        "delete batches. Serve on 127.0.0.1 (make run, or --server.address 127.0.0.1), or set "
+        "FXBATCH_ALLOW_UNAUTHENTICATED=1 to serve other machines without authentication."
+    )
+
+
+REFUSED = (
+    b"This fxbatch server serves its own machine only: it has no login yet. To serve other machines "
+    b"without authentication, start it with FXBATCH_ALLOW_UNAUTHENTICATED=1.\n"
+)
+
+
+class LoopbackOnly:
+    """Pure ASGI middleware: refuse a request that reached the server on a non-loopback address.
+
+    The check at startup cannot see the address when another ASGI server runs the app
+    (``uvicorn server:app --host 0.0.0.0``); each connection's ``scope["server"]`` (the local
+    address it arrived on) can. HTTP gets 403 in plain text; a websocket is closed before it opens.
+    ``allow`` is asked per request: settings are read in the lifespan, after the middleware is built.
+    """
+
+    def __init__(self, app: ASGIApp, allow: Callable[[], bool] = lambda: False) -> None:
+        self.app = app
+        self.allow = allow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self._local(scope) or self.allow():
+            await self.app(scope, receive, send)
+        elif scope["type"] == "http":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 403,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", b"%d" % len(REFUSED)),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": REFUSED})
+        else:
+            await send({"type": "websocket.close", "code": 1008, "reason": "fxbatch serves this machine only"})
+
+    @staticmethod
+    def _local(scope: Scope) -> bool:
+        server = scope.get("server")
+        if not server:  # the ASGI server does not say where it was reached: not known to be local
+            return False
+        host, port = server[0], server[1] if len(server) > 1 else None
+        return port is None or is_loopback(str(host))  # (path, None): a unix socket
+
+
+# ---------------------------------------------------------------- the host
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where the server listens, as its ASGI runner says: ``address`` None when it is not known at
+    startup (another ASGI server binds the socket: ``LoopbackOnly`` checks each request); ``url``
+    the base URL local clients use."""
+
+    address: str | None
+    url: str
+
+
+_current: Host | None = None  # the host of this process, once its server has started (it stays, stopping or not)
+
+
+def current_workbench() -> Workbench | None:
+    """The workbench this process's server hosts, for pages in the same process.
+
+    None when the process hosts none (``streamlit run app.py``, AppTest): the caller opens its
+    own. ServerError once the server is stopping: the page must not open the file it lets go.
+    """
+    return None if _current is None else _current.workbench()
+
+
+class Host:
+    """The one Workbench of a server process, opened and closed by its ASGI lifespan.
+
+    ``settings`` and ``binding`` are called at startup (Streamlit's secrets and config are loaded
+    by then, not when the server module is imported).
+    """
+
+    def __init__(self, settings: Callable[[], Settings], binding: Callable[[], Binding]) -> None:
+        self._make_settings = settings
+        self._binding = binding
+        self.settings: Settings | None = None
+        self.binding: Binding | None = None
+        self.url: str | None = None
+        self._wb: Workbench | None = None
+
+    def workbench(self) -> Workbench:
+        """The hosted workbench (what the API's routes use)."""
+        if self._wb is None:
+            raise ServerError(
+                "The fxbatch server holds no database at the moment: it is starting or stopping. "
+                "Try again in a moment, or start it again (make run)."
+            )
+        return self._wb
+
+    def allow_unauthenticated(self) -> bool:
+        """Whether other machines may be served (False until the settings are read)."""
+        return self.settings is not None and self.settings.allow_unauthenticated
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """Check the binding, open the workbench, write the record; at the end remove the record
+        and close the workbench (runs in progress stop and stay resumable)."""
+        global _current
+        import anyio.to_thread
+
+        from fxbatch.workbench import Workbench
+
+        settings = self._make_settings()
+        binding = self._binding()
+        if binding.address is not None:
+            check_binding(binding.address, settings.allow_unauthenticated)
+        self.settings, self.binding = settings, binding
+        self.url = settings.server_url or binding.url
+        # The file itself, never a client of a server recorded beside it. Opening migrates and may
+        # load the sample batch: off the event loop.
+        try:
+            wb = await anyio.to_thread.run_sync(partial(Workbench.open_local, settings=settings, seed_sample=True))
+        except DatabaseLockedError as exc:
+            other = read_record(settings.db)
+            if other is None:
+                raise
+            raise DatabaseLockedError(settings.db, f"the fxbatch server at {other.url}, process {other.pid}") from exc
+        try:
+            write_record(settings.db, self.url)
+            self._wb = wb
+            _current = self
+            yield
+        finally:
+            self._wb = None
+            remove_record(settings.db)  # first: no client is sent here once the file may be let go
+            await anyio.to_thread.run_sync(wb.close)
+
+
+__all__ = [
+    "Binding",
+    "Host",
+    "LoopbackOnly",
+    "ServerRecord",
+    "check_binding",
+    "current_workbench",
+    "is_loopback",
+    "pid_alive",
+    "read_record",
+    "record_path",
+    "remove_record",
+    "write_record",
+]

@@ -1,0 +1,341 @@
+"""The HTTP API's runs: start, follow (events), cancel, resume, and review (trades, failures,
+analytics, exports, the ledger, comparisons), with their errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fxbatch import Workbench
+from fxbatch.api import RunView
+from fxbatch.models import FINAL_RUN
+from tests.conftest import DATA
+from tests.integration.api_helpers import ARROW, Gate, api_client, assert_problem, events
+
+FINAL = {s.value for s in FINAL_RUN}
+
+
+@pytest.fixture
+def api(wb: Workbench) -> Iterator[httpx.Client]:
+    with api_client(wb) as client:
+        yield client
+
+
+@pytest.fixture
+def batch(wb: Workbench) -> int:
+    return wb.load(DATA / "sample_trades.csv").batch_id
+
+
+def start(api: httpx.Client, batch: int, **options: Any) -> int:
+    resp = api.post(f"/batches/{batch}/runs", json={"latency_ms": 0, **options})
+    assert resp.status_code == 202, resp.text
+    run_id: int = resp.json()["run_id"]
+    assert resp.json()["url"] == resp.headers["location"] == f"/api/v1/runs/{run_id}"
+    return run_id
+
+
+def follow(api: httpx.Client, run_id: int) -> list[dict[str, Any]]:
+    """Every event of the run's stream, to its end."""
+    with api.stream("GET", f"/runs/{run_id}/events") as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        return list(events(resp))
+
+
+@pytest.fixture
+def run(api: httpx.Client, batch: int) -> int:
+    """A finished run of the sample (seed 3: some trades fail)."""
+    run_id = start(api, batch, seed=3, success_rate=0.8)
+    assert follow(api, run_id)[-1]["status"] in FINAL
+    return run_id
+
+
+# ---------------------------------------------------------------- starting and following
+
+
+def test_the_events_of_a_short_run_end_with_the_final_run_object(api: httpx.Client, wb: Workbench, batch: int) -> None:
+    run_id = start(api, batch, seed=5)
+    seen = follow(api, run_id)
+    last = seen[-1]
+    assert last["status"] in FINAL and last["progress"] is None
+    assert last == wb.run_summary(run_id).to_json() | {"progress": None} == api.get(f"/runs/{run_id}").json()
+    assert all(set(e) == set(RunView.model_fields) for e in seen)
+    assert all(e["status"] == "RUNNING" and e["progress"]["run_id"] == run_id for e in seen[:-1])
+
+
+def test_a_running_run_streams_its_progress_then_its_final_state(api: httpx.Client, wb: Workbench, batch: int) -> None:
+    gate = Gate(wb)
+    run_id = start(api, batch)
+    gate.wait_held()
+    with api.stream("GET", f"/runs/{run_id}/events") as resp:
+        stream = events(resp)
+        first = next(stream)
+        assert first["status"] == "RUNNING" and first["progress"]["done"] == 0 and first["progress"]["total"] == 200
+        # Nothing changes while the bank holds the run: the object is sent again all the same.
+        again = next(stream)
+        assert again["status"] == "RUNNING" and again["progress"]["status"] == "RUNNING"
+        view = api.get(f"/runs/{run_id}").json()
+        assert view["progress"]["batch_id"] == batch and view["progress"]["total"] == 200
+        assert [r["progress"] is not None for r in api.get("/runs").json()] == [True]
+        gate.release()
+        rest = list(stream)
+    assert rest[-1]["status"] in FINAL and rest[-1]["progress"] is None
+    assert all(e["progress"] is not None for e in rest[:-1])
+
+
+def test_a_second_run_of_a_running_batch_and_its_deletion_are_409_problems(
+    api: httpx.Client, wb: Workbench, batch: int
+) -> None:
+    gate = Gate(wb)
+    run_id = start(api, batch)
+    gate.wait_held()
+    try:
+        body = assert_problem(api.post(f"/batches/{batch}/runs", json={}), 409, "CONFLICT")
+        assert f"run {run_id}" in body["detail"]
+        assert_problem(api.delete(f"/batches/{batch}"), 409, "CONFLICT")
+    finally:
+        gate.release()
+    assert follow(api, run_id)[-1]["status"] in FINAL
+    assert start(api, batch) == run_id + 1
+
+
+def test_cancelling_a_running_run_ends_it_cancelled(api: httpx.Client, wb: Workbench, batch: int) -> None:
+    gate = Gate(wb)
+    run_id = start(api, batch)
+    gate.wait_held()
+    resp = api.post(f"/runs/{run_id}/cancel")
+    assert resp.status_code == 200 and resp.json()["run_id"] == run_id
+    gate.release()
+    final = follow(api, run_id)[-1]
+    assert final["status"] == "CANCELLED" and final["progress"] is None
+    assert_problem(api.post(f"/runs/{run_id}/cancel"), 409, "CONFLICT")
+
+
+def test_an_interrupted_run_resumes_to_its_end(api: httpx.Client, wb: Workbench, batch: int) -> None:
+    gate = Gate(wb)
+    run_id = start(api, batch)
+    gate.wait_held()
+    job = wb.engine.job(run_id)
+    assert job is not None
+    job.interrupt()
+    gate.release()
+    assert follow(api, run_id)[-1]["status"] == "INTERRUPTED"
+    resp = api.post(f"/runs/{run_id}/resume", json={"bank_url": None})
+    assert resp.status_code == 202 and resp.json() == {"run_id": run_id, "url": f"/api/v1/runs/{run_id}"}
+    final = follow(api, run_id)[-1]
+    assert final["status"] in FINAL and sum(final["counts"].values()) == 200
+    assert_problem(api.post(f"/runs/{run_id}/resume"), 409, "CONFLICT")
+
+
+def test_run_options_become_the_run_config(api: httpx.Client, wb: Workbench, batch: int) -> None:
+    run_id = start(api, batch, seed=11, success_rate=0.5, concurrency=4, max_attempts=1, volatility_bps=0.2)
+    follow(api, run_id)
+    config = wb.run_summary(run_id).config
+    assert (config.seed, config.concurrency, config.max_attempts) == (11, 4, 1)
+    assert (config.bank.success_rate, config.bank.volatility_bps) == (0.5, 0.2)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"colour": "blue"}, "colour"),
+        ({"success_rate": 2}, "success_rate"),
+        ({"concurrency": "many"}, "concurrency"),
+        ({"bank_url": "not a url"}, "bank_url"),
+    ],
+)
+def test_a_bad_run_option_is_a_422_naming_it(
+    api: httpx.Client, wb: Workbench, batch: int, body: dict[str, Any], field: str
+) -> None:
+    problem = assert_problem(api.post(f"/batches/{batch}/runs", json=body), 422)
+    assert field in problem["detail"].split(":")[0]
+    assert wb.runs() == []
+
+
+def test_a_body_that_is_not_json_is_a_422(api: httpx.Client, batch: int) -> None:
+    resp = api.post(f"/batches/{batch}/runs", content=b"{nope", headers={"content-type": "application/json"})
+    assert_problem(resp, 422)
+
+
+def test_a_run_of_an_unknown_batch_is_a_404(api: httpx.Client) -> None:
+    assert_problem(api.post("/batches/99/runs", json={}), 404, "NOT_FOUND")
+
+
+def test_runs_are_listed_as_run_objects(api: httpx.Client, wb: Workbench, run: int, batch: int) -> None:
+    listed = api.get("/runs").json()
+    assert listed == [s.to_json() | {"progress": None} for s in wb.runs()]
+    assert api.get("/runs", params={"batch_id": batch}).json() == listed
+    assert api.get("/runs", params={"batch_id": 99}).json() == []
+
+
+# ---------------------------------------------------------------- review
+
+
+def test_the_trades_page_filters_pages_and_counts(api: httpx.Client, wb: Workbench, run: int) -> None:
+    resp = api.get(f"/runs/{run}/trades", params={"status": "FAILED", "limit": 2})
+    failed = wb.run_summary(run).counts["FAILED"]
+    assert failed > 2 and resp.headers["x-total-count"] == str(failed)
+    rows = resp.json()
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"FAILED"}
+    assert rows[0]["account_number"].startswith("•")
+    full = api.get(f"/runs/{run}/trades", params={"status": "FAILED", "limit": 2, "unmask": "true"}).json()
+    assert not full[0]["account_number"].startswith("•")
+    page = api.get(f"/runs/{run}/trades", params={"offset": 195}).json()
+    assert [r["row"] for r in page] == [r["row"] for r in api.get(f"/runs/{run}/trades", params={"limit": 500}).json()][
+        195:
+    ]
+    pair = api.get(f"/runs/{run}/trades", params={"pair": "USD/ZAR", "limit": 1000}).json()
+    assert pair and {r["currency_pair"] for r in pair} == {"USD/ZAR"}
+
+
+def test_the_trades_page_as_arrow_equals_its_json(api: httpx.Client, run: int) -> None:
+    params = {"limit": 100, "offset": 3}
+    as_json = api.get(f"/runs/{run}/trades", params=params).json()
+    resp = api.get(f"/runs/{run}/trades", params=params, headers={"Accept": ARROW})
+    assert resp.headers["content-type"] == ARROW and resp.headers["x-total-count"] == "200"
+    with pa.ipc.open_stream(io.BytesIO(resp.content)) as reader:
+        df: pd.DataFrame = reader.read_pandas()
+    assert json.loads(df.to_json(orient="records", date_format="iso")) == as_json
+
+
+@pytest.mark.parametrize("params", [{"status": "LOST"}, {"reason": "BAD_LUCK"}, {"limit": -1}, {"unmask": "maybe"}])
+def test_a_bad_trades_filter_is_a_422_naming_it(api: httpx.Client, run: int, params: dict[str, Any]) -> None:
+    body = assert_problem(api.get(f"/runs/{run}/trades", params=params), 422)
+    assert body["errors"][0]["field"].split(".")[0] == next(iter(params))
+
+
+def test_one_trade_shows_its_fields_and_timeline(api: httpx.Client, wb: Workbench, run: int) -> None:
+    detail = api.get(f"/runs/{run}/trades/5").json()
+    expected = wb.trade_detail(run, 5)
+    assert detail["row"] == 5 and detail["trade_id"] == expected["trade_id"] and detail["status"] == expected["status"]
+    assert [t["stage"] for t in detail["timeline"]] == list(expected["timeline"]["stage"])
+    assert detail["account_number"].startswith("•")
+    assert not api.get(f"/runs/{run}/trades/5", params={"unmask": "true"}).json()["account_number"].startswith("•")
+    assert_problem(api.get(f"/runs/{run}/trades/9999"), 404, "NOT_FOUND")
+
+
+def test_failures_give_the_reasons_and_the_failed_trades(api: httpx.Client, wb: Workbench, run: int) -> None:
+    body = api.get(f"/runs/{run}/failures", params={"limit": 3}).json()
+    summary = wb.run_summary(run)
+    assert body["total_failed"] == summary.counts["FAILED"]
+    assert {r["failure_code"]: r["trades"] for r in body["reasons"]} == summary.failure_reasons
+    assert len(body["trades"]) == 3 and {t["status"] for t in body["trades"]} == {"FAILED"}
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "call"),
+    [
+        ("outcome_counts", {}, lambda wb, r: wb.outcome_counts(r)),
+        ("failure_pareto", {}, lambda wb, r: wb.failure_pareto(r)),
+        ("outcomes_by", {"by": "client", "top": 3}, lambda wb, r: wb.outcomes_by(r, "client", 3)),
+        ("notional_by_outcome", {}, lambda wb, r: wb.notional_by_outcome(r)),
+        ("income_by", {"by": "pair"}, lambda wb, r: wb.income_by(r, "pair")),
+        ("latency_histogram", {"bins": 5}, lambda wb, r: wb.latency_histogram(r, 5)),
+        ("throughput", {}, lambda wb, r: wb.throughput(r)),
+    ],
+)
+def test_each_analytics_table_is_the_library_table(
+    api: httpx.Client, wb: Workbench, run: int, name: str, params: dict[str, Any], call: Any
+) -> None:
+    expected = json.loads(call(wb, run).to_json(orient="records", date_format="iso"))
+    assert api.get(f"/runs/{run}/analytics/{name}", params=params).json() == expected
+
+
+def test_filter_choices_are_a_json_object(api: httpx.Client, wb: Workbench, run: int) -> None:
+    resp = api.get(f"/runs/{run}/analytics/filter_choices", headers={"Accept": ARROW})
+    assert resp.headers["content-type"] == "application/json" and resp.json() == wb.run_filter_choices(run)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("/analytics/nothing", "name"), ("/analytics/outcomes_by?by=desk", "by"), ("/analytics/income_by?top=0", "top")],
+)
+def test_a_bad_analytics_request_is_a_422_naming_the_field(api: httpx.Client, run: int, path: str, field: str) -> None:
+    body = assert_problem(api.get(f"/runs/{run}{path}"), 422)
+    assert body["errors"][0]["field"] == field
+
+
+@pytest.fixture
+def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])
+def test_a_run_exports_as_an_attachment_and_leaves_no_file(api: httpx.Client, run: int, fmt: str, spool: Path) -> None:
+    resp = api.get(f"/runs/{run}/export", params={"format": fmt})
+    assert resp.status_code == 200
+    assert resp.headers["content-disposition"] == f'attachment; filename="run-{run}.{fmt}"'
+    assert resp.headers["x-row-count"] == "200" and int(resp.headers["content-length"]) == len(resp.content)
+    if fmt == "parquet":
+        assert pq.read_table(io.BytesIO(resp.content)).num_rows == 200
+    elif fmt == "csv":
+        assert len(pd.read_csv(io.BytesIO(resp.content))) == 200
+    else:
+        assert resp.content[:2] == b"PK"
+    assert list(spool.iterdir()) == []
+
+
+def test_the_ledger_holds_the_booked_deals(api: httpx.Client, wb: Workbench, run: int) -> None:
+    resp = api.get("/ledger", params={"run_id": run, "format": "parquet"})
+    assert resp.headers["content-disposition"] == f'attachment; filename="ledger-run-{run}.parquet"'
+    table = pq.read_table(io.BytesIO(resp.content))
+    assert table.num_rows == wb.run_summary(run).counts["SUCCESS"] == int(resp.headers["x-row-count"])
+    everything = api.get("/ledger")
+    assert (
+        everything.headers["content-type"].startswith("text/csv")
+        and len(pd.read_csv(io.BytesIO(everything.content))) == table.num_rows
+    )
+    assert_problem(api.get("/ledger", params={"run_id": 99}), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("params", [{"format": "pdf"}, {"format": ""}])
+def test_an_unknown_export_format_is_a_422_naming_format(api: httpx.Client, run: int, params: dict[str, str]) -> None:
+    for path in (f"/runs/{run}/export", "/ledger"):
+        body = assert_problem(api.get(path, params=params), 422)
+        assert body["errors"][0]["field"] == "format"
+
+
+def test_runs_are_compared_and_their_differing_trades_listed(
+    api: httpx.Client, wb: Workbench, run: int, batch: int
+) -> None:
+    other = start(api, batch, seed=9, success_rate=0.6)
+    follow(api, other)
+    table = api.get("/compare", params={"run_ids": [run, other]}).json()
+    assert table == json.loads(wb.whatif.compare([run, other]).to_json(orient="records", date_format="iso"))
+    differing = api.get("/compare/differing", params={"run_a": run, "run_b": other, "limit": 5}).json()
+    assert 0 < len(differing) <= 5 and {"status_a", "status_b"} <= set(differing[0])
+    assert_problem(api.get("/compare"), 422)
+    assert_problem(api.get("/compare", params={"run_ids": [run, 99]}), 404, "NOT_FOUND")
+
+
+def test_runs_of_different_batches_cannot_be_diffed(api: httpx.Client, wb: Workbench, run: int) -> None:
+    other_batch = wb.load(DATA / "sample_trades.csv").batch_id
+    other = start(api, other_batch)
+    follow(api, other)
+    assert_problem(api.get("/compare/differing", params={"run_a": run, "run_b": other}), 409, "CONFLICT")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/runs/99"), ("GET", "/runs/99/events"), ("POST", "/runs/99/cancel"), ("POST", "/runs/99/resume"),
+        ("GET", "/runs/99/trades"), ("GET", "/runs/99/trades/2"), ("GET", "/runs/99/failures"),
+        ("GET", "/runs/99/analytics/outcome_counts"), ("GET", "/runs/99/analytics/filter_choices"),
+        ("GET", "/runs/99/export"),
+    ],
+)  # fmt: skip
+def test_an_unknown_run_is_a_404_problem(api: httpx.Client, method: str, path: str) -> None:
+    body = assert_problem(api.request(method, path), 404, "NOT_FOUND")
+    assert "99" in body["detail"]

@@ -1,0 +1,100 @@
+"""``fxbatch.connect``: the workbench's methods over the HTTP API give what they give in process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fxbatch import NotFoundError, UnusableFileError, Workbench
+from fxbatch.analytics import TradeFilter
+from fxbatch.client import Client, RemoteJob, connect
+from fxbatch.models import RunStatus
+from tests.conftest import DATA
+from tests.integration.api_helpers import serve_api
+
+
+@pytest.fixture
+def client(wb: Workbench) -> Iterator[Client]:
+    with serve_api(wb) as url, connect(url) as remote:
+        yield remote
+
+
+def test_a_file_loaded_through_the_server_is_the_batch_the_workbench_sees(wb: Workbench, client: Client) -> None:
+    result = client.load(DATA / "sample_with_errors.csv", name="Over HTTP")
+    assert result.rejected > 0 and result.rejections and result.name == "Over HTTP"
+    assert client.batch(result.batch_id) == wb.batch(result.batch_id)
+    assert [b.batch_id for b in client.batches()] == [b.batch_id for b in wb.batches()]
+    pd.testing.assert_frame_equal(client.trades(result.batch_id), wb.trades(result.batch_id), check_dtype=False)
+    assert len(client.rejections(result.batch_id)) == len(wb.rejections(result.batch_id)) == result.rejected
+    report = client.check(DATA / "sample_with_errors.csv")
+    assert report.rejected == result.rejected and report.rejected_rows
+
+
+def test_errors_come_back_as_the_same_fxbatch_errors_and_messages(
+    wb: Workbench, client: Client, tmp_path: Path
+) -> None:
+    with pytest.raises(NotFoundError) as remote:
+        client.batch(999)
+    with pytest.raises(NotFoundError) as local:
+        wb.batch(999)
+    assert remote.value.message == local.value.message
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(UnusableFileError) as remote_file:
+        client.load(empty)
+    with pytest.raises(UnusableFileError) as local_file:
+        wb.load(empty)
+    assert remote_file.value.message == local_file.value.message
+
+
+def test_a_run_through_the_server_ends_as_the_same_run_in_process(wb: Workbench, client: Client) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    job = client.start_run(batch, seed=3, success_rate=0.8, latency_ms=0)
+    assert isinstance(job, RemoteJob) and job.wait(timeout=120)
+    remote = client.run_summary(job.run_id)
+    local = wb.run(batch, seed=3, success_rate=0.8, latency_ms=0)
+    assert remote.counts == local.counts and remote.failure_reasons == local.failure_reasons
+    assert remote.spread_income_zar == pytest.approx(local.spread_income_zar)
+    assert client.progress(job.run_id) is None and client.active_runs() == []
+    assert [r.run_id for r in client.runs(batch)] == [r.run_id for r in wb.runs(batch)]
+
+    failed = TradeFilter(statuses=["FAILED"])
+    page, total = client.run_trades_page(job.run_id, failed, limit=10)
+    local_page, local_total = wb.run_trades_page(job.run_id, failed, limit=10)
+    assert total == local_total == remote.counts["FAILED"] and list(page["row"]) == list(local_page["row"])
+    pd.testing.assert_frame_equal(client.failure_pareto(job.run_id), wb.failure_pareto(job.run_id), check_dtype=False)
+    row = int(page["row"][0])
+    detail, local_detail = client.trade_detail(job.run_id, row), wb.trade_detail(job.run_id, row)
+    assert set(detail) == set(local_detail) and detail["failure_code"] == local_detail["failure_code"]
+
+
+def test_events_follow_a_run_to_its_final_state(wb: Workbench, client: Client) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    job = client.start_run(batch, latency_ms=0)
+    views = list(client.events(job.run_id))
+    assert views[-1].finished and views[-1].status in (RunStatus.COMPLETED, RunStatus.PARTIAL)
+
+
+def test_exports_download_to_the_named_file_with_their_row_count(wb: Workbench, client: Client, tmp_path: Path) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    summary = client.run(batch, latency_ms=0)
+    rows = client.export_run(summary.run_id, tmp_path / "run.parquet")
+    assert rows == summary.trades == len(pd.read_parquet(tmp_path / "run.parquet"))
+    booked = client.export_ledger(tmp_path / "ledger.csv", run_id=summary.run_id)
+    assert booked == summary.counts["SUCCESS"] == len(pd.read_csv(tmp_path / "ledger.csv"))
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_sweep_runs_in_the_server_reports_progress_and_promotes(wb: Workbench, client: Client) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    seen: list[tuple[int, int]] = []
+    sweep = client.whatif.sweep(batch, [0.5, 1.0], seeds=2, on_progress=lambda d, t: seen.append((d, t)))
+    assert sweep.scenario_count == 4 and len(sweep.summary) == 2 and seen[-1] == (4, 4)
+    assert client.whatif.get(sweep.sweep_id) == wb.whatif.get(sweep.sweep_id)
+    assert [s.sweep_id for s in client.whatif.sweeps(batch)] == [sweep.sweep_id]
+    promoted = client.whatif.promote(sweep.sweep_id, 4)
+    assert promoted.status is RunStatus.COMPLETED and promoted.counts["SUCCESS"] == sweep.scenarios[3].succeeded
+    assert len(client.whatif.compare([promoted.run_id])) == 1
