@@ -1,4 +1,5 @@
-"""Real-browser fixtures: `streamlit run app.py` on a free port with its own database, and Debian's Chromium.
+"""Real-browser fixtures: the fxbatch server (`streamlit run server.py`: the app and the HTTP API in one
+process, as `make run` starts it) on a port of its own with its own database, and Debian's Chromium.
 
 The browser is /usr/bin/chromium (`make browser` installs it); Playwright never downloads one here.
 """
@@ -9,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from fxbatch.serving import ServerRecord, read_record
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,17 +38,26 @@ SCREENS_FOR_HUMANS = Path("/tmp/fxbatch-screens")
 STARTUP_TIMEOUT_S = 60
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _exited(proc: subprocess.Popen[bytes], log: Path) -> None:
+    if proc.poll() is not None:
+        raise RuntimeError(f"the server exited with {proc.returncode} before it was healthy:\n{log.read_text()}")
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def _wait_recorded(db: Path, proc: subprocess.Popen[bytes], log: Path, deadline: float) -> ServerRecord:
+    """The server's record beside its database: written once the database is open, it names the
+    port the server bound (started with --server.port 0, so no other process can take it first)."""
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode} before it was healthy:\n{log.read_text()}")
+        _exited(proc, log)
+        record = read_record(db)
+        if record is not None and record.pid == proc.pid:
+            return record
+        time.sleep(0.2)
+    raise RuntimeError(f"the server recorded no URL beside {db} after {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        _exited(proc, log)
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
                 if resp.status == 200 and resp.read().strip() == b"ok":
@@ -54,11 +65,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"streamlit was not healthy after {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
+    raise RuntimeError(f"the server was not healthy after {STARTUP_TIMEOUT_S} s:\n{log.read_text()}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop streamlit and anything it started (it leads its own process group)."""
+    """Stop the server and anything it started (it leads its own process group); runs in progress stop."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -70,13 +81,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
-    """`streamlit run app.py` on a free port with a database of its own in ``tmp``; yields its URL."""
-    port = _free_port()
+    """`streamlit run server.py` on a free port with a database of its own in ``tmp``; yields its URL
+    (the app at /, the API under /api/v1)."""
+    db = tmp / "e2e.duckdb"
     env = {
         **{
             k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_") or k == "FXBATCH_TODAY"
         },  # the developer's own settings stay out
-        "FXBATCH_DB": str(tmp / "e2e.duckdb"),
+        "FXBATCH_DB": str(db),
         "FXBATCH_LOAD_SAMPLE_ON_CREATE": "true" if load_sample else "false",
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
     }
@@ -86,11 +98,11 @@ def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
         "-m",
         "streamlit",
         "run",
-        "app.py",
+        "server.py",
         "--server.headless",
         "true",
         "--server.port",
-        str(port),
+        "0",  # the server binds a free port and records it beside the database
         "--server.address",
         "127.0.0.1",
         "--browser.gatherUsageStats",
@@ -101,9 +113,10 @@ def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        url = _wait_recorded(db, proc, log, deadline).url
+        _wait_healthy(url, proc, log, deadline)
         yield url
     finally:
         _stop(proc)
@@ -111,14 +124,14 @@ def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running app on a free port, with a database of its own (created with the sample batch)."""
+    """A running server on a free port, with a database of its own (created with the sample batch)."""
     with _serve(tmp_path_factory.mktemp("e2e-app")) as url:
         yield url
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., contextlib.AbstractContextManager[str]]]:
-    """Start a fresh app of one's own (``with serve() as url``), e.g. one nobody has visited yet."""
+    """Start a fresh server of one's own (``with serve() as url``), e.g. one nobody has visited yet."""
 
     def _start(load_sample: bool = True) -> contextlib.AbstractContextManager[str]:
         folder = tmp_path / f"app{len(list(tmp_path.glob('app*')))}"

@@ -1,4 +1,5 @@
-"""The app in a real browser: home with the sample batch, an upload through the file input, the new batch listed."""
+"""The app in a real browser: home with the sample batch, an upload through the file input, the new batch listed,
+runs started from the app and through the HTTP API served by the same process."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import FilePayload, Locator, Page, expect
 
@@ -252,3 +255,75 @@ def test_a_bookmarked_run_opens_with_the_apps_navigation_on_a_freshly_started_se
         screenshot("13-fresh-server-deep-link")
         open_from_nav(page, "Batches", "Batches")
         expect(page.get_by_role("combobox", name="Batch", exact=True)).to_have_value("1: Sample batch")
+
+
+def api_json(response: httpx.Response, status: int) -> Any:
+    """The answer's JSON, once it is the API's (an unknown path is answered 200 with the app's HTML)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.headers["content-type"]
+    return response.json()
+
+
+def shown_count(bar: Locator, run_id: int) -> int:
+    """The trades done that a progress bar's text shows: 'Run 7: 64 of 200 trades · …'."""
+    found = re.search(rf"Run {run_id}: ([\d,]+) of ", bar.inner_text())
+    assert found is not None, bar.inner_text()
+    return int(found.group(1).replace(",", ""))
+
+
+def test_a_run_started_through_the_api_shows_live_progress_in_the_app(
+    serve: Callable[..., AbstractContextManager[str]], page: Page, screenshot: Callable[[str], Path]
+) -> None:
+    with serve() as url, httpx.Client(base_url=f"{url}/api/v1", timeout=30) as api:
+        batches = api_json(api.get("/batches"), 200)
+        assert [(b["batch_id"], b["trades"]) for b in batches] == [(1, 200)]
+        # Long by construction, however fast the machine: with latency the engine works in waves of
+        # 64 x concurrency trades, each quoted then booked one bank call of 250 ms at a time, so the
+        # 200 trades take four waves (about 100 s) and the trades done grow every 16-32 s.
+        started = api_json(api.post("/batches/1/runs", json={"latency_ms": 250, "concurrency": 1}), 202)
+        run_id = int(started["run_id"])
+        assert started["url"] == f"/api/v1/runs/{run_id}"
+        run = api_json(api.get(f"/runs/{run_id}"), 200)
+        assert run["status"] == "RUNNING"
+        assert run["progress"]["total"] == 200
+
+        # Home lists the run among those running now, with its progress, and leads to it.
+        page.goto(url)
+        expect(page.get_by_role("heading", name="fxbatch")).to_be_visible()
+        expect(page.get_by_role("heading", name="Running now")).to_be_visible()
+        running = page.get_by_test_id("stProgress").filter(has_text=f"Run {run_id}: ")
+        expect(running).to_contain_text(" of 200 trades")
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        screenshot("14-home-running-now")
+        page.get_by_test_id("stMain").get_by_role("link", name="Watch").click()
+
+        # The run's page follows it live: the trades done grow while the page is open (the fragment polls).
+        expect(page.get_by_role("heading", name="Run detail")).to_be_visible()
+        expect(page).to_have_url(re.compile(rf"/run\?run={run_id}$"))
+        bar = page.get_by_test_id("stProgress").filter(has_text=f"Run {run_id}: ")
+        expect(bar).to_contain_text(" of 200 trades")
+        expect(page.get_by_role("button", name="Cancel this run")).to_be_visible()
+        before = shown_count(bar, run_id)
+        # Trades done only grow, so another number than the one seen is a larger one.
+        expect(bar).to_have_text(re.compile(rf"Run {run_id}: (?!{before:,} of)[\d,]+ of 200 trades"), timeout=60_000)
+        after = shown_count(bar, run_id)
+        assert before < after < 200
+        assert api_json(api.get(f"/runs/{run_id}"), 200)["status"] == "RUNNING"
+        screenshot("15-api-run-in-progress")
+
+        # Cancelled through the API: the page comes to show the run's end on its own, as the API does.
+        cancelled = api_json(api.post(f"/runs/{run_id}/cancel"), 200)
+        assert cancelled["status"] in ("RUNNING", "CANCELLED")  # the wave in hand finishes first
+        ended = page.get_by_test_id("stProgress").filter(has_text=f"Run {run_id}: CANCELLED")
+        expect(ended).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("button", name="Cancel this run")).to_have_count(0)
+        cancelled_metric = page.get_by_test_id("stMetric").filter(has_text="Cancelled")
+        expect(cancelled_metric.get_by_test_id("stMetricValue")).not_to_have_text("0")
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        run = api_json(api.get(f"/runs/{run_id}"), 200)
+        assert run["status"] == "CANCELLED"
+        assert run["progress"] is None
+        assert run["counts"]["CANCELLED"] > 0
+        assert sum(run["counts"][s] for s in ("SUCCESS", "FAILED", "CANCELLED")) == 200
+        settle(page)
+        screenshot("16-api-run-cancelled")

@@ -78,7 +78,8 @@ def prepared_db(tmp_path: Path, trades: int) -> tuple[Path, int]:
 def test_a_run_killed_mid_way_is_found_interrupted_and_resumes_booking_nothing_twice(tmp_path: Path) -> None:
     db, batch = prepared_db(tmp_path, 400)
     stderr = tmp_path / "run.err"
-    proc = start_cli(db, stderr, "run", str(batch), "--latency-ms", "10", "--concurrency", "4", "--progress")
+    # About 10 s of bank calls (400 x 2 x 50 ms, 4 at a time): the kill lands mid-way on any machine.
+    proc = start_cli(db, stderr, "run", str(batch), "--latency-ms", "50", "--concurrency", "4", "--progress")
     try:
         done_at_kill = wait_for_progress(proc, stderr, at_least=100)
     finally:
@@ -109,7 +110,9 @@ def test_a_run_killed_mid_way_is_found_interrupted_and_resumes_booking_nothing_t
 def test_ctrl_c_stops_a_cli_run_resumably_and_resume_finishes_it(tmp_path: Path) -> None:
     db, batch = prepared_db(tmp_path, 200)
     stderr = tmp_path / "run.err"
-    proc = start_cli(db, stderr, "run", str(batch), "--latency-ms", "10", "--concurrency", "4", "--progress", "--json")
+    # Long by construction (200 trades x 2 calls x 50 ms, one at a time: about 20 s), so that the
+    # signal arrives while it runs however busy the machine is.
+    proc = start_cli(db, stderr, "run", str(batch), "--latency-ms", "50", "--concurrency", "1", "--progress", "--json")
     try:
         wait_for_progress(proc, stderr, at_least=1)
         proc.send_signal(signal.SIGINT)
