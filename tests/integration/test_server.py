@@ -316,3 +316,19 @@ def test_a_stopped_server_removes_its_record_and_leaves_its_run_resumable(tmp_pa
     assert not record_path(db).exists()
     with Workbench.open_local(db) as wb:
         assert wb.run_summary(run_id).status is RunStatus.INTERRUPTED
+
+
+def test_the_cli_works_through_a_running_server_on_the_database_it_holds(server: Server) -> None:
+    """`make run` holds the file; a CLI command on the same database goes through the server's API."""
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_") or k == "FXBATCH_TODAY"},
+        "FXBATCH_DB": str(server.db),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "fxbatch", "--json", "batches"], cwd=ROOT, env=environ, capture_output=True,
+        text=True, timeout=STARTUP_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    served = httpx.get(f"{server.url}/api/v1/batches", timeout=30).json()
+    assert [b["batch_id"] for b in listed] == [b["batch_id"] for b in served] and listed  # the sample batch
