@@ -2,8 +2,10 @@
 
 from fxbatch.errors import (
     ConflictError,
+    DamagedDatabaseError,
     DatabaseLockedError,
     FxBatchError,
+    NotADatabaseError,
     NotFoundError,
     SettingsError,
     StoreError,
@@ -16,9 +18,11 @@ from fxbatch.workbench import Workbench, open
 __all__ = [
     "BatchInfo",
     "ConflictError",
+    "DamagedDatabaseError",
     "DatabaseLockedError",
     "FxBatchError",
     "LoadResult",
+    "NotADatabaseError",
     "NotFoundError",
     "Rejection",
     "Settings",

@@ -18,14 +18,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pydantic
 
 from fxbatch.client import Client, RemoteJob
 from fxbatch.engine import Job
-from fxbatch.errors import FxBatchError, SettingsError, invalid_values
-from fxbatch.models import RunProgress, RunStatus, RunSummary
+from fxbatch.errors import ConflictError, FxBatchError, SettingsError, invalid_values
+from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
 from fxbatch.workbench import Workbench
 
@@ -348,11 +348,47 @@ def cmd_init(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     _emit(args, payload, f"Database {db} ready (schema {payload['schema_version']}, {len(batches)} batches)")
 
 
+class BadArgument(Exception):
+    """An argument argparse refused; ``usage`` is that of the (sub)command at fault."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.message, self.usage = message, usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises rather than exits, so ``main`` can answer in JSON when --json is anywhere on the line
+    (a subcommand's parser does not know about the options before it)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BadArgument(message, self.format_usage())
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed: use a whole number from 0 to 2^63-1 ({SEED_MAX})")
+    return value
+
+
+def cmd_backup(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    if not isinstance(wb, Workbench):
+        raise ConflictError(
+            f"The database is held by the fxbatch server at {wb.url}; stop the server, then run backup again."
+        )
+    path = wb.backup(args.output, force=args.force)
+    payload = {"db": str(wb.settings.db), "backup": str(path), "bytes": path.stat().st_size}
+    _emit(args, payload, f"Backup of {wb.settings.db} written to {path} (restore: copy it over the database)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --json works before or after the command: the subcommands' copy must not reset it to False.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
-    parser = argparse.ArgumentParser(prog="python -m fxbatch", description="FX batch workbench", parents=[common])
+    parser = _Parser(prog="python -m fxbatch", description="FX batch workbench", parents=[common])
     parser.add_argument("--db", type=Path, help="database file (default: FXBATCH_DB or data/fxbatch.duckdb)")
     parser.add_argument(
         "--server",
@@ -397,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="run a batch through quote -> book and wait for the end")
     p.add_argument("batch_id", type=int)
     p.add_argument("--success-rate", type=float, help="probability that a valid trade ends SUCCESS (default 0.95)")
-    p.add_argument("--seed", type=int, help="seed of the simulated bank (default 42)")
+    p.add_argument("--seed", type=_seed, help="seed of the simulated bank (default 42)")
     p.add_argument("--latency-ms", type=float, help="simulated time per bank call (default 0)")
     p.add_argument("--concurrency", type=int, help="bank calls in flight at once (default 16)")
     p.add_argument("--max-attempts", type=int, help="attempts per trade for retryable failures (default 3)")
@@ -434,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("batch_id", type=int)
     p.add_argument("--success-rates", type=_rates, required=True, help="0.5,0.7,0.9 or START:STOP:STEP")
     p.add_argument("--seeds", type=int, default=1, help="replications per success rate (default 1)")
-    p.add_argument("--seed", type=int, default=42, help="first seed (default 42)")
+    p.add_argument("--seed", type=_seed, default=42, help="first seed (default 42)")
     p.add_argument("--name", help="sweep name")
     p.add_argument("--workers", type=int, help="processes on this machine (default: cores, at most 4)")
     p.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://scheduler:8786")
@@ -462,12 +498,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", type=int, metavar="RUN_ID")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.set_defaults(handler=cmd_ledger)
+
+    p = sub.add_parser("backup", parents=[common], help="a consistent copy of the database (restore: copy it back)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the backup file, e.g. backups/fxbatch.duckdb")
+    p.add_argument("--force", action="store_true", help="replace the backup file if it exists")
+    p.set_defaults(handler=cmd_backup)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BadArgument as exc:
+        if "--json" in argv:
+            json.dump({"error": {"code": "BAD_ARGUMENT", "message": exc.message}}, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            sys.stderr.write(exc.usage)
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     args.json = getattr(args, "json", False)
     try:
         return _dispatch(args)

@@ -293,7 +293,7 @@ class Client:
             tmp.replace(path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise errors.SettingsError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+            raise errors.SettingsError(f"Cannot write {path}: {exc.strerror or exc}.", code="UNWRITABLE_PATH") from exc
         return int(resp.headers.get("X-Row-Count", "-1"))
 
 

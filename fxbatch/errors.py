@@ -9,7 +9,9 @@
     ├── NotFoundError            a batch or run id that does not exist
     ├── ConflictError            an action refused by the current state (e.g. batch running)
     ├── StoreError               the database could not be used
-    │   └── DatabaseLockedError  another process holds the database file
+    │   ├── DatabaseLockedError  another process holds the database file
+    │   ├── NotADatabaseError    the file is not an fxbatch (DuckDB) database; nothing written
+    │   └── DamagedDatabaseError the database file is damaged; refused, with how to recover
     └── ServerError              the fxbatch server (``fxbatch.connect``) could not be used
 
 Errors from DuckDB and the file readers are mapped at the edge (``raise X(...) from exc``) so
@@ -78,6 +80,36 @@ class DatabaseLockedError(StoreError):
             f"The database file {path} is in use by another process{holder}. "
             "Close the other fxbatch app or command that has it open, or point this one at "
             "another file with --db PATH or FXBATCH_DB."
+        )
+        self.path = str(path)
+
+
+class NotADatabaseError(StoreError):
+    """An existing file that is not a DuckDB database (by its header), or a DuckDB database that
+    fxbatch did not make: refused before anything is written to it."""
+
+    code = "NOT_A_DATABASE"
+
+    def __init__(self, path: Path | str, detail: str = "") -> None:
+        why = f" ({detail})" if detail else ""
+        super().__init__(
+            f"{path} is not an fxbatch/DuckDB database{why}; it was left unchanged. "
+            "Pass the database file with --db PATH (e.g. data/fxbatch.duckdb), or a new file name to create one."
+        )
+        self.path = str(path)
+
+
+class DamagedDatabaseError(StoreError):
+    """The database file is damaged (truncated, overwritten, tables missing): refused unchanged."""
+
+    code = "DAMAGED_DATABASE"
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        super().__init__(
+            f"The database file {path} is damaged ({detail}); fxbatch has not written to it. To recover, "
+            "stop fxbatch and copy a backup made by `python -m fxbatch backup -o FILE` over it, or move it "
+            "aside and export the tables that still read with DuckDB (duckdb.connect(FILE, read_only=True), "
+            "COPY table TO 'table.csv'), then start on a new database."
         )
         self.path = str(path)
 

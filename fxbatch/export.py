@@ -2,23 +2,25 @@
 
 Identifiers stay text: quote ids too, since a 19-digit id stored as a spreadsheet number keeps
 only 15 significant digits. Text cells that a spreadsheet would read as a formula (starting with
-``= + - @``, tab or carriage return) get a leading apostrophe in CSV and XLSX exports.
+``= + - @``, tab or carriage return) get a leading apostrophe in every CSV and XLSX file fxbatch
+writes: each goes through ``safe_text`` (numbers keep their type: only text columns change).
+A file is written beside its target and renamed into place, so a failed write leaves nothing.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import uuid
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from fxbatch.engine import records
 from fxbatch.errors import SettingsError
 from fxbatch.store import Store
 
-TEXT_COLUMNS = (
-    "trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",
-    "reference", "status", "failure_code", "failure_message", "deal_transaction_id",
-)  # fmt: skip
 EXCEL_MAX_ROWS = 1_048_575
 FORMATS = (".csv", ".xlsx", ".parquet")
 
@@ -28,15 +30,30 @@ def neutralise(expr: str) -> str:
     return f"CASE WHEN left({expr}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || {expr} ELSE {expr} END"
 
 
-def _run_rows_sql(run_id: int, batch_id: int, scope: str, safe: bool) -> str:
-    def text(col: str, src: str) -> str:
-        return f"{neutralise(src) if safe else src} AS {col}"
+def safe_text(cur: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """``sql`` with every text column neutralised: the one way rows reach a CSV or XLSX file."""
+    columns = cur.execute(f"DESCRIBE {sql}").fetchall()
+    parts = []
+    for name, kind, *_ in columns:
+        quoted = '"' + str(name).replace('"', '""') + '"'
+        parts.append(f"{neutralise(quoted)} AS {quoted}" if kind == "VARCHAR" else quoted)
+    return f"SELECT {', '.join(parts)} FROM ({sql})"
 
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """A DataFrame as CSV for a download (e.g. a batch's rejections), neutralised like the exports."""
+    with duckdb.connect() as con, tempfile.TemporaryDirectory() as tmp:
+        con.register("frame", df)
+        path = Path(tmp) / "frame.csv"
+        _write(con, "SELECT * FROM frame", path, len(df))
+        return path.read_bytes()
+
+
+def _run_rows_sql(run_id: int, batch_id: int, scope: str) -> str:
     return f"""
-    SELECT t.src_row AS row, {text("trade_id", "t.trade_id")}, {text("client_cif", "t.client_cif")},
-           {text("account_number", "t.account_number")}, t.currency_pair, t.side, t.amount, t.amount_currency,
+    SELECT t.src_row AS row, t.trade_id, t.client_cif, t.account_number, t.currency_pair, t.side, t.amount, t.amount_currency,
            coalesce(r.spread_pips, t.spread_pips) AS spread_pips, t.delivery,
-           coalesce(r.value_date, t.value_date) AS value_date, {text("reference", "t.reference")},
+           coalesce(r.value_date, t.value_date) AS value_date, t.reference,
            coalesce(r.status, 'PENDING') AS status, r.failure_code, r.failure_message, r.retryable,
            CAST(r.quote_id AS VARCHAR) AS quote_id, r.quote_rate, r.quote_expiry, r.deal_transaction_id, r.deal_rate,
            r.spread_income_zar, r.attempts, r.amount_zar, r.executing_at, r.quoted_at, r.finished_at
@@ -49,24 +66,18 @@ def _run_rows_sql(run_id: int, batch_id: int, scope: str, safe: bool) -> str:
 
 def export_run(store: Store, run_id: int, path: Path | str) -> int:
     """Write one row per trade of ``run_id`` to ``path`` (format from the suffix); returns rows."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise SettingsError(f"Cannot export to {path.name}: use a .csv, .xlsx or .parquet file name.")
+    path = _target(path)
     summary = records.get_run(store, run_id)
-    sql = _run_rows_sql(run_id, summary.batch_id, records.scope_sql(summary.config), safe=suffix != ".parquet")
+    sql = _run_rows_sql(run_id, summary.batch_id, records.scope_sql(summary.config))
     return _write(store.cursor(), sql, path, summary.trades)
 
 
 def export_ledger(store: Store, path: Path | str, run_id: int | None = None) -> int:
     """The simulated bank's booked deals (optionally of one run), with the caller's trade id."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise SettingsError(f"Cannot export to {path.name}: use a .csv, .xlsx or .parquet file name.")
+    path = _target(path)
     where = f"WHERE l.run_id = {int(run_id)}" if run_id is not None else ""
-    trade_id = neutralise("t.trade_id") if path.suffix.lower() != ".parquet" else "t.trade_id"
     sql = f"""
-    SELECT l.deal_transaction_id, CAST(l.quote_id AS VARCHAR) AS quote_id, {trade_id} AS trade_id, l.run_id,
+    SELECT l.deal_transaction_id, CAST(l.quote_id AS VARCHAR) AS quote_id, t.trade_id, l.run_id,
            r.batch_id, l.src_row AS row, l.deal_rate, l.booked_at
     FROM sim_ledger l
     LEFT JOIN runs r ON r.run_id = l.run_id
@@ -79,20 +90,55 @@ def export_ledger(store: Store, path: Path | str, run_id: int | None = None) -> 
 
 
 def _write(cur: duckdb.DuckDBPyConnection, sql: str, path: Path, rows: int) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    target = str(path).replace("'", "''")
-    if suffix == ".csv":
-        cur.execute(f"COPY ({sql}) TO '{target}' (FORMAT csv, HEADER true)")
-    elif suffix == ".parquet":
-        cur.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet)")
-    else:
-        if rows > EXCEL_MAX_ROWS:
-            raise SettingsError(
-                f"{rows:,} rows do not fit in an Excel sheet (at most {EXCEL_MAX_ROWS:,}); export to .csv or .parquet."
-            )
-        _write_xlsx(cur, sql, path)
+    if suffix == ".xlsx" and rows > EXCEL_MAX_ROWS:
+        raise SettingsError(
+            f"{rows:,} rows do not fit in an Excel sheet (at most {EXCEL_MAX_ROWS:,}); export to .csv or .parquet."
+        )
+    partial = _claim(path)
+    try:
+        target = str(partial).replace("'", "''")
+        if suffix == ".csv":
+            cur.execute(f"COPY ({safe_text(cur, sql)}) TO '{target}' (FORMAT csv, HEADER true)")
+        elif suffix == ".parquet":
+            cur.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet)")
+        else:
+            _write_xlsx(cur, safe_text(cur, sql), partial)
+        os.replace(partial, path)
+    except (OSError, duckdb.IOException) as exc:
+        raise _unwritable(path, getattr(exc, "strerror", None) or str(exc)) from exc
+    finally:
+        partial.unlink(missing_ok=True)
     return rows
+
+
+def _target(path: Path | str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise _unwritable(path, "it is a folder")
+    if path.suffix.lower() not in FORMATS:
+        raise SettingsError(f"Cannot export to {path}: use a .csv, .xlsx or .parquet file name.")
+    return path
+
+
+def _unwritable(path: Path, why: str) -> SettingsError:
+    return SettingsError(
+        f"Cannot write {path}: {why}. Choose a file name in a folder you can write to.", code="UNWRITABLE_PATH"
+    )
+
+
+def _claim(path: Path) -> Path:
+    """A new file beside ``path`` to write into (renamed onto it when complete), or a clear refusal."""
+    if path.is_dir():
+        raise _unwritable(path, "it is a folder")
+    if not path.parent.is_dir():
+        raise _unwritable(path, f"the folder {path.parent} does not exist")
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+    try:  # os.open rather than mkstemp: the export gets the usual permissions (umask), not 0600
+        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as exc:
+        raise _unwritable(path, exc.strerror or str(exc)) from exc
+    return partial
 
 
 def _write_xlsx(cur: duckdb.DuckDBPyConnection, sql: str, path: Path) -> None:

@@ -322,11 +322,19 @@ class BankSettings(BaseModel):
 
 
 BANK_URL = re.compile(r"https?://\S+")
+SEED_MAX = 2**63 - 1  # seeds are stored as BIGINT; larger ones would wrap
 
 
 def check_bank_url(url: str | None) -> str | None:
     """An HTTP bank base URL, stripped ('' = none), or ValueError saying what is wrong with it."""
     url = (url or "").strip()
+    authority = re.sub(r"^[A-Za-z][\w+.-]*://", "", url).split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if "@" in authority:  # user:password@host: refused without echoing it, so it is never shown or stored
+        raise ValueError(
+            "HTTP bank URL holds a user name or password: give the bank's base URL only (for example "
+            "http://127.0.0.1:8600); credentials belong in settings: FXBATCH_BANK_CLIENT_ID, "
+            "FXBATCH_BANK_CLIENT_SECRET, FXBATCH_BANK_USERNAME and FXBATCH_BANK_PASSWORD"
+        )
     if url and not BANK_URL.fullmatch(url):
         raise ValueError(
             f"HTTP bank URL {url!r} is not a web address: enter the bank's base URL, for example http://127.0.0.1:8600"
@@ -339,7 +347,7 @@ class RunConfig(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    seed: int = Field(42, ge=0, description="Seed of the simulated bank and market.")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="Seed of the simulated bank and market (0..2^63-1).")
     bank: BankSettings = Field(default_factory=BankSettings)
     concurrency: int = Field(16, ge=1, le=1024, description="Bank calls in flight at once.")
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts per trade for retryable failures.")

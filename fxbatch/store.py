@@ -9,6 +9,8 @@ One database connection per process; each thread works through its own ``cursor(
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -18,7 +20,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from fxbatch.errors import DatabaseLockedError, StoreError
+from fxbatch import dbfile
+from fxbatch.errors import DamagedDatabaseError, DatabaseLockedError, NotADatabaseError, StoreError
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
@@ -275,14 +278,68 @@ def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        text = str(exc)
-        if "lock" in text.lower():
-            pid = _PID.search(text)
-            raise DatabaseLockedError(path, f"PID {pid.group(1)}" if pid else "") from exc
-        raise StoreError(f"Cannot open the database file {path}: {text.splitlines()[0]}") from exc
     except (duckdb.Error, OSError) as exc:
-        raise StoreError(f"Cannot open the database file {path}: {str(exc).splitlines()[0]}") from exc
+        raise _open_error(path, exc) from exc
+
+
+def _open_error(path: Path, exc: Exception) -> StoreError:
+    text = str(exc)
+    if isinstance(exc, duckdb.IOException) and "lock" in text.lower():
+        pid = _PID.search(text)
+        return DatabaseLockedError(path, f"PID {pid.group(1)}" if pid else "")
+    return StoreError(f"Cannot open the database file {path}: {text.splitlines()[0]}")
+
+
+_SCHEMA_VERSION_TABLE = "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)"
+
+
+def _recorded_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchall()[0][0]
+    if not exists:
+        return 0
+    return int(con.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] or 0)
+
+
+@functools.cache
+def expected_tables(version: int) -> dbfile.Tables:
+    """The tables and columns a database at schema ``version`` has (its migrations, replayed in memory)."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(_SCHEMA_VERSION_TABLE)
+        for migration in MIGRATIONS[:version]:
+            migration(con)
+        return dbfile.tables_of(con)
+    finally:
+        con.close()
+
+
+def verify(path: Path) -> None:
+    """Refuse an existing file that is not a whole fxbatch database, reading it only.
+
+    Opened read-only and closed again, so nothing (not even a WAL replay) is written to a file
+    that is refused. A file this process already has open was checked when it was opened.
+    """
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        if isinstance(exc, duckdb.ConnectionException) and "different configuration" in str(exc):
+            return
+        error = _open_error(path, exc)
+        if type(error) is StoreError and os.access(path, os.R_OK):
+            # A file with DuckDB's header that DuckDB cannot open (truncated, overwritten header).
+            error = DamagedDatabaseError(path, str(exc).splitlines()[0])
+        raise error from exc
+    try:
+        found = dbfile.check_readable(con, path)
+        version = _recorded_version(con)
+        if version == 0 and found:
+            raise NotADatabaseError(path, "a DuckDB database without fxbatch's tables")
+        if 0 < version <= SCHEMA_VERSION:
+            dbfile.check_schema(found, expected_tables(version), path, version)
+    finally:
+        con.close()
 
 
 class Store:
@@ -290,7 +347,9 @@ class Store:
 
     def __init__(self, path: Path | str | None, *, read_only: bool = False) -> None:
         self.path = Path(path) if path is not None else None
-        existed = self.path is not None and self.path.exists()
+        existed = self.path is not None and dbfile.check_new_or_duckdb(self.path)
+        if existed and self.path is not None:
+            verify(self.path)
         self._conn = _connect(self.path, read_only)
         # Row numbers of the fast CSV path rely on tables keeping insertion order.
         self._conn.execute("SET preserve_insertion_order = true")
@@ -328,14 +387,11 @@ class Store:
 
     # -- schema --------------------------------------------------------------
     def schema_version(self) -> int:
-        cur = self.cursor()
-        exists = cur.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-        ).fetchall()[0][0]
-        if not exists:
-            return 0
-        row = cur.execute("SELECT max(version) FROM schema_version").fetchall()
-        return int(row[0][0] or 0)
+        return _recorded_version(self.cursor())
+
+    def backup(self, path: Path | str, *, force: bool = False) -> Path:
+        """A consistent copy of this database at ``path`` (refused if it exists, unless ``force``)."""
+        return dbfile.backup(self.cursor(), self.path, path, force=force)
 
     def _check_version(self) -> None:
         found = self.schema_version()
@@ -351,7 +407,7 @@ class Store:
         self._check_version()
         current = self.schema_version()
         if current == 0:
-            cur.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)")
+            cur.execute(_SCHEMA_VERSION_TABLE)
         for version in range(current + 1, SCHEMA_VERSION + 1):
             cur.begin()
             try:

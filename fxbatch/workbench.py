@@ -285,6 +285,12 @@ class Workbench:
         """The database's schema version (what ``python -m fxbatch init`` reports)."""
         return self.store.schema_version()
 
+    def backup(self, path: Path | str, *, force: bool = False) -> Path:
+        """A consistent copy of the database at ``path`` that opens as one (``python -m fxbatch backup``).
+
+        To restore: stop fxbatch, then copy the backup over the database file."""
+        return self.store.backup(path, force=force)
+
 
 class _WhatIf:
     """Sweeps and comparisons (``wb.whatif``), kept apart from the run methods."""

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Workbench
 from fxbatch.errors import invalid_values
+from fxbatch.export import csv_bytes
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
 from fxbatch.workbench import make_config
 from pages.common import (
@@ -301,7 +302,7 @@ def _rows(wb: Workbench, batch_id: int) -> None:
                 st.caption(f"Showing the first {PAGE_ROWS} of {len(rejections):,} rejections.")
             st.download_button(
                 "Download all rejections (CSV)",
-                rejections.to_csv(index=False).encode(),
+                csv_bytes(rejections),  # neutralised like every CSV fxbatch writes
                 file_name=f"batch_{batch_id}_rejections.csv",
                 mime="text/csv",
                 on_click="ignore",

@@ -19,7 +19,7 @@ from fxbatch.banksim.server import Limits, serve
 from fxbatch.banksim.service import MAX_AMOUNT, SimConfig, Simulator
 from fxbatch.banksim.tokens import Credentials
 from fxbatch.errors import FxBatchError, SettingsError
-from fxbatch.models import BankSettings, FailureCode
+from fxbatch.models import SEED_MAX, BankSettings, FailureCode
 from fxbatch.rates import RateTable
 from fxbatch.settings import load_settings
 
@@ -47,8 +47,19 @@ def _number(lo: float, hi: float = math.inf, *, above: bool = False, whole: bool
 
 
 def _whole(lo: int, hi: int = 1 << 62) -> Callable[[str], int]:
+    """Like ``_number`` but exact: a float holds only 53 bits, so a large seed would change."""
     check = _number(lo, hi, whole=True)
-    return lambda text: int(check(text))
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            return int(check(text))  # '1e3', '2.0'
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text} must be at least {lo} and at most {hi}")
+        return value
+
+    return parse
 
 
 def _day(text: str) -> date:
@@ -151,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--success-rate", type=_number(0, 1), default=0.95, help="probability a valid trade books")
     p.add_argument("--failure-mix", type=_mix, help="weights of the failure reasons, CODE=weight,CODE=weight "
                    "(default: the simulated bank's mix)")  # fmt: skip
-    p.add_argument("--seed", type=_whole(0), default=42, help="seed of the bank model and the market")
+    p.add_argument("--seed", type=_whole(0, SEED_MAX), default=42, help="seed of the bank model and the market")
     p.add_argument("--volatility-bps", type=_number(0, 100), default=0.1, help="rate walk per quote, in bps")
     p.add_argument("--quote-ttl-s", type=_number(0, 3600, above=True), default=30.0, help="how long a quote lives")
     p.add_argument("--price-tolerance-bps", type=_number(0), default=5.0,

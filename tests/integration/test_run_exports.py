@@ -14,7 +14,7 @@ from python_calamine import CalamineWorkbook
 
 from fxbatch import Settings, Workbench
 from fxbatch.errors import NotFoundError, SettingsError
-from fxbatch.export import export_ledger, export_run
+from fxbatch.export import csv_bytes, export_ledger, export_run
 from tests.conftest import DATA, HEADER, TODAY, good_row
 
 ISSUE_COLUMNS = [
@@ -202,3 +202,14 @@ def test_a_run_too_big_for_an_excel_sheet_is_refused_with_the_alternatives(
         export_run(wb.store, risky_run, tmp_path / "big.xlsx")
     assert not (tmp_path / "big.xlsx").exists()
     assert export_run(wb.store, risky_run, tmp_path / "big.csv") == 5
+
+
+def test_the_rejections_download_neutralises_formula_like_cells(wb: Workbench, tmp_path: Path) -> None:
+    """The Batches page's "Download all rejections (CSV)" goes through the exports' neutralising."""
+    path = tmp_path / "hostile.csv"
+    rows = [good_row(1, amount='=HYPERLINK("http://evil.example")'), good_row(2, amount="-5"), good_row(3)]
+    path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    batch = wb.load(path, today=TODAY).batch_id
+    written = list(csv.DictReader(csv_bytes(wb.rejections(batch)).decode().splitlines()))
+    values = {r["row"]: r["value"] for r in written if r["column"] == "amount"}
+    assert values == {"2": '\'=HYPERLINK("http://evil.example")', "3": "'-5"}
