@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pyarrow as pa
+from httpx_sse import SSEError, connect_sse
 
 from fxbatch import errors
 from fxbatch.analytics import TradeFilter
@@ -221,16 +222,16 @@ class Client:
     def events(self, run_id: int) -> Iterator[RunView]:
         """The run as it changes (server-sent events), ending with its final state."""
         try:
-            with self.http.stream(
-                "GET", f"/runs/{int(run_id)}/events", headers={"Accept": "text/event-stream"}, timeout=None
-            ) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise _problem(self.url, resp)
-                for data in _sse_data(resp.iter_lines()):
-                    yield RunView.model_validate_json(data)
+            with connect_sse(self.http, "GET", f"/runs/{int(run_id)}/events", timeout=None) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    raise _problem(self.url, source.response)
+                for sse in source.iter_sse():
+                    yield RunView.model_validate_json(sse.data)
         except httpx.TransportError as exc:
             raise errors.ServerError(f"The fxbatch server at {self.url} stopped answering ({exc}).") from exc
+        except SSEError as exc:
+            raise errors.ServerError(f"{self.url}{API}/runs/{run_id}/events is not an event stream ({exc}).") from exc
 
     # -- review --------------------------------------------------------------------
     def _analytics(self, run_id: int, name: str, **params: Any) -> pd.DataFrame:
@@ -422,20 +423,6 @@ def _arrow_frame(resp: httpx.Response) -> pd.DataFrame:
     with pa.ipc.open_stream(resp.content) as reader:
         frame: pd.DataFrame = reader.read_all().to_pandas()
     return frame
-
-
-def _sse_data(lines: Iterator[str]) -> Iterator[str]:
-    """The ``data`` of each server-sent event (multi-line data joined with newlines)."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data:
-        yield "\n".join(data)
 
 
 def _problem(url: str, resp: httpx.Response) -> errors.FxBatchError:

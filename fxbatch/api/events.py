@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import format_sse_event
 
 from fxbatch.models import RunProgress, RunStatus
 from fxbatch.workbench import Workbench
@@ -26,7 +27,7 @@ ReadRun = Callable[[Workbench, int], dict[str, Any]]
 
 
 def event(body: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(body, separators=(',', ':'), default=str)}\n\n".encode()
+    return format_sse_event(data_str=json.dumps(body, separators=(",", ":"), default=str))
 
 
 def _key(progress: dict[str, Any] | RunProgress | None) -> tuple[Any, ...]:

@@ -6,14 +6,24 @@ import httpx
 import pytest
 
 from fxbatch import errors
-from fxbatch.client import Client, _error_from, _flat_options, _params, _sse_data
-from fxbatch.models import RunConfig
+from fxbatch.client import Client, _error_from, _flat_options, _params
+from fxbatch.models import RunConfig, RunStatus, RunView
 from fxbatch.workbench import make_config
 
 
 def test_server_sent_events_yield_each_data_block_and_skip_comments() -> None:
-    lines = [": keep-alive", 'data: {"a": 1}', "", "event: x", "data: line1", "data: line2", "", "data: tail"]
-    assert list(_sse_data(iter(lines))) == ['{"a": 1}', "line1\nline2", "tail"]
+    view = RunView(run_id=1, batch_id=1, status=RunStatus.RUNNING, trades=2, counts={}, failure_reasons={},
+                   started_at=None, finished_at=None, elapsed_s=None, config=RunConfig())  # fmt: skip
+    text = view.model_dump_json()
+    half = text.index(',"', len(text) // 2) + 1  # between two members: a newline there is JSON whitespace
+    body = f": keep-alive\n\ndata: {text}\n\nevent: x\ndata: {text[:half]}\ndata: {text[half:]}\n\n"
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    )
+    with Client("http://fx.test", transport=transport) as client:
+        seen = list(client.events(1))
+    assert len(seen) == 2 and seen[0] == view
+    assert seen[1] == view  # multi-line data joined with a newline
 
 
 def test_query_parameters_leave_out_unset_values_and_spell_booleans() -> None:
