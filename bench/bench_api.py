@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from bench_engine import _batch_file  # bench/ is the script's folder: on sys.path
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -34,19 +35,9 @@ from fxbatch import Workbench
 from fxbatch.api import create_api
 from fxbatch.client import connect
 from fxbatch.engine import jobs
-from fxbatch.samples import make_trades, write_csv
 
-OUT = Path(__file__).resolve().parent / "out"
 N = 1_000_000
 REPEAT = 15
-
-
-def _batch_file(n: int, name: str) -> Path:
-    OUT.mkdir(exist_ok=True)
-    path = OUT / name
-    if not path.exists():
-        write_csv(make_trades(n, seed=5), path)
-    return path
 
 
 @contextmanager
@@ -123,11 +114,11 @@ def events_latency(wb: Workbench, url: str, batch_id: int) -> tuple[list[float],
 
 
 def main() -> None:
-    path = _batch_file(N, "api_1m.csv")
+    path = _batch_file(N, f"engine_{N}.csv")  # the engine benchmark's file: made once for both
     with tempfile.TemporaryDirectory() as tmp, Workbench.open_local(Path(tmp) / "bench.duckdb") as wb:
         big = wb.load(path).batch_id
         big_run = wb.run(big, seed=1).run_id
-        small = wb.load(_batch_file(5_000, "api_5k.csv")).batch_id
+        small = wb.load(_batch_file(5_000, "api_5000.csv")).batch_id
 
         lib_page = best_of(lambda: wb.run_trades_page(big_run, limit=50))
         lib_read = best_of(lambda: wb.trades(big), repeat=3)

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,10 @@ import pytest
 from fxbatch import Settings, Workbench, cli
 from fxbatch.models import LoadResult
 from tests.conftest import DATA, HEADER, good_row
-from tests.integration.api_helpers import ARROW, api_client, assert_problem, mounted, serve_api
+from tests.integration.api_helpers import ARROW, assert_problem, mounted, serve_api
 
 SAMPLE = DATA / "sample_trades.csv"
 WITH_ERRORS = DATA / "sample_with_errors.csv"
-
-
-@pytest.fixture
-def api(wb: Workbench) -> Iterator[httpx.Client]:
-    with api_client(wb) as client:
-        yield client
 
 
 def upload(
@@ -200,15 +193,6 @@ def small_wb(tmp_path: Path) -> Iterator[Workbench]:
     """A workbench taking uploads of at most 1 MB."""
     with Workbench.open(settings=Settings(db=tmp_path / "small.duckdb", api_max_upload_mb=1)) as workbench:
         yield workbench
-
-
-@pytest.fixture
-def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The temporary folder uploads are spooled to (only this test's)."""
-    folder = tmp_path / "spool"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 def _big(size: int) -> bytes:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +18,9 @@ from fxbatch import Workbench
 from fxbatch.api import RunView
 from fxbatch.models import FINAL_RUN
 from tests.conftest import DATA
-from tests.integration.api_helpers import ARROW, Gate, api_client, assert_problem, events
+from tests.integration.api_helpers import ARROW, Gate, assert_problem, events
 
 FINAL = {s.value for s in FINAL_RUN}
-
-
-@pytest.fixture
-def api(wb: Workbench) -> Iterator[httpx.Client]:
-    with api_client(wb) as client:
-        yield client
 
 
 @pytest.fixture
@@ -262,14 +254,6 @@ def test_filter_choices_are_a_json_object(api: httpx.Client, wb: Workbench, run:
 def test_a_bad_analytics_request_is_a_422_naming_the_field(api: httpx.Client, run: int, path: str, field: str) -> None:
     body = assert_problem(api.get(f"/runs/{run}{path}"), 422)
     assert body["errors"][0]["field"] == field
-
-
-@pytest.fixture
-def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "spool"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
 
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "parquet"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,13 +12,7 @@ import pytest
 from fxbatch import Workbench
 from fxbatch.models import FINAL_RUN
 from tests.conftest import DATA
-from tests.integration.api_helpers import WAIT, api_client, assert_problem, events
-
-
-@pytest.fixture
-def api(wb: Workbench) -> Iterator[httpx.Client]:
-    with api_client(wb) as client:
-        yield client
+from tests.integration.api_helpers import WAIT, assert_problem, events
 
 
 @pytest.fixture

@@ -15,19 +15,17 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from fxbatch import Workbench
 from fxbatch.models import FINAL_RUN, RunStatus
 from fxbatch.serving import remove_record, write_record
 from tests.conftest import DATA
 from tests.integration.api_helpers import WAIT, Gate, serve_api
+from tests.integration.test_notebook import execute_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK = ROOT / "notebooks" / "what_if.ipynb"
 
 
 @pytest.fixture
@@ -127,11 +125,7 @@ def test_the_notebook_runs_against_a_database_the_server_holds(
     wb: Workbench, served: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FXBATCH_DB", str(wb.settings.db))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    ).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    outputs = execute_notebook()
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert f"fxbatch.Client('{served}')" in text and "200 accepted, 0 rejected" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -11,14 +12,19 @@ from nbclient import NotebookClient
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "what_if.ipynb"
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # jupyter_client/zmq internals, not our code
-def test_the_what_if_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FXBATCH_DB", str(tmp_path / "notebook.duckdb"))
+def execute_notebook() -> list[Any]:
+    """Run notebooks/what_if.ipynb in a fresh kernel (its own process); every code cell's outputs."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
     ).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # jupyter_client/zmq internals, not our code
+def test_the_what_if_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FXBATCH_DB", str(tmp_path / "notebook.duckdb"))
+    outputs = execute_notebook()
     assert not [o for o in outputs if o.get("output_type") == "error"]
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 3, "the fan chart, the failure reasons and the comparison are drawn"
