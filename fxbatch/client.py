@@ -68,6 +68,7 @@ class Client:
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url + API, timeout=httpx.Timeout(timeout_s), transport=transport)
         self.whatif = _RemoteWhatIf(self)
+        self.db: str | None = None  # the database file the server holds, as its health check said
 
     def close(self) -> None:
         self.http.close()
@@ -109,6 +110,7 @@ class Client:
         body = self.json("GET", "/health")
         if not isinstance(body, dict) or body.get("status") != "ok":
             raise errors.ServerError(f"{self.url} is not an fxbatch server (GET {API}/health: {body!r}).")
+        self.db = str(body["db"]) if body.get("db") is not None else None
         return body
 
     def schema_version(self) -> int:

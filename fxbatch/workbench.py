@@ -398,8 +398,7 @@ def _held_by_server(settings: Settings) -> Client | None:
         client = connect(record.url)
     except ServerError:
         return None
-    held = client.health().get("db")
-    if held is not None and Path(str(held)).resolve() != Path(settings.db).resolve():
+    if client.db is not None and Path(client.db).resolve() != Path(settings.db).resolve():
         client.close()
         return None
     return client
