@@ -1,8 +1,9 @@
 """The one place where trade and run status transitions are defined and enforced.
 
 Trade: PENDING -> EXECUTING -> QUOTED -> SUCCESS | FAILED; EXECUTING -> FAILED (quote or checks
-failed); QUOTED -> EXECUTING (a retry asks for a new quote); PENDING -> CANCELLED; QUOTED ->
-CANCELLED (cancelled before booking: the quote is released).
+failed); QUOTED -> EXECUTING (a retry asks for a new quote); PENDING -> CANCELLED; EXECUTING ->
+CANCELLED (cancelled before its quote request was sent, or while it waited to try again);
+QUOTED -> CANCELLED (cancelled before its booking was sent: the quote is released).
 Run: PENDING -> RUNNING -> COMPLETED | PARTIAL | FAILED | CANCELLED | INTERRUPTED, and
 INTERRUPTED -> RUNNING (resume) or CANCELLED.
 """
@@ -21,9 +22,9 @@ R = RunStatus
 
 TRADE_TRANSITIONS: dict[TradeStatus, frozenset[TradeStatus]] = {
     T.PENDING: frozenset({T.EXECUTING, T.CANCELLED}),
-    T.EXECUTING: frozenset(
-        {T.QUOTED, T.FAILED, T.EXECUTING}
-    ),  # EXECUTING -> EXECUTING: re-quote after a retryable error
+    # EXECUTING -> EXECUTING: re-quote after a retryable error. EXECUTING -> CANCELLED: the run
+    # was cancelled before the trade's (next) quote request was sent.
+    T.EXECUTING: frozenset({T.QUOTED, T.FAILED, T.EXECUTING, T.CANCELLED}),
     # QUOTED -> CANCELLED: the run was cancelled before the quote was booked (the quote is released).
     T.QUOTED: frozenset({T.SUCCESS, T.FAILED, T.EXECUTING, T.CANCELLED}),
     T.SUCCESS: frozenset(),

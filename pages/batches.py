@@ -20,6 +20,7 @@ from pages.common import (
     REJECTION_TABLE,
     RUN_PAGE,
     TRADE_TABLE,
+    cancel_with_confirmation,
     get_workbench,
     outcome_text,
     progress_text,
@@ -213,16 +214,9 @@ def _actions(wb: Workbench, batch_id: int, trades: int, latest: RunSummary | Non
     if running:
         run_id = running[0].run_id
         st.info(f"Run {run_id} of this batch is executing.", icon=":material/directions_run:")
-        c1, c2 = st.columns([1, 5])
-        if c1.button(f"Cancel run {run_id}", key="cancel"):
-            try:
-                wb.cancel(run_id)
-            except FxBatchError as exc:
-                show_error(exc)
-            else:
-                st.toast(f"Cancelling run {run_id}; trades not started end CANCELLED.", icon=":material/cancel:")
-        if c2.button("Watch it", key="watch"):
+        if st.button("Watch it", key="watch"):
             _open_run(run_id)
+        cancel_with_confirmation(wb, run_id, "cancel")
     else:
         _start_form(wb, batch_id, trades)
     failed = latest.counts.get("FAILED", 0) if latest else 0

@@ -152,3 +152,33 @@ def progress_text(snap: dict[str, object]) -> str:
     if isinstance(eta, float):
         text += f" · about {eta:,.0f} s left"
     return text
+
+
+CANCELLING = "fxbatch_cancelling"  # the run whose Cancel this session is confirming
+
+
+def cancel_with_confirmation(wb: Workbench, run_id: int, key: str) -> None:
+    """A Cancel button that asks first, as Start and Delete do; the run stops at once when confirmed."""
+    if st.session_state.get(CANCELLING) != run_id:
+        if st.button(f"Cancel run {run_id}…", key=key, icon=":material/cancel:"):
+            st.session_state[CANCELLING] = run_id
+            st.rerun()
+        return
+    st.warning(
+        f"Cancel run {run_id}? No further quote or booking is sent. Calls already with the bank finish and "
+        "their trades end as the bank answers; every other trade ends CANCELLED and its quote is released. "
+        "A cancelled run cannot be resumed.",
+        icon=":material/cancel:",
+    )
+    c1, c2 = st.columns([1, 4])
+    if c2.button("Keep it running", key=f"{key}_keep"):
+        del st.session_state[CANCELLING]
+        st.rerun()
+    if c1.button("Yes, cancel the run", type="primary", key=f"{key}_confirm"):
+        del st.session_state[CANCELLING]
+        try:
+            wb.cancel(run_id)
+        except FxBatchError as exc:
+            show_error(exc)
+        else:
+            st.toast(f"Run {run_id} is stopping: nothing more is sent to the bank.", icon=":material/cancel:")

@@ -13,7 +13,7 @@ from fxbatch import FxBatchError, Workbench, charts
 from fxbatch.analytics import TradeFilter
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.money import zar_compact
-from pages.common import POLL_S, get_workbench, outcome_text, progress_text, show_error
+from pages.common import POLL_S, cancel_with_confirmation, get_workbench, outcome_text, progress_text, show_error
 
 PAGE_SIZE = 50
 WATCHING = "run_watching"
@@ -337,13 +337,7 @@ def main() -> None:
         st.toast(message, icon=":material/task_alt:", duration="long")
     if running:
         st.fragment(run_every=POLL_S)(_live)(wb, run_id)
-        if st.button("Cancel this run", key="cancel_run"):
-            try:
-                wb.cancel(run_id)
-            except FxBatchError as exc:
-                show_error(exc)
-            else:
-                st.toast(f"Cancelling run {run_id}: trades not started will end CANCELLED.", icon=":material/cancel:")
+        cancel_with_confirmation(wb, run_id, "cancel_run")
         st.caption(
             "The charts appear when the run has finished; the trades below are as they stood when the page was "
             "drawn. Leaving this page does not stop the run."

@@ -5,6 +5,9 @@ made at the same time from more than one thread (the engine quotes a wave while 
 is booked) share the slots, as they share an HTTP bank's calls in flight: a request starts on
 the first slot free (first come, first served), so two calls together take as long as their
 requests need over all the slots, not each its own ``ceil(n / max_in_flight)`` rounds at once.
+
+A call can be stopped (``hold(..., stop=event)``): the requests that had not begun when the
+event was set are never sent, and the call waits only for those in flight.
 """
 
 from __future__ import annotations
@@ -20,9 +23,17 @@ import numpy as np
 class SlotClock:
     """Reserves slot time for calls; ``hold`` sleeps until the call's last request is answered."""
 
-    def __init__(self, sleep: Callable[[float], None], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] | None = None,
+    ) -> None:
         self.sleep = sleep
         self.clock = clock
+        # Sleeps until the event is set or the time passes; True when the event was set. With
+        # real sleeps that is Event.wait; with a test's sleep, the sleep then a look at the event.
+        self.wait = wait or (_event_wait if sleep is time.sleep else _slept_then_looked(sleep))
         self._free = np.zeros(0)  # when each slot is free again
         self._owner = np.zeros(0, dtype=np.int64)  # the call that reserved it last
         self._calls = itertools.count(1)
@@ -30,6 +41,11 @@ class SlotClock:
 
     def reserve(self, n: int, max_in_flight: int, latency_s: float) -> tuple[int, float, float]:
         """Slots for ``n`` requests from now; returns (call id, now, when the last one ends)."""
+        call, now, begins = self._reserve(n, max_in_flight, latency_s)
+        return call, now, float(begins.max()) + latency_s
+
+    def _reserve(self, n: int, max_in_flight: int, latency_s: float) -> tuple[int, float, np.ndarray]:
+        """(call id, now, when each of the ``n`` requests begins, in request order)."""
         k = max(1, max_in_flight)
         with self._lock:
             now = self.clock()
@@ -47,7 +63,7 @@ class SlotClock:
             took = used > 0
             self._free[took] = start[took] + used[took] * latency_s
             self._owner[took] = call
-            return call, now, float(begins[mine].max()) + latency_s
+            return call, now, np.sort(begins[mine])
 
     def release(self, call: int) -> None:
         """The call is over: the slots it reserved last are free from now (a sleep that returned
@@ -57,12 +73,45 @@ class SlotClock:
             mine = (self._owner == call) & (self._free > now)
             self._free[mine] = now
 
-    def hold(self, n: int, max_in_flight: int, latency_s: float) -> None:
-        """Sleep as long as ``n`` requests take with the slots shared by every call."""
+    def hold(
+        self, n: int, max_in_flight: int, latency_s: float, stop: threading.Event | None = None
+    ) -> np.ndarray | None:
+        """Sleep as long as ``n`` requests take with the slots shared by every call.
+
+        With ``stop``: once it is set, no request begins; the call waits for the requests in
+        flight and returns which were sent (bool per request, in order). None: all were sent.
+        """
+        if stop is not None and stop.is_set():
+            return np.zeros(n, dtype=bool)
         if not n or latency_s <= 0:
-            return
-        call, now, end = self.reserve(n, max_in_flight, latency_s)
+            return None
+        call, now, begins = self._reserve(n, max_in_flight, latency_s)
+        end = float(begins.max()) + latency_s
         try:
-            self.sleep(end - now)
+            if stop is None:
+                self.sleep(end - now)
+                return None
+            if not self.wait(stop, end - now):
+                return None  # not stopped: every request was sent and answered
+            at = self.clock()
+            sent = begins <= at
+            if sent.all():
+                self.sleep(max(0.0, end - at))
+                return None
+            if sent.any():
+                self.sleep(max(0.0, float(begins[sent].max()) + latency_s - at))
+            return sent
         finally:
             self.release(call)
+
+
+def _event_wait(event: threading.Event, seconds: float) -> bool:
+    return event.wait(seconds)
+
+
+def _slept_then_looked(sleep: Callable[[float], None]) -> Callable[[threading.Event, float], bool]:
+    def wait(event: threading.Event, seconds: float) -> bool:
+        sleep(seconds)
+        return event.is_set()
+
+    return wait

@@ -9,8 +9,8 @@ same batch out as concurrent requests (``max_in_flight`` of them at a time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, Self
 
 import numpy as np
 import pyarrow as pa
@@ -59,10 +59,40 @@ class Replies:
     reason_idx: np.ndarray  # int8
     message: np.ndarray  # object: str or None
     transaction_id: np.ndarray | None = None  # object: the bank's header.transactionId
+    # bool per request: False where the request was never sent because ``stop_sending`` came
+    # first (its envelope means nothing); None: every request was sent.
+    sent: np.ndarray | None = field(default=None, kw_only=True)
 
     @property
     def ok(self) -> np.ndarray:
         return np.asarray(self.result_code == 0)
+
+    @property
+    def unsent(self) -> np.ndarray:
+        """bool per request: never sent (the caller stopped sending first)."""
+        n = len(self.result_code)
+        return np.zeros(n, dtype=bool) if self.sent is None else ~np.asarray(self.sent, dtype=bool)
+
+    def spread(self, idx: np.ndarray, n: int) -> Self:
+        """These replies to requests ``idx`` of ``n`` as replies to all ``n``: the others were not
+        sent (result_code 1, no reason, ``sent`` False)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "sent" or value is None:
+                continue
+            value = np.asarray(value)
+            fill: Any = {"b": False, "i": 0, "u": 0, "f": np.nan}.get(value.dtype.kind)
+            if f.name == "result_code":
+                fill = 1
+            elif f.name == "reason_idx":
+                fill = -1
+            full = np.full(n, fill, dtype=value.dtype)
+            full[idx] = value
+            out[f.name] = full
+        sent = np.zeros(n, dtype=bool)
+        sent[idx] = True
+        return type(self)(**out, sent=sent)
 
     @property
     def reason(self) -> np.ndarray:
@@ -106,6 +136,14 @@ class BookBatch:
     def __len__(self) -> int:
         return len(self.quote_id)
 
+    def take(self, idx: np.ndarray) -> BookBatch:
+        sel = pa.array(idx)
+        return BookBatch(
+            quote_id=self.quote_id[idx], deal_txn_id=self.deal_txn_id.take(sel), quote_rate=self.quote_rate[idx],
+            deal_rate=self.deal_rate[idx], trade_key=self.trade_key[idx], attempt=self.attempt[idx],
+            trade_id=self.trade_id.take(sel), run_id=self.run_id, batch_id=self.batch_id, src_row=self.src_row[idx],
+        )  # fmt: skip
+
 
 @dataclass
 class BookReplies(Replies):
@@ -144,5 +182,11 @@ class Bank(Protocol):
     def transaction_status(
         self, deal_txn_ids: pa.Array, max_in_flight: int, run_id: int | None = None
     ) -> StatusReplies: ...
+
+    def stop_sending(self) -> None:
+        """Send no new createquote or bookquoteddeal request from now on (any thread may call it):
+        requests in flight finish, the calls in progress answer the rest as not sent
+        (``Replies.sent``). cancelquote and GetTxnStatus are still sent: they release and settle."""
+        ...
 
     def close(self) -> None: ...

@@ -191,13 +191,19 @@ class SimulatedBank:
         self._index: _Booked | None = None
         self._prefixes: dict[str, int] = {}  # deal id prefix -> its id in sim_deal_prefixes
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.calls = {"createquote": 0, "bookquoteddeal": 0, "cancelquote": 0, "gettxnstatus": 0}
 
     # -- helpers ---------------------------------------------------------------
-    def _wait(self, n: int, max_in_flight: int) -> None:
+    def _wait(self, n: int, max_in_flight: int, stoppable: bool = False) -> np.ndarray | None:
         """Simulated latency: n calls, at most max_in_flight in flight across the calls made at
-        the same time (``ceil(n / max_in_flight)`` latencies for a call alone)."""
-        self._slots.hold(n, max_in_flight, self.settings.latency_ms / 1000)
+        the same time (``ceil(n / max_in_flight)`` latencies for a call alone). ``stoppable``
+        (quotes and bookings): which requests were sent before ``stop_sending`` (None = all)."""
+        stop = self._stop if stoppable else None
+        return self._slots.hold(n, max_in_flight, self.settings.latency_ms / 1000, stop)
+
+    def stop_sending(self) -> None:
+        self._stop.set()
 
     def _count(self, call: str, n: int) -> None:
         with self._lock:  # calls may come from more than one thread
@@ -268,9 +274,15 @@ class SimulatedBank:
 
     # -- the port --------------------------------------------------------------
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
+        sent = self._wait(len(batch), max_in_flight, stoppable=True)
+        if sent is None:
+            return self._quote(batch)
+        idx = np.flatnonzero(sent)
+        return self._quote(batch.take(idx)).spread(idx, len(batch))
+
+    def _quote(self, batch: QuoteBatch) -> QuoteReplies:
         n = len(batch)
         self._count("createquote", n)
-        self._wait(n, max_in_flight)
         fates = self.model.fates(batch.trade_key)
         reason = np.full(n, NONE, dtype=np.int8)
         if self.registry is not None:
@@ -297,9 +309,15 @@ class SimulatedBank:
         return QuoteReplies(codes, reason, messages, None, quote_id, rate, expires)
 
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
+        sent = self._wait(len(batch), max_in_flight, stoppable=True)
+        if sent is None:
+            return self._book(batch)
+        idx = np.flatnonzero(sent)
+        return self._book(batch.take(idx)).spread(idx, len(batch))
+
+    def _book(self, batch: BookBatch) -> BookReplies:
         n = len(batch)
         self._count("bookquoteddeal", n)
-        self._wait(n, max_in_flight)
         hashes, already, known = self._already(batch.deal_txn_id)
         fates = self._fates(batch.trade_key)
         expiry, issued = self._issued(batch.quote_id)

@@ -127,6 +127,10 @@ class Worker:
         self._messages: dict[int, str] = {}
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
         self._pairs_changed()
+        # Cancel stops the bank's calls in progress at once: no new quote or booking goes out.
+        job.on_cancel.append(bank.stop_sending)
+        if job.cancel_requested.is_set():
+            bank.stop_sending()
 
     def _pairs_changed(self) -> None:
         """Pip size and quote-currency ZAR factor per pair code (pairs the rate table lacks get NaN)."""
@@ -170,11 +174,8 @@ class Worker:
         except Exception as exc:  # the run must end in a resumable state whatever happened
             error = f"{type(exc).__name__}: {exc}"
         finally:
+            elapsed = time.monotonic() - started
             try:
-                self._record_releases(cur)
-                self.bank.close()
-            finally:
-                elapsed = time.monotonic() - started
                 try:
                     records.set_run_status(
                         cur, job.run_id, outcome, finished=outcome is not RunStatus.INTERRUPTED,
@@ -183,8 +184,16 @@ class Worker:
                 finally:
                     job.progress.status = outcome
                     job.progress.error = error
-                    self.store.release_cursor()
-                    job.done.set()
+                    # The run's status is final before the quotes it released are answered
+                    # (a cancelled wave's cancels take their own round trips); they are counted
+                    # on the run when they are.
+                    try:
+                        self._record_releases(cur)
+                    finally:
+                        self.bank.close()
+            finally:
+                self.store.release_cursor()
+                job.done.set()
 
     # -- recovery --------------------------------------------------------------------
     def _reconcile(self, cur: object, todo: pa.Table) -> pa.Table:
@@ -256,6 +265,10 @@ class Worker:
                 for landed in [b for b in bookings if b.answers is None or b.answers.done()]:
                     bookings.remove(landed)
                     work = self._landed(cur, landed, work)
+                if job.cancel_requested.is_set() and len(work):
+                    # Trades in hand and not in a bank call (fresh, or waiting to try again) are not sent.
+                    self._not_sent(work, np.ones(len(work), dtype=bool), time.time())
+                    work = self._carry_on(cur, work, Working.empty())
                 now = time.time()
                 due = work.due(now)
                 room = self.chunk_size - int(due.sum())
@@ -367,7 +380,11 @@ class Worker:
         now = time.time()
         ok = q.ok
         idx = np.arange(n)
-        self._settle(w, idx[~ok], q.reason_idx[~ok], now, q.message[~ok])
+        unsent = q.unsent
+        if unsent.any():
+            self._not_sent(w, unsent, now)
+        refused = ~ok & ~unsent
+        self._settle(w, idx[refused], q.reason_idx[refused], now, q.message[refused])
         good: np.ndarray = idx[ok]
         if len(good):
             advance(w.states, ok, T.QUOTED)
@@ -380,6 +397,15 @@ class Worker:
             w.quote_expiry[good] = q.expires_at[ok]
             w.quoted_at[good] = now
         return good
+
+    @staticmethod
+    def _not_sent(w: Working, mask: np.ndarray, now: float) -> None:
+        """Trades whose quote request was not sent (the run was cancelled first) end CANCELLED;
+        the attempt they were given was never made."""
+        advance(w.states, mask, T.CANCELLED)
+        w.attempt[mask] -= 1
+        w.executing_at[mask & (w.attempt == 0)] = np.nan  # never started at all
+        w.finished_at[mask] = now
 
     def _book(self, w: Working, good: np.ndarray) -> Booking:
         """Record the bookings of a quoted wave, then ask for them, both on a helper thread (the
@@ -432,24 +458,30 @@ class Worker:
             rates[lost[found]] = np.where(
                 np.isnan(st.deal_rate[found]), batch.deal_rate[lost[found]], st.deal_rate[found]
             )
-        # Quotes the bank still holds open for a booking it refused are released.
+        # Quotes the bank still holds open for a booking it refused (or never received: the run
+        # was cancelled first) are released.
         still_open = ~booked & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]
         if still_open.any():
             self._release(batch.quote_id[still_open])
-        return booked, reasons, rates, messages
+        return booked, reasons, rates, messages, b.unsent
 
     def _landed(self, cur: object, booking: Booking, work: Working) -> Working:
         """Settle a wave with its booking answers, persist what is final; returns ``work`` with
         the wave's trades that go on to another attempt."""
         w, good = booking.wave, booking.good
         if booking.answers is not None:
-            booked, reasons, rates, messages = booking.answers.result()
+            booked, reasons, rates, messages, unsent = booking.answers.result()
             now = time.time()
             won = good[booked]
             advance(w.states, mask_of(len(w), won), T.SUCCESS)
             w.deal_rate[won] = rates[booked]
             w.finished_at[won] = now
-            self._settle(w, good[~booked], reasons[~booked], now, messages[~booked])
+            if unsent.any():  # the run was cancelled before these bookings were sent
+                kept = good[unsent]
+                advance(w.states, mask_of(len(w), kept), T.CANCELLED)
+                w.finished_at[kept] = now
+            refused = ~booked & ~unsent
+            self._settle(w, good[refused], reasons[refused], now, messages[refused])
         return self._carry_on(cur, w, work)
 
     def _carry_on(self, cur: object, w: Working, work: Working) -> Working:

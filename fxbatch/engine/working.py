@@ -14,7 +14,8 @@ from fxbatch.models import TradeStatus
 T = TradeStatus
 
 
-Answers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # booked, reason index, deal rate, message per trade
+# booked, reason index, deal rate, message, not sent (the run was cancelled first) per trade
+Answers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(eq=False)  # compared by identity: the engine removes a landed one from its queue

@@ -132,7 +132,11 @@ def test_the_run_page_shows_live_progress_of_a_run_started_elsewhere(db_path: Pa
         assert at.progress and at.progress[0].value < 100
         assert charts(at) == 0  # charts wait for the end
         assert metrics(at)["Not started"] != "0"
-        assert [b.label for b in at.button if b.key == "cancel_run"] == ["Cancel this run"]
+        assert [b.label for b in at.button if b.key == "cancel_run"] == [f"Cancel run {job.run_id}…"]
+        ok(at.button(key="cancel_run").click().run())  # asks first, as Start and Delete do
+        assert "No further quote or booking is sent" in at.warning[0].value and job.running
+        ok(at.button(key="cancel_run_confirm").click().run())
+        assert job.wait(WAIT_S)
     finally:
         job.cancel()
         job.wait(WAIT_S)
@@ -275,6 +279,7 @@ def test_a_running_batch_can_be_cancelled_and_not_deleted(db_path: Path, open_pa
     assert len(at.error) == 1 and "cancel the run" in at.error[0].value
     assert len(app_workbench().batches()) == 1
     ok(at.button(key="cancel").click().run())
+    ok(at.button(key="cancel_confirm").click().run())
     assert job.wait(WAIT_S)
     at = wait_until(at, lambda a: tables(a)[0]["status"].tolist() == ["CANCELLED"])
     assert at.form_submit_button  # a new run can be started again

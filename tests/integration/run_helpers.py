@@ -124,6 +124,9 @@ class SpyBank:
         self.status_asked += deal_txn_ids.to_pylist()
         return self.inner.transaction_status(deal_txn_ids, max_in_flight, run_id)
 
+    def stop_sending(self) -> None:
+        self.inner.stop_sending()
+
     def close(self) -> None:
         self.inner.close()
 

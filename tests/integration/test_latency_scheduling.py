@@ -52,6 +52,9 @@ class TimedBank:
     ) -> StatusReplies:
         return self._timed("status", [], self.inner.transaction_status, deal_txn_ids, max_in_flight, run_id)
 
+    def stop_sending(self) -> None:
+        self.inner.stop_sending()
+
     def close(self) -> None:
         self.inner.close()
 

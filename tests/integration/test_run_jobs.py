@@ -59,10 +59,13 @@ def test_starting_a_run_returns_at_once(wb: Workbench, tmp_path: Path) -> None:
     finish(job)
 
 
-def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb: Workbench, tmp_path: Path) -> None:
+def test_a_booking_held_until_after_the_cancel_is_never_sent_and_its_quotes_are_released(
+    wb: Workbench, tmp_path: Path
+) -> None:
     batch = load_generated(wb, tmp_path, 400)
     # The first wave (4 x 64 trades) is held at its booking until the cancel has been asked for:
-    # the trades in hand finish, the 144 not taken on yet end CANCELLED, whatever the machine's pace.
+    # its bookings are then never sent, and the 144 trades not taken on yet end CANCELLED too,
+    # whatever the machine's pace.
     booking, cancelled = threading.Event(), threading.Event()
     spies = install_spy(wb)
     make_spy = wb.engine.bank_factory
@@ -88,8 +91,9 @@ def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb
     summary = wb.run_summary(job.run_id)
     assert summary.status is RunStatus.CANCELLED
     assert_every_trade_final(wb, job.run_id)
-    assert summary.counts["CANCELLED"] > 0
-    assert summary.counts["SUCCESS"] + summary.counts["FAILED"] > 0
+    assert spies[0].inner.calls["bookquoteddeal"] == 0
+    assert summary.counts["SUCCESS"] == 0
+    assert summary.counts["CANCELLED"] + summary.counts["FAILED"] == 400
     rows = query(
         wb,
         "SELECT quote_id, attempts, executing_at, deal_transaction_id FROM run_trades "
@@ -98,10 +102,12 @@ def test_a_cancelled_run_ends_cancelled_with_the_trades_not_started_cancelled(wb
     )
     assert len(rows) == summary.counts["CANCELLED"]
     assert all(deal is None for *_, deal in rows), "a cancelled trade was never booked"
-    # Not started: no attempt. Quoted (a retry) after the cancel: not booked, its quote released.
-    assert all(attempts == 0 and executing is None for quote, attempts, executing, _ in rows if quote is None)
+    # Not started: no attempt. Refused and waiting to try again: its attempts, no more.
+    # Quoted, its booking not sent: its quote released.
+    assert all((attempts == 0) == (executing is None) for quote, attempts, executing, _ in rows if quote is None)
+    assert sum(1 for quote, attempts, _, _ in rows if quote is None and attempts == 0) >= 144
     quoted = {quote for quote, *_ in rows if quote is not None}
-    assert quoted <= set(spies[0].cancelled)
+    assert quoted and quoted <= set(spies[0].cancelled)
     assert_ledger_matches_successes(wb, job.run_id)
     assert job.progress.snapshot().status is RunStatus.CANCELLED
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -542,3 +543,62 @@ def test_a_booking_answered_timeout_unknown_is_looked_up_in_the_same_call_and_ma
     # Resolved: found booked, or the bank has no such deal; D3 (PENDING) is left for the caller.
     assert b.resolved is not None and b.resolved.tolist() == [True, True, False, False]
     assert fake.calls[API + "bookquoteddeal"] == 4  # nothing booked again
+
+
+# -- stop sending (a cancelled run) -----------------------------------------------------------------
+class Held:
+    """An async transport: API calls wait at a gate (the token passes), counted as they arrive."""
+
+    def __init__(self, fake: FakeBank) -> None:
+        self.fake = fake
+        self.gate = threading.Event()
+        self.arrived = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith(API) and not request.url.path.endswith(("cancelquote", "GetTxnStatus")):
+            self.arrived += 1
+            while not self.gate.is_set():
+                await asyncio.sleep(0.005)
+        return self.fake(request)
+
+
+def test_after_stop_sending_a_call_in_progress_sends_no_more_quotes_and_answers_the_rest_not_sent() -> None:
+    fake = FakeBank(quote_answer)
+    held = Held(fake)
+    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET), backoff_s=0.0)
+    bank = HttpBank(config, transport=httpx.MockTransport(held), sleep=no_sleep, clock=Clock())
+    OPEN.append(bank)
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(bank.create_quotes, quote_batch(20), 2)
+        while held.arrived < 2:  # the two requests in flight (max_in_flight) reached the bank
+            time.sleep(0.005)
+        bank.stop_sending()
+        held.gate.set()
+        replies = answer.result(30)
+    assert fake.calls[API + "createquote"] == 2
+    assert replies.sent is not None and replies.sent.tolist() == [True] * 2 + [False] * 18
+    assert replies.ok[:2].all() and not replies.ok[2:].any()  # the two in flight end as the bank answered
+    assert (replies.quote_id[2:] == 0).all() and (replies.reason_idx[2:] == NONE).all()
+    # A booking is not sent either, not even one request; releasing the quotes still is.
+    booked = bank.book_deals(book_batch(3), 2)
+    assert booked.unsent.all() and API + "bookquoteddeal" not in fake.calls
+    assert bank.cancel_quotes(np.array([1, 2], dtype=np.int64), 2).ok.all()
+    assert fake.calls[API + "cancelquote"] == 2
+
+
+def test_a_booking_whose_answer_was_lost_is_not_booked_again_after_stop_sending() -> None:
+    sent: list[str] = []
+    fake: FakeBank
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if op == "bookquoteddeal":
+            sent.append(body["trade"]["dealTransactionID"])
+            bank.stop_sending()  # the run is cancelled while this booking's answer is lost
+            raise httpx.ReadTimeout("lost", request=req)
+        return txn("NOT_FOUND")  # the bank has no such deal: it was never booked
+
+    fake = FakeBank(api)
+    bank = make_bank(fake)
+    replies = bank.book_deals(book_batch(1), 1)
+    assert sent == [D[0]], "booked once, never sent again once sending stopped"
+    assert replies.unsent.tolist() == [True] and not replies.ok.any()

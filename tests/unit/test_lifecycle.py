@@ -21,6 +21,7 @@ LEGAL_TRADE = {
     (T.EXECUTING, T.QUOTED),
     (T.EXECUTING, T.FAILED),  # quote or client checks failed
     (T.EXECUTING, T.EXECUTING),  # a retryable quote error: quote again
+    (T.EXECUTING, T.CANCELLED),  # the run was cancelled before the (next) quote request was sent
     (T.QUOTED, T.SUCCESS),
     (T.QUOTED, T.FAILED),  # booking failed
     (T.QUOTED, T.EXECUTING),  # a retryable booking error: a new quote
@@ -71,7 +72,7 @@ def test_every_illegal_trade_transition_raises_and_changes_nothing(src: TradeSta
 @pytest.mark.parametrize(
     ("src", "dst"),
     [(T.SUCCESS, T.EXECUTING), (T.PENDING, T.SUCCESS), (T.PENDING, T.QUOTED), (T.FAILED, T.SUCCESS),
-     (T.CANCELLED, T.EXECUTING), (T.EXECUTING, T.SUCCESS), (T.EXECUTING, T.CANCELLED)],
+     (T.CANCELLED, T.EXECUTING), (T.EXECUTING, T.SUCCESS), (T.CANCELLED, T.PENDING)],
     ids=lambda s: s.value,
 )  # fmt: skip
 def test_the_named_shortcuts_and_reversals_are_illegal(src: TradeStatus, dst: TradeStatus) -> None:

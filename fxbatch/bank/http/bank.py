@@ -27,7 +27,7 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from fxbatch.bank.http import wire
-from fxbatch.bank.http.caller import SHARD, Caller, NoAnswer, Sleep
+from fxbatch.bank.http.caller import SHARD, Caller, NoAnswer, NotSent, Sleep
 from fxbatch.bank.http.config import HttpBankConfig
 from fxbatch.bank.http.token import TokenCache
 from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
@@ -167,6 +167,8 @@ class HttpBank:
                 await slots.acquire(limit)
                 try:
                     out[i] = await fn(i)
+                except NotSent:
+                    pass  # stop_sending came first: out[i] stays None (not sent)
                 except BaseException as exc:
                     if not caller.down or not first:
                         first.append(exc)
@@ -183,6 +185,19 @@ class HttpBank:
         if first:
             raise first[0]
         return out
+
+    def stop_sending(self) -> None:
+        self.caller.halt()
+
+    @staticmethod
+    def _columns(rows: list[Any], missing: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], np.ndarray | None]:
+        """The fan-out's rows as columns, a row never sent (None) given ``missing``; and which
+        rows were sent (None: all)."""
+        sent = np.array([r is not None for r in rows], dtype=bool)
+        if not sent.all():
+            rows = [missing if r is None else r for r in rows]
+        col = list(zip(*rows, strict=True)) if rows else [()] * len(missing)
+        return col, None if sent.all() else sent
 
     # -- one answer --------------------------------------------------------------------
     @staticmethod
@@ -244,11 +259,11 @@ class HttpBank:
             return 0, NONE, None, txn, p.quoteId, p.quoteRate, p.quoteExpiryDateTime.timestamp()
 
         rows = self._fan_out(one, len(batch), max_in_flight)
-        col = list(zip(*rows, strict=True)) if rows else [()] * 7
+        col, sent = self._columns(rows, (1, NONE, None, None, 0, _NAN, _NAN))
         return QuoteReplies(
             np.array(col[0], dtype=np.int64), np.array(col[1], dtype=np.int8), np.array(col[2], dtype=object),
             np.array(col[3], dtype=object), np.array(col[4], dtype=np.int64), np.array(col[5], dtype=np.float64),
-            np.array(col[6], dtype=np.float64),
+            np.array(col[6], dtype=np.float64), sent=sent,
         )  # fmt: skip
 
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
@@ -290,11 +305,11 @@ class HttpBank:
             return timeout.result_code, TIMEOUT, timeout.message, None, _NAN, False
 
         rows = self._fan_out(one, len(batch), max_in_flight)
-        col = list(zip(*rows, strict=True)) if rows else [()] * 6
+        col, sent = self._columns(rows, (1, NONE, None, None, _NAN, False))
         return BookReplies(
             np.array(col[0], dtype=np.int64), np.array(col[1], dtype=np.int8), np.array(col[2], dtype=object),
             np.array(col[3], dtype=object), np.array(col[4], dtype=np.float64),
-            resolved=np.array(col[5], dtype=bool),
+            resolved=np.array(col[5], dtype=bool), sent=sent,
         )  # fmt: skip
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:

@@ -8,6 +8,8 @@
 - A 401 drops the token; the call gets one fresh token and one more try.
 - A bank that cannot be reached for ``unreachable_window_s`` raises BankUnavailable, and every
   other call in flight gives up at once (``down``) instead of each waiting out the window.
+- After ``halt`` (the run was cancelled) no quote or booking is sent, nor sent again: ``post``
+  raises ``NotSent``. cancelquote and GetTxnStatus still go: they release and settle.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import httpx
 
 from fxbatch.bank.http.config import HttpBankConfig
 from fxbatch.bank.http.token import TokenCache
-from fxbatch.bank.http.wire import API, OPERATIONS
+from fxbatch.bank.http.wire import API, BOOK_DEAL, CREATE_QUOTE, OPERATIONS
 from fxbatch.bank.port import BankUnavailable
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -28,6 +30,13 @@ _CONNECT_FAILED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 class NoAnswer(Exception):
     """The request may or may not have reached the bank (only bookings care)."""
+
+
+class NotSent(Exception):
+    """``halt`` came first: the quote or booking was not sent (again)."""
+
+
+_HALTED_OPS = frozenset({CREATE_QUOTE, BOOK_DEAL})
 
 
 class RateLimiter:
@@ -75,10 +84,15 @@ class Caller:
         self.clock = clock
         self.limiter = RateLimiter(config.max_calls_per_s, sleep, clock)
         self.down = False  # set once a call gave up on the bank: the others stop retrying
+        self.halted = False  # set by ``halt``: no quote or booking is sent (again) from then on
         self.calls = dict.fromkeys(OPERATIONS, 0)
         api = config.base_url.rstrip("/") + API
         self._urls = {op: httpx.URL(api + op) for op in OPERATIONS}  # parsed once
         self._jitter = random.Random()
+
+    def halt(self) -> None:
+        """Send no createquote or bookquoteddeal from now on, not even a retry (any thread)."""
+        self.halted = True
 
     async def backoff(self, attempt: int) -> None:
         cap = min(self.config.backoff_cap_s, self.config.backoff_s * 2.0**attempt)
@@ -95,6 +109,8 @@ class Caller:
         tries = 0
         refreshed = False
         while True:
+            if self.halted and op in _HALTED_OPS:
+                raise NotSent(op)
             if self.down:
                 raise BankUnavailable("another request found the bank unreachable")
             await self.limiter.wait()
