@@ -46,6 +46,7 @@ class RejectCode(StrEnum):
     PAST_VALUE_DATE = "PAST_VALUE_DATE"
     NOT_A_BUSINESS_DAY = "NOT_A_BUSINESS_DAY"
     REFERENCE_TOO_LONG = "REFERENCE_TOO_LONG"
+    CELL_TOO_LONG = "CELL_TOO_LONG"  # over the max_cell_chars setting; the reader emptied the cell
     DUPLICATE_TRADE_ID = "DUPLICATE_TRADE_ID"
     TOTAL_ROW = "TOTAL_ROW"
     EXTRA_VALUES = "EXTRA_VALUES"
@@ -85,6 +86,7 @@ class CheckReport(BaseModel):
     rejected_rows: list[RejectedRow] = Field(description="The first rejected rows, to correct.")
     fixed: list[int] = Field(default_factory=list, description="Rows the corrections replaced.")
     fixed_still_rejected: list[int] = Field(default_factory=list, description="Corrected rows that still fail.")
+    notional_zar: float | None = Field(None, description="The accepted rows' notional in ZAR at mid.")
 
 
 class LoadResult(BaseModel):
@@ -135,6 +137,7 @@ class BatchInfo(BaseModel):
     layout: str
     fingerprint: str
     created_at: datetime
+    notional_zar: float | None = Field(None, description="The batch's notional in ZAR at mid (None: not computed).")
 
 
 # ---------------------------------------------------------------------------- execution
@@ -359,6 +362,8 @@ class RunConfig(BaseModel):
     chunk_size: int = Field(131_072, ge=1, description="Trades processed and persisted together (zero latency).")
     retry_of_run: int | None = Field(None, description="Run whose FAILED trades this run retries.")
     bank_url: str | None = Field(None, description="HTTP bank base URL; None = in-process simulated bank.")
+    sweep_id: int | None = Field(None, description="The what-if sweep this run was promoted from (with scenario).")
+    scenario: int | None = Field(None, description="The sweep's scenario this run was promoted from.")
 
     @field_validator("bank_url")
     @classmethod

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fxbatch.calendars import trading_date
 from fxbatch.errors import SettingsError
+from fxbatch.ingest import limits
 from fxbatch.models import check_bank_url
 from fxbatch.money import MAX_SPREAD_PIPS
 
@@ -75,12 +76,51 @@ class Settings(BaseSettings):
         ge=1,
         description="How many rejections the CLI prints as text (JSON always has them all).",
     )
-    api_max_upload_mb: int = Field(
-        default=200,
+    max_file_mb: int = Field(
+        default=limits.MAX_FILE_MB,
         ge=1,
         le=100_000,
-        description="Largest file the HTTP API accepts in POST /api/v1/batches, in MB (Streamlit's default "
-        "server.maxUploadSize); a bigger upload is refused with 413.",
+        description="Largest file loaded, in MB (MiB), whatever its format; a bigger one is refused naming this "
+        "setting. The app's uploader allows the same (server.maxUploadSize in .streamlit/config.toml) and the "
+        "HTTP API's api_max_upload_mb defaults to it.",
+    )
+    max_rows: int = Field(
+        default=limits.MAX_ROWS,
+        ge=1,
+        description="Most rows in one file (CSV lines or sheet rows, header and blank rows included; Excel's own "
+        "maximum by default); a longer file is refused before it is read.",
+    )
+    max_cells: int = Field(
+        default=limits.MAX_CELLS,
+        ge=1,
+        description="Most cells in one file: rows x columns of a sheet's used area (empty cells inside it count: "
+        "a workbook reader holds them all), or CSV lines x the widest line's fields; keeps a load within 2 GiB.",
+    )
+    max_cell_chars: int = Field(
+        default=limits.MAX_CELL_CHARS,
+        ge=1,
+        description="Most characters in one cell (Excel's own maximum by default); a row with a longer cell is "
+        "rejected naming its row and column, and the rest of the file loads.",
+    )
+    max_unzipped_mb: int = Field(
+        default=limits.MAX_UNZIPPED_MB,
+        ge=1,
+        description="Largest unzipped size of a workbook (XLSX, ODS: zip archives of XML), in MB, read from its zip "
+        "directory before any sheet is parsed.",
+    )
+    max_zip_ratio: int = Field(
+        default=limits.MAX_ZIP_RATIO,
+        ge=1,
+        description="Largest ratio of unzipped to stored size of a workbook part over 1 MB; above it the file is "
+        "refused as a zip bomb before any sheet is parsed.",
+    )
+    api_max_upload_mb: int = Field(
+        default=limits.MAX_FILE_MB,
+        ge=1,
+        le=100_000,
+        description="Largest body the HTTP API accepts in POST /api/v1/batches, in MB (the default of max_file_mb "
+        "and of the app's server.maxUploadSize); a bigger upload is refused with 413 before it is stored, and "
+        "the load itself refuses a file over max_file_mb.",
     )
     server: str | None = Field(
         default=None,

@@ -15,12 +15,30 @@ import duckdb
 
 from fxbatch.errors import UnusableFileError
 from fxbatch.ingest.fixes import Correction, Fixes, apply_fixes, cells_sql
-from fxbatch.ingest.layout import FIELDS, ColumnPlan, normalise_header, plan_columns
+from fxbatch.ingest.layout import (
+    FIELDS,
+    ColumnPlan,
+    normalise_header,
+    plan_columns,
+    rejected_rows_in_file_terms,
+    rejections_in_file_terms,
+)
+from fxbatch.ingest.limits import Limits, mark_long_cells
 from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into
 from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates
 from fxbatch.models import Layout, RejectedRow, Rejection
 
-__all__ = ["CheckedFile", "Fixes", "check_file", "fetch_rejected_rows", "fetch_rejections", "normalise_header"]
+__all__ = [
+    "CheckedFile",
+    "Fixes",
+    "Limits",
+    "check_file",
+    "fetch_rejected_rows",
+    "fetch_rejections",
+    "normalise_header",
+    "rejected_rows_in_file_terms",
+    "rejections_in_file_terms",
+]
 
 
 @dataclass
@@ -51,14 +69,17 @@ def check_file(
     search_rows: int = 30,
     fixes: Fixes | None = None,
     source: str | None = None,
+    limits: Limits | None = None,
 ) -> CheckedFile:
     """Read and validate ``path``, with the analyst's ``fixes`` applied to their rows.
 
     Raises UnusableFileError when no batch can come of it (with ``headers`` set when the header
     row was found but its columns could not be mapped), BadFixError for a correction that cannot
-    apply. ``source`` names the file in messages (default: its name).
+    apply. ``source`` names the file in messages (default: its name). ``limits`` bound the file's
+    size (default: the settings' defaults); a cell over its limit rejects its row.
     """
-    raw = read_into(cur, path, sheet=sheet, search_rows=search_rows, column_map=column_map)
+    limits = limits or Limits()
+    raw = read_into(cur, path, sheet=sheet, search_rows=search_rows, column_map=column_map, limits=limits)
     header_width = len(raw.headers)
     while header_width and not raw.headers[header_width - 1]:
         header_width -= 1
@@ -69,6 +90,9 @@ def check_file(
         raise
     ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_pips)
     raw, row_offset = _build(cur, raw, ctx)
+    names = {i: name for name, i in plan.field_to_index.items()}
+    columns = [names.get(i) or header for i, header in enumerate(raw.headers)]
+    mark_long_cells(cur, raw.long_cells, columns, limits.max_cell_chars, cells_sql("c", plan.layout is Layout.LEGACY))
     corrections = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
     mark_duplicates(cur, row_offset, cells_sql("c", plan.layout is Layout.LEGACY))  # pinning twice is a no-op
     total, blank, bad = cur.execute(

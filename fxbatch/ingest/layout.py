@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fxbatch.errors import UnusableFileError
-from fxbatch.models import Layout
+from fxbatch.models import Layout, RejectedRow, Rejection
 
 # Canonical field -> accepted header spellings (normalised on use).
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -160,3 +160,57 @@ def plan_columns(headers: Sequence[object], overrides: Mapping[str, str] | None 
     if is_legacy and "side" in field_to_index:
         del field_to_index["side"]
     return ColumnPlan(layout, field_to_index, texts, ignored)
+
+
+def field_headers(column_map: Mapping[str, str]) -> dict[str, str]:
+    """Field -> the file's header for it: ``column_map`` (file header -> field) turned round."""
+    return {name: header for header, name in column_map.items() if name}
+
+
+def _spoken(name: str) -> str:
+    return name.replace("_", " ")
+
+
+# Messages open with the field they are about, written as the field ("currency_pair ...") or in
+# words ("currency pair ..."); longest first, so "amount currency" wins over "amount".
+_OPENINGS = sorted(
+    ((spelling, name) for name in FIELDS for spelling in {name, _spoken(name)}), key=lambda s: -len(s[0])
+)
+_FIELD_TOKEN = re.compile(r"\b(" + "|".join(name for name in FIELDS if "_" in name) + r")\b")
+
+
+def message_in_file_terms(message: str, headers: Mapping[str, str], field_name: str | None = None) -> str:
+    """``message`` with the fields it names written as the file's headers (``headers``: see
+    field_headers); a field the file has no column for is written in words ("value date").
+
+    ``field_name``: the field the message is about, when known (else any field it opens with).
+    """
+    head, rest = "", message
+    for spelling, name in _OPENINGS:
+        if field_name is not None and name != field_name:
+            continue
+        if message.startswith(spelling) and message[len(spelling) : len(spelling) + 1] in ("", " ", ":"):
+            head, rest = headers.get(name, _spoken(name)), message[len(spelling) :]
+            break
+    return head + _FIELD_TOKEN.sub(lambda m: headers.get(m.group(1), _spoken(m.group(1))), rest)
+
+
+def rejections_in_file_terms(rejections: Sequence[Rejection], column_map: Mapping[str, str]) -> list[Rejection]:
+    """``rejections`` as the analyst's file names things: ``column`` is the file's header
+    ("Ccy Pair", not currency_pair) and messages name headers too. Markers such as "(row)" stay."""
+    headers = field_headers(column_map)
+    return [
+        r.model_copy(
+            update={
+                "column": headers.get(r.column, _spoken(r.column)) if r.column in FIELDS else r.column,
+                "message": message_in_file_terms(r.message, headers, r.column if r.column in FIELDS else None),
+            }
+        )
+        for r in rejections
+    ]
+
+
+def rejected_rows_in_file_terms(rows: Sequence[RejectedRow], column_map: Mapping[str, str]) -> list[RejectedRow]:
+    """``rows`` with their problems naming the file's headers; ``values`` stay keyed by field."""
+    headers = field_headers(column_map)
+    return [r.model_copy(update={"problems": [message_in_file_terms(p, headers) for p in r.problems]}) for r in rows]

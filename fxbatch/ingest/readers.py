@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
+import mmap
 import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fxbatch.errors import UnusableFileError
 from fxbatch.ingest.layout import find_header_row, header_score, known_headers
+from fxbatch.ingest.limits import (
+    Limits,
+    LongCell,
+    check_cells,
+    check_file_size,
+    check_rows,
+    check_workbook,
+)
 
 DELIMITERS = (",", ";", "\t", "|")
 _SNIFF_BYTES = 256 * 1024
@@ -51,6 +62,8 @@ class RawFile:
     skip_records: int = 0  # CSV records up to and including the header (more than its line when titles span lines)
     # CSV fast path: the records the view must yield for its line numbers to be right.
     expected_records: int | None = None
+    max_line_bytes: int = 0  # CSV: the longest physical line (DuckDB needs to know past 2 MB)
+    long_cells: list[LongCell] = field(default_factory=list)  # emptied by the reader: their rows are rejected
 
 
 def detect_kind(path: Path) -> str:
@@ -101,23 +114,28 @@ def read_into(
     sheet: str | None = None,
     search_rows: int = 30,
     column_map: Mapping[str, str] | None = None,
+    limits: Limits | None = None,
 ) -> RawFile:
     """Read ``path`` into temp table or view ``raw`` on ``con`` and say what was found.
 
-    Headers named in ``column_map`` count towards recognising the header row.
+    Headers named in ``column_map`` count towards recognising the header row. A file over
+    one of ``limits`` is refused before it is read (a cell over the limit only rejects its row).
     """
+    limits = limits or Limits()
     drop_raw(con)
+    check_file_size(path, limits)
     kind = detect_kind(path)
     known = known_headers(column_map)
     if kind == "parquet":
-        return _read_parquet(con, path, known)
+        return _read_parquet(con, path, known, limits)
     if kind == "xlsx":
-        return _read_workbook(con, path, sheet, search_rows, known)
+        longest_shared = check_workbook(path, sheet, limits)
+        return _read_workbook(con, path, sheet, search_rows, known, limits, longest_shared)
     if sheet:
         raise UnusableFileError(
             f"--sheet {sheet!r} was given but {path.name} is a CSV file, which has no sheets.", code="BAD_OPTION"
         )
-    return _read_csv(con, path, search_rows, known)
+    return _read_csv(con, path, search_rows, known, limits)
 
 
 def _no_header(name: str, rows: Sequence[Sequence[object]], search_rows: int) -> UnusableFileError:
@@ -178,23 +196,107 @@ def _cr_only(text: str) -> bool:
     return False
 
 
-def _decode_file(path: Path, encoding: str) -> str:
-    """The whole file as text, without BOM, with bare-CR line ends made LF."""
+def _decode_file(path: Path, encoding: str) -> tuple[str, str]:
+    """The whole file as text, without BOM, with bare-CR line ends made LF, and its encoding.
+
+    One encoding per file: UTF-8 when it all decodes, else Windows-1252, unless the file also
+    holds UTF-8 characters (rows pasted from two sources): that is refused, naming the line.
+    """
     data = path.read_bytes()
-    try:
-        text = data.decode(encoding)
-    except UnicodeDecodeError:
-        if encoding == "utf-16":
+    if encoding == "utf-16":
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
             raise UnusableFileError(
                 f"{path.name} starts like UTF-16 text but is not valid UTF-16; save it again as CSV UTF-8.",
                 code="UNREADABLE_FILE",
             ) from None
+        nul = text.find("\x00")
+        if nul >= 0:
+            raise _nul_error(path.name, text.count("\n", 0, nul) + 1)
+    else:
         try:
-            text = data.decode("cp1252")
-        except UnicodeDecodeError:
-            text = data.decode("latin-1")  # the five bytes Windows-1252 leaves undefined
+            text = data.decode("utf-8")
+            encoding = "utf-8"
+        except UnicodeDecodeError as exc:
+            _refuse_mixed(path.name, data, exc)
+            encoding = "cp1252"
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                text = data.decode("latin-1")  # the five bytes Windows-1252 leaves undefined
     text = text.removeprefix("\ufeff")
-    return text.replace("\r", "\n") if _cr_only(text) else text
+    return (text.replace("\r", "\n") if _cr_only(text) else text), encoding
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """1-based line of byte ``offset`` (a file with bare-CR line ends counts CRs)."""
+    breaks = data.count(b"\n", 0, offset)
+    return (breaks or data.count(b"\r", 0, offset)) + 1
+
+
+def _refuse_mixed(name: str, data: bytes, exc: UnicodeDecodeError) -> None:
+    """Refuse text that is partly UTF-8 and partly another encoding (decoding it as one garbles the other)."""
+    lenient = data.decode("utf-8", errors="replace")
+    if lenient.replace("\ufffd", "").isascii():
+        return  # no UTF-8 character anywhere: the file is Windows-1252 throughout
+    good = next(i for i, ch in enumerate(lenient) if ord(ch) > 127 and ch != "\ufffd")
+    bad_byte = data[exc.start]
+    raise UnusableFileError(
+        f"{name} mixes text encodings: line {_line_of(data, exc.start)} is not UTF-8 (byte 0x{bad_byte:02X}, "
+        f"{bytes([bad_byte]).decode('cp1252', errors='replace')!r} in Windows-1252) while line "
+        f"{lenient.count(chr(10), 0, good) + 1} is UTF-8 ({lenient[good]!r}); read as one encoding, the other's names would "
+        "be garbled. Save the whole file again in one encoding (CSV UTF-8) and load it again.",
+        code="MIXED_ENCODING",
+    )
+
+
+def _nul_error(name: str, line: int) -> UnusableFileError:
+    return UnusableFileError(
+        f"{name} has a NUL byte (character code 0) on line {line}: a CSV file holds text only. The file may be "
+        "damaged, or binary data was pasted into it; remove the character and load it again.",
+        code="NUL_BYTE",
+    )
+
+
+def _refuse_nul(path: Path) -> None:
+    """A NUL byte anywhere (one memchr pass over the mapped file; UTF-16 is checked once decoded)."""
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            at = mm.find(b"\x00")
+            if at >= 0:
+                raise _nul_error(path.name, _line_of(mm[:at], at))
+
+
+def _allow_long_fields() -> None:
+    """Python's csv module refuses fields over 128 KiB; the cell limit is ours to apply, per row."""
+    if csv.field_size_limit() < 1 << 30:
+        csv.field_size_limit(1 << 30)
+
+
+def _blank_long_cells(text: str, delim: str, header_line: int, limit: int) -> tuple[str, list[LongCell]]:
+    """Rewrite the records with every cell over ``limit`` characters emptied, and say which.
+
+    Each record keeps its physical lines (a quoted line break is written back quoted), so
+    row numbers stay those of the file. Only runs when some line is longer than the limit.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delim, lineterminator="\n")
+    reader = csv.reader(io.StringIO(text), delimiter=delim)
+    long_cells: list[LongCell] = []
+    previous = 0
+    for row in reader:
+        start = previous + 1
+        previous = reader.line_num
+        for i, value in enumerate(row):
+            if len(value) > limit:
+                if start > header_line + 1:
+                    long_cells.append(LongCell(start, i, len(value)))
+                row[i] = ""
+        writer.writerow(row)
+    return out.getvalue(), long_cells
 
 
 def _blank_above(text: str, line: int) -> str:
@@ -263,6 +365,10 @@ class _LineScan:
     lines: int  # physical lines
     empty: int  # physical lines with nothing on them
     max_fields: int  # most delimiters on one line + 1 (quoted delimiters included: an upper bound)
+    longest: int  # bytes on the longest line: no cell is longer
+
+
+_DUCKDB_LINE = 2_000_000  # DuckDB's default max_line_size
 
 
 def _scan_lines(con: duckdb.DuckDBPyConnection, path: Path, delim: str) -> _LineScan:
@@ -271,13 +377,19 @@ def _scan_lines(con: duckdb.DuckDBPyConnection, path: Path, delim: str) -> _Line
     The widest line decides how many columns are read, so that values far to the right of
     the header are reported and never silently cut off by the CSV reader.
     """
+    size = max(path.stat().st_size + 2, _DUCKDB_LINE)
     row = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE l IS NULL), "
-        f"coalesce(max(strlen(l) - strlen(replace(l, {_sql_str(delim)}, ''))), 0) "
+        f"coalesce(max(strlen(l) - strlen(replace(l, {_sql_str(delim)}, ''))), 0), coalesce(max(strlen(l)), 0) "
         f"FROM read_csv({_sql_str(str(path))}, columns={{'l': 'VARCHAR'}}, delim=chr(1), quote='', escape='', "
-        "header=false, auto_detect=false, strict_mode=false)"
+        f"header=false, auto_detect=false, strict_mode=false, max_line_size={size})"
     ).fetchall()[0]
-    return _LineScan(int(row[0]), int(row[1]), int(row[2]) + 1)
+    return _LineScan(int(row[0]), int(row[1]), int(row[2]) + 1, int(row[3]))
+
+
+def _check_scan(name: str, scan: _LineScan, limits: Limits) -> None:
+    check_rows(name, scan.lines, limits)
+    check_cells(name, scan.lines, scan.max_fields, limits)
 
 
 def _is_encoding_error(exc: Exception) -> bool:
@@ -285,7 +397,9 @@ def _is_encoding_error(exc: Exception) -> bool:
     return "unicode" in text or "utf-8" in text or "utf8" in text or "encoded" in text
 
 
-def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int, known: Mapping[str, str]) -> RawFile:
+def _read_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, search_rows: int, known: Mapping[str, str], limits: Limits
+) -> RawFile:
     """Fast path: a view that parses the file as the validation query runs (one pass).
 
     It assumes one record per line below the header; ``expected_records`` lets the caller
@@ -293,14 +407,18 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int, know
 
     Some files are first rewritten to a temporary UTF-8 copy, in bulk, and read exactly:
     text that is not UTF-8 (DuckDB reads UTF-8, and its Latin-1 garbles Windows-1252's euro
-    sign and curly quotes), bare-CR line ends (which DuckDB does not number), and title rows
-    whose quoted cells span lines (DuckDB's ``skip`` then miscounts; the copy blanks them).
+    sign and curly quotes), bare-CR line ends (which DuckDB does not number), title rows
+    whose quoted cells span lines (DuckDB's ``skip`` then miscounts; the copy blanks them),
+    and lines longer than the cell limit (the copy empties the cells over it).
     """
+    _allow_long_fields()
     with path.open("rb") as fh:
         head = fh.read(_SNIFF_BYTES + 1)
     whole = len(head) <= _SNIFF_BYTES
     head = head[:_SNIFF_BYTES]
     encoding = _text_encoding(head, whole)
+    if encoding != "utf-16":
+        _refuse_nul(path)
     if encoding == "utf-8" and not _cr_only(head.decode("latin-1")):
         header = _sniff(_decode_head(head), search_rows, path.name, known)
         if header.records == header.line + 1:
@@ -308,21 +426,21 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int, know
                 scan = _scan_lines(con, path, header.delimiter)
             except duckdb.Error as exc:
                 if not _is_encoding_error(exc):
-                    raise UnusableFileError(
-                        f"{path.name} could not be read as text: {str(exc).splitlines()[0]}", code="UNREADABLE_FILE"
-                    ) from exc
-                encoding = "cp1252"  # UTF-8 at the top, something else further down
+                    raise csv_read_error(path.name, header.delimiter, exc) from exc
+                # UTF-8 at the top, something else further down: decided over the whole file below
             else:
-                raw = _csv_raw(path, path.name, header, scan, encoding)
-                if scan.empty:
-                    return csv_exact(con, raw)
-                raw.expected_records = scan.lines - (header.line + 1)
-                con.execute(
-                    "CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * "
-                    f"FROM {_csv_source(raw, parallel=True)}"
-                )
-                return raw
-    text = _decode_file(path, encoding)
+                _check_scan(path.name, scan, limits)
+                if scan.longest <= limits.max_cell_chars:
+                    raw = _csv_raw(path, path.name, header, scan, encoding)
+                    if scan.empty:
+                        return csv_exact(con, raw)
+                    raw.expected_records = scan.lines - (header.line + 1)
+                    con.execute(
+                        "CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * "
+                        f"FROM {_csv_source(raw, parallel=True)}"
+                    )
+                    return raw
+    text, encoding = _decode_file(path, encoding)
     if not text.strip():
         raise UnusableFileError(f"{path.name} is empty: expected a header row and trade rows.", code="EMPTY_FILE")
     header = _sniff(text[:_SNIFF_BYTES], search_rows, path.name, known)
@@ -332,7 +450,17 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, search_rows: int, know
     source = _write_temp(text)
     try:
         scan = _scan_lines(con, source, header.delimiter)
-        return csv_exact(con, _csv_raw(source, path.name, header, scan, encoding))
+        _check_scan(path.name, scan, limits)
+        long_cells: list[LongCell] = []
+        if scan.longest > limits.max_cell_chars:
+            text, long_cells = _blank_long_cells(text, header.delimiter, header.line, limits.max_cell_chars)
+            source.unlink(missing_ok=True)
+            source = _write_temp(text)
+            del text
+            scan = _scan_lines(con, source, header.delimiter)
+        raw = _csv_raw(source, path.name, header, scan, encoding)
+        raw.long_cells = long_cells
+        return csv_exact(con, raw)
     finally:
         source.unlink(missing_ok=True)  # csv_exact has copied the rows into a table
 
@@ -350,6 +478,7 @@ def _csv_raw(source: Path, name: str, header: _Header, scan: _LineScan, encoding
         name=name,
         source_encoding=encoding,
         skip_records=header.records,
+        max_line_bytes=scan.longest,
     )
 
 
@@ -360,6 +489,7 @@ def _csv_source(raw: RawFile, *, parallel: bool) -> str:
         f"read_csv({_sql_str(str(raw.path))}, header=false, auto_detect=false, all_varchar=true, "
         f"delim={_sql_str(raw.delimiter)}, quote='\"', escape='\"', skip={raw.skip_records}, null_padding=true, "
         f"strict_mode=false, encoding='utf-8', parallel={str(parallel).lower()}, "
+        f"max_line_size={max(raw.max_line_bytes + 2, _DUCKDB_LINE)}, "
         f"columns={{{columns}}})"
     )
 
@@ -405,9 +535,27 @@ def csv_exact(con: duckdb.DuckDBPyConnection, raw: RawFile) -> RawFile:
 
 def csv_error(raw: RawFile, exc: Exception) -> UnusableFileError:
     name = raw.name or (raw.path.name if raw.path else "the file")
+    return csv_read_error(name, raw.delimiter or ",", exc)
+
+
+_DUCKDB_CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")
+
+
+def csv_read_error(name: str, delimiter: str, exc: Exception) -> UnusableFileError:
+    """A CSV reader error in the analyst's words: the line, and what was wrong on it."""
+    text = str(exc)
+    found = _DUCKDB_CSV_LINE.search(text)
+    if found is None:
+        return UnusableFileError(
+            f"{name} could not be read as {delimiter!r}-separated text: {text.splitlines()[0]}", code="UNREADABLE_FILE"
+        )
+    # DuckDB's message: the line, "Original Line: ...", then the reason, then its own options.
+    lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+    reason = next((ln for ln in lines if not ln.startswith(("Original Line", "Possible Solution"))), "")
     return UnusableFileError(
-        f"{name} could not be read as {raw.delimiter!r}-separated text: {str(exc).splitlines()[0]}",
-        code="UNREADABLE_FILE",
+        f"{name} could not be read as {delimiter!r}-separated text: line {found.group(1)}: "
+        f"{reason.rstrip('.') or 'the line could not be parsed'}.",
+        code="CSV_PARSE_ERROR",
     )
 
 
@@ -448,6 +596,8 @@ def _record_line_numbers(raw: RawFile, records: int) -> tuple[np.ndarray, int, i
     numbers: list[int] = []
     blank = 0
     widest = 0
+    last: list[str] = []
+    _allow_long_fields()
     with raw.path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=raw.delimiter)
         previous = 0
@@ -461,12 +611,37 @@ def _record_line_numbers(raw: RawFile, records: int) -> tuple[np.ndarray, int, i
                 continue
             numbers.append(start)
             widest = max(widest, len(row))
+            last = row
+    if numbers and previous - numbers[-1] > 0:
+        _refuse_open_quote(raw, int(starts[numbers[-1] - 1]), numbers[-1], previous, len(last) - 1)
     if len(numbers) != records:
         raise UnusableFileError(
             f"{raw.name}: could not line up {records} records with their line numbers; check for unbalanced quotes.",
             code="UNREADABLE_FILE",
         )
     return np.asarray(numbers, dtype=np.int64), blank, widest
+
+
+def _refuse_open_quote(raw: RawFile, offset: int, line: int, last_line: int, column: int) -> None:
+    """The last record spans lines to the end of the file: refuse it if its quote never closes
+    (a strict parse of that record alone says so), rather than load the rest as one cell."""
+    assert raw.path is not None and raw.delimiter is not None
+    with raw.path.open("rb") as fh:
+        fh.seek(offset)
+        tail = fh.read().decode("utf-8", errors="replace")
+    try:
+        for _ in csv.reader(io.StringIO(tail, newline=""), delimiter=raw.delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):
+            return
+        name = (raw.headers[column] if column < len(raw.headers) else "") or f"column {column + 1}"
+        raise UnusableFileError(
+            f"{raw.name} could not be read as {raw.delimiter!r}-separated text: line {line}, column {name}: a quoted "
+            f"value opens there and is never closed, so lines {line}-{last_line} would be one cell. Close the quote "
+            '(") or remove it, and load the file again.',
+            code="CSV_PARSE_ERROR",
+        ) from None
 
 
 # ---------------------------------------------------------------- workbooks
@@ -497,9 +672,24 @@ def _cell_text(value: object) -> str | None:
     return str(value)
 
 
+_CHUNK_ROWS = 16_384
+_CHUNK_CHARS = 32 * 1024 * 1024  # text of one chunk of rows held as Python strings, at most
+
+
 def _read_workbook(
-    con: duckdb.DuckDBPyConnection, path: Path, sheet: str | None, search_rows: int, known: Mapping[str, str]
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    sheet: str | None,
+    search_rows: int,
+    known: Mapping[str, str],
+    limits: Limits,
+    longest_shared: int | None = None,
 ) -> RawFile:
+    """A sheet into ``raw_data``, in chunks of rows (Python holds one chunk's cells at a time).
+
+    A cell may repeat a shared string any number of times, so a chunk's text is bounded by
+    ``longest_shared`` when the sheet's scan gave it, else by counting every row's characters.
+    """
     from python_calamine import CalamineWorkbook
 
     try:
@@ -520,33 +710,75 @@ def _read_workbook(
         )
     sheet_name = sheet or names[0]
     ws = book.get_sheet_by_name(sheet_name)
-    rows = ws.to_python(skip_empty_area=False)
-    start_row = 0  # calamine gives rows from A1 when skip_empty_area is False
-    header_idx = find_header_row(rows[:search_rows], known)
+    where = f"sheet {sheet_name!r} of {path.name}"
+    check_rows(where, ws.total_height, limits)
+    check_cells(where, ws.total_height, ws.total_width, limits)
+    # iter_rows starts at row 1 but at the used area's first column: pad to column A.
+    left = [""] * (ws.start[1] if ws.start else 0)
+    rows = iter(ws.iter_rows())
+    top = [left + r for r in itertools.islice(rows, search_rows)]
+    header_idx = find_header_row(top, known)
     if header_idx is None:
-        if not any(any(c not in (None, "") for c in r) for r in rows):
+        if not any(any(c not in (None, "") for c in r) for r in top) and ws.height == 0:
             raise UnusableFileError(
                 f"Sheet {sheet_name!r} of {path.name} is empty: expected a header row and trade rows.",
                 code="EMPTY_FILE",
             )
-        raise _no_header(f"sheet {sheet_name!r} of {path.name}", rows[:search_rows], search_rows)
-    headers = [(_cell_text(c) or "").strip() for c in rows[header_idx]]
-    data = rows[header_idx + 1 :]
-    width = max([len(headers)] + [len(r) for r in data[:1]])
-    columns: dict[str, pa.Array] = {
-        "src_row": pa.array(
-            np.arange(header_idx + 2 + start_row, header_idx + 2 + start_row + len(data)), type=pa.int64()
-        )
-    }
+        raise _no_header(where, top, search_rows)
+    headers = [(_cell_text(c) or "").strip() for c in top[header_idx]]
+    width = max(len(headers), ws.total_width)
+    data = itertools.chain(top[header_idx + 1 :], (left + r for r in rows) if left else rows)
+    long_cells: list[LongCell] = []
+    first_row = header_idx + 2
+    created = False
+    chunk: list[Sequence[object]] = []
+    chars = 0
+    count_chars = longest_shared is None
+    per_row = width * max(longest_shared or 0, 1)
+    chunk_rows = _CHUNK_ROWS if count_chars else max(16, min(_CHUNK_ROWS, _CHUNK_CHARS // per_row))
+    for row in data:
+        chunk.append(row)
+        if count_chars:
+            chars += sum(len(v) for v in row if type(v) is str)
+        if len(chunk) >= chunk_rows or chars >= _CHUNK_CHARS:
+            _sheet_chunk(con, chunk, first_row, width, limits.max_cell_chars, long_cells, created)
+            first_row, created, chunk, chars = first_row + len(chunk), True, [], 0
+    if chunk or not created:
+        _sheet_chunk(con, chunk, first_row, width, limits.max_cell_chars, long_cells, created)
+    con.execute("CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM raw_data")
+    raw = RawFile("xlsx", headers + [""] * (width - len(headers)), header_idx + 1, 0, sheet=sheet_name)
+    raw.long_cells = long_cells
+    return raw
+
+
+def _sheet_chunk(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[Sequence[object]],
+    first_row: int,
+    width: int,
+    max_chars: int,
+    long_cells: list[LongCell],
+    append: bool,
+) -> None:
+    """Rows of a sheet into ``raw_data``, as text; cells over ``max_chars`` emptied and noted."""
+    columns: dict[str, pa.Array] = {"src_row": pa.array(np.arange(first_row, first_row + len(rows)), type=pa.int64())}
     for i in range(width):
-        columns[f"c{i}"] = pa.array([_cell_text(r[i]) if i < len(r) else None for r in data], type=pa.string())
+        column = pa.array([_cell_text(r[i]) if i < len(r) else None for r in rows], type=pa.string())
+        lengths = pc.utf8_length(column)
+        if len(column) and (pc.max(lengths).as_py() or 0) > max_chars:
+            over = pc.greater(lengths, max_chars).fill_null(False)
+            for at in np.flatnonzero(over.to_numpy(zero_copy_only=False)):
+                long_cells.append(LongCell(first_row + int(at), i, int(lengths[int(at)].as_py())))
+            column = pc.if_else(over, pa.scalar(None, pa.string()), column)
+        columns[f"c{i}"] = column
     con.register("_fx_sheet", pa.table(columns))
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE raw_data AS SELECT * FROM _fx_sheet")
+        if append:
+            con.execute("INSERT INTO raw_data SELECT * FROM _fx_sheet")
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE raw_data AS SELECT * FROM _fx_sheet")
     finally:
         con.unregister("_fx_sheet")
-    con.execute("CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM raw_data")
-    return RawFile("xlsx", headers + [""] * (width - len(headers)), header_idx + 1, 0, sheet=sheet_name)
 
 
 # ---------------------------------------------------------------- parquet
@@ -560,8 +792,10 @@ def _parquet_text(name: str, sql_type: str, index: int) -> str:
     return f"CAST({col} AS VARCHAR) AS c{index}"
 
 
-def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path, known: Mapping[str, str]) -> RawFile:
+def _read_parquet(con: duckdb.DuckDBPyConnection, path: Path, known: Mapping[str, str], limits: Limits) -> RawFile:
     try:
+        rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchall()[0][0]
+        check_rows(path.name, int(rows) + 1, limits)  # + the header, as a sheet counts it
         described = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
         names = [str(r[0]) for r in described]
         cols = ", ".join(_parquet_text(n, str(t), i) for i, (n, t, *_) in enumerate(described))

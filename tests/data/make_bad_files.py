@@ -2,6 +2,9 @@
 
 Each file is something an analyst could really upload that can never become a batch;
 tests/integration/test_bad_files.py says which error each must give.
+
+``hostile_files/`` holds the small hostile files of issue 15 (tests/integration/test_hostile_files.py);
+the big ones (long cells, zip bombs, oversized files) are built at test time by the helpers below.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pandas as pd
 import xlsxwriter
 
 OUT = Path(__file__).resolve().parent / "bad_files"
+HOSTILE = Path(__file__).resolve().parent / "hostile_files"
 HEADER = "trade_id,client_cif,account_number,currency_pair,side,amount,amount_currency,spread_bps,delivery,value_date,reference"
 ROW = "T1,0123456789,0012345678,USD/ZAR,BUY,1000.00,ZAR,25,SPOT,,ref"
 
@@ -84,6 +88,81 @@ def main() -> None:
     (OUT / "zip_of_a_csv.xlsx").write_bytes(buffer.getvalue())
     pd.DataFrame({"date": ["2026-11-30"], "open": [17.6], "close": [17.7]}).to_parquet(OUT / "no_trade_columns.parquet")
     pd.DataFrame({c: pd.Series([], dtype="string") for c in HEADER.split(",")}).to_parquet(OUT / "no_rows.parquet")
+
+    hostile(HOSTILE)
+
+
+def rows_text(count: int, start: int = 2, reference: str = "ref") -> list[str]:
+    return [ROW.replace("T1,", f"T{i},").replace(",ref", f",{reference}") for i in range(start, start + count)]
+
+
+def csv_with_long_cell(path: Path, line: int, column: str, chars: int, rows: int = 60) -> Path:
+    """A good CSV whose cell in ``column`` on ``line`` holds ``chars`` characters."""
+    lines = [HEADER, *rows_text(rows)]
+    cells = lines[line - 1].split(",")
+    cells[HEADER.split(",").index(column)] = "x" * chars
+    lines[line - 1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def zip_bomb(path: Path, unzipped_mb: int = 40) -> Path:
+    """A small XLSX whose sheet unzips to ``unzipped_mb`` MB of blanks (a ratio near 1000)."""
+    sheet = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+        + " " * (unzipped_mb * 1024 * 1024)
+        + "</sheetData></worksheet>"
+    )
+    return _replace_sheet(path, sheet.encode())
+
+
+def claims_to_unzip_to(path: Path, claimed: int) -> Path:
+    """A small XLSX whose zip directory says its sheet unzips to ``claimed`` bytes (no data behind it)."""
+    _replace_sheet(path, b"<worksheet/>")
+    data = bytearray(path.read_bytes())
+    member = b"xl/worksheets/sheet1.xml"
+    at = data.rfind(b"PK\x01\x02", 0, data.rfind(member))  # its central directory entry
+    data[at + 24 : at + 28] = claimed.to_bytes(4, "little")  # uncompressed size
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _replace_sheet(path: Path, sheet: bytes) -> Path:
+    template = io.BytesIO()
+    with xlsxwriter.Workbook(template, {"in_memory": True}) as book:
+        book.add_worksheet("Trades").write_string(0, 0, "trade_id")
+    with zipfile.ZipFile(template) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = sheet if item.filename == "xl/worksheets/sheet1.xml" else src.read(item)
+            dst.writestr(item.filename, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+    return path
+
+
+def hostile(out: Path) -> None:
+    """The small hostile files of issue 15."""
+    out.mkdir(exist_ok=True)
+    head = (HEADER + "\n").encode()
+    mixed = [r.encode() for r in rows_text(8)]
+    mixed[2] = rows_text(1, 4, "Jos\xe9")[0].encode("cp1252")  # line 4: Windows-1252
+    mixed[5] = rows_text(1, 7, "José")[0].encode("utf-8")  # line 7: UTF-8
+    (out / "mixed_encodings.csv").write_bytes(head + b"\n".join(mixed) + b"\n")
+    (out / "windows_1252.csv").write_bytes(
+        head + "\n".join(rows_text(3, reference="Jos\xe9 €")).encode("cp1252") + b"\n"
+    )
+    late = rows_text(400)
+    late[298] = late[298].replace(",ref", ",r\x00ef")  # line 300, far past the first 8 KB
+    (out / "nul_on_line_300.csv").write_text(HEADER + "\n" + "\n".join(late) + "\n", encoding="utf-8", newline="")
+    unclosed = rows_text(58)
+    unclosed[40] = unclosed[40].replace(",ref", ',"ref')  # line 42
+    (out / "unclosed_quote.csv").write_text(HEADER + "\n" + "\n".join(unclosed) + "\n", encoding="utf-8")
+    with xlsxwriter.Workbook(str(out / "far_cell.xlsx")) as book:
+        ws = book.add_worksheet("Trades")
+        for c, name in enumerate(HEADER.split(",")):
+            ws.write_string(0, c, name)
+        for c, value in enumerate(ROW.split(",")):
+            ws.write_string(1, c, value)
+        ws.write_string(1_048_575, 16_383, "stray")  # XFD1048576: 17 billion cells to a dense reader
 
 
 if __name__ == "__main__":

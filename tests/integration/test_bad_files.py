@@ -119,7 +119,7 @@ def test_a_corrupt_line_in_an_otherwise_good_file_is_one_rejected_row(
     wb: Workbench, write_file: Callable[..., Path]
 ) -> None:
     lines = [HEADER.encode()] + [good_row(i).encode() for i in range(1, 301)]
-    lines += [b"\x00\xff\xfe\x00junk," * 30, good_row(301).encode()]
+    lines += [b"\xff\xfejunk," * 30, good_row(301).encode()]  # a NUL is refused file-wide (test_hostile_files)
     result = wb.load(write_file(b"\n".join(lines) + b"\n"), today=TODAY)
     assert (result.rows, result.accepted, result.rejected, result.ignored) == (302, 301, 1, 0)
     assert {r.row for r in result.rejections} == {302}

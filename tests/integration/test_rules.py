@@ -40,7 +40,7 @@ def accepted_trade(wb: Workbench, write_file: WriteFile, today: date = TODAY, **
     """Load one row that must be accepted and return it as stored."""
     result = load_lines(wb, write_file, good_row(1, **overrides), today=today)
     assert result.rejections == [], result.rejections
-    trades = wb.trades(result.batch_id)
+    trades = wb.trades(result.batch_id, unmask=True)  # the stored values, accounts unmasked
     assert len(trades) == 1
     return trades.iloc[0]
 
