@@ -16,9 +16,12 @@ import pyarrow as pa
 from fxbatch.errors import NotFoundError, UnusableFileError
 from fxbatch.ingest import CheckedFile, Fixes, check_file, fetch_rejected_rows, fetch_rejections
 from fxbatch.ingest.layout import FIELDS
+from fxbatch.ingest.limits import Limits
 from fxbatch.ingest.readers import drop_raw
 from fxbatch.ingest.rules import drop_checked
+from fxbatch.masking import ACCOUNT_FIELD, account_sql, field_value_sql, message_sql
 from fxbatch.models import BatchInfo, CheckReport, LoadResult
+from fxbatch.moneyview import checked_notional
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings
 from fxbatch.store import Store, insert_arrow
@@ -62,6 +65,7 @@ def _checked(
                 search_rows=settings.header_search_rows,
                 fixes=fixes,
                 source=source,
+                limits=Limits.from_settings(settings),
             ),
         )
     finally:
@@ -115,6 +119,7 @@ def check_report(
             rejected_rows=fetch_rejected_rows(cur, checked.plan, limit),
             fixed=checked.fixed,
             fixed_still_rejected=_still_rejected(cur, checked.fixed),
+            notional_zar=checked_notional(cur, rates.zar_factors()),
         )
 
 
@@ -256,27 +261,34 @@ def _page(limit: int | None, offset: int) -> str:
     return (f" LIMIT {int(limit)}" if limit is not None else "") + (f" OFFSET {int(offset)}" if offset else "")
 
 
-def batch_trades(store: Store, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
-    """A batch's trades in row order (a page of them with ``limit``/``offset``)."""
+def trades_sql(batch_id: int, *, unmask: bool = False) -> str:
+    """SQL of a batch's trades in row order as a person sees them: accounts masked unless ``unmask``
+    (``fxbatch.masking``). The Batches table and the batch's export both read it."""
+    columns = [f"{account_sql(c, unmask=unmask)} AS {c}" if c == ACCOUNT_FIELD else c for c in TRADE_COLUMNS]
+    return f"SELECT src_row AS row, {', '.join(columns)} FROM trades WHERE batch_id = {int(batch_id)} ORDER BY src_row"
+
+
+def batch_trades(
+    store: Store, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
+) -> pd.DataFrame:
+    """A batch's trades in row order (a page of them with ``limit``/``offset``); accounts masked
+    unless ``unmask``."""
     get_batch(store, batch_id)
+    return store.cursor().execute(trades_sql(batch_id, unmask=unmask) + _page(limit, offset)).df()
+
+
+def batch_corrections(store: Store, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
+    """The cells corrected before the batch was created: row, field, original (the file's text), corrected.
+
+    An account's original and corrected text are masked unless ``unmask``."""
+    get_batch(store, batch_id)
+    original = field_value_sql("field", "original", unmask=unmask)
+    corrected = field_value_sql("field", "corrected", unmask=unmask)
     return (
         store.cursor()
         .execute(
-            f"SELECT src_row AS row, {', '.join(TRADE_COLUMNS)} FROM trades WHERE batch_id = ? "
-            f"ORDER BY src_row{_page(limit, offset)}",
-            [batch_id],
-        )
-        .df()
-    )
-
-
-def batch_corrections(store: Store, batch_id: int) -> pd.DataFrame:
-    """The cells corrected before the batch was created: row, field, original (the file's text), corrected."""
-    get_batch(store, batch_id)
-    return (
-        store.cursor()
-        .execute(
-            "SELECT src_row AS row, field, original, corrected FROM corrections WHERE batch_id = ? "
+            f"SELECT src_row AS row, field, {original} AS original, {corrected} AS corrected FROM corrections "
+            "WHERE batch_id = ? "
             "ORDER BY src_row, field",
             [batch_id],
         )
@@ -284,13 +296,19 @@ def batch_corrections(store: Store, batch_id: int) -> pd.DataFrame:
     )
 
 
-def batch_rejections(store: Store, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
-    """A batch's rejections in row order (a page of them with ``limit``/``offset``)."""
+def batch_rejections(
+    store: Store, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
+) -> pd.DataFrame:
+    """A batch's rejections in row order (a page of them with ``limit``/``offset``); the value of a
+    rejected account (and the reason quoting it) is masked unless ``unmask``."""
     get_batch(store, batch_id)
+    value = field_value_sql("column_name", "value", unmask=unmask)
+    message = message_sql("column_name", "value", "message", unmask=unmask)
     return (
         store.cursor()
         .execute(
-            "SELECT src_row AS row, column_name AS column, value, code, message FROM rejections "
+            f"SELECT src_row AS row, column_name AS column, {value} AS value, code, {message} AS message "
+            "FROM rejections "
             f"WHERE batch_id = ? ORDER BY src_row{_page(limit, offset)}",
             [batch_id],
         )

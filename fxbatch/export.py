@@ -5,6 +5,9 @@ only 15 significant digits. Text cells that a spreadsheet would read as a formul
 ``= + - @``, tab or carriage return) get a leading apostrophe in every CSV and XLSX file fxbatch
 writes: each goes through ``safe_text`` (numbers keep their type: only text columns change).
 A file is written beside its target and renamed into place, so a failed write leaves nothing.
+
+Account numbers follow the one masking rule (``fxbatch.masking``): masked unless the caller
+unmasks, and then the file's name says ``UNMASKED`` (``run_12.csv`` becomes ``run_12-UNMASKED.csv``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from fxbatch import batches
 from fxbatch.engine import records
 from fxbatch.errors import SettingsError
+from fxbatch.masking import ACCOUNT_FIELD, account_sql, export_path
 from fxbatch.store import Store
 
 EXCEL_MAX_ROWS = 1_048_575
@@ -41,7 +46,10 @@ def safe_text(cur: duckdb.DuckDBPyConnection, sql: str) -> str:
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
-    """A DataFrame as CSV for a download (e.g. a batch's rejections), neutralised like the exports."""
+    """A DataFrame as CSV for a download (e.g. a batch's rejections), neutralised like the exports.
+
+    The frame is written as given: read it masked (``Workbench.rejections`` masks by default) and name
+    the download with ``masking.export_name`` when it was read unmasked."""
     with duckdb.connect() as con, tempfile.TemporaryDirectory() as tmp:
         con.register("frame", df)
         path = Path(tmp) / "frame.csv"
@@ -49,9 +57,10 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
         return path.read_bytes()
 
 
-def _run_rows_sql(run_id: int, batch_id: int, scope: str) -> str:
+def _run_rows_sql(run_id: int, batch_id: int, scope: str, unmask: bool = False) -> str:
+    account = account_sql(f"t.{ACCOUNT_FIELD}", unmask=unmask)
     return f"""
-    SELECT t.src_row AS row, t.trade_id, t.client_cif, t.account_number, t.currency_pair, t.side, t.amount, t.amount_currency,
+    SELECT t.src_row AS row, t.trade_id, t.client_cif, {account} AS account_number, t.currency_pair, t.side, t.amount, t.amount_currency,
            coalesce(r.spread_pips, t.spread_pips) AS spread_pips, t.delivery,
            coalesce(r.value_date, t.value_date) AS value_date, t.reference,
            coalesce(r.status, 'PENDING') AS status, r.failure_code, r.failure_message, r.retryable,
@@ -64,16 +73,31 @@ def _run_rows_sql(run_id: int, batch_id: int, scope: str) -> str:
     """
 
 
-def export_run(store: Store, run_id: int, path: Path | str) -> int:
-    """Write one row per trade of ``run_id`` to ``path`` (format from the suffix); returns rows."""
-    path = _target(path)
+def export_run(store: Store, run_id: int, path: Path | str, *, unmask: bool = False) -> int:
+    """Write one row per trade of ``run_id`` to ``path`` (format from the suffix); returns rows.
+
+    Account numbers are masked unless ``unmask``; an unmasked export is written to
+    ``masking.export_path(path, unmask=True)`` (``-UNMASKED`` before the suffix), never to a plain name."""
+    path = _target(export_path(path, unmask=unmask))
     summary = records.get_run(store, run_id)
-    sql = _run_rows_sql(run_id, summary.batch_id, records.scope_sql(summary.config))
+    sql = _run_rows_sql(run_id, summary.batch_id, records.scope_sql(summary.config), unmask)
     return _write(store.cursor(), sql, path, summary.trades)
 
 
+def export_batch(store: Store, batch_id: int, path: Path | str, *, unmask: bool = False) -> int:
+    """A batch's trades as loaded (before any run) to ``path``; accounts masked unless ``unmask``,
+    and then written to ``masking.export_path(path, unmask=True)`` like ``export_run``."""
+    path = _target(export_path(path, unmask=unmask))
+    info = batches.get_batch(store, batch_id)
+    return _write(store.cursor(), batches.trades_sql(batch_id, unmask=unmask), path, info.trades)
+
+
 def export_ledger(store: Store, path: Path | str, run_id: int | None = None) -> int:
-    """The simulated bank's booked deals (optionally of one run), with the caller's trade id."""
+    """The simulated bank's booked deals (optionally of one run), with the caller's trade id.
+
+    Nothing here to mask: a deal row carries ids, rates and times, no client account number (the
+    trade is found by its trade id and row), so the ledger has no ``unmask`` and no UNMASKED name.
+    A column with an account added here must go through ``masking.account_sql`` like ``export_run``."""
     path = _target(path)
     where = f"WHERE l.run_id = {int(run_id)}" if run_id is not None else ""
     sql = f"""

@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect
 
 from fxbatch.api.deps import BIG, WB, BatchId, api_url
 from fxbatch.api.problems import PROBLEM_RESPONSES, Problem, error_response, problem
+from fxbatch.api.review import Unmask
 from fxbatch.api.tables import TABLE_RESPONSES, table_response
 from fxbatch.api.uploads import MB, CheckForm, Upload, UploadForm, form_openapi, parse_form, receive_upload
 from fxbatch.errors import FxBatchError, UnusableFileError
@@ -125,17 +126,23 @@ def delete_batch(batch_id: BatchId, wb: WB) -> Response:
 
 
 @router.get("/v1/batches/{batch_id}/trades", responses=TABLE_RESPONSES, summary="A batch's trades")
-def batch_trades(request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0) -> Response:
-    return table_response(request, wb.trades(batch_id, limit, offset))
+def batch_trades(
+    request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0, unmask: Unmask = False
+) -> Response:
+    return table_response(request, wb.trades(batch_id, limit, offset, unmask=unmask))
 
 
 @router.get("/v1/batches/{batch_id}/rejections", responses=TABLE_RESPONSES, summary="A batch's rejected rows")
-def batch_rejections(request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0) -> Response:
-    return table_response(request, wb.rejections(batch_id, limit, offset))
+def batch_rejections(
+    request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0, unmask: Unmask = False
+) -> Response:
+    return table_response(request, wb.rejections(batch_id, limit, offset, unmask=unmask))
 
 
 @router.get("/v1/batches/{batch_id}/corrections", responses=TABLE_RESPONSES, summary="Cells corrected at load")
-def batch_corrections(request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0) -> Response:
-    df = wb.corrections(batch_id)
+def batch_corrections(
+    request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0, unmask: Unmask = False
+) -> Response:
+    df = wb.corrections(batch_id, unmask=unmask)
     end = None if limit is None else offset + limit
     return table_response(request, df.iloc[offset:end].reset_index(drop=True))

@@ -171,7 +171,7 @@ def test_export_writes_one_row_per_trade(cli: Cli, batch: int, tmp_path: Path) -
     out = tmp_path / "x.csv"
     code, payload, _ = cli("export", str(ran["run_id"]), "-o", str(out), "--json")
     assert code == 0
-    assert payload == {"run_id": ran["run_id"], "rows": 200, "path": str(out)}
+    assert payload == {"run_id": ran["run_id"], "rows": 200, "path": str(out), "unmasked": False}
     with out.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 200
