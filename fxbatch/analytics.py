@@ -16,6 +16,7 @@ import pandas as pd
 
 from fxbatch.engine.records import scope_sql
 from fxbatch.errors import NotFoundError
+from fxbatch.masking import account_sql
 from fxbatch.models import RunConfig, TradeStatus
 from fxbatch.store import Store
 
@@ -129,12 +130,52 @@ def notional_by_outcome(store: Store, run_id: int) -> pd.DataFrame:
     return (
         store.cursor()
         .execute(
-            "SELECT status, count(*)::BIGINT AS trades, coalesce(sum(amount_zar), 0) AS amount_zar "
+            "SELECT status, count(*)::BIGINT AS trades, round(coalesce(sum(amount_zar), 0), 2) AS amount_zar "
             "FROM run_trades WHERE run_id = ? GROUP BY status ORDER BY status",
             [run_id],
         )
         .df()
     )
+
+
+def notional_by(store: Store, run_id: int, by: str, top: int = 10, *, failed: bool = False) -> pd.DataFrame:
+    """key, status, trades, amount_zar, rank, keys: notional in ZAR per outcome of the ``top`` currency
+    pairs or clients by notional (by failed notional when ``failed``), the rest as one "(others)" row.
+
+    Never ranked by id: the first key holds the most money. ``keys`` says how many pairs or clients
+    a row stands for (1, or how many the "(others)" row sums). Trades not final yet have no ZAR value
+    (amount_zar 0, status PENDING). With ``failed``, keys without failed notional are never ranked.
+    """
+    if by not in _BY:
+        raise ValueError(f"by must be one of {sorted(_BY)}")
+    cur = store.cursor()
+    batch_id, _, scope = _run(cur, run_id)
+    rank_on = "failed" if failed else "total"
+    df = cur.execute(
+        f"""
+        WITH k AS (
+            SELECT {_BY[by]} AS key, coalesce(r.status, 'PENDING') AS status, count(*)::BIGINT AS trades,
+                   coalesce(sum(r.amount_zar), 0)::DOUBLE AS amount_zar
+            FROM trades t LEFT JOIN (SELECT src_row, status, amount_zar FROM run_trades WHERE run_id = $run) r
+                ON r.src_row = t.src_row
+            WHERE t.batch_id = $batch{scope} GROUP BY ALL
+        ), totals AS (
+            SELECT key, sum(amount_zar) AS total, coalesce(sum(amount_zar) FILTER (WHERE status = 'FAILED'), 0)
+                   AS failed, sum(trades) AS trades FROM k GROUP BY key
+        ), ranked AS (
+            SELECT key, CASE WHEN {rank_on} > 0 THEN
+                   row_number() OVER (ORDER BY {rank_on} > 0 DESC, {rank_on} DESC, trades DESC, key) END AS rank
+            FROM totals
+        )
+        SELECT CASE WHEN rank <= $top THEN k.key ELSE '{OTHER}' END AS key, k.status, sum(k.trades)::BIGINT AS trades,
+               round(sum(k.amount_zar), 2)::DOUBLE AS amount_zar, CASE WHEN rank <= $top THEN rank ELSE $top + 1 END AS rank,
+               CASE WHEN rank <= $top THEN 1 ELSE (SELECT count(*) FROM ranked WHERE coalesce(rank > $top, true))
+               END::BIGINT AS keys
+        FROM k JOIN ranked USING (key) GROUP BY ALL ORDER BY rank, k.status
+        """,
+        {"run": int(run_id), "batch": batch_id, "top": int(top)},
+    ).df()
+    return df[["key", "status", "trades", "amount_zar", "rank", "keys"]].astype({"rank": "int64"})
 
 
 def income_by(store: Store, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
@@ -183,24 +224,57 @@ def latency_histogram(store: Store, run_id: int, bins: int = 30) -> pd.DataFrame
     )
 
 
-def throughput(store: Store, run_id: int, max_points: int = 300) -> pd.DataFrame:
-    """second, trades, per_s: trades finished per time bucket, seconds after the first trade finished."""
-    return (
-        store.cursor()
-        .execute(
-            f"""
-            WITH f AS (SELECT epoch(finished_at) AS s FROM run_trades WHERE run_id = ?),
-            -- 1 s buckets (wider for long runs); tenths of a second for runs shorter than 30 s
-            b AS (SELECT min(s) AS lo, CASE WHEN max(s) - min(s) < 30 THEN 0.1
-                         ELSE greatest(ceil((max(s) - min(s)) / {int(max_points)}), 1) END AS width FROM f)
-            SELECT round(floor((s - lo) / width) * width, 3) AS second, count(*)::BIGINT AS trades,
-                   count(*) / any_value(width) AS per_s
-            FROM f, b GROUP BY ALL ORDER BY second
-            """,
-            [run_id],
+# Bin widths a reader takes in at a glance: 1, 2 or 5 of a power of ten, then minutes and hours.
+_TIME_STEPS = (
+    *(m * 10.0**e for e in range(-3, 1) for m in (1, 2, 5)),
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+)
+
+
+def time_bin_width(duration_s: float, bins: int = 40) -> float:
+    """A round bin width (seconds) that cuts a run of ``duration_s`` into at most ``bins`` bars.
+
+    A 1-second run gets 0.05 s bars (twenty of them, not one spike), an hour gets 2 minutes.
+    """
+    wanted = max(float(duration_s), 0.0) / max(int(bins), 1)
+    return next((w for w in _TIME_STEPS if w >= wanted - 1e-12), _TIME_STEPS[-1] * -(-wanted // _TIME_STEPS[-1]))
+
+
+def throughput(store: Store, run_id: int, bins: int = 40) -> pd.DataFrame:
+    """second, trades, per_s, width_s: trades finished per time bin, seconds after the first trade finished.
+
+    The bin width is chosen from the run's own length (``time_bin_width``); empty bins are kept
+    out, so a stall shows as a gap on the time axis.
+    """
+    cur = store.cursor()
+    lo, hi = cur.execute(
+        "SELECT epoch(min(finished_at)), epoch(max(finished_at)) FROM run_trades WHERE run_id = ?", [run_id]
+    ).fetchall()[0]
+    if lo is None:
+        return pd.DataFrame({"second": [], "trades": [], "per_s": [], "width_s": []}).astype(
+            {"second": "float64", "trades": "int64", "per_s": "float64", "width_s": "float64"}
         )
-        .df()[["second", "trades", "per_s"]]
-    )
+    width = time_bin_width(float(hi) - float(lo), bins)
+    last = max(int(-(-(float(hi) - float(lo)) // width)) - 1, 0)  # the end instant falls in the last bin
+    df = cur.execute(
+        """
+        SELECT round(least(floor((epoch(finished_at) - $lo) / $w), $last) * $w, 6) AS second,
+               count(*)::BIGINT AS trades, count(*) / $w AS per_s, $w AS width_s
+        FROM run_trades WHERE run_id = $run GROUP BY ALL ORDER BY second
+        """,
+        {"lo": float(lo), "w": width, "last": last, "run": run_id},
+    ).df()
+    return df[["second", "trades", "per_s", "width_s"]]
 
 
 # ---------------------------------------------------------------------------- trades
@@ -238,9 +312,7 @@ class TradeFilter:
 
 
 def _account(unmask: bool) -> str:
-    if unmask:
-        return "t.account_number"
-    return "repeat('•', greatest(length(t.account_number) - 4, 0)) || right(t.account_number, 4)"
+    return account_sql("t.account_number", unmask=unmask)  # the one masking rule (fxbatch.masking)
 
 
 def trades_page(

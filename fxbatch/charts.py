@@ -1,4 +1,8 @@
-"""Run review figures: the DataFrames of ``fxbatch.analytics`` in, plotly figures out (pure)."""
+"""Run review figures: the DataFrames of ``fxbatch.analytics`` in, plotly figures out (pure).
+
+Every figure uses the shared outcome colours and order of ``fxbatch.chartstyle``, value axes
+from zero with round ticks, and carries a one-line caption (``caption_of(fig)``).
+"""
 
 from __future__ import annotations
 
@@ -6,44 +10,100 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from fxbatch.analytics import OTHER
+from fxbatch.chartstyle import (
+    LAYOUT,
+    NEUTRAL,
+    OTHERS_COLOUR,
+    OUTCOME_COLOURS,
+    SHARE_AXIS,
+    caption_of,
+    colour,
+    empty_figure,
+    label,
+    outcome_order,
+    value_axis,
+    with_caption,
+    zar,
+)
 
-STATUS_COLOURS = {
-    "SUCCESS": "#2ca02c",
-    "FAILED": "#d62728",
-    "CANCELLED": "#7f7f7f",
-    "PENDING": "#c7c7c7",
-    "EXECUTING": "#1f77b4",
-    "QUOTED": "#17becf",
-}
-_LAYOUT: dict[str, object] = {"margin": {"t": 60, "b": 40, "l": 50, "r": 40}, "height": 360}
+__all__ = [
+    "STATUS_COLOURS",
+    "caption_of",
+    "empty_figure",
+    "income_chart",
+    "latency_chart",
+    "notional_by_chart",
+    "notional_chart",
+    "outcome_chart",
+    "outcomes_by_chart",
+    "pareto_chart",
+    "throughput_chart",
+]
+
+STATUS_COLOURS = OUTCOME_COLOURS  # the name this module used before chartstyle
+_VERB = {"SUCCESS": "succeeded", "FAILED": "failed", "CANCELLED": "cancelled", "PENDING": "not started"}
+_MONEY_VERB = {"SUCCESS": "booked", "FAILED": "failed", "CANCELLED": "cancelled", "PENDING": "not started"}
 
 
-def empty_figure(title: str, why: str, layout: dict[str, object] | None = None) -> go.Figure:
-    """A chart with nothing to draw: its title and why (``layout``: the page's sizing, default this module's)."""
-    fig = go.Figure()
-    fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    fig.update_layout(
-        title=title, xaxis={"visible": False}, yaxis={"visible": False}, **(_LAYOUT if layout is None else layout)
-    )
-    return fig
+def _categories(labels: list[str]) -> dict[str, object]:
+    """A category axis in exactly this order (CIFs look like numbers; plotly must not sort them)."""
+    return {"type": "category", "categoryorder": "array", "categoryarray": labels}
 
 
 def outcome_chart(counts: pd.DataFrame) -> go.Figure:
-    """Trades per status (analytics.outcome_counts)."""
+    """Trades per status (analytics.outcome_counts), in the shared outcome order and colours."""
     title = "Outcome of every trade"
     if counts.empty:
         return empty_figure(title, "no trades")
+    df = counts.set_index("status").reindex(outcome_order(counts["status"]))
+    names = [label(s) for s in df.index]
     fig = go.Figure(
         go.Bar(
-            x=counts["status"],
-            y=counts["trades"],
-            marker_color=[STATUS_COLOURS.get(s, "#999") for s in counts["status"]],
-            text=[f"{n:,} ({s:.0%})" for n, s in zip(counts["trades"], counts["share"], strict=True)],
+            x=names,
+            y=df["trades"],
+            marker_color=[colour(s) for s in df.index],
+            text=[f"{n:,} ({s:.0%})" for n, s in zip(df["trades"], df["share"], strict=True)],
             textposition="auto",
+            hovertemplate="%{x}: %{y:,} trades<extra></extra>",
         )
     )
-    fig.update_layout(title=title, yaxis={"title": "trades"}, **_LAYOUT)
-    return fig
+    fig.update_layout(
+        title=title, xaxis=_categories(names), yaxis=value_axis(df["trades"].max(), "trades"), showlegend=False,
+        **LAYOUT,
+    )  # fmt: skip
+    total = int(df["trades"].sum())
+    parts = [f"{int(n):,} {_VERB.get(str(s), 'in flight')} ({n / total:.0%})" for s, n in df["trades"].items() if total]
+    return with_caption(fig, f"How the {total:,} trades ended: " + ", ".join(parts) + ".")
+
+
+def notional_chart(df: pd.DataFrame) -> go.Figure:
+    """Notional in ZAR per final status (analytics.notional_by_outcome), ordered as the outcome chart."""
+    title = "Notional by outcome (ZAR)"
+    if df.empty:
+        return empty_figure(title, "no finished trades yet")
+    df = df.set_index("status").reindex(outcome_order(df["status"]))
+    names = [label(s) for s in df.index]
+    amounts = df["amount_zar"].astype(float)
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=amounts,
+            marker_color=[colour(s) for s in df.index],
+            text=[zar(v) for v in amounts],
+            textposition="auto",
+            customdata=df["trades"],
+            hovertemplate="%{x}: R %{y:,.2f} on %{customdata:,} trades<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title, xaxis=_categories(names), yaxis=value_axis(amounts.max(), "ZAR", money=True), showlegend=False,
+        **LAYOUT,
+    )  # fmt: skip
+    total = float(amounts.sum())
+    parts = [f"{zar(v)} {_MONEY_VERB.get(str(s), 'in flight')}" for s, v in amounts.items()]
+    failed = float(amounts.get("FAILED", 0.0))
+    share = f" ({failed / total:.0%} of {zar(total)})" if total and failed else ""
+    return with_caption(fig, "The money behind each outcome: " + ", ".join(parts) + share + ".")
 
 
 def pareto_chart(pareto: pd.DataFrame) -> go.Figure:
@@ -52,7 +112,12 @@ def pareto_chart(pareto: pd.DataFrame) -> go.Figure:
     if pareto.empty:
         return empty_figure(title, "no failed trades")
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=pareto["failure_code"], y=pareto["trades"], name="failed trades", marker_color="#d62728"))
+    fig.add_trace(
+        go.Bar(
+            x=pareto["failure_code"], y=pareto["trades"], name="failed trades", marker_color=colour("FAILED"),
+            hovertemplate="%{x}: %{y:,} failed trades<extra></extra>",
+        )
+    )  # fmt: skip
     fig.add_trace(
         go.Scatter(
             x=pareto["failure_code"],
@@ -61,48 +126,102 @@ def pareto_chart(pareto: pd.DataFrame) -> go.Figure:
             yaxis="y2",
             mode="lines+markers",
             line={"color": "#333"},
+            cliponaxis=False,
+            hovertemplate="%{x}: %{y:.0%} of failures so far<extra></extra>",
         )
     )
+    # Four intervals on both axes: the trades axis ticks on the same grid lines as 0/25/50/75/100%.
     fig.update_layout(
         title=title,
-        yaxis={"title": "failed trades"},
-        yaxis2={"overlaying": "y", "side": "right", "tickformat": ".0%", "range": [0, 1.05]},
-        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.12},
-        **_LAYOUT,
+        xaxis=_categories([str(c) for c in pareto["failure_code"]]),
+        yaxis=value_axis(pareto["trades"].max(), "failed trades", intervals=4),
+        yaxis2={**SHARE_AXIS, "overlaying": "y", "side": "right", "showgrid": False},
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+        **LAYOUT,
     )
-    return fig
+    total = int(pareto["trades"].sum())
+    first = pareto.iloc[0]
+    most = min(int((pareto["cumulative_share"] < 0.8 - 1e-9).sum()) + 1, len(pareto))
+    then = f"the first {most} reasons make at least 80%." if most > 1 else "it alone makes at least 80%."
+    return with_caption(
+        fig,
+        f"Which reasons to fix first: {first['failure_code']} is {first['share']:.0%} of the {total:,} failed trades; "
+        + then,
+    )
 
 
 def outcomes_by_chart(df: pd.DataFrame, what: str) -> go.Figure:
-    """Stacked trades per status for each currency pair or client (analytics.outcomes_by)."""
+    """Stacked trades per status for each currency pair or client (analytics.outcomes_by), keys as ranked."""
     title = f"Outcomes by {what}"
     if df.empty:
         return empty_figure(title, "no trades")
-    keys = list(dict.fromkeys(df["key"]))
+    keys = [k for k in dict.fromkeys(df["key"].astype(str)) if k != OTHER]
+    keys += [OTHER] if (df["key"] == OTHER).any() else []
     fig = go.Figure()
-    for status in [s for s in STATUS_COLOURS if s in set(df["status"])]:
-        part = df[df["status"] == status].set_index("key").reindex(keys)
-        fig.add_trace(go.Bar(x=keys, y=part["trades"].fillna(0), name=status, marker_color=STATUS_COLOURS[status]))
-    fig.update_layout(title=title, barmode="stack", xaxis={"type": "category"}, yaxis={"title": "trades"}, **_LAYOUT)
-    return fig
+    for status in outcome_order(df["status"]):
+        part = df[df["status"] == status].groupby("key")["trades"].sum().reindex(keys).fillna(0)
+        fig.add_trace(go.Bar(x=keys, y=part, name=label(status), marker_color=colour(status)))
+    stacks = df.groupby("key")["trades"].sum()
+    fig.update_layout(
+        title=title, barmode="stack", xaxis=_categories(keys), yaxis=value_axis(stacks.max(), "trades"),
+        legend={"traceorder": "normal"}, **LAYOUT,
+    )  # fmt: skip
+    first = stacks.drop(OTHER, errors="ignore").sort_values(ascending=False)
+    lead = f"{first.index[0]} has the most ({int(first.iloc[0]):,})" if len(first) else "every trade is in (others)"
+    return with_caption(fig, f"Trades per {what} and how they ended: {lead}; colours are outcomes.")
 
 
-def notional_chart(df: pd.DataFrame) -> go.Figure:
-    """Notional in ZAR per final status (analytics.notional_by_outcome)."""
-    title = "Notional by outcome (ZAR)"
-    if df.empty:
-        return empty_figure(title, "no finished trades yet")
-    fig = go.Figure(
-        go.Bar(
-            x=df["status"],
-            y=df["amount_zar"],
-            marker_color=[STATUS_COLOURS.get(s, "#999") for s in df["status"]],
-            text=[f"R {v:,.0f}" for v in df["amount_zar"]],
-            textposition="auto",
-        )
+def notional_by_chart(df: pd.DataFrame, what: str, *, failed: bool = False) -> go.Figure:
+    """The top currency pairs or clients by notional in ZAR, stacked by outcome (analytics.notional_by).
+
+    Horizontal bars, the largest on top; ``what`` is the singular ("client", "currency pair").
+    With ``failed`` (from ``notional_by(..., failed=True)``), only the failed notional is drawn,
+    so the bars that lead are the failures that cost most. The "(others)" row is not drawn (it
+    sums many keys and would dwarf the rest); the caption says what it holds.
+    """
+    plural = f"{what}s"
+    view = "failed notional" if failed else "notional"
+    named = df[df["key"] != OTHER] if not df.empty else df
+    if failed and not named.empty:
+        named = named[named["status"] == "FAILED"]
+    if named.empty or float(named["amount_zar"].sum()) <= 0:
+        why = "no failed trades" if failed else "no finished trades yet"
+        return empty_figure(f"Top {plural} by {view} (ZAR)", why)
+    keys = list(dict.fromkeys(named.sort_values("rank", kind="stable")["key"].astype(str)))
+    title = f"Top {len(keys)} {plural} by {view} (ZAR)"
+    fig = go.Figure()
+    for status in outcome_order(named["status"]):
+        part = named[named["status"] == status].groupby("key")[["amount_zar", "trades"]].sum().reindex(keys)
+        fig.add_trace(
+            go.Bar(
+                x=part["amount_zar"].fillna(0.0), y=keys, orientation="h", name=label(status),
+                marker_color=colour(status), customdata=part["trades"].fillna(0).astype(int),
+                hovertemplate=f"%{{y}}: R %{{x:,.2f}} {label(status).lower()} on %{{customdata:,}} trades<extra></extra>",
+            )
+        )  # fmt: skip
+    stacks = named.groupby("key")["amount_zar"].sum()
+    fig.update_layout(
+        title=title,
+        barmode="stack",
+        yaxis={**_categories(keys), "autorange": "reversed"},
+        xaxis=value_axis(stacks.max(), "ZAR", money=True),
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom", "traceorder": "normal"},
+        **LAYOUT,
     )
-    fig.update_layout(title=title, yaxis={"title": "ZAR", "tickformat": ",.0f"}, **_LAYOUT)
-    return fig
+    everything = df[df["status"] == "FAILED"] if failed else df
+    total = float(everything["amount_zar"].sum())
+    shown = float(stacks.sum())
+    rest = df[df["key"] == OTHER]
+    others = (
+        f"; {int(rest['keys'].max()):,} other {plural} hold the remaining {zar(total - shown)} (not drawn)"
+        if len(rest) and total - shown > 0.005
+        else ""
+    )
+    lead = "Whose failures cost the most" if failed else f"Which {plural} carry the money"
+    return with_caption(
+        fig,
+        f"{lead}: the top {len(keys)} hold {shown / total:.0%} of the run's {zar(total)} {view}{others}.",
+    )
 
 
 def latency_chart(hist: pd.DataFrame) -> go.Figure:
@@ -117,34 +236,65 @@ def latency_chart(hist: pd.DataFrame) -> go.Figure:
             width=hist["to_ms"] - hist["from_ms"],
             customdata=hist[["from_ms", "to_ms"]],
             hovertemplate="%{customdata[0]:.0f}-%{customdata[1]:.0f} ms: %{y} trades<extra></extra>",
-            marker_color="#1f77b4",
+            marker_color=NEUTRAL,
         )
     )
-    fig.update_layout(title=title, xaxis={"title": "milliseconds"}, yaxis={"title": "trades"}, **_LAYOUT)
-    return fig
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "milliseconds", "rangemode": "tozero"},
+        yaxis=value_axis(hist["trades"].max(), "trades"),
+        **LAYOUT,
+    )
+    cumulative = hist["trades"].cumsum()
+    half = hist["to_ms"][cumulative >= hist["trades"].sum() / 2].iloc[0]
+    return with_caption(
+        fig,
+        f"How long one trade took at the bank: half were final within {half:,.0f} ms, "
+        f"the slowest within {hist['to_ms'].iloc[-1]:,.0f} ms; a long tail means retries or a slow bank.",
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:,.4g} ms"
+    if seconds < 120:
+        return f"{seconds:,.4g} s"
+    return f"{seconds / 60:,.4g} min"
 
 
 def throughput_chart(df: pd.DataFrame) -> go.Figure:
-    """Trades finished per second over the run (analytics.throughput)."""
+    """Trades finished per second over the run (analytics.throughput), in bins sized to the run's length."""
     title = "Throughput"
     if df.empty:
         return empty_figure(title, "no finished trades yet")
-    width = float(df["second"].diff().min()) if len(df) > 1 else 1.0
+    if "width_s" in df:
+        width = float(df["width_s"].iloc[0])
+    else:  # a frame from before analytics chose the width: the smallest step between bins
+        width = float(df["second"].diff().min()) if len(df) > 1 else 1.0
+    end = float(df["second"].max()) + width
     fig = go.Figure(
         go.Bar(
             x=df["second"] + width / 2,
             y=df["per_s"],
             width=width,
             customdata=df["trades"],
-            hovertemplate="%{x:.1f} s: %{y:,.0f} trades/s (%{customdata:,} trades)<extra></extra>",
-            marker_color="#1f77b4",
+            hovertemplate="%{x:.3~f} s: %{y:,.0f} trades/s (%{customdata:,} trades)<extra></extra>",
+            marker_color=NEUTRAL,
         )
     )
     fig.update_layout(
-        title=title, xaxis={"title": "seconds since the first trade finished"}, yaxis={"title": "trades / s"},
-        **_LAYOUT,
-    )  # fmt: skip
-    return fig
+        title=title,
+        xaxis={"title": "seconds since the first trade finished", "range": [0, end], "rangemode": "tozero"},
+        yaxis=value_axis(df["per_s"].max(), "trades / s"),
+        bargap=0,
+        **LAYOUT,
+    )
+    average = float(df["trades"].sum()) / end
+    return with_caption(
+        fig,
+        f"Trades finished per second over the run's {_duration(end)}, in {_duration(width)} bins: "
+        f"{average:,.0f}/s on average, {df['per_s'].max():,.0f}/s at the peak; dips and gaps are where the bank slowed.",
+    )
 
 
 def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
@@ -160,13 +310,12 @@ def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
     ordered = pd.concat([named, df[df["key"] == OTHER]])
     income = ordered["spread_income_zar"].astype(float)
     keys = ordered["key"].astype(str).tolist()
-    top = float(income.max()) if len(income) else 0.0
     fig = go.Figure(
         go.Bar(
             x=income,
             y=keys,
             orientation="h",
-            marker_color=["#9e9e9e" if k == OTHER else "#2ca02c" for k in keys],
+            marker_color=[OTHERS_COLOUR if k == OTHER else colour("SUCCESS") for k in keys],
             text=[f"R {v:,.0f}" for v in income],
             textposition="auto",
             customdata=ordered["trades"],
@@ -176,8 +325,16 @@ def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
     fig.update_layout(
         title=title,
         # Categories as given (CIFs look like numbers); reversed, so the first (largest) is on top.
-        yaxis={"type": "category", "categoryorder": "array", "categoryarray": keys, "autorange": "reversed"},
-        xaxis={"title": "ZAR", "tickformat": ",.0f", "range": [0, top * 1.05 if top > 0 else 1]},
-        **_LAYOUT,
+        yaxis={**_categories(keys), "autorange": "reversed"},
+        xaxis=value_axis(float(income.max()) if len(income) else 0.0, "ZAR", money=True),
+        **LAYOUT,
     )
-    return fig
+    total = float(income.sum())
+    if named.empty or total <= 0:
+        return with_caption(fig, f"Spread income by {what}: {zar(total)} in all.")
+    top = named.iloc[0]
+    return with_caption(
+        fig,
+        f"Where the desk's spread income came from: {top['key']} earned the most, {zar(top['spread_income_zar'])} "
+        f"of {zar(total)} ({float(top['spread_income_zar']) / total:.0%}).",
+    )

@@ -25,6 +25,7 @@ import pydantic
 from fxbatch.client import Client, RemoteJob
 from fxbatch.engine import Job
 from fxbatch.errors import ConflictError, FxBatchError, SettingsError, invalid_values
+from fxbatch.masking import export_path
 from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
 from fxbatch.workbench import Workbench
@@ -109,13 +110,16 @@ def cmd_batches(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     _emit(args, payload, text)
 
 
+UNMASK_HELP = "show account numbers in full (default: last 4 digits)"
+
+
 def cmd_rejections(wb: AnyWorkbench, args: argparse.Namespace) -> None:
-    df = wb.rejections(args.batch_id)
+    df = wb.rejections(args.batch_id, unmask=args.unmask)
     _emit(args, json.loads(df.to_json(orient="records")), df.to_string(index=False) if len(df) else "No rejections.")
 
 
 def cmd_trades(wb: AnyWorkbench, args: argparse.Namespace) -> None:
-    df = wb.trades(args.batch_id)
+    df = wb.trades(args.batch_id, unmask=args.unmask)
     payload = json.loads(df.to_json(orient="records", date_format="iso"))
     _emit(args, payload, df.head(args.limit).to_string(index=False))
 
@@ -255,7 +259,9 @@ def cmd_runs(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 def cmd_show(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     summary = wb.run_summary(args.run_id)
-    _emit(args, summary.to_json(), _summary_text(summary))
+    money = wb.run_money(args.run_id)
+    text = _summary_text(summary) + f"\n  money: {money.headline}"
+    _emit(args, {**summary.to_json(), "money": money.model_dump(mode="json")}, text)
 
 
 def cmd_cancel(wb: AnyWorkbench, args: argparse.Namespace) -> None:
@@ -265,9 +271,13 @@ def cmd_cancel(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 
 def cmd_export(wb: AnyWorkbench, args: argparse.Namespace) -> None:
-    rows = wb.export_run(args.run_id, args.output)
+    rows = wb.export_run(args.run_id, args.output, unmask=args.unmask)
+    path = export_path(args.output, unmask=args.unmask)  # an unmasked file says so in its name
+    shown = "full account numbers" if args.unmask else "account numbers masked"
     _emit(
-        args, {"run_id": args.run_id, "rows": rows, "path": str(args.output)}, f"Wrote {rows:,} rows to {args.output}"
+        args,
+        {"run_id": args.run_id, "rows": rows, "path": str(path), "unmasked": args.unmask},
+        f"Wrote {rows:,} rows to {path} ({shown})",
     )
 
 
@@ -423,11 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rejections", parents=[common], help="the rejected rows of a batch")
     p.add_argument("batch_id", type=int)
+    p.add_argument("--unmask", action="store_true", help=UNMASK_HELP)
     p.set_defaults(handler=cmd_rejections)
 
     p = sub.add_parser("trades", parents=[common], help="the trades of a batch")
     p.add_argument("batch_id", type=int)
     p.add_argument("--limit", type=int, default=50, help="rows shown as text (JSON has all)")
+    p.add_argument("--unmask", action="store_true", help=UNMASK_HELP)
     p.set_defaults(handler=cmd_trades)
 
     p = sub.add_parser("run", parents=[common], help="run a batch through quote -> book and wait for the end")
@@ -464,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="a run's per-trade results to CSV/XLSX/Parquet")
     p.add_argument("run_id", type=int)
     p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--unmask", action="store_true", help=UNMASK_HELP + "; the file name gets -UNMASKED")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("whatif", parents=[common], help="sweep success rates (and seeds) over a batch")

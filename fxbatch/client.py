@@ -29,7 +29,9 @@ from httpx_sse import SSEError, connect_sse
 from fxbatch import errors
 from fxbatch.analytics import TradeFilter
 from fxbatch.ingest import Fixes
+from fxbatch.masking import export_path
 from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary, RunView
+from fxbatch.moneyview import RunMoney
 from fxbatch.whatif.models import Sweep, SweepInfo
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -165,14 +167,16 @@ class Client:
     def batch(self, batch_id: int) -> BatchInfo:
         return BatchInfo.model_validate(self.json("GET", f"/batches/{int(batch_id)}"))
 
-    def trades(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
-        return self.table(f"/batches/{int(batch_id)}/trades", {"limit": limit, "offset": offset})
+    def trades(self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False) -> pd.DataFrame:
+        return self.table(f"/batches/{int(batch_id)}/trades", {"limit": limit, "offset": offset, "unmask": unmask})
 
-    def corrections(self, batch_id: int) -> pd.DataFrame:
-        return self.table(f"/batches/{int(batch_id)}/corrections")
+    def corrections(self, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
+        return self.table(f"/batches/{int(batch_id)}/corrections", {"unmask": unmask})
 
-    def rejections(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
-        return self.table(f"/batches/{int(batch_id)}/rejections", {"limit": limit, "offset": offset})
+    def rejections(
+        self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
+    ) -> pd.DataFrame:
+        return self.table(f"/batches/{int(batch_id)}/rejections", {"limit": limit, "offset": offset, "unmask": unmask})
 
     def delete_batch(self, batch_id: int) -> None:
         self.request("DELETE", f"/batches/{int(batch_id)}")
@@ -254,6 +258,12 @@ class Client:
     def income_by(self, run_id: int, by: str, top: int = 10) -> pd.DataFrame:
         return self._analytics(run_id, "income_by", by=by, top=top)
 
+    def notional_by(self, run_id: int, by: str, top: int = 10, *, failed: bool = False) -> pd.DataFrame:
+        return self._analytics(run_id, "notional_by", by=by, top=top, failed=failed)
+
+    def run_money(self, run_id: int) -> RunMoney:
+        return RunMoney.model_validate(self.json("GET", f"/runs/{int(run_id)}/money"))
+
     def latency_histogram(self, run_id: int, bins: int = 30) -> pd.DataFrame:
         return self._analytics(run_id, "latency_histogram", bins=bins)
 
@@ -277,9 +287,12 @@ class Client:
         body: dict[str, Any] = self.json("GET", f"/runs/{int(run_id)}/trades/{int(row)}", params={"unmask": unmask})
         return body
 
-    def export_run(self, run_id: int, path: Path | str) -> int:
-        """Download the run's per-trade export to ``path`` (format from its suffix); returns rows."""
-        return self._download(f"/runs/{int(run_id)}/export", path, {})
+    def export_run(self, run_id: int, path: Path | str, *, unmask: bool = False) -> int:
+        """Download the run's per-trade export to ``path`` (format from its suffix); returns rows.
+
+        Accounts are masked unless ``unmask``; then the file lands at ``masking.export_path(path, unmask=True)``
+        (``-UNMASKED`` before the suffix), as ``Workbench.export_run`` writes it."""
+        return self._download(f"/runs/{int(run_id)}/export", export_path(path, unmask=unmask), {"unmask": unmask})
 
     def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
         return self._download("/ledger", path, {"run_id": run_id})

@@ -16,13 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from fxbatch import analytics, batches, export
+from fxbatch import analytics, batches, export, moneyview
 from fxbatch.client import Client, connect
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
 from fxbatch.errors import ConflictError, ServerError
 from fxbatch.ingest import Fixes
 from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary
+from fxbatch.moneyview import RunMoney
 from fxbatch.rates import RateTable
 from fxbatch.serving import read_record
 from fxbatch.settings import Settings, load_settings
@@ -163,25 +164,36 @@ class Workbench:
         )
 
     def batches(self) -> list[BatchInfo]:
-        return batches.list_batches(self.store)
+        """Every batch, newest first, with its notional in ZAR at mid."""
+        notional = moneyview.batch_notional(self.store, self.rates.zar_factors())
+        return [
+            b.model_copy(update={"notional_zar": notional.get(b.batch_id, 0.0)})
+            for b in batches.list_batches(self.store)
+        ]
 
     def batches_df(self) -> pd.DataFrame:
         rows = [b.model_dump() for b in self.batches()]
         return pd.DataFrame(rows, columns=list(BatchInfo.model_fields))
 
     def batch(self, batch_id: int) -> BatchInfo:
-        return batches.get_batch(self.store, batch_id)
+        found = batches.get_batch(self.store, batch_id)
+        notional = moneyview.batch_notional(self.store, self.rates.zar_factors(), [batch_id])
+        return found.model_copy(update={"notional_zar": notional.get(batch_id, 0.0)})
 
-    def trades(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
-        """A batch's trades in row order; ``limit``/``offset`` page through big batches."""
-        return batches.batch_trades(self.store, batch_id, limit, offset)
+    def trades(self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False) -> pd.DataFrame:
+        """A batch's trades in row order; ``limit``/``offset`` page through big batches.
+        Account numbers show their last 4 digits unless ``unmask`` (``fxbatch.masking``)."""
+        return batches.batch_trades(self.store, batch_id, limit, offset, unmask=unmask)
 
-    def corrections(self, batch_id: int) -> pd.DataFrame:
-        """Cells corrected before loading: row, field, original (the file's text), corrected."""
-        return batches.batch_corrections(self.store, batch_id)
+    def corrections(self, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
+        """Cells corrected before loading: row, field, original (the file's text), corrected (accounts masked)."""
+        return batches.batch_corrections(self.store, batch_id, unmask=unmask)
 
-    def rejections(self, batch_id: int, limit: int | None = None, offset: int = 0) -> pd.DataFrame:
-        return batches.batch_rejections(self.store, batch_id, limit, offset)
+    def rejections(
+        self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
+    ) -> pd.DataFrame:
+        """A batch's rejections in row order; a rejected account is masked unless ``unmask``."""
+        return batches.batch_rejections(self.store, batch_id, limit, offset, unmask=unmask)
 
     # -- runs ------------------------------------------------------------------
     def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Job:
@@ -213,6 +225,10 @@ class Workbench:
 
     def run_summary(self, run_id: int) -> RunSummary:
         return run_records.get_run(self.store, run_id)
+
+    def run_money(self, run_id: int) -> RunMoney:
+        """The run's money: notional booked, failed, cancelled and still to go, income and income lost (ZAR)."""
+        return moneyview.run_money(self.store, run_id, self.rates.mids, self.rates.zar_factors())
 
     def runs(self, batch_id: int | None = None) -> list[RunSummary]:
         return run_records.list_runs(self.store, batch_id)
@@ -255,6 +271,10 @@ class Workbench:
         """The desk's spread income in ZAR by currency pair or client (``by``: pair or client)."""
         return analytics.income_by(self.store, run_id, by, top)
 
+    def notional_by(self, run_id: int, by: str, top: int = 10, *, failed: bool = False) -> pd.DataFrame:
+        """Notional in ZAR per outcome of the top pairs or clients by notional (by failed notional when ``failed``)."""
+        return analytics.notional_by(self.store, run_id, by, top, failed=failed)
+
     def latency_histogram(self, run_id: int, bins: int = 30) -> pd.DataFrame:
         return analytics.latency_histogram(self.store, run_id, bins)
 
@@ -273,9 +293,16 @@ class Workbench:
     def trade_detail(self, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
         return analytics.trade_detail(self.store, run_id, row, unmask=unmask)
 
-    def export_run(self, run_id: int, path: Path | str) -> int:
-        """A run's per-trade results to CSV/XLSX/Parquet (by the file's suffix); returns the rows written."""
-        return export.export_run(self.store, run_id, path)
+    def export_run(self, run_id: int, path: Path | str, *, unmask: bool = False) -> int:
+        """A run's per-trade results to CSV/XLSX/Parquet (by the file's suffix); returns the rows written.
+
+        Accounts are masked unless ``unmask``; an unmasked file gets ``-UNMASKED`` in its name
+        (``masking.export_path`` says where)."""
+        return export.export_run(self.store, run_id, path, unmask=unmask)
+
+    def export_batch(self, batch_id: int, path: Path | str, *, unmask: bool = False) -> int:
+        """A batch's trades as loaded to CSV/XLSX/Parquet; accounts masked unless ``unmask`` (as ``export_run``)."""
+        return export.export_batch(self.store, batch_id, path, unmask=unmask)
 
     def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
         """The simulated bank's booked deals (of one run, or all) to CSV/XLSX/Parquet; returns the rows written."""
@@ -346,7 +373,8 @@ class _WhatIf:
     def start_promote(self, sweep_id: int, scenario: int) -> Job:
         """Start a stored scenario as a full run with per-trade records; return its job at once."""
         batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
-        return self.wb.engine.start(batch_id, config)
+        # The run remembers where it came from (its page names the sweep and the scenario).
+        return self.wb.engine.start(batch_id, config.model_copy(update={"sweep_id": sweep_id, "scenario": scenario}))
 
     def promote(self, sweep_id: int, scenario: int) -> RunSummary:
         """Turn a stored scenario into a full run with per-trade records and wait for the end."""

@@ -20,7 +20,9 @@ from fxbatch.api.deps import BIG, INT32, WB, RunId
 from fxbatch.api.problems import PROBLEM_RESPONSES
 from fxbatch.api.schemas import Failures
 from fxbatch.api.tables import TABLE_RESPONSES, jsonable_row, records, table_response
+from fxbatch.masking import export_name
 from fxbatch.models import FailureCode, TradeStatus
+from fxbatch.moneyview import RunMoney
 
 router = APIRouter(tags=["review"], responses=PROBLEM_RESPONSES)
 
@@ -47,6 +49,7 @@ class Analytic(StrEnum):
     failure_pareto = "failure_pareto"
     outcomes_by = "outcomes_by"
     notional_by_outcome = "notional_by_outcome"
+    notional_by = "notional_by"
     income_by = "income_by"
     latency_histogram = "latency_histogram"
     throughput = "throughput"
@@ -86,6 +89,12 @@ def trade_detail(
     return jsonable_row(wb.trade_detail(run_id, row, unmask=unmask))
 
 
+@router.get("/v1/runs/{run_id}/money", response_model=RunMoney, summary="A run's money in ZAR")
+def run_money(run_id: RunId, wb: WB) -> RunMoney:
+    """Notional booked, failed, cancelled and still to go, spread income and income lost (ZAR at mid)."""
+    return wb.run_money(run_id)
+
+
 @router.get("/v1/runs/{run_id}/failures", response_model=Failures, summary="Why a run's trades failed")
 def failures(run_id: RunId, wb: WB, limit: Annotated[int, Query(ge=0, le=BIG)] = 100) -> Response:
     """The batch-error details: failure reasons with counts (most frequent first) and the failed trades."""
@@ -104,9 +113,12 @@ def analytics(
     run_id: RunId,
     name: Analytic,
     wb: WB,
-    by: Annotated[Literal["pair", "client"], Query(description="outcomes_by, income_by: group by.")] = "pair",
-    top: Annotated[int, Query(ge=1, le=10_000, description="outcomes_by, income_by: groups shown.")] = 10,
+    by: Annotated[
+        Literal["pair", "client"], Query(description="outcomes_by, income_by, notional_by: group by.")
+    ] = "pair",
+    top: Annotated[int, Query(ge=1, le=10_000, description="outcomes_by, income_by, notional_by: groups shown.")] = 10,
     bins: Annotated[int, Query(ge=1, le=10_000, description="latency_histogram: bins.")] = 30,
+    failed: Annotated[bool, Query(description="notional_by: rank by failed notional.")] = False,
 ) -> Response:
     if name is Analytic.filter_choices:
         return JSONResponse(wb.run_filter_choices(run_id))
@@ -115,6 +127,7 @@ def analytics(
         Analytic.failure_pareto: lambda: wb.failure_pareto(run_id),
         Analytic.outcomes_by: lambda: wb.outcomes_by(run_id, by, top),
         Analytic.notional_by_outcome: lambda: wb.notional_by_outcome(run_id),
+        Analytic.notional_by: lambda: wb.notional_by(run_id, by, top, failed=failed),
         Analytic.income_by: lambda: wb.income_by(run_id, by, top),
         Analytic.latency_histogram: lambda: wb.latency_histogram(run_id, bins),
         Analytic.throughput: lambda: wb.throughput(run_id),
@@ -147,8 +160,10 @@ def _file(write: Callable[[Path], int], filename: str, fmt: Format) -> Response:
 
 
 @router.get("/v1/runs/{run_id}/export", responses=_FILE_RESPONSES, summary="A run's per-trade results as a file")
-def export_run(run_id: RunId, wb: WB, format: Format = "csv") -> Response:
-    return _file(lambda path: wb.export_run(run_id, path), f"run-{run_id}.{format}", format)
+def export_run(run_id: RunId, wb: WB, format: Format = "csv", unmask: Unmask = False) -> Response:
+    """Account numbers are masked unless ``unmask=true``; then the file is named ``run-N-UNMASKED.<format>``."""
+    name = export_name(f"run-{run_id}.{format}", unmask=unmask)
+    return _file(lambda path: wb.export_run(run_id, path, unmask=unmask), name, format)
 
 
 @router.get("/v1/ledger", responses=_FILE_RESPONSES, summary="The simulated bank's booked deals as a file")

@@ -12,16 +12,23 @@ from fxbatch.store import Store
 
 
 def compare_runs(store: Store, run_ids: list[int]) -> pd.DataFrame:
-    """One row per run: status, trades, counts, success share, executed notional and spread income in ZAR."""
+    """One row per run: status, trades, counts, success share, notional booked, failed and in all, and
+    spread income in ZAR (the money read in one query for every run)."""
     rows: list[dict[str, Any]] = []
-    cur = store.cursor()
+    money = {
+        int(r[0]): (float(r[1]), float(r[2]), float(r[3]))
+        for r in store.cursor()
+        .execute(
+            "SELECT run_id, coalesce(sum(amount_zar) FILTER (WHERE status = 'SUCCESS'), 0), "
+            "coalesce(sum(amount_zar) FILTER (WHERE status = 'FAILED'), 0), coalesce(sum(amount_zar), 0) "
+            "FROM run_trades WHERE run_id IN (SELECT unnest(?)) GROUP BY run_id",
+            [[int(r) for r in run_ids]],
+        )
+        .fetchall()
+    }
     for run_id in run_ids:
         s = records.get_run(store, run_id)
-        notional = cur.execute(
-            "SELECT coalesce(sum(amount_zar) FILTER (WHERE status = 'SUCCESS'), 0), "
-            "coalesce(sum(amount_zar), 0) FROM run_trades WHERE run_id = ?",
-            [run_id],
-        ).fetchall()[0]
+        booked, failed, total = money.get(int(run_id), (0.0, 0.0, 0.0))
         rows.append(
             {
                 "run_id": run_id,
@@ -34,8 +41,9 @@ def compare_runs(store: Store, run_ids: list[int]) -> pd.DataFrame:
                 "failed": s.counts.get("FAILED", 0),
                 "cancelled": s.counts.get("CANCELLED", 0),
                 "success_share": s.counts.get("SUCCESS", 0) / s.trades if s.trades else 0.0,
-                "notional_zar_succeeded": float(notional[0]),
-                "notional_zar_total": float(notional[1]),
+                "notional_zar_succeeded": booked,
+                "notional_zar_failed": failed,
+                "notional_zar_total": total,
                 "spread_income_zar": s.spread_income_zar,
                 **{f"reason:{k}": v for k, v in s.failure_reasons.items()},
             }
