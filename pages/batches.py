@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -12,6 +14,8 @@ from pydantic import ValidationError
 from fxbatch import FxBatchError, Workbench
 from fxbatch.errors import invalid_values
 from fxbatch.export import csv_bytes
+from fxbatch.labels import batch_status_label, field_label
+from fxbatch.masking import export_name, export_path
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
 from fxbatch.workbench import make_config
 from pages.common import (
@@ -19,9 +23,11 @@ from pages.common import (
     POLL_S,
     REJECTION_TABLE,
     RUN_PAGE,
+    SELECT_ROWS,
     TRADE_TABLE,
     cancel_with_confirmation,
     get_workbench,
+    newly_selected_row,
     outcome_text,
     progress_text,
     show_error,
@@ -73,7 +79,7 @@ def _overview(wb: Workbench) -> tuple[pd.DataFrame, dict[int, RunSummary]]:
     status, last_run, outcome, success = [], [], [], []
     for batch_id in df["batch_id"]:
         run = latest.get(int(batch_id))
-        status.append("RUNNING" if batch_id in running else (run.status.value if run else "LOADED"))
+        status.append(batch_status_label("RUNNING" if batch_id in running else (run.status if run else "LOADED")))
         last_run.append(run.run_id if run else None)
         outcome.append(outcome_text(run.counts) if run else "never run")
         success.append(run.counts.get("SUCCESS", 0) / run.trades if run and run.trades else None)
@@ -141,10 +147,18 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
     with st.form("start_run"):
         c1, c2, c3 = st.columns(3)
         rate = c1.slider("Bank success rate", 0.0, 1.0, 0.95, step=0.01, key="rate")
-        seed = c1.number_input("Seed", min_value=0, value=42, step=1, key="seed")
+        seed = c1.number_input(
+            "Seed", min_value=0, value=42, step=1, key="seed",
+            help="Starts the simulated bank's random draws: the same seed and settings give the same outcome for "
+            "every trade, so a run can be repeated exactly. Change it to see another day with the same odds.",
+        )  # fmt: skip
         latency = c2.number_input("Latency per bank call (ms)", min_value=0.0, max_value=5000.0, value=0.0,
                                   step=5.0, key="latency")  # fmt: skip
-        concurrency = c2.number_input("Concurrency", min_value=1, max_value=1024, value=16, step=1, key="concurrency")
+        concurrency = c2.number_input(
+            "Concurrency", min_value=1, max_value=1024, value=16, step=1, key="concurrency",
+            help="How many trades are with the bank at the same time. More finishes sooner if the bank keeps up; "
+            "a real bank may limit how many calls it takes at once.",
+        )  # fmt: skip
         attempts = c3.number_input("Max attempts", min_value=1, max_value=20, value=3, step=1, key="attempts")
         kind = c3.radio("Bank", list(BANKS), key="bank_kind", horizontal=True)
         url = c3.text_input(
@@ -256,11 +270,22 @@ def _delete(wb: Workbench, batch_id: int, name: str) -> None:
         st.rerun()
 
 
+def _batch_csv(wb: Workbench, batch_id: int, unmask: bool) -> bytes:
+    """Every trade of the batch as CSV, built when the analyst clicks (deferred: a big batch costs nothing until then)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trades.csv"
+        wb.export_batch(batch_id, path, unmask=unmask)
+        return export_path(path, unmask=unmask).read_bytes()  # where an unmasked file was written
+
+
 def _rows(wb: Workbench, batch_id: int) -> None:
+    unmask = st.toggle(
+        "Unmask accounts", key="batch_unmask", help="Account numbers show their last 4 digits unless on."
+    )
     try:
-        trades = wb.trades(batch_id, limit=PAGE_ROWS)
-        rejections = wb.rejections(batch_id)
-        corrections = wb.corrections(batch_id)
+        trades = wb.trades(batch_id, limit=PAGE_ROWS, unmask=unmask)
+        rejections = wb.rejections(batch_id, unmask=unmask)
+        corrections = wb.corrections(batch_id, unmask=unmask)
         total = wb.batch(batch_id).trades
     except FxBatchError as exc:
         show_error(exc)
@@ -273,7 +298,7 @@ def _rows(wb: Workbench, batch_id: int) -> None:
         with tab:
             st.caption("Cells corrected on the Upload page (or with load --fixes) before the batch was created.")
             st.dataframe(
-                corrections,
+                corrections.assign(field=corrections["field"].map(field_label)),  # 'Side', not 'side'
                 hide_index=True,
                 width="stretch",
                 column_config={
@@ -287,6 +312,15 @@ def _rows(wb: Workbench, batch_id: int) -> None:
         st.dataframe(trades, hide_index=True, width="stretch", key="batch_trades", **TRADE_TABLE)
         if total > PAGE_ROWS:
             st.caption(f"Showing the first {PAGE_ROWS} of {total:,} trades.")
+        name = export_name(f"batch_{batch_id}_trades.csv", unmask=unmask)  # an unmasked file says so
+        st.download_button(
+            f"Download {name} ({total:,} trades)",
+            lambda: _batch_csv(wb, batch_id, unmask),
+            file_name=name,
+            mime="text/csv",
+            on_click="ignore",
+            key="download_trades",
+        )
     with tab2:
         if rejections.empty:
             st.caption("Every data row of this batch's file was accepted.")
@@ -294,10 +328,11 @@ def _rows(wb: Workbench, batch_id: int) -> None:
             st.dataframe(rejections.head(PAGE_ROWS), hide_index=True, width="stretch", **REJECTION_TABLE)
             if len(rejections) > PAGE_ROWS:
                 st.caption(f"Showing the first {PAGE_ROWS} of {len(rejections):,} rejections.")
+            name = export_name(f"batch_{batch_id}_rejections.csv", unmask=unmask)
             st.download_button(
-                "Download all rejections (CSV)",
-                csv_bytes(rejections),  # neutralised like every CSV fxbatch writes
-                file_name=f"batch_{batch_id}_rejections.csv",
+                "Download all rejections (CSV, UNMASKED)" if unmask else "Download all rejections (CSV)",
+                csv_bytes(rejections),  # neutralised like every CSV fxbatch writes; masked unless unmasked
+                file_name=name,
                 mime="text/csv",
                 on_click="ignore",
                 key="download_rejections",
@@ -322,13 +357,24 @@ def main() -> None:
         return
     st.fragment(run_every=POLL_S if wb.active_runs() else None)(_running_now)(wb)
     shown = _filters(df)
-    st.dataframe(shown, hide_index=True, width="stretch", key="batches_table", **TABLE)
+    event = st.dataframe(
+        shown, hide_index=True, width="stretch", key="batches_table", on_select="rerun", selection_mode=SELECT_ROWS,
+        **TABLE,
+    )  # fmt: skip
     if shown.empty:
         st.caption("No batch matches these filters.")
         return
     names = dict(zip(shown["batch_id"], shown["name"], strict=True))
     trades = dict(zip(shown["batch_id"], shown["trades"], strict=True))
-    choice = int(st.selectbox("Batch", list(names), format_func=lambda b: f"{b}: {names[b]}", key="batch"))
+    clicked = newly_selected_row(event, "batches_table")
+    if clicked is not None and clicked < len(shown):
+        st.session_state["batch"] = int(shown["batch_id"].iloc[clicked])  # the dropdown follows the click
+    choice = int(
+        st.selectbox(
+            "Batch", list(names), format_func=lambda b: f"{b}: {names[b]}", key="batch",
+            help="Click a row of the table above, or choose here.",
+        )
+    )  # fmt: skip
     st.subheader(f"Batch {choice}: {names[choice]}")
     _actions(wb, choice, int(trades[choice]), latest.get(choice))
     if latest.get(choice) is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Settings, Workbench
 from fxbatch.errors import SettingsError
+from fxbatch.labels import field_label
 from fxbatch.serving import current_workbench
 from fxbatch.settings import settings_from_secrets
 
@@ -92,6 +95,7 @@ BATCH_TABLE = {
         "name",
         "status",
         "trades",
+        "notional_zar",
         "rejected",
         "ignored",
         "source_file",
@@ -103,6 +107,9 @@ BATCH_TABLE = {
         "name": "Name",
         "status": "Status",
         "trades": st.column_config.NumberColumn("Trades", format="%d"),
+        "notional_zar": st.column_config.NumberColumn(
+            "Notional (ZAR)", format="localized", help="The batch's trades in ZAR at mid"
+        ),
         "rejected": st.column_config.NumberColumn("Rejected rows", format="%d"),
         "ignored": st.column_config.NumberColumn("Blank rows", format="%d"),
         "source_file": "File",
@@ -110,13 +117,26 @@ BATCH_TABLE = {
         "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
     },
 }
+
+
+def labelled(columns: Any, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A column_config giving every column its plain-English header (fxbatch.labels), with
+    ``config`` for the columns that need more than a label (formats, help)."""
+    return {**{str(c): field_label(str(c)) for c in columns}, **(config or {})}
+
+
 TRADE_TABLE = {
-    "column_config": {
-        "row": st.column_config.NumberColumn("Row", format="%d", help="Row in the uploaded file", width="small"),
-        "amount": st.column_config.NumberColumn("amount", format="%.2f"),
-        "value_date": st.column_config.DateColumn("value_date", format="YYYY-MM-DD"),
-    },
-}
+    "column_config": labelled(
+        ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",
+         "reference"],
+        {
+            "row": st.column_config.NumberColumn("Row", format="%d", help="Row in the uploaded file", width="small"),
+            "amount": st.column_config.NumberColumn("Amount", format="%,.2f", help="In the currency beside it"),
+            "spread_pips": st.column_config.NumberColumn("Spread (pips)", format="%d", width="small"),
+            "value_date": st.column_config.DateColumn("Value date", format="YYYY-MM-DD"),
+        },
+    ),
+}  # fmt: skip
 REJECTION_TABLE = {
     "column_config": {
         "row": st.column_config.NumberColumn("Row", format="%d", help="Row in the uploaded file", width="small"),
@@ -166,7 +186,7 @@ def cancel_with_confirmation(wb: Workbench, run_id: int, key: str) -> None:
         return
     st.warning(
         f"Cancel run {run_id}? No further quote or booking is sent. Calls already with the bank finish and "
-        "their trades end as the bank answers; every other trade ends CANCELLED and its quote is released. "
+        "their trades end as the bank answers; every other trade ends cancelled and its quote is released. "
         "A cancelled run cannot be resumed.",
         icon=":material/cancel:",
     )
@@ -182,3 +202,26 @@ def cancel_with_confirmation(wb: Workbench, run_id: int, key: str) -> None:
             show_error(exc)
         else:
             st.toast(f"Run {run_id} is stopping: nothing more is sent to the bank.", icon=":material/cancel:")
+
+
+# Tables that lead somewhere are drawn with on_select="rerun" and SELECT_ROWS: clicking any cell of
+# a row picks it, as does the row's checkbox.
+SELECT_ROWS = ["single-row", "single-cell"]
+
+
+def selected_row(event: Any) -> int | None:
+    """The position of the row picked in a table drawn with SELECT_ROWS (None: nothing picked)."""
+    selection = event.selection
+    rows = [*selection.get("rows", []), *(cell[0] for cell in selection.get("cells", []))]
+    return int(rows[0]) if rows else None
+
+
+def newly_selected_row(event: Any, key: str) -> int | None:
+    """The row picked, only in the run where the pick changed: a dropdown beside the table that
+    follows the click keeps its own choice afterwards."""
+    row = selected_row(event)
+    seen = f"{key}__picked"
+    if st.session_state.get(seen) == row:
+        return None
+    st.session_state[seen] = row
+    return row

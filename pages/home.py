@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
+from fxbatch.labels import batch_status_label, run_status_label
+from fxbatch.money import zar_compact
 from pages.common import BATCH_TABLE, POLL_S, RUN_PAGE, get_workbench, outcome_text, progress_text, show_error
 
 NOTICE = "home_notice"
@@ -53,7 +55,7 @@ def _latest_runs(wb: Workbench, n: int = 10) -> None:
         {
             "run_id": [r.run_id for r in runs],
             "batch_id": [r.batch_id for r in runs],
-            "status": [r.status.value for r in runs],
+            "status": [run_status_label(r.status) for r in runs],
             "trades": [r.trades for r in runs],
             "outcome": [outcome_text(r.counts) for r in runs],
             "success": [r.counts.get("SUCCESS", 0) / r.trades if r.trades else None for r in runs],
@@ -75,10 +77,12 @@ def main() -> None:
     if notice := st.session_state.pop(NOTICE, None):
         st.success(notice, icon=":material/check_circle:")
     batches = wb.batches()
-    col1, col2, col3 = st.columns(3)
+    col1, col2, col3, col4 = st.columns(4)
     col1.metric("Batches", len(batches))
     col2.metric("Trades loaded", f"{sum(b.trades for b in batches):,}")
-    col3.metric("Rows rejected", f"{sum(b.rejected for b in batches):,}")
+    notional = sum(b.notional_zar or 0.0 for b in batches)
+    col3.metric("Notional loaded", zar_compact(notional), help=f"R {notional:,.2f}: every batch's trades in ZAR at mid")
+    col4.metric("Rows rejected", f"{sum(b.rejected for b in batches):,}")
     if not batches:
         st.info("No batches yet. Upload a trade spreadsheet, or load the bundled sample.")
         if st.button("Load the sample batch", type="primary"):
@@ -94,7 +98,10 @@ def main() -> None:
     st.fragment(run_every=POLL_S if wb.active_runs() else None)(_running_now)(wb)
     _latest_runs(wb)
     st.subheader("Latest batches")
-    latest = {**BATCH_TABLE, "column_order": ["batch_id", "name", "status", "trades", "rejected", "created_at"]}
+    latest = {
+        **BATCH_TABLE,
+        "column_order": ["batch_id", "name", "status", "trades", "notional_zar", "rejected", "created_at"],
+    }
     df = wb.batches_df().head(10)
     # A batch's status is that of its latest run (RUNNING while one executes).
     last: dict[int, str] = {}
@@ -102,7 +109,8 @@ def main() -> None:
         last.setdefault(run.batch_id, run.status.value)
     running = {r.batch_id for r in wb.active_runs()}
     df["status"] = [
-        "RUNNING" if b in running else last.get(int(b), s) for b, s in zip(df["batch_id"], df["status"], strict=True)
+        batch_status_label("RUNNING" if b in running else last.get(int(b), s))
+        for b, s in zip(df["batch_id"], df["status"], strict=True)
     ]
     st.dataframe(df, hide_index=True, width="stretch", **latest)
     st.page_link("pages/upload.py", label="Upload a new spreadsheet", icon=":material/upload_file:")

@@ -11,9 +11,21 @@ import streamlit as st
 
 from fxbatch import FxBatchError, Workbench, charts
 from fxbatch.analytics import TradeFilter
+from fxbatch.labels import run_status_label, stage_label, trade_status_label
+from fxbatch.masking import export_name
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.money import zar_compact
-from pages.common import POLL_S, cancel_with_confirmation, get_workbench, outcome_text, progress_text, show_error
+from fxbatch.moneyview import RunMoney
+from pages.common import (
+    POLL_S,
+    SELECT_ROWS,
+    cancel_with_confirmation,
+    get_workbench,
+    outcome_text,
+    progress_text,
+    selected_row,
+    show_error,
+)
 
 PAGE_SIZE = 50
 WATCHING = "run_watching"
@@ -30,7 +42,7 @@ TRADES_TABLE: dict[str, Any] = {
     "account_number": "Account",
     "currency_pair": "Pair",
     "side": "Side",
-    "amount": st.column_config.NumberColumn("Amount", format="%.2f"),
+    "amount": st.column_config.NumberColumn("Amount", format="%,.2f"),
     "amount_currency": "Ccy",
     "status": "Status",
     "failure_code": "Why it failed",
@@ -61,8 +73,10 @@ def _review_data(wb: Workbench, run_id: int) -> dict[str, pd.DataFrame]:
     return {
         "outcomes": wb.outcome_counts(run_id),
         "pareto": wb.failure_pareto(run_id),
-        "pairs": wb.outcomes_by(run_id, "pair"),
-        "clients": wb.outcomes_by(run_id, "client"),
+        "pairs": wb.notional_by(run_id, "pair"),
+        "pairs_failed": wb.notional_by(run_id, "pair", failed=True),
+        "clients": wb.notional_by(run_id, "client"),
+        "clients_failed": wb.notional_by(run_id, "client", failed=True),
         "notional": wb.notional_by_outcome(run_id),
         "latency": wb.latency_histogram(run_id),
         "throughput": wb.throughput(run_id),
@@ -100,7 +114,7 @@ def _choose_run(wb: Workbench) -> RunSummary | None:
         list(by_id),
         index=list(by_id).index(initial),
         format_func=lambda r: (
-            f"Run {r} · batch {by_id[r].batch_id} {names.get(by_id[r].batch_id, '')} · {by_id[r].status.value}"
+            f"Run {r} · batch {by_id[r].batch_id} {names.get(by_id[r].batch_id, '')} · {run_status_label(by_id[r].status)}"
         ),
     )
     if wanted != str(choice):
@@ -124,12 +138,12 @@ def _live(wb: Workbench, run_id: int) -> None:
         st.rerun()
 
 
-def _count_metrics(counts: dict[str, int], total: int, income: float | None = None, finished: bool = False) -> None:
-    """The outcome counts; a finished run's spread income beside them."""
-    cols = st.columns(6 if finished else 5)
+def _count_metrics(counts: dict[str, int], total: int) -> None:
+    """The outcome counts, each with its share of the run's trades."""
+    cols = st.columns(5)
     in_flight = counts.get("EXECUTING", 0) + counts.get("QUOTED", 0)
     for col, (label, n) in zip(
-        cols[:5],
+        cols,
         [
             ("Succeeded", counts.get("SUCCESS", 0)),
             ("Failed", counts.get("FAILED", 0)),
@@ -140,15 +154,28 @@ def _count_metrics(counts: dict[str, int], total: int, income: float | None = No
         strict=True,
     ):
         col.metric(label, f"{n:,}", help=f"{n / total:.1%} of {total:,}" if total else None)
-    if finished:
-        cols[5].metric(
-            "Spread income",
-            zar_compact(income) if income is not None else "not recorded",
-            help=f"{_zar(income)}: the desk's income on the succeeded trades, base amount x "
-            "|client rate - bank quote|, in ZAR at mid."
-            if income is not None
-            else "This run was made before spread income was recorded.",
-        )
+
+
+def _money_metrics(money: RunMoney) -> None:
+    """The run's first row, in money: booked, failed, income and income lost (ZAR at mid)."""
+    cols = st.columns(4)
+    cols[0].metric("Booked", zar_compact(money.booked_zar), help=f"{_zar(money.booked_zar)}: notional of the "
+                   "succeeded trades, in ZAR at mid.")  # fmt: skip
+    cols[1].metric("Failed", zar_compact(money.failed_zar), help=f"{_zar(money.failed_zar)}: notional of the "
+                   "failed trades, in ZAR at mid.")  # fmt: skip
+    income = money.income_zar
+    cols[2].metric(
+        "Spread income",
+        zar_compact(income) if income is not None else "not recorded",
+        help=f"{_zar(income)}: the desk's spread income on the succeeded trades, base amount x "
+        "|client rate - bank quote|, in ZAR at mid."
+        if income is not None
+        else "This run was made before spread income was recorded.",
+    )
+    cols[3].metric("Income lost", zar_compact(money.income_lost_zar), help=f"{_zar(money.income_lost_zar)}: what "
+                   "the failed trades would have earned at their spread (at their last quote, else at mid).")  # fmt: skip
+    if money.cancelled_zar or money.open_zar:
+        st.caption(money.headline)
 
 
 def _zar(value: float) -> str:
@@ -176,27 +203,37 @@ def _trading_date_text(summary: RunSummary) -> str | None:
 # -- review ---------------------------------------------------------------------------------------
 
 
+def _chart(where: Any, fig: Any, key: str) -> None:
+    """A chart and, under it, the one line that says what to read from it."""
+    where.plotly_chart(fig, key=key)
+    where.caption(charts.caption_of(fig))
+
+
 def _charts(data: dict[str, pd.DataFrame]) -> None:
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.outcome_chart(data["outcomes"]), key="chart_outcomes")
-    c2.plotly_chart(charts.notional_chart(data["notional"]), key="chart_notional")
+    _chart(c1, charts.outcome_chart(data["outcomes"]), "chart_outcomes")
+    _chart(c2, charts.notional_chart(data["notional"]), "chart_notional")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.pareto_chart(data["pareto"]), key="chart_pareto")
-    c2.plotly_chart(charts.latency_chart(data["latency"]), key="chart_latency")
+    _chart(c1, charts.pareto_chart(data["pareto"]), "chart_pareto")
+    _chart(c2, charts.latency_chart(data["latency"]), "chart_latency")
+    failed = st.radio(
+        "Top currency pairs and clients", ["by notional", "by failed notional"], horizontal=True, key="clients_view"
+    ) == "by failed notional"  # fmt: skip
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.outcomes_by_chart(data["pairs"], "currency pair"), key="chart_pairs")
-    c2.plotly_chart(charts.outcomes_by_chart(data["clients"], "client (top 10)"), key="chart_clients")
+    pairs, clients = (data["pairs_failed"], data["clients_failed"]) if failed else (data["pairs"], data["clients"])
+    _chart(c1, charts.notional_by_chart(pairs, "currency pair", failed=failed), "chart_pairs")
+    _chart(c2, charts.notional_by_chart(clients, "client", failed=failed), "chart_clients")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(charts.income_chart(data["income_clients"], "client (top 10)"), key="chart_income_clients")
-    c2.plotly_chart(charts.income_chart(data["income_pairs"], "pair"), key="chart_income_pairs")
-    st.plotly_chart(charts.throughput_chart(data["throughput"]), key="chart_throughput")
+    _chart(c1, charts.income_chart(data["income_clients"], "client (top 10)"), "chart_income_clients")
+    _chart(c2, charts.income_chart(data["income_pairs"], "pair"), "chart_income_pairs")
+    _chart(st, charts.throughput_chart(data["throughput"]), "chart_throughput")
 
 
 def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -> None:
     run_id = summary.run_id
     st.subheader("Trades")
     c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 2])
-    statuses = c1.multiselect("Status", choices["statuses"], key="f_status")
+    statuses = c1.multiselect("Status", choices["statuses"], format_func=trade_status_label, key="f_status")
     codes = c2.multiselect("Why it failed", choices["failure_codes"], key="f_codes")
     pair = c3.selectbox("Pair", ["All", *choices["pairs"]], key="f_pair")
     client = c4.text_input("Client CIF", key="f_client")
@@ -219,14 +256,15 @@ def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -
     if page_no > pages:
         page_no = st.session_state["f_page"] = 1
         page, total = wb.run_trades_page(run_id, filters, limit=PAGE_SIZE, unmask=unmask)
+    shown = page.assign(status=page["status"].map(trade_status_label)) if "status" in page else page
     event = st.dataframe(
-        page,
+        shown,
         hide_index=True,
         width="stretch",
         column_config=TRADES_TABLE,
         key="trades_table",
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode=SELECT_ROWS,
     )
     c1, c2 = st.columns([1, 4])
     c1.number_input("Page", min_value=1, max_value=pages, step=1, key="f_page")
@@ -234,11 +272,13 @@ def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -
     c2.caption(f"Trades {first:,}–{first + len(page) - 1 if total else 0:,} of {total:,} matching · {pages:,} pages")
     if page.empty:
         return
-    picked = [i for i in event.selection.rows if i < len(page)]
+    picked = selected_row(event)
+    if picked is not None and picked >= len(page):
+        picked = None
     st.subheader("Trade detail")
-    if not picked:
+    if picked is None:
         st.caption("Click a row of the table to see that trade's story; this is the first on the page.")
-    _detail(wb, run_id, int(page.iloc[picked[0] if picked else 0]["row"]), unmask)
+    _detail(wb, run_id, int(page.iloc[picked or 0]["row"]), unmask)
 
 
 def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
@@ -258,7 +298,7 @@ def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
         c1, c2, c3, c4 = st.columns(4)
         value_date = f"{d['value_date']:%Y-%m-%d}" if d["value_date"] is not None else "—"
         c1.markdown(
-            f"**Status** {d['status']}  \n**Attempts** {d['attempts'] if d['attempts'] is not None else '—'}  \n"
+            f"**Status** {trade_status_label(d['status'])}  \n**Attempts** {d['attempts'] if d['attempts'] is not None else '—'}  \n"
             f"**Value date** {value_date} · {d['delivery'] or '—'}"
         )
         c2.markdown(f"**Quote id** {d['quote_id'] or '—'}  \n**Deal id** {d['deal_transaction_id'] or '—'}")
@@ -269,8 +309,9 @@ def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
         income = _zar(d["spread_income_zar"]) if d["spread_income_zar"] is not None else "—"
         zar = _zar(d["amount_zar"]) if d["amount_zar"] is not None else "—"
         c4.markdown(f"**Income** {income}  \n**Notional** {zar}")
+        timeline = d["timeline"]
         st.dataframe(
-            d["timeline"],
+            timeline.assign(stage=timeline["stage"].map(stage_label)),
             hide_index=True,
             column_config={
                 "stage": "Stage",
@@ -286,11 +327,17 @@ def _export(wb: Workbench, run_id: int) -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
     label = c1.selectbox("Format", list(EXPORTS), key="export_format", label_visibility="collapsed")
     suffix = EXPORTS[label]
-    name = f"run_{run_id}{suffix}"
+    unmask = bool(st.session_state.get("unmask", False))  # the trades table's toggle: one rule for both
+    name = export_name(f"run_{run_id}{suffix}", unmask=unmask)  # run_7-UNMASKED.csv when unmasked
+    st.caption(
+        "Account numbers are in full: the file name says UNMASKED."
+        if unmask
+        else "Account numbers show their last 4 digits; turn on Unmask accounts above for the full numbers."
+    )
     if c2.button("Prepare export", key="export"):
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                rows = wb.export_run(run_id, Path(tmp) / name)
+                rows = wb.export_run(run_id, Path(tmp) / name, unmask=unmask)
             except FxBatchError as exc:
                 show_error(exc)
                 return
@@ -324,6 +371,7 @@ def main() -> None:
     st.caption(
         f"Batch {summary.batch_id} · {summary.trades:,} trades"
         + (f" · retry of the failed trades of run {summary.retry_of_run}" if summary.retry_of_run else "")
+        + (f" · promoted from scenario {cfg.scenario} of what-if sweep {cfg.sweep_id}" if cfg.sweep_id else "")
         + f" · simulated bank: success rate {cfg.bank.success_rate:.0%}, seed {cfg.seed}, "
         f"latency {cfg.bank.latency_ms:g} ms, concurrency {cfg.concurrency}, up to {cfg.max_attempts} attempts"
     )
@@ -333,7 +381,7 @@ def main() -> None:
         summary = wb.run_summary(run_id)  # it ended between the two reads
     if not running and st.session_state.get(WATCHING) == run_id:
         del st.session_state[WATCHING]  # once: this session watched the run end
-        message = f"Run {run_id} finished: {summary.status.value}, {outcome_text(summary.counts)}."
+        message = f"Run {run_id} finished: {run_status_label(summary.status)}, {outcome_text(summary.counts)}."
         st.toast(message, icon=":material/task_alt:", duration="long")
     if running:
         st.fragment(run_every=POLL_S)(_live)(wb, run_id)
@@ -344,8 +392,11 @@ def main() -> None:
         )
     else:
         status = summary.status.value
-        st.progress(1.0 if status != "INTERRUPTED" else _done_share(summary), text=f"Run {run_id}: {status}")
-        _count_metrics(summary.counts, summary.trades, summary.spread_income_zar, finished=True)
+        st.progress(
+            1.0 if status != "INTERRUPTED" else _done_share(summary), text=f"Run {run_id}: {run_status_label(status)}"
+        )
+        _money_metrics(wb.run_money(run_id))
+        _count_metrics(summary.counts, summary.trades)
         if dates := _trading_date_text(summary):
             st.caption(dates)
         if summary.error:

@@ -7,12 +7,34 @@ from typing import Any
 import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
+from fxbatch.labels import run_status_label, trade_status_label
 from fxbatch.whatif import charts
-from pages.common import get_workbench, show_error
+from fxbatch.whatif.models import ScenarioResult
+from pages.common import RUN_PAGE, SELECT_ROWS, get_workbench, labelled, newly_selected_row, show_error
+
+PROMOTING = "whatif_promoting"  # (sweep, scenario) whose promotion this session is confirming
+PROMOTED = "whatif_promoted"  # (run, scenario) just started: the link to it
 
 _ZAR = "%,.2f"
 _INCOME_HELP = "The desk's spread income on the succeeded trades, in ZAR at mid"
 _LOST_HELP = "The spread income the failed trades would have earned"
+_BAND_HELP = (
+    "Each success rate is run once per seed: the same odds on different days. The 5th to 95th percentile across "
+    "those seeds is the band the fan chart shades: nine days in ten fall inside it."
+)
+COMPARE_TABLE: dict[str, Any] = {
+    "run_id": st.column_config.NumberColumn("Run", format="%d", width="small"),
+    "batch_id": st.column_config.NumberColumn("Batch", format="%d", width="small"),
+    "seed": st.column_config.NumberColumn("Seed", format="%d", width="small"),
+    "success_rate_setting": st.column_config.NumberColumn(
+        "Bank success rate (setting)", format="percent", help="The simulated bank's success rate the run was set to"
+    ),
+    "success_share": st.column_config.NumberColumn("Succeeded (share)", format="percent"),
+    "notional_zar_succeeded": st.column_config.NumberColumn("Booked notional (ZAR)", format=_ZAR),
+    "notional_zar_failed": st.column_config.NumberColumn("Failed notional (ZAR)", format=_ZAR),
+    "notional_zar_total": st.column_config.NumberColumn("Notional (ZAR)", format=_ZAR),
+    "spread_income_zar": st.column_config.NumberColumn("Income (ZAR)", format=_ZAR, help=_INCOME_HELP),
+}
 SCENARIOS_TABLE: dict[str, Any] = {
     "column_order": [
         "scenario",
@@ -75,8 +97,12 @@ def _sweep_form(wb: Workbench, batch_id: int) -> None:
     with st.form("sweep"):
         low, high = st.slider("Success rates", 0.0, 1.0, (0.5, 1.0), step=0.05, key="rates")
         step = st.select_slider("Step", options=[0.01, 0.025, 0.05, 0.1, 0.25], value=0.05, key="step")
-        seeds = st.slider("Seeds per rate (replications)", 1, 20, 5, key="seeds")
-        first_seed = st.number_input("First seed", min_value=0, value=42, step=1, key="first_seed")
+        seeds = st.slider("Seeds per rate (replications)", 1, 20, 5, key="seeds", help=_BAND_HELP)
+        first_seed = st.number_input(
+            "First seed", min_value=0, value=42, step=1, key="first_seed",
+            help="Seeds start the simulated bank's random draws: each rate runs with this seed and the next ones, "
+            "so the same sweep can be repeated exactly and the seeds show how much one day differs from another.",
+        )  # fmt: skip
         name = st.text_input("Sweep name", placeholder="e.g. bad Monday", key="sweep_name")
         submitted = st.form_submit_button("Run sweep", type="primary")
     if not submitted:
@@ -112,31 +138,65 @@ def _show_sweep(wb: Workbench, sweep_id: int) -> None:
     st.subheader(f"{sweep.name} · {len(sweep.scenarios)} scenarios over batch {sweep.batch_id}")
     summary = sweep.summary_df()
     scenarios = sweep.scenarios_df()
-    st.plotly_chart(charts.fan_chart(summary), key="fan")
-    st.plotly_chart(charts.income_chart(summary), key="income")
-    st.plotly_chart(charts.failure_reasons_chart(scenarios), key="reasons")
-    st.markdown("**Per success rate** (across seeds: mean, 5th and 95th percentiles)")
+    for fig, key in ((charts.fan_chart(summary), "fan"), (charts.failure_reasons_chart(scenarios), "reasons")):
+        st.plotly_chart(fig, key=key)
+        st.caption(charts.caption_of(fig))  # what to read from it
+    st.markdown("**Per success rate** (across seeds: mean, 5th and 95th percentiles)", help=_BAND_HELP)
     st.dataframe(summary, hide_index=True, width="stretch", **SUMMARY_TABLE)
-    with st.expander("Scenarios"):
+    by_number = {s.scenario: s for s in sweep.scenarios}
+    with st.expander("Scenarios (click one to promote it)"):
         if not scenarios.empty:  # a sentence per scenario reads better than a nested column
             scenarios["failure_reasons"] = [
                 " · ".join(f"{code} {n:,}" for code, n in reasons.items()) for reasons in scenarios["failure_reasons"]
             ]
-        st.dataframe(scenarios, hide_index=True, width="stretch", **SCENARIOS_TABLE)
-    by_number = {s.scenario: s for s in sweep.scenarios}
+        event = st.dataframe(
+            scenarios, hide_index=True, width="stretch", key="scenarios_table", on_select="rerun",
+            selection_mode=SELECT_ROWS, **SCENARIOS_TABLE,
+        )  # fmt: skip
+    clicked = newly_selected_row(event, "scenarios_table")
+    if clicked is not None and clicked < len(scenarios):
+        st.session_state["promote_pick"] = int(scenarios["scenario"].iloc[clicked])  # the dropdown follows
     scenario = st.selectbox(
         "Promote a scenario to a full run (per-trade records)",
         list(by_number),
         format_func=lambda n: f"scenario {n}: rate {by_number[n].success_rate:.0%}, seed {by_number[n].seed}",
         key="promote_pick",
     )
-    if st.button("Promote to run", key="promote"):
+    _promote(wb, sweep_id, by_number[int(scenario)], sweep.batch_id)
+
+
+def _promote(wb: Workbench, sweep_id: int, chosen: ScenarioResult, batch_id: int) -> None:
+    """Promote asks first (it starts a full run with per-trade records), then links to the new run."""
+    if (started := st.session_state.get(PROMOTED)) is not None:
+        run_id, scenario = started
+        st.success(f"Run {run_id} started from scenario {scenario}.", icon=":material/play_circle:")
+        st.page_link(RUN_PAGE, label=f"Watch run {run_id}", icon=":material/monitoring:",
+                     query_params={"run": str(run_id)})  # fmt: skip
+    if st.session_state.get(PROMOTING) != (sweep_id, chosen.scenario):
+        if st.button(f"Promote scenario {chosen.scenario} to a run…", key="promote"):
+            st.session_state[PROMOTING] = (sweep_id, chosen.scenario)
+            st.session_state.pop(PROMOTED, None)
+            st.rerun()
+        return
+    st.info(
+        f"**This will run batch {batch_id}: {wb.batch(batch_id).trades:,} trades** against the simulated bank as scenario "
+        f"{chosen.scenario} of sweep {sweep_id} set it (success rate {chosen.success_rate:.0%}, seed "
+        f"{chosen.seed}), recording every trade. The sweep expects {chosen.succeeded:,} to succeed.",
+        icon=":material/play_circle:",
+    )
+    c1, c2 = st.columns([1, 4])
+    if c2.button("Back", key="promote_back"):
+        del st.session_state[PROMOTING]
+        st.rerun()
+    if c1.button("Start the run", type="primary", key="promote_confirm"):
+        del st.session_state[PROMOTING]
         try:
-            job = wb.whatif.start_promote(sweep_id, int(scenario))
+            job = wb.whatif.start_promote(sweep_id, chosen.scenario)
         except FxBatchError as exc:
             show_error(exc)
-        else:
-            st.success(f"Run {job.run_id} started from scenario {scenario}.")
+            return
+        st.session_state[PROMOTED] = (job.run_id, chosen.scenario)
+        st.rerun()
 
 
 def _compare(wb: Workbench) -> None:
@@ -159,8 +219,11 @@ def _compare(wb: Workbench) -> None:
     except FxBatchError as exc:
         show_error(exc)
         return
-    st.plotly_chart(charts.comparison_chart(table), key="compare_chart")
-    st.dataframe(table, hide_index=True, width="stretch")
+    compared = charts.comparison_chart(table)
+    st.plotly_chart(compared, key="compare_chart")
+    st.caption(charts.caption_of(compared))
+    shown = table.assign(status=table["status"].map(run_status_label)) if "status" in table else table
+    st.dataframe(shown, hide_index=True, width="stretch", column_config=labelled(table.columns, COMPARE_TABLE))
     if len(chosen) == 2:
         try:
             diff = wb.whatif.differing_trades(chosen[0], chosen[1])
@@ -168,7 +231,16 @@ def _compare(wb: Workbench) -> None:
             st.caption(exc.message)
             return
         st.caption(f"{len(diff)} trade(s) ended differently in run {chosen[0]} and run {chosen[1]}.")
-        st.dataframe(diff, hide_index=True, width="stretch")
+        a, b = chosen
+        for column in ("status_a", "status_b"):
+            if column in diff:
+                diff[column] = diff[column].map(trade_status_label)
+        words = {
+            "amount": st.column_config.NumberColumn("Amount", format=_ZAR),
+            "status_a": f"Status in run {a}", "failure_a": f"Why it failed in run {a}",
+            "status_b": f"Status in run {b}", "failure_b": f"Why it failed in run {b}",
+        }  # fmt: skip
+        st.dataframe(diff, hide_index=True, width="stretch", column_config=labelled(diff.columns, words))
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def test_a_finished_run_shows_its_spread_income_charts_and_per_trade_rates(db_pa
     } == {"spread_pips": "Spread (pips)", "quote_rate": "Bank quote", "deal_rate": "Client rate",
           "spread_income_zar": "Income (ZAR)"}  # fmt: skip
     page = trades.value
-    failed = page[page["status"] == "FAILED"]
+    failed = page[page["status"] == "Failed"]
     assert not failed.empty and failed["spread_income_zar"].isna().all() and failed["spread_pips"].notna().all()
 
     ok(at.multiselect(key="f_status").select("SUCCESS").run())
@@ -161,7 +161,28 @@ def test_whatif_shows_income_earned_and_lost_per_scenario_and_per_success_rate(
     half = scenarios.value[scenarios.value["success_rate"] == 0.5]
     assert all(isinstance(t, str) and t for t in half["failure_reasons"])  # "CODE n · ..." text, not a nested column
 
-    chart = figures(at)["Spread income earned and lost vs bank success rate"]
+    chart = figures(at)["What a bad day costs: income earned and lost, and notional booked"]
     means = {t["name"]: t["y"] for t in chart["data"] if t.get("name", "").endswith("(mean)")}
     assert means["income earned (mean)"] == pytest.approx(table["income_mean"].tolist())
     assert means["income lost (failed trades) (mean)"] == pytest.approx(table["income_lost_mean"].tolist())
+
+
+def test_a_finished_run_reads_money_first_booked_failed_income_and_income_lost(
+    db_path: Path, open_page: OpenPage
+) -> None:
+    open_page("pages/home.py")
+    wb = app_workbench()
+    run_id = wb.run(wb.batches()[0].batch_id, seed=1, success_rate=0.8).run_id
+    money = wb.run_money(run_id)
+    at = AppTest.from_file(str(Path(__file__).parents[2] / "app.py"), default_timeout=30)
+    at.query_params["run"] = str(run_id)
+    at.run()
+    at.switch_page("pages/run.py").run()
+    first_row = [(m.label, m.value) for m in at.metric][:4]  # the first row is money, then the counts
+    assert first_row == [
+        ("Booked", zar_compact(money.booked_zar)),
+        ("Failed", zar_compact(money.failed_zar)),
+        ("Spread income", zar_compact(money.income_zar or 0.0)),
+        ("Income lost", zar_compact(money.income_lost_zar)),
+    ]
+    assert money.income_lost_zar > 0 and money.failed_zar > 0

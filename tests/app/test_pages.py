@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from fxbatch.money import zar_compact
 from tests.app.conftest import PAGES
+from tests.app.test_run_pages import app_workbench
 from tests.conftest import DATA, HEADER
 
 OpenPage = Callable[[str], AppTest]
@@ -70,20 +72,24 @@ def test_every_page_renders_on_the_database_the_app_creates(db_path: Path, open_
 
 def test_home_shows_the_sample_batch_loaded_on_first_start(db_path: Path, open_page: OpenPage) -> None:
     at = open_page("pages/home.py")
-    assert metrics(at) == {"Batches": "1", "Trades loaded": "200", "Rows rejected": "0"}
+    notional = app_workbench().batches()[0].notional_zar
+    assert notional is not None and notional > 0
+    assert metrics(at) == {"Batches": "1", "Trades loaded": "200", "Notional loaded": zar_compact(notional),
+                           "Rows rejected": "0"}  # fmt: skip
     latest = at.dataframe[0].value
     assert latest["name"].tolist() == ["Sample batch"]
     assert latest["trades"].tolist() == [200]
+    assert latest["notional_zar"].tolist() == [notional]  # money beside the counts
 
 
 def test_home_on_an_empty_database_offers_to_load_the_sample(empty_db: Path, open_page: OpenPage) -> None:
     at = open_page("pages/home.py")
-    assert metrics(at) == {"Batches": "0", "Trades loaded": "0", "Rows rejected": "0"}
+    assert metrics(at) == {"Batches": "0", "Trades loaded": "0", "Notional loaded": "R 0.00", "Rows rejected": "0"}
     assert "No batches yet" in at.info[0].value
     at.button[0].click().run()
     assert not at.exception
     assert [s.value for s in at.success] == ["Batch 1 created with 200 trades."]
-    assert metrics(at) == {"Batches": "1", "Trades loaded": "200", "Rows rejected": "0"}
+    assert metrics(at)["Trades loaded"] == "200" and metrics(at)["Notional loaded"].startswith("R ")
 
 
 # -- upload --------------------------------------------------------------------------------
@@ -107,7 +113,7 @@ def test_upload_creates_a_batch_and_explains_every_rejected_row(empty_db: Path, 
     assert len(rejected) == 10
     assert {"row", "column", "value", "code", "message"} <= set(rejected.columns)
     bad_side = rejected[rejected["value"] == "HOLD"]
-    assert bad_side["column"].tolist() == ["side"]
+    assert bad_side["column"].tolist() == ["Buy/Sell"]
     assert bad_side["row"].tolist() == [9]  # the spreadsheet row the analyst sees, below a title and a blank row
 
 
@@ -128,7 +134,10 @@ def test_upload_checks_the_file_before_anything_is_stored(empty_db: Path, open_p
     at = choose(open_page("pages/upload.py"), "sample_with_errors.csv", (DATA / "sample_with_errors.csv").read_bytes())
 
     assert not at.exception and not at.error and not at.success
-    assert metrics(at) == {"Data rows": "14", "Accepted": "3", "Rejected": "10", "Ignored (blank)": "1"}
+    shown = metrics(at)
+    notional = shown.pop("Notional accepted")  # the accepted rows' money, before anything is stored
+    assert shown == {"Data rows": "14", "Accepted": "3", "Rejected": "10", "Ignored (blank)": "1"}
+    assert notional.startswith("R ") and notional != "R 0.00"
     assert at.button(key="create").label == "Create batch with 3 trade(s)"
     rejections = tables(at)[0]
     assert rejections[rejections["value"] == "HOLD"]["row"].tolist() == [9]
@@ -141,6 +150,7 @@ def test_upload_checks_the_file_before_anything_is_stored(empty_db: Path, open_p
 
 def test_upload_corrects_rejected_rows_in_the_grid_and_loads_them(empty_db: Path, open_page: OpenPage) -> None:
     at = choose(open_page("pages/upload.py"), "sample_with_errors.csv", (DATA / "sample_with_errors.csv").read_bytes())
+    before = next(m.help for m in at.metric if m.label == "Notional accepted")
     grid = at.data_editor(key="fix_grid_0").value
     position = {row: i for i, row in enumerate(grid["row"])}
     # AppTest cannot type into a grid: seed the editor's edit state as the browser would send it.
@@ -152,7 +162,10 @@ def test_upload_corrects_rejected_rows_in_the_grid_and_loads_them(empty_db: Path
     at.run().button(key="revalidate").click().run()
 
     assert not at.exception and not at.error
-    assert metrics(at) == {"Data rows": "14", "Accepted": "5", "Rejected": "8", "Ignored (blank)": "1"}
+    assert next(m.help for m in at.metric if m.label == "Notional accepted") != before  # two more rows accepted
+    shown = metrics(at)
+    shown.pop("Notional accepted")
+    assert shown == {"Data rows": "14", "Accepted": "5", "Rejected": "8", "Ignored (blank)": "1"}
     assert "2 corrected row(s) now pass; still rejected: row 7" in at.info[0].value
     grid = at.data_editor(key="fix_grid_1").value
     assert 9 not in grid["row"].tolist() and grid.set_index("row").loc[7, "amount"] == "1"
@@ -165,7 +178,7 @@ def test_upload_corrects_rejected_rows_in_the_grid_and_loads_them(empty_db: Path
     assert not at.exception
     assert [t.label for t in at.tabs] == ["Trades (5)", "Rejections (8)", "Corrected cells (3)"]
     corrected = tables(at)[-1]
-    assert corrected.values.tolist()[1] == [9, "side", "HOLD", "SELL"]
+    assert corrected.values.tolist()[1] == [9, "Side", "HOLD", "SELL"]
 
 
 def test_upload_maps_columns_whose_headers_were_not_recognised(empty_db: Path, open_page: OpenPage) -> None:
@@ -218,12 +231,13 @@ def test_batches_page_lists_every_batch_and_shows_the_chosen_ones_rows(db_path: 
     assert listed["batch_id"].tolist() == [2, 1]  # newest first
     assert listed["name"].tolist()[1] == "Sample batch"
     assert [t.label for t in at.tabs] == ["Trades (3)", "Rejections (10)"]
-    assert len(at.get("download_button")) == 1  # every rejection, not only the rows shown
+    rejections = [d for d in at.get("download_button") if "rejections" in d.proto.label]
+    assert len(rejections) == 1  # every rejection, not only the rows shown
 
     at.selectbox(key="batch").select(1).run()
     assert not at.exception
     assert [t.label for t in at.tabs] == ["Trades (200)", "Rejections (0)"]
-    assert not at.get("download_button")
+    assert not [d for d in at.get("download_button") if "rejections" in d.proto.label]
     assert len(tables(at)[1]) == 200
 
 

@@ -79,7 +79,7 @@ def test_upload_create_start_a_run_watch_it_reach_100_percent_and_see_the_charts
     assert "Batch 1 'morning' created" in at.success[0].value
 
     ok(at.switch_page("pages/batches.py").run())
-    assert tables(at)[0]["status"].tolist() == ["LOADED"]
+    assert tables(at)[0]["status"].tolist() == ["Loaded"]
     at.slider(key="rate").set_value(0.6)
     at.number_input(key="latency").set_value(10.0)
     at.number_input(key="concurrency").set_value(2)
@@ -104,14 +104,14 @@ def test_upload_create_start_a_run_watch_it_reach_100_percent_and_see_the_charts
     summary = app_workbench().run_summary(1)
     assert metrics(at)["Succeeded"] == f"{summary.counts['SUCCESS']:,}"
     assert metrics(at)["Failed"] == f"{summary.counts['FAILED']:,}"
-    assert [t.value for t in at.toast] == [f"Run 1 finished: PARTIAL, {summary.counts['SUCCESS']} succeeded · "
+    assert [t.value for t in at.toast] == [f"Run 1 finished: Completed with failures, {summary.counts['SUCCESS']} succeeded · "
                                            f"{summary.counts['FAILED']} failed."]  # fmt: skip
     at.run()
     assert not at.toast  # once
 
     ok(at.switch_page("pages/batches.py").run())
     listed = tables(at)[0]
-    assert listed["status"].tolist() == ["PARTIAL"]
+    assert listed["status"].tolist() == ["Completed with failures"]
     assert listed["last_run"].tolist() == [1]
     assert listed["outcome"].tolist() == [f"{summary.counts['SUCCESS']} succeeded · {summary.counts['FAILED']} failed"]
 
@@ -164,7 +164,7 @@ def test_run_page_on_a_finished_run_shows_charts_a_paged_table_and_exports(db_pa
     ok(at.multiselect(key="f_status").select("FAILED").run())
     failed = app_workbench().run_summary(run_id).counts["FAILED"]
     shown = tables(at)[0]
-    assert set(shown["status"]) == {"FAILED"} and len(shown) == min(50, failed)
+    assert set(shown["status"]) == {"Failed"} and len(shown) == min(50, failed)
     assert f"of {failed} matching" in " ".join(c.value for c in at.caption)  # back on page 1 for new filters
     assert at.number_input(key="f_page").value == 1
 
@@ -197,7 +197,7 @@ def test_a_failed_trades_detail_shows_its_timeline_and_reason(db_path: Path, ope
     finished_run(success_rate=0.0)
     at = ok(open_page("pages/run.py"))
     timeline = tables(at)[1]
-    assert timeline["stage"].tolist()[0] == "EXECUTING" and timeline["stage"].tolist()[-1] == "FAILED"
+    assert timeline["stage"].tolist()[0] == "Executing" and timeline["stage"].tolist()[-1] == "Failed"
     reason = [m.value for m in at.markdown if "Retrying" in m.value]
     assert len(reason) == 1 and any(f"**{code.value}**" in reason[0] for code in FailureCode)
     assert any("Click a row" in c.value for c in at.caption)
@@ -267,7 +267,7 @@ def test_a_running_batch_can_be_cancelled_and_not_deleted(db_path: Path, open_pa
     job = slow_job()
     try:
         ok(at.run())
-        assert tables(at)[0]["status"].tolist() == ["RUNNING"]
+        assert tables(at)[0]["status"].tolist() == ["Running"]
         assert f"Run {job.run_id}:" in at.progress[0].proto.text
         assert not at.form_submit_button  # no second run while one executes
         at.button(key="delete").click().run()
@@ -281,7 +281,7 @@ def test_a_running_batch_can_be_cancelled_and_not_deleted(db_path: Path, open_pa
     ok(at.button(key="cancel").click().run())
     ok(at.button(key="cancel_confirm").click().run())
     assert job.wait(WAIT_S)
-    at = wait_until(at, lambda a: tables(a)[0]["status"].tolist() == ["CANCELLED"])
+    at = wait_until(at, lambda a: tables(a)[0]["status"].tolist() == ["Cancelled"])
     assert at.form_submit_button  # a new run can be started again
 
 
@@ -307,9 +307,9 @@ def test_batches_filter_by_status_and_text_and_sort(db_path: Path, open_page: Op
     finished_run()  # runs batch 1, the sample
     at = ok(open_page("pages/batches.py"))
     assert tables(at)[0]["batch_id"].tolist() == [2, 1]
-    ok(at.multiselect(key="b_status").select("PARTIAL").run())
+    ok(at.multiselect(key="b_status").select("Completed with failures").run())
     assert tables(at)[0]["name"].tolist() == ["Sample batch"]
-    ok(at.multiselect(key="b_status").unselect("PARTIAL").run())
+    ok(at.multiselect(key="b_status").unselect("Completed with failures").run())
     ok(at.text_input(key="b_text").input("tuesday").run())
     assert tables(at)[0]["name"].tolist() == ["Tuesday desk"]
     ok(at.text_input(key="b_text").input("").run())
@@ -326,11 +326,11 @@ def test_home_lists_the_latest_runs_with_their_outcome(db_path: Path, open_page:
     at = ok(open_page("pages/home.py"))
     runs = tables(at)[0]
     assert runs["run_id"].tolist() == [run_id]
-    assert runs["status"].tolist() == ["COMPLETED"] and runs["outcome"].tolist() == ["200 succeeded"]
+    assert runs["status"].tolist() == ["Completed"] and runs["outcome"].tolist() == ["200 succeeded"]
     income = app_workbench().run_summary(run_id).spread_income_zar
     assert income and runs["income"].tolist() == [pytest.approx(income)]
     assert "Running now" not in [s.value for s in at.subheader]
-    assert tables(at)[1]["status"].tolist() == ["COMPLETED"]  # the batch's status is its latest run's
+    assert tables(at)[1]["status"].tolist() == ["Completed"]  # the batch's status is its latest run's
 
 
 @pytest.mark.parametrize("page", ["pages/home.py", "pages/batches.py", "pages/run.py"])

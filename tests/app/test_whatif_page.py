@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from fxbatch import Workbench
+from pages.common import workbench
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,10 @@ def test_a_sweep_from_the_form_draws_the_fan_and_failure_charts(db: Path) -> Non
     assert not at.error
     assert at.selectbox(key="sweep_pick").value == 1
     charts = at.get("plotly_chart")
-    assert len(charts) == 3, "fan chart, income chart and failure reasons chart"
+    assert len(charts) == 2, "the fan (income earned and lost, notional booked) and the failure reasons"
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("At a 50% success rate the desk earns R ") for c in captions)
+    assert any(c.startswith("Why trades fail as the bank gets worse") for c in captions)
     assert "3 scenarios" not in at.subheader[0].value
     assert "9 scenarios" in at.subheader[0].value  # rates 0.5, 0.75, 1.0 x 3 seeds
 
@@ -68,4 +72,30 @@ def test_two_runs_are_compared_with_their_differing_trades(db: Path) -> None:
     at.run()
     assert not at.exception
     assert at.multiselect(key="compare_runs").value == [2, 1]
+    assert any(c.value.startswith("Run ") and " booked the most, R " in c.value for c in at.caption)
     assert any("ended differently" in c.value for c in at.caption)
+
+
+def test_promote_asks_first_then_links_to_the_new_run_whose_page_names_the_scenario(db: Path) -> None:
+    at = _page(db)
+    at.slider(key="seeds").set_value(1)
+    at.button[0].click().run()  # a sweep from the form's defaults
+    assert not at.exception
+    at.button(key="promote").click().run()
+    assert f"This will run batch 1: {workbench().batch(1).trades:,} trades" in at.info[0].value
+    assert not at.exception
+    assert workbench().runs() == [], "nothing starts before the confirmation"
+    at.button(key="promote_confirm").click().run()
+    assert not at.exception
+    (run,) = workbench().runs()
+    scenario = at.selectbox(key="promote_pick").value
+    assert at.success[-1].value == f"Run {run.run_id} started from scenario {scenario}."
+    link = [e for e in at.get("page_link") if e.proto.label == f"Watch run {run.run_id}"]
+    assert link, "a link to the new run"
+    assert (run.config.sweep_id, run.config.scenario) == (1, scenario)
+    workbench().engine.wait(run.run_id, timeout=60)
+    page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    page.query_params["run"] = str(run.run_id)
+    page.run()
+    page.switch_page("pages/run.py").run()
+    assert any(f"promoted from scenario {scenario} of what-if sweep 1" in c.value for c in page.caption)
