@@ -42,9 +42,11 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(VENV)/bin/mypy
 
-## Everything CI runs: lint, types, and the whole pytest suite (unit, integration, app, browser)
+## Everything CI runs: lint, types, and the whole pytest suite (unit, integration, app, browser).
+## The browser tests leave a screenshot of each page (1400x1000) in $(SCREENSHOT_DIR) for review.
+SCREENSHOT_DIR ?= test-results/screenshots
 test: $(VENV)/.dev-installed browser lint typecheck
-	$(VENV)/bin/pytest -q
+	SCREENSHOT_DIR=$(abspath $(SCREENSHOT_DIR)) $(VENV)/bin/pytest -q
 
 unit: $(VENV)/.dev-installed
 	$(VENV)/bin/pytest -q tests/unit
@@ -52,6 +54,7 @@ unit: $(VENV)/.dev-installed
 ## Benchmarks: ratios against references measured in the same run
 bench: $(VENV)/.installed
 	$(PY) bench/bench_load.py
+	$(PY) bench/bench_ingest_memory.py
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_whatif.py
 	$(PY) bench/bench_http.py

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from fxbatch.serving import ServerRecord, read_record
 
@@ -35,6 +35,9 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 SCREENS_FOR_HUMANS = Path("/tmp/fxbatch-screens")
+# Where the screenshots go for review: `make test` names the folder (SCREENSHOT_DIR), else test-results/.
+SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR") or ROOT / "test-results")
+VIEWPORT: ViewportSize = {"width": 1400, "height": 1000}
 STARTUP_TIMEOUT_S = 60
 
 
@@ -153,7 +156,7 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
     expect.set_options(timeout=15_000)  # assertions too: the machine is shared and often busy
@@ -165,8 +168,9 @@ def page(browser: Browser) -> Iterator[Page]:
 
 @pytest.fixture
 def screenshot(request: pytest.FixtureRequest, page: Page) -> Callable[[str], Path]:
-    """Save a full-page screenshot to test-results/<test>/NAME.png (gitignored) and copy it to /tmp/fxbatch-screens/."""
-    folder = ROOT / "test-results" / request.node.name
+    """Save a screenshot (1400 px wide, the page's full height) to SCREENSHOTS/<test>/NAME.png and copy it to
+    /tmp/fxbatch-screens/."""
+    folder = SCREENSHOTS / request.node.name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
 
@@ -174,7 +178,7 @@ def screenshot(request: pytest.FixtureRequest, page: Page) -> Callable[[str], Pa
         path = folder / f"{name}.png"
         # Streamlit scrolls inside its main container, so full_page alone stops at the window:
         # grow the window to the content for the shot, then put it back.
-        size = page.viewport_size or {"width": 1400, "height": 900}
+        size = page.viewport_size or VIEWPORT
         content = page.get_by_test_id("stMain").evaluate("el => el.scrollHeight")
         page.set_viewport_size({"width": size["width"], "height": max(size["height"], int(content))})
         try:
