@@ -57,7 +57,8 @@ def edit_cell(page: Page, grid: Locator, *, row: int, column: int, old: str, new
             page.keyboard.press("ArrowRight")
         page.keyboard.press("Enter")
         try:
-            expect(editor).to_have_value(old, timeout=3000)
+            # Generous: on a machine running two suites at once the grid can take seconds to open it.
+            expect(editor).to_have_value(old, timeout=10_000)
         except AssertionError:
             page.keyboard.press("Escape")
             continue
