@@ -51,7 +51,9 @@ test: $(VENV)/.dev-installed browser lint typecheck
 unit: $(VENV)/.dev-installed
 	$(VENV)/bin/pytest -q tests/unit
 
-## Benchmarks: ratios against references measured in the same run
+## Benchmarks: ratios against references measured in the same run, on a fixed trading day (a Monday),
+## so the figures do not depend on the day they are taken (CASH trades on a weekend are refused)
+bench: export FXBATCH_TODAY ?= 2026-11-30
 bench: $(VENV)/.installed
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_ingest_memory.py
