@@ -3,7 +3,7 @@
 Exit codes: 0 done, 2 the input or the request could not be used (message on stderr, or
 ``{"error": {"code", "message"}}`` with --json), 3 a run stopped INTERRUPTED (Ctrl-C or the
 bank unreachable; resume it), 130 Ctrl-C detached from a run executing in a server (it goes on
-there), 1 an unexpected failure.
+there), 1 an unexpected failure or ``audit verify`` found the audit trail broken.
 
 While an fxbatch server (``make run``) holds the database, every command works through its HTTP
 API (the server records its address beside the database file); ``--server URL`` or
@@ -394,6 +394,23 @@ def cmd_backup(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     _emit(args, payload, f"Backup of {wb.settings.db} written to {path} (restore: copy it over the database)")
 
 
+def cmd_audit(wb: AnyWorkbench, args: argparse.Namespace) -> int:
+    if not isinstance(wb, Workbench):
+        raise ConflictError(
+            f"The database is held by the fxbatch server at {wb.url}; the audit trail is read from the "
+            "database file only for now: stop the server, then run audit again."
+        )
+    if args.audit_command == "verify":
+        check = wb.verify_audit()
+        _emit(args, check.model_dump(), check.message)
+        return 0 if check.ok else 1
+    rows = wb.audit_trail(actor=args.actor, action=args.action, limit=args.limit)
+    payload = [{**r, "params": json.loads(r["params"])} for r in rows.to_dict("records")]
+    text = rows.drop(columns=["prev_hash", "hash"]).to_string(index=False) if len(rows) else "no audit rows"
+    _emit(args, payload, text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --json works before or after the command: the subcommands' copy must not reset it to False.
     common = _Parser(add_help=False)
@@ -516,7 +533,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="the backup file, e.g. backups/fxbatch.duckdb")
     p.add_argument("--force", action="store_true", help="replace the backup file if it exists")
     p.set_defaults(handler=cmd_backup)
+
+    local_only = " (reads the database file; not through a server yet)"
+    p = sub.add_parser("audit", parents=[common], help="the audit trail: who did what, when" + local_only)
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    a = audit_sub.add_parser("verify", parents=[common], help="check the hash chain; exit 1 at the first bad row")
+    a.set_defaults(handler=cmd_audit)
+    a = audit_sub.add_parser("list", parents=[common], help="audit rows, newest first")
+    a.add_argument("--limit", type=_positive, default=50, help="rows to show (default 50)")
+    a.add_argument("--action", help="only this action (load, correct, run, retry, promote, cancel, resume, "
+                   "delete, export, unmask)")  # fmt: skip
+    a.add_argument("--actor", help="only this user")
+    a.set_defaults(handler=cmd_audit)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -266,7 +266,14 @@ def _v7(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(con: duckdb.DuckDBPyConnection) -> None:
+    """The audit trail (``fxbatch.audit``): one hash-chained row per action."""
+    from fxbatch.audit import SCHEMA
+
+    con.execute(SCHEMA)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

@@ -9,19 +9,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import date
+from contextlib import AbstractContextManager
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pandas as pd
 
-from fxbatch import analytics, batches, export, moneyview
+from fxbatch import analytics, audit, batches, export, moneyview
+from fxbatch.audit import AuditCheck
 from fxbatch.client import Client, connect
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
 from fxbatch.errors import ConflictError, ServerError
 from fxbatch.ingest import Fixes
+from fxbatch.masking import export_path
 from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary
 from fxbatch.moneyview import RunMoney
 from fxbatch.rates import RateTable
@@ -44,10 +47,13 @@ from fxbatch.whatif.sweep import (
 class Workbench:
     """Settings + database + rate table, and the operations on them."""
 
-    def __init__(self, settings: Settings, store: Store, rates: RateTable) -> None:
+    def __init__(self, settings: Settings, store: Store, rates: RateTable, *, actor: str | None = None) -> None:
         self.settings = settings
         self.store = store
         self.rates = rates
+        # Who the audit trail records (the OS user; a server with login sets it per request with
+        # ``fxbatch.audit.acting_as``).
+        self.actor = actor or audit.os_user()
         self.engine = Engine(store, rates, settings=settings)
         self.whatif = _WhatIf(self)
 
@@ -77,7 +83,12 @@ class Workbench:
 
     @classmethod
     def open_local(
-        cls, db: Path | str | None = None, settings: Settings | None = None, *, seed_sample: bool = False
+        cls,
+        db: Path | str | None = None,
+        settings: Settings | None = None,
+        *,
+        seed_sample: bool = False,
+        actor: str | None = None,
     ) -> Workbench:
         """Open the database file in this process (what a server does); never a client."""
         settings = settings or load_settings()
@@ -85,7 +96,7 @@ class Workbench:
             settings = settings.model_copy(update={"db": Path(db)})
         rates = RateTable.from_csv(settings.rates_file)
         store = Store(settings.db)
-        wb = cls(settings, store, rates)
+        wb = cls(settings, store, rates, actor=actor)
         wb.engine.recover()  # runs left RUNNING by a process that died become INTERRUPTED
         if seed_sample and store.created and settings.load_sample_on_create:
             wb.load(settings.sample_file, name="Sample batch")
@@ -124,18 +135,23 @@ class Workbench:
         ``column_map`` maps a file header to a field ('' ignores the column); ``fixes`` corrects
         rejected rows first: ``{row: {field: new text}}`` with the file's row numbers.
         """
-        return batches.load_file(
-            self.store,
-            self.settings,
-            self.rates,
-            path,
-            name=name,
-            sheet=sheet,
-            column_map=column_map,
-            fixes=fixes,
-            today=today,
-            display_name=display_name,
-        )
+        shown = display_name or Path(path).name
+        with self._audited("correct" if fixes else "load", f"file:{shown}", file=shown) as extra:
+            result = batches.load_file(
+                self.store,
+                self.settings,
+                self.rates,
+                path,
+                name=name,
+                sheet=sheet,
+                column_map=column_map,
+                fixes=fixes,
+                today=today,
+                display_name=display_name,
+            )
+            extra.update(object=f"batch:{result.batch_id}", batch_id=result.batch_id, fingerprint=result.fingerprint,
+                         accepted=result.accepted, rejected=result.rejected, corrected=len(result.fixed))  # fmt: skip
+        return result
 
     def check(
         self,
@@ -183,17 +199,23 @@ class Workbench:
     def trades(self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False) -> pd.DataFrame:
         """A batch's trades in row order; ``limit``/``offset`` page through big batches.
         Account numbers show their last 4 digits unless ``unmask`` (``fxbatch.masking``)."""
-        return batches.batch_trades(self.store, batch_id, limit, offset, unmask=unmask)
+        shown = batches.batch_trades(self.store, batch_id, limit, offset, unmask=unmask)
+        self._unmasked(unmask, f"batch:{batch_id}", view="trades", limit=limit, offset=offset)
+        return shown
 
     def corrections(self, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
         """Cells corrected before loading: row, field, original (the file's text), corrected (accounts masked)."""
-        return batches.batch_corrections(self.store, batch_id, unmask=unmask)
+        shown = batches.batch_corrections(self.store, batch_id, unmask=unmask)
+        self._unmasked(unmask, f"batch:{batch_id}", view="corrections")
+        return shown
 
     def rejections(
         self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
     ) -> pd.DataFrame:
         """A batch's rejections in row order; a rejected account is masked unless ``unmask``."""
-        return batches.batch_rejections(self.store, batch_id, limit, offset, unmask=unmask)
+        shown = batches.batch_rejections(self.store, batch_id, limit, offset, unmask=unmask)
+        self._unmasked(unmask, f"batch:{batch_id}", view="rejections", limit=limit, offset=offset)
+        return shown
 
     # -- runs ------------------------------------------------------------------
     def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Job:
@@ -201,7 +223,12 @@ class Workbench:
 
         ``overrides`` set RunConfig fields (``seed=7``) or bank settings (``success_rate=0.8``).
         """
-        return self.engine.start(batch_id, make_config(config, **overrides))
+        config = make_config(config, **overrides)
+        action = "retry" if config.retry_of_run is not None else "run"
+        with self._audited(action, f"batch:{batch_id}", **run_params(batch_id, config)) as extra:
+            job = self.engine.start(batch_id, config)
+            extra.update(object=f"run:{job.run_id}", run_id=job.run_id)
+        return job
 
     def run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> RunSummary:
         """Run a batch and wait for the end."""
@@ -212,7 +239,9 @@ class Workbench:
     def start_resume(self, run_id: int, *, bank_url: str | None = None) -> Job:
         """Go on with an INTERRUPTED run in the background and return its job at once; ``bank_url``
         points it at another HTTP bank address ('' = the in-process simulated bank), None keeps the run's own."""
-        return self.engine.resume(run_id, bank_url=bank_url)
+        bank = {} if bank_url is None else {"bank": "http" if bank_url else "simulated", "bank_url": bank_url or None}
+        with self._audited("resume", f"run:{run_id}", run_id=run_id, **bank):
+            return self.engine.resume(run_id, bank_url=bank_url)
 
     def resume(self, run_id: int, *, bank_url: str | None = None) -> RunSummary:
         """Finish an INTERRUPTED run and wait for the end (``bank_url`` as in ``start_resume``)."""
@@ -221,7 +250,8 @@ class Workbench:
         return self.run_summary(run_id)
 
     def cancel(self, run_id: int) -> None:
-        self.engine.cancel(run_id)
+        with self._audited("cancel", f"run:{run_id}", run_id=run_id):
+            self.engine.cancel(run_id)
 
     def run_summary(self, run_id: int) -> RunSummary:
         return run_records.get_run(self.store, run_id)
@@ -241,12 +271,13 @@ class Workbench:
     # -- batches (removal) -------------------------------------------------------
     def delete_batch(self, batch_id: int) -> None:
         """Delete a batch and everything recorded about it; refused while one of its runs executes."""
-        for job in self.engine.active_jobs():
-            if job.batch_id == batch_id:
-                raise ConflictError(
-                    f"Batch {batch_id} is running (run {job.run_id}); cancel the run or wait for it to end first."
-                )
-        batches.delete_batch(self.store, batch_id)
+        with self._audited("delete", f"batch:{batch_id}", batch_id=batch_id):
+            for job in self.engine.active_jobs():
+                if job.batch_id == batch_id:
+                    raise ConflictError(
+                        f"Batch {batch_id} is running (run {job.run_id}); cancel the run or wait for it to end first."
+                    )
+            batches.delete_batch(self.store, batch_id)
 
     def active_runs(self) -> list[RunProgress]:
         """Progress of the runs executing in this process, oldest first (``batch_id`` set)."""
@@ -285,28 +316,66 @@ class Workbench:
         self, run_id: int, filters: analytics.TradeFilter | None = None, *, limit: int = 50, offset: int = 0,
         unmask: bool = False,
     ) -> tuple[pd.DataFrame, int]:  # fmt: skip
-        return analytics.trades_page(self.store, run_id, filters, limit=limit, offset=offset, unmask=unmask)
+        shown = analytics.trades_page(self.store, run_id, filters, limit=limit, offset=offset, unmask=unmask)
+        self._unmasked(unmask, f"run:{run_id}", view="trades", limit=limit, offset=offset)
+        return shown
 
     def run_filter_choices(self, run_id: int) -> dict[str, list[str]]:
         return analytics.filter_choices(self.store, run_id)
 
     def trade_detail(self, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
-        return analytics.trade_detail(self.store, run_id, row, unmask=unmask)
+        shown = analytics.trade_detail(self.store, run_id, row, unmask=unmask)
+        self._unmasked(unmask, f"run:{run_id}", view="trade", row=row)
+        return shown
 
     def export_run(self, run_id: int, path: Path | str, *, unmask: bool = False) -> int:
         """A run's per-trade results to CSV/XLSX/Parquet (by the file's suffix); returns the rows written.
 
         Accounts are masked unless ``unmask``; an unmasked file gets ``-UNMASKED`` in its name
         (``masking.export_path`` says where)."""
-        return export.export_run(self.store, run_id, path, unmask=unmask)
+        with self._exported(f"run:{run_id}", path, unmask) as extra:
+            extra["rows"] = rows = export.export_run(self.store, run_id, path, unmask=unmask)
+        return rows
 
     def export_batch(self, batch_id: int, path: Path | str, *, unmask: bool = False) -> int:
         """A batch's trades as loaded to CSV/XLSX/Parquet; accounts masked unless ``unmask`` (as ``export_run``)."""
-        return export.export_batch(self.store, batch_id, path, unmask=unmask)
+        with self._exported(f"batch:{batch_id}", path, unmask) as extra:
+            extra["rows"] = rows = export.export_batch(self.store, batch_id, path, unmask=unmask)
+        return rows
 
     def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
         """The simulated bank's booked deals (of one run, or all) to CSV/XLSX/Parquet; returns the rows written."""
-        return export.export_ledger(self.store, path, run_id)
+        with self._exported("ledger" if run_id is None else f"ledger:run:{run_id}", path, False) as extra:
+            extra["rows"] = rows = export.export_ledger(self.store, path, run_id)
+        return rows
+
+    # -- audit trail ---------------------------------------------------------------
+    def audit_trail(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """The audit trail, newest first (``fxbatch.audit.read``)."""
+        return audit.read(self.store, actor=actor, action=action, since=since, until=until, limit=limit)
+
+    def verify_audit(self) -> AuditCheck:
+        """Walk the audit trail's hash chain: intact, or the first changed, removed or inserted row."""
+        return audit.verify(self.store)
+
+    def _audited(self, action: str, obj: str, **params: Any) -> AbstractContextManager[dict[str, Any]]:
+        return audit.audited(self.store, self.actor, action, obj, **params)
+
+    def _exported(self, what: str, path: Path | str, unmask: bool) -> AbstractContextManager[dict[str, Any]]:
+        return self._audited("export", what, path=str(export_path(path, unmask=unmask)), unmasked=unmask)
+
+    def _unmasked(self, unmask: bool, obj: str, **params: Any) -> None:
+        """Record a read of full account numbers (called once the read has succeeded)."""
+        if unmask:
+            audit.record(self.store, self.actor, "unmask", obj, params)
 
     def schema_version(self) -> int:
         """The database's schema version (what ``python -m fxbatch init`` reports)."""
@@ -374,7 +443,12 @@ class _WhatIf:
         """Start a stored scenario as a full run with per-trade records; return its job at once."""
         batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
         # The run remembers where it came from (its page names the sweep and the scenario).
-        return self.wb.engine.start(batch_id, config.model_copy(update={"sweep_id": sweep_id, "scenario": scenario}))
+        config = config.model_copy(update={"sweep_id": sweep_id, "scenario": scenario})
+        params = {**run_params(batch_id, config), "sweep_id": sweep_id, "scenario": scenario}
+        with self.wb._audited("promote", f"sweep:{sweep_id}", **params) as extra:
+            job = self.wb.engine.start(batch_id, config)
+            extra.update(object=f"run:{job.run_id}", run_id=job.run_id)
+        return job
 
     def promote(self, sweep_id: int, scenario: int) -> RunSummary:
         """Turn a stored scenario into a full run with per-trade records and wait for the end."""
@@ -404,6 +478,13 @@ def make_config(base: RunConfig | None = None, **overrides: object) -> RunConfig
     data["bank"].update(bank)
     data.update(run)
     return RunConfig.model_validate(data)
+
+
+def run_params(batch_id: int, config: RunConfig) -> dict[str, Any]:
+    """What the audit trail keeps of a run's settings (never credentials: they live in settings)."""
+    return {"batch_id": batch_id, "bank": "http" if config.bank_url else "simulated", "bank_url": config.bank_url,
+            "seed": config.seed, "success_rate": config.bank.success_rate, "concurrency": config.concurrency,
+            "max_attempts": config.max_attempts, "retry_of_run": config.retry_of_run}  # fmt: skip
 
 
 def open(

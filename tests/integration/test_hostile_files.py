@@ -45,6 +45,7 @@ def contents(db: Path) -> dict[str, Any]:
     """Every table's row count, and every batch row."""
     with duckdb.connect(str(db), read_only=True) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        tables.remove("audit_log")  # a refusal is on record there (fxbatch.audit); nothing else changes
         held: dict[str, Any] = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables}
         held["batches rows"] = con.execute("SELECT * FROM batches ORDER BY batch_id").fetchall()
     return held

@@ -1,0 +1,235 @@
+"""The audit trail: one append-only row per action (who, when, what, on which object, outcome).
+
+Each row carries the hash of the row before it (the first chains from ``GENESIS``), so
+``verify`` finds a row that was changed, removed or inserted behind fxbatch's back and names the
+first bad one. The chain is unkeyed: it catches edits by hand or by a careless script, not a
+forger who recomputes every later hash.
+
+Rows are written once per action (a load, a run started, an export), never per trade. Parameters
+never hold a secret: keys that name one are redacted and credentials in URLs are dropped.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import getpass
+import hashlib
+import json
+import re
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from fxbatch.errors import FxBatchError
+
+if TYPE_CHECKING:
+    from fxbatch.store import Store
+
+GENESIS = "0" * 64
+REDACTED = "***"
+TABLE = "audit_log"
+# Timestamps are naive UTC like every other fxbatch table (``fxbatch.store``).
+SCHEMA = f"""
+CREATE TABLE {TABLE} (
+    seq BIGINT PRIMARY KEY,
+    logged_at TIMESTAMP NOT NULL,
+    actor VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,
+    object VARCHAR NOT NULL,
+    params VARCHAR NOT NULL,
+    outcome VARCHAR NOT NULL,
+    prev_hash VARCHAR NOT NULL,
+    hash VARCHAR NOT NULL
+);
+"""
+COLUMNS = ("seq", "logged_at", "actor", "action", "object", "params", "outcome", "prev_hash", "hash")
+OK = "ok"
+
+_SECRET_KEY = re.compile(r"secret|passw|token|api[_-]?key|credential|authori[sz]ation|cookie", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)[^/@\s?#]*@")
+_MAX_OUTCOME = 500
+
+# One writer at a time per database in this process: reading the chain's head and appending to it
+# must not interleave (DuckDB allows one read-write process per file, so this covers all writers).
+_locks: weakref.WeakKeyDictionary[Store, threading.Lock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+_acting_as: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxbatch_audit_actor", default=None)
+
+
+class AuditCheck(BaseModel):
+    """What ``verify`` found: ``ok`` with the row count, or the first bad row and why."""
+
+    ok: bool
+    rows: int = Field(description="Rows in the trail.")
+    bad_seq: int | None = Field(None, description="The first row that fails the check.")
+    reason: str | None = None
+
+    @property
+    def message(self) -> str:
+        if self.ok:
+            return f"audit trail intact: {self.rows} rows"
+        return f"audit trail broken at row {self.bad_seq}: {self.reason}"
+
+
+def os_user() -> str:
+    """The operating-system user (who CLI and notebook actions are recorded as)."""
+    try:
+        return getpass.getuser() or "unknown"
+    except (KeyError, OSError, ImportError):  # no passwd entry, no USER/LOGNAME (containers)
+        return "unknown"
+
+
+@contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Record actions in this context (thread or task) as ``actor`` (a signed-in user per request)."""
+    token = _acting_as.set(actor)
+    try:
+        yield
+    finally:
+        _acting_as.reset(token)
+
+
+def current_actor(default: str) -> str:
+    return _acting_as.get() or default
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """``value`` with secrets replaced by ``REDACTED`` and credentials cut out of URLs, recursively."""
+    if key and _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {str(k): redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if hasattr(value, "get_secret_value"):  # pydantic SecretStr / SecretBytes
+        return REDACTED
+    return _URL_USERINFO.sub(r"\g<scheme>", str(value))
+
+
+def failure(exc: BaseException) -> str:
+    """The outcome text of a failed action: its error class and first message line."""
+    text = str(getattr(exc, "message", None) or exc).splitlines()
+    line = redact(text[0] if text else "")
+    return f"{type(exc).__name__}: {line}"[:_MAX_OUTCOME]
+
+
+def row_hash(seq: int, at: datetime, actor: str, action: str, obj: str, params: str, outcome: str, prev: str) -> str:
+    """sha256 of the row's fields and the previous row's hash, serialised canonically (JSON)."""
+    fields = [seq, at.isoformat(timespec="microseconds"), actor, action, obj, params, outcome, prev]
+    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _lock(store: Store) -> threading.Lock:
+    with _locks_guard:
+        lock = _locks.get(store)
+        if lock is None:
+            lock = _locks[store] = threading.Lock()
+        return lock
+
+
+def record(
+    store: Store,
+    actor: str,
+    action: str,
+    obj: str = "",
+    params: Mapping[str, Any] | None = None,
+    outcome: str = OK,
+) -> int:
+    """Append one row and return its ``seq``; ``params`` are redacted before they are stored."""
+    params_json = json.dumps(redact(dict(params or {})), sort_keys=True, ensure_ascii=False, default=str)
+    at = datetime.now(UTC).replace(tzinfo=None)
+    actor = current_actor(actor)
+    cur = store.cursor()
+    with _lock(store):
+        cur.begin()
+        try:
+            head = cur.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchall()
+            seq, prev = (int(head[0][0]) + 1, str(head[0][1])) if head else (1, GENESIS)
+            digest = row_hash(seq, at, actor, action, obj, params_json, outcome, prev)
+            cur.execute(
+                f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [seq, at, actor, action, obj, params_json, outcome, prev, digest],
+            )
+            cur.commit()
+        except Exception:
+            cur.rollback()
+            raise
+    return seq
+
+
+@contextmanager
+def audited(store: Store, actor: str, action: str, obj: str = "", **params: Any) -> Iterator[dict[str, Any]]:
+    """Record ``action`` when the block ends: "ok", or the fxbatch error that stopped it (re-raised).
+
+    The block may add parameters to the yielded dict; an ``object`` key there replaces ``obj``
+    (a new batch's id is known only after the load).
+    """
+    extra: dict[str, Any] = {}
+    try:
+        yield extra
+    except FxBatchError as exc:
+        target = str(extra.pop("object", obj))
+        record(store, actor, action, target, {**params, **extra}, outcome=failure(exc))
+        raise
+    target = str(extra.pop("object", obj))
+    record(store, actor, action, target, {**params, **extra})
+
+
+def verify(store: Store) -> AuditCheck:
+    """Walk the chain from the first row; the first row whose place, contents or link is wrong."""
+    rows = store.cursor().execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY seq, rowid").fetchall()
+    prev, expected = GENESIS, 1
+    for seq, at, actor, action, obj, params, outcome, prev_hash, digest in rows:
+        if seq < expected:
+            return AuditCheck(ok=False, rows=len(rows), bad_seq=seq,
+                              reason=f"row {seq} is out of order or a duplicate (expected row {expected}): a row was inserted")  # fmt: skip
+        if seq > expected:
+            missing = f"row {expected}" if seq == expected + 1 else f"rows {expected}-{seq - 1}"
+            return AuditCheck(ok=False, rows=len(rows), bad_seq=seq, reason=f"{missing} missing: removed")
+        if row_hash(seq, at, actor, action, obj, params, outcome, prev_hash) != digest:
+            return AuditCheck(ok=False, rows=len(rows), bad_seq=seq,
+                              reason="its contents do not match its hash: the row was changed")  # fmt: skip
+        if prev_hash != prev:
+            before = f"row {seq - 1}" if seq > 1 else "the start of the trail"
+            return AuditCheck(ok=False, rows=len(rows), bad_seq=seq,
+                              reason=f"it does not chain to {before}: a row was inserted, removed or changed before it")  # fmt: skip
+        prev, expected = digest, expected + 1
+    return AuditCheck(ok=True, rows=len(rows))
+
+
+def read(
+    store: Store,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Audit rows, newest first, filtered by actor, action and time (``since`` <= logged_at < ``until``, UTC)."""
+    where: list[str] = []
+    args: list[object] = []
+    for column, value in (("actor", actor), ("action", action)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    for op, when in ((">=", since), ("<", until)):
+        if when is not None:
+            where.append(f"logged_at {op} ?")
+            args.append(when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC"
+    if limit is not None:
+        sql += f" LIMIT {max(int(limit), 0)}"
+    return store.cursor().execute(sql, args).df()
