@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fxbatch.models import RejectedRow, Rejection
+
 ACCOUNT_FIELD = "account_number"
 SHOWN = 4  # trailing characters left visible
 DOT = "•"
@@ -71,3 +73,33 @@ def mask_message(message: str, value: str | None) -> str:
     if value is None or len(value) <= SHOWN:
         return message
     return message.replace(value, mask_account(value) or value)
+
+
+def mask_rejected_rows(rows: list[RejectedRow], unmask: bool) -> list[RejectedRow]:
+    """The rejected rows as shown: the account masked in its cell and in the problems quoting it."""
+    if unmask:
+        return rows
+    masked = []
+    for r in rows:
+        account = r.values.get(ACCOUNT_FIELD)
+        masked.append(
+            r.model_copy(
+                update={
+                    "values": {**r.values, ACCOUNT_FIELD: mask_account(account)} if account else r.values,
+                    "problems": [mask_message(p, account) for p in r.problems],
+                }
+            )
+        )
+    return masked
+
+
+def mask_rejections(rejections: list[Rejection], unmask: bool) -> list[Rejection]:
+    """Rejections as shown: the account masked where a rejection quotes it (the one masking rule)."""
+    if unmask:
+        return rejections
+    return [
+        r.model_copy(update={"value": mask_account(r.value), "message": mask_message(r.message, r.value)})
+        if r.column == ACCOUNT_FIELD
+        else r
+        for r in rejections
+    ]

@@ -25,8 +25,8 @@ from fxbatch.batches import fingerprint
 from fxbatch.ingest import rejected_rows_in_file_terms, rejections_in_file_terms
 from fxbatch.ingest.layout import FIELDS, field_headers, guess_fields
 from fxbatch.labels import field_label
-from fxbatch.masking import ACCOUNT_FIELD, mask_account, mask_message
-from fxbatch.models import CheckReport, Layout, LoadResult, RejectedRow, Rejection
+from fxbatch.masking import ACCOUNT_FIELD, mask_account, mask_rejected_rows, mask_rejections
+from fxbatch.models import CheckReport, Layout, LoadResult, Rejection
 from fxbatch.money import zar_compact
 from pages.common import REJECTION_TABLE, get_workbench, show_error
 
@@ -173,36 +173,6 @@ def _cell(value: object) -> str | None:
     return text if text and text.strip() else None
 
 
-def _masked_rows(rows: list[RejectedRow], unmask: bool) -> list[RejectedRow]:
-    """The rejected rows as shown: the account masked in its cell and in the problems quoting it."""
-    if unmask:
-        return rows
-    masked = []
-    for r in rows:
-        account = r.values.get(ACCOUNT_FIELD)
-        masked.append(
-            r.model_copy(
-                update={
-                    "values": {**r.values, ACCOUNT_FIELD: mask_account(account)} if account else r.values,
-                    "problems": [mask_message(p, account) for p in r.problems],
-                }
-            )
-        )
-    return masked
-
-
-def _masked_rejections(rejections: list[Rejection], unmask: bool) -> list[Rejection]:
-    """Rejections as shown: the account masked where a rejection quotes it (the one masking rule)."""
-    if unmask:
-        return rejections
-    return [
-        r.model_copy(update={"value": mask_account(r.value), "message": mask_message(r.message, r.value)})
-        if r.column == ACCOUNT_FIELD
-        else r
-        for r in rejections
-    ]
-
-
 def _fixed_note(report: CheckReport) -> None:
     """How the corrections re-validated so far fared."""
     if report.fixed:
@@ -216,7 +186,7 @@ def _fixed_note(report: CheckReport) -> None:
 def _corrections(report: CheckReport, state: dict[str, Any], unmask: bool) -> None:
     fields = [f for f in FIELDS if f in report.column_map.values()]
     headers = field_headers(report.column_map)
-    shown = _masked_rows(rejected_rows_in_file_terms(report.rejected_rows, report.column_map), unmask)
+    shown = mask_rejected_rows(rejected_rows_in_file_terms(report.rejected_rows, report.column_map), unmask)
     st.caption(
         "Edit the cells, then re-validate: corrected rows go through every check again and join the batch "
         "when they pass. The file itself is not changed."
@@ -290,7 +260,7 @@ def _corrections(report: CheckReport, state: dict[str, Any], unmask: bool) -> No
 
 def _rejections(rejections: list[Rejection], column_map: dict[str, str], unmask: bool) -> None:
     """The problems as the file names its columns ("Ccy Pair", not currency_pair), accounts masked."""
-    shown = rejections_in_file_terms(_masked_rejections(rejections, unmask), column_map)
+    shown = rejections_in_file_terms(mask_rejections(rejections, unmask), column_map)
     st.dataframe(
         [r.model_dump(mode="json") for r in shown],
         hide_index=True,
