@@ -22,6 +22,7 @@ from fxbatch.cli import main
 from fxbatch.ingest.limits import MAX_CELL_CHARS, MAX_FILE_MB, MAX_ROWS, MB
 from tests.conftest import DATA
 from tests.data.make_bad_files import HEADER, HOSTILE, claims_to_unzip_to, csv_with_long_cell, zip_bomb
+from tests.integration.test_hostile_cli import contents  # what the database holds, before and after
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +40,6 @@ def db(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     copy = tmp_path / "hostile.duckdb"
     shutil.copyfile(template, copy)
     return copy
-
-
-def contents(db: Path) -> dict[str, Any]:
-    """Every table's row count, and every batch row."""
-    with duckdb.connect(str(db), read_only=True) as con:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
-        tables.remove("audit_log")  # a refusal is on record there (fxbatch.audit); nothing else changes
-        held: dict[str, Any] = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0] for t in tables}
-        held["batches rows"] = con.execute("SELECT * FROM batches ORDER BY batch_id").fetchall()
-    return held
 
 
 def load(db: Path, path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
