@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from starlette.middleware import Middleware
@@ -49,7 +50,18 @@ def streamlit_binding() -> Binding:
     return Binding(address=address if known else None, url=f"{scheme}://{name}:{port}")
 
 
-host = Host(settings=app_settings, binding=streamlit_binding)
+def auth_section() -> Any:
+    """The [auth] section of Streamlit's secrets (sign-in), None when there is none."""
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:  # no secrets file at all
+        return None
+    if section is None:
+        return None
+    return section.to_dict() if hasattr(section, "to_dict") else section  # not a section: login_config says so
+
+
+host = Host(settings=app_settings, binding=streamlit_binding, auth=auth_section)
 
 
 @asynccontextmanager

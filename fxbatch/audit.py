@@ -95,6 +95,11 @@ def acting_as(actor: str) -> Iterator[None]:
         _acting_as.reset(token)
 
 
+def set_actor(actor: str | None) -> None:
+    """Record actions as ``actor`` in this context from now on (a page run, an API request's task)."""
+    _acting_as.set(actor)
+
+
 def current_actor(default: str) -> str:
     return _acting_as.get() or default
 

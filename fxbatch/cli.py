@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import pydantic
 
+from fxbatch.approvals import Approval, ApprovalStatus
 from fxbatch.client import Client, RemoteJob
 from fxbatch.engine import Job
 from fxbatch.errors import ConflictError, FxBatchError, SettingsError, invalid_values
@@ -226,13 +227,59 @@ def _summary_text(s: RunSummary) -> str:
     return "\n".join(lines)
 
 
-def cmd_run(wb: AnyWorkbench, args: argparse.Namespace) -> int:
-    job = wb.start_run(
-        args.batch_id, seed=args.seed, success_rate=args.success_rate, latency_ms=args.latency_ms,
-        concurrency=args.concurrency, max_attempts=args.max_attempts, retry_of_run=args.retry_failed_of,
-        registry_file=args.registry, bank_url=args.bank,
+RUN_FLAGS = ("seed", "success_rate", "latency_ms", "concurrency", "max_attempts", "retry_failed_of", "registry",
+             "bank")  # fmt: skip
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        seed=args.seed, success_rate=args.success_rate, latency_ms=args.latency_ms, concurrency=args.concurrency,
+        max_attempts=args.max_attempts, retry_of_run=args.retry_failed_of, registry_file=args.registry,
+        bank_url=args.bank,
     )  # fmt: skip
-    return _follow(wb, job, args)
+
+
+def cmd_run(wb: AnyWorkbench, args: argparse.Namespace) -> int:
+    if args.approval is not None and all(getattr(args, f) is None for f in RUN_FLAGS):
+        # `run --approval ID`: exactly what was approved (a batch id given must be the approved one).
+        if args.batch_id is not None and wb.approval(args.approval).batch_id != args.batch_id:
+            raise ConflictError(f"Approval {args.approval} is not for batch {args.batch_id}.")
+        return _follow(wb, wb.start_approved(args.approval), args)
+    if args.batch_id is None:
+        raise SettingsError("run: give the BATCH_ID to run (or --approval ID to start an approved run).")
+    return _follow(wb, wb.start_run(args.batch_id, approval=args.approval, **_run_options(args)), args)
+
+
+def _approval_text(a: Approval) -> str:
+    bank = a.bank_url or "the simulated bank"
+    line = (f"approval {a.approval_id}: batch {a.batch_id}, {a.trades:,} trades to {bank}; {a.status.value}; "
+            f"requested by {a.requested_by} at {a.requested_at:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+    if a.decided_by:
+        line += f"; {'approved' if a.status != 'rejected' else 'rejected'} by {a.decided_by}"
+    if a.reason:
+        line += f" ({a.reason})"
+    if a.run_id is not None:
+        line += f"; started run {a.run_id}"
+    if a.void_reason:
+        line += f"; void: {a.void_reason}"
+    return line
+
+
+def cmd_request_run(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    found = wb.request_run(args.batch_id, **_run_options(args))
+    _emit(args, found.model_dump(mode="json"), _approval_text(found) + f"\nAn approver other than you approves it: "
+          f"`python -m fxbatch approve {found.approval_id}`; then `python -m fxbatch run --approval {found.approval_id}`.")  # fmt: skip
+
+
+def cmd_approve(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    found = wb.approve(args.approval_id) if args.reject is None else wb.reject(args.approval_id, args.reject)
+    _emit(args, found.model_dump(mode="json"), _approval_text(found))
+
+
+def cmd_approvals(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    items = wb.approvals(args.status)
+    text = "\n".join(_approval_text(a) for a in items) or "No requests for real-money runs."
+    _emit(args, [a.model_dump(mode="json") for a in items], text)
 
 
 def cmd_resume(wb: AnyWorkbench, args: argparse.Namespace) -> int:
@@ -395,11 +442,6 @@ def cmd_backup(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 
 def cmd_audit(wb: AnyWorkbench, args: argparse.Namespace) -> int:
-    if not isinstance(wb, Workbench):
-        raise ConflictError(
-            f"The database is held by the fxbatch server at {wb.url}; the audit trail is read from the "
-            "database file only for now: stop the server, then run audit again."
-        )
     if args.audit_command == "verify":
         check = wb.verify_audit()
         _emit(args, check.model_dump(), check.message)
@@ -460,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_trades)
 
     p = sub.add_parser("run", parents=[common], help="run a batch through quote -> book and wait for the end")
-    p.add_argument("batch_id", type=int)
+    p.add_argument("batch_id", type=int, nargs="?", help="the batch (optional with --approval)")
+    p.add_argument("--approval", type=int, metavar="ID", help="an approved request (an HTTP bank run on a server "
+                   "with sign-in); alone, it starts exactly what was approved")  # fmt: skip
     p.add_argument("--success-rate", type=float, help="probability that a valid trade ends SUCCESS (default 0.95)")
     p.add_argument("--seed", type=_seed, help="seed of the simulated bank (default 42)")
     p.add_argument("--latency-ms", type=float, help="simulated time per bank call (default 0)")
@@ -471,6 +515,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", metavar="URL", help="HTTP bank base URL (default: the simulated bank)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.set_defaults(handler=cmd_run)
+
+    run_parser = p
+    p = sub.add_parser("request-run", parents=[common], help="ask for a real-money run (an HTTP bank, with sign-in)")
+    p.add_argument("batch_id", type=int)
+    for action in run_parser._actions:
+        if action.dest in RUN_FLAGS:
+            p._add_action(action)
+    p.set_defaults(handler=cmd_request_run)
+
+    p = sub.add_parser("approve", parents=[common], help="approve (or --reject) someone else's request for a run")
+    p.add_argument("approval_id", type=int)
+    p.add_argument("--reject", metavar="REASON", help="reject it, saying why")
+    p.set_defaults(handler=cmd_approve)
+
+    p = sub.add_parser("approvals", parents=[common], help="requests for real-money runs, newest first")
+    p.add_argument("--status", choices=[s.value for s in ApprovalStatus])
+    p.set_defaults(handler=cmd_approvals)
 
     p = sub.add_parser("resume", parents=[common], help="finish an INTERRUPTED run")
     p.add_argument("run_id", type=int)
@@ -534,15 +595,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the backup file if it exists")
     p.set_defaults(handler=cmd_backup)
 
-    local_only = " (reads the database file; not through a server yet)"
-    p = sub.add_parser("audit", parents=[common], help="the audit trail: who did what, when" + local_only)
+    p = sub.add_parser("audit", parents=[common], help="the audit trail: who did what, when (admins)")
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
     a = audit_sub.add_parser("verify", parents=[common], help="check the hash chain; exit 1 at the first bad row")
     a.set_defaults(handler=cmd_audit)
     a = audit_sub.add_parser("list", parents=[common], help="audit rows, newest first")
     a.add_argument("--limit", type=_positive, default=50, help="rows to show (default 50)")
-    a.add_argument("--action", help="only this action (load, correct, run, retry, promote, cancel, resume, "
-                   "delete, export, unmask)")  # fmt: skip
+    a.add_argument("--action", help="only this action (sign-in, load, correct, run, retry, promote, cancel, resume, "
+                   "delete, export, unmask, run.request, run.approve, run.reject, role.grant, role.revoke, "
+                   "token.create, token.revoke)")  # fmt: skip
     a.add_argument("--actor", help="only this user")
     a.set_defaults(handler=cmd_audit)
     return parser

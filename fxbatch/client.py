@@ -14,9 +14,10 @@ the workbench's: pydantic models for objects, DataFrames (over Arrow) for tables
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,8 @@ from httpx_sse import SSEError, connect_sse
 
 from fxbatch import errors
 from fxbatch.analytics import TradeFilter
+from fxbatch.approvals import Approval
+from fxbatch.audit import AuditCheck
 from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
 from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary, RunView
@@ -66,9 +69,21 @@ class RemoteJob:
 class Client:
     """The fxbatch server's API with the workbench's methods (``fxbatch.connect``)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
+    ) -> None:
+        """``token``: a personal API token for a server with login (default: FXBATCH_TOKEN)."""
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url + API, timeout=httpx.Timeout(timeout_s), transport=transport)
+        token = token if token is not None else os.environ.get("FXBATCH_TOKEN", "").strip()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(
+            base_url=self.url + API, timeout=httpx.Timeout(timeout_s), transport=transport, headers=headers
+        )
         self.whatif = _RemoteWhatIf(self)
         self.db: str | None = None  # the database file the server holds, as its health check said
 
@@ -182,18 +197,74 @@ class Client:
         self.request("DELETE", f"/batches/{int(batch_id)}")
 
     # -- runs --------------------------------------------------------------------
-    def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> RemoteJob:
-        """Start a run in the server and return at once; ``overrides`` as ``Workbench.start_run``."""
+    def start_run(
+        self, batch_id: int, config: RunConfig | None = None, *, approval: int | None = None, **overrides: object
+    ) -> RemoteJob:
+        """Start a run in the server and return at once; ``overrides`` and ``approval`` as ``Workbench.start_run``."""
         from fxbatch.workbench import make_config  # the same flattening rules as in process
 
         options = _flat_options(make_config(config, **overrides))
+        if approval is not None:
+            options["approval_id"] = int(approval)
         body = self.json("POST", f"/batches/{int(batch_id)}/runs", json=options)
         return RemoteJob(self, int(body["run_id"]), int(batch_id))
 
-    def run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> RunSummary:
-        job = self.start_run(batch_id, config, **overrides)
+    def run(
+        self, batch_id: int, config: RunConfig | None = None, *, approval: int | None = None, **overrides: object
+    ) -> RunSummary:
+        job = self.start_run(batch_id, config, approval=approval, **overrides)
         job.wait()
         return self.run_summary(job.run_id)
+
+    def start_approved(self, approval_id: int) -> RemoteJob:
+        """Start exactly the run an approval approved."""
+        found = self.approval(approval_id)
+        body = self.json("POST", f"/approvals/{int(approval_id)}:run")
+        return RemoteJob(self, int(body["run_id"]), found.batch_id)
+
+    # -- four-eyes approvals and who am I --------------------------------------------
+    def me(self) -> dict[str, Any]:
+        """Who this client acts as on the server (name, role, via, login)."""
+        found: dict[str, Any] = self.json("GET", "/me")
+        return found
+
+    def request_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Approval:
+        from fxbatch.workbench import make_config
+
+        options = {"batch_id": int(batch_id), **_flat_options(make_config(config, **overrides))}
+        return Approval.model_validate(self.json("POST", "/runs:request", json=options))
+
+    def approve(self, approval_id: int) -> Approval:
+        return Approval.model_validate(self.json("POST", f"/approvals/{int(approval_id)}:approve"))
+
+    def reject(self, approval_id: int, reason: str) -> Approval:
+        return Approval.model_validate(
+            self.json("POST", f"/approvals/{int(approval_id)}:reject", json={"reason": reason})
+        )
+
+    def approvals(self, status: str | None = None) -> list[Approval]:
+        rows = self.json("GET", "/approvals", params=_params({"status": status}))
+        return [Approval.model_validate(r) for r in rows]
+
+    def approval(self, approval_id: int) -> Approval:
+        return Approval.model_validate(self.json("GET", f"/approvals/{int(approval_id)}"))
+
+    def verify_audit(self) -> AuditCheck:
+        """The server's check of the audit trail's hash chain (admins)."""
+        return AuditCheck.model_validate(self.json("GET", "/audit/verify"))
+
+    def audit_trail(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        params = {"actor": actor, "action": action, "since": since.isoformat() if since else None,
+                  "until": until.isoformat() if until else None, "limit": limit}  # fmt: skip
+        return self.table("/audit", params)
 
     def start_resume(self, run_id: int, *, bank_url: str | None = None) -> RemoteJob:
         body = self.json("POST", f"/runs/{int(run_id)}/resume", json={"bank_url": bank_url})
@@ -387,9 +458,9 @@ class _RemoteWhatIf:
         return self.client.table("/compare/differing", {"run_a": run_a, "run_b": run_b, "limit": limit})
 
 
-def connect(url: str, *, timeout_s: float = 60.0) -> Client:
-    """A client of the fxbatch server at ``url`` (checked to answer as one)."""
-    client = Client(url, timeout_s=timeout_s)
+def connect(url: str, *, timeout_s: float = 60.0, token: str | None = None) -> Client:
+    """A client of the fxbatch server at ``url`` (checked to answer as one); ``token`` as ``Client``."""
+    client = Client(url, timeout_s=timeout_s, token=token)
     try:
         client.health()
     except BaseException:

@@ -120,6 +120,18 @@ class ServerError(FxBatchError):
     code = "SERVER_ERROR"
 
 
+class NotSignedInError(FxBatchError):
+    """No signed-in user or valid API token where login is on (HTTP 401): says how to sign in."""
+
+    code = "NOT_SIGNED_IN"
+
+
+class ForbiddenError(FxBatchError):
+    """The signed-in user's role does not allow the action (HTTP 403): names the role needed."""
+
+    code = "FORBIDDEN"
+
+
 def invalid_values(exc: ValidationError) -> list[str]:
     """Each bad value of a settings model as ``field.path: why`` (a check of fxbatch's own in its
     own words, without pydantic's "Value error, " prefix); the CLI and the run form show them."""

@@ -11,8 +11,9 @@ server of that file) and removed before the database is closed, so it never name
 that lets another process take the file. A record left by a server that died is ignored
 (its pid is not alive) and overwritten by the next server.
 
-Until login arrives (a later issue) the server listens on loopback addresses only, unless
-``FXBATCH_ALLOW_UNAUTHENTICATED=1`` says to serve other machines without authentication.
+Without sign-in (no ``[auth]`` section: ``fxbatch.login``) the server listens on loopback
+addresses only, unless ``FXBATCH_ALLOW_UNAUTHENTICATED=1`` says to serve other machines without
+authentication; with sign-in it may listen anywhere, and every page and API call needs a user.
 Nothing here imports Streamlit: ``server.py`` hands in what it reads from Streamlit's config.
 """
 
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from fxbatch.errors import DatabaseLockedError, ServerError, SettingsError
+from fxbatch.login import LoginConfig, login_config
 
 if TYPE_CHECKING:  # fxbatch.workbench reads records from here: the host imports it when it starts
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -150,27 +152,28 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-def check_binding(address: str, allow_unauthenticated: bool) -> None:
-    """Refuse (SettingsError) to serve on an address other machines can reach, unless allowed.
+def check_binding(address: str, allow_unauthenticated: bool, login: bool = False) -> None:
+    """Refuse (SettingsError) to serve on an address other machines can reach without sign-in, unless allowed.
 
     An empty address is Streamlit's default: every interface.
     """
-    if allow_unauthenticated or is_loopback(address):
+    if login or allow_unauthenticated or is_loopback(address):
         return
     shown = (
         f"address {address!r}" if address.strip() else "every network interface (Streamlit's server.address is empty)"
     )
     raise SettingsError(
-        f"The fxbatch server will not listen on {shown}: other machines could reach it, and the server "
-        "has no login yet (login arrives with a later issue), so anyone who reaches it could load, run and "
-        "delete batches. Serve on 127.0.0.1 (make run, or --server.address 127.0.0.1), or set "
-        "FXBATCH_ALLOW_UNAUTHENTICATED=1 to serve other machines without authentication."
+        f"The fxbatch server will not listen on {shown}: other machines could reach it, and sign-in is not "
+        "configured, so anyone who reaches it could load, run and delete batches. Serve on 127.0.0.1 (make run, "
+        "or --server.address 127.0.0.1), configure sign-in in the [auth] section of .streamlit/secrets.toml "
+        "(README, Sign-in), or set FXBATCH_ALLOW_UNAUTHENTICATED=1 to serve other machines without authentication."
     )
 
 
 REFUSED = (
-    b"This fxbatch server serves its own machine only: it has no login yet. To serve other machines "
-    b"without authentication, start it with FXBATCH_ALLOW_UNAUTHENTICATED=1.\n"
+    b"This fxbatch server serves its own machine only: sign-in is not configured. Configure it in the "
+    b"[auth] section of .streamlit/secrets.toml, or start it with FXBATCH_ALLOW_UNAUTHENTICATED=1 to serve "
+    b"other machines without authentication.\n"
 )
 
 
@@ -230,6 +233,11 @@ class Binding:
 _current: Host | None = None  # the host of this process, once its server has started (it stays, stopping or not)
 
 
+def current_login() -> LoginConfig | None:
+    """The sign-in configuration of this process's server (None: single-user, or no server here)."""
+    return None if _current is None else _current.login
+
+
 def current_workbench() -> Workbench | None:
     """The workbench this process's server hosts, for pages in the same process.
 
@@ -246,10 +254,17 @@ class Host:
     by then, not when the server module is imported).
     """
 
-    def __init__(self, settings: Callable[[], Settings], binding: Callable[[], Binding]) -> None:
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        binding: Callable[[], Binding],
+        auth: Callable[[], object] = lambda: None,
+    ) -> None:
         self._make_settings = settings
         self._binding = binding
+        self._auth = auth
         self.settings: Settings | None = None
+        self.login: LoginConfig | None = None
         self.binding: Binding | None = None
         self.url: str | None = None
         self._wb: Workbench | None = None
@@ -264,8 +279,8 @@ class Host:
         return self._wb
 
     def allow_unauthenticated(self) -> bool:
-        """Whether other machines may be served (False until the settings are read)."""
-        return self.settings is not None and self.settings.allow_unauthenticated
+        """Whether other machines may be served (False until the settings are read): with sign-in, or when allowed."""
+        return self.settings is not None and (self.login is not None or self.settings.allow_unauthenticated)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -277,15 +292,17 @@ class Host:
         from fxbatch.workbench import Workbench
 
         settings = self._make_settings()
+        login = login_config(self._auth(), settings)
         binding = self._binding()
         if binding.address is not None:
-            check_binding(binding.address, settings.allow_unauthenticated)
-        self.settings, self.binding = settings, binding
+            check_binding(binding.address, settings.allow_unauthenticated, login is not None)
+        self.settings, self.binding, self.login = settings, binding, login
         self.url = settings.server_url or binding.url
         # The file itself, never a client of a server recorded beside it. Opening migrates and may
         # load the sample batch: off the event loop.
         try:
-            wb = await anyio.to_thread.run_sync(partial(Workbench.open_local, settings=settings, seed_sample=True))
+            opening = partial(Workbench.open_local, settings=settings, seed_sample=True, login=login is not None)
+            wb = await anyio.to_thread.run_sync(opening)
         except DatabaseLockedError as exc:
             other = read_record(settings.db)
             if other is None:
@@ -308,6 +325,7 @@ __all__ = [
     "LoopbackOnly",
     "ServerRecord",
     "check_binding",
+    "current_login",
     "current_workbench",
     "is_loopback",
     "pid_alive",

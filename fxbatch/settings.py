@@ -130,7 +130,31 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         default=False,
         description="Let the server listen on an address other machines can reach (not 127.0.0.1 or localhost) "
-        "although it has no login yet; anyone who reaches it can load, run and delete batches.",
+        "without login (no [auth] section); anyone who reaches it can load, run and delete batches.",
+    )
+    login: bool = Field(
+        default=False,
+        description="Require sign-in: the server refuses to start unless the [auth] section of "
+        ".streamlit/secrets.toml configures an OpenID Connect provider (a configured [auth] turns login on anyway).",
+    )
+    admin_email: str | None = Field(
+        default=None,
+        description="E-mail address of the first admin, given the admin role when the server starts with login "
+        "(required with login); admins then grant roles on the Admin page.",
+    )
+    approval_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a request for a real-money run stays open, and an approval usable, in hours.",
+    )
+    token_days: int = Field(
+        default=90, ge=1, le=366, description="Longest life of a personal API token, in days (also the default)."
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Personal API token the CLI and notebooks send to a server with login (FXBATCH_TOKEN; "
+        "made on the server's Tokens page).",
     )
     server_url: str | None = Field(
         default=None,
@@ -191,6 +215,16 @@ class Settings(BaseSettings):
     @classmethod
     def _bank_url_is_an_address(cls, url: str | None) -> str | None:
         return check_bank_url(url)
+
+    @field_validator("admin_email")
+    @classmethod
+    def _admin_email_is_an_address(cls, email: str | None) -> str | None:
+        from fxbatch.access import normal_email
+
+        try:
+            return normal_email(email) if email and email.strip() else None
+        except SettingsError as exc:
+            raise ValueError(exc.message) from None
 
     def trading_date(self) -> date:
         """Today for the desk: ``today`` when set, else the date in Africa/Johannesburg (not UTC's)."""

@@ -273,7 +273,15 @@ def _v8(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SCHEMA)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v9(con: duckdb.DuckDBPyConnection) -> None:
+    """Login: roles and personal API tokens (``fxbatch.access``), four-eyes approvals (``fxbatch.approvals``)."""
+    from fxbatch import access, approvals
+
+    con.execute(access.SCHEMA)
+    con.execute(approvals.SCHEMA)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

@@ -17,12 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from fxbatch import analytics, audit, batches, export, moneyview
+from fxbatch import analytics, approvals, audit, batches, export, moneyview
+from fxbatch.access import Access, Principal, Role
+from fxbatch.approvals import Approval
 from fxbatch.audit import AuditCheck
 from fxbatch.client import Client, connect
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
-from fxbatch.errors import ConflictError, ServerError
+from fxbatch.errors import ConflictError, ForbiddenError, ServerError
 from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
 from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary
@@ -47,13 +49,18 @@ from fxbatch.whatif.sweep import (
 class Workbench:
     """Settings + database + rate table, and the operations on them."""
 
-    def __init__(self, settings: Settings, store: Store, rates: RateTable, *, actor: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, rates: RateTable, *, actor: str | None = None, login: bool = False
+    ) -> None:
         self.settings = settings
         self.store = store
         self.rates = rates
-        # Who the audit trail records (the OS user; a server with login sets it per request with
-        # ``fxbatch.audit.acting_as``).
+        # Who the audit trail records (the OS user; a server with login sets it per page run or
+        # request with ``fxbatch.access.act_as``).
         self.actor = actor or audit.os_user()
+        # Who may do what: without login the one local user may do everything; with login each
+        # action checks the acting principal's role (``fxbatch.access``).
+        self.access = Access(store, login=login, first_admin=settings.admin_email, token_days=settings.token_days)
         self.engine = Engine(store, rates, settings=settings)
         self.whatif = _WhatIf(self)
 
@@ -89,14 +96,20 @@ class Workbench:
         *,
         seed_sample: bool = False,
         actor: str | None = None,
+        login: bool = False,
     ) -> Workbench:
-        """Open the database file in this process (what a server does); never a client."""
+        """Open the database file in this process (what a server does); never a client. ``login``:
+        the server signs users in, and every action needs a principal with the role it takes."""
         settings = settings or load_settings()
         if db is not None:
             settings = settings.model_copy(update={"db": Path(db)})
         rates = RateTable.from_csv(settings.rates_file)
         store = Store(settings.db)
-        wb = cls(settings, store, rates, actor=actor)
+        try:
+            wb = cls(settings, store, rates, actor=actor, login=login)
+        except BaseException:
+            store.close()
+            raise
         wb.engine.recover()  # runs left RUNNING by a process that died become INTERRUPTED
         if seed_sample and store.created and settings.load_sample_on_create:
             wb.load(settings.sample_file, name="Sample batch")
@@ -135,6 +148,7 @@ class Workbench:
         ``column_map`` maps a file header to a field ('' ignores the column); ``fixes`` corrects
         rejected rows first: ``{row: {field: new text}}`` with the file's row numbers.
         """
+        self._need(Role.ANALYST, "correct a batch" if fixes else "load a batch")
         shown = display_name or Path(path).name
         with self._audited("correct" if fixes else "load", f"file:{shown}", file=shown) as extra:
             result = batches.load_file(
@@ -166,6 +180,7 @@ class Workbench:
     ) -> CheckReport:
         """Validate a file as ``load`` would, without creating a batch: counts, mapping, and
         the first ``limit`` rejected rows with their cell texts, to correct and check again."""
+        self._need(Role.ANALYST, "check a file for loading")
         return batches.check_report(
             self.store,
             self.settings,
@@ -218,30 +233,120 @@ class Workbench:
         return shown
 
     # -- runs ------------------------------------------------------------------
-    def start_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Job:
+    def start_run(
+        self, batch_id: int, config: RunConfig | None = None, *, approval: int | None = None, **overrides: object
+    ) -> Job:
         """Start a run in the background and return its job at once (``wb.progress(job.run_id)``).
 
         ``overrides`` set RunConfig fields (``seed=7``) or bank settings (``success_rate=0.8``).
+        With login, a run against an HTTP bank needs ``approval``: the id of an approved request
+        for this batch with these settings (``request_run``); it starts this one run.
         """
         config = make_config(config, **overrides)
+        self._need(Role.ANALYST, "start a run")
         action = "retry" if config.retry_of_run is not None else "run"
-        with self._audited(action, f"batch:{batch_id}", **run_params(batch_id, config)) as extra:
-            job = self.engine.start(batch_id, config)
+        params = run_params(batch_id, config)
+        if approval is not None:
+            params["approval_id"] = approval
+        with self._audited(action, f"batch:{batch_id}", **params) as extra:
+            claimed = self._claim_approval(batch_id, config, approval)
+            try:
+                job = self.engine.start(batch_id, config)
+            except BaseException:
+                if claimed is not None:
+                    approvals.bind(self.store, claimed, None)
+                raise
+            if claimed is not None:
+                approvals.bind(self.store, claimed, job.run_id)
             extra.update(object=f"run:{job.run_id}", run_id=job.run_id)
         return job
 
-    def run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> RunSummary:
-        """Run a batch and wait for the end."""
-        job = self.start_run(batch_id, config, **overrides)
+    def run(
+        self, batch_id: int, config: RunConfig | None = None, *, approval: int | None = None, **overrides: object
+    ) -> RunSummary:
+        """Run a batch and wait for the end (``approval`` as in ``start_run``)."""
+        job = self.start_run(batch_id, config, approval=approval, **overrides)
         job.wait()
         return self.run_summary(job.run_id)
+
+    def start_approved(self, approval_id: int) -> Job:
+        """Start exactly the run an approval approved (its batch and settings)."""
+        found = approvals.get(self.store, approval_id)
+        return self.start_run(found.batch_id, found.config, approval=approval_id)
+
+    def _claim_approval(self, batch_id: int, config: RunConfig, approval: int | None) -> int | None:
+        """The approval this run uses (taken for it), None when it needs none; refused when it needs one."""
+        if approval is None:
+            if self.access.login and config.bank_url:
+                raise ForbiddenError(
+                    f"A run against the HTTP bank {config.bank_url} moves real money: it needs a second person's "
+                    "approval. Request it (Approvals page, `python -m fxbatch request-run`, POST /api/v1/runs:request), "
+                    "then start it with the approval's id once an approver has approved it."
+                )
+            return None
+        approvals.claim(self.store, approval, batch_id, config, self.settings)
+        return approval
+
+    # -- four-eyes approvals ----------------------------------------------------------
+    def request_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Approval:
+        """Ask for a run against an HTTP bank; an approver other than you approves it (``approve``)."""
+        config = make_config(config, **overrides)
+        who = self._need(Role.ANALYST, "request a real-money run")
+        with self._audited("run.request", f"batch:{batch_id}", **run_params(batch_id, config)) as extra:
+            found = approvals.request(self.store, batch_id, config, self.settings, who.name)
+            extra.update(object=f"approval:{found.approval_id}", approval_id=found.approval_id, trades=found.trades)
+        return found
+
+    def approve(self, approval_id: int) -> Approval:
+        """Approve a pending request (an approver who did not request it)."""
+        return self._decide(approval_id, approve=True, reason="")
+
+    def reject(self, approval_id: int, reason: str) -> Approval:
+        """Reject a pending request, saying why (an approver who did not request it)."""
+        return self._decide(approval_id, approve=False, reason=reason)
+
+    def _decide(self, approval_id: int, *, approve: bool, reason: str) -> Approval:
+        who = self._need(Role.APPROVER, "approve or reject a real-money run")
+        action = "run.approve" if approve else "run.reject"
+        with self._audited(action, f"approval:{approval_id}", approval_id=approval_id, reason=reason or None):
+            found = approvals.get(self.store, approval_id)
+            if self.access.login and found.requested_by == who.name:
+                raise ForbiddenError(
+                    f"You requested approval {approval_id} yourself: another approver must "
+                    f"{'approve' if approve else 'reject'} it (four eyes)."
+                )
+            return approvals.decide(self.store, approval_id, self.settings, who.name, approve, reason)
+
+    def approvals(self, status: str | None = None) -> list[Approval]:
+        """Requests for real-money runs, newest first; open ones that no longer match show as void."""
+        return approvals.list_approvals(self.store, self.settings, status)
+
+    def approval(self, approval_id: int) -> Approval:
+        return approvals.get(self.store, approval_id, self.settings)
 
     def start_resume(self, run_id: int, *, bank_url: str | None = None) -> Job:
         """Go on with an INTERRUPTED run in the background and return its job at once; ``bank_url``
         points it at another HTTP bank address ('' = the in-process simulated bank), None keeps the run's own."""
+        self._need(Role.ANALYST, "resume a run")
         bank = {} if bank_url is None else {"bank": "http" if bank_url else "simulated", "bank_url": bank_url or None}
         with self._audited("resume", f"run:{run_id}", run_id=run_id, **bank):
+            self._check_resume_approval(run_id, bank_url)
             return self.engine.resume(run_id, bank_url=bank_url)
+
+    def _check_resume_approval(self, run_id: int, bank_url: str | None) -> None:
+        """With login, a run goes on against an HTTP bank only under the approval that started it, at its address."""
+        if not self.access.login:
+            return
+        own = self.run_summary(run_id).config.bank_url
+        target = own if bank_url is None else (bank_url or None)
+        if target is None:
+            return
+        approved = approvals.approval_of_run(self.store, run_id)
+        if approved is None or (own is not None and target.rstrip("/") != own.rstrip("/")):
+            raise ForbiddenError(
+                f"Run {run_id} would go on against the HTTP bank {target}, which no approval covers: resume it against "
+                "the bank it was approved for, or request a new run."
+            )
 
     def resume(self, run_id: int, *, bank_url: str | None = None) -> RunSummary:
         """Finish an INTERRUPTED run and wait for the end (``bank_url`` as in ``start_resume``)."""
@@ -250,6 +355,7 @@ class Workbench:
         return self.run_summary(run_id)
 
     def cancel(self, run_id: int) -> None:
+        self._need(Role.ANALYST, "cancel a run")
         with self._audited("cancel", f"run:{run_id}", run_id=run_id):
             self.engine.cancel(run_id)
 
@@ -271,6 +377,7 @@ class Workbench:
     # -- batches (removal) -------------------------------------------------------
     def delete_batch(self, batch_id: int) -> None:
         """Delete a batch and everything recorded about it; refused while one of its runs executes."""
+        self._need(Role.ANALYST, "delete a batch")
         with self._audited("delete", f"batch:{batch_id}", batch_id=batch_id):
             for job in self.engine.active_jobs():
                 if job.batch_id == batch_id:
@@ -359,22 +466,30 @@ class Workbench:
         until: datetime | None = None,
         limit: int | None = None,
     ) -> pd.DataFrame:
-        """The audit trail, newest first (``fxbatch.audit.read``)."""
+        """The audit trail, newest first (``fxbatch.audit.read``); admins only, with login."""
+        self._need(Role.ADMIN, "read the audit trail")
         return audit.read(self.store, actor=actor, action=action, since=since, until=until, limit=limit)
 
     def verify_audit(self) -> AuditCheck:
         """Walk the audit trail's hash chain: intact, or the first changed, removed or inserted row."""
+        self._need(Role.ADMIN, "check the audit trail")
         return audit.verify(self.store)
+
+    def _need(self, role: Role, doing: str) -> Principal:
+        """The acting principal, refused (ForbiddenError naming the role) unless its role allows ``role``."""
+        return self.access.require(role, doing)
 
     def _audited(self, action: str, obj: str, **params: Any) -> AbstractContextManager[dict[str, Any]]:
         return audit.audited(self.store, self.actor, action, obj, **params)
 
     def _exported(self, what: str, path: Path | str, unmask: bool) -> AbstractContextManager[dict[str, Any]]:
+        self._need(Role.ANALYST, "export unmasked account numbers" if unmask else "export")
         return self._audited("export", what, path=str(export_path(path, unmask=unmask)), unmasked=unmask)
 
     def _unmasked(self, unmask: bool, obj: str, **params: Any) -> None:
         """Record a read of full account numbers (called once the read has succeeded)."""
         if unmask:
+            self._need(Role.ANALYST, "see full account numbers")
             audit.record(self.store, self.actor, "unmask", obj, params)
 
     def schema_version(self) -> int:
@@ -385,6 +500,7 @@ class Workbench:
         """A consistent copy of the database at ``path`` that opens as one (``python -m fxbatch backup``).
 
         To restore: stop fxbatch, then copy the backup over the database file."""
+        self._need(Role.ADMIN, "back up the database")
         return self.store.backup(path, force=force)
 
 
@@ -414,6 +530,7 @@ class _WhatIf:
         ``sweep_id`` stores it under an id taken beforehand with ``reserve_sweep_id`` (so the id can be
         handed out while the sweep runs); None takes a fresh one at the end.
         """
+        self.wb._need(Role.ANALYST, "run a what-if sweep")
         seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
         grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
                          variants=variants or {})  # fmt: skip
@@ -441,6 +558,7 @@ class _WhatIf:
 
     def start_promote(self, sweep_id: int, scenario: int) -> Job:
         """Start a stored scenario as a full run with per-trade records; return its job at once."""
+        self.wb._need(Role.ANALYST, "promote a scenario to a run")
         batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
         # The run remembers where it came from (its page names the sweep and the scenario).
         config = config.model_copy(update={"sweep_id": sweep_id, "scenario": scenario})

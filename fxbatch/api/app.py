@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from fxbatch.api import batches, problems, review, runs, whatif
+from fxbatch.api import batches, problems, review, runs, team, whatif
 from fxbatch.api.deps import WB
 from fxbatch.api.schemas import Health
 from fxbatch.workbench import Workbench
@@ -68,7 +68,7 @@ def create_api(get_workbench: Callable[[], Workbench]) -> FastAPI:
     app.state.get_workbench = get_workbench
     app.state.sweeps = whatif.SweepRegistry()
     problems.install(app)
-    for router in (_health, batches.router, runs.router, review.router, whatif.router):
+    for router in (_health, batches.router, runs.router, review.router, whatif.router, team.router):
         app.include_router(router)
     app.openapi = _problems_as_problem_json(app)  # type: ignore[method-assign]
     return app

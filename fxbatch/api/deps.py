@@ -6,7 +6,10 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 
+from fxbatch.access import Access, Principal, act_as
+from fxbatch.errors import ForbiddenError, NotSignedInError
 from fxbatch.workbench import Workbench
 
 INT32 = 2**31 - 1
@@ -14,8 +17,29 @@ BIG = 2**62  # paging bounds: any count a table can have, and still a valid SQL 
 
 
 async def workbench(request: Request) -> Workbench:
+    """The one Workbench; on a server with login, only for a request with a valid personal API token
+    whose owner has a role (401 / 403 otherwise), acting as that owner for the rest of the request."""
     get: Callable[[], Workbench] = request.app.state.get_workbench
-    return get()
+    wb = get()
+    if wb.access.login:
+        # Set in the request's own task: the route (run in the threadpool with a copy of this
+        # context) and everything it records act as the token's owner.
+        act_as(await run_in_threadpool(_authenticated, wb.access, request.headers.get("authorization", "")))
+    return wb
+
+
+def _authenticated(access: Access, header: str) -> Principal:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise NotSignedInError(
+            "This fxbatch server has login: send a personal API token as 'Authorization: Bearer <token>' "
+            "(FXBATCH_TOKEN for the CLI and notebooks; make one on the server's Tokens page)."
+        )
+    who = access.authenticate(token)
+    if who.role is None:
+        admins = ", ".join(access.admins()) or "an admin"
+        raise ForbiddenError(f"{who.name} has no role on this server yet: ask {admins} for one.")
+    return who
 
 
 WB = Annotated[Workbench, Depends(workbench)]

@@ -27,6 +27,8 @@ log = logging.getLogger("fxbatch.api")
 
 # Most specific first: DatabaseLockedError is a StoreError.
 _STATUS: tuple[tuple[type[errors.FxBatchError], int], ...] = (
+    (errors.NotSignedInError, 401),
+    (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.UnusableFileError, 422),
@@ -128,7 +130,10 @@ def validation_problem(items: Sequence[Mapping[str, Any]], code: str = "BAD_REQU
 
 async def _on_fxbatch_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.FxBatchError)
-    return error_response(exc)
+    answer = error_response(exc)
+    if isinstance(exc, errors.NotSignedInError):
+        answer.headers["WWW-Authenticate"] = 'Bearer realm="fxbatch"'
+    return answer
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:

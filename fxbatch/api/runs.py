@@ -61,7 +61,9 @@ def start_run(request: Request, batch_id: BatchId, wb: WB, options: RunOptions |
             raise ConflictError(
                 f"Batch {batch_id} is already running (run {active.run_id}); wait for it to finish or cancel it."
             )
-    job = wb.start_run(batch_id, **(options.model_dump(exclude_none=True) if options else {}))
+    given = options.model_dump(exclude_none=True) if options else {}
+    approval = given.pop("approval_id", None)
+    job = wb.start_run(batch_id, approval=approval, **given)
     return accepted(request, job.run_id)
 
 

@@ -48,6 +48,9 @@ class RunOptions(BaseModel):
     volatility_bps: float | None = Field(None, description="Mid-rate random walk per trade step, in bps.")
     transient_absorb_share: float | None = Field(None, description="Share of retryable errors a retry absorbs.")
     price_tolerance_bps: float | None = Field(None, description="Booking rate tolerance against the quote, in bps.")
+    approval_id: int | None = Field(
+        None, description="An approved request for this run (needed for an HTTP bank on a server with login)."
+    )
 
 
 class ResumeOptions(BaseModel):

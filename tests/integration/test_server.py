@@ -183,7 +183,9 @@ class Server:
         return self.proc.returncode
 
 
-def launch(folder: Path, db: Path, *, address: str = "127.0.0.1", env: dict[str, str] | None = None) -> Server:
+def launch(
+    folder: Path, db: Path, *, address: str = "127.0.0.1", env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Server:
     """`streamlit run server.py` with the database ``db``, on a port the system picks (its record says
     which: no free-port race between two copies of the suite); logs in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,7 +199,7 @@ def launch(folder: Path, db: Path, *, address: str = "127.0.0.1", env: dict[str,
         sys.executable, "-m", "streamlit", "run", "server.py",
         "--server.port", "0", "--server.address", address, "--server.headless", "true",
         # Others edit the tree while tests run: no reruns on their changes.
-        "--server.fileWatcherType", "none",
+        "--server.fileWatcherType", "none", *args,
     ]  # fmt: skip
     out, err = folder / "stdout.log", folder / "stderr.log"
     with out.open("wb") as stdout, err.open("wb") as stderr:
@@ -295,8 +297,38 @@ def test_a_network_address_is_refused_without_the_allow_setting(tmp_path: Path) 
         refused.stop()
     stderr = refused.err.read_text(errors="replace")
     assert "fxbatch: the server did not start" in stderr
-    assert "'0.0.0.0'" in stderr and "login" in stderr and "FXBATCH_ALLOW_UNAUTHENTICATED=1" in stderr
+    assert "'0.0.0.0'" in stderr and "sign-in is not configured" in stderr and "[auth]" in stderr
+    assert "FXBATCH_ALLOW_UNAUTHENTICATED=1" in stderr
     assert not db.exists() and not record_path(db).exists()  # refused before the database was touched
+
+
+@pytest.mark.parametrize(
+    ("secrets", "env", "named"),
+    [
+        (
+            '[auth]\nredirect_uri = "http://127.0.0.1:8501/oauth2callback"\ncookie_secret = "' + "c" * 40 + '"\n'
+            'client_id = "fxbatch"\nserver_metadata_url = "http://127.0.0.1:9/.well-known/openid-configuration"\n',
+            {"FXBATCH_ADMIN_EMAIL": "head@desk.example"},
+            "client_secret is missing from the [auth] section",
+        ),
+        ("[fxbatch]\n", {"FXBATCH_LOGIN": "1"}, "FXBATCH_LOGIN asks for sign-in"),
+    ],
+    ids=["a key missing", "login asked for without [auth]"],
+)
+def test_a_missing_or_wrong_auth_section_stops_the_server_naming_the_setting(
+    tmp_path: Path, secrets: str, env: dict[str, str], named: str
+) -> None:
+    db = tmp_path / "desk.duckdb"
+    file = tmp_path / "secrets.toml"
+    file.write_text(secrets, encoding="utf-8")
+    refused = launch(tmp_path, db, env=env, args=("--secrets.files", str(file)))
+    try:
+        assert refused.wait_exit() != 0
+    finally:
+        refused.stop()
+    stderr = refused.err.read_text(errors="replace")
+    assert "fxbatch: the server did not start" in stderr and named in stderr, stderr[-2000:]
+    assert not db.exists()  # refused before the database was touched
 
 
 def test_a_stopped_server_removes_its_record_and_leaves_its_run_resumable(tmp_path: Path) -> None:

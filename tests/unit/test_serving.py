@@ -137,10 +137,12 @@ def test_other_addresses_are_refused_saying_why_unless_allowed(address: str) -> 
     with pytest.raises(SettingsError) as refused:
         check_binding(address, allow_unauthenticated=False)
     message = refused.value.message
-    assert "login" in message and "FXBATCH_ALLOW_UNAUTHENTICATED=1" in message and "127.0.0.1" in message
+    assert "sign-in is not configured" in message and "[auth]" in message
+    assert "FXBATCH_ALLOW_UNAUTHENTICATED=1" in message and "127.0.0.1" in message
     if not address:
         assert "every network interface" in message
     check_binding(address, allow_unauthenticated=True)
+    check_binding(address, allow_unauthenticated=False, login=True)  # sign-in: every page and call needs a user
 
 
 def test_the_allow_and_url_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,332 @@
+"""A desk's team on one database with login: roles, four-eyes approval for real money, tokens.
+
+The workbench is opened as a server with sign-in opens it (``login=True``); each action runs as a
+principal (``fxbatch.access.acting``), the way a page run or an API request sets it. Real-money
+runs go to the bank written from its documentation (tests/docbank.py), served in this process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fxbatch import Settings, Workbench
+from fxbatch.access import Principal, Role, acting
+from fxbatch.approvals import ApprovalStatus
+from fxbatch.errors import ConflictError, ForbiddenError, NotSignedInError, SettingsError
+from fxbatch.models import RunStatus
+from tests.docbank import DocBank, serve_docbank
+from tests.integration.run_helpers import query
+from tests.integration.test_docbank_run import CLIENT_SECRET, PASSWORD, load_batch, settings_for
+
+ADMIN = "head.of.desk@desk.example"
+ANALYST = "ana@desk.example"
+APPROVER = "pat@desk.example"
+APPROVER2 = "quinn@desk.example"
+VIEWER = "vic@desk.example"
+ROLES = {ANALYST: Role.ANALYST, APPROVER: Role.APPROVER, APPROVER2: Role.APPROVER, VIEWER: Role.VIEWER}
+
+
+@pytest.fixture(scope="module")
+def docbank() -> Iterator[DocBank]:
+    with serve_docbank(client_secret=CLIENT_SECRET, password=PASSWORD) as bank:
+        yield bank
+
+
+@pytest.fixture
+def bank(docbank: DocBank) -> DocBank:
+    docbank.reset()
+    return docbank
+
+
+def team_settings(bank: DocBank, tmp_path: Path, **overrides: object) -> Settings:
+    return settings_for(bank, tmp_path).model_copy(update={"admin_email": ADMIN, **overrides})
+
+
+def as_user(wb: Workbench, email: str) -> AbstractContextManager[Principal]:
+    """Act as ``email`` with the role the database gives it (what a signed-in page run does)."""
+    return acting(wb.access.signed_in(email))
+
+
+@pytest.fixture
+def team(bank: DocBank, tmp_path: Path) -> Iterator[Workbench]:
+    with Workbench.open_local(settings=team_settings(bank, tmp_path), login=True) as wb:
+        with as_user(wb, ADMIN):
+            for email, role in ROLES.items():
+                wb.access.set_role(email, role)
+        yield wb
+
+
+@pytest.fixture
+def batch(team: Workbench, tmp_path: Path) -> int:
+    with as_user(team, ANALYST):
+        return load_batch(team, tmp_path, n=12)
+
+
+def actions(wb: Workbench) -> list[tuple[str, str, str, str]]:
+    """(actor, action, object, outcome) of every audit row, oldest first."""
+    rows = query(wb, "SELECT actor, action, object, outcome FROM audit_log ORDER BY seq")
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- sign-in settings and roles
+
+
+def test_login_needs_a_first_admin_setting(bank: DocBank, tmp_path: Path) -> None:
+    settings = settings_for(bank, tmp_path)
+    with pytest.raises(SettingsError, match="FXBATCH_ADMIN_EMAIL"):
+        Workbench.open_local(settings=settings, login=True)
+    with Workbench.open_local(settings=settings) as wb:  # the file was not left locked or half made
+        assert wb.access.login is False
+
+
+def test_the_first_admin_comes_from_the_setting_and_grants_roles_on_the_record(team: Workbench) -> None:
+    assert team.access.role_of(ADMIN) is Role.ADMIN
+    with as_user(team, ADMIN):
+        users = team.access.users()
+    assert dict(zip(users["email"], users["role"], strict=True)) == {
+        ADMIN: "admin",
+        **{e: r.value for e, r in ROLES.items()},
+    }
+    rows = actions(team)
+    assert rows[0] == ("setting FXBATCH_ADMIN_EMAIL", "role.grant", f"user:{ADMIN}", "ok")
+    assert (ADMIN, "role.grant", f"user:{VIEWER}", "ok") in rows
+    with as_user(team, ADMIN):
+        assert team.verify_audit().ok
+
+
+def test_the_last_admin_keeps_the_role_and_only_admins_change_roles(team: Workbench) -> None:
+    with as_user(team, ADMIN), pytest.raises(ConflictError, match="only admin"):
+        team.access.set_role(ADMIN, Role.VIEWER)
+    with as_user(team, APPROVER), pytest.raises(ForbiddenError, match="admin role"):
+        team.access.set_role(VIEWER, Role.ADMIN)
+    assert team.access.role_of(VIEWER) is Role.VIEWER
+    with as_user(team, ADMIN):
+        team.access.set_role(APPROVER, Role.ADMIN)
+        team.access.set_role(ADMIN, None)  # another admin exists now
+    assert team.access.role_of(ADMIN) is None
+    assert team.access.admins() == [APPROVER]
+
+
+def test_with_login_nothing_runs_without_a_signed_in_user(team: Workbench, batch: int) -> None:
+    with pytest.raises(NotSignedInError, match="sign in"):
+        team.start_run(batch)
+    with pytest.raises(NotSignedInError):
+        team.delete_batch(batch)
+
+
+def test_a_viewer_reads_but_cannot_load_run_export_or_unmask_and_is_told_the_role_needed(
+    team: Workbench, batch: int, tmp_path: Path
+) -> None:
+    with as_user(team, VIEWER):
+        assert len(team.trades(batch)) == 12  # reading is what a viewer does
+        for attempt in (
+            lambda: team.start_run(batch),
+            lambda: team.load(tmp_path / "orders.csv"),
+            lambda: team.export_batch(batch, tmp_path / "out.csv"),
+            lambda: team.trades(batch, unmask=True),
+            lambda: team.delete_batch(batch),
+            lambda: team.whatif.sweep(batch, [0.9]),
+            lambda: team.request_run(batch, bank_url="http://127.0.0.1:1"),
+        ):
+            with pytest.raises(ForbiddenError) as refused:
+                attempt()
+            assert "analyst role" in refused.value.message and VIEWER in refused.value.message
+        with pytest.raises(ForbiddenError, match="admin role"):
+            team.audit_trail()
+    assert team.runs(batch) == []
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_user_with_no_role_is_refused_even_reading_the_trail(team: Workbench) -> None:
+    with acting(team.access.signed_in("stranger@elsewhere.example")) as who:
+        assert who.role is None
+        with pytest.raises(ForbiddenError, match="no role yet"):
+            team.audit_trail()
+
+
+# ---------------------------------------------------------------- four eyes
+
+
+def test_a_real_money_run_needs_an_approver_other_than_the_requester(
+    team: Workbench, batch: int, bank: DocBank
+) -> None:
+    with as_user(team, ANALYST):
+        with pytest.raises(ForbiddenError, match="approval"):
+            team.start_run(batch, bank_url=bank.url, concurrency=4)
+        request = team.request_run(batch, bank_url=bank.url, concurrency=4)
+        assert request.status is ApprovalStatus.PENDING and request.requested_by == ANALYST and request.trades == 12
+        with pytest.raises(ForbiddenError, match="approver role"):
+            team.approve(request.approval_id)
+        with pytest.raises(ConflictError, match="waiting for an approver"):
+            team.start_run(batch, bank_url=bank.url, concurrency=4, approval=request.approval_id)
+    with as_user(team, APPROVER):
+        own = team.request_run(batch, bank_url=bank.url, concurrency=4)
+        with pytest.raises(ForbiddenError, match="another approver"):
+            team.approve(own.approval_id)
+        approved = team.approve(request.approval_id)
+    assert approved.status is ApprovalStatus.APPROVED and approved.decided_by == APPROVER
+    with as_user(team, ANALYST):
+        run = team.run(batch, bank_url=bank.url, concurrency=4, approval=request.approval_id)
+        assert run.status is RunStatus.COMPLETED and run.counts["SUCCESS"] == 12
+        with pytest.raises(ConflictError, match=f"already started run {run.run_id}"):
+            team.start_run(batch, bank_url=bank.url, concurrency=4, approval=request.approval_id)
+        assert team.approval(request.approval_id).run_id == run.run_id
+        assert team.approval(request.approval_id).status is ApprovalStatus.USED
+        team.run(batch, success_rate=1.0)  # a simulated run needs no approval
+    rows = actions(team)
+    assert (ANALYST, "run.request", f"approval:{request.approval_id}", "ok") in rows
+    assert (APPROVER, "run.approve", f"approval:{request.approval_id}", "ok") in rows
+    assert (ANALYST, "run", f"run:{run.run_id}", "ok") in rows
+    refused = [r for r in rows if r[1] == "run.approve" and r[3] != "ok"]
+    assert refused and refused[0][0] == APPROVER and "ForbiddenError" in refused[0][3]
+
+
+def test_a_rejection_says_why_and_stops_the_run(team: Workbench, batch: int, bank: DocBank) -> None:
+    with as_user(team, ANALYST):
+        request = team.request_run(batch, bank_url=bank.url)
+    with as_user(team, APPROVER):
+        with pytest.raises(SettingsError, match="reason"):
+            team.reject(request.approval_id, "  ")
+        rejected = team.reject(request.approval_id, "Wrong value date on the EUR trades")
+        with pytest.raises(ConflictError, match="only a pending one"):
+            team.approve(request.approval_id)
+    assert rejected.status is ApprovalStatus.REJECTED and rejected.reason == "Wrong value date on the EUR trades"
+    with as_user(team, ANALYST), pytest.raises(ConflictError, match=r"rejected by pat@desk\.example: Wrong value date"):
+        team.start_run(batch, bank_url=bank.url, approval=request.approval_id)
+    assert team.runs(batch) == []
+
+
+def _approved(wb: Workbench, batch: int, bank: DocBank, **options: object) -> int:
+    with as_user(wb, ANALYST):
+        request = wb.request_run(batch, bank_url=bank.url, **options)
+    with as_user(wb, APPROVER):
+        wb.approve(request.approval_id)
+    return request.approval_id
+
+
+def test_an_approval_is_void_once_the_run_settings_or_the_batch_change(
+    team: Workbench, batch: int, bank: DocBank
+) -> None:
+    approval = _approved(team, batch, bank, concurrency=4)
+    with as_user(team, ANALYST):
+        with pytest.raises(
+            ConflictError, match=r"void: the run's settings differ from the approved ones \(concurrency\)"
+        ):
+            team.start_run(batch, bank_url=bank.url, concurrency=8, approval=approval)
+        with pytest.raises(ConflictError, match="is for batch"):
+            team.start_run(batch + 1, bank_url=bank.url, concurrency=4, approval=approval)
+    # The batch changes behind the approval (one trade's amount): void, and shown so on the list.
+    team.store.cursor().execute("UPDATE trades SET amount = amount + 1 WHERE batch_id = ? AND src_row = 3", [batch])
+    assert team.approval(approval).status is ApprovalStatus.VOID
+    assert team.approval(approval).void_reason == f"batch {batch} changed since the request"
+    with as_user(team, ANALYST), pytest.raises(ConflictError, match=f"void: batch {batch} changed"):
+        team.start_run(batch, bank_url=bank.url, concurrency=4, approval=approval)
+    assert team.runs(batch) == []
+
+
+def test_an_approval_is_void_when_the_servers_bank_settings_change(bank: DocBank, tmp_path: Path) -> None:
+    settings = team_settings(bank, tmp_path)
+    with Workbench.open_local(settings=settings, login=True) as wb:
+        with as_user(wb, ADMIN):
+            for email, role in ROLES.items():
+                wb.access.set_role(email, role)
+        with as_user(wb, ANALYST):
+            batch = load_batch(wb, tmp_path, n=6)
+        approval = _approved(wb, batch, bank)
+    moved = settings.model_copy(update={"bank_user_id": "someone.else@desk.example"})
+    with Workbench.open_local(settings=moved, login=True) as wb:
+        found = wb.approval(approval)
+        assert found.status is ApprovalStatus.VOID and "FXBATCH_BANK_USER_ID" in (found.void_reason or "")
+        with as_user(wb, ANALYST), pytest.raises(ConflictError, match="bank settings changed"):
+            wb.start_run(batch, bank_url=bank.url, approval=approval)
+
+
+def test_an_expired_request_can_be_neither_approved_nor_used(team: Workbench, batch: int, bank: DocBank) -> None:
+    approval = _approved(team, batch, bank)
+    with as_user(team, ANALYST):
+        pending = team.request_run(batch, bank_url=bank.url)
+    past = datetime.now() - timedelta(days=3)
+    team.store.cursor().execute("UPDATE approvals SET expires_at = ?", [past])
+    assert {a.status for a in team.approvals()} == {ApprovalStatus.EXPIRED}
+    with as_user(team, APPROVER2), pytest.raises(ConflictError, match="is expired"):
+        team.approve(pending.approval_id)
+    with as_user(team, ANALYST), pytest.raises(ConflictError, match="expired at"):
+        team.start_run(batch, bank_url=bank.url, approval=approval)
+
+
+def test_an_approved_run_resumes_only_against_the_bank_it_was_approved_for(
+    team: Workbench, batch: int, bank: DocBank
+) -> None:
+    approval = _approved(team, batch, bank)
+    with as_user(team, ANALYST):
+        run = team.run(batch, bank_url=bank.url, approval=approval)
+        team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
+        with pytest.raises(ForbiddenError, match="no approval covers"):
+            team.start_resume(run.run_id, bank_url="http://127.0.0.1:9")
+        # Its own bank: the approval that started it covers it (nothing is left to book).
+        team.resume(run.run_id)
+    simulated = None
+    with as_user(team, ANALYST):
+        simulated = team.run(batch, success_rate=0.5)
+        team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [simulated.run_id])
+        with pytest.raises(ForbiddenError, match="no approval covers"):
+            team.start_resume(simulated.run_id, bank_url=bank.url)
+
+
+# ---------------------------------------------------------------- personal API tokens
+
+
+def test_a_token_is_shown_once_stored_hashed_and_stops_working_when_revoked_or_expired(team: Workbench) -> None:
+    with as_user(team, VIEWER):
+        made = team.access.create_token("laptop notebook", days=30)
+        other = team.access.create_token("script")
+    assert made.token.startswith("fxb_") and made.email == VIEWER
+    assert team.access.authenticate(made.token) == Principal(VIEWER, Role.VIEWER, "token")
+    stored = json.dumps(query(team, "SELECT * FROM api_tokens"), default=str)
+    assert made.token.rsplit("_", 1)[1] not in stored and other.token.rsplit("_", 1)[1] not in stored
+    assert made.token not in json.dumps(query(team, "SELECT * FROM audit_log"), default=str)
+    with as_user(team, VIEWER):
+        team.access.revoke_token(made.token_id)
+        listed = team.access.tokens()
+    assert dict(zip(listed["token_id"], listed["status"], strict=True)) == {
+        made.token_id: "revoked",
+        other.token_id: "active",
+    }
+    with pytest.raises(NotSignedInError, match="revoked"):
+        team.access.authenticate(made.token)
+    team.store.cursor().execute(
+        "UPDATE api_tokens SET expires_at = ? WHERE token_id = ?", [datetime.now() - timedelta(days=1), other.token_id]
+    )
+    with pytest.raises(NotSignedInError, match="expired"):
+        team.access.authenticate(other.token)
+    for bad in ("fxb_000000000000_" + "A" * 43, "Bearer nothing", made.token[:-1] + "x"):
+        with pytest.raises(NotSignedInError):
+            team.access.authenticate(bad)
+
+
+def test_only_the_owner_or_an_admin_revokes_a_token_and_lives_are_bounded(team: Workbench) -> None:
+    with as_user(team, ANALYST):
+        made = team.access.create_token("cli")
+        with pytest.raises(SettingsError, match="FXBATCH_TOKEN_DAYS"):
+            team.access.create_token("forever", days=10_000)
+    with as_user(team, VIEWER), pytest.raises(Exception, match="no token"):
+        team.access.revoke_token(made.token_id)
+    with as_user(team, ADMIN):
+        assert made.token_id in set(team.access.tokens(everyone=True)["token_id"])
+        team.access.revoke_token(made.token_id)
+    with pytest.raises(NotSignedInError, match="revoked"):
+        team.access.authenticate(made.token)
+
+
+def test_without_login_the_os_user_does_everything_and_needs_no_approval(bank: DocBank, tmp_path: Path) -> None:
+    with Workbench.open_local(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path, n=6)
+        run = wb.run(batch, bank_url=bank.url)
+        assert run.status is RunStatus.COMPLETED
+        assert wb.access.principal().role is Role.ADMIN and wb.access.principal().via == "local"

@@ -1,0 +1,150 @@
+"""The HTTP API and the CLI on a server with login: personal tokens, 401/403, four-eyes over HTTP.
+
+The server is the API served over real HTTP in this process (as in test_cli_server); the CLI runs
+in other processes with FXBATCH_TOKEN, exactly as an analyst's terminal would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fxbatch import Workbench
+from fxbatch.access import Role
+from fxbatch.serving import remove_record, write_record
+from tests.docbank import DocBank
+from tests.integration.api_helpers import WAIT, assert_problem, serve_api
+from tests.integration.test_cli_server import _env
+from tests.integration.test_docbank_run import load_batch
+from tests.integration.test_team import ADMIN, ANALYST, APPROVER, ROLES, VIEWER, as_user, bank, docbank, team_settings
+
+__all__ = ["bank", "docbank"]  # fixtures used here
+
+
+@pytest.fixture
+def server(bank: DocBank, tmp_path: Path) -> Iterator[tuple[Workbench, str, dict[str, str], int]]:
+    """A server with login: its workbench, URL, one token per user, and a loaded batch."""
+    with Workbench.open_local(settings=team_settings(bank, tmp_path), login=True) as wb:
+        with as_user(wb, ADMIN):
+            for email, role in ROLES.items():
+                wb.access.set_role(email, role)
+        tokens = {}
+        for email in (ADMIN, *ROLES):
+            with as_user(wb, email):
+                tokens[email] = wb.access.create_token("tests").token
+        with as_user(wb, ANALYST):
+            batch = load_batch(wb, tmp_path, n=8)
+        with serve_api(wb) as url:
+            write_record(wb.settings.db, url)
+            try:
+                yield wb, url, tokens, batch
+            finally:
+                remove_record(wb.settings.db)
+
+
+def client(url: str, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=f"{url}/api/v1", headers=headers, timeout=WAIT)
+
+
+def test_every_call_needs_a_valid_token_and_says_how_to_get_one(
+    server: tuple[Workbench, str, dict[str, str], int],
+) -> None:
+    _wb, url, tokens, _batch = server
+    with client(url, None) as anonymous:
+        resp = anonymous.get("/batches")
+        body = assert_problem(resp, 401, "NOT_SIGNED_IN")
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer") and "Tokens page" in body["detail"]
+        assert_problem(anonymous.get("/health"), 401, "NOT_SIGNED_IN")
+    with client(url, "fxb_nonsense") as bad:
+        assert_problem(bad.get("/batches"), 401, "NOT_SIGNED_IN")
+    with client(url, tokens[VIEWER]) as viewer:
+        assert viewer.get("/batches").status_code == 200
+        assert viewer.get("/me").json() == {"name": VIEWER, "role": "viewer", "via": "token", "login": True}
+        token_id = tokens[VIEWER].split("_")[1]
+        assert viewer.delete(f"/tokens/{token_id}").status_code == 204
+        revoked = assert_problem(viewer.get("/batches"), 401, "NOT_SIGNED_IN")
+        assert "revoked" in revoked["detail"]
+
+
+def test_a_viewer_cannot_start_a_run_over_http_and_is_told_the_role_needed(
+    server: tuple[Workbench, str, dict[str, str], int],
+) -> None:
+    wb, url, tokens, batch = server
+    with client(url, tokens[VIEWER]) as viewer:
+        body = assert_problem(viewer.post(f"/batches/{batch}/runs", json={"success_rate": 1.0}), 403, "FORBIDDEN")
+        assert "analyst role" in body["detail"] and VIEWER in body["detail"]
+        assert_problem(viewer.get("/audit"), 403, "FORBIDDEN")
+        assert_problem(viewer.put(f"/users/{VIEWER}", json={"role": "admin"}), 403, "FORBIDDEN")
+    assert wb.runs(batch) == [] and wb.access.role_of(VIEWER) is Role.VIEWER
+    with client(url, tokens[ANALYST]) as analyst:
+        assert analyst.post(f"/batches/{batch}/runs", json={"success_rate": 1.0}).status_code == 202
+
+
+def test_four_eyes_over_http_request_approve_run_and_the_trail(
+    server: tuple[Workbench, str, dict[str, str], int], bank: DocBank
+) -> None:
+    wb, url, tokens, batch = server
+    with client(url, tokens[ANALYST]) as analyst, client(url, tokens[APPROVER]) as approver:
+        refused = assert_problem(analyst.post(f"/batches/{batch}/runs", json={"bank_url": bank.url}), 403, "FORBIDDEN")
+        assert "approval" in refused["detail"]
+        made = analyst.post("/runs:request", json={"batch_id": batch, "bank_url": bank.url, "concurrency": 4})
+        assert made.status_code == 201, made.text
+        approval_id = made.json()["approval_id"]
+        assert made.headers["Location"].endswith(f"/api/v1/approvals/{approval_id}")
+        assert_problem(analyst.post(f"/approvals/{approval_id}:approve"), 403, "FORBIDDEN")
+        assert_problem(approver.post(f"/approvals/{approval_id}:reject", json={}), 422)
+        decided = approver.post(f"/approvals/{approval_id}:approve")
+        assert decided.status_code == 200 and decided.json()["status"] == "approved"
+        started = analyst.post(f"/approvals/{approval_id}:run")
+        assert started.status_code == 202, started.text
+        run_id = started.json()["run_id"]
+        assert [a["status"] for a in approver.get("/approvals").json()] == ["used"]
+    with client(url, tokens[ADMIN]) as admin:
+        trail = admin.get("/audit", params={"limit": 100}).json()
+        assert admin.get("/audit/verify").json()["ok"] is True
+    seen = {(row["actor"], row["action"], row["object"]) for row in trail}
+    assert (ANALYST, "run.request", f"approval:{approval_id}") in seen
+    assert (APPROVER, "run.approve", f"approval:{approval_id}") in seen
+    assert (ANALYST, "run", f"run:{run_id}") in seen
+    wb.engine.job(run_id).wait()  # type: ignore[union-attr]
+
+
+def _cli(db: Path, token: str | None, *args: str) -> tuple[int, str, str]:
+    import subprocess
+    import sys
+
+    env = _env(db)
+    if token:
+        env["FXBATCH_TOKEN"] = token
+    done = subprocess.run([sys.executable, "-m", "fxbatch", *args], cwd=Path(__file__).resolve().parents[2], env=env,
+                          capture_output=True, text=True, timeout=WAIT * 2)  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_the_cli_through_a_server_with_login_uses_fxbatch_token(
+    server: tuple[Workbench, str, dict[str, str], int], bank: DocBank
+) -> None:
+    wb, _url, tokens, batch = server
+    db = wb.settings.db
+    code, _out, err = _cli(db, None, "batches")
+    assert code == 2 and "FXBATCH_TOKEN" in err
+    code, _out, err = _cli(db, tokens[VIEWER], "run", str(batch), "--success-rate", "1")
+    assert code == 2 and "analyst role" in err, err
+    code, out, err = _cli(db, tokens[ANALYST], "request-run", str(batch), "--bank", bank.url)
+    assert code == 0, err
+    approval_id = int(out.split()[1].rstrip(":"))
+    code, _out, err = _cli(db, tokens[ANALYST], "approve", str(approval_id))
+    assert code == 2 and "approver role" in err
+    code, out, err = _cli(db, tokens[APPROVER], "approve", str(approval_id))
+    assert code == 0 and "approved" in out, err
+    code, out, err = _cli(db, tokens[ANALYST], "run", "--approval", str(approval_id))
+    assert code == 0, err
+    assert "COMPLETED" in out
+    code, out, err = _cli(db, tokens[ADMIN], "audit", "verify")
+    assert code == 0 and "intact" in out, err
+    code, _out, err = _cli(db, tokens[ANALYST], "audit", "list")
+    assert code == 2 and "admin role" in err
