@@ -309,6 +309,7 @@ class Host:
                 raise
             raise DatabaseLockedError(settings.db, f"the fxbatch server at {other.url}, process {other.pid}") from exc
         try:
+            await anyio.to_thread.run_sync(wb.record_settings)  # a settings change shows in the audit trail
             write_record(settings.db, self.url)
             self._wb = wb
             _current = self

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import date, datetime
@@ -469,6 +470,19 @@ class Workbench:
         """The audit trail, newest first (``fxbatch.audit.read``); admins only, with login."""
         self._need(Role.ADMIN, "read the audit trail")
         return audit.read(self.store, actor=actor, action=action, since=since, until=until, limit=limit)
+
+    def record_settings(self, where: str = "server start") -> list[str]:
+        """Record the settings (secrets redacted) in the audit trail when they differ from the ones
+        last recorded (what a server does when it starts); returns the names that changed."""
+        current = json.loads(self.settings.model_dump_json(exclude={"token"}))
+        last = audit.read(self.store, action="settings", limit=1)
+        before: dict[str, Any] = json.loads(last["params"].iloc[0]).get("settings", {}) if len(last) else {}
+        shown = audit.redact(current)
+        changed = sorted(k for k in shown if before.get(k) != shown[k]) if before else sorted(shown)
+        if before and not changed:
+            return []
+        audit.record(self.store, audit.os_user(), "settings", where, {"settings": current, "changed": changed})
+        return changed
 
     def verify_audit(self) -> AuditCheck:
         """Walk the audit trail's hash chain: intact, or the first changed, removed or inserted row."""

@@ -75,6 +75,23 @@ def test_the_host_opens_the_database_records_the_server_and_lets_both_go_at_shut
 
 
 @pytest.mark.usefixtures("no_host")
+def test_a_server_start_records_its_settings_in_the_audit_trail_when_they_changed(tmp_path: Path) -> None:
+    settings = Settings(db=tmp_path / "desk.duckdb", load_sample_on_create=False, bank_client_secret="s3cr3t-v4lue")
+    asyncio.run(_serve_briefly(host_for(settings)))
+    asyncio.run(_serve_briefly(host_for(settings)))  # the same settings: nothing new to record
+    moved = settings.model_copy(update={"bank_user_id": "desk2@desk.example", "approval_hours": 4.0})
+    asyncio.run(_serve_briefly(host_for(moved)))
+    with Workbench.open_local(settings=settings) as wb:
+        rows = wb.audit_trail(action="settings")
+        assert wb.verify_audit().ok
+    assert len(rows) == 2
+    newest = json.loads(rows["params"].iloc[0])
+    assert newest["changed"] == ["approval_hours", "bank_user_id"]
+    assert newest["settings"]["bank_user_id"] == "desk2@desk.example"
+    assert newest["settings"]["bank_client_secret"] == "***" and "s3cr3t" not in rows.to_json(date_format="iso")
+
+
+@pytest.mark.usefixtures("no_host")
 def test_pages_use_the_hosted_workbench_and_never_close_it(tmp_path: Path) -> None:
     import streamlit as st
 
