@@ -92,7 +92,7 @@ class Principal:
 
     name: str
     role: Role | None
-    via: str  # "local" (no login), "sign-in" or "token"
+    via: str  # "local" (no login), "sign-in", "token", or "system" (fxbatch itself: the sample batch on first start)
 
     def describe(self) -> str:
         role = self.role.value if self.role else "no role"

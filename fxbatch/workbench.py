@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from fxbatch import analytics, approvals, audit, batches, export, moneyview
-from fxbatch.access import Access, Principal, Role
+from fxbatch.access import Access, Principal, Role, acting
 from fxbatch.approvals import Approval
 from fxbatch.audit import AuditCheck
 from fxbatch.client import Client, connect
@@ -113,7 +113,8 @@ class Workbench:
             raise
         wb.engine.recover()  # runs left RUNNING by a process that died become INTERRUPTED
         if seed_sample and store.created and settings.load_sample_on_create:
-            wb.load(settings.sample_file, name="Sample batch")
+            with acting(Principal(f"{audit.os_user()} (first start)", Role.ADMIN, "system")):
+                wb.load(settings.sample_file, name="Sample batch")
         return wb
 
     def __repr__(self) -> str:

@@ -85,6 +85,14 @@ def test_login_needs_a_first_admin_setting(bank: DocBank, tmp_path: Path) -> Non
         assert wb.access.login is False
 
 
+def test_a_new_database_with_login_gets_the_sample_batch_on_first_start(bank: DocBank, tmp_path: Path) -> None:
+    settings = team_settings(bank, tmp_path, load_sample_on_create=True)
+    with Workbench.open_local(settings=settings, login=True, seed_sample=True) as wb:
+        assert [b.name for b in wb.batches()] == ["Sample batch"]
+        loaded = [r for r in actions(wb) if r[1] == "load"]
+    assert len(loaded) == 1 and loaded[0][0].endswith("(first start)") and loaded[0][3] == "ok"
+
+
 def test_the_first_admin_comes_from_the_setting_and_grants_roles_on_the_record(team: Workbench) -> None:
     assert team.access.role_of(ADMIN) is Role.ADMIN
     with as_user(team, ADMIN):
