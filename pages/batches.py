@@ -12,6 +12,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Workbench
+from fxbatch.access import Role
 from fxbatch.errors import invalid_values
 from fxbatch.export import csv_bytes
 from fxbatch.labels import batch_status_label, field_label
@@ -27,6 +28,8 @@ from pages.common import (
     TRADE_TABLE,
     cancel_with_confirmation,
     get_workbench,
+    may,
+    needs_role,
     newly_selected_row,
     outcome_text,
     progress_text,
@@ -34,6 +37,8 @@ from pages.common import (
 )
 
 PAGE_ROWS = 500
+APPROVALS_PAGE = "pages/approvals.py"
+REQUESTED = "batches_requested"  # the approval request this session just made: (batch_id, approval_id)
 PENDING_RUN = "batches_pending_run"  # the run the analyst is asked to confirm: (batch_id, config json)
 DELETING = "batches_deleting"  # the batch the analyst is asked to confirm deleting
 NOTICE = "batches_notice"
@@ -208,12 +213,30 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
             f"{bank.latency_ms:g} ms per bank call, {config.concurrency} calls at once, up to "
             f"{config.max_attempts} attempts per trade. Failures: {mix_text}."
         )
-    st.info(f"**This will run batch {batch_id}: {trades:,} trades** {against}", icon=":material/play_circle:")
+    # With sign-in, real money waits for a second person: the button asks for approval instead of starting.
+    four_eyes = wb.access.login and bool(config.bank_url)
+    if four_eyes:
+        st.info(
+            f"**Batch {batch_id}: {trades:,} trades** would run {against} A run against an HTTP bank moves real "
+            "money: an approver other than you must approve it before it can start.",
+            icon=":material/verified_user:",
+        )
+    else:
+        st.info(f"**This will run batch {batch_id}: {trades:,} trades** {against}", icon=":material/play_circle:")
     c1, c2 = st.columns([1, 5])
     if c2.button("Change settings", key="run_back"):
         del st.session_state[PENDING_RUN]
         st.rerun()
-    if c1.button("Start the run", type="primary", key="run_confirm"):
+    if four_eyes and c1.button("Request approval", type="primary", key="run_confirm"):
+        del st.session_state[PENDING_RUN]
+        try:
+            request = wb.request_run(batch_id, config)
+        except FxBatchError as exc:
+            show_error(exc)
+            return
+        st.session_state[REQUESTED] = (batch_id, request.approval_id)
+        st.rerun()
+    if not four_eyes and c1.button("Start the run", type="primary", key="run_confirm"):
         del st.session_state[PENDING_RUN]
         try:
             job = wb.start_run(batch_id, config)
@@ -223,19 +246,51 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
         _open_run(job.run_id)
 
 
+def _requested(batch_id: int) -> None:
+    """The approval request just made for this batch, with the way to the Approvals page."""
+    made = st.session_state.get(REQUESTED)
+    if not made or made[0] != batch_id:
+        return
+    st.success(
+        f"Approval request {made[1]} is waiting for an approver. The run starts from the Approvals page once "
+        "another person has approved it.",
+        icon=":material/verified_user:",
+    )
+    st.page_link(APPROVALS_PAGE, label=f"Open approval request {made[1]}", icon=":material/verified_user:",
+                 query_params={"approval": str(made[1])})  # fmt: skip
+
+
 def _actions(wb: Workbench, batch_id: int, trades: int, latest: RunSummary | None) -> None:
     running = [r for r in wb.active_runs() if r.batch_id == batch_id]
+    analyst = may(wb, Role.ANALYST)
     if running:
         run_id = running[0].run_id
         st.info(f"Run {run_id} of this batch is executing.", icon=":material/directions_run:")
         if st.button("Watch it", key="watch"):
             _open_run(run_id)
-        cancel_with_confirmation(wb, run_id, "cancel")
-    else:
+        if analyst:
+            cancel_with_confirmation(wb, run_id, "cancel")
+    elif analyst:
+        _requested(batch_id)
         _start_form(wb, batch_id, trades)
+    else:
+        needs_role(wb, Role.ANALYST, "Running a batch")
+    if not analyst:
+        return
     failed = latest.counts.get("FAILED", 0) if latest else 0
-    retry = f"Retry the {failed:,} failed trades of run {latest.run_id}" if latest is not None else ""
-    if latest is not None and failed and not running and st.button(retry, key="retry"):
+    if latest is None or not failed or running:
+        return
+    if wb.access.login and latest.config.bank_url:  # a retry against the HTTP bank is real money too
+        if st.button(f"Request approval to retry the {failed:,} failed trades of run {latest.run_id}", key="retry"):
+            try:
+                request = wb.request_run(batch_id, latest.config, retry_of_run=latest.run_id)
+            except FxBatchError as exc:
+                show_error(exc)
+                return
+            st.session_state[REQUESTED] = (batch_id, request.approval_id)
+            st.rerun()
+        return
+    if st.button(f"Retry the {failed:,} failed trades of run {latest.run_id}", key="retry"):
         try:
             job = wb.start_run(batch_id, latest.config, retry_of_run=latest.run_id)
         except FxBatchError as exc:
@@ -279,7 +334,8 @@ def _batch_csv(wb: Workbench, batch_id: int, unmask: bool) -> bytes:
 
 
 def _rows(wb: Workbench, batch_id: int) -> None:
-    unmask = st.toggle(
+    analyst = may(wb, Role.ANALYST)  # full account numbers and exports: analysts and above
+    unmask = analyst and st.toggle(
         "Unmask accounts", key="batch_unmask", help="Account numbers show their last 4 digits unless on."
     )
     try:
@@ -313,14 +369,15 @@ def _rows(wb: Workbench, batch_id: int) -> None:
         if total > PAGE_ROWS:
             st.caption(f"Showing the first {PAGE_ROWS} of {total:,} trades.")
         name = export_name(f"batch_{batch_id}_trades.csv", unmask=unmask)  # an unmasked file says so
-        st.download_button(
-            f"Download {name} ({total:,} trades)",
-            lambda: _batch_csv(wb, batch_id, unmask),
-            file_name=name,
-            mime="text/csv",
-            on_click="ignore",
-            key="download_trades",
-        )
+        if analyst:
+            st.download_button(
+                f"Download {name} ({total:,} trades)",
+                lambda: _batch_csv(wb, batch_id, unmask),
+                file_name=name,
+                mime="text/csv",
+                on_click="ignore",
+                key="download_trades",
+            )
     with tab2:
         if rejections.empty:
             st.caption("Every data row of this batch's file was accepted.")
@@ -329,14 +386,15 @@ def _rows(wb: Workbench, batch_id: int) -> None:
             if len(rejections) > PAGE_ROWS:
                 st.caption(f"Showing the first {PAGE_ROWS} of {len(rejections):,} rejections.")
             name = export_name(f"batch_{batch_id}_rejections.csv", unmask=unmask)
-            st.download_button(
-                "Download all rejections (CSV, UNMASKED)" if unmask else "Download all rejections (CSV)",
-                csv_bytes(rejections),  # neutralised like every CSV fxbatch writes; masked unless unmasked
-                file_name=name,
-                mime="text/csv",
-                on_click="ignore",
-                key="download_rejections",
-            )
+            if analyst:
+                st.download_button(
+                    "Download all rejections (CSV, UNMASKED)" if unmask else "Download all rejections (CSV)",
+                    csv_bytes(rejections),  # neutralised like every CSV fxbatch writes; masked unless unmasked
+                    file_name=name,
+                    mime="text/csv",
+                    on_click="ignore",
+                    key="download_rejections",
+                )
 
 
 def main() -> None:
@@ -381,7 +439,8 @@ def main() -> None:
         st.page_link(RUN_PAGE, label=f"Review run {latest[choice].run_id}", icon=":material/monitoring:",
                      query_params={"run": str(latest[choice].run_id)})  # fmt: skip
     _rows(wb, choice)
-    _delete(wb, choice, str(names[choice]))
+    if may(wb, Role.ANALYST):
+        _delete(wb, choice, str(names[choice]))
 
 
 main()

@@ -4,33 +4,72 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Settings, Workbench
+from fxbatch.access import Principal, Role, act_as, current
 from fxbatch.errors import SettingsError
 from fxbatch.labels import field_label
-from fxbatch.serving import current_workbench
+from fxbatch.login import LoginConfig, login_config
+from fxbatch.serving import current_login, current_workbench
 from fxbatch.settings import settings_from_secrets
 
 
-def workbench() -> Workbench:
+def workbench(login: bool | None = None) -> Workbench:
     """The process-wide workbench: the one the server hosts (``server.py``: UI and API in one
     process), else one of the app's own, created with the sample batch on first start.
 
     Settings come from FXBATCH_* variables over the ``[fxbatch]`` section of Streamlit secrets
-    (``.streamlit/secrets.toml``), where the HTTP bank's credentials belong.
+    (``.streamlit/secrets.toml``), where the HTTP bank's credentials belong. ``login`` (None: as
+    the ``[auth]`` section says) opens the app's own workbench with sign-in.
     """
     hosted = current_workbench()  # the server opens and closes it: never cached (and closed) here
-    return hosted if hosted is not None else _own_workbench()
+    if hosted is not None:
+        return hosted
+    return _own_workbench(login=app_login() is not None if login is None else login)
 
 
 # Clearing the cache closes the workbench, so the database file is let go at once rather than
 # staying locked against other processes until the old object happens to be collected.
 @st.cache_resource(show_spinner="Opening the database…", on_release=Workbench.close)
-def _own_workbench() -> Workbench:
+def _own_workbench(login: bool = False) -> Workbench:
     """The app's own workbench when no server in this process hosts one (``streamlit run app.py``, AppTest)."""
-    return Workbench.open_local(settings=app_settings(), seed_sample=True)  # the file: this app serves it
+    return Workbench.open_local(settings=app_settings(), seed_sample=True, login=login)  # the file: this app serves it
+
+
+def app_login() -> LoginConfig | None:
+    """Sign-in of this app: the hosting server's, else from the ``[auth]`` section of Streamlit secrets
+    (None: single-user). SettingsError naming the key when the section is wrong."""
+    if current_workbench() is not None:
+        return current_login()
+    return login_config(auth_section(), app_settings())
+
+
+def auth_section() -> Any:
+    """The [auth] section of Streamlit's secrets (sign-in), None when there is none."""
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:  # no secrets file at all
+        return None
+    if section is None:
+        return None
+    return section.to_dict() if hasattr(section, "to_dict") else section  # not a section: login_config says so
+
+
+def may(wb: Workbench, role: Role) -> bool:
+    """Whether the person using the page may do what needs ``role`` (pages hide what they may not)."""
+    return wb.access.may(role)
+
+
+def needs_role(wb: Workbench, role: Role, doing: str) -> None:
+    """One line in place of what the person's role does not allow: which role it takes, whom to ask."""
+    who = current()
+    have = f"your role is {who.role.value}" if who is not None and who.role is not None else "you have no role yet"
+    admins = ", ".join(wb.access.admins())
+    ask = f" Ask an admin ({admins}) if you need it." if admins else ""
+    st.info(f"{doing} needs the {role.value} role; {have}.{ask}", icon=":material/lock:")
 
 
 def app_settings() -> Settings:
@@ -70,10 +109,32 @@ def get_workbench() -> Workbench | None:
     """The workbench, or None after showing the analyst what to do when it cannot open."""
     _ensure_router()
     try:
-        return workbench()
+        wb = workbench()
     except (FxBatchError, ValidationError) as exc:  # ValidationError: a bad FXBATCH_* variable
         show_error(exc)
         return None
+    who = current()
+    if wb.access.login and (who is None or who.via == "local"):
+        # app.py says who acts before it runs a page; a page run without it (AppTest runs a switched-to
+        # page alone) asks the sign-in the same way, and shows nothing to anyone without a role.
+        try:
+            who = signed_in_principal(wb)
+        except FxBatchError as exc:  # the provider gave no usable e-mail address
+            show_error(exc)
+            return None
+        act_as(who)
+        if who is None or who.role is None:
+            st.error("Sign in first: open the app's home page.", icon=":material/login:")
+            return None
+    return wb
+
+
+def signed_in_principal(wb: Workbench) -> Principal | None:
+    """Who is signed in to this browser session (None: nobody); the role is the database's."""
+    info = st.user.to_dict()
+    if not info.get("is_logged_in"):
+        return None
+    return wb.access.signed_in(str(info.get("email") or ""))
 
 
 def show_error(exc: Exception) -> None:
@@ -225,3 +286,53 @@ def newly_selected_row(event: Any, key: str) -> int | None:
         return None
     st.session_state[seen] = row
     return row
+
+
+# -- personal API tokens (the API tokens and Admin pages) ---------------------------------------
+
+TOKENS_NOTICE = "tokens_notice"
+TOKEN_STATUS_WORDS = {"active": "Active", "expired": "Expired", "revoked": "Revoked"}
+TOKEN_TABLE: dict[str, Any] = {
+    "column_order": ["token_id", "email", "name", "status", "created_at", "expires_at", "last_used_at",
+                     "revoked_at", "revoked_by"],
+    "column_config": {
+        "token_id": "Token",
+        "email": "Owner",
+        "name": "Name",
+        "status": "Status",
+        "created_at": st.column_config.DatetimeColumn("Made (UTC)", format="YYYY-MM-DD HH:mm"),
+        "expires_at": st.column_config.DatetimeColumn("Expires (UTC)", format="YYYY-MM-DD HH:mm"),
+        "last_used_at": st.column_config.DatetimeColumn("Last used (UTC)", format="YYYY-MM-DD HH:mm"),
+        "revoked_at": st.column_config.DatetimeColumn("Revoked (UTC)", format="YYYY-MM-DD HH:mm"),
+        "revoked_by": "Revoked by",
+    },
+}  # fmt: skip
+
+
+def token_table(tokens: pd.DataFrame, *, owners: bool) -> None:
+    """Tokens with their status in words (``owners``: with whose each is)."""
+    shown = tokens.assign(status=tokens["status"].map(lambda s: TOKEN_STATUS_WORDS.get(str(s), str(s))))
+    order = [c for c in TOKEN_TABLE["column_order"] if owners or c != "email"]
+    st.dataframe(shown, hide_index=True, width="stretch", column_order=order,
+                 column_config=TOKEN_TABLE["column_config"])  # fmt: skip
+
+
+def revoke_form(wb: Workbench, tokens: pd.DataFrame, key: str) -> None:
+    """Pick an active token and revoke it (asks no second time: a revoked token is replaced in a minute)."""
+    active = tokens[tokens["status"] == "active"]
+    if active.empty:
+        return
+    labels = {
+        str(t): f"{t}: {n} ({e}, expires {x:%Y-%m-%d})"
+        for t, n, e, x in zip(active["token_id"], active["name"], active["email"], active["expires_at"], strict=True)
+    }
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    token_id = c1.selectbox("Token to revoke", list(labels), format_func=labels.__getitem__, key=f"{key}_pick")
+    if c2.button("Revoke", key=f"{key}_revoke", icon=":material/key_off:"):
+        try:
+            wb.access.revoke_token(str(token_id))
+        except FxBatchError as exc:
+            show_error(exc)
+            return
+        st.session_state[TOKENS_NOTICE] = f"Token {token_id} is revoked: it no longer signs anything in."
+        st.rerun()

@@ -6,9 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
+from fxbatch.access import Role
 from fxbatch.labels import batch_status_label, run_status_label
 from fxbatch.money import zar_compact
-from pages.common import BATCH_TABLE, POLL_S, RUN_PAGE, get_workbench, outcome_text, progress_text, show_error
+from pages.common import BATCH_TABLE, POLL_S, RUN_PAGE, get_workbench, may, outcome_text, progress_text, show_error
 
 NOTICE = "home_notice"
 SEEN = "home_seen_running"
@@ -85,7 +86,7 @@ def main() -> None:
     col4.metric("Rows rejected", f"{sum(b.rejected for b in batches):,}")
     if not batches:
         st.info("No batches yet. Upload a trade spreadsheet, or load the bundled sample.")
-        if st.button("Load the sample batch", type="primary"):
+        if may(wb, Role.ANALYST) and st.button("Load the sample batch", type="primary"):
             try:
                 result = wb.load(wb.settings.sample_file, name="Sample batch")
             except FxBatchError as exc:

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from fxbatch import FxBatchError, Workbench, charts
+from fxbatch.access import Role
 from fxbatch.analytics import TradeFilter
 from fxbatch.labels import run_status_label, stage_label, trade_status_label
 from fxbatch.masking import export_name
@@ -21,6 +22,8 @@ from pages.common import (
     SELECT_ROWS,
     cancel_with_confirmation,
     get_workbench,
+    may,
+    needs_role,
     outcome_text,
     progress_text,
     selected_row,
@@ -238,7 +241,9 @@ def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -
     pair = c3.selectbox("Pair", ["All", *choices["pairs"]], key="f_pair")
     client = c4.text_input("Client CIF", key="f_client")
     text = c5.text_input("Search trade id or reference", key="f_text")
-    unmask = st.toggle("Unmask accounts", key="unmask", help="Account numbers show their last 4 digits unless on.")
+    unmask = may(wb, Role.ANALYST) and st.toggle(
+        "Unmask accounts", key="unmask", help="Account numbers show their last 4 digits unless on."
+    )
     filters = TradeFilter(statuses, codes, None if pair == "All" else pair, client or None, text or None)
     signature = (run_id, repr(filters))
     if st.session_state.get("f_signature") != signature:  # new filters start on page 1
@@ -385,7 +390,8 @@ def main() -> None:
         st.toast(message, icon=":material/task_alt:", duration="long")
     if running:
         st.fragment(run_every=POLL_S)(_live)(wb, run_id)
-        cancel_with_confirmation(wb, run_id, "cancel_run")
+        if may(wb, Role.ANALYST):
+            cancel_with_confirmation(wb, run_id, "cancel_run")
         st.caption(
             "The charts appear when the run has finished; the trades below are as they stood when the page was "
             "drawn. Leaving this page does not stop the run."
@@ -402,7 +408,10 @@ def main() -> None:
         if summary.error:
             st.warning(f"The run stopped early: {summary.error}.", icon=":material/warning:")
         if summary.status.value == "INTERRUPTED":
-            _resume(wb, summary)
+            if may(wb, Role.ANALYST):
+                _resume(wb, summary)
+            else:
+                needs_role(wb, Role.ANALYST, "Resuming a run")
         version = _version(summary)
         try:
             db = str(wb.settings.db)
@@ -422,7 +431,7 @@ def main() -> None:
         show_error(exc)
         return
     _trades(wb, summary, choices)
-    if not running:
+    if not running and may(wb, Role.ANALYST):
         _export(wb, run_id)
 
 

@@ -21,6 +21,7 @@ from streamlit.delta_generator import DeltaGenerator
 from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from fxbatch import FxBatchError, Workbench
+from fxbatch.access import Role
 from fxbatch.batches import fingerprint
 from fxbatch.ingest import rejected_rows_in_file_terms, rejections_in_file_terms
 from fxbatch.ingest.layout import FIELDS, field_headers, guess_fields
@@ -28,7 +29,7 @@ from fxbatch.labels import field_label
 from fxbatch.masking import ACCOUNT_FIELD, mask_account, mask_rejected_rows, mask_rejections
 from fxbatch.models import CheckReport, Layout, LoadResult, Rejection
 from fxbatch.money import zar_compact
-from pages.common import REJECTION_TABLE, get_workbench, show_error
+from pages.common import REJECTION_TABLE, get_workbench, may, needs_role, show_error
 
 SHOWN_REJECTIONS = 5000
 FIX_ROWS = 500  # rejected rows offered for correction at once (the counts cover the whole file)
@@ -365,6 +366,9 @@ def main() -> None:
     template = wb.settings.rates_file.parent / "template.xlsx"
     if template.exists():
         st.download_button("Download the template", template.read_bytes(), file_name="fxbatch_template.xlsx")
+    if not may(wb, Role.ANALYST):
+        needs_role(wb, Role.ANALYST, "Loading a spreadsheet")
+        return
     uploaded = st.file_uploader(
         "Trade spreadsheet",
         type=["csv", "txt", "xlsx", "xls", "parquet"],

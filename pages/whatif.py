@@ -7,10 +7,20 @@ from typing import Any
 import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
+from fxbatch.access import Role
 from fxbatch.labels import run_status_label, trade_status_label
 from fxbatch.whatif import charts
 from fxbatch.whatif.models import ScenarioResult
-from pages.common import RUN_PAGE, SELECT_ROWS, get_workbench, labelled, newly_selected_row, show_error
+from pages.common import (
+    RUN_PAGE,
+    SELECT_ROWS,
+    get_workbench,
+    labelled,
+    may,
+    needs_role,
+    newly_selected_row,
+    show_error,
+)
 
 PROMOTING = "whatif_promoting"  # (sweep, scenario) whose promotion this session is confirming
 PROMOTED = "whatif_promoted"  # (run, scenario) just started: the link to it
@@ -162,7 +172,8 @@ def _show_sweep(wb: Workbench, sweep_id: int) -> None:
         format_func=lambda n: f"scenario {n}: rate {by_number[n].success_rate:.0%}, seed {by_number[n].seed}",
         key="promote_pick",
     )
-    _promote(wb, sweep_id, by_number[int(scenario)], sweep.batch_id)
+    if may(wb, Role.ANALYST):
+        _promote(wb, sweep_id, by_number[int(scenario)], sweep.batch_id)
 
 
 def _promote(wb: Workbench, sweep_id: int, chosen: ScenarioResult, batch_id: int) -> None:
@@ -255,7 +266,10 @@ def main() -> None:
         return
     names = {b.batch_id: f"{b.batch_id}: {b.name} ({b.trades:,} trades)" for b in batches}
     batch_id = st.selectbox("Batch", list(names), format_func=names.__getitem__, key="whatif_batch")
-    _sweep_form(wb, int(batch_id))
+    if may(wb, Role.ANALYST):
+        _sweep_form(wb, int(batch_id))
+    else:
+        needs_role(wb, Role.ANALYST, "Running a what-if sweep")
     sweeps = wb.whatif.sweeps(int(batch_id))
     if sweeps:
         ids = [s.sweep_id for s in sweeps]

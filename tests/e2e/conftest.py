@@ -83,9 +83,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
+def _serve(
+    tmp: Path, *, load_sample: bool = True, env_extra: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> Iterator[str]:
     """`streamlit run server.py` on a free port with a database of its own in ``tmp``; yields its URL
-    (the app at /, the API under /api/v1)."""
+    (the app at /, the API under /api/v1). ``env_extra`` and ``args`` add settings and options
+    (``--secrets.files FILE`` for sign-in)."""
     db = tmp / "e2e.duckdb"
     env = {
         **{
@@ -94,6 +97,7 @@ def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
         "FXBATCH_DB": str(db),
         "FXBATCH_LOAD_SAMPLE_ON_CREATE": "true" if load_sample else "false",
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        **(env_extra or {}),
     }
     log = tmp / "streamlit.log"
     cmd = [
@@ -113,6 +117,7 @@ def _serve(tmp: Path, *, load_sample: bool = True) -> Iterator[str]:
         # Others edit the tree while tests run: a watched file change would pop up "Rerun?" mid-test.
         "--server.fileWatcherType",
         "none",
+        *args,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
