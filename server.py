@@ -13,7 +13,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import streamlit as st
 from starlette.middleware import Middleware
@@ -22,7 +21,7 @@ from starlette.routing import Mount
 from fxbatch import FxBatchError
 from fxbatch.api import create_api
 from fxbatch.serving import Binding, Host, LoopbackOnly
-from pages.common import app_settings
+from pages.common import app_settings, auth_section
 
 HERE = Path(__file__).resolve().parent
 # How Streamlit started this app (streamlit.config._server_mode): under `streamlit run` and
@@ -48,17 +47,6 @@ def streamlit_binding() -> Binding:
         name = f"[{name}]"
     known = getattr(config, "_server_mode", None) in STREAMLIT_BINDS
     return Binding(address=address if known else None, url=f"{scheme}://{name}:{port}")
-
-
-def auth_section() -> Any:
-    """The [auth] section of Streamlit's secrets (sign-in), None when there is none."""
-    try:
-        section = st.secrets.get("auth")
-    except FileNotFoundError:  # no secrets file at all
-        return None
-    if section is None:
-        return None
-    return section.to_dict() if hasattr(section, "to_dict") else section  # not a section: login_config says so
 
 
 host = Host(settings=app_settings, binding=streamlit_binding, auth=auth_section)
