@@ -245,9 +245,8 @@ def cmd_run(wb: AnyWorkbench, args: argparse.Namespace) -> int:
         if args.batch_id is not None and wb.approval(args.approval).batch_id != args.batch_id:
             raise ConflictError(f"Approval {args.approval} is not for batch {args.batch_id}.")
         return _follow(wb, wb.start_approved(args.approval), args)
-    if args.batch_id is None:
-        raise SettingsError("run: give the BATCH_ID to run (or --approval ID to start an approved run).")
-    return _follow(wb, wb.start_run(args.batch_id, approval=args.approval, **_run_options(args)), args)
+    batch = args.batch_id if args.batch_id is not None else wb.approval(args.approval).batch_id
+    return _follow(wb, wb.start_run(batch, approval=args.approval, **_run_options(args)), args)
 
 
 def _approval_text(a: Approval) -> str:
@@ -514,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", help="client registry CSV (cif, account_number, status, limit_zar)")
     p.add_argument("--bank", metavar="URL", help="HTTP bank base URL (default: the simulated bank)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
-    p.set_defaults(handler=cmd_run)
+    p.set_defaults(handler=cmd_run, run_usage=p.format_usage())
 
     run_parser = p
     p = sub.add_parser("request-run", parents=[common], help="ask for a real-money run (an HTTP bank, with sign-in)")
@@ -624,6 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "handler", None) is cmd_run and args.batch_id is None and args.approval is None:
+            raise BadArgument("the following arguments are required: batch_id (or --approval ID)", args.run_usage)
     except BadArgument as exc:
         if "--json" in argv:
             json.dump({"error": {"code": "BAD_ARGUMENT", "message": exc.message}}, sys.stdout)
