@@ -2,8 +2,10 @@
 
 Each row carries the hash of the row before it (the first chains from ``GENESIS``), so
 ``verify`` finds a row that was changed, removed or inserted behind fxbatch's back and names the
-first bad one. The chain is unkeyed: it catches edits by hand or by a careless script, not a
-forger who recomputes every later hash.
+first bad one. The newest row's number and hash are also written beside the database file
+(``<db>.audit-head``) after each append, so rows cut from the end of the trail, or a trail
+rewritten from some row on with fresh hashes, no longer match it. The chain is unkeyed: someone
+who can rewrite both the database and the head file is not caught.
 
 Rows are written once per action (a load, a run started, an export), never per trade. Parameters
 never hold a secret: keys that name one are redacted and credentials in URLs are dropped.
@@ -15,12 +17,14 @@ import contextvars
 import getpass
 import hashlib
 import json
+import os
 import re
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -74,7 +78,8 @@ class AuditCheck(BaseModel):
     def message(self) -> str:
         if self.ok:
             return f"audit trail intact: {self.rows} rows"
-        return f"audit trail broken at row {self.bad_seq}: {self.reason}"
+        at = f" at row {self.bad_seq}" if self.bad_seq is not None else ""
+        return f"audit trail broken{at}: {self.reason}"
 
 
 def os_user() -> str:
@@ -168,7 +173,37 @@ def record(
         except Exception:
             cur.rollback()
             raise
+        _write_head(store, seq, digest)
     return seq
+
+
+HEAD_SUFFIX = ".audit-head"
+
+
+def head_path(store: Store) -> Path | None:
+    """``<db>.audit-head`` beside the database file (None for an in-memory store)."""
+    return None if store.path is None else Path(str(store.path) + HEAD_SUFFIX)
+
+
+def _write_head(store: Store, seq: int, digest: str) -> None:
+    """Record the newest row beside the database, atomically (a reader sees the old head or the new)."""
+    path = head_path(store)
+    if path is None:
+        return
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"seq": seq, "hash": digest}) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_head(store: Store) -> tuple[int, str] | None:
+    path = head_path(store)
+    if path is None or not path.exists():
+        return None
+    try:
+        head = json.loads(path.read_text(encoding="utf-8"))
+        return int(head["seq"]), str(head["hash"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1, ""
 
 
 @contextmanager
@@ -208,6 +243,28 @@ def verify(store: Store) -> AuditCheck:
             return AuditCheck(ok=False, rows=len(rows), bad_seq=seq,
                               reason=f"it does not chain to {before}: a row was inserted, removed or changed before it")  # fmt: skip
         prev, expected = digest, expected + 1
+    return _check_head(store, rows)
+
+
+def _check_head(store: Store, rows: list[Any]) -> AuditCheck:
+    """The intact chain against the head recorded beside the database: rows cut from the end, or a
+    chain rewritten with fresh hashes, show here."""
+    head = _read_head(store)
+    if head is None:
+        return AuditCheck(ok=True, rows=len(rows))
+    seq, digest = head
+    where = head_path(store)
+    if seq < 0:
+        return AuditCheck(ok=False, rows=len(rows), bad_seq=None, reason=f"the head file {where} is unreadable")
+    if seq > len(rows):
+        first = len(rows) + 1
+        missing = f"row {first}" if seq == first else f"rows {first}-{seq}"
+        return AuditCheck(ok=False, rows=len(rows), bad_seq=first,
+                          reason=f"{missing} missing: removed from the end ({where} records row {seq}; or the "
+                          "database was restored from a backup older than the trail)")  # fmt: skip
+    if seq >= 1 and rows[seq - 1][8] != digest:
+        return AuditCheck(ok=False, rows=len(rows), bad_seq=seq,
+                          reason=f"its hash is not the one {where} recorded: the trail was rewritten up to it")  # fmt: skip
     return AuditCheck(ok=True, rows=len(rows))
 
 

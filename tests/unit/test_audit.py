@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -165,3 +167,53 @@ def test_acting_as_records_a_signed_in_user_instead_of_the_default(store: Store)
 
 def test_the_os_user_is_never_empty() -> None:
     assert audit.os_user()
+
+
+@pytest.fixture
+def file_store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "trail.duckdb")
+    yield s
+    s.close()
+
+
+def test_the_head_file_beside_the_database_names_the_newest_row(file_store: Store) -> None:
+    _fill(file_store, 3)
+    path = audit.head_path(file_store)
+    assert path is not None and path.name == "trail.duckdb.audit-head"
+    newest = file_store.cursor().execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchall()[0]
+    assert json.loads(path.read_text()) == {"seq": newest[0], "hash": newest[1]}
+    assert audit.verify(file_store).message == "audit trail intact: 3 rows"
+
+
+def test_rows_cut_from_the_end_are_found_by_the_head_file(file_store: Store) -> None:
+    _fill(file_store, 5)
+    file_store.cursor().execute("DELETE FROM audit_log WHERE seq >= 4")
+    check = audit.verify(file_store)
+    assert (check.ok, check.bad_seq) == (False, 4)
+    assert "rows 4-5 missing: removed from the end" in (check.reason or "")
+
+
+def test_a_trail_rewritten_with_fresh_hashes_is_found_by_the_head_file(file_store: Store) -> None:
+    _fill(file_store, 3)
+    cur = file_store.cursor()
+    rows = cur.execute(f"SELECT {', '.join(audit.COLUMNS)} FROM audit_log ORDER BY seq").fetchall()
+    prev = audit.GENESIS
+    for seq, at, actor, action, obj, _params, outcome, _prev, _digest in rows:  # a forger recomputes every hash
+        params = '{"batch_id": 0}'
+        digest = audit.row_hash(seq, at, actor, action, obj, params, outcome, prev)
+        cur.execute(
+            "UPDATE audit_log SET params = ?, prev_hash = ?, hash = ? WHERE seq = ?", [params, prev, digest, seq]
+        )
+        prev = digest
+    check = audit.verify(file_store)
+    assert (check.ok, check.bad_seq) == (False, 3)
+    assert "rewritten" in (check.reason or "")
+
+
+def test_an_unreadable_head_file_is_reported(file_store: Store) -> None:
+    _fill(file_store, 2)
+    path = audit.head_path(file_store)
+    assert path is not None
+    path.write_text("not json")
+    check = audit.verify(file_store)
+    assert not check.ok and check.message.startswith("audit trail broken: the head file")
