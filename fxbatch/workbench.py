@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import date, datetime
@@ -46,6 +48,9 @@ from fxbatch.whatif.sweep import (
     scenario_config,
 )
 
+# An unmasked view read again by the same person within this many seconds is not recorded again.
+UNMASK_QUIET_S = 600.0
+
 
 class Workbench:
     """Settings + database + rate table, and the operations on them."""
@@ -62,6 +67,8 @@ class Workbench:
         # Who may do what: without login the one local user may do everything; with login each
         # action checks the acting principal's role (``fxbatch.access``).
         self.access = Access(store, login=login, first_admin=settings.admin_email, token_days=settings.token_days)
+        self._unmask_seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+        self._unmask_lock = threading.Lock()
         self.engine = Engine(store, rates, settings=settings)
         self.whatif = _WhatIf(self)
 
@@ -502,10 +509,23 @@ class Workbench:
         return self._audited("export", what, path=str(export_path(path, unmask=unmask)), unmasked=unmask)
 
     def _unmasked(self, unmask: bool, obj: str, **params: Any) -> None:
-        """Record a read of full account numbers (called once the read has succeeded)."""
-        if unmask:
-            self._need(Role.ANALYST, "see full account numbers")
-            audit.record(self.store, self.actor, "unmask", obj, params)
+        """Record a read of full account numbers (called once the read has succeeded).
+
+        The same person reading the same view again (another page of it, a page rerun) within
+        ``UNMASK_QUIET_S`` is not recorded again: one row per look, not one per screen refresh.
+        """
+        if not unmask:
+            return
+        self._need(Role.ANALYST, "see full account numbers")
+        view = tuple(sorted((k, str(v)) for k, v in params.items() if k not in ("limit", "offset")))
+        key = (audit.current_actor(self.actor), obj, view)
+        now = time.monotonic()
+        with self._unmask_lock:
+            last = self._unmask_seen.get(key)
+            if last is not None and now - last < UNMASK_QUIET_S:
+                return
+            self._unmask_seen[key] = now
+        audit.record(self.store, self.actor, "unmask", obj, params)
 
     def schema_version(self) -> int:
         """The database's schema version (what ``python -m fxbatch init`` reports)."""

@@ -338,3 +338,16 @@ def test_without_login_the_os_user_does_everything_and_needs_no_approval(bank: D
         run = wb.run(batch, bank_url=bank.url)
         assert run.status is RunStatus.COMPLETED
         assert wb.access.principal().role is Role.ADMIN and wb.access.principal().via == "local"
+
+
+def test_an_unmasked_view_is_recorded_once_per_person_not_once_per_screen_refresh(team: Workbench, batch: int) -> None:
+    with as_user(team, ANALYST):
+        for offset in (0, 0, 5):  # a rerun, then the next page of the same view
+            team.trades(batch, limit=5, offset=offset, unmask=True)
+        team.corrections(batch, unmask=True)  # another view
+    with as_user(team, APPROVER):
+        team.trades(batch, unmask=True)
+    unmasked = [(r[0], r[2]) for r in actions(team) if r[1] == "unmask"]
+    assert unmasked == [(ANALYST, f"batch:{batch}"), (ANALYST, f"batch:{batch}"), (APPROVER, f"batch:{batch}")]
+    views = query(team, "SELECT params FROM audit_log WHERE action = 'unmask' ORDER BY seq")
+    assert [json.loads(v[0])["view"] for v in views] == ["trades", "corrections", "trades"]
