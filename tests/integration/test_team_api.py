@@ -7,6 +7,7 @@ in other processes with FXBATCH_TOKEN, exactly as an analyst's terminal would.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -53,7 +54,7 @@ def client(url: str, token: str | None) -> httpx.Client:
 def test_every_call_needs_a_valid_token_and_says_how_to_get_one(
     server: tuple[Workbench, str, dict[str, str], int],
 ) -> None:
-    _wb, url, tokens, _batch = server
+    wb, url, tokens, batch = server
     with client(url, None) as anonymous:
         resp = anonymous.get("/batches")
         body = assert_problem(resp, 401, "NOT_SIGNED_IN")
@@ -68,6 +69,13 @@ def test_every_call_needs_a_valid_token_and_says_how_to_get_one(
         assert viewer.delete(f"/tokens/{token_id}").status_code == 204
         revoked = assert_problem(viewer.get("/batches"), 401, "NOT_SIGNED_IN")
         assert "revoked" in revoked["detail"]
+    past = datetime.now() - timedelta(minutes=1)
+    token_id = tokens[ANALYST].split("_")[1]
+    wb.store.cursor().execute("UPDATE api_tokens SET expires_at = ? WHERE token_id = ?", [past, token_id])
+    with client(url, tokens[ANALYST]) as analyst:
+        expired = assert_problem(analyst.post(f"/batches/{batch}/runs", json={}), 401, "NOT_SIGNED_IN")
+        assert "expired" in expired["detail"] and tokens[ANALYST] not in expired["detail"]
+    assert wb.runs(batch) == []
 
 
 def test_a_viewer_cannot_start_a_run_over_http_and_is_told_the_role_needed(
