@@ -16,7 +16,7 @@ import duckdb
 from pydantic import BaseModel, Field
 
 from fxbatch.analytics import _run
-from fxbatch.money import zar_compact
+from fxbatch.money import pip_sizes, zar_compact
 from fxbatch.store import Store
 
 
@@ -48,10 +48,6 @@ class RunMoney(BaseModel):
         return ", ".join(parts)
 
 
-def _pip_sql(pair: str) -> str:
-    return f"CASE WHEN {pair} LIKE '%/JPY' THEN 0.01 ELSE 0.0001 END"
-
-
 def run_money(store: Store, run_id: int, mids: Mapping[str, float], zar: Mapping[str, float]) -> RunMoney:
     """The run's money in one query (``mids``: the rate table's; ``zar``: ZAR per unit of currency)."""
     cur = store.cursor()
@@ -63,11 +59,11 @@ def run_money(store: Store, run_id: int, mids: Mapping[str, float], zar: Mapping
         f"WHERE t.batch_id = {batch_id}{scope}"
     )
     row = cur.execute(
-        "WITH m AS (SELECT unnest(?::VARCHAR[]) AS pair, unnest(?::DOUBLE[]) AS mid), "
+        "WITH m AS (SELECT unnest(?::VARCHAR[]) AS pair, unnest(?::DOUBLE[]) AS mid, unnest(?::DOUBLE[]) AS pip), "
         "z AS (SELECT unnest(?::VARCHAR[]) AS ccy, unnest(?::DOUBLE[]) AS zar), "
         "x AS (SELECT coalesce(r.status, 'PENDING') AS status, "
         "      coalesce(r.amount_zar, t.amount::DOUBLE * z.zar) AS notional, r.spread_income_zar AS income, "
-        f"     r.amount_zar * r.spread_pips * {_pip_sql('t.currency_pair')} / coalesce(r.quote_rate, m.mid) AS lost "
+        "      r.amount_zar * r.spread_pips * m.pip / coalesce(r.quote_rate, m.mid) AS lost "
         f"     FROM {source}) "
         "SELECT "
         "  coalesce(sum(notional) FILTER (status = 'SUCCESS'), 0), coalesce(sum(notional) FILTER (status = 'FAILED'), 0), "
@@ -77,7 +73,7 @@ def run_money(store: Store, run_id: int, mids: Mapping[str, float], zar: Mapping
         "  count(income) FILTER (status = 'SUCCESS'), coalesce(sum(lost) FILTER (status = 'FAILED'), 0), "
         "  count(*) FILTER (notional IS NULL) "
         "FROM x",
-        [list(mids), list(mids.values()), list(zar), list(zar.values())],
+        [list(mids), list(mids.values()), pip_sizes(mids).tolist(), list(zar), list(zar.values())],
     ).fetchone()
     assert row is not None
     booked, failed, cancelled, still, income, won, with_income, lost, unpriced = row
