@@ -18,6 +18,7 @@ expiry and can be revoked. The token is shown once, when it is made.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -30,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+import duckdb
 import pandas as pd
 
 from fxbatch import audit
@@ -199,9 +201,17 @@ class Access:
             return False
         return True
 
-    def signed_in(self, email: str, name: str = "") -> Principal:
-        """The principal of a user the sign-in provider vouched for, with the role the database gives."""
+    def signed_in(self, email: str, verified: object = None) -> Principal:
+        """The principal of a user the sign-in provider vouched for, with the role the database gives.
+
+        ``verified``: the provider's ``email_verified`` claim; an address it says is not verified
+        gets no role (someone could have typed another person's address at the provider)."""
         address = normal_email(email)
+        if verified is False or str(verified).strip().lower() == "false":
+            raise NotSignedInError(
+                f"Your sign-in provider has not verified the e-mail address {address}: verify it there, then sign "
+                "in again. fxbatch gives roles to verified addresses only."
+            )
         return Principal(address, self.role_of(address), "sign-in")
 
     def record_sign_in(self, principal: Principal) -> None:
@@ -241,7 +251,9 @@ class Access:
                 cur.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?)", [address, new.value, who.name, _now()])
 
     def _ensure_first_admin(self, email: str) -> None:
-        if self.role_of(email) == Role.ADMIN:
+        """The setting's address is made admin while the database has no admin (a new database, or
+        one whose admins all left); once admins manage roles, they may take that role away for good."""
+        if self.admins():
             return
         self.store.cursor().execute(
             "INSERT OR REPLACE INTO users VALUES (?, 'admin', 'setting FXBATCH_ADMIN_EMAIL', ?)", [email, _now()]
@@ -321,5 +333,7 @@ class Access:
                 f"The API token {token_id} expired on {expires_at:%Y-%m-%d %H:%M} UTC: make a new one on the Tokens page."
             )
         if last_used is None or now - last_used >= _LAST_USED_EVERY:
-            cur.execute("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", [now, token_id])
+            # Best effort: parallel requests with one token race to write it, and one write is enough.
+            with contextlib.suppress(duckdb.Error):
+                cur.execute("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", [now, token_id])
         return Principal(email, self.role_of(email), "token")
