@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 from pydantic import BaseModel, Field
 
 from fxbatch.errors import ConflictError, NotFoundError, SettingsError
@@ -146,15 +147,28 @@ def _row(store: Store, approval_id: int) -> tuple[Any, ...]:
     return tuple(rows[0])
 
 
-def void_reason(store: Store, row: tuple[Any, ...], settings: Settings, config: RunConfig | None = None) -> str | None:
-    """What changed since the request (the batch, the run settings, the bank settings), or None."""
+def void_reason(
+    store: Store,
+    row: tuple[Any, ...],
+    settings: Settings,
+    config: RunConfig | None = None,
+    fingerprints: dict[int, str] | None = None,
+) -> str | None:
+    """What changed since the request (the batch, the run settings, the bank settings), or None.
+    ``fingerprints`` holds batch fingerprints already taken (a listing takes each batch's once)."""
     approved = RunConfig.model_validate_json(row[3])
     if config is not None and config != approved:
         a, b = approved.model_dump(mode="json"), config.model_dump(mode="json")
         changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
         return f"the run's settings differ from the approved ones ({', '.join(changed)})"
+    batch_id = int(row[1])
     try:
-        fingerprint, _ = batch_fingerprint(store, int(row[1]))
+        if fingerprints is not None and batch_id in fingerprints:
+            fingerprint = fingerprints[batch_id]
+        else:
+            fingerprint, _ = batch_fingerprint(store, batch_id)
+            if fingerprints is not None:
+                fingerprints[batch_id] = fingerprint
     except NotFoundError:
         return f"batch {row[1]} was deleted"
     if fingerprint != row[2]:
@@ -163,6 +177,12 @@ def void_reason(store: Store, row: tuple[Any, ...], settings: Settings, config: 
         return "the server's bank settings changed since the request (" + ", ".join(
             f"FXBATCH_{k.upper()}" for k in BANK_SETTINGS) + ")"  # fmt: skip
     return None
+
+
+def still_holds(store: Store, approval_id: int, settings: Settings) -> str | None:
+    """Why an approval that started a run no longer covers it (the batch or the bank settings
+    changed since), or None: what resuming that run checks."""
+    return void_reason(store, _row(store, approval_id), settings)
 
 
 def get(store: Store, approval_id: int, settings: Settings | None = None) -> Approval:
@@ -176,14 +196,22 @@ def get(store: Store, approval_id: int, settings: Settings | None = None) -> App
     return found
 
 
-def list_approvals(store: Store, settings: Settings, status: str | None = None, limit: int = 200) -> list[Approval]:
-    """Requests, newest first (open ones checked for changes), optionally of one status."""
+def list_approvals(
+    store: Store,
+    settings: Settings,
+    status: str | None = None,
+    limit: int = 200,
+    fingerprints: dict[int, str] | None = None,
+) -> list[Approval]:
+    """Requests, newest first (open ones checked for changes, each batch hashed once), optionally of one
+    status. ``fingerprints``: batch fingerprints known already; the ones taken here are added to it."""
     rows = store.cursor().execute(f"SELECT {_COLS} FROM approvals ORDER BY approval_id DESC").fetchall()
     found: list[Approval] = []
+    fingerprints = {} if fingerprints is None else fingerprints
     for row in rows:
         item = _approval(tuple(row))
         if item.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED):
-            why = void_reason(store, tuple(row), settings)
+            why = void_reason(store, tuple(row), settings, fingerprints=fingerprints)
             if why:
                 item = item.model_copy(update={"status": ApprovalStatus.VOID, "void_reason": why})
         if status is None or item.status == status:
@@ -206,14 +234,11 @@ def decide(
     text = str(reason or "").strip()
     if not approve and not text:
         raise SettingsError("A rejection needs a reason (the requester reads it).")
-    updated = (
-        store.cursor()
-        .execute(
-            "UPDATE approvals SET decision = ?, decided_by = ?, decided_at = ?, reason = ? "
-            "WHERE approval_id = ? AND decision = 'pending' RETURNING approval_id",
-            ["approved" if approve else "rejected", decided_by, _now(), text or None, approval_id],
-        )
-        .fetchall()
+    updated = _update(
+        store,
+        "UPDATE approvals SET decision = ?, decided_by = ?, decided_at = ?, reason = ? "
+        "WHERE approval_id = ? AND decision = 'pending' RETURNING approval_id",
+        ["approved" if approve else "rejected", decided_by, _now(), text or None, approval_id],
     )
     if not updated:
         raise ConflictError(f"Approval request {approval_id} was decided by someone else a moment ago.")
@@ -238,18 +263,24 @@ def claim(store: Store, approval_id: int, batch_id: int, config: RunConfig, sett
     why = void_reason(store, row, settings, config)
     if why:
         raise ConflictError(f"Approval {approval_id} is void: {why}. Request the run again for a new approval.")
-    taken = (
-        store.cursor()
-        .execute(
-            "UPDATE approvals SET decision = 'used', used_at = ? WHERE approval_id = ? AND decision = 'approved' "
-            "RETURNING approval_id",
-            [_now(), approval_id],
-        )
-        .fetchall()
+    taken = _update(
+        store,
+        "UPDATE approvals SET decision = 'used', used_at = ? WHERE approval_id = ? AND decision = 'approved' "
+        "RETURNING approval_id",
+        [_now(), approval_id],
     )
     if not taken:
         raise ConflictError(f"Approval {approval_id} was used by another run a moment ago.")
     return current
+
+
+def _update(store: Store, sql: str, params: list[object]) -> list[Any]:
+    """A conditional UPDATE ... RETURNING; empty when nothing matched, or when another writer changed
+    the row at the same moment (DuckDB refuses the second of two concurrent updates of one row)."""
+    try:
+        return store.cursor().execute(sql, params).fetchall()
+    except duckdb.TransactionException:
+        return []
 
 
 def bind(store: Store, approval_id: int, run_id: int | None) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -195,6 +196,32 @@ def _write_head(store: Store, seq: int, digest: str) -> None:
     os.replace(tmp, path)
 
 
+_HEAD_KEY = "audit_head"  # in ``meta``: this database keeps a head file (its absence is then a finding)
+
+
+def ensure_head(store: Store) -> None:
+    """At open: a file database keeps a head file from now on. One that had rows before head files
+    existed gets its head written once, here; after that a missing head file is reported."""
+    path = head_path(store)
+    if path is None:
+        return
+    cur = store.cursor()
+    if cur.execute("SELECT 1 FROM meta WHERE key = ?", [_HEAD_KEY]).fetchall():
+        return
+    with _lock(store):
+        head = cur.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchall()
+        if head and not path.exists():
+            _write_head(store, int(head[0][0]), str(head[0][1]))
+        cur.execute("INSERT OR IGNORE INTO meta VALUES (?, '1')", [_HEAD_KEY])
+
+
+def copy_head(store: Store, copy: Path) -> None:
+    """Give a copy of the database (a backup) the head file of the original."""
+    path = head_path(store)
+    if path is not None and path.exists():
+        shutil.copyfile(path, Path(str(copy) + HEAD_SUFFIX))
+
+
 def _read_head(store: Store) -> tuple[int, str] | None:
     path = head_path(store)
     if path is None or not path.exists():
@@ -251,6 +278,10 @@ def _check_head(store: Store, rows: list[Any]) -> AuditCheck:
     chain rewritten with fresh hashes, show here."""
     head = _read_head(store)
     if head is None:
+        kept = store.cursor().execute("SELECT 1 FROM meta WHERE key = ?", [_HEAD_KEY]).fetchall()
+        if rows and kept:
+            return AuditCheck(ok=False, rows=len(rows), bad_seq=None,
+                              reason=f"the head file {head_path(store)} is missing: rows may have been cut from the end")  # fmt: skip
         return AuditCheck(ok=True, rows=len(rows))
     seq, digest = head
     where = head_path(store)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -50,6 +50,8 @@ from fxbatch.whatif.sweep import (
 
 # An unmasked view read again by the same person within this many seconds is not recorded again.
 UNMASK_QUIET_S = 600.0
+# The approvals listing reuses a batch's fingerprint this long (a run's start always takes it afresh).
+FINGERPRINT_REUSE_S = 30.0
 
 
 class Workbench:
@@ -68,7 +70,8 @@ class Workbench:
         # action checks the acting principal's role (``fxbatch.access``).
         self.access = Access(store, login=login, first_admin=settings.admin_email, token_days=settings.token_days)
         self._unmask_seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
-        self._unmask_lock = threading.Lock()
+        self._unmask_lock = threading.Lock()  # guards the two memos here
+        self._fingerprints: dict[int, tuple[float, str]] = {}  # batch -> (when, fingerprint), listing only
         self.engine = Engine(store, rates, settings=settings)
         self.whatif = _WhatIf(self)
 
@@ -93,7 +96,7 @@ class Workbench:
             settings = settings.model_copy(update={"db": Path(db)})
         url = server or settings.server
         if url:
-            return connect(url)
+            return connect(url, token=_token(settings))
         return _held_by_server(settings) or cls.open_local(settings=settings, seed_sample=seed_sample)
 
     @classmethod
@@ -119,6 +122,7 @@ class Workbench:
             store.close()
             raise
         wb.engine.recover()  # runs left RUNNING by a process that died become INTERRUPTED
+        audit.ensure_head(store)
         if seed_sample and store.created and settings.load_sample_on_create:
             with acting(Principal(f"{audit.os_user()} (first start)", Role.ADMIN, "system")):
                 wb.load(settings.sample_file, name="Sample batch")
@@ -157,9 +161,10 @@ class Workbench:
         ``column_map`` maps a file header to a field ('' ignores the column); ``fixes`` corrects
         rejected rows first: ``{row: {field: new text}}`` with the file's row numbers.
         """
-        self._need(Role.ANALYST, "correct a batch" if fixes else "load a batch")
         shown = display_name or Path(path).name
-        with self._audited("correct" if fixes else "load", f"file:{shown}", file=shown) as extra:
+        doing = "correct a batch" if fixes else "load a batch"
+        with self._audited("correct" if fixes else "load", f"file:{shown}", needs=(Role.ANALYST, doing),
+                           file=shown) as extra:  # fmt: skip
             result = batches.load_file(
                 self.store,
                 self.settings,
@@ -252,12 +257,11 @@ class Workbench:
         for this batch with these settings (``request_run``); it starts this one run.
         """
         config = make_config(config, **overrides)
-        self._need(Role.ANALYST, "start a run")
         action = "retry" if config.retry_of_run is not None else "run"
         params = run_params(batch_id, config)
         if approval is not None:
             params["approval_id"] = approval
-        with self._audited(action, f"batch:{batch_id}", **params) as extra:
+        with self._audited(action, f"batch:{batch_id}", needs=(Role.ANALYST, "start a run"), **params) as extra:
             claimed = self._claim_approval(batch_id, config, approval)
             try:
                 job = self.engine.start(batch_id, config)
@@ -300,8 +304,9 @@ class Workbench:
     def request_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Approval:
         """Ask for a run against an HTTP bank; an approver other than you approves it (``approve``)."""
         config = make_config(config, **overrides)
-        who = self._need(Role.ANALYST, "request a real-money run")
-        with self._audited("run.request", f"batch:{batch_id}", **run_params(batch_id, config)) as extra:
+        with self._audited("run.request", f"batch:{batch_id}", needs=(Role.ANALYST, "request a real-money run"),
+                           **run_params(batch_id, config)) as extra:  # fmt: skip
+            who = self.access.principal()
             found = approvals.request(self.store, batch_id, config, self.settings, who.name)
             extra.update(object=f"approval:{found.approval_id}", approval_id=found.approval_id, trades=found.trades)
         return found
@@ -315,9 +320,10 @@ class Workbench:
         return self._decide(approval_id, approve=False, reason=reason)
 
     def _decide(self, approval_id: int, *, approve: bool, reason: str) -> Approval:
-        who = self._need(Role.APPROVER, "approve or reject a real-money run")
         action = "run.approve" if approve else "run.reject"
-        with self._audited(action, f"approval:{approval_id}", approval_id=approval_id, reason=reason or None):
+        with self._audited(action, f"approval:{approval_id}", needs=(Role.APPROVER, "approve or reject a real-money run"),
+                           approval_id=approval_id, reason=reason or None):  # fmt: skip
+            who = self.access.principal()
             found = approvals.get(self.store, approval_id)
             if self.access.login and found.requested_by == who.name:
                 raise ForbiddenError(
@@ -327,8 +333,19 @@ class Workbench:
             return approvals.decide(self.store, approval_id, self.settings, who.name, approve, reason)
 
     def approvals(self, status: str | None = None) -> list[Approval]:
-        """Requests for real-money runs, newest first; open ones that no longer match show as void."""
-        return approvals.list_approvals(self.store, self.settings, status)
+        """Requests for real-money runs, newest first; open ones that no longer match show as void.
+
+        A batch's fingerprint (1.3 s for a million trades) is reused for ``FINGERPRINT_REUSE_S`` by
+        this listing only, so a page that reruns does not hash the batch each time; starting a
+        run always hashes it afresh."""
+        now = time.monotonic()
+        with self._unmask_lock:
+            known = {b: fp for b, (at, fp) in self._fingerprints.items() if now - at < FINGERPRINT_REUSE_S}
+        taken = dict(known)
+        found = approvals.list_approvals(self.store, self.settings, status, fingerprints=taken)
+        with self._unmask_lock:
+            self._fingerprints.update({b: (now, fp) for b, fp in taken.items() if b not in known})
+        return found
 
     def approval(self, approval_id: int) -> Approval:
         return approvals.get(self.store, approval_id, self.settings)
@@ -336,9 +353,8 @@ class Workbench:
     def start_resume(self, run_id: int, *, bank_url: str | None = None) -> Job:
         """Go on with an INTERRUPTED run in the background and return its job at once; ``bank_url``
         points it at another HTTP bank address ('' = the in-process simulated bank), None keeps the run's own."""
-        self._need(Role.ANALYST, "resume a run")
         bank = {} if bank_url is None else {"bank": "http" if bank_url else "simulated", "bank_url": bank_url or None}
-        with self._audited("resume", f"run:{run_id}", run_id=run_id, **bank):
+        with self._audited("resume", f"run:{run_id}", needs=(Role.ANALYST, "resume a run"), run_id=run_id, **bank):
             self._check_resume_approval(run_id, bank_url)
             return self.engine.resume(run_id, bank_url=bank_url)
 
@@ -356,6 +372,12 @@ class Workbench:
                 f"Run {run_id} would go on against the HTTP bank {target}, which no approval covers: resume it against "
                 "the bank it was approved for, or request a new run."
             )
+        why = approvals.still_holds(self.store, approved, self.settings)
+        if why:
+            raise ForbiddenError(
+                f"Run {run_id} cannot go on against the HTTP bank: its approval {approved} no longer holds ({why}). "
+                "Cancel it and request a new run."
+            )
 
     def resume(self, run_id: int, *, bank_url: str | None = None) -> RunSummary:
         """Finish an INTERRUPTED run and wait for the end (``bank_url`` as in ``start_resume``)."""
@@ -364,8 +386,7 @@ class Workbench:
         return self.run_summary(run_id)
 
     def cancel(self, run_id: int) -> None:
-        self._need(Role.ANALYST, "cancel a run")
-        with self._audited("cancel", f"run:{run_id}", run_id=run_id):
+        with self._audited("cancel", f"run:{run_id}", needs=(Role.ANALYST, "cancel a run"), run_id=run_id):
             self.engine.cancel(run_id)
 
     def run_summary(self, run_id: int) -> RunSummary:
@@ -386,8 +407,7 @@ class Workbench:
     # -- batches (removal) -------------------------------------------------------
     def delete_batch(self, batch_id: int) -> None:
         """Delete a batch and everything recorded about it; refused while one of its runs executes."""
-        self._need(Role.ANALYST, "delete a batch")
-        with self._audited("delete", f"batch:{batch_id}", batch_id=batch_id):
+        with self._audited("delete", f"batch:{batch_id}", needs=(Role.ANALYST, "delete a batch"), batch_id=batch_id):
             for job in self.engine.active_jobs():
                 if job.batch_id == batch_id:
                     raise ConflictError(
@@ -501,12 +521,21 @@ class Workbench:
         """The acting principal, refused (ForbiddenError naming the role) unless its role allows ``role``."""
         return self.access.require(role, doing)
 
-    def _audited(self, action: str, obj: str, **params: Any) -> AbstractContextManager[dict[str, Any]]:
-        return audit.audited(self.store, self.actor, action, obj, **params)
+    @contextmanager
+    def _audited(
+        self, action: str, obj: str, *, needs: tuple[Role, str] | None = None, **params: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Record ``action`` when the block ends (``fxbatch.audit.audited``); ``needs`` (role, what it
+        is for) is checked first, inside the record, so a refusal is on the trail too."""
+        with audit.audited(self.store, self.actor, action, obj, **params) as extra:
+            if needs is not None:
+                self._need(*needs)
+            yield extra
 
     def _exported(self, what: str, path: Path | str, unmask: bool) -> AbstractContextManager[dict[str, Any]]:
-        self._need(Role.ANALYST, "export unmasked account numbers" if unmask else "export")
-        return self._audited("export", what, path=str(export_path(path, unmask=unmask)), unmasked=unmask)
+        doing = "export unmasked account numbers" if unmask else "export"
+        return self._audited("export", what, needs=(Role.ANALYST, doing), path=str(export_path(path, unmask=unmask)),
+                             unmasked=unmask)  # fmt: skip
 
     def _unmasked(self, unmask: bool, obj: str, **params: Any) -> None:
         """Record a read of full account numbers (called once the read has succeeded).
@@ -536,7 +565,9 @@ class Workbench:
 
         To restore: stop fxbatch, then copy the backup over the database file."""
         self._need(Role.ADMIN, "back up the database")
-        return self.store.backup(path, force=force)
+        copy = self.store.backup(path, force=force)
+        audit.copy_head(self.store, copy)  # the backup's trail checks as the original's did
+        return copy
 
 
 class _WhatIf:
@@ -593,12 +624,14 @@ class _WhatIf:
 
     def start_promote(self, sweep_id: int, scenario: int) -> Job:
         """Start a stored scenario as a full run with per-trade records; return its job at once."""
-        self.wb._need(Role.ANALYST, "promote a scenario to a run")
         batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
         # The run remembers where it came from (its page names the sweep and the scenario).
         config = config.model_copy(update={"sweep_id": sweep_id, "scenario": scenario})
         params = {**run_params(batch_id, config), "sweep_id": sweep_id, "scenario": scenario}
-        with self.wb._audited("promote", f"sweep:{sweep_id}", **params) as extra:
+        with self.wb._audited("promote", f"sweep:{sweep_id}", needs=(Role.ANALYST, "promote a scenario to a run"),
+                              **params) as extra:  # fmt: skip
+            # A scenario whose settings name an HTTP bank would move real money: the same rule as a run.
+            self.wb._claim_approval(batch_id, config, None)
             job = self.wb.engine.start(batch_id, config)
             extra.update(object=f"run:{job.run_id}", run_id=job.run_id)
         return job
@@ -657,10 +690,15 @@ def _held_by_server(settings: Settings) -> Client | None:
     if record is None:
         return None
     try:
-        client = connect(record.url)
+        client = connect(record.url, token=_token(settings))
     except ServerError:
         return None
     if client.db is not None and Path(client.db).resolve() != Path(settings.db).resolve():
         client.close()
         return None
     return client
+
+
+def _token(settings: Settings) -> str | None:
+    """The personal API token for a server with sign-in (FXBATCH_TOKEN, or ``token`` in the settings)."""
+    return settings.token.get_secret_value() if settings.token is not None else None

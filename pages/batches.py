@@ -26,6 +26,7 @@ from pages.common import (
     RUN_PAGE,
     SELECT_ROWS,
     TRADE_TABLE,
+    as_this_user,
     cancel_with_confirmation,
     get_workbench,
     may,
@@ -372,7 +373,7 @@ def _rows(wb: Workbench, batch_id: int) -> None:
         if analyst:
             st.download_button(
                 f"Download {name} ({total:,} trades)",
-                lambda: _batch_csv(wb, batch_id, unmask),
+                as_this_user(lambda: _batch_csv(wb, batch_id, unmask)),
                 file_name=name,
                 mime="text/csv",
                 on_click="ignore",

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Settings, Workbench
-from fxbatch.access import Principal, Role, act_as, current
+from fxbatch.access import Principal, Role, act_as, acting, current
 from fxbatch.errors import SettingsError
 from fxbatch.labels import field_label
 from fxbatch.login import LoginConfig, login_config
 from fxbatch.serving import current_login, current_workbench
 from fxbatch.settings import settings_from_secrets
+
+T = TypeVar("T")
 
 
 def workbench(login: bool | None = None) -> Workbench:
@@ -61,6 +64,20 @@ def auth_section() -> Any:
 def may(wb: Workbench, role: Role) -> bool:
     """Whether the person using the page may do what needs ``role`` (pages hide what they may not)."""
     return wb.access.may(role)
+
+
+def as_this_user(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` to run later as the person using the page: Streamlit calls a deferred download's
+    callable off the script thread, where nobody is acting."""
+    who = current()
+
+    def run() -> T:
+        if who is None:
+            return fn()
+        with acting(who):
+            return fn()
+
+    return run
 
 
 def needs_role(wb: Workbench, role: Role, doing: str) -> None:
@@ -134,7 +151,7 @@ def signed_in_principal(wb: Workbench) -> Principal | None:
     info = st.user.to_dict()
     if not info.get("is_logged_in"):
         return None
-    return wb.access.signed_in(str(info.get("email") or ""))
+    return wb.access.signed_in(str(info.get("email") or ""), info.get("email_verified"))
 
 
 def show_error(exc: Exception) -> None:

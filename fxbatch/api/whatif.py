@@ -7,6 +7,7 @@ stored it is read from the database like any other sweep.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import threading
@@ -17,6 +18,7 @@ import pydantic
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from fxbatch.access import Role
 from fxbatch.api.deps import INT32, WB, SweepId, api_url
 from fxbatch.api.problems import PROBLEM_RESPONSES, error_body, problem_body
 from fxbatch.api.runs import accepted
@@ -62,8 +64,12 @@ class SweepRegistry:
     def start(self, wb: Workbench, sweep_id: int, request: WhatIfRequest, total: int) -> threading.Thread:
         with self._lock:
             self._states[sweep_id] = SweepState(total)
+        # The request's context goes with it: the sweep acts as (and is checked as) the caller.
         thread = threading.Thread(
-            target=self._run, args=(wb, sweep_id, request), name=f"fxbatch-sweep-{sweep_id}", daemon=True
+            target=contextvars.copy_context().run,
+            args=(self._run, wb, sweep_id, request),
+            name=f"fxbatch-sweep-{sweep_id}",
+            daemon=True,
         )
         thread.start()
         return thread
@@ -120,6 +126,7 @@ def _scenario_count(request: WhatIfRequest) -> int:
 @router.post("/v1/whatif", status_code=202, response_model=SweepAccepted, summary="Start a sweep")
 def start_sweep(request: Request, body: WhatIfRequest, wb: WB, sweeps: Registry) -> Response:
     """Check the sweep, reserve its id and run it in the background; poll ``GET /whatif/{id}``."""
+    wb.access.require(Role.ANALYST, "run a what-if sweep")  # a 403 now, not a failed sweep later
     wb.batch(body.batch_id)  # an unknown batch is a 404 now, not a failed sweep later
     total = _scenario_count(body)
     sweep_id = wb.whatif.reserve_sweep_id()

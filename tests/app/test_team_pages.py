@@ -284,3 +284,18 @@ def test_the_team_pages_speak_plain_english(team: Workbench) -> None:
     for page in ("pages/approvals.py", "pages/admin.py", "pages/audit.py", "pages/tokens.py"):
         at = ok(signed_in(BOSS, page))
         assert_words(at, page)
+
+
+def test_a_deferred_download_runs_as_the_person_on_the_page_though_streamlit_calls_it_elsewhere() -> None:
+    import threading
+
+    from fxbatch.access import current
+    from pages.common import as_this_user
+
+    seen: list[Principal | None] = []
+    with acting(Principal(ANALYST, Role.ANALYST, "sign-in")):
+        deferred = as_this_user(current)
+    thread = threading.Thread(target=lambda: seen.extend([current(), deferred(), current()]))
+    thread.start()
+    thread.join()
+    assert seen == [None, Principal(ANALYST, Role.ANALYST, "sign-in"), None]

@@ -161,3 +161,12 @@ def test_a_promoted_scenario_and_a_refused_resume_are_recorded(wb: Workbench, tr
         wb.resume(run.run_id)  # finished: nothing to resume
     (resumed,) = rows(wb, "resume")
     assert resumed["object"] == f"run:{run.run_id}" and resumed["outcome"] != "ok"
+
+
+def test_a_backup_carries_the_trail_head_and_checks_intact(tmp_path: Path, trades: Path) -> None:
+    with Workbench.open_local(tmp_path / "desk.duckdb") as wb:
+        wb.load(trades)
+        copy = wb.backup(tmp_path / "backup.duckdb")
+    assert (tmp_path / "backup.duckdb.audit-head").exists()
+    with Workbench.open_local(copy) as restored:
+        assert restored.verify_audit().ok

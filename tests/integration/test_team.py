@@ -19,7 +19,7 @@ from fxbatch import Settings, Workbench
 from fxbatch.access import Principal, Role, acting
 from fxbatch.approvals import ApprovalStatus
 from fxbatch.errors import ConflictError, ForbiddenError, NotSignedInError, SettingsError
-from fxbatch.models import RunStatus
+from fxbatch.models import RunConfig, RunStatus
 from tests.docbank import DocBank, serve_docbank
 from tests.integration.run_helpers import query
 from tests.integration.test_docbank_run import CLIENT_SECRET, PASSWORD, load_batch, settings_for
@@ -191,8 +191,8 @@ def test_a_real_money_run_needs_an_approver_other_than_the_requester(
     assert (ANALYST, "run.request", f"approval:{request.approval_id}", "ok") in rows
     assert (APPROVER, "run.approve", f"approval:{request.approval_id}", "ok") in rows
     assert (ANALYST, "run", f"run:{run.run_id}", "ok") in rows
-    refused = [r for r in rows if r[1] == "run.approve" and r[3] != "ok"]
-    assert refused and refused[0][0] == APPROVER and "ForbiddenError" in refused[0][3]
+    refused = [(r[0], r[3].split(":")[0]) for r in rows if r[1] == "run.approve" and r[3] != "ok"]
+    assert refused == [(ANALYST, "ForbiddenError"), (APPROVER, "ForbiddenError")]  # refusals are on the trail too
 
 
 def test_a_rejection_says_why_and_stops_the_run(team: Workbench, batch: int, bank: DocBank) -> None:
@@ -351,3 +351,50 @@ def test_an_unmasked_view_is_recorded_once_per_person_not_once_per_screen_refres
     assert unmasked == [(ANALYST, f"batch:{batch}"), (ANALYST, f"batch:{batch}"), (APPROVER, f"batch:{batch}")]
     views = query(team, "SELECT params FROM audit_log WHERE action = 'unmask' ORDER BY seq")
     assert [json.loads(v[0])["view"] for v in views] == ["trades", "corrections", "trades"]
+
+
+def test_a_promoted_scenario_that_names_an_http_bank_needs_an_approval_like_any_run(
+    team: Workbench, batch: int, bank: DocBank
+) -> None:
+    with as_user(team, ANALYST):
+        sweep = team.whatif.sweep(batch, [0.9], base=RunConfig(bank_url=bank.url))
+        with pytest.raises(ForbiddenError, match="approval"):
+            team.whatif.promote(sweep.sweep_id, 1)
+    assert team.runs(batch) == [] and bank.ledger_copy() == {}
+
+
+def test_the_first_admin_setting_does_not_bring_back_an_admin_the_others_removed(bank: DocBank, tmp_path: Path) -> None:
+    settings = team_settings(bank, tmp_path)
+    with Workbench.open_local(settings=settings, login=True) as wb, as_user(wb, ADMIN):
+        wb.access.set_role(APPROVER, Role.ADMIN)
+        wb.access.set_role(ADMIN, None)  # the head of desk left
+    with Workbench.open_local(settings=settings, login=True) as wb:
+        assert wb.access.role_of(ADMIN) is None and wb.access.admins() == [APPROVER]
+
+
+def test_an_address_the_provider_has_not_verified_gets_no_role(team: Workbench) -> None:
+    for unverified in (False, "false"):
+        with pytest.raises(NotSignedInError, match="not verified"):
+            team.access.signed_in(ADMIN, unverified)
+    assert team.access.signed_in(ADMIN, True).role is Role.ADMIN
+    assert team.access.signed_in(ADMIN).role is Role.ADMIN  # a provider that does not say
+
+
+def test_an_approved_run_does_not_resume_once_the_servers_bank_settings_changed(bank: DocBank, tmp_path: Path) -> None:
+    settings = team_settings(bank, tmp_path)
+    with Workbench.open_local(settings=settings, login=True) as wb:
+        with as_user(wb, ADMIN):
+            for email, role in ROLES.items():
+                wb.access.set_role(email, role)
+        with as_user(wb, ANALYST):
+            batch = load_batch(wb, tmp_path, n=6)
+        approval = _approved(wb, batch, bank)
+        with as_user(wb, ANALYST):
+            run = wb.run(batch, bank_url=bank.url, approval=approval)
+        wb.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
+    moved = settings.model_copy(update={"bank_client_id": "another-client"})
+    with Workbench.open_local(settings=moved, login=True) as wb, as_user(wb, ANALYST):
+        with pytest.raises(ForbiddenError, match=f"approval {approval} no longer holds"):
+            wb.start_resume(run.run_id)
+        refused = [r for r in actions(wb) if r[1] == "resume"]
+        assert refused and refused[-1][0] == ANALYST and refused[-1][3].startswith("ForbiddenError")

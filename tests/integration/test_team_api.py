@@ -6,15 +6,18 @@ in other processes with FXBATCH_TOKEN, exactly as an analyst's terminal would.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from fxbatch import Workbench
+from fxbatch import Settings, Workbench
 from fxbatch.access import Role
+from fxbatch.client import Client
 from fxbatch.serving import remove_record, write_record
 from tests.docbank import DocBank
 from tests.integration.api_helpers import WAIT, assert_problem, serve_api
@@ -156,3 +159,33 @@ def test_the_cli_through_a_server_with_login_uses_fxbatch_token(
     assert code == 0 and "intact" in out, err
     code, _out, err = _cli(db, tokens[ANALYST], "audit", "list")
     assert code == 2 and "admin role" in err
+
+
+def test_a_what_if_sweep_over_http_runs_as_the_caller_and_a_viewer_is_refused_at_once(
+    server: tuple[Workbench, str, dict[str, str], int],
+) -> None:
+    _wb, url, tokens, batch = server
+    body = {"batch_id": batch, "success_rates": [0.8, 0.9], "seeds": 1}
+    with client(url, tokens[VIEWER]) as viewer:
+        assert_problem(viewer.post("/whatif", json=body), 403, "FORBIDDEN")
+    with client(url, tokens[ANALYST]) as analyst:
+        started = analyst.post("/whatif", json=body)
+        assert started.status_code == 202, started.text
+        sweep_id = started.json()["sweep_id"]
+        deadline = time.monotonic() + WAIT
+        while (answer := analyst.get(f"/whatif/{sweep_id}")).json().get("status") == "RUNNING":
+            assert time.monotonic() < deadline, "the sweep did not end"
+            time.sleep(0.05)
+        assert answer.status_code == 200 and len(answer.json()["scenarios"]) == 2, answer.text
+
+
+def test_the_token_setting_is_what_the_cli_and_notebooks_send(
+    server: tuple[Workbench, str, dict[str, str], int], tmp_path: Path
+) -> None:
+    _wb, url, tokens, _batch = server
+    settings = Settings(db=tmp_path / "elsewhere.duckdb", token=SecretStr(tokens[APPROVER]))
+    remote = Workbench.open(settings=settings, server=url)
+    try:
+        assert isinstance(remote, Client) and remote.me()["name"] == APPROVER
+    finally:
+        remote.close()

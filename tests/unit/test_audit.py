@@ -217,3 +217,23 @@ def test_an_unreadable_head_file_is_reported(file_store: Store) -> None:
     path.write_text("not json")
     check = audit.verify(file_store)
     assert not check.ok and check.message.startswith("audit trail broken: the head file")
+
+
+def test_a_deleted_head_file_is_reported_once_the_database_keeps_one(file_store: Store) -> None:
+    _fill(file_store, 2)
+    audit.ensure_head(file_store)  # what opening a workbench does
+    path = audit.head_path(file_store)
+    assert path is not None
+    path.unlink()
+    check = audit.verify(file_store)
+    assert not check.ok and "is missing" in (check.reason or "")
+
+
+def test_a_trail_from_before_head_files_gets_its_head_once_at_open(file_store: Store) -> None:
+    _fill(file_store, 3)
+    path = audit.head_path(file_store)
+    assert path is not None
+    path.unlink()  # as a database written before head files existed
+    audit.ensure_head(file_store)
+    assert json.loads(path.read_text())["seq"] == 3
+    assert audit.verify(file_store).ok
