@@ -28,6 +28,7 @@ from pages.common import (
     TRADE_TABLE,
     as_this_user,
     cancel_with_confirmation,
+    confirmed,
     get_workbench,
     may,
     needs_role,
@@ -301,22 +302,16 @@ def _actions(wb: Workbench, batch_id: int, trades: int, latest: RunSummary | Non
 
 
 def _delete(wb: Workbench, batch_id: int, name: str) -> None:
-    if st.session_state.get(DELETING) != batch_id:
-        if st.button("Delete this batch…", key="delete", icon=":material/delete:"):
-            st.session_state[DELETING] = batch_id
-            st.rerun()
-        return
-    runs = len(wb.runs(batch_id))
-    st.warning(
-        f"Delete batch {batch_id} '{name}' with its trades, rejections and {runs} run(s)? This cannot be undone.",
-        icon=":material/delete_forever:",
-    )
-    c1, c2 = st.columns([1, 5])
-    if c2.button("Keep it", key="delete_cancel"):
-        del st.session_state[DELETING]
-        st.rerun()
-    if c1.button("Yes, delete", type="primary", key="delete_confirm"):
-        del st.session_state[DELETING]
+    def question() -> None:
+        runs = len(wb.runs(batch_id))
+        st.warning(
+            f"Delete batch {batch_id} '{name}' with its trades, rejections and {runs} run(s)? This cannot be undone.",
+            icon=":material/delete_forever:",
+        )
+
+    ask = ("Delete this batch…", "delete", ":material/delete:")
+    if confirmed(DELETING, batch_id, ask, question, ("Yes, delete", "delete_confirm"), ("Keep it", "delete_cancel"),
+                 widths=(1, 5)):  # fmt: skip
         try:
             wb.delete_batch(batch_id)
         except FxBatchError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import pandas as pd
@@ -255,25 +256,47 @@ def progress_text(snap: dict[str, object]) -> str:
 CANCELLING = "fxbatch_cancelling"  # the run whose Cancel this session is confirming
 
 
+def confirmed(
+    state: str,
+    subject: object,
+    ask: tuple[str, str, str | None],
+    question: Callable[[], None],
+    yes: tuple[str, str],
+    no: tuple[str, str],
+    widths: tuple[int, int] = (1, 4),
+) -> bool:
+    """An action that asks first: the ``ask`` button (label, key, icon) opens the question about
+    ``subject`` (remembered under ``state``), ``question`` draws it, and the ``yes`` / ``no`` buttons
+    (label, key) answer. True once, on the run where the person said yes."""
+    if st.session_state.get(state) != subject:
+        label, key, icon = ask
+        if st.button(label, key=key, icon=icon):
+            st.session_state[state] = subject
+            st.rerun()
+        return False
+    question()
+    c1, c2 = st.columns(list(widths))
+    if c2.button(no[0], key=no[1]):
+        del st.session_state[state]
+        st.rerun()
+    if c1.button(yes[0], type="primary", key=yes[1]):
+        del st.session_state[state]
+        return True
+    return False
+
+
 def cancel_with_confirmation(wb: Workbench, run_id: int, key: str) -> None:
     """A Cancel button that asks first, as Start and Delete do; the run stops at once when confirmed."""
-    if st.session_state.get(CANCELLING) != run_id:
-        if st.button(f"Cancel run {run_id}…", key=key, icon=":material/cancel:"):
-            st.session_state[CANCELLING] = run_id
-            st.rerun()
-        return
-    st.warning(
+    question = partial(
+        st.warning,
         f"Cancel run {run_id}? No further quote or booking is sent. Calls already with the bank finish and "
         "their trades end as the bank answers; every other trade ends cancelled and its quote is released. "
         "A cancelled run cannot be resumed.",
         icon=":material/cancel:",
     )
-    c1, c2 = st.columns([1, 4])
-    if c2.button("Keep it running", key=f"{key}_keep"):
-        del st.session_state[CANCELLING]
-        st.rerun()
-    if c1.button("Yes, cancel the run", type="primary", key=f"{key}_confirm"):
-        del st.session_state[CANCELLING]
+    ask = (f"Cancel run {run_id}…", key, ":material/cancel:")
+    if confirmed(CANCELLING, run_id, ask, question, ("Yes, cancel the run", f"{key}_confirm"),
+                 ("Keep it running", f"{key}_keep")):  # fmt: skip
         try:
             wb.cancel(run_id)
         except FxBatchError as exc:

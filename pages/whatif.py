@@ -14,6 +14,7 @@ from fxbatch.whatif.models import ScenarioResult
 from pages.common import (
     RUN_PAGE,
     SELECT_ROWS,
+    confirmed,
     get_workbench,
     labelled,
     may,
@@ -178,29 +179,25 @@ def _show_sweep(wb: Workbench, sweep_id: int) -> None:
 
 def _promote(wb: Workbench, sweep_id: int, chosen: ScenarioResult, batch_id: int) -> None:
     """Promote asks first (it starts a full run with per-trade records), then links to the new run."""
+    if st.session_state.get(PROMOTING) == (sweep_id, chosen.scenario):
+        st.session_state.pop(PROMOTED, None)  # asking about a new promotion: the last one's notice goes
     if (started := st.session_state.get(PROMOTED)) is not None:
         run_id, scenario = started
         st.success(f"Run {run_id} started from scenario {scenario}.", icon=":material/play_circle:")
         st.page_link(RUN_PAGE, label=f"Watch run {run_id}", icon=":material/monitoring:",
                      query_params={"run": str(run_id)})  # fmt: skip
-    if st.session_state.get(PROMOTING) != (sweep_id, chosen.scenario):
-        if st.button(f"Promote scenario {chosen.scenario} to a run…", key="promote"):
-            st.session_state[PROMOTING] = (sweep_id, chosen.scenario)
-            st.session_state.pop(PROMOTED, None)
-            st.rerun()
-        return
-    st.info(
-        f"**This will run batch {batch_id}: {wb.batch(batch_id).trades:,} trades** against the simulated bank as scenario "
-        f"{chosen.scenario} of sweep {sweep_id} set it (success rate {chosen.success_rate:.0%}, seed "
-        f"{chosen.seed}), recording every trade. The sweep expects {chosen.succeeded:,} to succeed.",
-        icon=":material/play_circle:",
-    )
-    c1, c2 = st.columns([1, 4])
-    if c2.button("Back", key="promote_back"):
-        del st.session_state[PROMOTING]
-        st.rerun()
-    if c1.button("Start the run", type="primary", key="promote_confirm"):
-        del st.session_state[PROMOTING]
+
+    def question() -> None:
+        st.info(
+            f"**This will run batch {batch_id}: {wb.batch(batch_id).trades:,} trades** against the simulated bank as "
+            f"scenario {chosen.scenario} of sweep {sweep_id} set it (success rate {chosen.success_rate:.0%}, seed "
+            f"{chosen.seed}), recording every trade. The sweep expects {chosen.succeeded:,} to succeed.",
+            icon=":material/play_circle:",
+        )
+
+    ask = (f"Promote scenario {chosen.scenario} to a run…", "promote", None)
+    subject = (sweep_id, chosen.scenario)
+    if confirmed(PROMOTING, subject, ask, question, ("Start the run", "promote_confirm"), ("Back", "promote_back")):
         try:
             job = wb.whatif.start_promote(sweep_id, chosen.scenario)
         except FxBatchError as exc:
