@@ -6,6 +6,8 @@ from zero with round ticks, and carries a one-line caption (``caption_of(fig)``)
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -50,27 +52,27 @@ def _categories(labels: list[str]) -> dict[str, object]:
     return {"type": "category", "categoryorder": "array", "categoryarray": labels}
 
 
+def _status_bars(
+    title: str, statuses: pd.Index, values: pd.Series, text: list[str], axis: dict[str, Any], **bar: Any
+) -> go.Figure:
+    """One bar per status, in the shared outcome order and colours (the outcome and notional charts)."""
+    names = [label(s) for s in statuses]
+    fig = go.Figure(
+        go.Bar(x=names, y=values, marker_color=[colour(s) for s in statuses], text=text, textposition="auto", **bar)
+    )
+    fig.update_layout(title=title, xaxis=_categories(names), yaxis=axis, showlegend=False, **LAYOUT)
+    return fig
+
+
 def outcome_chart(counts: pd.DataFrame) -> go.Figure:
     """Trades per status (analytics.outcome_counts), in the shared outcome order and colours."""
     title = "Outcome of every trade"
     if counts.empty:
         return empty_figure(title, "no trades")
     df = counts.set_index("status").reindex(outcome_order(counts["status"]))
-    names = [label(s) for s in df.index]
-    fig = go.Figure(
-        go.Bar(
-            x=names,
-            y=df["trades"],
-            marker_color=[colour(s) for s in df.index],
-            text=[f"{n:,} ({s:.0%})" for n, s in zip(df["trades"], df["share"], strict=True)],
-            textposition="auto",
-            hovertemplate="%{x}: %{y:,} trades<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title=title, xaxis=_categories(names), yaxis=value_axis(df["trades"].max(), "trades"), showlegend=False,
-        **LAYOUT,
-    )  # fmt: skip
+    text = [f"{n:,} ({s:.0%})" for n, s in zip(df["trades"], df["share"], strict=True)]
+    fig = _status_bars(title, df.index, df["trades"], text, value_axis(df["trades"].max(), "trades"),
+                       hovertemplate="%{x}: %{y:,} trades<extra></extra>")  # fmt: skip
     total = int(df["trades"].sum())
     parts = [f"{int(n):,} {_VERB.get(str(s), 'in flight')} ({n / total:.0%})" for s, n in df["trades"].items() if total]
     return with_caption(fig, f"How the {total:,} trades ended: " + ", ".join(parts) + ".")
@@ -82,23 +84,9 @@ def notional_chart(df: pd.DataFrame) -> go.Figure:
     if df.empty:
         return empty_figure(title, "no finished trades yet")
     df = df.set_index("status").reindex(outcome_order(df["status"]))
-    names = [label(s) for s in df.index]
     amounts = df["amount_zar"].astype(float)
-    fig = go.Figure(
-        go.Bar(
-            x=names,
-            y=amounts,
-            marker_color=[colour(s) for s in df.index],
-            text=[zar(v) for v in amounts],
-            textposition="auto",
-            customdata=df["trades"],
-            hovertemplate="%{x}: R %{y:,.2f} on %{customdata:,} trades<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title=title, xaxis=_categories(names), yaxis=value_axis(amounts.max(), "ZAR", money=True), showlegend=False,
-        **LAYOUT,
-    )  # fmt: skip
+    fig = _status_bars(title, df.index, amounts, [zar(v) for v in amounts], value_axis(amounts.max(), "ZAR", money=True),
+                       customdata=df["trades"], hovertemplate="%{x}: R %{y:,.2f} on %{customdata:,} trades<extra></extra>")  # fmt: skip
     total = float(amounts.sum())
     parts = [f"{zar(v)} {_MONEY_VERB.get(str(s), 'in flight')}" for s, v in amounts.items()]
     failed = float(amounts.get("FAILED", 0.0))
