@@ -318,13 +318,15 @@ class Access:
             raise NotSignedInError("The API token is not an fxbatch token (fxb_...): make one on the Tokens page.")
         token_id, secret = match.groups()
         cur = self.store.cursor()
+        # One query per request: the token and its owner's role together.
         rows = cur.execute(
-            "SELECT email, secret_sha256, expires_at, revoked_at, last_used_at FROM api_tokens WHERE token_id = ?",
+            "SELECT t.email, t.secret_sha256, t.expires_at, t.revoked_at, t.last_used_at, u.role "
+            "FROM api_tokens t LEFT JOIN users u ON u.email = t.email WHERE t.token_id = ?",
             [token_id],
         ).fetchall()
         if not rows or not hmac.compare_digest(rows[0][1], _sha256(secret)):
             raise NotSignedInError("The API token is not known to this server: make one on the Tokens page.")
-        email, _digest, expires_at, revoked_at, last_used = rows[0]
+        email, _digest, expires_at, revoked_at, last_used, role = rows[0]
         now = _now()
         if revoked_at is not None:
             raise NotSignedInError(f"The API token {token_id} was revoked: make a new one on the Tokens page.")
@@ -336,4 +338,4 @@ class Access:
             # Best effort: parallel requests with one token race to write it, and one write is enough.
             with contextlib.suppress(duckdb.Error):
                 cur.execute("UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?", [now, token_id])
-        return Principal(email, self.role_of(email), "token")
+        return Principal(email, Role(role) if role else None, "token")

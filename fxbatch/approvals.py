@@ -188,9 +188,14 @@ def still_holds(store: Store, approval_id: int, settings: Settings) -> str | Non
 def get(store: Store, approval_id: int, settings: Settings | None = None) -> Approval:
     """One request; with ``settings``, a pending or approved one that no longer matches is void."""
     row = _row(store, approval_id)
+    return _approval(row) if settings is None else _checked(store, row, settings, {})
+
+
+def _checked(store: Store, row: tuple[Any, ...], settings: Settings, fingerprints: dict[int, str]) -> Approval:
+    """The request, void when it is still open but no longer matches the batch or the settings."""
     found = _approval(row)
-    if settings is not None and found.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED):
-        why = void_reason(store, row, settings)
+    if found.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED):
+        why = void_reason(store, row, settings, fingerprints=fingerprints)
         if why:
             found = found.model_copy(update={"status": ApprovalStatus.VOID, "void_reason": why})
     return found
@@ -209,11 +214,7 @@ def list_approvals(
     found: list[Approval] = []
     fingerprints = {} if fingerprints is None else fingerprints
     for row in rows:
-        item = _approval(tuple(row))
-        if item.status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED):
-            why = void_reason(store, tuple(row), settings, fingerprints=fingerprints)
-            if why:
-                item = item.model_copy(update={"status": ApprovalStatus.VOID, "void_reason": why})
+        item = _checked(store, tuple(row), settings, fingerprints)
         if status is None or item.status == status:
             found.append(item)
         if len(found) >= limit:

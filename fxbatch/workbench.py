@@ -70,7 +70,7 @@ class Workbench:
         # action checks the acting principal's role (``fxbatch.access``).
         self.access = Access(store, login=login, first_admin=settings.admin_email, token_days=settings.token_days)
         self._unmask_seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
-        self._unmask_lock = threading.Lock()  # guards the two memos here
+        self._memo_lock = threading.Lock()  # guards the two memos here
         self._fingerprints: dict[int, tuple[float, str]] = {}  # batch -> (when, fingerprint), listing only
         self.engine = Engine(store, rates, settings=settings)
         self.whatif = _WhatIf(self)
@@ -228,23 +228,20 @@ class Workbench:
     def trades(self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False) -> pd.DataFrame:
         """A batch's trades in row order; ``limit``/``offset`` page through big batches.
         Account numbers show their last 4 digits unless ``unmask`` (``fxbatch.masking``)."""
-        shown = batches.batch_trades(self.store, batch_id, limit, offset, unmask=unmask)
-        self._unmasked(unmask, f"batch:{batch_id}", view="trades", limit=limit, offset=offset)
-        return shown
+        with self._unmasked(unmask, f"batch:{batch_id}", view="trades", limit=limit, offset=offset):
+            return batches.batch_trades(self.store, batch_id, limit, offset, unmask=unmask)
 
     def corrections(self, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
         """Cells corrected before loading: row, field, original (the file's text), corrected (accounts masked)."""
-        shown = batches.batch_corrections(self.store, batch_id, unmask=unmask)
-        self._unmasked(unmask, f"batch:{batch_id}", view="corrections")
-        return shown
+        with self._unmasked(unmask, f"batch:{batch_id}", view="corrections"):
+            return batches.batch_corrections(self.store, batch_id, unmask=unmask)
 
     def rejections(
         self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
     ) -> pd.DataFrame:
         """A batch's rejections in row order; a rejected account is masked unless ``unmask``."""
-        shown = batches.batch_rejections(self.store, batch_id, limit, offset, unmask=unmask)
-        self._unmasked(unmask, f"batch:{batch_id}", view="rejections", limit=limit, offset=offset)
-        return shown
+        with self._unmasked(unmask, f"batch:{batch_id}", view="rejections", limit=limit, offset=offset):
+            return batches.batch_rejections(self.store, batch_id, limit, offset, unmask=unmask)
 
     # -- runs ------------------------------------------------------------------
     def start_run(
@@ -339,11 +336,11 @@ class Workbench:
         this listing only, so a page that reruns does not hash the batch each time; starting a
         run always hashes it afresh."""
         now = time.monotonic()
-        with self._unmask_lock:
+        with self._memo_lock:
             known = {b: fp for b, (at, fp) in self._fingerprints.items() if now - at < FINGERPRINT_REUSE_S}
         taken = dict(known)
         found = approvals.list_approvals(self.store, self.settings, status, fingerprints=taken)
-        with self._unmask_lock:
+        with self._memo_lock:
             self._fingerprints.update({b: (now, fp) for b, fp in taken.items() if b not in known})
         return found
 
@@ -452,17 +449,15 @@ class Workbench:
         self, run_id: int, filters: analytics.TradeFilter | None = None, *, limit: int = 50, offset: int = 0,
         unmask: bool = False,
     ) -> tuple[pd.DataFrame, int]:  # fmt: skip
-        shown = analytics.trades_page(self.store, run_id, filters, limit=limit, offset=offset, unmask=unmask)
-        self._unmasked(unmask, f"run:{run_id}", view="trades", limit=limit, offset=offset)
-        return shown
+        with self._unmasked(unmask, f"run:{run_id}", view="trades", limit=limit, offset=offset):
+            return analytics.trades_page(self.store, run_id, filters, limit=limit, offset=offset, unmask=unmask)
 
     def run_filter_choices(self, run_id: int) -> dict[str, list[str]]:
         return analytics.filter_choices(self.store, run_id)
 
     def trade_detail(self, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
-        shown = analytics.trade_detail(self.store, run_id, row, unmask=unmask)
-        self._unmasked(unmask, f"run:{run_id}", view="trade", row=row)
-        return shown
+        with self._unmasked(unmask, f"run:{run_id}", view="trade", row=row):
+            return analytics.trade_detail(self.store, run_id, row, unmask=unmask)
 
     def export_run(self, run_id: int, path: Path | str, *, unmask: bool = False) -> int:
         """A run's per-trade results to CSV/XLSX/Parquet (by the file's suffix); returns the rows written.
@@ -537,19 +532,23 @@ class Workbench:
         return self._audited("export", what, needs=(Role.ANALYST, doing), path=str(export_path(path, unmask=unmask)),
                              unmasked=unmask)  # fmt: skip
 
-    def _unmasked(self, unmask: bool, obj: str, **params: Any) -> None:
-        """Record a read of full account numbers (called once the read has succeeded).
+    @contextmanager
+    def _unmasked(self, unmask: bool, obj: str, **params: Any) -> Iterator[None]:
+        """Around a read: with ``unmask``, the role is checked before anything is read, and the read
+        of full account numbers is recorded once it has succeeded.
 
         The same person reading the same view again (another page of it, a page rerun) within
         ``UNMASK_QUIET_S`` is not recorded again: one row per look, not one per screen refresh.
         """
+        if unmask:
+            self._need(Role.ANALYST, "see full account numbers")
+        yield
         if not unmask:
             return
-        self._need(Role.ANALYST, "see full account numbers")
         view = tuple(sorted((k, str(v)) for k, v in params.items() if k not in ("limit", "offset")))
         key = (audit.current_actor(self.actor), obj, view)
         now = time.monotonic()
-        with self._unmask_lock:
+        with self._memo_lock:
             last = self._unmask_seen.get(key)
             if last is not None and now - last < UNMASK_QUIET_S:
                 return
