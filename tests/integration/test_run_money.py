@@ -48,6 +48,13 @@ def test_income_lost_on_a_trade_that_failed_before_any_quote_is_its_spread_at_mi
     assert money.headline.endswith("R 10.00 income lost")
 
 
+def test_income_lost_on_domains_worked_deal_is_r401_60(wb: Workbench, tmp_path: Path) -> None:
+    # DOMAIN section 6: USD 11,217.80 at 358 pips earns 11,217.80 x 0.0358 = R401.60; failed, that is lost.
+    batch = one_trade(wb, tmp_path, "T1,0123456789,0012345678,USD/ZAR,BUY,11217.80,USD,358,SPOT,")
+    run = wb.run(batch, success_rate=0.0, failure_mix={"RATE_UNAVAILABLE": 1.0}, max_attempts=1)
+    assert wb.run_money(run.run_id).income_lost_zar == 401.60
+
+
 def test_a_run_money_adds_up_to_its_trades_records(wb: Workbench) -> None:
     batch = load_sample(wb)
     run = wb.run(batch, seed=1, success_rate=0.8)
