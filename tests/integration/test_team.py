@@ -53,12 +53,17 @@ def as_user(wb: Workbench, email: str) -> AbstractContextManager[Principal]:
     return acting(wb.access.signed_in(email))
 
 
+def grant_roles(wb: Workbench) -> None:
+    """The admin gives the analyst, the approvers and the viewer their roles."""
+    with as_user(wb, ADMIN):
+        for email, role in ROLES.items():
+            wb.access.set_role(email, role)
+
+
 @pytest.fixture
 def team(bank: DocBank, tmp_path: Path) -> Iterator[Workbench]:
     with Workbench.open_local(settings=team_settings(bank, tmp_path), login=True) as wb:
-        with as_user(wb, ADMIN):
-            for email, role in ROLES.items():
-                wb.access.set_role(email, role)
+        grant_roles(wb)
         yield wb
 
 
@@ -241,9 +246,7 @@ def test_an_approval_is_void_once_the_run_settings_or_the_batch_change(
 def test_an_approval_is_void_when_the_servers_bank_settings_change(bank: DocBank, tmp_path: Path) -> None:
     settings = team_settings(bank, tmp_path)
     with Workbench.open_local(settings=settings, login=True) as wb:
-        with as_user(wb, ADMIN):
-            for email, role in ROLES.items():
-                wb.access.set_role(email, role)
+        grant_roles(wb)
         with as_user(wb, ANALYST):
             batch = load_batch(wb, tmp_path, n=6)
         approval = _approved(wb, batch, bank)
@@ -383,9 +386,7 @@ def test_an_address_the_provider_has_not_verified_gets_no_role(team: Workbench) 
 def test_an_approved_run_does_not_resume_once_the_servers_bank_settings_changed(bank: DocBank, tmp_path: Path) -> None:
     settings = team_settings(bank, tmp_path)
     with Workbench.open_local(settings=settings, login=True) as wb:
-        with as_user(wb, ADMIN):
-            for email, role in ROLES.items():
-                wb.access.set_role(email, role)
+        grant_roles(wb)
         with as_user(wb, ANALYST):
             batch = load_batch(wb, tmp_path, n=6)
         approval = _approved(wb, batch, bank)

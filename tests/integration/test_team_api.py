@@ -23,7 +23,18 @@ from tests.docbank import DocBank
 from tests.integration.api_helpers import WAIT, assert_problem, serve_api
 from tests.integration.test_cli_server import _env
 from tests.integration.test_docbank_run import load_batch
-from tests.integration.test_team import ADMIN, ANALYST, APPROVER, ROLES, VIEWER, as_user, bank, docbank, team_settings
+from tests.integration.test_team import (
+    ADMIN,
+    ANALYST,
+    APPROVER,
+    ROLES,
+    VIEWER,
+    as_user,
+    bank,
+    docbank,
+    grant_roles,
+    team_settings,
+)
 
 __all__ = ["bank", "docbank"]  # fixtures used here
 
@@ -32,9 +43,7 @@ __all__ = ["bank", "docbank"]  # fixtures used here
 def server(bank: DocBank, tmp_path: Path) -> Iterator[tuple[Workbench, str, dict[str, str], int]]:
     """A server with login: its workbench, URL, one token per user, and a loaded batch."""
     with Workbench.open_local(settings=team_settings(bank, tmp_path), login=True) as wb:
-        with as_user(wb, ADMIN):
-            for email, role in ROLES.items():
-                wb.access.set_role(email, role)
+        grant_roles(wb)
         tokens = {}
         for email in (ADMIN, *ROLES):
             with as_user(wb, email):
