@@ -123,8 +123,7 @@ class Desk:
         """(failing reason, first-attempt transient) of a trade key, as REASONS indices or NONE."""
         fate = self._fates.get(key)
         if fate is None:
-            f = self.model.fates(np.array([key], dtype=np.uint64))
-            fate = (int(f.reason[0]), int(f.transient[0]))
+            fate = self.model.fate(key)
             if len(self._fates) >= 100_000:
                 self._fates.clear()
             self._fates[key] = fate

@@ -106,6 +106,28 @@ def test_fates_do_not_depend_on_the_order_of_the_keys() -> None:
     np.testing.assert_array_equal(shuffled.reason, whole.reason[order])
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"success_rate": 0.7},
+        {"success_rate": 0.0},
+        {"success_rate": 1.0},
+        {"success_rate": 0.5, "transient_absorb_share": 0.9,
+         "failure_mix": {"RATE_UNAVAILABLE": 1.0, "SERVICE_UNAVAILABLE": 2.0, "PRICE_MOVED": 0.5, "INSUFFICIENT_FUNDS": 3.0}},
+    ],
+)  # fmt: skip
+def test_one_trade_fate_is_the_same_draw_as_the_fates_of_many(settings: dict[str, object]) -> None:
+    """The HTTP simulator decides one trade at a time (``fate``); the in-process bank a wave at
+    a time (``fates``): the same trade must meet the same fate in both."""
+    k = np.concatenate([keys(20_000), np.array([0, 1, 2**63, 2**64 - 1], dtype=np.uint64)])
+    for seed in (0, 42, 2**63 + 5):
+        m = model(seed, **settings)
+        many = m.fates(k)
+        one = [m.fate(int(key)) for key in k]
+        assert one == list(zip(many.reason.tolist(), many.transient.tolist(), strict=True))
+        assert {r for r, _ in one} != {NONE} or settings["success_rate"] == 1.0
+
+
 # -- rates of success and failure -----------------------------------------------------------------
 
 N = 200_000
