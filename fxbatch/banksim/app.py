@@ -103,6 +103,28 @@ class Gate:
                 await _too_large(send, self.max_body)
 
 
+class Dispatch:
+    """ASGI middleware: a POST to one of the API operations goes straight to its handler.
+
+    FastAPI still owns those routes (``/docs``, and any other method gets its 405), but its
+    router, dependency solving and exception middleware cost about 0.1 ms a call, measured in
+    ``make bench``'s HTTP figure, where the simulator shares two cores with the client. An error
+    in a handler still reaches Starlette's server-error middleware (a 500), as through FastAPI.
+    """
+
+    def __init__(self, app: ASGIApp, handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> None:
+        self.app = app
+        self.handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        response = await handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 async def _too_large(send: Send, limit: int) -> None:
     body = f"request body over {limit // 1024} KiB".encode()
     headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
@@ -225,8 +247,10 @@ def create_app(sim: Simulator) -> FastAPI:
         version="1",
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.add_middleware(Gate, max_body=MAX_BODY)
     api = BankApi(sim)
+    hot: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+    app.add_middleware(Dispatch, handlers=hot)
+    app.add_middleware(Gate, max_body=MAX_BODY)  # outside Dispatch: its limits and paths hold for all
 
     @app.get("/health", summary="Liveness")
     async def health() -> Response:
@@ -250,8 +274,9 @@ def create_app(sim: Simulator) -> FastAPI:
         (wire.TXN_STATUS, wire.TxnStatusRequest, wire.TxnStatusAnswer, api.txn_status),
     ]
     for op, request_model, answer_model, handler in operations:
+        hot[wire.API + op] = endpoint = _endpoint(api, handler)
         app.add_api_route(
-            wire.API + op, _endpoint(api, handler), methods=["POST"], summary=op, operation_id=op,
+            wire.API + op, endpoint, methods=["POST"], summary=op, operation_id=op,
             openapi_extra=_body_schema(request_model), response_class=Response,
             responses={200: {"model": answer_model}, 401: {"model": wire.Answer}, 503: {"description": "bare 503"}},
         )  # fmt: skip
