@@ -122,8 +122,12 @@ class HttpBank:
         timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
         limits = httpx.Limits(max_connections=SHARD, max_keepalive_connections=SHARD, keepalive_expiry=30.0)
 
+        # One SSL context for every client (each would build and load its own CA bundle), made
+        # as httpx makes its default one (SSL_CERT_FILE / SSL_CERT_DIR honoured).
+        ssl_context = httpx.create_ssl_context()
+
         def new_client() -> httpx.AsyncClient:
-            return httpx.AsyncClient(timeout=timeout, limits=limits, transport=transport)
+            return httpx.AsyncClient(verify=ssl_context, timeout=timeout, limits=limits, transport=transport)
 
         self.client = new_client()  # the token's
         self.tokens = TokenCache(config, self.client, clock)
