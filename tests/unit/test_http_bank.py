@@ -527,6 +527,33 @@ def test_a_small_call_shares_the_slots_with_a_big_one_in_flight_instead_of_waiti
     assert counting.most == 4
 
 
+def test_quote_cancels_take_only_the_slots_no_quote_or_booking_wants() -> None:
+    # Releasing quotes is best effort: the cancels of a refused booking wait while a wave's
+    # quotes (or bookings) have requests to send, and go as soon as slots fall idle.
+    arrived: list[str] = []
+    quoting = threading.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        op = request.url.path.rsplit("/", 1)[1]
+        arrived.append(op)
+        quoting.set()
+        await asyncio.sleep(0.001)
+        return quote_answer(op, {}, request) if op == "createquote" else ok()
+
+    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
+    bank = HttpBank(config, transport=httpx.MockTransport(handler))
+    OPEN.append(bank)
+    with ThreadPoolExecutor(2) as pool:
+        quotes = pool.submit(bank.create_quotes, quote_batch(20), 2)
+        assert quoting.wait(30)
+        cancels = bank.cancel_quotes(np.array([7, 8, 9], dtype=np.int64), 2)
+        assert quotes.result().ok.all()
+    assert (cancels.result_code == 0).all()
+    assert arrived == ["createquote"] * 20 + ["cancelquote"] * 3
+
+
 def test_a_booking_answered_timeout_unknown_is_looked_up_in_the_same_call_and_marked_resolved() -> None:
     timeout = {"resultCode": 504, "resultMsg": "no answer", "resultReasonCode": "TIMEOUT_UNKNOWN"}
 

@@ -72,18 +72,29 @@ class _Slots:
     a small call takes a slot as soon as the calls in flight are fewer than that (the limit is
     the bank-wide one, not the call's own width). A freed slot goes to the request waiting
     longest, so a small call (a retry wave's quotes) shares the slots with a big one in flight
-    (a wave's bookings) instead of waiting for all of it."""
+    (a wave's bookings) instead of waiting for all of it.
+
+    Background requests (cancelquote: releasing quotes is best effort and no trade waits for
+    it) take a slot only when no other request wants it: a freed slot is offered to them only
+    after the request that freed it has had the chance to take it again for its call's next
+    one, so they fill slots the run's own work leaves idle (between a wave's quotes and its
+    bookings, the last retries) instead of delaying quotes and bookings.
+    """
 
     def __init__(self) -> None:
         self.used = 0
+        self.limit = 1
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._background: deque[asyncio.Future[None]] = deque()
+        self._offer: asyncio.Handle | None = None
 
-    async def acquire(self, limit: int) -> None:
-        if self.used < limit and not self._waiting:
+    async def acquire(self, limit: int, *, background: bool = False) -> None:
+        self.limit = limit
+        if self.used < limit and not self._waiting and not (background and self._background):
             self.used += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
+        (self._background if background else self._waiting).append(waiter)
         try:
             await waiter  # ``release`` hands its slot over: ``used`` stays as it is
         except BaseException:
@@ -98,6 +109,18 @@ class _Slots:
                 waiter.set_result(None)
                 return
         self.used -= 1
+        if self._background and self._offer is None:
+            # Offered once the releasing request's task has gone on (it takes the slot back at
+            # once when its call has more to send).
+            self._offer = asyncio.get_running_loop().call_soon(self._offer_background)
+
+    def _offer_background(self) -> None:
+        self._offer = None
+        while self._background and self.used < self.limit and not self._waiting:
+            waiter = self._background.popleft()
+            if not waiter.done():
+                self.used += 1
+                waiter.set_result(None)
 
 
 class HttpBank:
@@ -151,13 +174,17 @@ class HttpBank:
         return {**self.caller.calls, "token": self.tokens.fetched}
 
     # -- fan-out -------------------------------------------------------------------
-    def _fan_out(self, fn: Callable[[int], Awaitable[T]], n: int, max_in_flight: int) -> list[T]:
+    def _fan_out(
+        self, fn: Callable[[int], Awaitable[T]], n: int, max_in_flight: int, *, background: bool = False
+    ) -> list[T]:
         if not n:
             return []
         limit = max(1, min(max_in_flight, 1024))
-        return self._loop.run(self._gather(fn, n, min(limit, n), limit))
+        return self._loop.run(self._gather(fn, n, min(limit, n), limit, background))
 
-    async def _gather(self, fn: Callable[[int], Awaitable[T]], n: int, width: int, limit: int) -> list[T]:
+    async def _gather(
+        self, fn: Callable[[int], Awaitable[T]], n: int, width: int, limit: int, background: bool
+    ) -> list[T]:
         caller, slots = self.caller, self._slots
         if not self._running:
             caller.down = False  # a new start (not while another port call is still failing)
@@ -168,7 +195,7 @@ class HttpBank:
 
         async def worker() -> None:
             for i in todo:  # shared: each worker takes the next trade
-                await slots.acquire(limit)
+                await slots.acquire(limit, background=background)
                 try:
                     out[i] = await fn(i)
                 except NotSent:
@@ -325,7 +352,7 @@ class HttpBank:
             status, content = await self.caller.post(wire.CANCEL_QUOTE, body, resend=True)
             return self._answer(wire.CANCEL_QUOTE, status, content)[1]
 
-        rows = self._fan_out(one, len(ids), max_in_flight)
+        rows = self._fan_out(one, len(ids), max_in_flight, background=True)
         col = list(zip(*rows, strict=True)) if rows else [()] * 3
         return Replies(
             np.array(col[0], dtype=np.int64), np.array(col[1], dtype=np.int8), np.array(col[2], dtype=object)
