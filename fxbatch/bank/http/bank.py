@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections import deque
@@ -146,8 +147,11 @@ class HttpBank:
         limits = httpx.Limits(max_connections=SHARD, max_keepalive_connections=SHARD, keepalive_expiry=30.0)
 
         # One SSL context for every client (each would build and load its own CA bundle), made
-        # as httpx makes its default one (SSL_CERT_FILE / SSL_CERT_DIR honoured).
-        ssl_context = httpx.create_ssl_context()
+        # as httpx makes its default one (SSL_CERT_FILE / SSL_CERT_DIR honoured); none at all
+        # when neither the API nor the token endpoint is https (loading the bundle takes ~30 ms
+        # before a run's first call; plain-HTTP requests never use the context).
+        uses_tls = any(u.lower().startswith("https:") for u in (config.base_url, config.token_endpoint))
+        ssl_context: ssl.SSLContext | bool = httpx.create_ssl_context() if uses_tls else False
 
         def new_client() -> httpx.AsyncClient:
             return httpx.AsyncClient(verify=ssl_context, timeout=timeout, limits=limits, transport=transport)
