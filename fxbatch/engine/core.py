@@ -132,10 +132,18 @@ class Engine:
             job.cancel()
             return
         summary = records.get_run(self.store, run_id)
-        if summary.status is RunStatus.INTERRUPTED:
-            _cancel_rest(self.store, self.rates, run_id, summary)
+        if summary.status is not RunStatus.INTERRUPTED:
+            raise ConflictError(f"Run {run_id} is {summary.status.value}; there is nothing to cancel.")
+        if _cancel_rest(self.store, self.rates, run_id, summary):
             return
-        raise ConflictError(f"Run {run_id} is {summary.status.value}; there is nothing to cancel.")
+        # Bookings were asked for and never answered: the bank may have made them. The bank's
+        # status settles them first (booked ones end SUCCESS), in a run that sends no quote or
+        # booking; the rest end CANCELLED (a booking still PENDING keeps the run INTERRUPTED).
+        with self._registry_lock:
+            self._refuse_if_running(summary.batch_id)
+            bank = self.bank_factory(summary.config)
+            job = self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
+        job.wait()
 
     def _refuse_if_running(self, batch_id: int) -> None:
         for (db, run_id), job in self._jobs.items():
@@ -145,7 +153,15 @@ class Engine:
                 )
 
     def _launch(
-        self, run_id: int, batch_id: int, trades: int, config: RunConfig, bank: Bank, *, fresh: bool = False
+        self,
+        run_id: int,
+        batch_id: int,
+        trades: int,
+        config: RunConfig,
+        bank: Bank,
+        *,
+        fresh: bool = False,
+        cancel: bool = False,
     ) -> Job:
         cur = self.store.cursor()
         records.set_run_status(cur, run_id, RunStatus.RUNNING, started=True)
@@ -155,6 +171,8 @@ class Engine:
             counts = records.count_outcomes(cur, run_id).counts
         job = Job(run_id, batch_id, Progress(run_id, trades, counts))
         self._jobs[(self._db_key, run_id)] = job
+        if cancel:  # settles what the bank already has, sends nothing new (see Worker.__init__)
+            job.cancel_requested.set()
         worker = Worker(self.store, self.rates, job, config, bank, fresh=fresh)
         job.thread = threading.Thread(target=worker.run, name=f"fxbatch-run-{run_id}", daemon=True)
         job.thread.start()
@@ -175,12 +193,16 @@ class Engine:
         return records.get_run(self.store, run_id)
 
 
-def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummary) -> None:
-    """Cancel an INTERRUPTED run: trades not yet final end CANCELLED."""
+def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummary) -> bool:
+    """Cancel an INTERRUPTED run: trades not yet final end CANCELLED. False (nothing written)
+    when some have a booking in flight: the bank's status must settle those first."""
     cur = store.cursor()
     todo = records.load_todo(
         cur, run_id, summary.batch_id, summary.config, rates.zar_factors(),
         trade_date=summary.trade_date, pairs=frozenset(rates.pairs),
     )  # fmt: skip
+    if todo.column("inflight_deal").null_count < todo.num_rows:
+        return False
     write_cancelled(cur, run_id, todo)
     records.set_run_status(cur, run_id, RunStatus.CANCELLED, finished=True)
+    return True

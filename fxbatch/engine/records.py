@@ -470,6 +470,12 @@ def numeric(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+def integers(table: pa.Table, name: str) -> np.ndarray:
+    """An integer column as int64 numpy (NULL -> 0), exact beyond a float's 53 bits (quote ids)."""
+    return np.asarray(pc.fill_null(table.column(name).cast(pa.int64()), 0).to_numpy(zero_copy_only=False),
+                      dtype=np.int64)  # fmt: skip
+
+
 def batch_fingerprint(cur: duckdb.DuckDBPyConnection, batch_id: int) -> str:
     rows = cur.execute("SELECT fingerprint FROM batches WHERE batch_id = ?", [batch_id]).fetchall()
     if not rows:

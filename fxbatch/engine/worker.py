@@ -124,6 +124,9 @@ class Worker:
         # The bank's own failure messages (an HTTP bank's resultMsg and validation errors) by
         # source row; the simulated bank's are the reasons' standard messages.
         self.keep_messages = config.bank_url is not None
+        # Bookings whose outcome the bank could not give yet (GetTxnStatus still PENDING): never
+        # booked again nor failed; they keep the run INTERRUPTED until a resume settles them.
+        self.in_doubt = 0
         self._messages: dict[int, str] = {}
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
         self._pairs_changed()
@@ -169,6 +172,13 @@ class Worker:
             elif not job.stop_requested.is_set():
                 outcomes = records.count_outcomes(cur, job.run_id)  # counted once: the run's record reuses them
                 outcome = final_run_status(outcomes.counts, cancelled=False)
+            if self.in_doubt:
+                outcome, outcomes = RunStatus.INTERRUPTED, None
+                error = (
+                    f"{self.in_doubt} booking(s) still PENDING at the bank (or it could not say) after asking "
+                    "GetTxnStatus again: none is booked again or failed. The run is INTERRUPTED; resume it "
+                    "to settle them from the bank's status."
+                )
         except BankUnavailable as exc:
             error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
         except Exception as exc:  # the run must end in a resumable state whatever happened
@@ -205,6 +215,10 @@ class Worker:
         deals = rows.column("inflight_deal").combine_chunks()
         status = self.bank.transaction_status(deals, self.max_in_flight, self.job.run_id)
         booked = status.status == "COMPLETED"
+        # Still PENDING (or the bank could not say): not taken up again, so never rebooked with
+        # another quote; the run stays INTERRUPTED for a later resume to ask again.
+        doubt = ~booked & (status.status != "NOT_FOUND")
+        self.in_doubt += int(doubt.sum())
         if booked.any():
             done = rows.filter(pa.array(booked))
             w = self._fresh(done)
@@ -214,7 +228,7 @@ class Worker:
             rate = status.deal_rate[booked]
             w.deal_rate[:] = np.where(np.isnan(rate), sent, rate)
             quote_id = status.quote_id[booked]
-            quote_id = np.where(quote_id == 0, records.numeric(done, "inflight_quote_id").astype(np.int64), quote_id)
+            quote_id = np.where(quote_id == 0, records.integers(done, "inflight_quote_id"), quote_id)
             final = final_rows(
                 records.numeric(done, "src_row").astype(np.int64), T.SUCCESS, records.numeric(done, "amount_zar"),
                 time.time(), attempts=records.numeric(done, "inflight_attempt").astype(np.int64),
@@ -228,7 +242,7 @@ class Worker:
             records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
             self.job.progress.finished({T.SUCCESS.value: int(booked.sum())})
         keep = np.ones(todo.num_rows, dtype=bool)
-        keep[np.flatnonzero(inflight)[booked]] = False
+        keep[np.flatnonzero(inflight)[booked | doubt]] = False
         return todo.filter(pa.array(keep))
 
     def _cancel(self, cur: object, rest: pa.Table) -> None:
@@ -448,6 +462,7 @@ class Worker:
         if b.resolved is not None:
             unanswered &= ~b.resolved
         lost = np.flatnonzero(unanswered)
+        doubt = np.zeros(len(booked), dtype=bool)
         if len(lost):
             ids = batch.deal_txn_id.take(pa.array(lost))
             st = self.bank.transaction_status(ids, self.max_in_flight, self.job.run_id)
@@ -458,19 +473,22 @@ class Worker:
             rates[lost[found]] = np.where(
                 np.isnan(st.deal_rate[found]), batch.deal_rate[lost[found]], st.deal_rate[found]
             )
+            # Still PENDING (or the bank could not say): the bank may yet book this very quote, so
+            # the trade is neither retried (a fresh quote under the same deal id) nor failed.
+            doubt[lost[~found & (st.status != "NOT_FOUND")]] = True
         # Quotes the bank still holds open for a booking it refused (or never received: the run
         # was cancelled first) are released.
-        still_open = ~booked & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]
+        still_open = ~booked & ~doubt & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]
         if still_open.any():
             self._release(batch.quote_id[still_open])
-        return booked, reasons, rates, messages, b.unsent
+        return booked, reasons, rates, messages, b.unsent, doubt
 
     def _landed(self, cur: object, booking: Booking, work: Working) -> Working:
         """Settle a wave with its booking answers, persist what is final; returns ``work`` with
         the wave's trades that go on to another attempt."""
         w, good = booking.wave, booking.good
         if booking.answers is not None:
-            booked, reasons, rates, messages, unsent = booking.answers.result()
+            booked, reasons, rates, messages, unsent, doubt = booking.answers.result()
             now = time.time()
             won = good[booked]
             advance(w.states, mask_of(len(w), won), T.SUCCESS)
@@ -480,8 +498,13 @@ class Worker:
                 kept = good[unsent]
                 advance(w.states, mask_of(len(w), kept), T.CANCELLED)
                 w.finished_at[kept] = now
-            refused = ~booked & ~unsent
+            refused = ~booked & ~unsent & ~doubt
             self._settle(w, good[refused], reasons[refused], now, messages[refused])
+            if doubt.any():
+                # Left as the in-flight rows recorded them (the quote sent, the deal id): the run
+                # ends INTERRUPTED and its resume settles them from the bank's status.
+                self.in_doubt += int(doubt.sum())
+                w = w.keep(~mask_of(len(w), good[doubt]))
         return self._carry_on(cur, w, work)
 
     def _carry_on(self, cur: object, w: Working, work: Working) -> Working:

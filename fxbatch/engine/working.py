@@ -14,8 +14,9 @@ from fxbatch.models import TradeStatus
 T = TradeStatus
 
 
-# booked, reason index, deal rate, message, not sent (the run was cancelled first) per trade
-Answers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# booked, reason index, deal rate, message, not sent (the run was cancelled first), in doubt (the
+# bank's status still PENDING, or it could not say, after asking again: neither booked nor refused)
+Answers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(eq=False)  # compared by identity: the engine removes a landed one from its queue

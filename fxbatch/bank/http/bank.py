@@ -331,9 +331,13 @@ class HttpBank:
                     found = await self._status_one(ids[i])
                     if found == "COMPLETED":
                         return 0, NONE, None, txn, deal_rate[i], True
-                    if reason == TIMEOUT:
-                        # Resolved only when the bank has no such deal; PENDING: the caller asks later.
-                        return code, reason, msg, txn, _NAN, found == "NOT_FOUND"
+                    if found != "NOT_FOUND":
+                        # PENDING (the deal id is taken, so by an earlier try of ours) or no
+                        # answer: unresolved; the caller asks again and never books it with
+                        # another quote.
+                        return timeout.result_code, TIMEOUT, timeout.message, txn, _NAN, False
+                    if reason == TIMEOUT:  # the bank has no such deal: resolved
+                        return code, reason, msg, txn, _NAN, True
                 return code, reason, msg, txn, _NAN, False
             # No answer to the last try (it may still be on its way) or the deal PENDING: unresolved,
             # so the caller asks the bank's status again once the whole call is over.
