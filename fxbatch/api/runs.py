@@ -100,7 +100,8 @@ async def run_events_stream(run_id: RunId, wb: WB) -> StreamingResponse:
 @router.post("/v1/runs/{run_id}/cancel", response_model=RunView, summary="Cancel a run", responses=_CONFLICT)
 def cancel_run(run_id: RunId, wb: WB) -> Response:
     """An executing run stops after the trades in hand (the rest end CANCELLED); an INTERRUPTED
-    run has its unfinished trades CANCELLED. Answers the run as it stands."""
+    run has its unfinished trades CANCELLED, once the bank has settled any booking it left in flight
+    (a booking the bank still has PENDING keeps the run INTERRUPTED). Answers the run as it stands."""
     wb.cancel(run_id)
     return JSONResponse(read_run(wb, run_id))
 
