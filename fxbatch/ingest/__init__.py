@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import duckdb
 
+from fxbatch import valuedates
 from fxbatch.errors import UnusableFileError
 from fxbatch.ingest.fixes import Correction, Fixes, apply_fixes, cells_sql
 from fxbatch.ingest.layout import (
@@ -79,7 +81,15 @@ def check_file(
     size (default: the settings' defaults); a cell over its limit rejects its row.
     """
     limits = limits or Limits()
-    raw = read_into(cur, path, sheet=sheet, search_rows=search_rows, column_map=column_map, limits=limits)
+    raw = read_into(
+        cur,
+        path,
+        sheet=sheet,
+        search_rows=search_rows,
+        column_map=column_map,
+        limits=limits,
+        meanwhile=partial(valuedates.warm, pairs, today),  # the calendars the rules read
+    )
     header_width = len(raw.headers)
     while header_width and not raw.headers[header_width - 1]:
         header_width -= 1

@@ -15,7 +15,9 @@ import mmap
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -115,27 +117,46 @@ def read_into(
     search_rows: int = 30,
     column_map: Mapping[str, str] | None = None,
     limits: Limits | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> RawFile:
     """Read ``path`` into temp table or view ``raw`` on ``con`` and say what was found.
 
     Headers named in ``column_map`` count towards recognising the header row. A file over
     one of ``limits`` is refused before it is read (a cell over the limit only rejects its row).
+    ``meanwhile`` runs on a thread while the file is parsed (DuckDB's CSV reader and
+    python-calamine hold no GIL), and has finished when this returns.
     """
     limits = limits or Limits()
     drop_raw(con)
     check_file_size(path, limits)
     kind = detect_kind(path)
     known = known_headers(column_map)
-    if kind == "parquet":
-        return _read_parquet(con, path, known, limits)
     if kind == "xlsx":
-        longest_shared = check_workbook(path, sheet, limits)
-        return _read_workbook(con, path, sheet, search_rows, known, limits, longest_shared)
-    if sheet:
+        longest_shared = check_workbook(path, sheet, limits)  # holds the GIL: before ``meanwhile``
+        with _alongside(meanwhile):
+            return _read_workbook(con, path, sheet, search_rows, known, limits, longest_shared)
+    if sheet and kind != "parquet":
         raise UnusableFileError(
             f"--sheet {sheet!r} was given but {path.name} is a CSV file, which has no sheets.", code="BAD_OPTION"
         )
-    return _read_csv(con, path, search_rows, known, limits)
+    with _alongside(meanwhile):
+        if kind == "parquet":
+            return _read_parquet(con, path, known, limits)
+        return _read_csv(con, path, search_rows, known, limits)
+
+
+@contextmanager
+def _alongside(work: Callable[[], None] | None) -> Iterator[None]:
+    """Run ``work`` on a thread for the duration of the block (joined at its end)."""
+    if work is None:
+        yield
+        return
+    thread = threading.Thread(target=work, name="fxbatch-alongside", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
 
 
 def _no_header(name: str, rows: Sequence[Sequence[object]], search_rows: int) -> UnusableFileError:

@@ -235,3 +235,28 @@ def test_usd_settles_on_the_friday_before_a_saturday_holiday_as_fedwire_does() -
     assert joint_business_day("USD/ZAR", date(2027, 12, 31))
     # A Sunday holiday's Monday is still closed.
     assert not is_business_day("USD", date(2027, 7, 5))
+
+
+def test_warming_builds_every_calendar_the_value_date_sql_reads() -> None:
+    from fxbatch import calendars, valuedates
+
+    pairs = frozenset({"USDZAR", "EURZAR", "GBPUSD"})
+    start = date(2031, 3, 3)  # a start no other test uses: nothing of it is cached yet
+    valuedates.warm(pairs, start)
+    built = calendars._year.cache_info().misses
+    valuedates.closed_sql("pair_n", "vdate_d", pairs, start)
+    valuedates.closed_reason_sql("pair_n", "vdate_d", pairs, start)
+    assert calendars._year.cache_info().misses == built  # nothing left to build on the loading thread
+    assert valuedates._pair_mask.cache_info().currsize >= len(pairs)
+
+
+def test_warming_leaves_a_failure_to_the_loading_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fxbatch import calendars, valuedates
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("calendar data damaged")
+
+    monkeypatch.setattr(calendars, "holiday_names", broken)
+    valuedates.warm(frozenset({"USDZAR"}), date(2031, 3, 4))  # no exception escapes the thread's work
+    with pytest.raises(RuntimeError, match="damaged"):
+        valuedates.closed_reason_sql("pair_n", "vdate_d", frozenset({"USDZAR"}), date(2031, 3, 4))

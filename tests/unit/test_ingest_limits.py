@@ -202,3 +202,32 @@ def test_a_duckdb_csv_error_is_told_as_its_line_and_reason() -> None:
         "x.csv could not be read as ','-separated text: line 42: "
         "Maximum line size of 2000000 bytes exceeded. Actual Size:3000059 bytes."
     )
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_work_given_to_read_alongside_runs_on_another_thread_and_ends_with_the_read(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kind: str
+) -> None:
+    import threading
+
+    rows = [["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount"],
+            ["T1", "CIF1", "1234567890", "USDZAR", "BUY", "1000"]]  # fmt: skip
+    path = tmp_path / f"trades.{kind}"
+    if kind == "csv":
+        path.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    else:
+        with xlsxwriter.Workbook(str(path)) as book:
+            sheet = book.add_worksheet()
+            for i, row in enumerate(rows):
+                sheet.write_row(i, 0, row)
+    seen: list[str] = []
+    release = threading.Event()
+
+    def work() -> None:
+        release.wait(30)  # most likely still running when the read itself is done: read_into waits
+        seen.append(threading.current_thread().name)
+
+    threading.Timer(0.2, release.set).start()
+    raw = read_into(con, path, meanwhile=work)
+    assert seen == ["fxbatch-alongside"]  # finished by the time read_into returned, on its own thread
+    assert raw.headers[:2] == ["trade_id", "client_cif"]
