@@ -8,6 +8,7 @@ without a final record are PENDING).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,36 +147,62 @@ def notional_by(store: Store, run_id: int, by: str, top: int = 10, *, failed: bo
     a row stands for (1, or how many the "(others)" row sums). Trades not final yet have no ZAR value
     (amount_zar 0, status PENDING). With ``failed``, keys without failed notional are never ranked.
     """
-    if by not in _BY:
-        raise ValueError(f"by must be one of {sorted(_BY)}")
+    return notional_breakdown(store, run_id, (by,), top)[(by, failed)]
+
+
+def notional_breakdown(
+    store: Store, run_id: int, bys: Sequence[str] = ("pair", "client"), top: int = 10
+) -> dict[tuple[str, bool], pd.DataFrame]:
+    """``notional_by`` for each of ``bys``, ranked by notional (key ``(by, False)``) and by failed
+    notional (``(by, True)``), from one pass over the run's trades (GROUPING SETS): a run page
+    shows all four, and each pass joins every trade of the run."""
+    for by in bys:
+        if by not in _BY:
+            raise ValueError(f"by must be one of {sorted(_BY)}")
     cur = store.cursor()
     batch_id, _, scope = _run(cur, run_id)
-    rank_on = "failed" if failed else "total"
+    names = list(dict.fromkeys(bys))
+    dim = "CASE " + " ".join(f"WHEN grouping(k_{b}) = 0 THEN '{b}'" for b in names) + " END"
+    key = "CASE " + " ".join(f"WHEN grouping(k_{b}) = 0 THEN k_{b}" for b in names) + " END"
+    ranked = " UNION ALL ".join(
+        f"SELECT dim, key, {on == 'failed'} AS failed, CASE WHEN {on} > 0 THEN row_number() OVER "
+        f"(PARTITION BY dim ORDER BY {on} > 0 DESC, {on} DESC, trades DESC, key) END AS rank FROM totals"
+        for on in ("total", "failed")
+    )
     df = cur.execute(
         f"""
-        WITH k AS (
-            SELECT {_BY[by]} AS key, coalesce(r.status, 'PENDING') AS status, count(*)::BIGINT AS trades,
-                   coalesce(sum(r.amount_zar), 0)::DOUBLE AS amount_zar
+        WITH j AS (
+            SELECT {", ".join(f"{_BY[b]} AS k_{b}" for b in names)}, coalesce(r.status, 'PENDING') AS status, r.amount_zar
             FROM trades t LEFT JOIN (SELECT src_row, status, amount_zar FROM run_trades WHERE run_id = $run) r
                 ON r.src_row = t.src_row
-            WHERE t.batch_id = $batch{scope} GROUP BY ALL
+            WHERE t.batch_id = $batch{scope}
+        ), k AS (
+            SELECT {dim} AS dim, {key} AS key, status, count(*)::BIGINT AS trades,
+                   coalesce(sum(amount_zar), 0)::DOUBLE AS amount_zar
+            FROM j GROUP BY GROUPING SETS ({", ".join(f"(k_{b}, status)" for b in names)})
         ), totals AS (
-            SELECT key, sum(amount_zar) AS total, coalesce(sum(amount_zar) FILTER (WHERE status = 'FAILED'), 0)
-                   AS failed, sum(trades) AS trades FROM k GROUP BY key
-        ), ranked AS (
-            SELECT key, CASE WHEN {rank_on} > 0 THEN
-                   row_number() OVER (ORDER BY {rank_on} > 0 DESC, {rank_on} DESC, trades DESC, key) END AS rank
-            FROM totals
+            SELECT dim, key, sum(amount_zar) AS total, coalesce(sum(amount_zar) FILTER (WHERE status = 'FAILED'), 0)
+                   AS failed, sum(trades) AS trades FROM k GROUP BY dim, key
+        ), ranked AS ({ranked}
+        ), others AS (
+            SELECT dim, failed, count(*) FILTER (WHERE coalesce(rank > $top, true)) AS n FROM ranked GROUP BY dim, failed
         )
-        SELECT CASE WHEN rank <= $top THEN k.key ELSE '{OTHER}' END AS key, k.status, sum(k.trades)::BIGINT AS trades,
-               round(sum(k.amount_zar), 2)::DOUBLE AS amount_zar, CASE WHEN rank <= $top THEN rank ELSE $top + 1 END AS rank,
-               CASE WHEN rank <= $top THEN 1 ELSE (SELECT count(*) FROM ranked WHERE coalesce(rank > $top, true))
-               END::BIGINT AS keys
-        FROM k JOIN ranked USING (key) GROUP BY ALL ORDER BY rank, k.status
+        SELECT dim, failed, CASE WHEN rank <= $top THEN k.key ELSE '{OTHER}' END AS key, k.status,
+               sum(k.trades)::BIGINT AS trades, round(sum(k.amount_zar), 2)::DOUBLE AS amount_zar,
+               CASE WHEN rank <= $top THEN rank ELSE $top + 1 END AS rank,
+               CASE WHEN rank <= $top THEN 1 ELSE o.n END::BIGINT AS keys
+        FROM k JOIN ranked USING (dim, key) JOIN others o USING (dim, failed)
+        GROUP BY ALL ORDER BY dim, failed, rank, k.status
         """,
         {"run": int(run_id), "batch": batch_id, "top": int(top)},
     ).df()
-    return df[["key", "status", "trades", "amount_zar", "rank", "keys"]].astype({"rank": "int64"})
+    columns = ["key", "status", "trades", "amount_zar", "rank", "keys"]
+    out = {}
+    for by in names:
+        for failed in (False, True):
+            part = df[(df["dim"] == by) & (df["failed"] == failed)]
+            out[(by, failed)] = part[columns].reset_index(drop=True).astype({"rank": "int64"})
+    return out
 
 
 def income_by(store: Store, run_id: int, by: str, top: int = 10) -> pd.DataFrame:

@@ -439,6 +439,11 @@ class Workbench:
         """Notional in ZAR per outcome of the top pairs or clients by notional (by failed notional when ``failed``)."""
         return analytics.notional_by(self.store, run_id, by, top, failed=failed)
 
+    def notional_breakdown(self, run_id: int, top: int = 10) -> dict[tuple[str, bool], pd.DataFrame]:
+        """``notional_by`` for pairs and clients, by notional and by failed notional, in one pass:
+        keys ``("pair" | "client", failed)``."""
+        return analytics.notional_breakdown(self.store, run_id, ("pair", "client"), top)
+
     def latency_histogram(self, run_id: int, bins: int = 30) -> pd.DataFrame:
         return analytics.latency_histogram(self.store, run_id, bins)
 

@@ -73,13 +73,14 @@ def _review(_wb: Workbench, db: str, run_id: int, version: str) -> dict[str, pd.
 
 
 def _review_data(wb: Workbench, run_id: int) -> dict[str, pd.DataFrame]:
+    notional = wb.notional_breakdown(run_id)  # the four notional charts' data in one pass
     return {
         "outcomes": wb.outcome_counts(run_id),
         "pareto": wb.failure_pareto(run_id),
-        "pairs": wb.notional_by(run_id, "pair"),
-        "pairs_failed": wb.notional_by(run_id, "pair", failed=True),
-        "clients": wb.notional_by(run_id, "client"),
-        "clients_failed": wb.notional_by(run_id, "client", failed=True),
+        "pairs": notional[("pair", False)],
+        "pairs_failed": notional[("pair", True)],
+        "clients": notional[("client", False)],
+        "clients_failed": notional[("client", True)],
         "notional": wb.notional_by_outcome(run_id),
         "latency": wb.latency_histogram(run_id),
         "throughput": wb.throughput(run_id),

@@ -120,3 +120,15 @@ def test_runs_compare_on_money_as_well_as_counts(ran: tuple[Workbench, RunSummar
         assert table.loc[run_id, "notional_zar_succeeded"] == pytest.approx(booked)
         assert table.loc[run_id, "notional_zar_failed"] == pytest.approx(failed)
     assert table.loc[other.run_id, "notional_zar_succeeded"] > table.loc[summary.run_id, "notional_zar_succeeded"]
+
+
+def test_the_notional_breakdown_in_one_pass_equals_each_ranking_asked_for_alone(
+    ran: tuple[Workbench, RunSummary],
+) -> None:
+    wb, summary = ran
+    both = wb.notional_breakdown(summary.run_id, top=3)
+    assert set(both) == {("pair", False), ("pair", True), ("client", False), ("client", True)}
+    for (by, failed), frame in both.items():
+        alone = analytics.notional_by(wb.store, summary.run_id, by, top=3, failed=failed)
+        pd.testing.assert_frame_equal(frame, alone)
+        assert OTHER in set(frame["key"])  # more than 3 keys: the "(others)" row is there to compare too
