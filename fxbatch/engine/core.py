@@ -119,28 +119,42 @@ class Engine:
         config = summary.config
         if bank_url is not None:
             config = config.model_validate(
-                {**config.model_dump(), "bank_url": bank_url}
+                {**config.model_dump(), "bank_url": bank_url or None}
             )  # validated, unlike model_copy
+        moved = _bank_name(config.bank_url) != _bank_name(summary.config.bank_url)
         with self._registry_lock:
             self._refuse_if_running(summary.batch_id)
+            cur = self.store.cursor()
+            if (now := records.run_status(cur, run_id)) is not RunStatus.INTERRUPTED:  # cancelled meanwhile
+                raise ConflictError(f"Run {run_id} is {now.value}; only an INTERRUPTED run can be resumed.")
+            if moved and (unsettled := records.unsettled_bookings(cur, run_id)):
+                raise ConflictError(
+                    f"Run {run_id} has {unsettled:,} booking(s) asked of {_bank_name(summary.config.bank_url)} and "
+                    f"never answered: that bank may have booked them, and only its status settles them. Resume the "
+                    f"run against it first; {_bank_name(config.bank_url)} would book them a second time."
+                )
             bank = self.bank_factory(config)
+            if moved:  # a later resume or cancel asks the bank the run went on with
+                records.set_run_config(cur, run_id, config)
             return self._launch(run_id, summary.batch_id, summary.trades, config, bank)
 
     def cancel(self, run_id: int) -> None:
-        job = self.job(run_id)
-        if job is not None and job.running:
-            job.cancel()
-            return
-        summary = records.get_run(self.store, run_id)
-        if summary.status is not RunStatus.INTERRUPTED:
-            raise ConflictError(f"Run {run_id} is {summary.status.value}; there is nothing to cancel.")
-        if _cancel_rest(self.store, self.rates, run_id, summary):
-            return
-        # Bookings were asked for and never answered: the bank may have made them. The bank's
-        # status settles them first (booked ones end SUCCESS), in a run that sends no quote or
-        # booking; the rest end CANCELLED (a booking still PENDING keeps the run INTERRUPTED).
+        # Under the registry lock: a resume starting at the same moment either runs first (its
+        # job is then cancelled) or finds the run CANCELLED, never both writing its trades.
         with self._registry_lock:
+            job = self._jobs.get((self._db_key, run_id))
+            if job is not None and job.running:
+                job.cancel()
+                return
+            summary = records.get_run(self.store, run_id)
+            if summary.status is not RunStatus.INTERRUPTED:
+                raise ConflictError(f"Run {run_id} is {summary.status.value}; there is nothing to cancel.")
             self._refuse_if_running(summary.batch_id)
+            if _cancel_rest(self.store, self.rates, run_id, summary):
+                return
+            # Bookings were asked for and never answered: the bank may have made them. The bank's
+            # status settles them first (booked ones end SUCCESS), in a run that sends no quote or
+            # booking; the rest end CANCELLED (a booking still PENDING keeps the run INTERRUPTED).
             bank = self.bank_factory(summary.config)
             job = self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
         job.wait()
@@ -191,6 +205,11 @@ class Engine:
         if job is not None:
             job.wait(timeout)
         return records.get_run(self.store, run_id)
+
+
+def _bank_name(url: str | None) -> str:
+    """The bank a run talks to, as messages name it (an address compares without its last slash)."""
+    return f"the HTTP bank at {url.rstrip('/')}" if url else "the simulated bank"
 
 
 def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummary) -> bool:

@@ -188,6 +188,24 @@ def create_run(
     return run_id
 
 
+def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
+    """Trades of the run whose booking was asked for and has no recorded answer: the bank that
+    was asked may have booked them (only its status settles them)."""
+    return int(
+        cur.execute(
+            "SELECT count(DISTINCT src_row) FROM run_inflight WHERE run_id = ? "
+            "AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = ?)",
+            [run_id, run_id],
+        ).fetchall()[0][0]
+    )
+
+
+def set_run_config(cur: duckdb.DuckDBPyConnection, run_id: int, config: RunConfig) -> None:
+    """The run goes on with ``config`` (a resume against another bank address): a later resume
+    or cancel asks that bank."""
+    cur.execute("UPDATE runs SET config = ? WHERE run_id = ?", [config.model_dump_json(), run_id])
+
+
 def add_quote_releases(cur: duckdb.DuckDBPyConnection, run_id: int, cancelled: int, failed: int) -> None:
     """Count the quotes a run released at the bank (cancelquote), and the cancels that failed."""
     cur.execute(
@@ -230,8 +248,8 @@ def set_run_status(
     check_run(run_status(cur, run_id), new, run_id)
     sets = ["status = ?"]
     params: list[object] = [new.value]
-    if started:
-        sets.append("started_at = coalesce(started_at, timezone('UTC', now()))")
+    if started:  # (again, for a resume): why it stopped before no longer stands
+        sets += ["started_at = coalesce(started_at, timezone('UTC', now()))", "error = NULL"]
     if finished:
         sets.append("finished_at = timezone('UTC', now())")
         tally = outcomes or count_outcomes(cur, run_id)
@@ -409,7 +427,9 @@ def load_todo(
         joins = """
         LEFT JOIN (
             SELECT * FROM run_inflight WHERE run_id = $run
-            QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC) = 1
+            -- A resumed trade the bank had no deal for is quoted again under the same attempt:
+            -- its newest quote is the one its deal id was last sent with.
+            QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC, quoted_at DESC, rowid DESC) = 1
         ) i ON i.src_row = t.src_row
         JOIN runs r ON r.run_id = $run"""
         done = "AND t.src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)"

@@ -171,7 +171,10 @@ class Worker:
                 outcome = RunStatus.CANCELLED
             elif not job.stop_requested.is_set():
                 outcomes = records.count_outcomes(cur, job.run_id)  # counted once: the run's record reuses them
-                outcome = final_run_status(outcomes.counts, cancelled=False)
+                # Trades are CANCELLED only by a cancel: a cancelled run that waited for a booking
+                # in doubt is settled by this resume and stays CANCELLED.
+                cancelled = outcomes.counts.get(TradeStatus.CANCELLED.value, 0) > 0
+                outcome = final_run_status(outcomes.counts, cancelled=cancelled)
             if self.in_doubt:
                 outcome, outcomes = RunStatus.INTERRUPTED, None
                 error = (

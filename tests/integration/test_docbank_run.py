@@ -10,6 +10,8 @@ trade, and an answer that breaks the contract stopping the run resumably.
 from __future__ import annotations
 
 import csv
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ import pytest
 from pydantic import SecretStr
 
 from fxbatch import Settings, Workbench
+from fxbatch.engine import records
+from fxbatch.errors import ConflictError
 from fxbatch.models import RunStatus
 from tests.docbank import FIRST_QUOTE_ID, DocBank, serve_docbank
 from tests.integration.run_helpers import assert_every_trade_final, query
@@ -183,7 +187,9 @@ def test_a_booking_pending_for_a_while_is_settled_in_the_run_with_the_quote_the_
     bank: DocBank, tmp_path: Path
 ) -> None:
     bank.lose_booking_answers = 1
-    bank.pending_ids = _PendingFirst(bank, 3)  # type: ignore[assignment]
+    # PENDING for more asks than the client's first round of status polls: settled by the
+    # worker asking again once the booking call is over.
+    bank.pending_ids = _PendingFirst(bank, 10)  # type: ignore[assignment]
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
         batch = load_batch(wb, tmp_path, 8)
         run = wb.run(batch, bank_url=bank.url, concurrency=4)
@@ -246,3 +252,134 @@ def test_cancelling_a_run_interrupted_with_a_booking_in_doubt_asks_the_bank_firs
         assert_every_trade_final(wb, run.run_id)
         _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
     assert len(bank.requests("bookquoteddeal")) == 7 and not bank.requests("createquote")[8:]
+
+
+@pytest.fixture
+def second_bank(bank: DocBank) -> Iterator[DocBank]:
+    """Another address of the bank's API, with the same identity provider (tokens of one serve both)."""
+    with serve_docbank(refuse_cifs={REFUSED_CIF}, client_secret=CLIENT_SECRET, password=PASSWORD) as other:
+        other._access_tokens = bank._access_tokens
+        yield other
+
+
+def test_a_run_goes_on_with_the_bank_it_was_resumed_against_and_never_moves_a_booking_in_doubt(
+    bank: DocBank, second_bank: DocBank, tmp_path: Path
+) -> None:
+    second_bank.break_contract["createquote"] = b"not json"  # the run's first address: INTERRUPTED, nothing booked
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path, 8)
+        run = wb.run(batch, bank_url=second_bank.url, concurrency=4)
+        assert run.status is RunStatus.INTERRUPTED and not second_bank.ledger_copy()
+        # Nothing in flight at the first address: the run may go on elsewhere.
+        bank.lose_booking_answers = 1
+        pending = _PendingWhile(bank)
+        bank.pending_ids = pending  # type: ignore[assignment]
+        again = wb.resume(run.run_id, bank_url=bank.url)
+        assert again.status is RunStatus.INTERRUPTED and again.config.bank_url == bank.url
+        deal = _lost_deal(bank)
+        # A booking in doubt there: neither the simulated bank nor another address may book it again.
+        for elsewhere in ("", second_bank.url):
+            with pytest.raises(ConflictError, match=r"1 booking\(s\) asked of the HTTP bank at .* never answered"):
+                wb.resume(run.run_id, bank_url=elsewhere)
+        # Cancel asks the bank the run went on with (not its first address) and cancels nothing it may have.
+        wb.cancel(run.run_id)
+        assert wb.run_summary(run.run_id).status is RunStatus.INTERRUPTED
+        assert not second_bank.requests("GetTxnStatus") and bank.requests("GetTxnStatus")
+        assert not query(wb, "SELECT 1 FROM run_trades WHERE run_id = ? AND status = 'CANCELLED'", run.run_id)
+        # The bank catches up: a resume without an address settles it there. Every other trade was
+        # final when the cancel came, so none is CANCELLED: the trades decide; the old error is gone.
+        pending.pending = False
+        done = wb.resume(run.run_id)
+        assert done.status is RunStatus.PARTIAL and done.error is None
+        assert done.counts["SUCCESS"] == 7 and done.counts["FAILED"] == 1
+        assert_every_trade_final(wb, run.run_id)
+        _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
+    assert [r.body["trade"]["dealTransactionID"] for r in bank.requests("bookquoteddeal")].count(deal) == 1
+    assert not second_bank.requests("bookquoteddeal")
+
+
+def test_a_resumed_trade_quoted_again_is_settled_with_the_quote_its_deal_was_last_sent_with(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    bank.break_contract["bookquoteddeal"] = b"not json"  # one at a time: the rest are never sent
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path, 8)
+        run = wb.run(batch, bank_url=bank.url, concurrency=1)
+        assert run.status is RunStatus.INTERRUPTED
+        # On resume the bank has none of those deals: each is quoted again under the same attempt
+        # (two in-flight rows), and one booking is left in doubt.
+        bank.lose_booking_answers = 1
+        pending = _PendingWhile(bank)
+        bank.pending_ids = pending  # type: ignore[assignment]
+        assert wb.resume(run.run_id, bank_url=bank.url).status is RunStatus.INTERRUPTED
+        tied = query(wb, "SELECT src_row FROM run_inflight WHERE run_id = ? GROUP BY src_row, attempt "
+                         "HAVING count(*) > 1", run.run_id)  # fmt: skip
+        assert len(tied) >= 5
+        pending.pending = False
+        assert wb.resume(run.run_id, bank_url=bank.url).status is RunStatus.PARTIAL
+        _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
+
+
+def test_a_resume_started_while_a_cancel_writes_waits_and_finds_the_run_cancelled(
+    bank: DocBank, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bank.break_contract["createquote"] = b"not json"
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path, 8)
+        run = wb.run(batch, bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.INTERRUPTED
+        bank.break_contract.clear()
+        reading, resumed = threading.Event(), threading.Event()
+        outcome: list[object] = []
+        real = records.load_todo
+
+        def resume() -> None:
+            try:
+                outcome.append(wb.start_resume(run.run_id, bank_url=bank.url).wait())
+            except ConflictError as exc:
+                outcome.append(exc)
+            resumed.set()
+
+        def cancel_reads(*args: object, **kwargs: object) -> object:
+            todo = real(*args, **kwargs)  # type: ignore[arg-type]
+            if threading.current_thread().name == "canceller" and not reading.is_set():
+                reading.set()
+                threading.Thread(target=resume, name="resumer").start()
+                resumed.wait(2)  # a resume let in now would book what this cancel is about to write
+            return todo
+
+        monkeypatch.setattr(records, "load_todo", cancel_reads)
+        canceller = threading.Thread(target=wb.cancel, args=(run.run_id,), name="canceller")
+        canceller.start()
+        canceller.join(60)
+        assert resumed.wait(60)
+        assert isinstance(outcome[0], ConflictError) and "CANCELLED" in str(outcome[0])
+        final = wb.run_summary(run.run_id)
+        assert final.status is RunStatus.CANCELLED and final.counts["CANCELLED"] == 8
+        assert not query(wb, "SELECT src_row FROM run_trades WHERE run_id = ? GROUP BY src_row HAVING count(*) > 1",
+                         run.run_id)  # fmt: skip
+    assert not bank.requests("bookquoteddeal")
+
+
+def test_a_run_cancelled_while_a_booking_was_in_doubt_ends_cancelled_once_the_bank_settles_it(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    bank.lose_booking_answers = 1
+    pending = _PendingWhile(bank)
+    bank.pending_ids = pending  # type: ignore[assignment]
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path, 40)
+        job = wb.start_run(batch, bank_url=bank.url, concurrency=1)
+        deadline = time.monotonic() + 60
+        while not any(not r.answered for r in bank.requests("bookquoteddeal")):  # the lost answer
+            assert time.monotonic() < deadline, "the booking whose answer is lost was never sent"
+            time.sleep(0.01)
+        wb.cancel(job.run_id)
+        job.wait(60)
+        stopped = wb.run_summary(job.run_id)
+        assert stopped.status is RunStatus.INTERRUPTED and stopped.counts["CANCELLED"] > 0
+        pending.pending = False
+        done = wb.resume(job.run_id)
+        assert done.status is RunStatus.CANCELLED and done.error is None
+        assert done.counts["CANCELLED"] == stopped.counts["CANCELLED"] and done.counts["PENDING"] == 0
+        _assert_ledger_is_the_runs_successes(wb, bank, job.run_id)
