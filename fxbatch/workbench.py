@@ -363,8 +363,10 @@ class Workbench:
         target = own if bank_url is None else (bank_url or None)
         if target is None:
             return
+        # The address the approval named (a run may have gone on at another since, e.g. the simulated bank).
         approved = approvals.approval_of_run(self.store, run_id)
-        if approved is None or (own is not None and target.rstrip("/") != own.rstrip("/")):
+        named = approvals.get(self.store, approved).bank_url if approved is not None else None
+        if approved is None or named is None or target.rstrip("/") != named.rstrip("/"):
             raise ForbiddenError(
                 f"Run {run_id} would go on against the HTTP bank {target}, which no approval covers: resume it against "
                 "the bank it was approved for, or request a new run."
