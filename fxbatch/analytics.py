@@ -165,7 +165,7 @@ def notional_breakdown(
     dim = "CASE " + " ".join(f"WHEN grouping(k_{b}) = 0 THEN '{b}'" for b in names) + " END"
     key = "CASE " + " ".join(f"WHEN grouping(k_{b}) = 0 THEN k_{b}" for b in names) + " END"
     ranked = " UNION ALL ".join(
-        f"SELECT dim, key, {on == 'failed'} AS failed, CASE WHEN {on} > 0 THEN row_number() OVER "
+        f"SELECT dim, key, {on == 'failed'} AS by_failed, CASE WHEN {on} > 0 THEN row_number() OVER "
         f"(PARTITION BY dim ORDER BY {on} > 0 DESC, {on} DESC, trades DESC, key) END AS rank FROM totals"
         for on in ("total", "failed")
     )
@@ -185,14 +185,15 @@ def notional_breakdown(
                    AS failed, sum(trades) AS trades FROM k GROUP BY dim, key
         ), ranked AS ({ranked}
         ), others AS (
-            SELECT dim, failed, count(*) FILTER (WHERE coalesce(rank > $top, true)) AS n FROM ranked GROUP BY dim, failed
+            SELECT dim, by_failed, count(*) FILTER (WHERE coalesce(rank > $top, true)) AS n FROM ranked
+            GROUP BY dim, by_failed
         )
-        SELECT dim, failed, CASE WHEN rank <= $top THEN k.key ELSE '{OTHER}' END AS key, k.status,
+        SELECT dim, by_failed, CASE WHEN rank <= $top THEN k.key ELSE '{OTHER}' END AS key, k.status,
                sum(k.trades)::BIGINT AS trades, round(sum(k.amount_zar), 2)::DOUBLE AS amount_zar,
                CASE WHEN rank <= $top THEN rank ELSE $top + 1 END AS rank,
                CASE WHEN rank <= $top THEN 1 ELSE o.n END::BIGINT AS keys
-        FROM k JOIN ranked USING (dim, key) JOIN others o USING (dim, failed)
-        GROUP BY ALL ORDER BY dim, failed, rank, k.status
+        FROM k JOIN ranked USING (dim, key) JOIN others o USING (dim, by_failed)
+        GROUP BY ALL ORDER BY dim, by_failed, rank, k.status
         """,
         {"run": int(run_id), "batch": batch_id, "top": int(top)},
     ).df()
@@ -200,7 +201,7 @@ def notional_breakdown(
     out = {}
     for by in names:
         for failed in (False, True):
-            part = df[(df["dim"] == by) & (df["failed"] == failed)]
+            part = df[(df["dim"] == by) & (df["by_failed"] == failed)]
             out[(by, failed)] = part[columns].reset_index(drop=True).astype({"rank": "int64"})
     return out
 

@@ -345,6 +345,11 @@ def check_bank_url(url: str | None) -> str | None:
     return url or None
 
 
+def same_bank(a: str | None, b: str | None) -> bool:
+    """Whether two bank addresses (None: the simulated bank) name the same bank; a trailing slash aside."""
+    return (a or "").rstrip("/") == (b or "").rstrip("/")
+
+
 class RunConfig(BaseModel):
     """Everything that defines a run; stored with it."""
 

@@ -12,6 +12,7 @@ is ``fxbatch.calendars.value_dates``; both loading and a run on a later day use 
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -117,15 +118,13 @@ def warm(pairs: Iterable[str], start: date) -> None:
     loading runs this in a thread while the file is read, which mostly holds no GIL (DuckDB's CSV
     reader, python-calamine's parse). Any error is left for the SQL builders to raise.
     """
-    try:
+    with contextlib.suppress(Exception):  # the same call on the loading thread raises it
         ordered = sorted(pairs)
         end = start + timedelta(days=HORIZON_DAYS - 1)
         for pair in ordered:
             _pair_mask(pair, start)
         for ccy in _currencies(ordered):
             calendars.holiday_names(ccy, start, end)
-    except Exception:  # the same call on the loading thread raises it
-        pass
 
 
 def closed_on(pairs: Iterable[str], day: date) -> frozenset[str]:

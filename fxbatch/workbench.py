@@ -30,7 +30,7 @@ from fxbatch.engine import records as run_records
 from fxbatch.errors import ConflictError, ForbiddenError, ServerError
 from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
-from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary
+from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary, same_bank
 from fxbatch.moneyview import RunMoney
 from fxbatch.rates import RateTable
 from fxbatch.serving import read_record
@@ -366,7 +366,7 @@ class Workbench:
         # The address the approval named (a run may have gone on at another since, e.g. the simulated bank).
         approved = approvals.approval_of_run(self.store, run_id)
         named = approvals.get(self.store, approved).bank_url if approved is not None else None
-        if approved is None or named is None or target.rstrip("/") != named.rstrip("/"):
+        if approved is None or named is None or not same_bank(target, named):
             raise ForbiddenError(
                 f"Run {run_id} would go on against the HTTP bank {target}, which no approval covers: resume it against "
                 "the bank it was approved for, or request a new run."

@@ -22,7 +22,7 @@ from fxbatch.engine import records
 from fxbatch.engine.jobs import Job, Progress
 from fxbatch.engine.worker import Worker, write_cancelled
 from fxbatch.errors import ConflictError, SettingsError
-from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus
+from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus, same_bank
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings, load_settings
 from fxbatch.store import Store
@@ -119,9 +119,9 @@ class Engine:
         config = summary.config
         if bank_url is not None:
             config = config.model_validate(
-                {**config.model_dump(), "bank_url": bank_url or None}
-            )  # validated, unlike model_copy
-        moved = _bank_name(config.bank_url) != _bank_name(summary.config.bank_url)
+                {**config.model_dump(), "bank_url": bank_url}
+            )  # validated, unlike model_copy ('' becomes None: the simulated bank)
+        moved = not same_bank(config.bank_url, summary.config.bank_url)
         with self._registry_lock:
             self._refuse_if_running(summary.batch_id)
             cur = self.store.cursor()
@@ -208,7 +208,7 @@ class Engine:
 
 
 def _bank_name(url: str | None) -> str:
-    """The bank a run talks to, as messages name it (an address compares without its last slash)."""
+    """The bank a run talks to, as messages name it."""
     return f"the HTTP bank at {url.rstrip('/')}" if url else "the simulated bank"
 
 
