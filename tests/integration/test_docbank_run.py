@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import SecretStr
 
 from fxbatch import Settings, Workbench
 from fxbatch.engine import records
+from fxbatch.engine.core import Engine
 from fxbatch.errors import ConflictError
 from fxbatch.models import RunStatus
 from tests.docbank import FIRST_QUOTE_ID, DocBank, serve_docbank
@@ -156,16 +156,26 @@ class _PendingFirst:
 
 class _PendingWhile:
     """GetTxnStatus answers PENDING for a deal whose booking answer was lost while ``pending``
-    is set (the bank's books have not caught up); COMPLETED after."""
+    is set (the bank's books have not caught up); COMPLETED after. ``asked`` is set once the
+    bank was asked about such a deal."""
 
     def __init__(self, bank: DocBank) -> None:
-        self.bank, self.pending = bank, True
+        self.bank, self.pending, self.asked = bank, True, threading.Event()
 
     def __iter__(self) -> Iterator[str]:
         if self.pending:
             for r in self.bank.api_requests:
                 if r.operation == "bookquoteddeal" and not r.answered:
+                    self.asked.set()
                     yield r.body["trade"]["dealTransactionID"]
+
+
+def _lose_one_booking_answer(bank: DocBank) -> _PendingWhile:
+    """The next booking's answer is lost, and its status stays PENDING until ``pending`` is cleared."""
+    bank.lose_booking_answers = 1
+    pending = _PendingWhile(bank)
+    bank.pending_ids = pending  # type: ignore[assignment]
+    return pending
 
 
 def _lost_deal(bank: DocBank) -> str:
@@ -203,9 +213,7 @@ def test_a_booking_pending_for_a_while_is_settled_in_the_run_with_the_quote_the_
 def test_a_booking_still_pending_interrupts_the_run_unbooked_and_resume_settles_it(
     bank: DocBank, tmp_path: Path
 ) -> None:
-    bank.lose_booking_answers = 1
-    pending = _PendingWhile(bank)
-    bank.pending_ids = pending  # type: ignore[assignment]
+    pending = _lose_one_booking_answer(bank)
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
         batch = load_batch(wb, tmp_path, 8)
         run = wb.run(batch, bank_url=bank.url, concurrency=4)
@@ -233,9 +241,7 @@ def test_a_booking_still_pending_interrupts_the_run_unbooked_and_resume_settles_
 def test_cancelling_a_run_interrupted_with_a_booking_in_doubt_asks_the_bank_first(
     bank: DocBank, tmp_path: Path
 ) -> None:
-    bank.lose_booking_answers = 1
-    pending = _PendingWhile(bank)
-    bank.pending_ids = pending  # type: ignore[assignment]
+    pending = _lose_one_booking_answer(bank)
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
         batch = load_batch(wb, tmp_path, 8)
         run = wb.run(batch, bank_url=bank.url, concurrency=4)
@@ -271,9 +277,7 @@ def test_a_run_goes_on_with_the_bank_it_was_resumed_against_and_never_moves_a_bo
         run = wb.run(batch, bank_url=second_bank.url, concurrency=4)
         assert run.status is RunStatus.INTERRUPTED and not second_bank.ledger_copy()
         # Nothing in flight at the first address: the run may go on elsewhere.
-        bank.lose_booking_answers = 1
-        pending = _PendingWhile(bank)
-        bank.pending_ids = pending  # type: ignore[assignment]
+        pending = _lose_one_booking_answer(bank)
         again = wb.resume(run.run_id, bank_url=bank.url)
         assert again.status is RunStatus.INTERRUPTED and again.config.bank_url == bank.url
         deal = _lost_deal(bank)
@@ -308,9 +312,7 @@ def test_a_resumed_trade_quoted_again_is_settled_with_the_quote_its_deal_was_las
         assert run.status is RunStatus.INTERRUPTED
         # On resume the bank has none of those deals: each is quoted again under the same attempt
         # (two in-flight rows), and one booking is left in doubt.
-        bank.lose_booking_answers = 1
-        pending = _PendingWhile(bank)
-        bank.pending_ids = pending  # type: ignore[assignment]
+        pending = _lose_one_booking_answer(bank)
         assert wb.resume(run.run_id, bank_url=bank.url).status is RunStatus.INTERRUPTED
         tied = query(wb, "SELECT src_row FROM run_inflight WHERE run_id = ? GROUP BY src_row, attempt "
                          "HAVING count(*) > 1", run.run_id)  # fmt: skip
@@ -318,6 +320,21 @@ def test_a_resumed_trade_quoted_again_is_settled_with_the_quote_its_deal_was_las
         pending.pending = False
         assert wb.resume(run.run_id, bank_url=bank.url).status is RunStatus.PARTIAL
         _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
+
+
+class _Reached:
+    """A lock that tells when the thread named ``by`` first reaches for it."""
+
+    def __init__(self, lock: threading.Lock, by: str) -> None:
+        self.lock, self.by, self.reached = lock, by, threading.Event()
+
+    def __enter__(self) -> bool:
+        if threading.current_thread().name == self.by:
+            self.reached.set()
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.__exit__(*exc)  # type: ignore[arg-type]
 
 
 def test_a_resume_started_while_a_cancel_writes_waits_and_finds_the_run_cancelled(
@@ -332,6 +349,8 @@ def test_a_resume_started_while_a_cancel_writes_waits_and_finds_the_run_cancelle
         reading, resumed = threading.Event(), threading.Event()
         outcome: list[object] = []
         real = records.load_todo
+        registry = _Reached(Engine._registry_lock, "resumer")
+        monkeypatch.setattr(Engine, "_registry_lock", registry)
 
         def resume() -> None:
             try:
@@ -345,7 +364,9 @@ def test_a_resume_started_while_a_cancel_writes_waits_and_finds_the_run_cancelle
             if threading.current_thread().name == "canceller" and not reading.is_set():
                 reading.set()
                 threading.Thread(target=resume, name="resumer").start()
-                resumed.wait(2)  # a resume let in now would book what this cancel is about to write
+                # The resume reaches for the engine's registry lock: let in now, it would book what
+                # this cancel is about to write CANCELLED.
+                assert registry.reached.wait(60)
             return todo
 
         monkeypatch.setattr(records, "load_todo", cancel_reads)
@@ -364,17 +385,12 @@ def test_a_resume_started_while_a_cancel_writes_waits_and_finds_the_run_cancelle
 def test_a_run_cancelled_while_a_booking_was_in_doubt_ends_cancelled_once_the_bank_settles_it(
     bank: DocBank, tmp_path: Path
 ) -> None:
-    bank.lose_booking_answers = 1
-    pending = _PendingWhile(bank)
-    bank.pending_ids = pending  # type: ignore[assignment]
+    pending = _lose_one_booking_answer(bank)
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
         batch = load_batch(wb, tmp_path, 40)
         job = wb.start_run(batch, bank_url=bank.url, concurrency=1)
-        deadline = time.monotonic() + 60
-        while not any(not r.answered for r in bank.requests("bookquoteddeal")):  # the lost answer
-            assert time.monotonic() < deadline, "the booking whose answer is lost was never sent"
-            time.sleep(0.01)
-        wb.cancel(job.run_id)
+        assert pending.asked.wait(60), "the booking whose answer is lost was never asked about"
+        wb.cancel(job.run_id)  # while the bank still has it PENDING
         job.wait(60)
         stopped = wb.run_summary(job.run_id)
         assert stopped.status is RunStatus.INTERRUPTED and stopped.counts["CANCELLED"] > 0

@@ -206,9 +206,11 @@ def test_a_duckdb_csv_error_is_told_as_its_line_and_reason() -> None:
 
 @pytest.mark.parametrize("kind", ["csv", "xlsx"])
 def test_work_given_to_read_alongside_runs_on_another_thread_and_ends_with_the_read(
-    con: duckdb.DuckDBPyConnection, tmp_path: Path, kind: str
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import threading
+
+    from fxbatch.ingest import readers
 
     rows = [["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount"],
             ["T1", "CIF1", "1234567890", "USDZAR", "BUY", "1000"]]  # fmt: skip
@@ -224,10 +226,18 @@ def test_work_given_to_read_alongside_runs_on_another_thread_and_ends_with_the_r
     release = threading.Event()
 
     def work() -> None:
-        release.wait(30)  # most likely still running when the read itself is done: read_into waits
+        release.wait(60)  # still running when the read itself is done: read_into waits for it
         seen.append(threading.current_thread().name)
 
-    threading.Timer(0.2, release.set).start()
+    reader = "_read_csv" if kind == "csv" else "_read_workbook"
+    real = getattr(readers, reader)
+
+    def read_then_release(*args: object) -> object:
+        raw = real(*args)
+        release.set()
+        return raw
+
+    monkeypatch.setattr(readers, reader, read_then_release)
     raw = read_into(con, path, meanwhile=work)
     assert seen == ["fxbatch-alongside"]  # finished by the time read_into returned, on its own thread
     assert raw.headers[:2] == ["trade_id", "client_cif"]
