@@ -7,7 +7,7 @@ run or per request with ``acting()``/``act_as()``, and ``Access.require`` refuse
 principal's role does not allow, naming the role needed (the API answers 403 with that message).
 
 Roles are ordered, each including the ones before it: viewer (read) < analyst (load, correct,
-simulated runs, what-if, exports, unmask, request real runs) < approver (approve real runs) <
+simulated runs, what-if, exports, unmask, request real runs) < approver (approve real runs, settle bookings in doubt) <
 admin (roles, everyone's tokens, the audit trail). Roles live in the ``users`` table; the first
 admin comes from the ``admin_email`` setting.
 
@@ -83,7 +83,7 @@ ROLE_DOES = {
     Role.VIEWER: "reads batches, runs and reports",
     Role.ANALYST: "also loads and corrects batches, runs the simulated bank and what-if, exports, unmasks "
     "accounts and requests real-money runs",
-    Role.APPROVER: "also approves or rejects other people's real-money runs",
+    Role.APPROVER: "also approves or rejects other people's real-money runs and settles bookings in doubt by hand",
     Role.ADMIN: "also manages roles and everyone's API tokens, and reads the audit trail",
 }
 

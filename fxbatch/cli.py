@@ -316,6 +316,23 @@ def cmd_cancel(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     _emit(args, summary.to_json(), _summary_text(summary))
 
 
+def cmd_in_doubt(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    df = wb.bookings_in_doubt(args.run_id)
+    text = (
+        df.to_string(index=False)
+        + f"\n\nOnce the bank has said what became of them: `python -m fxbatch settle {args.run_id} "
+        "--booked ROW ... --not-booked ROW ... --note 'what the bank confirmed'` (an approver)."
+        if len(df)
+        else f"Run {args.run_id} has no booking in doubt."
+    )
+    _emit(args, json.loads(df.to_json(orient="records", date_format="iso")), text)
+
+
+def cmd_settle(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    summary = wb.settle_by_hand(args.run_id, booked=args.booked, not_booked=args.not_booked, note=args.note)
+    _emit(args, summary.to_json(), _summary_text(summary))
+
+
 def cmd_export(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     rows = wb.export_run(args.run_id, args.output, unmask=args.unmask)
     path = export_path(args.output, unmask=args.unmask)  # an unmasked file says so in its name
@@ -550,6 +567,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", type=int)
     p.set_defaults(handler=cmd_cancel)
 
+    p = sub.add_parser("in-doubt", parents=[common], help="a run's bookings in doubt (the bank's status could not "
+                       "settle them)")  # fmt: skip
+    p.add_argument("run_id", type=int)
+    p.set_defaults(handler=cmd_in_doubt)
+
+    p = sub.add_parser("settle", parents=[common], help="settle bookings in doubt by hand, with what the bank "
+                       "confirmed (approvers)")  # fmt: skip
+    p.add_argument("run_id", type=int)
+    p.add_argument("--booked", type=int, nargs="+", default=[], metavar="ROW",
+                   help="rows the bank booked: they end SUCCESS with the quote they were sent with")  # fmt: skip
+    p.add_argument("--not-booked", type=int, nargs="+", default=[], metavar="ROW",
+                   help="rows the bank has no booking of: they end FAILED (TIMEOUT_UNKNOWN) with the note")  # fmt: skip
+    p.add_argument("--note", required=True, help="what the bank confirmed (its reference, who at the bank)")
+    p.set_defaults(handler=cmd_settle)
+
     p = sub.add_parser("export", parents=[common], help="a run's per-trade results to CSV/XLSX/Parquet")
     p.add_argument("run_id", type=int)
     p.add_argument("-o", "--output", type=Path, required=True)
@@ -600,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(handler=cmd_audit)
     a = audit_sub.add_parser("list", parents=[common], help="audit rows, newest first")
     a.add_argument("--limit", type=_positive, default=50, help="rows to show (default 50)")
-    a.add_argument("--action", help="only this action (sign-in, load, correct, run, retry, promote, cancel, resume, "
+    a.add_argument("--action", help="only this action (sign-in, load, correct, run, retry, promote, cancel, resume, settle, "
                    "delete, export, unmask, run.request, run.approve, run.reject, role.grant, role.revoke, "
                    "token.create, token.revoke)")  # fmt: skip
     a.add_argument("--actor", help="only this user")

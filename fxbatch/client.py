@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -277,6 +277,16 @@ class Client:
 
     def cancel(self, run_id: int) -> None:
         self.request("POST", f"/runs/{int(run_id)}/cancel")
+
+    def bookings_in_doubt(self, run_id: int) -> pd.DataFrame:
+        return self.table(f"/runs/{int(run_id)}/in-doubt")
+
+    def settle_by_hand(
+        self, run_id: int, *, booked: Iterable[int] = (), not_booked: Iterable[int] = (), note: str
+    ) -> RunSummary:
+        body = {"booked": [int(r) for r in booked], "not_booked": [int(r) for r in not_booked], "note": note}
+        view = RunView.model_validate(self.json("POST", f"/runs/{int(run_id)}/settle", json=body))
+        return RunSummary.model_validate(view.model_dump(exclude={"progress"}))
 
     def run_view(self, run_id: int) -> RunView:
         return RunView.model_validate(self.json("GET", f"/runs/{int(run_id)}"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from fxbatch.audit import AuditCheck
 from fxbatch.client import Client, connect
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
-from fxbatch.errors import ConflictError, ForbiddenError, ServerError
+from fxbatch.errors import ConflictError, ForbiddenError, ServerError, SettingsError
 from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
 from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary, same_bank
@@ -50,6 +50,8 @@ from fxbatch.whatif.sweep import (
 
 # An unmasked view read again by the same person within this many seconds is not recorded again.
 UNMASK_QUIET_S = 600.0
+# A note settling bookings by hand (kept on each not-booked trade and on the audit trail).
+NOTE_MAX = 500
 # The approvals listing reuses a batch's fingerprint this long (a run's start always takes it afresh).
 FINGERPRINT_REUSE_S = 30.0
 
@@ -387,6 +389,38 @@ class Workbench:
     def cancel(self, run_id: int) -> None:
         with self._audited("cancel", f"run:{run_id}", needs=(Role.ANALYST, "cancel a run"), run_id=run_id):
             self.engine.cancel(run_id)
+
+    def bookings_in_doubt(self, run_id: int) -> pd.DataFrame:
+        """Trades of the run whose booking was asked for and never answered (the bank's status could
+        not settle them): row, trade, client, pair, side, amount, value date, deal transaction id, and
+        the quote it was sent with. Empty for a run with none."""
+        run_records.get_run(self.store, run_id)  # NotFoundError for an unknown run
+        return run_records.bookings_in_doubt(self.store.cursor(), run_id)
+
+    def settle_by_hand(
+        self, run_id: int, *, booked: Iterable[int] = (), not_booked: Iterable[int] = (), note: str
+    ) -> RunSummary:
+        """Settle bookings in doubt of an INTERRUPTED run with what the bank's dealers said: the
+        trades at rows ``booked`` end SUCCESS with the quote they were sent with, those at rows
+        ``not_booked`` end FAILED (TIMEOUT_UNKNOWN) with ``note`` (the bank's confirmation, e.g. its
+        reference: required). Nothing is sent to the bank. The run ends when nothing else is left,
+        else it stays INTERRUPTED (resume or cancel it). Approvers only; on the audit trail."""
+        yes, no = sorted(int(r) for r in booked), sorted(int(r) for r in not_booked)
+        text = " ".join(str(note).split())
+        with self._audited("settle", f"run:{run_id}", needs=(Role.APPROVER, "settle a booking in doubt by hand"),
+                           run_id=run_id, booked=yes, not_booked=no, note=text) as extra:  # fmt: skip
+            if not text:
+                raise SettingsError(
+                    "note: say what the bank confirmed (its reference, who at the bank): it is kept with the trades."
+                )
+            if len(text) > NOTE_MAX:
+                raise SettingsError(f"note: at most {NOTE_MAX} characters (it has {len(text):,}).")
+            who = audit.current_actor(self.actor)
+            message = f"Not booked at the bank, settled by hand by {who}: {text}"
+            job = self.engine.settle(run_id, yes, no, message)
+            summary = self.run_summary(run_id)
+            extra.update(status=summary.status.value, error=job.progress.error)
+        return summary
 
     def run_summary(self, run_id: int) -> RunSummary:
         return run_records.get_run(self.store, run_id)

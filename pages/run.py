@@ -413,6 +413,13 @@ def main() -> None:
                 _resume(wb, summary)
             else:
                 needs_role(wb, Role.ANALYST, "Resuming a run")
+            try:
+                doubt = wb.bookings_in_doubt(run_id)
+            except FxBatchError as exc:
+                show_error(exc)
+                return
+            if len(doubt):
+                _in_doubt(wb, run_id, doubt)
         version = _version(summary)
         try:
             db = str(wb.settings.db)
@@ -450,6 +457,64 @@ def _resume(wb: Workbench, summary: RunSummary) -> None:
             return
         st.session_state[WATCHING] = run_id
         st.rerun()
+
+
+IN_DOUBT, BOOKED, NOT_BOOKED = "still in doubt", "booked", "not booked"
+
+
+def _in_doubt(wb: Workbench, run_id: int, doubt: pd.DataFrame) -> None:
+    """Bookings the bank's status could not settle, and (approvers) settling them by hand."""
+    with st.expander(f"Bookings in doubt ({len(doubt):,})", expanded=True, icon=":material/help:"):
+        st.caption(
+            "The bank was asked to book these trades and its answer never came; asked since, it could not say "
+            "whether it booked them. Nothing is booked again. Resuming asks the bank again; once the bank's "
+            "dealers have said what became of each deal (quote its deal transaction id), an approver settles it "
+            "here: booked trades end succeeded with the quote they were sent with, the others failed with your note."
+        )
+        if not may(wb, Role.APPROVER):
+            st.dataframe(doubt, hide_index=True, width="stretch")
+            needs_role(wb, Role.APPROVER, "Settling a booking by hand")
+            return
+        table = doubt.assign(bank_says=IN_DOUBT)
+        edited = st.data_editor(
+            table,
+            key=f"in_doubt_{run_id}",
+            hide_index=True,
+            width="stretch",
+            disabled=[c for c in table.columns if c != "bank_says"],
+            column_order=["bank_says", *doubt.columns],
+            column_config={
+                "bank_says": st.column_config.SelectboxColumn(
+                    "The bank says", options=[IN_DOUBT, BOOKED, NOT_BOOKED], required=True
+                ),
+                "row": "Row",
+                "trade_id": "Trade",
+                "deal_transaction_id": "Deal transaction id",
+                "quote_rate": st.column_config.NumberColumn("Quote rate", format="%.6f"),
+            },
+        )
+        note = st.text_input(
+            "What the bank confirmed",
+            key=f"in_doubt_note_{run_id}",
+            max_chars=500,
+            placeholder="e.g. J. Smith, bank dealing desk, 14:05: deal ref BBF-7731 booked; the other not received",
+        )
+        booked = [int(r) for r in edited.loc[edited["bank_says"] == BOOKED, "row"]]
+        not_booked = [int(r) for r in edited.loc[edited["bank_says"] == NOT_BOOKED, "row"]]
+        chosen = len(booked) + len(not_booked)
+        label = f"Settle {chosen:,} booking(s)" if chosen else "Settle"
+        if st.button(label, key=f"settle_{run_id}", disabled=not chosen, icon=":material/gavel:"):
+            try:
+                after = wb.settle_by_hand(run_id, booked=booked, not_booked=not_booked, note=note)
+            except FxBatchError as exc:
+                show_error(exc)
+                return
+            st.toast(
+                f"Run {run_id}: {len(booked):,} booked, {len(not_booked):,} not booked; the run is "
+                f"{run_status_label(after.status)}.",
+                icon=":material/gavel:",
+            )
+            st.rerun()
 
 
 def _done_share(summary: RunSummary) -> float:

@@ -1,4 +1,5 @@
-"""``/v1/runs`` (and starting one with ``POST /v1/batches/{id}/runs``): start, follow, cancel, resume."""
+"""``/v1/runs`` (and starting one with ``POST /v1/batches/{id}/runs``): start, follow, cancel, resume, and
+settle bookings in doubt by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fxbatch.api.deps import INT32, WB, BatchId, RunId, api_url
 from fxbatch.api.events import SSE, run_events
 from fxbatch.api.problems import PROBLEM_RESPONSES, Problem
-from fxbatch.api.schemas import ResumeOptions, RunAccepted, RunOptions
+from fxbatch.api.schemas import ResumeOptions, RunAccepted, RunOptions, SettleRequest
+from fxbatch.api.tables import TABLE_RESPONSES, table_response
 from fxbatch.errors import ConflictError
 from fxbatch.models import RunProgress, RunStatus, RunSummary, RunView
 from fxbatch.workbench import Workbench
@@ -113,3 +115,23 @@ def resume_run(request: Request, run_id: RunId, wb: WB, options: ResumeOptions |
     """Go on with an INTERRUPTED run in the background."""
     wb.start_resume(run_id, bank_url=options.bank_url if options else None)
     return accepted(request, run_id)
+
+
+@router.get("/v1/runs/{run_id}/in-doubt", responses=TABLE_RESPONSES, summary="A run's bookings in doubt")
+def bookings_in_doubt(request: Request, run_id: RunId, wb: WB) -> Response:
+    """Trades whose booking was asked for and never answered, which the bank's status could not
+    settle (it stayed PENDING, or the bank could not say): row, trade, client, pair, side, amount,
+    value date, deal transaction id and the quote it was sent with. Empty when there are none."""
+    return table_response(request, wb.bookings_in_doubt(run_id))
+
+
+@router.post(
+    "/v1/runs/{run_id}/settle", response_model=RunView, summary="Settle bookings in doubt by hand", responses=_CONFLICT
+)
+def settle_by_hand(run_id: RunId, wb: WB, body: SettleRequest) -> Response:
+    """An approver records what the bank's dealers said of bookings in doubt of an INTERRUPTED run:
+    the ``booked`` rows end SUCCESS with the quote they were sent with, the ``not_booked`` rows end
+    FAILED (TIMEOUT_UNKNOWN) with the note. Nothing is sent to the bank. The run ends once nothing
+    else is left, else it stays INTERRUPTED (resume or cancel it). Answers the run as it stands."""
+    wb.settle_by_hand(run_id, booked=body.booked, not_booked=body.not_booked, note=body.note)
+    return JSONResponse(read_run(wb, run_id))

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fxbatch.api.deps import INT32
 from fxbatch.models import FailureCode, RunConfig
 from fxbatch.whatif.models import Sweep
 
@@ -58,6 +59,25 @@ class ResumeOptions(BaseModel):
 
     bank_url: str | None = Field(
         None, description="Another HTTP bank address ('' = the simulated bank); unset keeps the run's own."
+    )
+
+
+class SettleRequest(BaseModel):
+    """Bookings in doubt settled with what the bank's dealers said (rows from ``GET .../in-doubt``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    booked: list[Annotated[int, Field(ge=0, le=INT32)]] = Field(
+        [], max_length=100_000, description="Rows the bank booked: they end SUCCESS with the quote they were sent with."
+    )
+    not_booked: list[Annotated[int, Field(ge=0, le=INT32)]] = Field(
+        [], max_length=100_000, description="Rows the bank has no booking of: they end FAILED (TIMEOUT_UNKNOWN)."
+    )
+    note: str = Field(
+        ...,
+        max_length=2_000,
+        description="What the bank confirmed (its reference, who at the bank); at most 500 "
+        "characters once spaces are collapsed. Kept on each not-booked trade and on the audit trail.",
     )
 
 

@@ -159,11 +159,14 @@ class BookReplies(Replies):
 
 @dataclass
 class StatusReplies:
-    """GetTxnStatus: ``status`` is COMPLETED, PENDING or NOT_FOUND per deal transaction id."""
+    """GetTxnStatus: ``status`` is COMPLETED, PENDING or NOT_FOUND per deal transaction id
+    (UNKNOWN: the bank could not say; NOT_BOOKED: the desk settled it by hand, see
+    ``fxbatch.engine.by_hand``)."""
 
     status: np.ndarray  # object
     quote_id: np.ndarray  # int64 (0 when unknown)
     deal_rate: np.ndarray  # float64 (nan when unknown)
+    message: np.ndarray | None = None  # object: why a NOT_BOOKED deal was not booked (None: no message)
 
 
 class BankUnavailable(Exception):

@@ -9,16 +9,21 @@ the engine only decides what to ask next.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
 from typing import ClassVar
 
+import pyarrow as pa
+
+from fxbatch.bank import dealids
 from fxbatch.bank.model import check_settings
 from fxbatch.bank.port import Bank
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.calendars import trading_date
 from fxbatch.engine import records
+from fxbatch.engine.by_hand import HandSettlement
 from fxbatch.engine.jobs import Job, Progress
 from fxbatch.engine.worker import Worker, write_cancelled
 from fxbatch.errors import ConflictError, SettingsError
@@ -159,6 +164,41 @@ class Engine:
             job = self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
         job.wait()
 
+    def settle(self, run_id: int, booked: Iterable[int], not_booked: Iterable[int], message: str) -> Job:
+        """Settle bookings in doubt of an INTERRUPTED run by hand (``fxbatch.engine.by_hand``).
+
+        ``booked`` and ``not_booked`` are source rows of trades whose booking is in doubt (see
+        ``records.bookings_in_doubt``); ``message`` becomes the not-booked trades' failure message.
+        Nothing is sent to any bank. The run ends (its final status) when nothing else is left to
+        do, else it stays INTERRUPTED. Returns the settling job (already finished).
+        """
+        yes, no = [int(r) for r in booked], [int(r) for r in not_booked]
+        if not yes and not no:
+            raise ConflictError(f"Nothing to settle for run {run_id}: name the trades booked or not booked.")
+        if twice := sorted(r for r, n in Counter(yes + no).items() if n > 1):
+            raise ConflictError(f"Row(s) {_rows(twice)} of run {run_id} are named more than once.")
+        if records.get_run(self.store, run_id).status is RunStatus.RUNNING and self.job(run_id) is None:
+            self.recover()  # a run its process left RUNNING is INTERRUPTED
+        with self._registry_lock:
+            summary = records.get_run(self.store, run_id)
+            if summary.status is not RunStatus.INTERRUPTED:
+                raise ConflictError(
+                    f"Run {run_id} is {summary.status.value}; only an INTERRUPTED run has bookings in doubt to settle."
+                )
+            self._refuse_if_running(summary.batch_id)
+            cur = self.store.cursor()
+            doubt = set(records.bookings_in_doubt(cur, run_id)["row"].tolist())
+            if stray := sorted(set(yes + no) - doubt):
+                raise ConflictError(
+                    f"Row(s) {_rows(stray)} of run {run_id} have no booking in doubt"
+                    f"{' (its bookings in doubt: rows ' + _rows(sorted(doubt)) + ')' if doubt else ''}."
+                )
+            ids = dealids.deal_ids(records.deal_prefix(cur, run_id), pa.array(yes + no, pa.int64())).to_pylist()
+            bank = HandSettlement(dict(zip(ids, [True] * len(yes) + [False] * len(no), strict=True)), message)
+            job = self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, settling=True)
+        job.wait()
+        return job
+
     def _refuse_if_running(self, batch_id: int) -> None:
         for (db, run_id), job in self._jobs.items():
             if db == self._db_key and job.batch_id == batch_id and job.running:
@@ -176,6 +216,7 @@ class Engine:
         *,
         fresh: bool = False,
         cancel: bool = False,
+        settling: bool = False,
     ) -> Job:
         cur = self.store.cursor()
         records.set_run_status(cur, run_id, RunStatus.RUNNING, started=True)
@@ -187,7 +228,9 @@ class Engine:
         self._jobs[(self._db_key, run_id)] = job
         if cancel:  # settles what the bank already has, sends nothing new (see Worker.__init__)
             job.cancel_requested.set()
-        worker = Worker(self.store, self.rates, job, config, bank, fresh=fresh)
+        if settling:  # settles the bookings in doubt and executes nothing
+            job.stop_requested.set()
+        worker = Worker(self.store, self.rates, job, config, bank, fresh=fresh, settling=settling)
         job.thread = threading.Thread(target=worker.run, name=f"fxbatch-run-{run_id}", daemon=True)
         job.thread.start()
         return job
@@ -205,6 +248,11 @@ class Engine:
         if job is not None:
             job.wait(timeout)
         return records.get_run(self.store, run_id)
+
+
+def _rows(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:20])
+    return shown + (f" and {len(rows) - 20:,} more" if len(rows) > 20 else "")
 
 
 def _bank_name(url: str | None) -> str:

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -198,6 +199,27 @@ def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
             [run_id, run_id],
         ).fetchall()[0][0]
     )
+
+
+def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
+    """The run's trades whose booking was asked for and has no recorded answer (see
+    ``unsettled_bookings``), in row order, with the deal id and quote each was last sent with."""
+    return cur.execute(
+        f"""
+        SELECT t.src_row AS row, t.trade_id, t.client_cif, t.currency_pair, t.side, t.amount, t.amount_currency,
+               t.value_date, {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} AS deal_transaction_id,
+               i.attempt, i.quote_id, i.quote_rate, i.quoted_at
+        FROM (
+            SELECT * FROM run_inflight WHERE run_id = $run
+              AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
+            QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC, quoted_at DESC, rowid DESC) = 1
+        ) i
+        JOIN runs r ON r.run_id = i.run_id
+        JOIN trades t ON t.batch_id = r.batch_id AND t.src_row = i.src_row
+        ORDER BY t.src_row
+        """,
+        {"run": run_id},
+    ).df()
 
 
 def set_run_config(cur: duckdb.DuckDBPyConnection, run_id: int, config: RunConfig) -> None:

@@ -20,7 +20,7 @@ from fxbatch import money
 from fxbatch.bank import dealids
 from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, REASON_INDEX, TIMEOUT, trade_keys
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
-from fxbatch.engine import records
+from fxbatch.engine import by_hand, records
 from fxbatch.engine.jobs import Job
 from fxbatch.engine.working import TEXT_FIELDS, Answers, Booking, Working, mask_of
 from fxbatch.engine.writer import FinalWriter
@@ -87,10 +87,21 @@ class Worker:
     """Executes one run on its own thread with its own database cursor."""
 
     def __init__(
-        self, store: Store, rates: RateTable, job: Job, config: RunConfig, bank: Bank, *, fresh: bool = False
+        self,
+        store: Store,
+        rates: RateTable,
+        job: Job,
+        config: RunConfig,
+        bank: Bank,
+        *,
+        fresh: bool = False,
+        settling: bool = False,
     ) -> None:
         self.store = store
         self.fresh = fresh  # a new run: nothing recorded yet
+        # Only its bookings in doubt are settled (by hand, ``fxbatch.engine.by_hand``): nothing is
+        # sent, and the run ends once nothing else is left, else it stays INTERRUPTED.
+        self.settling = settling
         self.rates = rates
         self.job = job
         self.config = config
@@ -169,7 +180,12 @@ class Worker:
             if job.cancel_requested.is_set():
                 self._cancel(cur, todo.slice(position))
                 outcome = RunStatus.CANCELLED
-            elif not job.stop_requested.is_set():
+            elif self.settling and todo.num_rows and not self.in_doubt:
+                error = (
+                    f"Its bookings in doubt are settled; {todo.num_rows:,} trade(s) have not been executed yet. "
+                    "The run is INTERRUPTED: resume it to execute them, or cancel it."
+                )
+            elif not job.stop_requested.is_set() or (self.settling and not todo.num_rows):
                 outcomes = records.count_outcomes(cur, job.run_id)  # counted once: the run's record reuses them
                 # Trades are CANCELLED only by a cancel: a cancelled run that waited for a booking
                 # in doubt is settled by this resume and stays CANCELLED.
@@ -180,7 +196,8 @@ class Worker:
                 error = (
                     f"{self.in_doubt} booking(s) still PENDING at the bank (or it could not say) after asking "
                     "GetTxnStatus again: none is booked again or failed. The run is INTERRUPTED; resume it "
-                    "to settle them from the bank's status."
+                    "to settle them from the bank's status, or, once the bank's dealers have said whether they "
+                    "were booked, settle them by hand (an approver: `python -m fxbatch settle`)."
                 )
         except BankUnavailable as exc:
             error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
@@ -218,10 +235,14 @@ class Worker:
         deals = rows.column("inflight_deal").combine_chunks()
         status = self.bank.transaction_status(deals, self.max_in_flight, self.job.run_id)
         booked = status.status == "COMPLETED"
+        refused = status.status == by_hand.NOT_BOOKED  # only the desk's word, settling by hand
         # Still PENDING (or the bank could not say): not taken up again, so never rebooked with
         # another quote; the run stays INTERRUPTED for a later resume to ask again.
-        doubt = ~booked & (status.status != "NOT_FOUND")
+        doubt = ~booked & ~refused & (status.status != "NOT_FOUND")
         self.in_doubt += int(doubt.sum())
+        if refused.any():
+            self._not_booked(cur, rows.filter(pa.array(refused)), deals.filter(pa.array(refused)),
+                             status.message[refused] if status.message is not None else None)  # fmt: skip
         if booked.any():
             done = rows.filter(pa.array(booked))
             w = self._fresh(done)
@@ -245,8 +266,24 @@ class Worker:
             records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
             self.job.progress.finished({T.SUCCESS.value: int(booked.sum())})
         keep = np.ones(todo.num_rows, dtype=bool)
-        keep[np.flatnonzero(inflight)[booked | doubt]] = False
+        keep[np.flatnonzero(inflight)[booked | doubt | refused]] = False
         return todo.filter(pa.array(keep))
+
+    def _not_booked(self, cur: object, rows: pa.Table, deals: pa.Array, message: np.ndarray | None) -> None:
+        """Bookings the desk found the bank never made end FAILED (TIMEOUT_UNKNOWN, with why)."""
+        w = self._fresh(rows)
+        n = len(w)
+        final = final_rows(
+            w.src, T.FAILED, records.numeric(rows, "amount_zar"), time.time(),
+            failure=np.full(n, TIMEOUT, dtype=np.int8), attempts=records.numeric(rows, "inflight_attempt").astype(np.int64),
+            quote_id=records.integers(rows, "inflight_quote_id"), quote_rate=records.numeric(rows, "inflight_quote_rate"),
+            quote_expiry=records.numeric(rows, "inflight_quote_expiry"), deal_txn_id=deals,
+            executing_at=records.numeric(rows, "inflight_executing_at"),
+            quoted_at=records.numeric(rows, "inflight_quoted_at"), spread_pips=w.spread_pips, value_day=w.value_day,
+            failure_message=pa.array(message if message is not None else [None] * n, type=pa.string()),
+        )  # fmt: skip
+        records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
+        self.job.progress.finished({T.FAILED.value: n})
 
     def _cancel(self, cur: object, rest: pa.Table) -> None:
         n = write_cancelled(cur, self.job.run_id, rest)  # type: ignore[arg-type]

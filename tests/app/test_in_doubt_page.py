@@ -1,0 +1,44 @@
+"""Run detail on a run INTERRUPTED with a booking in doubt: the approver settles it by hand there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from fxbatch import Workbench
+from fxbatch.models import RunStatus
+from pages.common import workbench
+from tests.docbank import serve_docbank
+from tests.integration.test_docbank_run import CLIENT_SECRET, PASSWORD, REFUSED_CIF, settings_for
+from tests.integration.test_settle_by_hand import NOTE, _interrupted_with_one_in_doubt
+
+OpenPage = Callable[[str], AppTest]
+
+
+def test_an_approver_settles_a_booking_in_doubt_on_the_run_page(db_path: Path, open_page: OpenPage) -> None:
+    with serve_docbank(refuse_cifs={REFUSED_CIF}, client_secret=CLIENT_SECRET, password=PASSWORD) as bank:
+        settings = settings_for(bank, db_path.parent).model_copy(update={"db": db_path})
+        with Workbench.open(settings=settings) as wb:
+            run_id, row = _interrupted_with_one_in_doubt(wb, bank, db_path.parent)
+    at = open_page("pages/run.py")
+    assert not at.exception, [e.message for e in at.exception]
+    assert any(e.label == "Bookings in doubt (1)" for e in at.expander)
+    [grid] = at.data_editor
+    assert grid.value["row"].tolist() == [row] and grid.value["bank_says"].tolist() == ["still in doubt"]
+    assert at.button(key=f"settle_{run_id}").disabled, "nothing chosen yet"
+    at.session_state[f"in_doubt_{run_id}"] = {"edited_rows": {0: {"bank_says": "booked"}}}
+    at.text_input(key=f"in_doubt_note_{run_id}").input("")
+    at.run()
+    at.button(key=f"settle_{run_id}").click().run()
+    assert [e.value for e in at.error] == [
+        "note: say what the bank confirmed (its reference, who at the bank): it is kept with the trades."
+    ]
+    at.text_input(key=f"in_doubt_note_{run_id}").input(NOTE)
+    at.run()
+    at.button(key=f"settle_{run_id}").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not [e for e in at.expander if e.label.startswith("Bookings in doubt")]
+    summary = workbench().run_summary(run_id)  # the app's own workbench
+    assert summary.status is RunStatus.PARTIAL and summary.counts["SUCCESS"] == 7

@@ -1,0 +1,185 @@
+"""Bookings in doubt settled by hand (fxbatch.engine.by_hand), against the doc-shaped fake bank.
+
+A booking whose answer was lost and whose GetTxnStatus stays PENDING keeps its run INTERRUPTED:
+nothing is booked again or failed. Once the bank's dealers have said what became of it, an
+approver settles it by hand: the trade ends SUCCESS with the quote it was sent with, or FAILED with
+the approver's note, the run ends when nothing else is left, and nothing is sent to the bank.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fxbatch import Workbench
+from fxbatch.cli import main
+from fxbatch.client import connect
+from fxbatch.errors import ConflictError, ForbiddenError, SettingsError
+from fxbatch.models import RunStatus
+from tests.docbank import DocBank
+from tests.integration.api_helpers import assert_problem, serve_api
+from tests.integration.run_helpers import assert_every_trade_final, query
+from tests.integration.test_docbank_run import (
+    _lose_one_booking_answer,
+    _lost_deal,
+    bank,
+    docbank,
+    load_batch,
+    settings_for,
+)
+from tests.integration.test_team import ADMIN, ANALYST, as_user, grant_roles, team_settings
+
+NOTE = "Confirmed by the bank's dealing desk (J. Smith), deal ref BBF-7731"
+
+__all__ = ["bank", "docbank"]  # fixtures used here
+
+
+def _interrupted_with_one_in_doubt(wb: Workbench, bank: DocBank, tmp_path: Path) -> tuple[int, int]:
+    """A run of 8 trades whose one booking stays PENDING at the bank: (run id, its row)."""
+    _lose_one_booking_answer(bank)
+    batch = load_batch(wb, tmp_path, 8)
+    run = wb.run(batch, bank_url=bank.url, concurrency=4)
+    assert run.status is RunStatus.INTERRUPTED, run.error
+    assert run.error is not None and "settle them by hand" in run.error
+    doubt = wb.bookings_in_doubt(run.run_id)
+    assert len(doubt) == 1
+    assert str(uuid.UUID(doubt["deal_transaction_id"][0])) == _lost_deal(bank)
+    return run.run_id, int(doubt["row"][0])
+
+
+def test_a_booking_the_bank_confirms_is_settled_booked_with_its_quote_and_the_run_ends(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
+        doubt = wb.bookings_in_doubt(run_id)
+        asked = len(bank.requests())
+        summary = wb.settle_by_hand(run_id, booked=[row], note=NOTE)
+        assert len(bank.requests()) == asked, "settling by hand sends nothing to the bank"
+        assert summary.status is RunStatus.PARTIAL, summary.error  # the refused CIF failed
+        assert summary.counts["SUCCESS"] == 7 and summary.counts["FAILED"] == 1
+        assert summary.error is None
+        assert_every_trade_final(wb, run_id)
+        settled = query(wb, "SELECT status, quote_id, quote_rate, deal_rate, spread_income_zar FROM run_trades "
+                            "WHERE run_id = ? AND src_row = ?", run_id, row)  # fmt: skip
+        status, quote_id, quote_rate, deal_rate, income = settled[0]
+        assert (status, quote_id) == ("SUCCESS", int(doubt["quote_id"][0]))
+        assert quote_rate == pytest.approx(float(doubt["quote_rate"][0]))
+        assert deal_rate != quote_rate and income > 0, "booked at the client's rate: the desk's spread is income"
+        # What the bank booked is exactly the run's successes, the settled trade among them.
+        booked = {str(uuid.UUID(d)) for (d,) in query(wb, "SELECT deal_transaction_id FROM run_trades "
+                                                          "WHERE run_id = ? AND status = 'SUCCESS'", run_id)}  # fmt: skip
+        assert booked == set(bank.ledger_copy())
+        assert wb.bookings_in_doubt(run_id).empty
+        trail = query(wb, "SELECT action, object, outcome, params FROM audit_log WHERE action = 'settle'")
+        assert len(trail) == 1 and trail[0][:3] == ("settle", f"run:{run_id}", "ok")
+        assert NOTE in trail[0][3] and f"[{row}]" in trail[0][3]
+
+
+def test_a_booking_the_bank_never_made_ends_failed_with_the_note_and_who_settled_it(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
+        summary = wb.settle_by_hand(run_id, not_booked=[row], note=f"  {NOTE}\n")
+        assert summary.status is RunStatus.PARTIAL, summary.error
+        assert summary.counts["SUCCESS"] == 6 and summary.counts["FAILED"] == 2
+        assert summary.failure_reasons.get("TIMEOUT_UNKNOWN") == 1
+        (code, message, quote_id), = query(wb, "SELECT failure_code, failure_message, quote_id FROM run_trades "
+                                               "WHERE run_id = ? AND src_row = ?", run_id, row)  # fmt: skip
+        assert code == "TIMEOUT_UNKNOWN" and quote_id > 0
+        assert message.startswith("Not booked at the bank, settled by hand by ") and message.endswith(NOTE)
+        # A retry of the run's failed trades books it afresh, under a new deal id.
+        retry = wb.run(summary.batch_id, retry_of_run=run_id, bank_url=bank.url, concurrency=4)
+        assert retry.counts["SUCCESS"] == 1, retry.error  # the refused CIF is refused again
+
+
+def test_settling_one_of_two_keeps_the_run_interrupted_until_the_other_is_settled(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    pending = _lose_one_booking_answer(bank)
+    bank.lose_booking_answers = 2
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.INTERRUPTED
+        rows = wb.bookings_in_doubt(run.run_id)["row"].tolist()
+        assert len(rows) == 2
+        first = wb.settle_by_hand(run.run_id, booked=[rows[0]], note=NOTE)
+        assert first.status is RunStatus.INTERRUPTED
+        assert first.error is not None and "1 booking(s) still PENDING" in first.error
+        assert wb.bookings_in_doubt(run.run_id)["row"].tolist() == [rows[1]]
+        pending.pending = False  # the bank's books catch up: a resume settles the other from its status
+        resumed = wb.resume(run.run_id, bank_url=bank.url)
+        assert resumed.status is RunStatus.PARTIAL and resumed.counts["SUCCESS"] == 7, resumed.error
+        assert_every_trade_final(wb, run.run_id)
+
+
+def test_settling_refuses_what_is_not_in_doubt_and_a_note_that_says_nothing(bank: DocBank, tmp_path: Path) -> None:
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
+        with pytest.raises(SettingsError, match="note: say what the bank confirmed"):
+            wb.settle_by_hand(run_id, booked=[row], note="  ")
+        with pytest.raises(SettingsError, match="at most 500 characters"):
+            wb.settle_by_hand(run_id, booked=[row], note="x" * 501)
+        with pytest.raises(ConflictError, match=rf"Row\(s\) 1 of run {run_id} have no booking in doubt .*rows {row}"):
+            wb.settle_by_hand(run_id, booked=[1], note=NOTE)
+        with pytest.raises(ConflictError, match="named more than once"):
+            wb.settle_by_hand(run_id, booked=[row], not_booked=[row], note=NOTE)
+        with pytest.raises(ConflictError, match="Nothing to settle"):
+            wb.settle_by_hand(run_id, note=NOTE)
+        assert wb.run_summary(run_id).status is RunStatus.INTERRUPTED, "nothing was written"
+        assert wb.bookings_in_doubt(run_id)["row"].tolist() == [row]
+        refused = query(wb, "SELECT count(*) FROM audit_log WHERE action = 'settle' AND outcome <> 'ok'")[0][0]
+        assert refused == 5
+        wb.settle_by_hand(run_id, booked=[row], note=NOTE)
+        with pytest.raises(ConflictError, match="only an INTERRUPTED run has bookings in doubt"):
+            wb.settle_by_hand(run_id, booked=[row], note=NOTE)
+
+
+def test_only_an_approver_settles_by_hand(bank: DocBank, tmp_path: Path) -> None:
+    with Workbench.open_local(settings=team_settings(bank, tmp_path), login=True) as wb:
+        grant_roles(wb)
+        with as_user(wb, ANALYST), pytest.raises(ForbiddenError, match="need the approver role"):
+            wb.settle_by_hand(1, booked=[1], note=NOTE)
+        with as_user(wb, ADMIN), pytest.raises(Exception, match="no run 1"):
+            wb.settle_by_hand(1, booked=[1], note=NOTE)
+
+
+def test_over_http_an_approver_lists_and_settles_the_bookings_in_doubt(bank: DocBank, tmp_path: Path) -> None:
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
+        with serve_api(wb) as url, connect(url) as remote, httpx.Client(base_url=f"{url}/api/v1") as api:
+            listed = api.get(f"/runs/{run_id}/in-doubt").json()
+            assert [r["row"] for r in listed] == [row] and listed[0]["trade_id"] == f"T{row - 2}"
+            doubt = remote.bookings_in_doubt(run_id)  # over Arrow, with its types
+            assert doubt["row"].tolist() == [row] and doubt["quote_id"].dtype.kind == "i"
+            assert_problem(api.post(f"/runs/{run_id}/settle", json={"booked": [row], "note": " "}), 422, "BAD_SETTING")
+            assert_problem(api.post(f"/runs/{run_id}/settle", json={"booked": [row], "note": NOTE, "x": 1}), 422)
+            gone = assert_problem(api.post(f"/runs/{run_id}/settle", json={"booked": [row + 1], "note": NOTE}), 409)
+            assert f"Row(s) {row + 1} of run {run_id} have no booking in doubt" in gone["detail"]
+            summary = remote.settle_by_hand(run_id, booked=[row], note=NOTE)
+            assert summary.status is RunStatus.PARTIAL and summary.counts["SUCCESS"] == 7
+            assert api.get(f"/runs/{run_id}/in-doubt").json() == []
+
+
+def test_the_command_line_lists_and_settles_the_bookings_in_doubt(
+    bank: DocBank, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(bank, tmp_path)
+    with Workbench.open(settings=settings) as wb:
+        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
+    db = ["--db", str(settings.db)]
+    assert main([*db, "in-doubt", str(run_id)]) == 0
+    out = capsys.readouterr().out
+    assert f"T{row - 2}" in out and f"fxbatch settle {run_id} --booked ROW" in out
+    assert main([*db, "settle", str(run_id), "--not-booked", str(row), "--note", NOTE, "--json"]) == 0
+    settled = json.loads(capsys.readouterr().out)
+    assert settled["status"] == "PARTIAL" and settled["counts"]["FAILED"] == 2
+    assert main([*db, "in-doubt", str(run_id)]) == 0
+    assert f"Run {run_id} has no booking in doubt." in capsys.readouterr().out
+    assert main([*db, "settle", str(run_id), "--booked", str(row), "--note", NOTE]) != 0
+    assert "only an INTERRUPTED run has bookings in doubt" in capsys.readouterr().err
