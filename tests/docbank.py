@@ -224,6 +224,7 @@ class DocBank:
         self.validation_reason_code = validation_reason_code  # None: omit resultReasonCode on validation errors
         self.lose_booking_answers = 0  # next N successful bookquoteddeal answers are lost (deal still booked)
         self.pending_ids: set[str] = set()  # dealTransactionIDs GetTxnStatus answers as "PENDING"
+        self.pending_status = "PENDING"  # the status answered for them ("COMPLETED|PENDING|...": others exist)
         self.break_contract: dict[str, bytes] = {}  # operation -> raw body answered (HTTP 200) once
         # Recorded ----------------------------------------------------------------------------
         self.lock = threading.Lock()
@@ -645,7 +646,7 @@ class DocBank:
         pending = {_canonical_uuid(p) or p for p in self.pending_ids}
         txn = self._txns.get(deal_id)
         if deal_id in pending:
-            status = "PENDING"
+            status = self.pending_status
         elif txn is not None:
             status = "COMPLETED"
         else:

@@ -22,12 +22,12 @@ from fxbatch.bank.port import BookBatch, BookReplies, QuoteBatch, QuoteReplies, 
 
 BOOKED = "COMPLETED"
 NOT_BOOKED = "NOT_BOOKED"
-UNSETTLED = "UNKNOWN"
+UNSETTLED = "NOT_SETTLED"
 
 
 class HandSettlement:
     """The desk's decisions (deal transaction id -> booked?) answered as transaction statuses;
-    any other deal is UNKNOWN (it stays in doubt)."""
+    any other deal is NOT_SETTLED (it stays in doubt)."""
 
     def __init__(self, decisions: Mapping[str, bool], message: str) -> None:
         self.decisions = dict(decisions)

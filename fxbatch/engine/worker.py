@@ -7,8 +7,9 @@ each state change is one bulk write, so a million trades never cost a million ro
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import duckdb
@@ -138,6 +139,8 @@ class Worker:
         # Bookings whose outcome the bank could not give yet (GetTxnStatus still PENDING): never
         # booked again nor failed; they keep the run INTERRUPTED until a resume settles them.
         self.in_doubt = 0
+        self._said: Counter[str] = Counter()  # what the bank's status said of them (any thread)
+        self._said_lock = threading.Lock()
         self._messages: dict[int, str] = {}
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
         self._pairs_changed()
@@ -193,12 +196,7 @@ class Worker:
                 outcome = final_run_status(outcomes.counts, cancelled=cancelled)
             if self.in_doubt:
                 outcome, outcomes = RunStatus.INTERRUPTED, None
-                error = (
-                    f"{self.in_doubt} booking(s) still PENDING at the bank (or it could not say) after asking "
-                    "GetTxnStatus again: none is booked again or failed. The run is INTERRUPTED; resume it "
-                    "to settle them from the bank's status, or, once the bank's dealers have said whether they "
-                    "were booked, settle them by hand (an approver: `python -m fxbatch settle`)."
-                )
+                error = self._doubt_error()
         except BankUnavailable as exc:
             error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
         except Exception as exc:  # the run must end in a resumable state whatever happened
@@ -225,6 +223,31 @@ class Worker:
                 self.store.release_cursor()
                 job.done.set()
 
+    def _doubted(self, said: np.ndarray) -> None:
+        """Count what the bank's status said of bookings left in doubt."""
+        with self._said_lock:
+            self._said.update(str(s) for s in said.tolist())
+
+    def _doubt_error(self) -> str:
+        n = self.in_doubt
+        by_hand_too = "settle them by hand (an approver: `python -m fxbatch settle`)"
+        if self.settling:
+            return (
+                f"{n} booking(s) still in doubt (not settled by hand). The run is INTERRUPTED; {by_hand_too}, or "
+                "resume it to ask the bank's status again."
+            )
+        said = self._said
+        if set(said) == {"PENDING"}:
+            head = f"{n} booking(s) still PENDING at the bank"
+        else:
+            told = ", ".join(f"{'no usable answer' if w == 'UNKNOWN' else w} {c}" for w, c in said.most_common())
+            head = f"{n} booking(s) still in doubt ({told})"
+        return (
+            f"{head} after asking GetTxnStatus again: none is booked again or failed. The run is INTERRUPTED; "
+            f"resume it to settle them from the bank's status, or, once the bank's dealers have said whether "
+            f"they were booked, {by_hand_too}."
+        )
+
     # -- recovery --------------------------------------------------------------------
     def _reconcile(self, cur: object, todo: pa.Table) -> pa.Table:
         """Ask the bank about bookings a previous process left unanswered; book nothing twice."""
@@ -240,6 +263,7 @@ class Worker:
         # another quote; the run stays INTERRUPTED for a later resume to ask again.
         doubt = ~booked & ~refused & (status.status != "NOT_FOUND")
         self.in_doubt += int(doubt.sum())
+        self._doubted(status.status[doubt])
         if refused.any():
             self._not_booked(cur, rows.filter(pa.array(refused)), deals.filter(pa.array(refused)),
                              status.message[refused] if status.message is not None else None)  # fmt: skip
@@ -515,7 +539,9 @@ class Worker:
             )
             # Still PENDING (or the bank could not say): the bank may yet book this very quote, so
             # the trade is neither retried (a fresh quote under the same deal id) nor failed.
-            doubt[lost[~found & (st.status != "NOT_FOUND")]] = True
+            unsure = ~found & (st.status != "NOT_FOUND")
+            doubt[lost[unsure]] = True
+            self._doubted(st.status[unsure])
         # Quotes the bank still holds open for a booking it refused (or never received: the run
         # was cancelled first) are released.
         still_open = ~booked & ~doubt & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]

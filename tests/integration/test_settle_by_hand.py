@@ -110,7 +110,7 @@ def test_settling_one_of_two_keeps_the_run_interrupted_until_the_other_is_settle
         assert len(rows) == 2
         first = wb.settle_by_hand(run.run_id, booked=[rows[0]], note=NOTE)
         assert first.status is RunStatus.INTERRUPTED
-        assert first.error is not None and "1 booking(s) still PENDING" in first.error
+        assert first.error is not None and "1 booking(s) still in doubt (not settled by hand)" in first.error
         assert wb.bookings_in_doubt(run.run_id)["row"].tolist() == [rows[1]]
         pending.pending = False  # the bank's books catch up: a resume settles the other from its status
         resumed = wb.resume(run.run_id, bank_url=bank.url)
@@ -183,3 +183,19 @@ def test_the_command_line_lists_and_settles_the_bookings_in_doubt(
     assert f"Run {run_id} has no booking in doubt." in capsys.readouterr().out
     assert main([*db, "settle", str(run_id), "--booked", str(row), "--note", NOTE]) != 0
     assert "only an INTERRUPTED run has bookings in doubt" in capsys.readouterr().err
+
+
+def test_a_status_the_documentation_does_not_give_is_shown_and_the_desk_settles_it(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    _lose_one_booking_answer(bank)
+    bank.pending_status = "REVERSED"  # "COMPLETED|PENDING|...": neither booked nor refused for fxbatch
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.INTERRUPTED
+        assert run.error is not None and run.error.startswith("1 booking(s) still in doubt (status REVERSED 1) after")
+        assert len(bank.requests("bookquoteddeal")) == 7, "not booked again"
+        [row] = wb.bookings_in_doubt(run.run_id)["row"].tolist()
+        settled = wb.settle_by_hand(run.run_id, not_booked=[row], note=NOTE)
+        assert settled.status is RunStatus.PARTIAL and settled.counts["FAILED"] == 2
+        assert_every_trade_final(wb, run.run_id)

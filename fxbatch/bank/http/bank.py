@@ -45,7 +45,9 @@ _MAYBE_OURS = frozenset(
     {REASON_INDEX[FailureCode.DUPLICATE_TRANSACTION.value], REASON_INDEX[FailureCode.QUOTE_ALREADY_BOOKED.value]}
 )
 _PENDING_POLLS = 6  # GetTxnStatus answered PENDING: asked again this many times, after a backoff each
-Found = str  # COMPLETED, PENDING, NOT_FOUND or UNKNOWN (the bank could not say)
+# COMPLETED, PENDING, NOT_FOUND, UNKNOWN (no usable answer), or "status <WORD>": a transaction status
+# the documentation does not give (neither booked nor refused for fxbatch; shown to the desk).
+Found = str
 
 
 class _LoopThread:
@@ -369,7 +371,8 @@ class HttpBank:
     async def _status_one(self, deal_id: str) -> Found:
         """GetTxnStatus for a deal transaction id: COMPLETED (booked), NOT_FOUND (the bank has no
         such transaction: book it again with the same id), PENDING (still so after asking again a
-        few times, each after a backoff) or UNKNOWN (any other answer: never booked again blindly)."""
+        few times, each after a backoff), UNKNOWN (no usable answer) or "status <WORD>" (a status the
+        documentation does not give): the last two are never booked again blindly."""
         body = wire.TxnStatusRequest(header=self._header, transactionID=deal_id).model_dump_json().encode()
         for poll in range(_PENDING_POLLS + 1):
             status, content = await self.caller.post(wire.TXN_STATUS, body, resend=True)
@@ -384,7 +387,7 @@ class HttpBank:
             if found == wire.COMPLETED:
                 return "COMPLETED"
             if found != wire.PENDING:
-                return "UNKNOWN"
+                return f"status {found}"
             if poll < _PENDING_POLLS:
                 await self.caller.backoff(poll + 1)
         return "PENDING"
