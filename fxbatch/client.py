@@ -63,7 +63,7 @@ class RemoteJob:
         return self.view().finished
 
     def cancel(self) -> None:
-        self.client.cancel(self.run_id)
+        self.client.cancel(self.run_id, wait=False)
 
 
 class Client:
@@ -275,8 +275,14 @@ class Client:
         job.wait()
         return self.run_summary(job.run_id)
 
-    def cancel(self, run_id: int) -> None:
-        self.request("POST", f"/runs/{int(run_id)}/cancel")
+    def cancel(self, run_id: int, *, wait: bool = True) -> None:
+        """Cancel a run; with ``wait``, a run still at work after the cancel (an executing run
+        finishing its calls in flight, or an INTERRUPTED one asking the bank about bookings it left
+        unanswered) is followed to its end."""
+        view = RunView.model_validate(self.json("POST", f"/runs/{int(run_id)}/cancel"))
+        if wait and view.progress is not None:
+            for _ in self.events(run_id):  # the stream ends with the run's final state
+                pass
 
     def bookings_in_doubt(self, run_id: int) -> pd.DataFrame:
         return self.table(f"/runs/{int(run_id)}/in-doubt")

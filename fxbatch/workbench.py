@@ -386,9 +386,15 @@ class Workbench:
         job.wait()
         return self.run_summary(run_id)
 
-    def cancel(self, run_id: int) -> None:
+    def cancel(self, run_id: int, *, wait: bool = True) -> None:
+        """Cancel a run (see ``Engine.cancel``): an executing run stops sending at once and ends in
+        the background. An INTERRUPTED run that left bookings unanswered asks the bank about them
+        first (the run shows RUNNING meanwhile, up to the bank's unreachable window if it is down):
+        ``wait`` waits for that."""
         with self._audited("cancel", f"run:{run_id}", needs=(Role.ANALYST, "cancel a run"), run_id=run_id):
-            self.engine.cancel(run_id)
+            job = self.engine.cancel(run_id)
+        if wait and job is not None:
+            job.wait()
 
     def bookings_in_doubt(self, run_id: int) -> pd.DataFrame:
         """Trades of the run whose booking was asked for and never answered (the bank's status could

@@ -285,24 +285,32 @@ def confirmed(
     return False
 
 
-def cancel_with_confirmation(wb: Workbench, run_id: int, key: str) -> None:
-    """A Cancel button that asks first, as Start and Delete do; the run stops at once when confirmed."""
+def cancel_with_confirmation(wb: Workbench, run_id: int, key: str, *, interrupted: bool = False) -> None:
+    """A Cancel button that asks first, as Start and Delete do; the run stops at once when confirmed
+    (an ``interrupted`` one: its unfinished trades end cancelled, and the page shows it)."""
+    what = (
+        "Its trades not yet executed end cancelled. Bookings it left unanswered are asked about at the bank "
+        "first: those the bank booked end succeeded."
+        if interrupted
+        else "No further quote or booking is sent. Calls already with the bank finish and their trades end as "
+        "the bank answers; every other trade ends cancelled and its quote is released."
+    )
     question = partial(
         st.warning,
-        f"Cancel run {run_id}? No further quote or booking is sent. Calls already with the bank finish and "
-        "their trades end as the bank answers; every other trade ends cancelled and its quote is released. "
-        "A cancelled run cannot be resumed.",
+        f"Cancel run {run_id}? {what} A cancelled run cannot be resumed.",
         icon=":material/cancel:",
     )
     ask = (f"Cancel run {run_id}…", key, ":material/cancel:")
     if confirmed(CANCELLING, run_id, ask, question, ("Yes, cancel the run", f"{key}_confirm"),
                  ("Keep it running", f"{key}_keep")):  # fmt: skip
         try:
-            wb.cancel(run_id)
+            wb.cancel(run_id, wait=False)  # bookings left in flight are asked about in the background
         except FxBatchError as exc:
             show_error(exc)
         else:
             st.toast(f"Run {run_id} is stopping: nothing more is sent to the bank.", icon=":material/cancel:")
+            if interrupted:
+                st.rerun()  # it is now CANCELLED, or RUNNING while the bank is asked
 
 
 # Tables that lead somewhere are drawn with on_select="rerun" and SELECT_ROWS: clicking any cell of

@@ -411,8 +411,9 @@ def main() -> None:
         if summary.status.value == "INTERRUPTED":
             if may(wb, Role.ANALYST):
                 _resume(wb, summary)
+                cancel_with_confirmation(wb, run_id, "cancel_interrupted", interrupted=True)
             else:
-                needs_role(wb, Role.ANALYST, "Resuming a run")
+                needs_role(wb, Role.ANALYST, "Resuming or cancelling a run")
             try:
                 doubt = wb.bookings_in_doubt(run_id)
             except FxBatchError as exc:

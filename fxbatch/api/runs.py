@@ -103,8 +103,10 @@ async def run_events_stream(run_id: RunId, wb: WB) -> StreamingResponse:
 def cancel_run(run_id: RunId, wb: WB) -> Response:
     """An executing run stops after the trades in hand (the rest end CANCELLED); an INTERRUPTED
     run has its unfinished trades CANCELLED, once the bank has settled any booking it left in flight
-    (a booking the bank still has PENDING keeps the run INTERRUPTED). Answers the run as it stands."""
-    wb.cancel(run_id)
+    (a booking the bank still has PENDING keeps the run INTERRUPTED). That asking goes on in the
+    background: the answer is the run as it stands, RUNNING with its progress until the bank has
+    answered (follow it like any run)."""
+    wb.cancel(run_id, wait=False)
     return JSONResponse(read_run(wb, run_id))
 
 

@@ -143,26 +143,29 @@ class Engine:
                 records.set_run_config(cur, run_id, config)
             return self._launch(run_id, summary.batch_id, summary.trades, config, bank)
 
-    def cancel(self, run_id: int) -> None:
+    def cancel(self, run_id: int) -> Job | None:
+        """Cancel a run: an executing one stops sending at once (and ends on its own thread); an
+        INTERRUPTED one has its unfinished trades CANCELLED. When the INTERRUPTED run left bookings
+        unanswered, the bank is asked about them first, by a job returned here (not waited for);
+        otherwise None."""
         # Under the registry lock: a resume starting at the same moment either runs first (its
         # job is then cancelled) or finds the run CANCELLED, never both writing its trades.
         with self._registry_lock:
             job = self._jobs.get((self._db_key, run_id))
             if job is not None and job.running:
                 job.cancel()
-                return
+                return None
             summary = records.get_run(self.store, run_id)
             if summary.status is not RunStatus.INTERRUPTED:
                 raise ConflictError(f"Run {run_id} is {summary.status.value}; there is nothing to cancel.")
             self._refuse_if_running(summary.batch_id)
             if _cancel_rest(self.store, self.rates, run_id, summary):
-                return
+                return None
             # Bookings were asked for and never answered: the bank may have made them. The bank's
             # status settles them first (booked ones end SUCCESS), in a run that sends no quote or
             # booking; the rest end CANCELLED (a booking still PENDING keeps the run INTERRUPTED).
             bank = self.bank_factory(summary.config)
-            job = self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
-        job.wait()
+            return self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
 
     def settle(self, run_id: int, booked: Iterable[int], not_booked: Iterable[int], message: str) -> Job:
         """Settle bookings in doubt of an INTERRUPTED run by hand (``fxbatch.engine.by_hand``).

@@ -42,3 +42,21 @@ def test_an_approver_settles_a_booking_in_doubt_on_the_run_page(db_path: Path, o
     assert not [e for e in at.expander if e.label.startswith("Bookings in doubt")]
     summary = workbench().run_summary(run_id)  # the app's own workbench
     assert summary.status is RunStatus.PARTIAL and summary.counts["SUCCESS"] == 7
+
+
+def test_an_interrupted_run_is_cancelled_from_its_page_after_asking(db_path: Path, open_page: OpenPage) -> None:
+    open_page("pages/home.py")  # the app creates the database with the sample batch
+    wb = workbench()
+    job = wb.start_run(wb.batches()[-1].batch_id, latency_ms=10, concurrency=1)
+    job.interrupt()
+    assert job.wait(60)
+    assert wb.run_summary(job.run_id).status is RunStatus.INTERRUPTED
+    at = open_page("pages/run.py")
+    at.button(key="cancel_interrupted").click().run()
+    assert "trades not yet executed end cancelled" in at.warning[-1].value
+    assert wb.run_summary(job.run_id).status is RunStatus.INTERRUPTED, "asked first"
+    at.button(key="cancel_interrupted_confirm").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    cancelled = wb.run_summary(job.run_id)
+    assert cancelled.status is RunStatus.CANCELLED and cancelled.counts["CANCELLED"] > 0
+    assert "Cancelled" in at.progress[0].proto.text

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -24,6 +25,7 @@ from fxbatch.engine.core import Engine
 from fxbatch.errors import ConflictError
 from fxbatch.models import RunStatus
 from tests.docbank import FIRST_QUOTE_ID, DocBank, serve_docbank
+from tests.integration.api_helpers import serve_api
 from tests.integration.run_helpers import assert_every_trade_final, query
 
 REFUSED_CIF = "700000001"
@@ -258,6 +260,41 @@ def test_cancelling_a_run_interrupted_with_a_booking_in_doubt_asks_the_bank_firs
         assert_every_trade_final(wb, run.run_id)
         _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
     assert len(bank.requests("bookquoteddeal")) == 7 and not bank.requests("createquote")[8:]
+
+
+class _HeldPending:
+    """GetTxnStatus of the lost deal waits for ``release`` (the bank is slow to say), then finds
+    it booked. ``asked`` is set once the bank is asked."""
+
+    def __init__(self) -> None:
+        self.asked, self.release = threading.Event(), threading.Event()
+
+    def __iter__(self) -> Iterator[str]:
+        self.asked.set()
+        assert self.release.wait(60), "never released"
+        return iter(())
+
+
+def test_cancelling_over_http_answers_at_once_while_the_bank_is_asked_about_a_booking_in_doubt(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    _lose_one_booking_answer(bank)
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.INTERRUPTED
+        held = _HeldPending()
+        bank.pending_ids = held  # type: ignore[assignment]
+        with serve_api(wb) as url, httpx.Client(base_url=f"{url}/api/v1", timeout=60) as api:
+            # Answered while the bank has not said yet (the status call is held): RUNNING, with progress.
+            answer = api.post(f"/runs/{run.run_id}/cancel")
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == "RUNNING" and answer.json()["progress"] is not None
+            assert held.asked.wait(60)
+            held.release.set()
+            final = wb.engine.wait(run.run_id, 60)
+        assert final.status is RunStatus.CANCELLED and final.counts["SUCCESS"] == 7, final.error
+        assert_every_trade_final(wb, run.run_id)
+        _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
 
 
 @pytest.fixture
