@@ -281,7 +281,24 @@ def _v9(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(approvals.SCHEMA)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+def _v10(con: duckdb.DuckDBPyConnection) -> None:
+    """Bookings in doubt: what the bank's status said of an unanswered booking it could not settle."""
+    con.execute("""
+    -- One row each time the bank's GetTxnStatus left a booking (the in-flight row with this
+    -- attempt and quote) in doubt: still PENDING, no usable answer, or a status fxbatch does not
+    -- know. Only such bookings may be settled by hand (fxbatch.engine.by_hand).
+    CREATE TABLE run_doubts (
+        run_id INTEGER NOT NULL,
+        src_row INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        quote_id BIGINT NOT NULL,
+        said VARCHAR NOT NULL,
+        asked_at TIMESTAMP NOT NULL
+    );
+    """)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

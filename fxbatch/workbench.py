@@ -415,6 +415,7 @@ class Workbench:
         text = " ".join(str(note).split())
         with self._audited("settle", f"run:{run_id}", needs=(Role.APPROVER, "settle a booking in doubt by hand"),
                            run_id=run_id, booked=yes, not_booked=no, note=text) as extra:  # fmt: skip
+            self.run_summary(run_id)  # NotFoundError first
             if not text:
                 raise SettingsError(
                     "note: say what the bank confirmed (its reference, who at the bank): it is kept with the trades."

@@ -477,9 +477,12 @@ def _in_doubt(wb: Workbench, run_id: int, doubt: pd.DataFrame) -> None:
             needs_role(wb, Role.APPROVER, "Settling a booking by hand")
             return
         table = doubt.assign(bank_says=IN_DOUBT)
+        # Keyed by the rows shown: choices made against one list never apply to another (a resume or a
+        # settlement elsewhere changed it), as the editor keeps its edits by position.
+        shown = "-".join(str(r) for r in doubt["row"].tolist())
         edited = st.data_editor(
             table,
-            key=f"in_doubt_{run_id}",
+            key=f"in_doubt_{run_id}_{shown}",
             hide_index=True,
             width="stretch",
             disabled=[c for c in table.columns if c != "bank_says"],
@@ -491,6 +494,8 @@ def _in_doubt(wb: Workbench, run_id: int, doubt: pd.DataFrame) -> None:
                 "row": "Row",
                 "trade_id": "Trade",
                 "deal_transaction_id": "Deal transaction id",
+                "bank_status": "The bank's status said",
+                "asked_at": st.column_config.DatetimeColumn("Asked at (UTC)", format="YYYY-MM-DD HH:mm:ss"),
                 "quote_rate": st.column_config.NumberColumn("Quote rate", format="%.6f"),
             },
         )

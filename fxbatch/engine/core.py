@@ -176,12 +176,12 @@ class Engine:
         do, else it stays INTERRUPTED. Returns the settling job (already finished).
         """
         yes, no = [int(r) for r in booked], [int(r) for r in not_booked]
-        if not yes and not no:
-            raise ConflictError(f"Nothing to settle for run {run_id}: name the trades booked or not booked.")
-        if twice := sorted(r for r, n in Counter(yes + no).items() if n > 1):
-            raise ConflictError(f"Row(s) {_rows(twice)} of run {run_id} are named more than once.")
         if records.get_run(self.store, run_id).status is RunStatus.RUNNING and self.job(run_id) is None:
             self.recover()  # a run its process left RUNNING is INTERRUPTED
+        if not yes and not no:
+            raise SettingsError(f"Nothing to settle for run {run_id}: name the rows booked or not booked.")
+        if twice := sorted(r for r, n in Counter(yes + no).items() if n > 1):
+            raise SettingsError(f"Row(s) {_rows(twice)} of run {run_id} are named more than once.")
         with self._registry_lock:
             summary = records.get_run(self.store, run_id)
             if summary.status is not RunStatus.INTERRUPTED:
@@ -194,7 +194,8 @@ class Engine:
             if stray := sorted(set(yes + no) - doubt):
                 raise ConflictError(
                     f"Row(s) {_rows(stray)} of run {run_id} have no booking in doubt"
-                    f"{' (its bookings in doubt: rows ' + _rows(sorted(doubt)) + ')' if doubt else ''}."
+                    f"{' (its bookings in doubt: rows ' + _rows(sorted(doubt)) + ')' if doubt else ''}: only a "
+                    "booking the bank's status could not settle is settled by hand (a resume asks the bank first)."
                 )
             ids = dealids.deal_ids(records.deal_prefix(cur, run_id), pa.array(yes + no, pa.int64())).to_pylist()
             bank = HandSettlement(dict(zip(ids, [True] * len(yes) + [False] * len(no), strict=True)), message)

@@ -8,6 +8,7 @@ insert per chunk: never an UPDATE per trade.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, NamedTuple
@@ -201,19 +202,48 @@ def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
     )
 
 
+def write_doubts(
+    cur: duckdb.DuckDBPyConnection, run_id: int, src_row: np.ndarray, attempt: np.ndarray, quote_id: np.ndarray,
+    said: np.ndarray,
+) -> None:  # fmt: skip
+    """Record that the bank's status left these bookings in doubt, and what it said."""
+    n = len(src_row)
+    if not n:
+        return
+    table = pa.table(
+        {
+            "run_id": pa.array(np.full(n, run_id), type=pa.int32()),
+            "src_row": pa.array(np.asarray(src_row, dtype=np.int64), type=pa.int32()),
+            "attempt": pa.array(np.asarray(attempt, dtype=np.int64), type=pa.int32()),
+            "quote_id": pa.array(np.asarray(quote_id, dtype=np.int64), type=pa.int64()),
+            "said": pa.array([str(s) for s in said.tolist()], type=pa.string()),
+            "asked_at": pa.array(np.full(n, int(time.time() * 1e6)), type=pa.timestamp("us")),
+        }
+    )
+    insert_arrow(cur, "run_doubts", table)
+
+
 def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
-    """The run's trades whose booking was asked for and has no recorded answer (see
-    ``unsettled_bookings``), in row order, with the deal id and quote each was last sent with."""
+    """Bookings of the run the bank's status left in doubt, in row order: trades whose last
+    booking (the deal id and quote it was sent with) has no recorded answer, and that the bank was
+    asked about since (``write_doubts``), with what it said. A booking never asked about (a process
+    died) is not here: a resume asks the bank first."""
     return cur.execute(
         f"""
         SELECT t.src_row AS row, t.trade_id, t.client_cif, t.currency_pair, t.side, t.amount, t.amount_currency,
-               t.value_date, {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} AS deal_transaction_id,
-               i.attempt, i.quote_id, i.quote_rate, i.quoted_at
+               CAST(t.value_date AS VARCHAR) AS value_date,
+               {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} AS deal_transaction_id,
+               i.attempt, i.quote_id, i.quote_rate, i.quoted_at,
+               CASE d.said WHEN 'UNKNOWN' THEN 'no usable answer' ELSE d.said END AS bank_status, d.asked_at
         FROM (
             SELECT * FROM run_inflight WHERE run_id = $run
               AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
             QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC, quoted_at DESC, rowid DESC) = 1
         ) i
+        JOIN (
+            SELECT * FROM run_doubts WHERE run_id = $run
+            QUALIFY row_number() OVER (PARTITION BY src_row, attempt, quote_id ORDER BY asked_at DESC, rowid DESC) = 1
+        ) d ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id
         JOIN runs r ON r.run_id = i.run_id
         JOIN trades t ON t.batch_id = r.batch_id AND t.src_row = i.src_row
         ORDER BY t.src_row

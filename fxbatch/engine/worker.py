@@ -264,6 +264,13 @@ class Worker:
         doubt = ~booked & ~refused & (status.status != "NOT_FOUND")
         self.in_doubt += int(doubt.sum())
         self._doubted(status.status[doubt])
+        if doubt.any() and not self.settling:  # (settling by hand asks no bank: what it said stands)
+            unsure = rows.filter(pa.array(doubt))
+            records.write_doubts(
+                cur, self.job.run_id, records.numeric(unsure, "src_row").astype(np.int64),  # type: ignore[arg-type]
+                records.numeric(unsure, "inflight_attempt").astype(np.int64),
+                records.integers(unsure, "inflight_quote_id"), status.status[doubt],
+            )  # fmt: skip
         if refused.any():
             self._not_booked(cur, rows.filter(pa.array(refused)), deals.filter(pa.array(refused)),
                              status.message[refused] if status.message is not None else None)  # fmt: skip
@@ -542,6 +549,9 @@ class Worker:
             unsure = ~found & (st.status != "NOT_FOUND")
             doubt[lost[unsure]] = True
             self._doubted(st.status[unsure])
+            at = lost[unsure]
+            records.write_doubts(self.store.cursor(), self.job.run_id, batch.src_row[at], batch.attempt[at],
+                                 batch.quote_id[at], st.status[unsure])  # fmt: skip
         # Quotes the bank still holds open for a booking it refused (or never received: the run
         # was cancelled first) are released.
         still_open = ~booked & ~doubt & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]

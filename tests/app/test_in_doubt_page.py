@@ -27,8 +27,9 @@ def test_an_approver_settles_a_booking_in_doubt_on_the_run_page(db_path: Path, o
     assert any(e.label == "Bookings in doubt (1)" for e in at.expander)
     [grid] = at.data_editor
     assert grid.value["row"].tolist() == [row] and grid.value["bank_says"].tolist() == ["still in doubt"]
+    assert grid.value["bank_status"].tolist() == ["PENDING"]
     assert at.button(key=f"settle_{run_id}").disabled, "nothing chosen yet"
-    at.session_state[f"in_doubt_{run_id}"] = {"edited_rows": {0: {"bank_says": "booked"}}}
+    at.session_state[grid.key] = {"edited_rows": {0: {"bank_says": "booked"}}}
     at.text_input(key=f"in_doubt_note_{run_id}").input("")
     at.run()
     at.button(key=f"settle_{run_id}").click().run()

@@ -18,11 +18,12 @@ import pytest
 from fxbatch import Workbench
 from fxbatch.cli import main
 from fxbatch.client import connect
-from fxbatch.errors import ConflictError, ForbiddenError, SettingsError
+from fxbatch.errors import ConflictError, ForbiddenError, NotFoundError, SettingsError
 from fxbatch.models import RunStatus
 from tests.docbank import DocBank
 from tests.integration.api_helpers import assert_problem, serve_api
-from tests.integration.run_helpers import assert_every_trade_final, query
+from tests.integration.run_helpers import assert_every_trade_final, load_generated, query
+from tests.integration.test_crash_resume import DiesAfterBooking, use_bank
 from tests.integration.test_docbank_run import (
     _lose_one_booking_answer,
     _lost_deal,
@@ -46,7 +47,7 @@ def _interrupted_with_one_in_doubt(wb: Workbench, bank: DocBank, tmp_path: Path)
     assert run.status is RunStatus.INTERRUPTED, run.error
     assert run.error is not None and "settle them by hand" in run.error
     doubt = wb.bookings_in_doubt(run.run_id)
-    assert len(doubt) == 1
+    assert len(doubt) == 1 and doubt["bank_status"].tolist() == [bank.pending_status]
     assert str(uuid.UUID(doubt["deal_transaction_id"][0])) == _lost_deal(bank)
     return run.run_id, int(doubt["row"][0])
 
@@ -127,14 +128,16 @@ def test_settling_refuses_what_is_not_in_doubt_and_a_note_that_says_nothing(bank
             wb.settle_by_hand(run_id, booked=[row], note="x" * 501)
         with pytest.raises(ConflictError, match=rf"Row\(s\) 1 of run {run_id} have no booking in doubt .*rows {row}"):
             wb.settle_by_hand(run_id, booked=[1], note=NOTE)
-        with pytest.raises(ConflictError, match="named more than once"):
+        with pytest.raises(SettingsError, match="named more than once"):
             wb.settle_by_hand(run_id, booked=[row], not_booked=[row], note=NOTE)
-        with pytest.raises(ConflictError, match="Nothing to settle"):
+        with pytest.raises(SettingsError, match="Nothing to settle"):
             wb.settle_by_hand(run_id, note=NOTE)
+        with pytest.raises(NotFoundError, match="no run 999"):
+            wb.settle_by_hand(999, booked=[row], note=" ")
         assert wb.run_summary(run_id).status is RunStatus.INTERRUPTED, "nothing was written"
         assert wb.bookings_in_doubt(run_id)["row"].tolist() == [row]
         refused = query(wb, "SELECT count(*) FROM audit_log WHERE action = 'settle' AND outcome <> 'ok'")[0][0]
-        assert refused == 5
+        assert refused == 6
         wb.settle_by_hand(run_id, booked=[row], note=NOTE)
         with pytest.raises(ConflictError, match="only an INTERRUPTED run has bookings in doubt"):
             wb.settle_by_hand(run_id, booked=[row], note=NOTE)
@@ -199,3 +202,19 @@ def test_a_status_the_documentation_does_not_give_is_shown_and_the_desk_settles_
         settled = wb.settle_by_hand(run.run_id, not_booked=[row], note=NOTE)
         assert settled.status is RunStatus.PARTIAL and settled.counts["FAILED"] == 2
         assert_every_trade_final(wb, run.run_id)
+
+
+def test_a_booking_the_bank_was_never_asked_about_is_not_settled_by_hand(wb: Workbench, tmp_path: Path) -> None:
+    # A process died after the bank booked a wave and before it heard back: only the bank's
+    # status settles those (a resume asks it first); the desk's word does not stand in for it.
+    batch = load_generated(wb, tmp_path, 300)
+    banks = use_bank(wb, lambda inner: DiesAfterBooking(inner, wb, on_call=3))
+    run_id = wb.run(batch, seed=5, success_rate=0.7, chunk_size=40).run_id
+    lost = banks[0].booked_then_died
+    assert lost and wb.run_summary(run_id).status is RunStatus.INTERRUPTED
+    assert wb.bookings_in_doubt(run_id).empty
+    unanswered = query(wb, "SELECT min(src_row) FROM run_inflight WHERE run_id = ? AND src_row NOT IN "
+                           "(SELECT src_row FROM run_trades WHERE run_id = ?)", run_id, run_id)[0][0]  # fmt: skip
+    with pytest.raises(ConflictError, match="a resume asks the bank first"):
+        wb.settle_by_hand(run_id, not_booked=[unanswered], note=NOTE)
+    wb.engine.bank_factory = wb.engine._default_bank
