@@ -62,6 +62,24 @@ TRADES_TABLE: dict[str, Any] = {
     "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss.SSS"),
     "reference": "Reference",
 }
+# What the desk asks the bank about first: the deal id and what the bank's status said.
+IN_DOUBT_ORDER = ["row", "trade_id", "deal_transaction_id", "bank_status", "asked_at", "client_cif", "currency_pair",
+                  "side", "amount", "amount_currency", "value_date", "quote_id", "quote_rate", "quoted_at", "attempt"]  # fmt: skip
+IN_DOUBT_TABLE: dict[str, Any] = {
+    **TRADES_TABLE,
+    "value_date": "Value date",
+    "deal_transaction_id": st.column_config.TextColumn(
+        "Deal transaction id", help="The id the booking was sent with: quote it to the bank"
+    ),
+    "attempt": st.column_config.NumberColumn("Attempt", format="%d", width="small"),
+    "quote_id": st.column_config.NumberColumn("Quote id", format="%d"),
+    "quoted_at": st.column_config.DatetimeColumn("Quoted at (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "bank_status": st.column_config.TextColumn(
+        "The bank's status said",
+        help="GetTxnStatus's answer when last asked (PENDING, or a status fxbatch does not know)",
+    ),
+    "asked_at": st.column_config.DatetimeColumn("Asked at (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+}
 
 
 # -- data for finished runs is cached per database, run and finish time (a run is never re-finished)
@@ -142,22 +160,23 @@ def _live(wb: Workbench, run_id: int) -> None:
         st.rerun()
 
 
-def _count_metrics(counts: dict[str, int], total: int) -> None:
-    """The outcome counts, each with its share of the run's trades."""
+def _count_metrics(counts: dict[str, int], total: int, in_doubt: int = 0) -> None:
+    """The outcome counts, each with its share of the run's trades; bookings in doubt (of an
+    INTERRUPTED run, recorded as not final) count as in flight, not as not started."""
     cols = st.columns(5)
-    in_flight = counts.get("EXECUTING", 0) + counts.get("QUOTED", 0)
-    for col, (label, n) in zip(
+    in_flight = counts.get("EXECUTING", 0) + counts.get("QUOTED", 0) + in_doubt
+    for col, (label, n, more) in zip(
         cols,
         [
-            ("Succeeded", counts.get("SUCCESS", 0)),
-            ("Failed", counts.get("FAILED", 0)),
-            ("Cancelled", counts.get("CANCELLED", 0)),
-            ("In flight", in_flight),
-            ("Not started", counts.get("PENDING", 0)),
+            ("Succeeded", counts.get("SUCCESS", 0), ""),
+            ("Failed", counts.get("FAILED", 0), ""),
+            ("Cancelled", counts.get("CANCELLED", 0), ""),
+            ("In flight", in_flight, f"; {in_doubt:,} booking(s) in doubt" if in_doubt else ""),
+            ("Not started", max(counts.get("PENDING", 0) - in_doubt, 0), ""),
         ],
         strict=True,
     ):
-        col.metric(label, f"{n:,}", help=f"{n / total:.1%} of {total:,}" if total else None)
+        col.metric(label, f"{n:,}", help=f"{n / total:.1%} of {total:,}{more}" if total else None)
 
 
 def _money_metrics(money: RunMoney) -> None:
@@ -378,8 +397,13 @@ def main() -> None:
         f"Batch {summary.batch_id} · {summary.trades:,} trades"
         + (f" · retry of the failed trades of run {summary.retry_of_run}" if summary.retry_of_run else "")
         + (f" · promoted from scenario {cfg.scenario} of what-if sweep {cfg.sweep_id}" if cfg.sweep_id else "")
-        + f" · simulated bank: success rate {cfg.bank.success_rate:.0%}, seed {cfg.seed}, "
-        f"latency {cfg.bank.latency_ms:g} ms, concurrency {cfg.concurrency}, up to {cfg.max_attempts} attempts"
+        + (
+            f" · HTTP bank at {cfg.bank_url}"
+            if cfg.bank_url
+            else f" · simulated bank: success rate {cfg.bank.success_rate:.0%}, seed {cfg.seed}, "
+            f"latency {cfg.bank.latency_ms:g} ms"
+        )
+        + f", concurrency {cfg.concurrency}, up to {cfg.max_attempts} attempts"
     )
     snap = wb.progress(run_id)
     running = snap is not None and snap.status is RunStatus.RUNNING
@@ -402,24 +426,24 @@ def main() -> None:
         st.progress(
             1.0 if status != "INTERRUPTED" else _done_share(summary), text=f"Run {run_id}: {run_status_label(status)}"
         )
+        try:
+            doubt = wb.bookings_in_doubt(run_id) if status == "INTERRUPTED" else None
+        except FxBatchError as exc:
+            show_error(exc)
+            return
         _money_metrics(wb.run_money(run_id))
-        _count_metrics(summary.counts, summary.trades)
+        _count_metrics(summary.counts, summary.trades, len(doubt) if doubt is not None else 0)
         if dates := _trading_date_text(summary):
             st.caption(dates)
         if summary.error:
-            st.warning(f"The run stopped early: {summary.error}.", icon=":material/warning:")
+            st.warning(f"The run stopped early: {summary.error.rstrip('.')}.", icon=":material/warning:")
         if summary.status.value == "INTERRUPTED":
             if may(wb, Role.ANALYST):
                 _resume(wb, summary)
                 cancel_with_confirmation(wb, run_id, "cancel_interrupted", interrupted=True)
             else:
                 needs_role(wb, Role.ANALYST, "Resuming or cancelling a run")
-            try:
-                doubt = wb.bookings_in_doubt(run_id)
-            except FxBatchError as exc:
-                show_error(exc)
-                return
-            if len(doubt):
+            if doubt is not None and len(doubt):
                 _in_doubt(wb, run_id, doubt)
         version = _version(summary)
         try:
@@ -473,30 +497,27 @@ def _in_doubt(wb: Workbench, run_id: int, doubt: pd.DataFrame) -> None:
             "here: booked trades end succeeded with the quote they were sent with, the others failed with your note."
         )
         if not may(wb, Role.APPROVER):
-            st.dataframe(doubt, hide_index=True, width="stretch")
+            st.dataframe(
+                doubt, hide_index=True, width="stretch", column_config=IN_DOUBT_TABLE, column_order=IN_DOUBT_ORDER
+            )
             needs_role(wb, Role.APPROVER, "Settling a booking by hand")
             return
         table = doubt.assign(bank_says=IN_DOUBT)
         # Keyed by the rows shown: choices made against one list never apply to another (a resume or a
         # settlement elsewhere changed it), as the editor keeps its edits by position.
-        shown = "-".join(str(r) for r in doubt["row"].tolist())
+        shown = hash(tuple(zip(doubt["row"].tolist(), doubt["quote_id"].tolist(), strict=True)))
         edited = st.data_editor(
             table,
-            key=f"in_doubt_{run_id}_{shown}",
+            key=f"in_doubt_{run_id}_{shown:x}",
             hide_index=True,
             width="stretch",
             disabled=[c for c in table.columns if c != "bank_says"],
-            column_order=["bank_says", *doubt.columns],
+            column_order=["bank_says", *IN_DOUBT_ORDER],
             column_config={
+                **IN_DOUBT_TABLE,
                 "bank_says": st.column_config.SelectboxColumn(
-                    "The bank says", options=[IN_DOUBT, BOOKED, NOT_BOOKED], required=True
+                    "The bank's dealers say", options=[IN_DOUBT, BOOKED, NOT_BOOKED], required=True
                 ),
-                "row": "Row",
-                "trade_id": "Trade",
-                "deal_transaction_id": "Deal transaction id",
-                "bank_status": "The bank's status said",
-                "asked_at": st.column_config.DatetimeColumn("Asked at (UTC)", format="YYYY-MM-DD HH:mm:ss"),
-                "quote_rate": st.column_config.NumberColumn("Quote rate", format="%.6f"),
             },
         )
         note = st.text_input(

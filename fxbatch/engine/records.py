@@ -206,7 +206,8 @@ def write_doubts(
     cur: duckdb.DuckDBPyConnection, run_id: int, src_row: np.ndarray, attempt: np.ndarray, quote_id: np.ndarray,
     said: np.ndarray,
 ) -> None:  # fmt: skip
-    """Record that the bank's status left these bookings in doubt, and what it said."""
+    """Record what the bank's status said of these unanswered bookings: a word that leaves them in
+    doubt, or NOT_FOUND (the bank has none: no longer in doubt)."""
     n = len(src_row)
     if not n:
         return
@@ -244,6 +245,7 @@ def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFra
             SELECT * FROM run_doubts WHERE run_id = $run
             QUALIFY row_number() OVER (PARTITION BY src_row, attempt, quote_id ORDER BY asked_at DESC, rowid DESC) = 1
         ) d ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id
+            AND d.said NOT IN ('NOT_FOUND', 'COMPLETED')  -- the bank's newest answer settled it
         JOIN runs r ON r.run_id = i.run_id
         JOIN trades t ON t.batch_id = r.batch_id AND t.src_row = i.src_row
         ORDER BY t.src_row

@@ -264,12 +264,16 @@ class Worker:
         doubt = ~booked & ~refused & (status.status != "NOT_FOUND")
         self.in_doubt += int(doubt.sum())
         self._doubted(status.status[doubt])
-        if doubt.any() and not self.settling:  # (settling by hand asks no bank: what it said stands)
-            unsure = rows.filter(pa.array(doubt))
+        # What the bank said of bookings left in doubt, and that it has none of those it answered
+        # NOT_FOUND (they are booked again, and no longer in doubt even if that never happens).
+        # Settling by hand asks no bank: what the bank said stands.
+        told = doubt | (status.status == "NOT_FOUND")
+        if told.any() and not self.settling:
+            asked = rows.filter(pa.array(told))
             records.write_doubts(
-                cur, self.job.run_id, records.numeric(unsure, "src_row").astype(np.int64),  # type: ignore[arg-type]
-                records.numeric(unsure, "inflight_attempt").astype(np.int64),
-                records.integers(unsure, "inflight_quote_id"), status.status[doubt],
+                cur, self.job.run_id, records.numeric(asked, "src_row").astype(np.int64),  # type: ignore[arg-type]
+                records.numeric(asked, "inflight_attempt").astype(np.int64),
+                records.integers(asked, "inflight_quote_id"), status.status[told],
             )  # fmt: skip
         if refused.any():
             self._not_booked(cur, rows.filter(pa.array(refused)), deals.filter(pa.array(refused)),
@@ -549,9 +553,10 @@ class Worker:
             unsure = ~found & (st.status != "NOT_FOUND")
             doubt[lost[unsure]] = True
             self._doubted(st.status[unsure])
-            at = lost[unsure]
+            told = ~found  # in doubt, or NOT_FOUND (which clears an earlier doubt of the same booking)
+            at = lost[told]
             records.write_doubts(self.store.cursor(), self.job.run_id, batch.src_row[at], batch.attempt[at],
-                                 batch.quote_id[at], st.status[unsure])  # fmt: skip
+                                 batch.quote_id[at], st.status[told])  # fmt: skip
         # Quotes the bank still holds open for a booking it refused (or never received: the run
         # was cancelled first) are released.
         still_open = ~booked & ~doubt & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]

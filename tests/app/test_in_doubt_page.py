@@ -22,9 +22,13 @@ def test_an_approver_settles_a_booking_in_doubt_on_the_run_page(db_path: Path, o
         settings = settings_for(bank, db_path.parent).model_copy(update={"db": db_path})
         with Workbench.open(settings=settings) as wb:
             run_id, row = _interrupted_with_one_in_doubt(wb, bank, db_path.parent)
+        bank_url = bank.url
     at = open_page("pages/run.py")
     assert not at.exception, [e.message for e in at.exception]
     assert any(e.label == "Bookings in doubt (1)" for e in at.expander)
+    shown = {m.label: m.value for m in at.metric}
+    assert (shown["In flight"], shown["Not started"]) == ("1", "0"), "in doubt, not 'not started'"
+    assert f"HTTP bank at {bank_url}" in at.caption[0].value
     [grid] = at.data_editor
     assert grid.value["row"].tolist() == [row] and grid.value["bank_says"].tolist() == ["still in doubt"]
     assert grid.value["bank_status"].tolist() == ["PENDING"]

@@ -16,10 +16,11 @@ import httpx
 import pytest
 
 from fxbatch import Workbench
+from fxbatch.bank.port import Bank, BankUnavailable, QuoteReplies
 from fxbatch.cli import main
 from fxbatch.client import connect
 from fxbatch.errors import ConflictError, ForbiddenError, NotFoundError, SettingsError
-from fxbatch.models import RunStatus
+from fxbatch.models import RunConfig, RunStatus
 from tests.docbank import DocBank
 from tests.integration.api_helpers import assert_problem, serve_api
 from tests.integration.run_helpers import assert_every_trade_final, load_generated, query
@@ -218,3 +219,37 @@ def test_a_booking_the_bank_was_never_asked_about_is_not_settled_by_hand(wb: Wor
     with pytest.raises(ConflictError, match="a resume asks the bank first"):
         wb.settle_by_hand(run_id, not_booked=[unanswered], note=NOTE)
     wb.engine.bank_factory = wb.engine._default_bank
+
+
+def test_a_booking_the_bank_later_says_it_never_had_is_no_longer_in_doubt(bank: DocBank, tmp_path: Path) -> None:
+    pending = _lose_one_booking_answer(bank)
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.INTERRUPTED, run.error
+        deal = str(uuid.UUID(wb.bookings_in_doubt(run.run_id)["deal_transaction_id"][0]))
+        with bank.lock:  # the bank's books catch up: it never made that deal (GetTxnStatus: not found)
+            bank.ledger.pop(deal)
+            bank._txns.pop(deal)
+        pending.pending = False
+        # A resume hears NOT_FOUND (the trade is to be quoted again), then the bank goes away before
+        # the new quote: the run stays INTERRUPTED with the trade unbooked, and no longer in doubt.
+        default = wb.engine.bank_factory
+
+        def unreachable_for_quotes(config: RunConfig) -> Bank:
+            made = default(config)
+
+            def gone(*args: object, **kwargs: object) -> QuoteReplies:
+                raise BankUnavailable("connection refused")
+
+            made.create_quotes = gone  # type: ignore[method-assign]
+            return made
+
+        wb.engine.bank_factory = unreachable_for_quotes
+        resumed = wb.resume(run.run_id, bank_url=bank.url)
+        assert resumed.status is RunStatus.INTERRUPTED and "could not be reached" in (resumed.error or "")
+        assert bank.requests("GetTxnStatus")
+        assert wb.bookings_in_doubt(run.run_id).empty, "the bank's newest word on it was: not found"
+        wb.engine.bank_factory = default
+        finished = wb.resume(run.run_id, bank_url=bank.url)
+        assert finished.status is RunStatus.PARTIAL and finished.counts["SUCCESS"] == 7, finished.error
+        assert_every_trade_final(wb, run.run_id)
