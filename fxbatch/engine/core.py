@@ -200,7 +200,9 @@ class Engine:
             ids = dealids.deal_ids(records.deal_prefix(cur, run_id), pa.array(yes + no, pa.int64())).to_pylist()
             bank = HandSettlement(dict(zip(ids, [True] * len(yes) + [False] * len(no), strict=True)), message)
             job = self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, settling=True)
-        job.wait()
+            # Waited for under the lock (it sends nothing: milliseconds), so a cancel or resume
+            # arriving meanwhile finds the run as the settlement left it, never a job at its end.
+            job.wait()
         return job
 
     def _refuse_if_running(self, batch_id: int) -> None:
