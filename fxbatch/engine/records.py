@@ -190,6 +190,20 @@ def create_run(
     return run_id
 
 
+# A trade's newest in-flight row (over run_inflight rows of one run): a trade quoted again on resume
+# under the same attempt is settled with the quote its deal id was last sent with.
+NEWEST_INFLIGHT = (
+    "QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC, quoted_at DESC, rowid DESC) = 1"
+)
+# What the bank's status said (``write_doubts``), as the desk reads it.
+_NO_ANSWER, _NO_ANSWER_TEXT = "UNKNOWN", "no usable answer"
+
+
+def said_text(word: str) -> str:
+    """A status word the bank's GetTxnStatus left a booking in doubt with, for the desk."""
+    return _NO_ANSWER_TEXT if word == _NO_ANSWER else word
+
+
 def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
     """Trades of the run whose booking was asked for and has no recorded answer: the bank that
     was asked may have booked them (only its status settles them)."""
@@ -235,11 +249,11 @@ def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFra
                CAST(t.value_date AS VARCHAR) AS value_date,
                {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} AS deal_transaction_id,
                i.attempt, i.quote_id, i.quote_rate, i.quoted_at,
-               CASE d.said WHEN 'UNKNOWN' THEN 'no usable answer' ELSE d.said END AS bank_status, d.asked_at
+               CASE d.said WHEN '{_NO_ANSWER}' THEN '{_NO_ANSWER_TEXT}' ELSE d.said END AS bank_status, d.asked_at
         FROM (
             SELECT * FROM run_inflight WHERE run_id = $run
               AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
-            QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC, quoted_at DESC, rowid DESC) = 1
+            {NEWEST_INFLIGHT}
         ) i
         JOIN (
             SELECT * FROM run_doubts WHERE run_id = $run
@@ -478,13 +492,8 @@ def load_todo(
                CASE WHEN i.src_row IS NOT NULL THEN {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} END
                    AS inflight_deal,
                epoch(i.executing_at) AS inflight_executing_at, epoch(i.quoted_at) AS inflight_quoted_at,"""
-        joins = """
-        LEFT JOIN (
-            SELECT * FROM run_inflight WHERE run_id = $run
-            -- A resumed trade the bank had no deal for is quoted again under the same attempt:
-            -- its newest quote is the one its deal id was last sent with.
-            QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC, quoted_at DESC, rowid DESC) = 1
-        ) i ON i.src_row = t.src_row
+        joins = f"""
+        LEFT JOIN (SELECT * FROM run_inflight WHERE run_id = $run {NEWEST_INFLIGHT}) i ON i.src_row = t.src_row
         JOIN runs r ON r.run_id = $run"""
         done = "AND t.src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)"
     else:  # a fresh run: nothing to join (the common, large case)

@@ -136,10 +136,9 @@ class Worker:
         # The bank's own failure messages (an HTTP bank's resultMsg and validation errors) by
         # source row; the simulated bank's are the reasons' standard messages.
         self.keep_messages = config.bank_url is not None
-        # Bookings whose outcome the bank could not give yet (GetTxnStatus still PENDING): never
-        # booked again nor failed; they keep the run INTERRUPTED until a resume settles them.
-        self.in_doubt = 0
-        self._said: Counter[str] = Counter()  # what the bank's status said of them (any thread)
+        # Bookings whose outcome the bank could not give yet (GetTxnStatus still PENDING), by what
+        # its status said (see ``in_doubt``); counted on the booking threads.
+        self._said: Counter[str] = Counter()
         self._said_lock = threading.Lock()
         self._messages: dict[int, str] = {}
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
@@ -223,8 +222,15 @@ class Worker:
                 self.store.release_cursor()
                 job.done.set()
 
+    @property
+    def in_doubt(self) -> int:
+        """Bookings left in doubt: never booked again nor failed, they keep the run INTERRUPTED
+        until a resume (or a settlement by hand) settles them."""
+        with self._said_lock:
+            return sum(self._said.values())
+
     def _doubted(self, said: np.ndarray) -> None:
-        """Count what the bank's status said of bookings left in doubt."""
+        """Count bookings left in doubt by what the bank's status said of each."""
         with self._said_lock:
             self._said.update(str(s) for s in said.tolist())
 
@@ -240,7 +246,7 @@ class Worker:
         if set(said) == {"PENDING"}:
             head = f"{n} booking(s) still PENDING at the bank"
         else:
-            told = ", ".join(f"{'no usable answer' if w == 'UNKNOWN' else w} {c}" for w, c in said.most_common())
+            told = ", ".join(f"{records.said_text(w)} {c}" for w, c in said.most_common())
             head = f"{n} booking(s) still in doubt ({told})"
         return (
             f"{head} after asking GetTxnStatus again: none is booked again or failed. The run is INTERRUPTED; "
@@ -262,7 +268,6 @@ class Worker:
         # Still PENDING (or the bank could not say): not taken up again, so never rebooked with
         # another quote; the run stays INTERRUPTED for a later resume to ask again.
         doubt = ~booked & ~refused & (status.status != "NOT_FOUND")
-        self.in_doubt += int(doubt.sum())
         self._doubted(status.status[doubt])
         # What the bank said of bookings left in doubt, and that it has none of those it answered
         # NOT_FOUND (they are booked again, and no longer in doubt even if that never happens).
@@ -583,8 +588,8 @@ class Worker:
             self._settle(w, good[refused], reasons[refused], now, messages[refused])
             if doubt.any():
                 # Left as the in-flight rows recorded them (the quote sent, the deal id): the run
-                # ends INTERRUPTED and its resume settles them from the bank's status.
-                self.in_doubt += int(doubt.sum())
+                # ends INTERRUPTED and its resume settles them from the bank's status (counted in
+                # ``in_doubt`` when the bank's status was asked).
                 w = w.keep(~mask_of(len(w), good[doubt]))
         return self._carry_on(cur, w, work)
 
