@@ -23,7 +23,7 @@ from fxbatch import Settings, Workbench
 from fxbatch.engine import records
 from fxbatch.engine.core import Engine
 from fxbatch.errors import ConflictError
-from fxbatch.models import RunStatus
+from fxbatch.models import RunStatus, RunSummary
 from tests.docbank import FIRST_QUOTE_ID, DocBank, serve_docbank
 from tests.integration.api_helpers import serve_api
 from tests.integration.run_helpers import assert_every_trade_final, query
@@ -180,6 +180,13 @@ def _lose_one_booking_answer(bank: DocBank) -> _PendingWhile:
     return pending
 
 
+def _run_in_doubt(wb: Workbench, bank: DocBank, tmp_path: Path) -> RunSummary:
+    """A run of 8 trades, after ``_lose_one_booking_answer``: it ends INTERRUPTED, its lost booking in doubt."""
+    run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
+    assert run.status is RunStatus.INTERRUPTED, run.error
+    return run
+
+
 def _lost_deal(bank: DocBank) -> str:
     lost = [r for r in bank.requests("bookquoteddeal") if not r.answered]
     assert len(lost) == 1
@@ -217,10 +224,8 @@ def test_a_booking_still_pending_interrupts_the_run_unbooked_and_resume_settles_
 ) -> None:
     pending = _lose_one_booking_answer(bank)
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
-        batch = load_batch(wb, tmp_path, 8)
-        run = wb.run(batch, bank_url=bank.url, concurrency=4)
         # Neither booked again with a fresh quote (the bank may yet book the first) nor failed.
-        assert run.status is RunStatus.INTERRUPTED
+        run = _run_in_doubt(wb, bank, tmp_path)
         assert run.error is not None and "1 booking(s) still PENDING" in run.error and "resume" in run.error
         deal = _lost_deal(bank)
         assert [r.body["trade"]["dealTransactionID"] for r in bank.requests("bookquoteddeal")].count(deal) == 1
@@ -245,9 +250,7 @@ def test_cancelling_a_run_interrupted_with_a_booking_in_doubt_asks_the_bank_firs
 ) -> None:
     pending = _lose_one_booking_answer(bank)
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
-        batch = load_batch(wb, tmp_path, 8)
-        run = wb.run(batch, bank_url=bank.url, concurrency=4)
-        assert run.status is RunStatus.INTERRUPTED
+        run = _run_in_doubt(wb, bank, tmp_path)
         # Still PENDING: cancelling cannot say the trade was not booked, so the run stays INTERRUPTED.
         wb.cancel(run.run_id)
         again = wb.run_summary(run.run_id)
@@ -280,8 +283,7 @@ def test_cancelling_over_http_answers_at_once_while_the_bank_is_asked_about_a_bo
 ) -> None:
     _lose_one_booking_answer(bank)
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
-        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
-        assert run.status is RunStatus.INTERRUPTED
+        run = _run_in_doubt(wb, bank, tmp_path)
         held = _HeldPending()
         bank.pending_ids = held  # type: ignore[assignment]
         with serve_api(wb) as url, httpx.Client(base_url=f"{url}/api/v1", timeout=60) as api:

@@ -28,9 +28,9 @@ from tests.integration.test_crash_resume import DiesAfterBooking, use_bank
 from tests.integration.test_docbank_run import (
     _lose_one_booking_answer,
     _lost_deal,
+    _run_in_doubt,
     bank,
     docbank,
-    load_batch,
     settings_for,
 )
 from tests.integration.test_team import ADMIN, ANALYST, as_user, grant_roles, team_settings
@@ -43,9 +43,7 @@ __all__ = ["bank", "docbank"]  # fixtures used here
 def _interrupted_with_one_in_doubt(wb: Workbench, bank: DocBank, tmp_path: Path) -> tuple[int, int]:
     """A run of 8 trades whose one booking stays PENDING at the bank: (run id, its row)."""
     _lose_one_booking_answer(bank)
-    batch = load_batch(wb, tmp_path, 8)
-    run = wb.run(batch, bank_url=bank.url, concurrency=4)
-    assert run.status is RunStatus.INTERRUPTED, run.error
+    run = _run_in_doubt(wb, bank, tmp_path)
     assert run.error is not None and "settle them by hand" in run.error
     doubt = wb.bookings_in_doubt(run.run_id)
     assert len(doubt) == 1 and doubt["bank_status"].tolist() == [bank.pending_status]
@@ -106,8 +104,7 @@ def test_settling_one_of_two_keeps_the_run_interrupted_until_the_other_is_settle
     pending = _lose_one_booking_answer(bank)
     bank.lose_booking_answers = 2
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
-        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
-        assert run.status is RunStatus.INTERRUPTED
+        run = _run_in_doubt(wb, bank, tmp_path)
         rows = wb.bookings_in_doubt(run.run_id)["row"].tolist()
         assert len(rows) == 2
         first = wb.settle_by_hand(run.run_id, booked=[rows[0]], note=NOTE)
@@ -195,8 +192,7 @@ def test_a_status_the_documentation_does_not_give_is_shown_and_the_desk_settles_
     _lose_one_booking_answer(bank)
     bank.pending_status = "REVERSED"  # "COMPLETED|PENDING|...": neither booked nor refused for fxbatch
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
-        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
-        assert run.status is RunStatus.INTERRUPTED
+        run = _run_in_doubt(wb, bank, tmp_path)
         assert run.error is not None and run.error.startswith("1 booking(s) still in doubt (status REVERSED 1) after")
         assert len(bank.requests("bookquoteddeal")) == 7, "not booked again"
         [row] = wb.bookings_in_doubt(run.run_id)["row"].tolist()
@@ -224,8 +220,7 @@ def test_a_booking_the_bank_was_never_asked_about_is_not_settled_by_hand(wb: Wor
 def test_a_booking_the_bank_later_says_it_never_had_is_no_longer_in_doubt(bank: DocBank, tmp_path: Path) -> None:
     pending = _lose_one_booking_answer(bank)
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
-        run = wb.run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
-        assert run.status is RunStatus.INTERRUPTED, run.error
+        run = _run_in_doubt(wb, bank, tmp_path)
         deal = str(uuid.UUID(wb.bookings_in_doubt(run.run_id)["deal_transaction_id"][0]))
         with bank.lock:  # the bank's books catch up: it never made that deal (GetTxnStatus: not found)
             bank.ledger.pop(deal)
