@@ -286,7 +286,9 @@ def _v10(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("""
     -- One row each time the bank's GetTxnStatus left a booking (the in-flight row with this
     -- attempt and quote) in doubt: still PENDING, no usable answer, or a status fxbatch does not
-    -- know. Only such bookings may be settled by hand (fxbatch.engine.by_hand).
+    -- know; or the bank could not be reached (UNREACHABLE). Only such bookings may be settled by
+    -- hand (fxbatch.engine.by_hand). NOT_FOUND clears a doubt; REFUSED records that the bank
+    -- refused the booking and the trade is tried again (nothing to ask the bank on resume).
     CREATE TABLE run_doubts (
         run_id INTEGER NOT NULL,
         src_row INTEGER NOT NULL,

@@ -398,7 +398,7 @@ class Workbench:
 
     def bookings_in_doubt(self, run_id: int) -> pd.DataFrame:
         """Trades of the run whose booking was asked for and never answered (the bank's status could
-        not settle them): row, trade, client, pair, side, amount, value date, deal transaction id, and
+        not settle them, or the bank could not be reached to ask): row, trade, client, pair, side, amount, value date, deal transaction id, and
         the quote it was sent with. Empty for a run with none."""
         run_records.get_run(self.store, run_id)  # NotFoundError for an unknown run
         return run_records.bookings_in_doubt(self.store.cursor(), run_id)

@@ -76,7 +76,8 @@ IN_DOUBT_TABLE: dict[str, Any] = {
     "quoted_at": st.column_config.DatetimeColumn("Quoted at (UTC)", format="YYYY-MM-DD HH:mm:ss"),
     "bank_status": st.column_config.TextColumn(
         "The bank's status said",
-        help="GetTxnStatus's answer when last asked (PENDING, or a status fxbatch does not know)",
+        help="GetTxnStatus's answer when last asked (PENDING, or a status fxbatch does not know), or "
+        "'bank unreachable' when the bank could not be reached to book or to ask",
     ),
     "asked_at": st.column_config.DatetimeColumn("Asked at (UTC)", format="YYYY-MM-DD HH:mm:ss"),
 }
@@ -492,7 +493,7 @@ def _in_doubt(wb: Workbench, run_id: int, doubt: pd.DataFrame) -> None:
     with st.expander(f"Bookings in doubt ({len(doubt):,})", expanded=True, icon=":material/help:"):
         st.caption(
             "The bank was asked to book these trades and its answer never came; asked since, it could not say "
-            "whether it booked them. Nothing is booked again. Resuming asks the bank again; once the bank's "
+            "whether it booked them, or could not be reached. Nothing is booked again. Resuming asks the bank again; once the bank's "
             "dealers have said what became of each deal (quote its deal transaction id), an approver settles it "
             "here: booked trades end succeeded with the quote they were sent with, the others failed with your note."
         )

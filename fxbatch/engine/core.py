@@ -274,7 +274,7 @@ def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummar
         cur, run_id, summary.batch_id, summary.config, rates.zar_factors(),
         trade_date=summary.trade_date, pairs=frozenset(rates.pairs),
     )  # fmt: skip
-    if todo.column("inflight_deal").null_count < todo.num_rows:
+    if records.open_bookings(todo).any():
         return False
     write_cancelled(cur, run_id, todo)
     records.set_run_status(cur, run_id, RunStatus.CANCELLED, finished=True)

@@ -195,13 +195,22 @@ def create_run(
 NEWEST_INFLIGHT = (
     "QUALIFY row_number() OVER (PARTITION BY src_row ORDER BY attempt DESC, quoted_at DESC, rowid DESC) = 1"
 )
-# What the bank's status said (``write_doubts``), as the desk reads it.
+# A booking's newest word in run_doubts (over run_doubts rows of one run).
+NEWEST_DOUBT = (
+    "QUALIFY row_number() OVER (PARTITION BY src_row, attempt, quote_id ORDER BY asked_at DESC, rowid DESC) = 1"
+)
+# What the bank's status said (``write_doubts``), as the desk reads it; UNREACHABLE: the bank could
+# not be reached to book or to ask (its answer never came). REFUSED: the bank answered the booking
+# with a refusal and the trade is to be tried again: not in doubt, and no status need be asked.
 _NO_ANSWER, _NO_ANSWER_TEXT = "UNKNOWN", "no usable answer"
+UNREACHABLE, _UNREACHABLE_TEXT = "UNREACHABLE", "bank unreachable"
+REFUSED = "REFUSED"
+_SAID_TEXT = {_NO_ANSWER: _NO_ANSWER_TEXT, UNREACHABLE: _UNREACHABLE_TEXT}
 
 
 def said_text(word: str) -> str:
     """A status word the bank's GetTxnStatus left a booking in doubt with, for the desk."""
-    return _NO_ANSWER_TEXT if word == _NO_ANSWER else word
+    return _SAID_TEXT.get(word, word)
 
 
 def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
@@ -209,11 +218,27 @@ def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
     was asked may have booked them (only its status settles them)."""
     return int(
         cur.execute(
-            "SELECT count(DISTINCT src_row) FROM run_inflight WHERE run_id = ? "
-            "AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = ?)",
-            [run_id, run_id],
+            f"""
+            SELECT count(*) FROM (
+                SELECT * FROM run_inflight WHERE run_id = $run
+                  AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
+                {NEWEST_INFLIGHT}
+            ) i
+            ANTI JOIN (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) d
+                ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id AND d.said = '{REFUSED}'
+            """,
+            {"run": run_id},
         ).fetchall()[0][0]
     )
+
+
+def open_bookings(todo: pa.Table) -> np.ndarray:
+    """Which trades of ``load_todo``'s table have a booking the bank may have made (asked for, no
+    answer recorded): only the bank's status, or the desk by hand, settles those."""
+    sent = np.asarray(todo.column("inflight_deal").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    refused = np.asarray(todo.column("inflight_refused").to_numpy(zero_copy_only=False), dtype=bool)
+    found: np.ndarray = sent & ~refused
+    return found
 
 
 def write_doubts(
@@ -241,25 +266,24 @@ def write_doubts(
 def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
     """Bookings of the run the bank's status left in doubt, in row order: trades whose last
     booking (the deal id and quote it was sent with) has no recorded answer, and that the bank was
-    asked about since (``write_doubts``), with what it said. A booking never asked about (a process
-    died) is not here: a resume asks the bank first."""
+    asked about since, or could not be reached about (``write_doubts``), with what it said. A booking never asked about (a process died) is
+    not here: a resume asks the bank first."""
     return cur.execute(
         f"""
         SELECT t.src_row AS row, t.trade_id, t.client_cif, t.currency_pair, t.side, t.amount, t.amount_currency,
                CAST(t.value_date AS VARCHAR) AS value_date,
                {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} AS deal_transaction_id,
                i.attempt, i.quote_id, i.quote_rate, i.quoted_at,
-               CASE d.said WHEN '{_NO_ANSWER}' THEN '{_NO_ANSWER_TEXT}' ELSE d.said END AS bank_status, d.asked_at
+               CASE d.said {" ".join(f"WHEN '{w}' THEN '{t}'" for w, t in _SAID_TEXT.items())} ELSE d.said END
+                   AS bank_status, d.asked_at
         FROM (
             SELECT * FROM run_inflight WHERE run_id = $run
               AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
             {NEWEST_INFLIGHT}
         ) i
-        JOIN (
-            SELECT * FROM run_doubts WHERE run_id = $run
-            QUALIFY row_number() OVER (PARTITION BY src_row, attempt, quote_id ORDER BY asked_at DESC, rowid DESC) = 1
-        ) d ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id
-            AND d.said NOT IN ('NOT_FOUND', 'COMPLETED')  -- the bank's newest answer settled it
+        JOIN (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) d
+            ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id
+            AND d.said NOT IN ('NOT_FOUND', 'COMPLETED', '{REFUSED}')  -- the bank's newest answer settled it
         JOIN runs r ON r.run_id = i.run_id
         JOIN trades t ON t.batch_id = r.batch_id AND t.src_row = i.src_row
         ORDER BY t.src_row
@@ -491,16 +515,19 @@ def load_todo(
                i.quote_id AS inflight_quote_id, epoch(i.quote_expiry) AS inflight_quote_expiry,
                CASE WHEN i.src_row IS NOT NULL THEN {dealids.deal_id_sql("r.deal_prefix", "t.src_row")} END
                    AS inflight_deal,
-               epoch(i.executing_at) AS inflight_executing_at, epoch(i.quoted_at) AS inflight_quoted_at,"""
+               epoch(i.executing_at) AS inflight_executing_at, epoch(i.quoted_at) AS inflight_quoted_at,
+               x.src_row IS NOT NULL AS inflight_refused,"""
         joins = f"""
         LEFT JOIN (SELECT * FROM run_inflight WHERE run_id = $run {NEWEST_INFLIGHT}) i ON i.src_row = t.src_row
+        LEFT JOIN (SELECT * FROM (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) WHERE said = '{REFUSED}') x
+            ON x.src_row = i.src_row AND x.attempt = i.attempt AND x.quote_id = i.quote_id
         JOIN runs r ON r.run_id = $run"""
         done = "AND t.src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)"
     else:  # a fresh run: nothing to join (the common, large case)
         inflight = """
                NULL::INTEGER AS inflight_attempt, NULL::DOUBLE AS inflight_quote_rate,
                NULL::BIGINT AS inflight_quote_id, NULL::DOUBLE AS inflight_quote_expiry, NULL::VARCHAR AS inflight_deal,
-               NULL::DOUBLE AS inflight_executing_at, NULL::DOUBLE AS inflight_quoted_at,"""
+               NULL::DOUBLE AS inflight_executing_at, NULL::DOUBLE AS inflight_quoted_at, FALSE AS inflight_refused,"""
         joins, done = "", ""
     # A fresh run reads the batch in stored order, which is row order for every batch loaded in
     # one go: sorting a million rows with their text costs more than checking the order here.

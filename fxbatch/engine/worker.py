@@ -197,7 +197,7 @@ class Worker:
                 outcome, outcomes = RunStatus.INTERRUPTED, None
                 error = self._doubt_error()
         except BankUnavailable as exc:
-            error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
+            error = self._unreachable_error(exc)
         except Exception as exc:  # the run must end in a resumable state whatever happened
             error = f"{type(exc).__name__}: {exc}"
         finally:
@@ -254,15 +254,44 @@ class Worker:
             f"they were booked, {by_hand_too}."
         )
 
+    def _unreached(self, cur: object, src_row: np.ndarray, attempt: np.ndarray, quote_id: np.ndarray) -> None:
+        """The bank went away before answering these bookings, or before its status could be
+        asked about them: they are in doubt (listed, and settleable by hand once the bank's
+        dealers have said), as a PENDING status leaves them."""
+        if self.settling or not len(src_row):
+            return
+        self._doubted(np.full(len(src_row), records.UNREACHABLE, dtype=object))
+        records.write_doubts(
+            cur, self.job.run_id, src_row, attempt, quote_id,  # type: ignore[arg-type]
+            np.full(len(src_row), records.UNREACHABLE, dtype=object),
+        )  # fmt: skip
+
+    def _unreachable_error(self, exc: BankUnavailable) -> str:
+        error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."
+        if n := self.in_doubt:
+            error += (
+                f" {n} booking(s) are in doubt (its answers never came): once the bank's dealers have said whether "
+                "they were booked, an approver can settle them by hand (`python -m fxbatch settle`), and the run "
+                "can be cancelled without the bank."
+            )
+        return error
+
     # -- recovery --------------------------------------------------------------------
     def _reconcile(self, cur: object, todo: pa.Table) -> pa.Table:
         """Ask the bank about bookings a previous process left unanswered; book nothing twice."""
-        inflight = np.asarray(todo.column("inflight_deal").is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        inflight = records.open_bookings(todo)  # a booking the bank refused is tried again, unasked
         if not inflight.any():
             return todo
         rows = todo.filter(pa.array(inflight))
         deals = rows.column("inflight_deal").combine_chunks()
-        status = self.bank.transaction_status(deals, self.max_in_flight, self.job.run_id)
+        try:
+            status = self.bank.transaction_status(deals, self.max_in_flight, self.job.run_id)
+        except BankUnavailable:
+            self._unreached(
+                cur, records.numeric(rows, "src_row").astype(np.int64), records.numeric(rows, "inflight_attempt").astype(np.int64),
+                records.integers(rows, "inflight_quote_id"),
+            )  # fmt: skip
+            raise
         booked = status.status == "COMPLETED"
         refused = status.status == by_hand.NOT_BOOKED  # only the desk's word, settling by hand
         # Still PENDING (or the bank could not say): not taken up again, so never rebooked with
@@ -531,7 +560,11 @@ class Worker:
             self.store.cursor(), self.job.run_id, batch.src_row, batch.attempt, batch.quote_id, batch.quote_rate,
             expiry, executing_at, quoted_at,
         )  # fmt: skip
-        b = self.bank.book_deals(batch, self.max_in_flight)
+        try:
+            b = self.bank.book_deals(batch, self.max_in_flight)
+        except BankUnavailable:  # every answer of the call is lost (some bookings may be made)
+            self._unreached(self.store.cursor(), batch.src_row, batch.attempt, batch.quote_id)
+            raise
         booked = b.ok.copy()
         reasons = b.reason_idx.copy()
         rates = b.deal_rate.copy()
@@ -545,7 +578,11 @@ class Worker:
         doubt = np.zeros(len(booked), dtype=bool)
         if len(lost):
             ids = batch.deal_txn_id.take(pa.array(lost))
-            st = self.bank.transaction_status(ids, self.max_in_flight, self.job.run_id)
+            try:
+                st = self.bank.transaction_status(ids, self.max_in_flight, self.job.run_id)
+            except BankUnavailable:
+                self._unreached(self.store.cursor(), batch.src_row[lost], batch.attempt[lost], batch.quote_id[lost])
+                raise
             found = st.status == "COMPLETED"
             booked[lost[found]] = True
             reasons[lost[found]] = NONE
@@ -585,7 +622,16 @@ class Worker:
                 advance(w.states, mask_of(len(w), kept), T.CANCELLED)
                 w.finished_at[kept] = now
             refused = ~booked & ~unsent & ~doubt
-            self._settle(w, good[refused], reasons[refused], now, messages[refused])
+            idx = good[refused]
+            sent_attempt, sent_quote = w.attempt[idx].copy(), w.quote_id[idx].copy()
+            again = self._settle(w, idx, reasons[refused], now, messages[refused])
+            if again.any():
+                # The bank's refusal is recorded against the booking: a resume or cancel need not
+                # ask the bank about it, nor may the desk settle it by hand.
+                records.write_doubts(
+                    cur, self.job.run_id, w.src[idx[again]], sent_attempt[again], sent_quote[again],  # type: ignore[arg-type]
+                    np.full(int(again.sum()), records.REFUSED, dtype=object),
+                )  # fmt: skip
             if doubt.any():
                 # Left as the in-flight rows recorded them (the quote sent, the deal id): the run
                 # ends INTERRUPTED and its resume settles them from the bank's status (counted in
@@ -603,14 +649,14 @@ class Worker:
 
     def _settle(
         self, w: Working, idx: np.ndarray, reasons: np.ndarray, now: float, messages: np.ndarray | None = None
-    ) -> None:
+    ) -> np.ndarray:
         """Trades the bank refused: back to EXECUTING for another attempt when a retry can fix it
         and attempts remain (after a backoff when the bank could not price or serve them, at once
-        otherwise), otherwise FAILED with the bank's reason."""
+        otherwise), otherwise FAILED with the bank's reason. Returns which of ``idx`` go on."""
         if not len(idx):
-            return
+            return np.zeros(0, dtype=bool)
         n = len(w)
-        again = AUTO_RETRY[reasons.astype(np.int64) + 1] & (w.attempt[idx] < w.last_attempt[idx])
+        again: np.ndarray = AUTO_RETRY[reasons.astype(np.int64) + 1] & (w.attempt[idx] < w.last_attempt[idx])
         retry = idx[again]
         advance(w.states, mask_of(n, retry), T.EXECUTING)
         tries = w.attempt[retry] - (w.last_attempt[retry] - self.config.max_attempts)
@@ -626,6 +672,7 @@ class Worker:
                     self._messages[src] = message
         advance(w.states, mask_of(n, give_up), T.FAILED)
         w.finished_at[give_up] = now
+        return again
 
     def _unsendable(self, w: Working, chunk: pa.Table) -> Working:
         """Trades whose value date cannot settle (a date written in the file has passed, or CASH on

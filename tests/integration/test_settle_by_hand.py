@@ -11,26 +11,49 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from fxbatch import Workbench
-from fxbatch.bank.port import Bank, BankUnavailable, QuoteReplies
+from fxbatch.bank.port import (
+    Bank,
+    BankUnavailable,
+    BookBatch,
+    BookReplies,
+    QuoteBatch,
+    QuoteReplies,
+    Replies,
+    StatusReplies,
+)
+from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.cli import main
 from fxbatch.client import connect
 from fxbatch.errors import ConflictError, ForbiddenError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig, RunStatus
-from tests.docbank import DocBank
+from tests.docbank import DocBank, serve_docbank
 from tests.integration.api_helpers import assert_problem, serve_api
-from tests.integration.run_helpers import assert_every_trade_final, load_generated, query
+from tests.integration.run_helpers import (
+    SpyBank,
+    assert_every_trade_final,
+    assert_ledger_matches_successes,
+    load_generated,
+    query,
+)
 from tests.integration.test_crash_resume import DiesAfterBooking, use_bank
 from tests.integration.test_docbank_run import (
+    CLIENT_SECRET,
+    PASSWORD,
     _lose_one_booking_answer,
     _lost_deal,
     _run_in_doubt,
     bank,
     docbank,
+    load_batch,
     settings_for,
 )
 from tests.integration.test_team import ADMIN, ANALYST, as_user, grant_roles, team_settings
@@ -248,3 +271,158 @@ def test_a_booking_the_bank_later_says_it_never_had_is_no_longer_in_doubt(bank: 
         finished = wb.resume(run.run_id, bank_url=bank.url)
         assert finished.status is RunStatus.PARTIAL and finished.counts["SUCCESS"] == 7, finished.error
         assert_every_trade_final(wb, run.run_id)
+
+
+class _GoneAfterBooking(SpyBank):
+    """The bank books the deals of its n-th booking call, its answers never come back, and it
+    cannot be reached from then on (GetTxnStatus included)."""
+
+    def __init__(self, inner: SimulatedBank, wb: Workbench, on_call: int, *, gone: bool = False) -> None:
+        super().__init__(inner, wb)
+        self.on_call, self.calls, self.gone = on_call, 0, gone
+        self.lost: list[str] = []  # deal ids of the wave whose answers were lost
+
+    def _reachable(self) -> None:
+        if self.gone:
+            raise BankUnavailable("connection refused")
+
+    def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
+        self._reachable()
+        return super().create_quotes(batch, max_in_flight)
+
+    def book_deals(self, batch: BookBatch, max_in_flight: int) -> Any:
+        self._reachable()
+        replies = super().book_deals(batch, max_in_flight)
+        self.calls += 1
+        if self.calls == self.on_call:  # booked (those the bank accepts): the answers are lost
+            self.gone = True
+            self.lost = [str(uuid.UUID(d)) for d in batch.deal_txn_id.to_pylist()]
+            raise BankUnavailable("connection reset, then refused")
+        return replies
+
+    def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
+        self._reachable()
+        return super().cancel_quotes(quote_ids, max_in_flight)
+
+    def transaction_status(
+        self, deal_txn_ids: pa.Array, max_in_flight: int, run_id: int | None = None
+    ) -> StatusReplies:
+        self._reachable()
+        return super().transaction_status(deal_txn_ids, max_in_flight, run_id)
+
+
+def _gone_after_booking(wb: Workbench, tmp_path: Path) -> tuple[int, _GoneAfterBooking]:
+    """A run of 300 trades whose bank goes away with the answers to its third booking wave."""
+    batch = load_generated(wb, tmp_path, 300)
+    banks = use_bank(wb, lambda inner: _GoneAfterBooking(inner, wb, on_call=3))
+    run = wb.run(batch, seed=5, success_rate=0.7, chunk_size=40)
+    assert run.status is RunStatus.INTERRUPTED and run.counts["PENDING"] > 0
+    (gone,) = banks
+    assert gone.lost, "the third wave was booked at the bank"
+    use_bank(wb, lambda inner: _GoneAfterBooking(inner, wb, on_call=0, gone=True))  # and it stays gone
+    return run.run_id, gone
+
+
+def _sim_ledger(wb: Workbench) -> set[str]:
+    """The deals the simulated bank booked."""
+    return {str(uuid.UUID(d)) for (d,) in query(wb, "SELECT deal_transaction_id FROM sim_ledger")}
+
+
+def _by_deal(doubt: pd.DataFrame) -> dict[str, int]:
+    return {str(uuid.UUID(d)): int(r) for d, r in zip(doubt["deal_transaction_id"], doubt["row"], strict=True)}
+
+
+def test_bookings_the_bank_went_away_without_answering_are_settled_by_hand_and_the_run_cancelled(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    run_id, gone = _gone_after_booking(wb, tmp_path)
+    error = wb.run_summary(run_id).error or ""
+    n = len(gone.lost)
+    assert "could not be reached" in error, error
+    assert f"{n} booking(s) are in doubt (its answers never came)" in error, error
+    assert "settle them by hand" in error
+    doubt = wb.bookings_in_doubt(run_id)
+    assert set(doubt["bank_status"]) == {"bank unreachable"}
+    rows = _by_deal(doubt)
+    assert set(rows) == set(gone.lost), "exactly the bookings whose answers never came"
+
+    # The bank's dealers say which were booked (by phone: its API is gone for good).
+    ledger = _sim_ledger(wb)
+    booked = [r for d, r in rows.items() if d in ledger]
+    not_booked = [r for d, r in rows.items() if d not in ledger]
+    assert booked and not_booked
+    settled = wb.settle_by_hand(run_id, booked=booked, not_booked=not_booked, note=NOTE)
+    assert settled.status is RunStatus.INTERRUPTED, "trades never sent are still to execute"
+    assert settled.error is not None and "resume it to execute them, or cancel it" in settled.error
+    assert wb.bookings_in_doubt(run_id).empty
+    asked = len(gone.status_asked)
+
+    wb.cancel(run_id)  # nothing is in flight: no bank is asked
+    cancelled = wb.run_summary(run_id)
+    assert cancelled.status is RunStatus.CANCELLED, cancelled.error
+    assert len(gone.status_asked) == asked
+    assert cancelled.counts["CANCELLED"] == cancelled.counts["PENDING"] + cancelled.counts["CANCELLED"] > 0
+    assert_every_trade_final(wb, run_id)
+    assert_ledger_matches_successes(wb, run_id)
+    wb.engine.bank_factory = wb.engine._default_bank
+
+
+def test_a_cancel_while_the_bank_is_still_gone_keeps_them_in_doubt_and_a_resume_settles_them_once_it_is_back(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    run_id, gone = _gone_after_booking(wb, tmp_path)
+    wb.cancel(run_id)  # asks the bank first: it is still gone
+    still = wb.run_summary(run_id)
+    assert still.status is RunStatus.INTERRUPTED and "could not be reached" in (still.error or "")
+    # Exactly the bookings the bank went away with: those it had refused (to be tried again) are
+    # not in doubt, and need no bank to be cancelled.
+    assert set(_by_deal(wb.bookings_in_doubt(run_id))) == set(gone.lost)
+
+    wb.engine.bank_factory = wb.engine._default_bank  # the bank is back: its status settles them
+    resumed = wb.resume(run_id)
+    assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), resumed.error
+    assert wb.bookings_in_doubt(run_id).empty
+    assert_every_trade_final(wb, run_id)
+    assert_ledger_matches_successes(wb, run_id)
+
+
+def test_over_http_a_bank_gone_for_good_leaves_its_unanswered_bookings_to_settle_by_hand(tmp_path: Path) -> None:
+    # The process died after the bank booked (the answers lost); then the bank's API went away.
+    lost: list[str] = []
+    with serve_docbank(client_secret=CLIENT_SECRET, password=PASSWORD) as gone:
+        settings = settings_for(gone, tmp_path)
+        wb = Workbench.open(settings=settings)
+        default = wb.engine.bank_factory
+
+        def dies_after_booking(config: RunConfig) -> Bank:
+            made = default(config)
+            book = made.book_deals
+
+            def booked_then_died(batch: BookBatch, max_in_flight: int) -> BookReplies:
+                book(batch, max_in_flight)
+                lost.extend(str(uuid.UUID(d)) for d in batch.deal_txn_id.to_pylist())
+                raise RuntimeError("the process died before the answers were recorded")
+
+            made.book_deals = booked_then_died  # type: ignore[method-assign]
+            return made
+
+        wb.engine.bank_factory = dies_after_booking
+        try:
+            run = wb.run(load_batch(wb, tmp_path, 8), bank_url=gone.url, concurrency=4)
+        finally:
+            wb.close()
+        ledger = gone.ledger_copy()
+    assert run.status is RunStatus.INTERRUPTED and lost and set(ledger) == set(lost)
+    with Workbench.open(settings=settings) as wb:
+        assert wb.bookings_in_doubt(run.run_id).empty, "never asked about: a cancel or resume asks the bank first"
+        wb.cancel(run.run_id)  # the bank is gone: its status cannot be asked (a 2 s window)
+        stopped = wb.run_summary(run.run_id)
+        assert stopped.status is RunStatus.INTERRUPTED and "could not be reached" in (stopped.error or "")
+        assert "settle them by hand" in (stopped.error or "")
+        doubt = wb.bookings_in_doubt(run.run_id)
+        assert set(_by_deal(doubt)) == set(lost) and set(doubt["bank_status"]) == {"bank unreachable"}
+        summary = wb.settle_by_hand(run.run_id, booked=doubt["row"].tolist(), note=NOTE)
+        assert summary.status is RunStatus.COMPLETED and summary.counts["SUCCESS"] == 8, summary.error
+        booked = {str(uuid.UUID(d)) for (d,) in query(wb, "SELECT deal_transaction_id FROM run_trades "
+                                                          "WHERE run_id = ? AND status = 'SUCCESS'", run.run_id)}  # fmt: skip
+        assert booked == set(ledger)
