@@ -332,6 +332,7 @@ def delete_batch(store: Store, batch_id: int) -> None:
             f"DELETE FROM run_trades WHERE run_id IN ({runs})",
             f"DELETE FROM run_inflight WHERE run_id IN ({runs})",
             f"DELETE FROM run_doubts WHERE run_id IN ({runs})",
+            f"DELETE FROM settlements WHERE run_id IN ({runs})",
             "DELETE FROM runs WHERE batch_id = $batch",
             f"DELETE FROM sweep_scenarios WHERE sweep_id IN ({sweeps})",
             "DELETE FROM sweeps WHERE batch_id = $batch",

@@ -29,6 +29,7 @@ from fxbatch.errors import ConflictError, FxBatchError, SettingsError, invalid_v
 from fxbatch.masking import export_path
 from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
+from fxbatch.settlements import Settlement
 from fxbatch.workbench import Workbench
 
 AnyWorkbench = Workbench | Client  # the database here, or the server that holds it
@@ -321,15 +322,45 @@ def cmd_in_doubt(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     text = (
         df.to_string(index=False)
         + f"\n\nOnce the bank has said what became of them: `python -m fxbatch settle {args.run_id} "
-        "--booked ROW ... --not-booked ROW ... --note 'what the bank confirmed'` (an approver)."
+        "--booked ROW ... --not-booked ROW ... --note 'what the bank confirmed'` (an approver; add --propose "
+        "where a second approver must confirm it)."
         if len(df)
         else f"Run {args.run_id} has no booking in doubt."
     )
+    proposed = wb.settlements(args.run_id)
+    if proposed:
+        text += "\n\nProposed settlements:\n" + "\n".join(_settlement_text(s) for s in proposed)
     _emit(args, json.loads(df.to_json(orient="records", date_format="iso")), text)
 
 
+def _settlement_text(s: Settlement) -> str:
+    line = (f"settlement {s.settlement_id} of run {s.run_id}: {s.rows_text()}; {s.status.value}; proposed by {s.proposed_by} "
+            f"at {s.proposed_at:%Y-%m-%d %H:%M} UTC ({s.note})")  # fmt: skip
+    if s.decided_by:
+        line += f"; {s.status.value} by {s.decided_by}"
+    if s.reason:
+        line += f" ({s.reason})"
+    if s.void_reason:
+        line += f"; void: {s.void_reason}"
+    return line
+
+
 def cmd_settle(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    if args.propose:
+        found = wb.propose_settlement(args.run_id, booked=args.booked, not_booked=args.not_booked, note=args.note)
+        _emit(args, found.model_dump(mode="json"), _settlement_text(found) + "\nAn approver other than you confirms "
+              f"it: `python -m fxbatch confirm-settlement {found.settlement_id}` (or --reject REASON).")  # fmt: skip
+        return
     summary = wb.settle_by_hand(args.run_id, booked=args.booked, not_booked=args.not_booked, note=args.note)
+    _emit(args, summary.to_json(), _summary_text(summary))
+
+
+def cmd_confirm_settlement(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    if args.reject is not None:
+        found = wb.reject_settlement(args.settlement_id, args.reject)
+        _emit(args, found.model_dump(mode="json"), _settlement_text(found))
+        return
+    summary = wb.confirm_settlement(args.settlement_id)
     _emit(args, summary.to_json(), _summary_text(summary))
 
 
@@ -580,7 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--not-booked", type=int, nargs="+", default=[], metavar="ROW",
                    help="rows the bank has no booking of: they end FAILED (TIMEOUT_UNKNOWN) with the note")  # fmt: skip
     p.add_argument("--note", required=True, help="what the bank confirmed (its reference, who at the bank)")
+    p.add_argument("--propose", action="store_true", help="propose it for another approver to confirm (needed for "
+                   "a run against an HTTP bank on a server with sign-in)")  # fmt: skip
     p.set_defaults(handler=cmd_settle)
+
+    p = sub.add_parser("confirm-settlement", parents=[common], help="confirm (or --reject) someone else's proposed "
+                       "settlement of bookings in doubt (approvers)")  # fmt: skip
+    p.add_argument("settlement_id", type=int)
+    p.add_argument("--reject", metavar="REASON", help="reject it instead, saying why")
+    p.set_defaults(handler=cmd_confirm_settlement)
 
     p = sub.add_parser("export", parents=[common], help="a run's per-trade results to CSV/XLSX/Parquet")
     p.add_argument("run_id", type=int)
@@ -632,8 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(handler=cmd_audit)
     a = audit_sub.add_parser("list", parents=[common], help="audit rows, newest first")
     a.add_argument("--limit", type=_positive, default=50, help="rows to show (default 50)")
-    a.add_argument("--action", help="only this action (sign-in, load, correct, run, retry, promote, cancel, resume, settle, "
-                   "delete, export, unmask, run.request, run.approve, run.reject, role.grant, role.revoke, "
+    a.add_argument("--action", help="only this action (sign-in, load, correct, run, retry, promote, cancel, resume, "
+                   "settle, settle.propose, settle.confirm, settle.reject, delete, export, unmask, run.request, run.approve, run.reject, role.grant, role.revoke, "
                    "token.create, token.revoke)")  # fmt: skip
     a.add_argument("--actor", help="only this user")
     a.set_defaults(handler=cmd_audit)

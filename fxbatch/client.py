@@ -35,6 +35,7 @@ from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
 from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary, RunView
 from fxbatch.moneyview import RunMoney
+from fxbatch.settlements import Settlement
 from fxbatch.whatif.models import Sweep, SweepInfo
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -293,6 +294,26 @@ class Client:
         body = {"booked": [int(r) for r in booked], "not_booked": [int(r) for r in not_booked], "note": note}
         view = RunView.model_validate(self.json("POST", f"/runs/{int(run_id)}/settle", json=body))
         return RunSummary.model_validate(view.model_dump(exclude={"progress"}))
+
+    def propose_settlement(
+        self, run_id: int, *, booked: Iterable[int] = (), not_booked: Iterable[int] = (), note: str
+    ) -> Settlement:
+        body = {"booked": [int(r) for r in booked], "not_booked": [int(r) for r in not_booked], "note": note}
+        return Settlement.model_validate(self.json("POST", f"/runs/{int(run_id)}/settlements", json=body))
+
+    def confirm_settlement(self, settlement_id: int) -> RunSummary:
+        view = RunView.model_validate(self.json("POST", f"/settlements/{int(settlement_id)}:confirm"))
+        return RunSummary.model_validate(view.model_dump(exclude={"progress"}))
+
+    def reject_settlement(self, settlement_id: int, reason: str) -> Settlement:
+        found = self.json("POST", f"/settlements/{int(settlement_id)}:reject", json={"reason": reason})
+        return Settlement.model_validate(found)
+
+    def settlements(self, run_id: int) -> list[Settlement]:
+        return [Settlement.model_validate(r) for r in self.json("GET", f"/runs/{int(run_id)}/settlements")]
+
+    def settlement(self, settlement_id: int) -> Settlement:
+        return Settlement.model_validate(self.json("GET", f"/settlements/{int(settlement_id)}"))
 
     def run_view(self, run_id: int) -> RunView:
         return RunView.model_validate(self.json("GET", f"/runs/{int(run_id)}"))

@@ -300,7 +300,14 @@ def _v10(con: duckdb.DuckDBPyConnection) -> None:
     """)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
+def _v11(con: duckdb.DuckDBPyConnection) -> None:
+    """Four-eyes for settling bookings in doubt by hand (``fxbatch.settlements``)."""
+    from fxbatch import settlements
+
+    con.execute(settlements.SCHEMA)
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

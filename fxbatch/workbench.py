@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from fxbatch import analytics, approvals, audit, batches, export, moneyview
+from fxbatch import analytics, approvals, audit, batches, export, moneyview, settlements
 from fxbatch.access import Access, Principal, Role, acting
 from fxbatch.approvals import Approval
 from fxbatch.audit import AuditCheck
@@ -35,6 +35,7 @@ from fxbatch.moneyview import RunMoney
 from fxbatch.rates import RateTable
 from fxbatch.serving import read_record
 from fxbatch.settings import Settings, load_settings
+from fxbatch.settlements import Settlement
 from fxbatch.store import Store
 from fxbatch.whatif.compare import compare_runs, differing_trades
 from fxbatch.whatif.models import Sweep, SweepInfo
@@ -410,24 +411,97 @@ class Workbench:
         trades at rows ``booked`` end SUCCESS with the quote they were sent with, those at rows
         ``not_booked`` end FAILED (TIMEOUT_UNKNOWN) with ``note`` (the bank's confirmation, e.g. its
         reference: required). Nothing is sent to the bank. The run ends when nothing else is left,
-        else it stays INTERRUPTED (resume or cancel it). Approvers only; on the audit trail."""
+        else it stays INTERRUPTED (resume or cancel it). Approvers only; on the audit trail.
+
+        Where settling needs two people (``settling_needs_two``) this is refused: propose it
+        (``propose_settlement``) and another approver confirms it."""
         yes, no = sorted(int(r) for r in booked), sorted(int(r) for r in not_booked)
-        text = " ".join(str(note).split())
         with self._audited("settle", f"run:{run_id}", needs=(Role.APPROVER, "settle a booking in doubt by hand"),
-                           run_id=run_id, booked=yes, not_booked=no, note=text) as extra:  # fmt: skip
-            self.run_summary(run_id)  # NotFoundError first
-            if not text:
-                raise SettingsError(
-                    "note: say what the bank confirmed (its reference, who at the bank): it is kept with the trades."
+                           run_id=run_id, booked=yes, not_booked=no, note=" ".join(str(note).split())) as extra:  # fmt: skip
+            if self.settling_needs_two(run_id):  # NotFoundError first
+                url = self.run_summary(run_id).config.bank_url
+                raise ForbiddenError(
+                    f"Settling run {run_id}'s bookings in doubt (the HTTP bank {url}) moves real money: it needs a "
+                    "second approver. Propose the settlement (Run detail, `python -m fxbatch settle ... --propose`, "
+                    f"POST /api/v1/runs/{run_id}/settlements); an approver other than you confirms it."
                 )
-            if len(text) > NOTE_MAX:
-                raise SettingsError(f"note: at most {NOTE_MAX} characters (it has {len(text):,}).")
+            text = _settle_note(note)
             who = audit.current_actor(self.actor)
-            message = f"Not booked at the bank, settled by hand by {who}: {text}"
-            job = self.engine.settle(run_id, yes, no, message)
+            job = self.engine.settle(run_id, yes, no, f"Not booked at the bank, settled by hand by {who}: {text}")
             summary = self.run_summary(run_id)
             extra.update(status=summary.status.value, error=job.progress.error)
         return summary
+
+    def settling_needs_two(self, run_id: int) -> bool:
+        """Whether settling the run's bookings in doubt by hand needs a second approver: on a server
+        with login, for a run against an HTTP bank (real money), as starting such a run does."""
+        url = self.run_summary(run_id).config.bank_url  # NotFoundError for an unknown run
+        return bool(self.access.login and url)
+
+    def propose_settlement(
+        self, run_id: int, *, booked: Iterable[int] = (), not_booked: Iterable[int] = (), note: str
+    ) -> Settlement:
+        """Propose settling bookings in doubt by hand (as ``settle_by_hand``); an approver other than
+        you confirms it (``confirm_settlement``), which applies it, or rejects it. The proposal is
+        bound to the bookings as they are in doubt now: it is void once one of them is settled or
+        sent again."""
+        yes, no = sorted(int(r) for r in booked), sorted(int(r) for r in not_booked)
+        text = " ".join(str(note).split())
+        with self._audited("settle.propose", f"run:{run_id}", needs=(Role.ANALYST, "propose settling bookings in "
+                           "doubt"), run_id=run_id, booked=yes, not_booked=no, note=text) as extra:  # fmt: skip
+            self.run_summary(run_id)  # NotFoundError first
+            text = _settle_note(note)
+            quotes = self.engine.check_settlement(run_id, yes, no)
+            found = settlements.propose(self.store, run_id, quotes, yes, text, self.access.principal().name)
+            extra.update(object=f"settlement:{found.settlement_id}", settlement_id=found.settlement_id)
+        return found
+
+    def confirm_settlement(self, settlement_id: int) -> RunSummary:
+        """Confirm someone else's proposed settlement: it is applied as ``settle_by_hand`` would (the
+        not-booked trades' message names both people). Refused when it is void or decided."""
+        with self._audited("settle.confirm", f"settlement:{settlement_id}", needs=(Role.APPROVER, "confirm a "
+                           "settlement of bookings in doubt"), settlement_id=settlement_id) as extra:  # fmt: skip
+            who = self.access.principal().name
+            found = self._not_mine(settlement_id, "confirm")
+            extra.update(run_id=found.run_id)
+            taken = settlements.claim(self.store, settlement_id, who)
+            message = (
+                f"Not booked at the bank, settled by hand by {found.proposed_by}, confirmed by "
+                f"{audit.current_actor(self.actor)}: {found.note}"
+            )
+            try:
+                job = self.engine.settle(found.run_id, taken.booked, taken.not_booked, message, quotes=taken.quotes)
+            except BaseException:
+                settlements.release(self.store, settlement_id)
+                raise
+            summary = self.run_summary(found.run_id)
+            extra.update(status=summary.status.value, error=job.progress.error)
+        return summary
+
+    def reject_settlement(self, settlement_id: int, reason: str) -> Settlement:
+        """Reject someone else's proposed settlement, saying why (nothing is settled)."""
+        with self._audited("settle.reject", f"settlement:{settlement_id}", needs=(Role.APPROVER, "reject a "
+                           "settlement of bookings in doubt"), settlement_id=settlement_id, reason=reason) as extra:  # fmt: skip
+            found = self._not_mine(settlement_id, "reject")
+            extra.update(run_id=found.run_id)
+            return settlements.reject(self.store, settlement_id, self.access.principal().name, reason)
+
+    def _not_mine(self, settlement_id: int, doing: str) -> Settlement:
+        found = settlements.get(self.store, settlement_id)
+        if self.access.login and found.proposed_by == self.access.principal().name:
+            raise ForbiddenError(
+                f"You proposed settlement {settlement_id} yourself: another approver must {doing} it (four eyes)."
+            )
+        return found
+
+    def settlements(self, run_id: int) -> list[Settlement]:
+        """The run's proposed settlements of bookings in doubt, newest first (open ones that no
+        longer match the bookings in doubt are void)."""
+        self.run_summary(run_id)  # NotFoundError for an unknown run
+        return settlements.for_run(self.store, run_id)
+
+    def settlement(self, settlement_id: int) -> Settlement:
+        return settlements.get(self.store, settlement_id)
 
     def run_summary(self, run_id: int) -> RunSummary:
         return run_records.get_run(self.store, run_id)
@@ -700,6 +774,18 @@ _BANK_FIELDS = frozenset(
     {"success_rate", "failure_mix", "latency_ms", "quote_ttl_s", "volatility_bps", "transient_absorb_share",
      "price_tolerance_bps", "registry_file"}
 )  # fmt: skip
+
+
+def _settle_note(note: str) -> str:
+    """A settlement's note, one line: what the bank confirmed (required, at most ``NOTE_MAX`` characters)."""
+    text = " ".join(str(note).split())
+    if not text:
+        raise SettingsError(
+            "note: say what the bank confirmed (its reference, who at the bank): it is kept with the trades."
+        )
+    if len(text) > NOTE_MAX:
+        raise SettingsError(f"note: at most {NOTE_MAX} characters (it has {len(text):,}).")
+    return text
 
 
 def make_config(base: RunConfig | None = None, **overrides: object) -> RunConfig:

@@ -489,60 +489,117 @@ IN_DOUBT, BOOKED, NOT_BOOKED = "still in doubt", "booked", "not booked"
 
 
 def _in_doubt(wb: Workbench, run_id: int, doubt: pd.DataFrame) -> None:
-    """Bookings the bank's status could not settle, and (approvers) settling them by hand."""
+    """Bookings the bank's status could not settle, and settling them by hand: at once (an
+    approver), or, for a real-money run on a server with login, proposed by one person and
+    confirmed by an approver other than them."""
+    two = wb.settling_needs_two(run_id)
     with st.expander(f"Bookings in doubt ({len(doubt):,})", expanded=True, icon=":material/help:"):
+        who = "proposes it here and an approver other than them confirms it" if two else "an approver settles it here"
         st.caption(
             "The bank was asked to book these trades and its answer never came; asked since, it could not say "
-            "whether it booked them, or could not be reached. Nothing is booked again. Resuming asks the bank again; once the bank's "
-            "dealers have said what became of each deal (quote its deal transaction id), an approver settles it "
-            "here: booked trades end succeeded with the quote they were sent with, the others failed with your note."
+            "whether it booked them, or could not be reached. Nothing is booked again. Resuming asks the bank "
+            "again; once the bank's dealers have said what became of each deal (quote its deal transaction id), "
+            f"someone {who}: booked trades end succeeded with the quote they were sent with, the others failed "
+            "with the note."
         )
-        if not may(wb, Role.APPROVER):
+        needed = Role.ANALYST if two else Role.APPROVER
+        if not may(wb, needed):
             st.dataframe(
                 doubt, hide_index=True, width="stretch", column_config=IN_DOUBT_TABLE, column_order=IN_DOUBT_ORDER
             )
-            needs_role(wb, Role.APPROVER, "Settling a booking by hand")
-            return
-        table = doubt.assign(bank_says=IN_DOUBT)
-        # Keyed by the rows shown: choices made against one list never apply to another (a resume or a
-        # settlement elsewhere changed it), as the editor keeps its edits by position.
-        shown = hash(tuple(zip(doubt["row"].tolist(), doubt["quote_id"].tolist(), strict=True)))
-        edited = st.data_editor(
-            table,
-            key=f"in_doubt_{run_id}_{shown:x}",
-            hide_index=True,
-            width="stretch",
-            disabled=[c for c in table.columns if c != "bank_says"],
-            column_order=["bank_says", *IN_DOUBT_ORDER],
-            column_config={
-                **IN_DOUBT_TABLE,
-                "bank_says": st.column_config.SelectboxColumn(
-                    "The bank's dealers say", options=[IN_DOUBT, BOOKED, NOT_BOOKED], required=True
-                ),
-            },
+            needs_role(wb, needed, "Proposing a settlement by hand" if two else "Settling a booking by hand")
+        else:
+            _settle_form(wb, run_id, doubt, propose=two)
+        _settlements(wb, run_id)
+
+
+def _settle_form(wb: Workbench, run_id: int, doubt: pd.DataFrame, *, propose: bool) -> None:
+    table = doubt.assign(bank_says=IN_DOUBT)
+    # Keyed by the rows shown: choices made against one list never apply to another (a resume or a
+    # settlement elsewhere changed it), as the editor keeps its edits by position.
+    shown = hash(tuple(zip(doubt["row"].tolist(), doubt["quote_id"].tolist(), strict=True)))
+    edited = st.data_editor(
+        table,
+        key=f"in_doubt_{run_id}_{shown:x}",
+        hide_index=True,
+        width="stretch",
+        disabled=[c for c in table.columns if c != "bank_says"],
+        column_order=["bank_says", *IN_DOUBT_ORDER],
+        column_config={
+            **IN_DOUBT_TABLE,
+            "bank_says": st.column_config.SelectboxColumn(
+                "The bank's dealers say", options=[IN_DOUBT, BOOKED, NOT_BOOKED], required=True
+            ),
+        },
+    )
+    note = st.text_input(
+        "What the bank confirmed",
+        key=f"in_doubt_note_{run_id}",
+        max_chars=500,
+        placeholder="e.g. J. Smith, bank dealing desk, 14:05: deal ref BBF-7731 booked; the other not received",
+    )
+    booked = [int(r) for r in edited.loc[edited["bank_says"] == BOOKED, "row"]]
+    not_booked = [int(r) for r in edited.loc[edited["bank_says"] == NOT_BOOKED, "row"]]
+    chosen = len(booked) + len(not_booked)
+    verb = "Propose settling" if propose else "Settle"
+    label = f"{verb} {chosen:,} booking(s)" if chosen else verb
+    if not st.button(label, key=f"settle_{run_id}", disabled=not chosen, icon=":material/gavel:"):
+        return
+    try:
+        if propose:
+            made = wb.propose_settlement(run_id, booked=booked, not_booked=not_booked, note=note)
+            done = f"settlement {made.settlement_id} proposed: an approver other than you confirms it below."
+        else:
+            after = wb.settle_by_hand(run_id, booked=booked, not_booked=not_booked, note=note)
+            done = f"the run is {run_status_label(after.status)}."
+    except FxBatchError as exc:
+        show_error(exc)
+        return
+    st.toast(f"Run {run_id}: {len(booked):,} booked, {len(not_booked):,} not booked; {done}", icon=":material/gavel:")
+    st.rerun()
+
+
+def _settlements(wb: Workbench, run_id: int) -> None:
+    """The run's proposed settlements; an approver other than the proposer confirms or rejects an open one."""
+    proposed = wb.settlements(run_id)
+    if not proposed:
+        return
+    st.markdown("**Proposed settlements**")
+    me = wb.access.principal().name
+    approver = may(wb, Role.APPROVER)
+    for s in proposed:
+        line = (
+            f"**#{s.settlement_id}** {s.rows_text()} (proposed by {s.proposed_by}, {s.proposed_at:%Y-%m-%d %H:%M} UTC): "
+            f"*{s.note}*; **{s.status.value}**"
         )
-        note = st.text_input(
-            "What the bank confirmed",
-            key=f"in_doubt_note_{run_id}",
-            max_chars=500,
-            placeholder="e.g. J. Smith, bank dealing desk, 14:05: deal ref BBF-7731 booked; the other not received",
-        )
-        booked = [int(r) for r in edited.loc[edited["bank_says"] == BOOKED, "row"]]
-        not_booked = [int(r) for r in edited.loc[edited["bank_says"] == NOT_BOOKED, "row"]]
-        chosen = len(booked) + len(not_booked)
-        label = f"Settle {chosen:,} booking(s)" if chosen else "Settle"
-        if st.button(label, key=f"settle_{run_id}", disabled=not chosen, icon=":material/gavel:"):
-            try:
-                after = wb.settle_by_hand(run_id, booked=booked, not_booked=not_booked, note=note)
-            except FxBatchError as exc:
-                show_error(exc)
-                return
-            st.toast(
-                f"Run {run_id}: {len(booked):,} booked, {len(not_booked):,} not booked; the run is "
-                f"{run_status_label(after.status)}.",
-                icon=":material/gavel:",
-            )
-            st.rerun()
+        if s.decided_by:
+            line += f" by {s.decided_by}"
+        if s.reason:
+            line += f": {s.reason}"
+        if s.void_reason:
+            line += f": {s.void_reason}"
+        st.markdown(line)
+        if s.status.value != "pending":
+            continue
+        if not approver:
+            st.caption("An approver other than the proposer confirms or rejects it.")
+            continue
+        if s.proposed_by == me and wb.access.login:
+            st.caption("You proposed it: another approver confirms or rejects it.")
+            continue
+        confirm, reject, why = st.columns([1, 1, 3], vertical_alignment="bottom")
+        reason = why.text_input("Why reject", key=f"reject_reason_{s.settlement_id}", max_chars=500)
+        try:
+            if confirm.button("Confirm", key=f"confirm_{s.settlement_id}", type="primary", icon=":material/check:"):
+                after = wb.confirm_settlement(s.settlement_id)
+                st.toast(f"Settlement {s.settlement_id} confirmed; run {run_id} is {run_status_label(after.status)}.")
+                st.rerun()
+            if reject.button("Reject", key=f"reject_{s.settlement_id}", icon=":material/close:"):
+                wb.reject_settlement(s.settlement_id, reason)
+                st.toast(f"Settlement {s.settlement_id} rejected.")
+                st.rerun()
+        except FxBatchError as exc:
+            show_error(exc)
 
 
 def _done_share(summary: RunSummary) -> float:

@@ -1,21 +1,22 @@
 """``/v1/runs`` (and starting one with ``POST /v1/batches/{id}/runs``): start, follow, cancel, resume, and
-settle bookings in doubt by hand."""
+settle bookings in doubt by hand (at once, or proposed by one person and confirmed by another)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from fxbatch.api.deps import INT32, WB, BatchId, RunId, api_url
 from fxbatch.api.events import SSE, run_events
 from fxbatch.api.problems import PROBLEM_RESPONSES, Problem
-from fxbatch.api.schemas import ResumeOptions, RunAccepted, RunOptions, SettleRequest
+from fxbatch.api.schemas import Rejection, ResumeOptions, RunAccepted, RunOptions, SettleRequest
 from fxbatch.api.tables import TABLE_RESPONSES, table_response
 from fxbatch.errors import ConflictError
 from fxbatch.models import RunProgress, RunStatus, RunSummary, RunView
+from fxbatch.settlements import Settlement
 from fxbatch.workbench import Workbench
 
 router = APIRouter(tags=["runs"], responses=PROBLEM_RESPONSES)
@@ -134,6 +135,54 @@ def settle_by_hand(run_id: RunId, wb: WB, body: SettleRequest) -> Response:
     """An approver records what the bank's dealers said of bookings in doubt of an INTERRUPTED run:
     the ``booked`` rows end SUCCESS with the quote they were sent with, the ``not_booked`` rows end
     FAILED (TIMEOUT_UNKNOWN) with the note. Nothing is sent to the bank. The run ends once nothing
-    else is left, else it stays INTERRUPTED (resume or cancel it). Answers the run as it stands."""
+    else is left, else it stays INTERRUPTED (resume or cancel it). Answers the run as it stands.
+
+    On a server with login, a run against an HTTP bank is refused here (403): its settlement needs
+    two people (``POST /v1/runs/{id}/settlements``, then ``POST /v1/settlements/{id}:confirm``)."""
     wb.settle_by_hand(run_id, booked=body.booked, not_booked=body.not_booked, note=body.note)
     return JSONResponse(read_run(wb, run_id))
+
+
+SettlementId = Annotated[int, Path(ge=0, le=INT32, description="A proposed settlement's id.")]
+
+
+@router.post(
+    "/v1/runs/{run_id}/settlements", status_code=201, response_model=Settlement,
+    summary="Propose settling bookings in doubt by hand", responses=_CONFLICT,
+)  # fmt: skip
+def propose_settlement(request: Request, run_id: RunId, wb: WB, body: SettleRequest) -> Response:
+    """Record what the bank's dealers said of bookings in doubt, for an approver other than you to
+    confirm (which applies it, as ``POST .../settle`` does) or reject. Bound to the bookings as they
+    are in doubt now: void once one of them is settled or sent to the bank again."""
+    found = wb.propose_settlement(run_id, booked=body.booked, not_booked=body.not_booked, note=body.note)
+    url = api_url(request, f"/v1/settlements/{found.settlement_id}")
+    return JSONResponse(found.model_dump(mode="json"), status_code=201, headers={"Location": url})
+
+
+@router.get("/v1/runs/{run_id}/settlements", response_model=list[Settlement], summary="A run's proposed settlements")
+def run_settlements(run_id: RunId, wb: WB) -> list[Settlement]:
+    """Newest first; a pending one whose bookings are no longer in doubt as proposed is void."""
+    return wb.settlements(run_id)
+
+
+@router.get("/v1/settlements/{settlement_id}", response_model=Settlement, summary="One proposed settlement")
+def get_settlement(settlement_id: SettlementId, wb: WB) -> Settlement:
+    return wb.settlement(settlement_id)
+
+
+@router.post(
+    "/v1/settlements/{settlement_id}:confirm", response_model=RunView, summary="Confirm and apply a settlement",
+    responses=_CONFLICT,
+)  # fmt: skip
+def confirm_settlement(settlement_id: SettlementId, wb: WB) -> Response:
+    """An approver other than the proposer confirms it: it is applied; answers the run as it stands."""
+    summary = wb.confirm_settlement(settlement_id)
+    return JSONResponse(read_run(wb, summary.run_id))
+
+
+@router.post(
+    "/v1/settlements/{settlement_id}:reject", response_model=Settlement, summary="Reject a settlement, saying why",
+    responses=_CONFLICT,
+)  # fmt: skip
+def reject_settlement(settlement_id: SettlementId, body: Rejection, wb: WB) -> Settlement:
+    return wb.reject_settlement(settlement_id, body.reason)

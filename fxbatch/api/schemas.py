@@ -128,3 +128,9 @@ class Failures(BaseModel):
     reasons: list[dict[str, Any]] = Field(description="failure_code, trades, share, cumulative_share; most first.")
     trades: list[dict[str, Any]] = Field(description="The first `limit` failed trades in row order.")
     total_failed: int
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, description="Why (the requester or proposer reads it).")

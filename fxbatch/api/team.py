@@ -20,7 +20,7 @@ from fxbatch.access import Role
 from fxbatch.api.deps import INT32, WB, api_url
 from fxbatch.api.problems import PROBLEM_RESPONSES
 from fxbatch.api.runs import accepted
-from fxbatch.api.schemas import RunAccepted, RunOptions
+from fxbatch.api.schemas import Rejection, RunAccepted, RunOptions
 from fxbatch.api.tables import TABLE_RESPONSES, table_response
 from fxbatch.approvals import Approval, ApprovalStatus
 
@@ -39,12 +39,6 @@ class RunRequest(RunOptions):
     """A real-money run to approve: the batch and the run's options (as ``POST /batches/{id}/runs``)."""
 
     batch_id: int = Field(ge=0, le=INT32)
-
-
-class Rejection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(min_length=1, max_length=2000, description="Why (the requester reads it).")
 
 
 class RoleChange(BaseModel):

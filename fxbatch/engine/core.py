@@ -167,36 +167,30 @@ class Engine:
             bank = self.bank_factory(summary.config)
             return self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
 
-    def settle(self, run_id: int, booked: Iterable[int], not_booked: Iterable[int], message: str) -> Job:
+    def settle(
+        self, run_id: int, booked: Iterable[int], not_booked: Iterable[int], message: str,
+        *, quotes: dict[int, int] | None = None,
+    ) -> Job:  # fmt: skip
         """Settle bookings in doubt of an INTERRUPTED run by hand (``fxbatch.engine.by_hand``).
 
         ``booked`` and ``not_booked`` are source rows of trades whose booking is in doubt (see
         ``records.bookings_in_doubt``); ``message`` becomes the not-booked trades' failure message.
+        ``quotes`` (row -> quote id, as ``check_settlement`` gave them): each booking must still be
+        in doubt with that quote (a settlement proposed earlier applies to what was proposed only).
         Nothing is sent to any bank. The run ends (its final status) when nothing else is left to
         do, else it stays INTERRUPTED. Returns the settling job (already finished).
         """
         yes, no = [int(r) for r in booked], [int(r) for r in not_booked]
-        if records.get_run(self.store, run_id).status is RunStatus.RUNNING and self.job(run_id) is None:
-            self.recover()  # a run its process left RUNNING is INTERRUPTED
-        if not yes and not no:
-            raise SettingsError(f"Nothing to settle for run {run_id}: name the rows booked or not booked.")
-        if twice := sorted(r for r, n in Counter(yes + no).items() if n > 1):
-            raise SettingsError(f"Row(s) {_rows(twice)} of run {run_id} are named more than once.")
+        self._recover_if_left(run_id)
         with self._registry_lock:
-            summary = records.get_run(self.store, run_id)
-            if summary.status is not RunStatus.INTERRUPTED:
+            named = self._check_settlement(run_id, yes, no)
+            if quotes is not None and (moved := sorted(r for r, q in named.items() if quotes.get(r) != q)):
                 raise ConflictError(
-                    f"Run {run_id} is {summary.status.value}; only an INTERRUPTED run has bookings in doubt to settle."
+                    f"Row(s) {_rows(moved)} of run {run_id} were sent to the bank again since the settlement was "
+                    "proposed: what the bank's dealers said was of another booking. Propose it again."
                 )
-            self._refuse_if_running(summary.batch_id)
             cur = self.store.cursor()
-            doubt = set(records.bookings_in_doubt(cur, run_id)["row"].tolist())
-            if stray := sorted(set(yes + no) - doubt):
-                raise ConflictError(
-                    f"Row(s) {_rows(stray)} of run {run_id} have no booking in doubt"
-                    f"{' (its bookings in doubt: rows ' + _rows(sorted(doubt)) + ')' if doubt else ''}: only a "
-                    "booking the bank's status could not settle is settled by hand (a resume asks the bank first)."
-                )
+            summary = records.get_run(self.store, run_id)
             ids = dealids.deal_ids(records.deal_prefix(cur, run_id), pa.array(yes + no, pa.int64())).to_pylist()
             bank = HandSettlement(dict(zip(ids, [True] * len(yes) + [False] * len(no), strict=True)), message)
             job = self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, settling=True)
@@ -204,6 +198,39 @@ class Engine:
             # arriving meanwhile finds the run as the settlement left it, never a job at its end.
             job.wait()
         return job
+
+    def check_settlement(self, run_id: int, booked: Iterable[int], not_booked: Iterable[int]) -> dict[int, int]:
+        """What ``settle`` would refuse, without settling: returns the quote id each named booking is
+        in doubt with (row -> quote id)."""
+        self._recover_if_left(run_id)
+        with self._registry_lock:
+            return self._check_settlement(run_id, [int(r) for r in booked], [int(r) for r in not_booked])
+
+    def _recover_if_left(self, run_id: int) -> None:
+        if records.get_run(self.store, run_id).status is RunStatus.RUNNING and self.job(run_id) is None:
+            self.recover()  # a run its process left RUNNING is INTERRUPTED
+
+    def _check_settlement(self, run_id: int, yes: list[int], no: list[int]) -> dict[int, int]:
+        """Under the registry lock: the rows must be named once each, of an INTERRUPTED run, and in doubt."""
+        if not yes and not no:
+            raise SettingsError(f"Nothing to settle for run {run_id}: name the rows booked or not booked.")
+        if twice := sorted(r for r, n in Counter(yes + no).items() if n > 1):
+            raise SettingsError(f"Row(s) {_rows(twice)} of run {run_id} are named more than once.")
+        summary = records.get_run(self.store, run_id)
+        if summary.status is not RunStatus.INTERRUPTED:
+            raise ConflictError(
+                f"Run {run_id} is {summary.status.value}; only an INTERRUPTED run has bookings in doubt to settle."
+            )
+        self._refuse_if_running(summary.batch_id)
+        found = records.bookings_in_doubt(self.store.cursor(), run_id)
+        doubt = dict(zip(found["row"].tolist(), found["quote_id"].tolist(), strict=True))
+        if stray := sorted(set(yes + no) - set(doubt)):
+            raise ConflictError(
+                f"Row(s) {_rows(stray)} of run {run_id} have no booking in doubt"
+                f"{' (its bookings in doubt: rows ' + _rows(sorted(doubt)) + ')' if doubt else ''}: only a "
+                "booking the bank's status could not settle is settled by hand (a resume asks the bank first)."
+            )
+        return {int(r): int(doubt[r]) for r in yes + no}
 
     def _refuse_if_running(self, batch_id: int) -> None:
         for (db, run_id), job in self._jobs.items():
