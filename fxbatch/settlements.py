@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 from pydantic import BaseModel, Field
 
 from fxbatch.engine import records
@@ -42,6 +43,7 @@ CREATE TABLE settlements (
     reason VARCHAR
 );
 """
+REASON_MAX = 2_000
 _COLS = "settlement_id, run_id, bookings, note, proposed_by, proposed_at, decision, decided_by, decided_at, reason"
 
 
@@ -89,6 +91,12 @@ def propose(
     the rows in ``booked`` were booked, the others not."""
     yes = set(booked)
     bookings = [[row, quote, row in yes] for row, quote in sorted(quotes.items())]
+    for open_one in for_run(store, run_id):
+        if open_one.status is SettlementStatus.PENDING and open_one.quotes == quotes and set(open_one.booked) == yes:
+            raise ConflictError(
+                f"Settlement {open_one.settlement_id} (proposed by {open_one.proposed_by}) already proposes exactly "
+                "this; an approver other than its proposer confirms or rejects it."
+            )
     rows = (
         store.cursor()
         .execute(
@@ -168,25 +176,23 @@ def claim(store: Store, settlement_id: int, decided_by: str) -> Settlement:
     """Take a pending settlement to apply it (confirmed by ``decided_by``); ``release`` undoes
     that when it could not be applied."""
     _pending(store, settlement_id)
-    taken = (
-        store.cursor()
-        .execute(
-            "UPDATE settlements SET decision = 'confirmed', decided_by = ?, decided_at = ? "
-            "WHERE settlement_id = ? AND decision = 'pending' RETURNING settlement_id",
-            [decided_by, _now(), settlement_id],
-        )
-        .fetchall()
+    taken = _update(
+        store,
+        "UPDATE settlements SET decision = 'confirmed', decided_by = ?, decided_at = ? "
+        "WHERE settlement_id = ? AND decision = 'pending' RETURNING settlement_id",
+        [decided_by, _now(), settlement_id],
     )
     if not taken:
         raise ConflictError(f"Settlement {settlement_id} was decided by someone else a moment ago.")
     return get(store, settlement_id)
 
 
-def release(store: Store, settlement_id: int) -> None:
-    """A claimed settlement that could not be applied is pending again (it may be void by now)."""
+def release(store: Store, settlement_id: int, decided_by: str) -> None:
+    """A settlement ``decided_by`` claimed and could not apply is pending again (it may be void by now)."""
     store.cursor().execute(
-        "UPDATE settlements SET decision = 'pending', decided_by = NULL, decided_at = NULL WHERE settlement_id = ?",
-        [settlement_id],
+        "UPDATE settlements SET decision = 'pending', decided_by = NULL, decided_at = NULL "
+        "WHERE settlement_id = ? AND decision = 'confirmed' AND decided_by = ?",
+        [settlement_id, decided_by],
     )
 
 
@@ -195,16 +201,24 @@ def reject(store: Store, settlement_id: int, decided_by: str, reason: str) -> Se
     text = " ".join(str(reason or "").split())
     if not text:
         raise SettingsError("reason: a rejection needs a reason (the proposer reads it).")
+    if len(text) > REASON_MAX:
+        raise SettingsError(f"reason: at most {REASON_MAX:,} characters (it has {len(text):,}).")
     _pending(store, settlement_id)
-    taken = (
-        store.cursor()
-        .execute(
-            "UPDATE settlements SET decision = 'rejected', decided_by = ?, decided_at = ?, reason = ? "
-            "WHERE settlement_id = ? AND decision = 'pending' RETURNING settlement_id",
-            [decided_by, _now(), text, settlement_id],
-        )
-        .fetchall()
+    taken = _update(
+        store,
+        "UPDATE settlements SET decision = 'rejected', decided_by = ?, decided_at = ?, reason = ? "
+        "WHERE settlement_id = ? AND decision = 'pending' RETURNING settlement_id",
+        [decided_by, _now(), text, settlement_id],
     )
     if not taken:
         raise ConflictError(f"Settlement {settlement_id} was decided by someone else a moment ago.")
     return get(store, settlement_id)
+
+
+def _update(store: Store, sql: str, params: list[object]) -> list[Any]:
+    """A conditional UPDATE ... RETURNING; empty when nothing matched, or when another person decided
+    at the same moment (DuckDB refuses the second of two concurrent updates of one row)."""
+    try:
+        return store.cursor().execute(sql, params).fetchall()
+    except duckdb.TransactionException:
+        return []

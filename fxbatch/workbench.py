@@ -463,7 +463,8 @@ class Workbench:
                            "settlement of bookings in doubt"), settlement_id=settlement_id) as extra:  # fmt: skip
             who = self.access.principal().name
             found = self._not_mine(settlement_id, "confirm")
-            extra.update(run_id=found.run_id)
+            extra.update(run_id=found.run_id, booked=found.booked, not_booked=found.not_booked,
+                         proposed_by=found.proposed_by, note=found.note)  # fmt: skip
             taken = settlements.claim(self.store, settlement_id, who)
             message = (
                 f"Not booked at the bank, settled by hand by {found.proposed_by}, confirmed by "
@@ -471,8 +472,13 @@ class Workbench:
             )
             try:
                 job = self.engine.settle(found.run_id, taken.booked, taken.not_booked, message, quotes=taken.quotes)
+                left = set(run_records.bookings_in_doubt(self.store.cursor(), found.run_id)["row"].tolist())
+                if left & set(taken.quotes):  # the settling job stopped on an error: nothing it names is settled
+                    raise ServerError(
+                        f"Settlement {settlement_id} could not be applied ({job.progress.error}); it is pending again."
+                    )
             except BaseException:
-                settlements.release(self.store, settlement_id)
+                settlements.release(self.store, settlement_id, who)
                 raise
             summary = self.run_summary(found.run_id)
             extra.update(status=summary.status.value, error=job.progress.error)

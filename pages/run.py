@@ -17,6 +17,7 @@ from fxbatch.masking import export_name
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.money import zar_compact
 from fxbatch.moneyview import RunMoney
+from fxbatch.settlements import Settlement
 from pages.common import (
     POLL_S,
     SELECT_ROWS,
@@ -446,6 +447,7 @@ def main() -> None:
                 needs_role(wb, Role.ANALYST, "Resuming or cancelling a run")
             if doubt is not None and len(doubt):
                 _in_doubt(wb, run_id, doubt)
+        _settlements(wb, run_id)  # kept in view once decided (a confirmed one settled the run's doubts)
         version = _version(summary)
         try:
             db = str(wb.settings.db)
@@ -510,7 +512,6 @@ def _in_doubt(wb: Workbench, run_id: int, doubt: pd.DataFrame) -> None:
             needs_role(wb, needed, "Proposing a settlement by hand" if two else "Settling a booking by hand")
         else:
             _settle_form(wb, run_id, doubt, propose=two)
-        _settlements(wb, run_id)
 
 
 def _settle_form(wb: Workbench, run_id: int, doubt: pd.DataFrame, *, propose: bool) -> None:
@@ -564,7 +565,12 @@ def _settlements(wb: Workbench, run_id: int) -> None:
     proposed = wb.settlements(run_id)
     if not proposed:
         return
-    st.markdown("**Proposed settlements**")
+    pending = any(s.status.value == "pending" for s in proposed)
+    with st.expander(f"Settlements proposed by hand ({len(proposed):,})", expanded=pending, icon=":material/gavel:"):
+        _settlement_list(wb, run_id, proposed)
+
+
+def _settlement_list(wb: Workbench, run_id: int, proposed: list[Settlement]) -> None:
     me = wb.access.principal().name
     approver = may(wb, Role.APPROVER)
     for s in proposed:

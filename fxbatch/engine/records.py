@@ -226,6 +226,7 @@ def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
             ) i
             ANTI JOIN (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) d
                 ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id AND d.said = '{REFUSED}'
+                AND d.asked_at >= i.quoted_at  -- the refusal of this very booking, not of an earlier one
             """,
             {"run": run_id},
         ).fetchall()[0][0]
@@ -520,7 +521,7 @@ def load_todo(
         joins = f"""
         LEFT JOIN (SELECT * FROM run_inflight WHERE run_id = $run {NEWEST_INFLIGHT}) i ON i.src_row = t.src_row
         LEFT JOIN (SELECT * FROM (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) WHERE said = '{REFUSED}') x
-            ON x.src_row = i.src_row AND x.attempt = i.attempt AND x.quote_id = i.quote_id
+            ON x.src_row = i.src_row AND x.attempt = i.attempt AND x.quote_id = i.quote_id AND x.asked_at >= i.quoted_at
         JOIN runs r ON r.run_id = $run"""
         done = "AND t.src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)"
     else:  # a fresh run: nothing to join (the common, large case)

@@ -141,6 +141,9 @@ class Worker:
         self._said: Counter[str] = Counter()
         self._said_lock = threading.Lock()
         self._messages: dict[int, str] = {}
+        # Set (on a booking thread) when the bank went away while a wave's answers were in hand:
+        # the run stops once that wave has landed (``_landed``).
+        self._gone: BankUnavailable | None = None
         self.pair_index = {p: i for i, p in enumerate(self.pair_names)}
         self._pairs_changed()
         # Cancel stops the bank's calls in progress at once: no new quote or booking goes out.
@@ -236,7 +239,10 @@ class Worker:
 
     def _doubt_error(self) -> str:
         n = self.in_doubt
-        by_hand_too = "settle them by hand (an approver: `python -m fxbatch settle`)"
+        by_hand_too = (
+            "settle them by hand (an approver: `python -m fxbatch settle`; with sign-in, for an HTTP bank, "
+            "`settle --propose` and another approver confirms)"
+        )
         if self.settling:
             return (
                 f"{n} booking(s) still in doubt (not settled by hand). The run is INTERRUPTED; {by_hand_too}, or "
@@ -271,8 +277,8 @@ class Worker:
         if n := self.in_doubt:
             error += (
                 f" {n} booking(s) are in doubt (its answers never came): once the bank's dealers have said whether "
-                "they were booked, an approver can settle them by hand (`python -m fxbatch settle`), and the run "
-                "can be cancelled without the bank."
+                "they were booked, an approver can settle them by hand (`python -m fxbatch settle`, or `settle "
+                "--propose` where a second approver must confirm), and the run can be cancelled without the bank."
             )
         return error
 
@@ -459,8 +465,10 @@ class Worker:
         src = records.numeric(chunk, "src_row").astype(np.int64)
         inflight_attempt = records.numeric(chunk, "inflight_attempt")
         prior = records.numeric(chunk, "prior_attempts").astype(np.int64)
-        # A resumed booking the bank never saw replays the same attempt (same quote, same outcome).
+        # A resumed booking the bank never saw replays the same attempt (same quote, same outcome);
+        # one it refused (to be tried again) goes on at the next, as the run that heard it would have.
         attempt = np.where(np.isnan(inflight_attempt), prior + 1, np.nan_to_num(inflight_attempt)).astype(np.int64)
+        attempt += np.asarray(chunk.column("inflight_refused").to_numpy(zero_copy_only=False), dtype=bool)
         pairs = pc.dictionary_encode(chunk.column("currency_pair")).combine_chunks()
         local = [str(p) for p in pairs.dictionary.to_pylist()]
         for p in local:
@@ -580,25 +588,29 @@ class Worker:
             ids = batch.deal_txn_id.take(pa.array(lost))
             try:
                 st = self.bank.transaction_status(ids, self.max_in_flight, self.job.run_id)
-            except BankUnavailable:
+            except BankUnavailable as exc:
+                # The answers the bank gave are kept (this wave is settled with them); the bookings
+                # it left unanswered are in doubt, and the run stops once the wave has landed.
                 self._unreached(self.store.cursor(), batch.src_row[lost], batch.attempt[lost], batch.quote_id[lost])
-                raise
-            found = st.status == "COMPLETED"
-            booked[lost[found]] = True
-            reasons[lost[found]] = NONE
-            # The bank's status need not carry the rate: the deal is booked at the rate sent.
-            rates[lost[found]] = np.where(
-                np.isnan(st.deal_rate[found]), batch.deal_rate[lost[found]], st.deal_rate[found]
-            )
-            # Still PENDING (or the bank could not say): the bank may yet book this very quote, so
-            # the trade is neither retried (a fresh quote under the same deal id) nor failed.
-            unsure = ~found & (st.status != "NOT_FOUND")
-            doubt[lost[unsure]] = True
-            self._doubted(st.status[unsure])
-            told = ~found  # in doubt, or NOT_FOUND (which clears an earlier doubt of the same booking)
-            at = lost[told]
-            records.write_doubts(self.store.cursor(), self.job.run_id, batch.src_row[at], batch.attempt[at],
-                                 batch.quote_id[at], st.status[told])  # fmt: skip
+                doubt[lost] = True
+                self._gone = exc
+            else:
+                found = st.status == "COMPLETED"
+                booked[lost[found]] = True
+                reasons[lost[found]] = NONE
+                # The bank's status need not carry the rate: the deal is booked at the rate sent.
+                rates[lost[found]] = np.where(
+                    np.isnan(st.deal_rate[found]), batch.deal_rate[lost[found]], st.deal_rate[found]
+                )
+                # Still PENDING (or the bank could not say): the bank may yet book this very quote, so
+                # the trade is neither retried (a fresh quote under the same deal id) nor failed.
+                unsure = ~found & (st.status != "NOT_FOUND")
+                doubt[lost[unsure]] = True
+                self._doubted(st.status[unsure])
+                told = ~found  # in doubt, or NOT_FOUND (which clears an earlier doubt of the same booking)
+                at = lost[told]
+                records.write_doubts(self.store.cursor(), self.job.run_id, batch.src_row[at], batch.attempt[at],
+                                     batch.quote_id[at], st.status[told])  # fmt: skip
         # Quotes the bank still holds open for a booking it refused (or never received: the run
         # was cancelled first) are released.
         still_open = ~booked & ~doubt & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]
@@ -625,6 +637,9 @@ class Worker:
             idx = good[refused]
             sent_attempt, sent_quote = w.attempt[idx].copy(), w.quote_id[idx].copy()
             again = self._settle(w, idx, reasons[refused], now, messages[refused])
+            # Only a refusal the bank gave: a booking whose answer was lost (TIMEOUT, even one its
+            # status then said it had not) may still land, so a resume asks about it again.
+            again &= reasons[refused] != TIMEOUT
             if again.any():
                 # The bank's refusal is recorded against the booking: a resume or cancel need not
                 # ask the bank about it, nor may the desk settle it by hand.
@@ -637,7 +652,10 @@ class Worker:
                 # ends INTERRUPTED and its resume settles them from the bank's status (counted in
                 # ``in_doubt`` when the bank's status was asked).
                 w = w.keep(~mask_of(len(w), good[doubt]))
-        return self._carry_on(cur, w, work)
+        work = self._carry_on(cur, w, work)
+        if self._gone is not None:  # what the bank answered is kept; the run stops here
+            raise self._gone
+        return work
 
     def _carry_on(self, cur: object, w: Working, work: Working) -> Working:
         """Persist the trades of ``w`` that are final; returns ``work`` with the others."""

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from fxbatch import Workbench
+from fxbatch.bank.model import REASON_INDEX
 from fxbatch.bank.port import (
     Bank,
     BankUnavailable,
@@ -33,8 +34,9 @@ from fxbatch.bank.port import (
 from fxbatch.bank.simulated import SimulatedBank
 from fxbatch.cli import main
 from fxbatch.client import connect
+from fxbatch.engine import records
 from fxbatch.errors import ConflictError, ForbiddenError, NotFoundError, SettingsError
-from fxbatch.models import RunConfig, RunStatus
+from fxbatch.models import FailureCode, RunConfig, RunStatus
 from tests.docbank import DocBank, serve_docbank
 from tests.integration.api_helpers import assert_problem, serve_api
 from tests.integration.run_helpers import (
@@ -426,3 +428,79 @@ def test_over_http_a_bank_gone_for_good_leaves_its_unanswered_bookings_to_settle
         booked = {str(uuid.UUID(d)) for (d,) in query(wb, "SELECT deal_transaction_id FROM run_trades "
                                                           "WHERE run_id = ? AND status = 'SUCCESS'", run.run_id)}  # fmt: skip
         assert booked == set(ledger)
+
+
+class _RefusesThenGone(SpyBank):
+    """Every booking of the first call is refused PRICE_MOVED (a reason to try again with a fresh
+    quote), then the bank goes away at the next quote call."""
+
+    def __init__(self, inner: SimulatedBank, wb: Workbench) -> None:
+        super().__init__(inner, wb)
+        self.quote_calls = 0
+
+    def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
+        self.quote_calls += 1
+        if self.quote_calls >= 2:
+            raise BankUnavailable("connection refused")
+        return super().create_quotes(batch, max_in_flight)
+
+    def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
+        super().book_deals(batch, max_in_flight)  # recorded by the spy, then refused without booking
+        n = len(batch)
+        moved = REASON_INDEX[FailureCode.PRICE_MOVED.value]
+        return BookReplies(np.full(n, 409, np.int64), np.full(n, moved, np.int8), np.full(n, None, object), None,
+                           np.full(n, np.nan), np.zeros(n, bool))  # fmt: skip
+
+    def transaction_status(
+        self, deal_txn_ids: pa.Array, max_in_flight: int, run_id: int | None = None
+    ) -> StatusReplies:
+        raise AssertionError("a booking the bank refused is never asked about")
+
+
+def test_a_refused_booking_needs_no_bank_to_cancel_and_its_retry_on_resume_is_a_new_attempt(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    batch = load_generated(wb, tmp_path, 6)
+    use_bank(wb, lambda inner: _RefusesThenGone(inner, wb))
+    run = wb.run(batch, seed=5, success_rate=1.0, chunk_size=10)
+    assert run.status is RunStatus.INTERRUPTED and "could not be reached" in (run.error or "")
+    assert wb.bookings_in_doubt(run.run_id).empty and "in doubt" not in (run.error or "")
+    # The resume books each trade again at its next attempt (a fresh quote), then the process dies
+    # before hearing back: those bookings are the bank's to settle, not a refused booking's replay.
+    banks = use_bank(wb, lambda inner: DiesAfterBooking(inner, wb, on_call=1))
+    assert wb.resume(run.run_id).status is RunStatus.INTERRUPTED
+    assert {attempt for _, attempt, _ in banks[0].bookings} == {2}
+    assert records.unsettled_bookings(wb.store.cursor(), run.run_id) == 6
+    wb.engine.bank_factory = wb.engine._default_bank
+    wb.cancel(run.run_id)  # asks the bank first: it booked them
+    cancelled = wb.run_summary(run.run_id)
+    assert cancelled.counts["SUCCESS"] == len(banks[0].booked_then_died) > 0
+    assert_every_trade_final(wb, run.run_id)
+    assert_ledger_matches_successes(wb, run.run_id)
+
+
+def test_answers_the_bank_gave_are_kept_when_it_goes_away_before_its_status_is_asked(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    batch = load_generated(wb, tmp_path, 60)
+
+    class StatusGone(SpyBank):
+        """Half of the first wave's booking answers are lost, and GetTxnStatus cannot be reached."""
+
+        def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
+            got = super().book_deals(batch, max_in_flight)
+            lost = np.arange(len(batch)) % 2 == 0
+            got.ok[lost] = False
+            got.reason_idx[lost] = REASON_INDEX[FailureCode.TIMEOUT_UNKNOWN.value]
+            return got
+
+        def transaction_status(self, ids: pa.Array, max_in_flight: int, run_id: int | None = None) -> StatusReplies:
+            raise BankUnavailable("connection refused")
+
+    banks = use_bank(wb, lambda inner: StatusGone(inner, wb))
+    run = wb.run(batch, seed=5, success_rate=1.0, chunk_size=100)
+    assert run.status is RunStatus.INTERRUPTED
+    sent = len(banks[0].bookings)
+    assert run.counts["SUCCESS"] == sent // 2, "the answers that came are kept"
+    assert len(wb.bookings_in_doubt(run.run_id)) == sent - sent // 2
+    assert f"{sent - sent // 2} booking(s) are in doubt" in (run.error or "")

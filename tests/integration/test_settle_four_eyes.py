@@ -83,6 +83,8 @@ def test_settling_a_real_money_run_takes_a_proposal_and_another_approvers_confir
     trail = query(wb, "SELECT action, outcome FROM audit_log WHERE action LIKE 'settle%' ORDER BY seq")
     assert [a for a, _ in trail] == ["settle", *["settle.propose"] * 4, *["settle.confirm"] * 3]  # refusals too
     assert [o for _, o in trail].count("ok") == 2
+    ((params,),) = query(wb, "SELECT params FROM audit_log WHERE action = 'settle.confirm' AND outcome = 'ok'")
+    assert NOTE in params and ANALYST in params and f"[{row}]" in params, "the confirmation says what it applied"
 
 
 def test_a_proposer_never_confirms_their_own_and_a_rejection_says_why(one_in_doubt: tuple[Workbench, int, int]) -> None:
@@ -91,6 +93,8 @@ def test_a_proposer_never_confirms_their_own_and_a_rejection_says_why(one_in_dou
         proposed = wb.propose_settlement(run_id, booked=[row], note=NOTE)
         with pytest.raises(ForbiddenError, match="yourself: another approver must confirm it"):
             wb.confirm_settlement(proposed.settlement_id)
+    with as_user(wb, ANALYST), pytest.raises(ConflictError, match=f"Settlement {proposed.settlement_id} .* already"):
+        wb.propose_settlement(run_id, booked=[row], note="the same, again")
     with as_user(wb, APPROVER2):
         with pytest.raises(SettingsError, match="needs a reason"):
             wb.reject_settlement(proposed.settlement_id, " ")
