@@ -355,6 +355,12 @@ def cmd_settle(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     _emit(args, summary.to_json(), _summary_text(summary))
 
 
+def cmd_settlements(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    items = wb.awaiting_settlements()
+    text = "\n".join(_settlement_text(s) for s in items) or "No settlement of bookings in doubt waits for a decision."
+    _emit(args, [s.model_dump(mode="json") for s in items], text)
+
+
 def cmd_confirm_settlement(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     if args.reject is not None:
         found = wb.reject_settlement(args.settlement_id, args.reject)
@@ -620,6 +626,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("settlement_id", type=int)
     p.add_argument("--reject", metavar="REASON", help="reject it instead, saying why")
     p.set_defaults(handler=cmd_confirm_settlement)
+
+    p = sub.add_parser("settlements", parents=[common], help="proposed settlements of bookings in doubt waiting for "
+                       "an approver's decision")  # fmt: skip
+    p.set_defaults(handler=cmd_settlements)
 
     p = sub.add_parser("export", parents=[common], help="a run's per-trade results to CSV/XLSX/Parquet")
     p.add_argument("run_id", type=int)

@@ -315,6 +315,9 @@ class Client:
     def settlement(self, settlement_id: int) -> Settlement:
         return Settlement.model_validate(self.json("GET", f"/settlements/{int(settlement_id)}"))
 
+    def awaiting_settlements(self) -> list[Settlement]:
+        return [Settlement.model_validate(r) for r in self.json("GET", "/settlements")]
+
     def run_view(self, run_id: int) -> RunView:
         return RunView.model_validate(self.json("GET", f"/runs/{int(run_id)}"))
 

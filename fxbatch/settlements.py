@@ -161,6 +161,27 @@ def for_run(store: Store, run_id: int) -> list[Settlement]:
     return [_checked(_settlement(tuple(r)), doubt) for r in rows]
 
 
+def awaiting(store: Store, limit: int = 200) -> list[Settlement]:
+    """Pending settlements of every run that are not void, newest first: what approvers have to decide."""
+    rows = (
+        store.cursor()
+        .execute(
+            f"SELECT {_COLS} FROM settlements WHERE decision = 'pending' ORDER BY settlement_id DESC LIMIT ?", [limit]
+        )
+        .fetchall()
+    )
+    doubts: dict[int, dict[int, int]] = {}
+    found = []
+    for row in rows:
+        item = _settlement(tuple(row))
+        if item.run_id not in doubts:
+            doubts[item.run_id] = _doubt(store, item.run_id)
+        item = _checked(item, doubts[item.run_id])
+        if item.status is SettlementStatus.PENDING:
+            found.append(item)
+    return found
+
+
 def _pending(store: Store, settlement_id: int) -> Settlement:
     current = get(store, settlement_id)
     if current.status is not SettlementStatus.PENDING:

@@ -509,6 +509,10 @@ class Workbench:
     def settlement(self, settlement_id: int) -> Settlement:
         return settlements.get(self.store, settlement_id)
 
+    def awaiting_settlements(self) -> list[Settlement]:
+        """Proposed settlements of every run waiting for an approver's decision (not void), newest first."""
+        return settlements.awaiting(self.store)
+
     def run_summary(self, run_id: int) -> RunSummary:
         return run_records.get_run(self.store, run_id)
 

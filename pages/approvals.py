@@ -143,11 +143,29 @@ def _start(wb: Workbench, found: Approval) -> None:
         st.switch_page(RUN_PAGE, query_params={"run": str(job.run_id)})
 
 
+def _awaiting_settlements(wb: Workbench) -> None:
+    """Settlements of bookings in doubt proposed by hand and waiting for an approver: decided on the
+    run's page, where its bookings in doubt are shown."""
+    waiting = wb.awaiting_settlements()
+    if not waiting:
+        return
+    with st.container(border=True):
+        st.markdown(f"**Settlements of bookings in doubt waiting for a decision ({len(waiting):,})**")
+        for s in waiting:
+            st.markdown(
+                f"#{s.settlement_id}, run {s.run_id}: {s.rows_text()}; proposed by {s.proposed_by} at "
+                f"{s.proposed_at:%Y-%m-%d %H:%M} UTC (*{s.note}*)"
+            )
+            st.page_link(RUN_PAGE, label=f"Open run {s.run_id} to confirm or reject it", icon=":material/gavel:",
+                         query_params={"run": str(s.run_id)})  # fmt: skip
+
+
 def main() -> None:
     st.title("Approvals")
     st.caption(
         "A run against an HTTP bank moves real money: an analyst requests it on the Batches page, and an approver "
-        "other than the requester approves or rejects it here. An approved request starts one run."
+        "other than the requester approves or rejects it here. An approved request starts one run. Settlements "
+        "of bookings in doubt proposed by hand on such runs are listed here too, and decided on the run's page."
     )
     wb = get_workbench()
     if wb is None:
@@ -155,6 +173,7 @@ def main() -> None:
     if notice := st.session_state.pop(NOTICE, None):
         st.success(notice, icon=":material/check_circle:")
     try:
+        _awaiting_settlements(wb)
         found = wb.approvals()
     except FxBatchError as exc:
         show_error(exc)

@@ -165,6 +165,12 @@ def run_settlements(run_id: RunId, wb: WB) -> list[Settlement]:
     return wb.settlements(run_id)
 
 
+@router.get("/v1/settlements", response_model=list[Settlement], summary="Settlements waiting for a decision")
+def awaiting_settlements(wb: WB) -> list[Settlement]:
+    """Proposed settlements of every run that wait for an approver's decision (not void), newest first."""
+    return wb.awaiting_settlements()
+
+
 @router.get("/v1/settlements/{settlement_id}", response_model=Settlement, summary="One proposed settlement")
 def get_settlement(settlement_id: SettlementId, wb: WB) -> Settlement:
     return wb.settlement(settlement_id)

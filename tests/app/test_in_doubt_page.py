@@ -98,6 +98,10 @@ def test_with_login_one_person_proposes_the_settlement_and_another_approver_conf
     assert "An approver other than the proposer confirms or rejects it." in texts(at)
     assert not [b for b in at.button if b.key == f"confirm_{proposed.settlement_id}"]
 
+    at = ok(signed_in(APPROVER, "pages/approvals.py"))  # what waits for the approver, with the way to it
+    assert f"#{proposed.settlement_id}, run {run_id}: not booked: rows {row}; proposed by {ANALYST}" in texts(at)
+    assert [p.label for p in at.get("page_link")] == [f"Open run {run_id} to confirm or reject it"]
+
     at = ok(signed_in(APPROVER, "pages/run.py"))
     assert f"**#{proposed.settlement_id}** not booked: rows {row}" in texts(at)
     ok(at.button(key=f"confirm_{proposed.settlement_id}").click().run())

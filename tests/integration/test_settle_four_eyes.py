@@ -69,6 +69,7 @@ def test_settling_a_real_money_run_takes_a_proposal_and_another_approvers_confir
             wb.confirm_settlement(proposed.settlement_id)
     assert wb.run_summary(run_id).status is RunStatus.INTERRUPTED, "nothing is applied by a proposal"
     assert [s.settlement_id for s in wb.settlements(run_id)] == [proposed.settlement_id]
+    assert [s.settlement_id for s in wb.awaiting_settlements()] == [proposed.settlement_id]
 
     with as_user(wb, APPROVER):
         summary = wb.confirm_settlement(proposed.settlement_id)
@@ -76,6 +77,7 @@ def test_settling_a_real_money_run_takes_a_proposal_and_another_approvers_confir
     assert_every_trade_final(wb, run_id)
     ((message,),) = query(wb, "SELECT failure_message FROM run_trades WHERE run_id = ? AND src_row = ?", run_id, row)
     assert message == f"Not booked at the bank, settled by hand by {ANALYST}, confirmed by {APPROVER}: {NOTE}"
+    assert wb.awaiting_settlements() == []
     done = wb.settlement(proposed.settlement_id)
     assert done.status is SettlementStatus.CONFIRMED and done.decided_by == APPROVER
     with as_user(wb, APPROVER2), pytest.raises(ConflictError, match="is confirmed by"):
@@ -126,6 +128,7 @@ def test_a_proposal_is_void_once_its_bookings_are_settled_otherwise(bank: DocBan
         )
         with as_user(wb, APPROVER), pytest.raises(ConflictError, match="is void: row"):
             wb.confirm_settlement(both.settlement_id)
+        assert wb.awaiting_settlements() == [], "a void proposal waits for nobody"
         # A booking sent again since (another quote) is not the one the dealers spoke of.
         quote = int(wb.bookings_in_doubt(run_id)["quote_id"][0])
         with pytest.raises(ConflictError, match="sent to the bank again since the settlement was proposed"):
@@ -157,6 +160,7 @@ def test_over_http_a_proposal_and_its_confirmation_come_from_two_people(
             sid = made.json()["settlement_id"]
             assert made.headers["Location"].endswith(f"/api/v1/settlements/{sid}")
             assert [s["status"] for s in pat.get(f"/runs/{run_id}/settlements").json()] == ["pending"]
+            assert [s["settlement_id"] for s in pat.get("/settlements").json()] == [sid]
             assert_problem(ana.post(f"/settlements/{sid}:confirm"), 403)
             assert_problem(pat.post(f"/settlements/{sid}:reject", json={"reason": ""}), 422)
             summary = quinn.confirm_settlement(sid)
@@ -177,7 +181,11 @@ def test_the_command_line_proposes_lists_and_confirms_a_settlement(
     assert main([*db, "in-doubt", str(run_id)]) == 0
     out = capsys.readouterr().out
     assert f"settlement {sid} of run {run_id}: booked: rows {row}; pending" in out
+    assert main([*db, "settlements", "--json"]) == 0
+    assert [s["settlement_id"] for s in json.loads(capsys.readouterr().out)] == [sid]
     assert main([*db, "confirm-settlement", str(sid), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "PARTIAL"
     assert main([*db, "confirm-settlement", str(sid)]) != 0
     assert f"Settlement {sid} is confirmed" in capsys.readouterr().err
+    assert main([*db, "settlements"]) == 0
+    assert "No settlement of bookings in doubt waits for a decision." in capsys.readouterr().out
