@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 from pydantic import BaseModel, Field
 
 from fxbatch.errors import ConflictError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig
+from fxbatch.store import update_returning, utc_now
 
 if TYPE_CHECKING:
     from fxbatch.settings import Settings
@@ -83,10 +83,6 @@ class Approval(BaseModel):
     void_reason: str | None = Field(None, description="What changed since the request (status void).")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
 def batch_fingerprint(store: Store, batch_id: int) -> tuple[str, int]:
     """SHA-256 of the batch's trades (every column, as JSON, in row order) and their count; NotFoundError if none."""
     cur = store.cursor()
@@ -118,7 +114,7 @@ def request(store: Store, batch_id: int, config: RunConfig, settings: Settings, 
     fingerprint, trades = batch_fingerprint(store, batch_id)
     if trades == 0:
         raise ConflictError(f"Batch {batch_id} has no trades to run.")
-    now = _now()
+    now = utc_now()
     rows = store.cursor().execute(
         "INSERT INTO approvals (batch_id, batch_fingerprint, config, settings_fingerprint, trades, requested_by, "
         "requested_at, expires_at, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending') RETURNING approval_id",
@@ -132,7 +128,7 @@ def _approval(row: tuple[Any, ...]) -> Approval:
     (approval_id, batch_id, _fp, config, _sfp, trades, requested_by, requested_at, expires_at, decision, decided_by,
      decided_at, reason, run_id, _used_at) = row  # fmt: skip
     status = ApprovalStatus(decision)
-    if status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED) and expires_at <= _now():
+    if status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED) and expires_at <= utc_now():
         status = ApprovalStatus.EXPIRED
     cfg = RunConfig.model_validate_json(config)
     return Approval(approval_id=approval_id, batch_id=batch_id, status=status, config=cfg, bank_url=cfg.bank_url,
@@ -235,11 +231,11 @@ def decide(
     text = str(reason or "").strip()
     if not approve and not text:
         raise SettingsError("A rejection needs a reason (the requester reads it).")
-    updated = _update(
+    updated = update_returning(
         store,
         "UPDATE approvals SET decision = ?, decided_by = ?, decided_at = ?, reason = ? "
         "WHERE approval_id = ? AND decision = 'pending' RETURNING approval_id",
-        ["approved" if approve else "rejected", decided_by, _now(), text or None, approval_id],
+        ["approved" if approve else "rejected", decided_by, utc_now(), text or None, approval_id],
     )
     if not updated:
         raise ConflictError(f"Approval request {approval_id} was decided by someone else a moment ago.")
@@ -264,24 +260,15 @@ def claim(store: Store, approval_id: int, batch_id: int, config: RunConfig, sett
     why = void_reason(store, row, settings, config)
     if why:
         raise ConflictError(f"Approval {approval_id} is void: {why}. Request the run again for a new approval.")
-    taken = _update(
+    taken = update_returning(
         store,
         "UPDATE approvals SET decision = 'used', used_at = ? WHERE approval_id = ? AND decision = 'approved' "
         "RETURNING approval_id",
-        [_now(), approval_id],
+        [utc_now(), approval_id],
     )
     if not taken:
         raise ConflictError(f"Approval {approval_id} was used by another run a moment ago.")
     return current
-
-
-def _update(store: Store, sql: str, params: list[object]) -> list[Any]:
-    """A conditional UPDATE ... RETURNING; empty when nothing matched, or when another writer changed
-    the row at the same moment (DuckDB refuses the second of two concurrent updates of one row)."""
-    try:
-        return store.cursor().execute(sql, params).fetchall()
-    except duckdb.TransactionException:
-        return []
 
 
 def bind(store: Store, approval_id: int, run_id: int | None) -> None:

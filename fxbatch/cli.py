@@ -334,15 +334,8 @@ def cmd_in_doubt(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 
 def _settlement_text(s: Settlement) -> str:
-    line = (f"settlement {s.settlement_id} of run {s.run_id}: {s.rows_text()}; {s.status.value}; proposed by {s.proposed_by} "
-            f"at {s.proposed_at:%Y-%m-%d %H:%M} UTC ({s.note})")  # fmt: skip
-    if s.decided_by:
-        line += f"; {s.status.value} by {s.decided_by}"
-    if s.reason:
-        line += f" ({s.reason})"
-    if s.void_reason:
-        line += f"; void: {s.void_reason}"
-    return line
+    return (f"settlement {s.settlement_id} of run {s.run_id}: {s.rows_text()}; {s.decision_text()}; proposed by "
+            f"{s.proposed_by} at {s.proposed_at:%Y-%m-%d %H:%M} UTC ({s.note})")  # fmt: skip
 
 
 def cmd_settle(wb: AnyWorkbench, args: argparse.Namespace) -> None:

@@ -15,15 +15,15 @@ again), the proposal is void. Statuses: pending, confirmed, rejected, and void (
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import duckdb
 from pydantic import BaseModel, Field
 
 from fxbatch.engine import records
 from fxbatch.errors import ConflictError, NotFoundError, SettingsError
+from fxbatch.store import update_returning, utc_now
 
 if TYPE_CHECKING:
     from fxbatch.store import Store
@@ -71,6 +71,13 @@ class Settlement(BaseModel):
     reason: str | None = Field(None, description="Why it was rejected (as the approver wrote it).")
     void_reason: str | None = Field(None, description="What changed since it was proposed (status void).")
 
+    def decision_text(self) -> str:
+        """Its status as the desk reads it: "pending", "confirmed by pat", "rejected by pat (why)",
+        "void (what changed)"."""
+        text = self.status.value + (f" by {self.decided_by}" if self.decided_by else "")
+        why = self.reason or self.void_reason
+        return text + (f" ({why})" if why else "")
+
     def rows_text(self) -> str:
         """What it settles, for the desk: "booked: rows 3, 9; not booked: rows 12"."""
         return "; ".join(
@@ -78,10 +85,6 @@ class Settlement(BaseModel):
             for label, rows in (("booked", self.booked), ("not booked", self.not_booked))
             if rows
         )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def propose(
@@ -102,7 +105,7 @@ def propose(
         .execute(
             "INSERT INTO settlements (run_id, bookings, note, proposed_by, proposed_at, decision) "
             "VALUES (?, ?, ?, ?, ?, 'pending') RETURNING settlement_id",
-            [run_id, json.dumps(bookings), note, proposed_by, _now()],
+            [run_id, json.dumps(bookings), note, proposed_by, utc_now()],
         )
         .fetchall()
     )
@@ -127,14 +130,12 @@ def _checked(found: Settlement, doubt: dict[int, int]) -> Settlement:
     gone = sorted(r for r, q in found.quotes.items() if doubt.get(r) != q)
     if not gone:
         return found
-    shown = ", ".join(str(r) for r in gone[:20]) + (f" and {len(gone) - 20:,} more" if len(gone) > 20 else "")
-    why = f"row(s) {shown} are no longer in doubt as proposed (settled since, or sent to the bank again)"
+    why = f"row(s) {records.rows_text(gone)} are no longer in doubt as proposed (settled since, or sent to the bank again)"
     return found.model_copy(update={"status": SettlementStatus.VOID, "void_reason": why})
 
 
 def _doubt(store: Store, run_id: int) -> dict[int, int]:
-    found = records.bookings_in_doubt(store.cursor(), run_id)
-    return {int(r): int(q) for r, q in zip(found["row"].tolist(), found["quote_id"].tolist(), strict=True)}
+    return records.doubt_quotes(store.cursor(), run_id)
 
 
 def get(store: Store, settlement_id: int) -> Settlement:
@@ -197,11 +198,11 @@ def claim(store: Store, settlement_id: int, decided_by: str) -> Settlement:
     """Take a pending settlement to apply it (confirmed by ``decided_by``); ``release`` undoes
     that when it could not be applied."""
     _pending(store, settlement_id)
-    taken = _update(
+    taken = update_returning(
         store,
         "UPDATE settlements SET decision = 'confirmed', decided_by = ?, decided_at = ? "
         "WHERE settlement_id = ? AND decision = 'pending' RETURNING settlement_id",
-        [decided_by, _now(), settlement_id],
+        [decided_by, utc_now(), settlement_id],
     )
     if not taken:
         raise ConflictError(f"Settlement {settlement_id} was decided by someone else a moment ago.")
@@ -225,21 +226,12 @@ def reject(store: Store, settlement_id: int, decided_by: str, reason: str) -> Se
     if len(text) > REASON_MAX:
         raise SettingsError(f"reason: at most {REASON_MAX:,} characters (it has {len(text):,}).")
     _pending(store, settlement_id)
-    taken = _update(
+    taken = update_returning(
         store,
         "UPDATE settlements SET decision = 'rejected', decided_by = ?, decided_at = ?, reason = ? "
         "WHERE settlement_id = ? AND decision = 'pending' RETURNING settlement_id",
-        [decided_by, _now(), text, settlement_id],
+        [decided_by, utc_now(), text, settlement_id],
     )
     if not taken:
         raise ConflictError(f"Settlement {settlement_id} was decided by someone else a moment ago.")
     return get(store, settlement_id)
-
-
-def _update(store: Store, sql: str, params: list[object]) -> list[Any]:
-    """A conditional UPDATE ... RETURNING; empty when nothing matched, or when another person decided
-    at the same moment (DuckDB refuses the second of two concurrent updates of one row)."""
-    try:
-        return store.cursor().execute(sql, params).fetchall()
-    except duckdb.TransactionException:
-        return []

@@ -14,8 +14,9 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -238,6 +239,20 @@ def _old_business_days(start: date, days: int) -> date:
         current += timedelta(days=1)
         days -= current.weekday() < 5
     return current
+
+
+def utc_now() -> datetime:
+    """Now, as the database's TIMESTAMP columns hold it: UTC, without a zone."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def update_returning(store: Store, sql: str, params: list[object]) -> list[Any]:
+    """A conditional UPDATE ... RETURNING; empty when nothing matched, or when another writer changed
+    the row at the same moment (DuckDB refuses the second of two concurrent updates of one row)."""
+    try:
+        return store.cursor().execute(sql, params).fetchall()
+    except duckdb.TransactionException:
+        return []
 
 
 def insert_arrow(cur: duckdb.DuckDBPyConnection, table_name: str, table: pa.Table, *, by_name: bool = False) -> None:

@@ -399,8 +399,8 @@ class Workbench:
 
     def bookings_in_doubt(self, run_id: int) -> pd.DataFrame:
         """Trades of the run whose booking was asked for and never answered (the bank's status could
-        not settle them, or the bank could not be reached to ask): row, trade, client, pair, side, amount, value date, deal transaction id, and
-        the quote it was sent with. Empty for a run with none."""
+        not settle them, or the bank could not be reached to ask): row, trade, client, pair, side,
+        amount, value date, deal transaction id, and the quote it was sent with. Empty for a run with none."""
         run_records.get_run(self.store, run_id)  # NotFoundError for an unknown run
         return run_records.bookings_in_doubt(self.store.cursor(), run_id)
 
@@ -417,7 +417,7 @@ class Workbench:
         (``propose_settlement``) and another approver confirms it."""
         yes, no = sorted(int(r) for r in booked), sorted(int(r) for r in not_booked)
         with self._audited("settle", f"run:{run_id}", needs=(Role.APPROVER, "settle a booking in doubt by hand"),
-                           run_id=run_id, booked=yes, not_booked=no, note=" ".join(str(note).split())) as extra:  # fmt: skip
+                           run_id=run_id, booked=yes, not_booked=no, note=_one_line(note)) as extra:  # fmt: skip
             if self.settling_needs_two(run_id):  # NotFoundError first
                 url = self.run_summary(run_id).config.bank_url
                 raise ForbiddenError(
@@ -446,9 +446,8 @@ class Workbench:
         bound to the bookings as they are in doubt now: it is void once one of them is settled or
         sent again."""
         yes, no = sorted(int(r) for r in booked), sorted(int(r) for r in not_booked)
-        text = " ".join(str(note).split())
         with self._audited("settle.propose", f"run:{run_id}", needs=(Role.ANALYST, "propose settling bookings in "
-                           "doubt"), run_id=run_id, booked=yes, not_booked=no, note=text) as extra:  # fmt: skip
+                           "doubt"), run_id=run_id, booked=yes, not_booked=no, note=_one_line(note)) as extra:  # fmt: skip
             self.run_summary(run_id)  # NotFoundError first
             text = _settle_note(note)
             quotes = self.engine.check_settlement(run_id, yes, no)
@@ -472,8 +471,9 @@ class Workbench:
             )
             try:
                 job = self.engine.settle(found.run_id, taken.booked, taken.not_booked, message, quotes=taken.quotes)
-                left = set(run_records.bookings_in_doubt(self.store.cursor(), found.run_id)["row"].tolist())
-                if left & set(taken.quotes):  # the settling job stopped on an error: nothing it names is settled
+                if (
+                    run_records.doubt_quotes(self.store.cursor(), found.run_id).keys() & taken.quotes.keys()
+                ):  # the settling job stopped on an error: nothing it names is settled
                     raise ServerError(
                         f"Settlement {settlement_id} could not be applied ({job.progress.error}); it is pending again."
                     )
@@ -494,11 +494,20 @@ class Workbench:
 
     def _not_mine(self, settlement_id: int, doing: str) -> Settlement:
         found = settlements.get(self.store, settlement_id)
-        if self.access.login and found.proposed_by == self.access.principal().name:
+        if self._proposed_it(found):
             raise ForbiddenError(
                 f"You proposed settlement {settlement_id} yourself: another approver must {doing} it (four eyes)."
             )
         return found
+
+    def _proposed_it(self, found: Settlement) -> bool:
+        """With login, the person acting proposed it (and so may not decide it)."""
+        return bool(self.access.login and found.proposed_by == self.access.principal().name)
+
+    def may_decide(self, found: Settlement) -> bool:
+        """Whether the person acting may confirm or reject ``found``: an approver, not its proposer
+        (pages offer the buttons only then; ``confirm_settlement`` refuses anyway)."""
+        return self.access.may(Role.APPROVER) and not self._proposed_it(found)
 
     def settlements(self, run_id: int) -> list[Settlement]:
         """The run's proposed settlements of bookings in doubt, newest first (open ones that no
@@ -786,9 +795,13 @@ _BANK_FIELDS = frozenset(
 )  # fmt: skip
 
 
+def _one_line(note: str) -> str:
+    return " ".join(str(note).split())
+
+
 def _settle_note(note: str) -> str:
     """A settlement's note, one line: what the bank confirmed (required, at most ``NOTE_MAX`` characters)."""
-    text = " ".join(str(note).split())
+    text = _one_line(note)
     if not text:
         raise SettingsError(
             "note: say what the bank confirmed (its reference, who at the bank): it is kept with the trades."

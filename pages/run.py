@@ -17,7 +17,7 @@ from fxbatch.masking import export_name
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.money import zar_compact
 from fxbatch.moneyview import RunMoney
-from fxbatch.settlements import Settlement
+from fxbatch.settlements import Settlement, SettlementStatus
 from pages.common import (
     POLL_S,
     SELECT_ROWS,
@@ -571,27 +571,15 @@ def _settlements(wb: Workbench, run_id: int) -> None:
 
 
 def _settlement_list(wb: Workbench, run_id: int, proposed: list[Settlement]) -> None:
-    me = wb.access.principal().name
-    approver = may(wb, Role.APPROVER)
     for s in proposed:
-        line = (
-            f"**#{s.settlement_id}** {s.rows_text()} (proposed by {s.proposed_by}, {s.proposed_at:%Y-%m-%d %H:%M} UTC): "
-            f"*{s.note}*; **{s.status.value}**"
+        st.markdown(
+            f"**#{s.settlement_id}** {s.rows_text()} (proposed by {s.proposed_by}, {s.proposed_at:%Y-%m-%d %H:%M} "
+            f"UTC): *{s.note}*; **{s.decision_text()}**"
         )
-        if s.decided_by:
-            line += f" by {s.decided_by}"
-        if s.reason:
-            line += f": {s.reason}"
-        if s.void_reason:
-            line += f": {s.void_reason}"
-        st.markdown(line)
-        if s.status.value != "pending":
+        if s.status is not SettlementStatus.PENDING:
             continue
-        if not approver:
+        if not wb.may_decide(s):
             st.caption("An approver other than the proposer confirms or rejects it.")
-            continue
-        if s.proposed_by == me and wb.access.login:
-            st.caption("You proposed it: another approver confirms or rejects it.")
             continue
         confirm, reject, why = st.columns([1, 1, 3], vertical_alignment="bottom")
         reason = why.text_input("Why reject", key=f"reject_reason_{s.settlement_id}", max_chars=500)

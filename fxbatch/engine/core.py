@@ -186,7 +186,7 @@ class Engine:
             named = self._check_settlement(run_id, yes, no)
             if quotes is not None and (moved := sorted(r for r, q in named.items() if quotes.get(r) != q)):
                 raise ConflictError(
-                    f"Row(s) {_rows(moved)} of run {run_id} were sent to the bank again since the settlement was "
+                    f"Row(s) {records.rows_text(moved)} of run {run_id} were sent to the bank again since the settlement was "
                     "proposed: what the bank's dealers said was of another booking. Propose it again."
                 )
             cur = self.store.cursor()
@@ -215,22 +215,21 @@ class Engine:
         if not yes and not no:
             raise SettingsError(f"Nothing to settle for run {run_id}: name the rows booked or not booked.")
         if twice := sorted(r for r, n in Counter(yes + no).items() if n > 1):
-            raise SettingsError(f"Row(s) {_rows(twice)} of run {run_id} are named more than once.")
+            raise SettingsError(f"Row(s) {records.rows_text(twice)} of run {run_id} are named more than once.")
         summary = records.get_run(self.store, run_id)
         if summary.status is not RunStatus.INTERRUPTED:
             raise ConflictError(
                 f"Run {run_id} is {summary.status.value}; only an INTERRUPTED run has bookings in doubt to settle."
             )
         self._refuse_if_running(summary.batch_id)
-        found = records.bookings_in_doubt(self.store.cursor(), run_id)
-        doubt = dict(zip(found["row"].tolist(), found["quote_id"].tolist(), strict=True))
+        doubt = records.doubt_quotes(self.store.cursor(), run_id)
         if stray := sorted(set(yes + no) - set(doubt)):
             raise ConflictError(
-                f"Row(s) {_rows(stray)} of run {run_id} have no booking in doubt"
-                f"{' (its bookings in doubt: rows ' + _rows(sorted(doubt)) + ')' if doubt else ''}: only a "
+                f"Row(s) {records.rows_text(stray)} of run {run_id} have no booking in doubt"
+                f"{' (its bookings in doubt: rows ' + records.rows_text(sorted(doubt)) + ')' if doubt else ''}: only a "
                 "booking the bank's status could not settle is settled by hand (a resume asks the bank first)."
             )
-        return {int(r): int(doubt[r]) for r in yes + no}
+        return {r: doubt[r] for r in yes + no}
 
     def _refuse_if_running(self, batch_id: int) -> None:
         for (db, run_id), job in self._jobs.items():
@@ -281,11 +280,6 @@ class Engine:
         if job is not None:
             job.wait(timeout)
         return records.get_run(self.store, run_id)
-
-
-def _rows(rows: list[int]) -> str:
-    shown = ", ".join(str(r) for r in rows[:20])
-    return shown + (f" and {len(rows) - 20:,} more" if len(rows) > 20 else "")
 
 
 def _bank_name(url: str | None) -> str:

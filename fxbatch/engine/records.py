@@ -208,6 +208,25 @@ REFUSED = "REFUSED"
 _SAID_TEXT = {_NO_ANSWER: _NO_ANSWER_TEXT, UNREACHABLE: _UNREACHABLE_TEXT}
 
 
+# The newest in-flight row of each trade of run $run with no final record (its booking unanswered).
+_UNANSWERED = f"""(
+    SELECT * FROM run_inflight WHERE run_id = $run
+      AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
+    {NEWEST_INFLIGHT}
+)"""
+# Those the bank's status (or its absence) left in doubt, as i, with the newest word on each as d.
+_IN_DOUBT = f"""{_UNANSWERED} i
+    JOIN (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) d
+        ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id
+        AND d.said NOT IN ('NOT_FOUND', 'COMPLETED', '{REFUSED}')  -- the bank's newest answer settled it"""
+
+
+def rows_text(rows: list[int]) -> str:
+    """Source rows for a message: the first 20, then how many more."""
+    shown = ", ".join(str(r) for r in rows[:20])
+    return shown + (f" and {len(rows) - 20:,} more" if len(rows) > 20 else "")
+
+
 def said_text(word: str) -> str:
     """A status word the bank's GetTxnStatus left a booking in doubt with, for the desk."""
     return _SAID_TEXT.get(word, word)
@@ -219,11 +238,7 @@ def unsettled_bookings(cur: duckdb.DuckDBPyConnection, run_id: int) -> int:
     return int(
         cur.execute(
             f"""
-            SELECT count(*) FROM (
-                SELECT * FROM run_inflight WHERE run_id = $run
-                  AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
-                {NEWEST_INFLIGHT}
-            ) i
+            SELECT count(*) FROM {_UNANSWERED} i
             ANTI JOIN (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) d
                 ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id AND d.said = '{REFUSED}'
                 AND d.asked_at >= i.quoted_at  -- the refusal of this very booking, not of an earlier one
@@ -267,8 +282,8 @@ def write_doubts(
 def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
     """Bookings of the run the bank's status left in doubt, in row order: trades whose last
     booking (the deal id and quote it was sent with) has no recorded answer, and that the bank was
-    asked about since, or could not be reached about (``write_doubts``), with what it said. A booking never asked about (a process died) is
-    not here: a resume asks the bank first."""
+    asked about since, or could not be reached about (``write_doubts``), with what it said. A
+    booking never asked about (a process died) is not here: a resume asks the bank first."""
     return cur.execute(
         f"""
         SELECT t.src_row AS row, t.trade_id, t.client_cif, t.currency_pair, t.side, t.amount, t.amount_currency,
@@ -277,20 +292,20 @@ def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFra
                i.attempt, i.quote_id, i.quote_rate, i.quoted_at,
                CASE d.said {" ".join(f"WHEN '{w}' THEN '{t}'" for w, t in _SAID_TEXT.items())} ELSE d.said END
                    AS bank_status, d.asked_at
-        FROM (
-            SELECT * FROM run_inflight WHERE run_id = $run
-              AND src_row NOT IN (SELECT src_row FROM run_trades WHERE run_id = $run)
-            {NEWEST_INFLIGHT}
-        ) i
-        JOIN (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) d
-            ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id
-            AND d.said NOT IN ('NOT_FOUND', 'COMPLETED', '{REFUSED}')  -- the bank's newest answer settled it
+        FROM {_IN_DOUBT}
         JOIN runs r ON r.run_id = i.run_id
         JOIN trades t ON t.batch_id = r.batch_id AND t.src_row = i.src_row
         ORDER BY t.src_row
         """,
         {"run": run_id},
     ).df()
+
+
+def doubt_quotes(cur: duckdb.DuckDBPyConnection, run_id: int) -> dict[int, int]:
+    """The run's bookings in doubt (as ``bookings_in_doubt`` lists them): row -> the quote id each
+    was sent with."""
+    rows = cur.execute(f"SELECT i.src_row, i.quote_id FROM {_IN_DOUBT}", {"run": run_id}).fetchall()
+    return {int(r): int(q) for r, q in rows}
 
 
 def set_run_config(cur: duckdb.DuckDBPyConnection, run_id: int, config: RunConfig) -> None:

@@ -266,11 +266,9 @@ class Worker:
         dealers have said), as a PENDING status leaves them."""
         if self.settling or not len(src_row):
             return
-        self._doubted(np.full(len(src_row), records.UNREACHABLE, dtype=object))
-        records.write_doubts(
-            cur, self.job.run_id, src_row, attempt, quote_id,  # type: ignore[arg-type]
-            np.full(len(src_row), records.UNREACHABLE, dtype=object),
-        )  # fmt: skip
+        said = np.full(len(src_row), records.UNREACHABLE, dtype=object)
+        self._doubted(said)
+        records.write_doubts(cur, self.job.run_id, src_row, attempt, quote_id, said)  # type: ignore[arg-type]
 
     def _unreachable_error(self, exc: BankUnavailable) -> str:
         error = f"The bank could not be reached: {exc}. The run is INTERRUPTED; resume it when the bank is back."

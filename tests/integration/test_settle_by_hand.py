@@ -76,6 +76,14 @@ def _interrupted_with_one_in_doubt(wb: Workbench, bank: DocBank, tmp_path: Path)
     return run.run_id, int(doubt["row"][0])
 
 
+def cli_in_doubt(bank: DocBank, tmp_path: Path) -> tuple[list[str], int, int]:
+    """The command line's ``--db`` option for a database whose run has one booking in doubt, the run, its row."""
+    settings = settings_for(bank, tmp_path)
+    with Workbench.open(settings=settings) as wb:
+        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
+    return ["--db", str(settings.db)], run_id, row
+
+
 def test_a_booking_the_bank_confirms_is_settled_booked_with_its_quote_and_the_run_ends(
     bank: DocBank, tmp_path: Path
 ) -> None:
@@ -195,10 +203,7 @@ def test_over_http_an_approver_lists_and_settles_the_bookings_in_doubt(bank: Doc
 def test_the_command_line_lists_and_settles_the_bookings_in_doubt(
     bank: DocBank, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = settings_for(bank, tmp_path)
-    with Workbench.open(settings=settings) as wb:
-        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
-    db = ["--db", str(settings.db)]
+    db, run_id, row = cli_in_doubt(bank, tmp_path)
     assert main([*db, "in-doubt", str(run_id)]) == 0
     out = capsys.readouterr().out
     assert f"T{row - 2}" in out and f"fxbatch settle {run_id} --booked ROW" in out

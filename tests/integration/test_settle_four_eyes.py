@@ -25,7 +25,7 @@ from tests.docbank import DocBank
 from tests.integration.api_helpers import WAIT, assert_problem, serve_api
 from tests.integration.run_helpers import assert_every_trade_final, query
 from tests.integration.test_docbank_run import _lose_one_booking_answer, _run_in_doubt, bank, docbank, settings_for
-from tests.integration.test_settle_by_hand import NOTE, _interrupted_with_one_in_doubt
+from tests.integration.test_settle_by_hand import NOTE, _interrupted_with_one_in_doubt, cli_in_doubt
 from tests.integration.test_team import ANALYST, APPROVER, APPROVER2, ROLES, VIEWER, as_user, grant_roles, team_settings
 
 __all__ = ["bank", "docbank"]  # fixtures used here
@@ -172,10 +172,7 @@ def test_over_http_a_proposal_and_its_confirmation_come_from_two_people(
 def test_the_command_line_proposes_lists_and_confirms_a_settlement(
     bank: DocBank, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = settings_for(bank, tmp_path)
-    with Workbench.open(settings=settings) as wb:
-        run_id, row = _interrupted_with_one_in_doubt(wb, bank, tmp_path)
-    db = ["--db", str(settings.db)]
+    db, run_id, row = cli_in_doubt(bank, tmp_path)
     assert main([*db, "settle", str(run_id), "--booked", str(row), "--note", NOTE, "--propose", "--json"]) == 0
     sid = json.loads(capsys.readouterr().out)["settlement_id"]
     assert main([*db, "in-doubt", str(run_id)]) == 0
