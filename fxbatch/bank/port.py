@@ -145,6 +145,22 @@ class BookBatch:
         )  # fmt: skip
 
 
+def unbookable(deal_rate: np.ndarray) -> np.ndarray:
+    """Bookings no bank takes: the client's rate is not a positive number (a spread wider than
+    the rate itself, e.g. 1,500 pips on JPY/ZAR at 0.1151). Both banks refuse them unsent."""
+    with np.errstate(invalid="ignore"):
+        bad: np.ndarray = ~(np.isfinite(deal_rate) & (deal_rate > 0))
+    return bad
+
+
+def unbookable_message(quote_rate: float, deal_rate: float) -> str:
+    """Why ``unbookable`` refused a booking, for the trade's failure message."""
+    return (
+        f"not sent: the client's rate would be {deal_rate:.6g} (the quote {quote_rate:.6g} moved by the desk's "
+        "spread); a rate must be above zero, so the spread is wider than the rate. Correct spread_pips."
+    )
+
+
 @dataclass
 class BookReplies(Replies):
     deal_rate: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (nan when failed)

@@ -33,13 +33,23 @@ from fxbatch.bank.model import (
     Fates,
     RateWalk,
 )
-from fxbatch.bank.port import BookBatch, BookReplies, QuoteBatch, QuoteReplies, Replies, StatusReplies
+from fxbatch.bank.port import (
+    BookBatch,
+    BookReplies,
+    QuoteBatch,
+    QuoteReplies,
+    Replies,
+    StatusReplies,
+    unbookable,
+    unbookable_message,
+)
 from fxbatch.bank.registry import ClientRegistry
 from fxbatch.models import BankSettings, FailureCode
 from fxbatch.store import Store, insert_arrow
 
 _EXPIRED = REASON_INDEX[FailureCode.QUOTE_EXPIRED.value]
 _MOVED = REASON_INDEX[FailureCode.PRICE_MOVED.value]
+_VALIDATION = REASON_INDEX[FailureCode.BANK_VALIDATION.value]
 _UNSUPPORTED = REASON_INDEX[FailureCode.CURRENCY_NOT_SUPPORTED.value]
 
 _M64 = (1 << 64) - 1
@@ -329,6 +339,8 @@ class SimulatedBank:
         tol = self.settings.price_tolerance_bps / 10_000
         moved = np.abs(batch.quote_rate - issued) > tol * np.abs(issued)
         reason[(reason == NONE) & moved] = _MOVED
+        bad_rate = unbookable(batch.deal_rate)  # refused as the HTTP bank refuses it: unsent
+        reason[bad_rate] = _VALIDATION
         transient = _apply_fates(reason, fates, batch.attempt, BOOK_STAGE)
         # A lost answer after a real booking: the deal is booked, the caller hears nothing.
         lost_answer = transient & (fates.transient == TIMEOUT)
@@ -354,6 +366,8 @@ class SimulatedBank:
         if book_now.any():
             self._record(batch, book_now, now, hashes)
         codes, messages = _replies(reason)
+        for i in np.flatnonzero(bad_rate & ~already).tolist():
+            messages[i] = unbookable_message(float(batch.quote_rate[i]), float(batch.deal_rate[i]))
         booked = book_now | already
         booked[twice] = True
         return BookReplies(codes, reason, messages, None, deal_rate, booked)

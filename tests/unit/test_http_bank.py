@@ -290,7 +290,26 @@ def test_a_refusal_fxbatch_does_not_know_is_bank_rejected_with_the_banks_code() 
     late = {"result": {"resultCode": 410, "resultMsg": "late", "resultReasonCode": "X_LATE"}}
     assert map_envelope(200, late)[1] == REASON_INDEX["BANK_REJECTED"]
     assert map_envelope(409, {"result": {"resultCode": 9}})[1] == REASON_INDEX["BANK_REJECTED"]
+    # nor from fxbatch's own simulator's numbers: a bare code is the bank's, shown as it is
+    closed = FAILURES[FailureCode.MARKET_CLOSED].result_code
+    assert map_envelope(200, {"result": {"resultCode": closed, "resultMsg": "no"}}) == (
+        closed,
+        REASON_INDEX["BANK_REJECTED"],
+        f"no (bank code {closed})",
+    )
     assert not FAILURES[FailureCode.BANK_REJECTED].auto_retry
+
+
+def test_a_booking_whose_client_rate_is_not_above_zero_is_refused_unsent_and_the_others_go() -> None:
+    fake = FakeBank(lambda op, body, req: ok())
+    batch = book_batch(3)
+    batch.quote_rate[:] = 0.1151  # JPY/ZAR; 1,500 pips sold down takes the client's rate below zero
+    batch.deal_rate[:] = [0.1151 - 0.15, 0.1161, float("nan")]
+    b = make_bank(fake).book_deals(batch, 3)
+    assert b.ok.tolist() == [False, True, False]
+    assert b.reason_idx[0] == b.reason_idx[2] == REASON_INDEX["BANK_VALIDATION"]
+    assert "the client's rate would be -0.0349 (the quote 0.1151" in b.message[0]
+    assert [body["trade"]["dealTransactionID"] for op, body in fake.bodies if op == "bookquoteddeal"] == [D[1]]
 
 
 def test_a_trade_the_bank_would_refuse_is_not_sent() -> None:

@@ -322,6 +322,20 @@ def test_a_deal_rate_moved_by_the_desks_spread_books_and_is_kept_in_the_ledger(s
     np.testing.assert_array_equal([r for (r,) in booked], client)
 
 
+def test_a_client_rate_not_above_zero_is_refused_as_the_http_bank_refuses_it_and_books_nothing(
+    store: Store,
+) -> None:
+    bank = make_bank(store)
+    q = quote_batch(3, side="SELL")
+    quotes = bank.create_quotes(q, 16)
+    # the spread wider than the rate: the client's rate goes to zero or below (or is not a number)
+    client = np.array([quotes.quote_rate[0] * -0.5, 0.0, np.nan])
+    b = bank.book_deals(book_batch(q, quotes, deal_rate=client), 16)
+    assert reasons(b) == ["BANK_VALIDATION"] * 3 and not b.ok.any()
+    assert b.message[0].startswith(f"not sent: the client's rate would be {client[0]:.6g}")
+    assert ledger(store) == []
+
+
 def test_a_book_stage_fate_fails_the_booking_on_every_attempt(store: Store) -> None:
     settings = BankSettings(success_rate=0.0, failure_mix={F.INSUFFICIENT_FUNDS: 1.0})
     bank = SimulatedBank(store, settings, 42, MIDS, clock=FakeClock(), sleep=FakeSleep())

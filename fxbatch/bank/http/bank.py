@@ -32,7 +32,17 @@ from fxbatch.bank.http.caller import SHARD, Caller, NoAnswer, NotSent, Sleep
 from fxbatch.bank.http.config import HttpBankConfig
 from fxbatch.bank.http.token import TokenCache
 from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
-from fxbatch.bank.port import BankUnavailable, BookBatch, BookReplies, QuoteBatch, QuoteReplies, Replies, StatusReplies
+from fxbatch.bank.port import (
+    BankUnavailable,
+    BookBatch,
+    BookReplies,
+    QuoteBatch,
+    QuoteReplies,
+    Replies,
+    StatusReplies,
+    unbookable,
+    unbookable_message,
+)
 from fxbatch.errors import SettingsError
 from fxbatch.models import FAILURES, FailureCode
 
@@ -308,8 +318,11 @@ class HttpBank:
         quote_id, quote_rate, deal_rate = batch.quote_id.tolist(), batch.quote_rate.tolist(), batch.deal_rate.tolist()
         post, header = self.caller.post, self._header
         timeout = FAILURES[FailureCode.TIMEOUT_UNKNOWN]
+        bad = unbookable(batch.deal_rate).tolist()
 
         async def one(i: int) -> tuple[int, int, str | None, str | None, float, bool]:
+            if bad[i]:  # the bank would refuse it: not sent
+                return 1, _VALIDATION, unbookable_message(quote_rate[i], deal_rate[i]), None, _NAN, False
             trade = wire.BookTrade(quoteID=int(quote_id[i]), dealTransactionID=ids[i], quoteRate=float(quote_rate[i]),
                                    dealRate=float(deal_rate[i]))  # fmt: skip
             body = wire.BookDealRequest(header=header, trade=trade).model_dump_json().encode()

@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from fxbatch.bank.model import NONE, REASON_INDEX
-from fxbatch.models import FAILURES, FailureCode
+from fxbatch.models import FailureCode
 
 API = "/trading-channel-service/api/v1/"
 CREATE_QUOTE, BOOK_DEAL, CANCEL_QUOTE = "createquote", "bookquoteddeal", "cancelquote"
@@ -310,7 +310,6 @@ _UNAVAILABLE = REASON_INDEX[FailureCode.SERVICE_UNAVAILABLE.value]
 _NOT_AUTHORISED = REASON_INDEX[FailureCode.NOT_AUTHORISED.value]
 _VALIDATION = REASON_INDEX[FailureCode.BANK_VALIDATION.value]
 _REJECTED = REASON_INDEX[FailureCode.BANK_REJECTED.value]
-_BY_RESULT_CODE = {info.result_code: REASON_INDEX[c.value] for c, info in reversed(FAILURES.items())}
 
 
 def map_result(status_code: int, result: Result | dict[str, Any] | None) -> tuple[int, int, str | None]:
@@ -319,8 +318,8 @@ def map_result(status_code: int, result: Result | dict[str, Any] | None) -> tupl
     1. a resultReasonCode fxbatch knows (DOMAIN section 5) is that reason;
     2. validationErrors: BANK_VALIDATION (the documented refusal, resultCode 1 on cifNo), never retried;
     3. HTTP 401/403: NOT_AUTHORISED; HTTP 5xx or 429: SERVICE_UNAVAILABLE (retried);
-    4. a resultCode of fxbatch's own table (the simulator's codes): its reason;
-    5. anything else: BANK_REJECTED, not retried, with the bank's own code in the message.
+    4. anything else: BANK_REJECTED, not retried, with the bank's own code in the message (DOMAIN
+       section 5; a bare resultCode is the bank's own number, whatever fxbatch's simulator uses).
 
     The message is the bank's resultMsg, with its validation errors (``cifNo: INVALID CIF NUMBER``).
     """
@@ -343,7 +342,7 @@ def map_result(status_code: int, result: Result | dict[str, Any] | None) -> tupl
         elif status_code >= 500 or status_code == 429:
             reason = _UNAVAILABLE
         else:
-            reason = _BY_RESULT_CODE.get(code, _REJECTED) if result.resultReasonCode is None else _REJECTED
+            reason = _REJECTED
     if reason == _REJECTED:
         message = f"{message} (bank code {result.resultReasonCode or code})"
     if errors:
