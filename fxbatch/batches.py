@@ -60,6 +60,7 @@ def _checked(
                 pairs=frozenset(rates.pairs),
                 today=today or settings.trading_date(),
                 default_spread_pips=settings.default_spread_pips,
+                mids=rates.mids,
                 sheet=sheet,
                 column_map=column_map,
                 search_rows=settings.header_search_rows,

@@ -14,6 +14,7 @@ the same ones, so a scenario's income equals a run's to the cent.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -24,6 +25,18 @@ MAX_SPREAD_PIPS = 2000
 def pip_size(pair: str) -> float:
     """One pip of ``pair`` ("USD/ZAR"): 0.0001 of the rate, 0.01 when the quote currency is JPY."""
     return 0.01 if pair.endswith("/JPY") else 0.0001
+
+
+def spread_caps(mids: Mapping[str, float]) -> dict[str, tuple[int, float]]:
+    """Pairs whose rate is too low for a spread of up to MAX_SPREAD_PIPS (JPY/ZAR at 0.1151 is
+    1,151 pips in all): the widest spread each takes, less than half its rate, and the rate. A
+    spread at or over the rate takes the client's rate to zero or below when the client sells."""
+    caps = {}
+    for pair, mid in mids.items():
+        cap = math.ceil(mid / 2 / pip_size(pair)) - 1
+        if cap < MAX_SPREAD_PIPS:
+            caps[pair] = (max(cap, 0), mid)
+    return caps
 
 
 def pip_sizes(pairs: Iterable[str]) -> np.ndarray:

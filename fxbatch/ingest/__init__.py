@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from fxbatch import valuedates
+from fxbatch import money, valuedates
 from fxbatch.errors import UnusableFileError
 from fxbatch.ingest.fixes import Correction, Fixes, apply_fixes, cells_sql
 from fxbatch.ingest.layout import (
@@ -66,6 +66,7 @@ def check_file(
     pairs: frozenset[str],
     today: date,
     default_spread_pips: int = 0,
+    mids: Mapping[str, float] | None = None,
     sheet: str | None = None,
     column_map: Mapping[str, str] | None = None,
     search_rows: int = 30,
@@ -98,7 +99,10 @@ def check_file(
     except UnusableFileError as exc:
         exc.headers = [h for h in raw.headers[:header_width] if h]
         raise
-    ctx = RuleContext(plan, len(raw.headers), header_width, pairs, today, default_spread_pips)
+    ctx = RuleContext(
+        plan, len(raw.headers), header_width, pairs, today, default_spread_pips,
+        spread_caps=money.spread_caps(mids or {}),
+    )  # fmt: skip
     raw, row_offset = _build(cur, raw, ctx)
     names = {i: name for name, i in plan.field_to_index.items()}
     columns = [names.get(i) or header for i, header in enumerate(raw.headers)]

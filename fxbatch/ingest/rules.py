@@ -8,7 +8,8 @@ blank (ignored) when every cell is empty, rejected when it has problems, accepte
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 
 import duckdb
@@ -18,7 +19,7 @@ from fxbatch import valuedates
 from fxbatch.currencies import ISO_4217
 from fxbatch.ingest.layout import ColumnPlan
 from fxbatch.models import Layout
-from fxbatch.money import MAX_SPREAD_PIPS
+from fxbatch.money import MAX_SPREAD_PIPS, pip_size
 
 MAX_REFERENCE = 140
 _WS = "' ' || chr(9) || chr(10) || chr(13) || chr(160)"
@@ -35,6 +36,8 @@ class RuleContext:
     today: date  # the trading date (Africa/Johannesburg): value dates are derived from it
     default_spread_pips: int
     row_offset: int | None = None  # fast CSV path: src_row = rowid + row_offset
+    # Pairs whose rate caps the spread below MAX_SPREAD_PIPS: pair -> (widest spread, rate).
+    spread_caps: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
 
 def _q(text: str) -> str:
@@ -85,6 +88,36 @@ def _sci(col: str) -> str:
     return (
         f"CASE WHEN contains({col}, 'E') OR contains({col}, 'e') THEN regexp_full_match({col}, {_SCI}) ELSE false END"
     )
+
+
+def _spread_cap_rules(ctx: RuleContext) -> list[Rule]:
+    """A spread of half the pair's rate or more (``money.spread_caps``): a fat finger, and at the
+    rate itself the client's rate would be zero or below."""
+    if not ctx.spread_caps:
+        return []
+    caps = sorted(ctx.spread_caps.items())
+    cap = "CASE pair_n " + " ".join(f"WHEN {_q(p)} THEN {int(c)}" for p, (c, _) in caps) + " END"
+    rate = (
+        "CASE pair_n "
+        + " ".join(f"WHEN {_q(p)} THEN {_q(f'{m:g} ({m / pip_size(p):,.0f} pips)')}" for p, (_, m) in caps)
+        + " END"
+    )
+    default = int(ctx.default_spread_pips)
+    said = (
+        f"CASE WHEN spread_raw IS NULL THEN 'the default spread of {default} pips (setting "
+        "FXBATCH_DEFAULT_SPREAD_PIPS)' ELSE 'spread_pips ' || spread_raw END"
+    )
+    return [
+        Rule(
+            f"pair_n IS NOT NULL AND (spread_n IS NOT NULL OR spread_raw IS NULL) "
+            f"AND coalesce(spread_n, {default}) BETWEEN {cap} + 1 AND {MAX_SPREAD_PIPS}",
+            "spread_pips",
+            "spread_raw",
+            "SPREAD_TOO_WIDE",
+            f"{said} || ' is half or more of the rate of ' || pair_n || ', ' || {rate} "
+            f"|| ': at most ' || {cap} || ' pips on ' || pair_n",
+        )
+    ]
 
 
 def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[Rule]:
@@ -186,6 +219,7 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             f"'spread_pips ' || spread_raw || ' must be a whole number of pips from 0 to {MAX_SPREAD_PIPS} "
             "(1 pip = 0.0001 of the rate, 0.01 for pairs quoted in JPY: 385 on USD/ZAR is 0.0385)'",
         ),
+        *_spread_cap_rules(ctx),
         Rule(
             "deliv_raw IS NOT NULL AND deliv_n IS NULL",
             "delivery",

@@ -283,6 +283,41 @@ def test_a_spread_that_is_not_a_whole_number_of_pips_from_0_to_2000_is_rejected(
     assert "whole number of pips from 0 to 2000" in rejection.message
 
 
+def test_a_spread_of_half_the_pairs_rate_or_more_is_rejected_naming_the_widest_it_takes(
+    wb: Workbench, write_file: WriteFile
+) -> None:
+    # JPY/ZAR at 0.1151 is 1,151 pips in all: 1,500 pips sold down would give a negative rate
+    jpy = {"currency_pair": "JPY/ZAR", "side": "SELL", "amount_currency": "ZAR"}
+    [rejection] = rejected_alone(wb, write_file, spread_pips="600", **jpy).rejections
+    assert (rejection.row, rejection.column, rejection.code, rejection.value) == (
+        3,
+        "spread_pips",
+        "SPREAD_TOO_WIDE",
+        "600",
+    )
+    assert rejection.message == (
+        "spread_pips 600 is half or more of the rate of JPY/ZAR, 0.1151 (1,151 pips): at most 575 pips on JPY/ZAR"
+    )
+    assert accepted_trade(wb, write_file, spread_pips="575", **jpy)["spread_pips"] == 575
+    # over 2000 is the one rule's, not both
+    [wide] = rejected_alone(wb, write_file, spread_pips="2001", **jpy).rejections
+    assert wide.code == "INVALID_SPREAD"
+    # the same spread is fine on a pair whose rate is large enough
+    assert accepted_trade(wb, write_file, spread_pips="600", currency_pair="USD/ZAR")["spread_pips"] == 600
+
+
+def test_a_default_spread_too_wide_for_a_pair_is_rejected_naming_the_setting(
+    tmp_path: Path, write_file: WriteFile
+) -> None:
+    from fxbatch import Settings
+
+    with Workbench.open(settings=Settings(db=tmp_path / "wide.duckdb", default_spread_pips=600)) as wb:
+        jpy = {"currency_pair": "JPY/ZAR", "side": "BUY", "amount_currency": "ZAR"}
+        [rejection] = rejected_alone(wb, write_file, spread_pips="", **jpy).rejections
+        assert (rejection.code, rejection.value) == ("SPREAD_TOO_WIDE", None)
+        assert rejection.message.startswith("the default spread of 600 pips (setting FXBATCH_DEFAULT_SPREAD_PIPS) is")
+
+
 # ---------------------------------------------------------------- delivery and value_date
 
 
