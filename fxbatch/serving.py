@@ -247,6 +247,14 @@ def current_workbench() -> Workbench | None:
     return None if _current is None else _current.workbench()
 
 
+def hosted_here(db: Path | str) -> bool:
+    """Whether this very process is the server holding ``db`` (its record names this process):
+    then no other workbench may be opened on the file here, even when ``current_workbench`` has
+    lost the host (its module reloaded under the running server)."""
+    record = _load(record_path(db))
+    return record is not None and record.pid == os.getpid()
+
+
 class Host:
     """The one Workbench of a server process, opened and closed by its ASGI lifespan.
 
@@ -328,6 +336,7 @@ __all__ = [
     "check_binding",
     "current_login",
     "current_workbench",
+    "hosted_here",
     "is_loopback",
     "pid_alive",
     "read_record",

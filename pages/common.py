@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Settings, Workbench
 from fxbatch.access import Principal, Role, act_as, acting, current
-from fxbatch.errors import SettingsError
+from fxbatch.errors import ServerError, SettingsError
 from fxbatch.labels import field_label
 from fxbatch.login import LoginConfig, login_config
-from fxbatch.serving import current_login, current_workbench
+from fxbatch.serving import current_login, current_workbench, hosted_here
 from fxbatch.settings import settings_from_secrets
 
 T = TypeVar("T")
@@ -32,6 +32,13 @@ def workbench(login: bool | None = None) -> Workbench:
     hosted = current_workbench()  # the server opens and closes it: never cached (and closed) here
     if hosted is not None:
         return hosted
+    if hosted_here(app_settings().db):
+        # This process serves the file, yet its host is gone from view (Streamlit reloaded the
+        # project's modules): a second workbench here would run batches beside the API's.
+        raise ServerError(
+            "This fxbatch server's code was reloaded while it ran, and the app lost its database. "
+            "Restart the server (make run); runs in progress stay resumable."
+        )
     return _own_workbench(login=app_login() is not None if login is None else login)
 
 

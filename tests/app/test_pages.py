@@ -284,3 +284,23 @@ def test_a_bad_setting_shows_an_error_naming_the_variable(
     assert len(at.error) == 1
     assert "FXBATCH_DEFAULT_SPREAD_PIPS" in at.error[0].value
     assert not db_path.exists()
+
+
+def test_a_server_process_that_lost_its_host_opens_no_second_database_and_says_restart(
+    empty_db: Path, open_page: OpenPage
+) -> None:
+    """Streamlit reloading the project's modules under a running server drops the page's view of
+    the hosted workbench: the record beside the database still names this process, so the page
+    refuses to open its own (it would run batches beside the API's) and says what to do."""
+    from fxbatch.serving import hosted_here, remove_record, write_record
+
+    write_record(empty_db, "http://127.0.0.1:8501")
+    try:
+        assert hosted_here(empty_db)
+        at = open_page("pages/batches.py")
+        assert not at.exception
+        assert any("code was reloaded while it ran" in e.value and "Restart the server" in e.value for e in at.error)
+        assert not empty_db.exists()  # no workbench of the page's own
+    finally:
+        remove_record(empty_db)
+    assert not hosted_here(empty_db)

@@ -82,6 +82,15 @@ def test_a_record_whose_process_has_died_is_ignored(tmp_path: Path) -> None:
     assert read_record(db) is not None
 
 
+def test_hosted_here_only_when_the_record_names_this_process(tmp_path: Path) -> None:
+    db = tmp_path / "desk.duckdb"
+    assert not serving.hosted_here(db)  # no record
+    write_raw(db, pid=os.getppid())  # another live process serves it
+    assert not serving.hosted_here(db)
+    write_raw(db)  # this process
+    assert serving.hosted_here(db)
+
+
 def test_writing_replaces_the_record_whole_and_leaves_no_temporary_file(tmp_path: Path) -> None:
     db = tmp_path / "desk.duckdb"
     write_record(db, URL)
