@@ -51,7 +51,10 @@ def quote_zar_factors(pairs: Iterable[str], zar: Mapping[str, float]) -> np.ndar
 def deal_rates(quote_rate: np.ndarray, is_buy: np.ndarray, spread_pips: np.ndarray, pip: np.ndarray) -> np.ndarray:
     """The client's rate: the quote moved by the spread, up when the client buys the base currency."""
     sign = np.where(is_buy, 1.0, -1.0)
-    return np.asarray(quote_rate + sign * spread_pips * pip, dtype=np.float64)
+    # To 1/10,000 of a pip: 17.79 + 358 pips is 17.8258, not the float sum's 17.825799999999997,
+    # on the wire and in exports; a quote's own decimals (a bank's 6) are kept.
+    per_unit = 1e4 / pip
+    return np.asarray(np.round((quote_rate + sign * spread_pips * pip) * per_unit) / per_unit, dtype=np.float64)
 
 
 def base_amounts(amount: np.ndarray, amount_is_base: np.ndarray, deal_rate: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fxbatch.models import FAILURES, BankSettings, FailureCode, Stage
+from fxbatch.money import pip_sizes
 
 REGISTRY_CODES = frozenset(
     {
@@ -178,7 +179,8 @@ class BankModel:
 
 
 class RateWalk:
-    """Mid rates moved by a seeded random walk over market time (the trade's step).
+    """Mid rates moved by a seeded random walk over market time (the trade's step), quoted as a
+    dealer quotes them: to a tenth of a pip (17.60512 on USD/ZAR, 152.951 on USD/JPY).
 
     Built lazily in blocks so any step can be priced in any order with the same answer.
     """
@@ -192,6 +194,7 @@ class RateWalk:
         self.pairs = sorted(mids)
         self.index = {p: i for i, p in enumerate(self.pairs)}
         self.mid0 = np.array([mids[p] for p in self.pairs])
+        self.per_unit = 10 / pip_sizes(self.pairs)  # tenths of a pip in one unit of the rate
         self.vol = volatility_bps / 10_000
         self._blocks: dict[tuple[int, int], np.ndarray] = {}
         self._bases: dict[int, np.ndarray] = {}
@@ -241,7 +244,10 @@ class RateWalk:
                 if p >= 0:
                     level[i] = self._block(p, step // self.BLOCK)[step % self.BLOCK]
             known = pair_idx >= 0
-            out[known] = self.mid0[pair_idx[known]] * np.exp(self.vol * level[known])
+            at = pair_idx[known]
+            out[known] = (
+                np.round(self.mid0[at] * np.exp(self.vol * level[known]) * self.per_unit[at]) / self.per_unit[at]
+            )
             return out
         blocks = steps // self.BLOCK
         offs = steps % self.BLOCK
@@ -255,5 +261,5 @@ class RateWalk:
             for b in np.unique(pair_blocks):
                 at = pair_blocks == b
                 level[at] = self._block(int(p), int(b))[pair_offs[at]]
-            out[sel] = self.mid0[p] * np.exp(self.vol * level)
+            out[sel] = np.round(self.mid0[p] * np.exp(self.vol * level) * self.per_unit[p]) / self.per_unit[p]
         return out
