@@ -7,6 +7,7 @@ each state change is one bulk write, so a million trades never cost a million ro
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -43,9 +44,12 @@ for _code in (
     FailureCode.TIMEOUT_UNKNOWN,
 ):
     _QUOTE_GONE[REASON_INDEX[_code.value] + 1] = True  # fmt: skip
-# With latency: a wave is this many rounds of calls in flight (see Worker.__init__), and this many
-# waves' bookings may be in hand at once (see Worker._execute).
+# With latency: a wave is this many rounds of calls in flight (see Worker.__init__), fewer (not
+# under MIN_WAVE_ROUNDS) where a call of that many rounds would pass WAVE_S at the simulated
+# latency, and this many waves' bookings may be in hand at once (see Worker._execute).
 WAVE_ROUNDS = 64
+MIN_WAVE_ROUNDS = 16
+WAVE_S = 4.0
 DEPTH = 2
 
 
@@ -114,7 +118,13 @@ class Worker:
         # write and settling between calls), so the longer the better, at the price of a cancel
         # or interrupt waiting for a longer wave. Its retries do not wait for it: refused quotes
         # are settled at once and quoted again (while the wave books) on a second helper thread.
-        self.chunk_size = config.concurrency * WAVE_ROUNDS if slow else config.chunk_size
+        # A slow bank (400 ms a call) takes fewer rounds a wave, so the progress still moves every
+        # few seconds (64 rounds of 400 ms would show nothing final for over 50 s).
+        latency_s = config.bank.latency_ms / 1000
+        rounds = (
+            WAVE_ROUNDS if latency_s <= 0 else max(MIN_WAVE_ROUNDS, min(WAVE_ROUNDS, math.ceil(WAVE_S / latency_s)))
+        )
+        self.chunk_size = config.concurrency * rounds if slow else config.chunk_size
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
         # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
@@ -422,6 +432,7 @@ class Worker:
                     time.sleep(max(0.0, until - now))
                     continue
                 wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
+                self._executing(wave)
                 self._show(work, wave, *bookings)
                 good = self._quote(wave)
                 if job.cancel_requested.is_set() and len(good):
@@ -493,14 +504,17 @@ class Worker:
             trades=chunk.select(TEXT_FIELDS).combine_chunks(),
         )  # fmt: skip
 
-    def _quote(self, w: Working) -> np.ndarray:
-        """Ask quotes for a whole wave and settle the refused ones; returns the indices of the
-        quoted trades."""
-        n = len(w)
-        everyone = np.ones(n, dtype=bool)
-        advance(w.states, everyone, T.EXECUTING)
+    @staticmethod
+    def _executing(w: Working) -> None:
+        """A wave's trades go EXECUTING as its quotes are asked for (shown so while they are)."""
+        advance(w.states, np.ones(len(w), dtype=bool), T.EXECUTING)
         now = time.time()
         w.executing_at[:] = np.where(np.isnan(w.executing_at), now, w.executing_at)
+
+    def _quote(self, w: Working) -> np.ndarray:
+        """Ask quotes for a whole wave (EXECUTING, see ``_executing``) and settle the refused
+        ones; returns the indices of the quoted trades."""
+        n = len(w)
         quotes = QuoteBatch(
             trade_key=w.keys, step=w.src, attempt=w.attempt, amount=w.amount, amount_zar=w.amount_zar,
             is_buy=w.is_buy, pair_code=w.pair_code, pair_names=self.pair_names, trades=w.trades,

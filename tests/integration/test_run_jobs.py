@@ -164,6 +164,37 @@ def test_progress_is_readable_from_another_thread_while_the_run_executes(wb: Wor
     assert last.status is wb.run_summary(job.run_id).status
 
 
+def test_a_waves_trades_show_executing_while_their_quotes_are_asked_and_a_slow_bank_takes_smaller_waves(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    """At 400 ms a call, 64 rounds a wave would show nothing in flight and nothing final for 50 s:
+    the progress counts the wave EXECUTING as soon as its quotes are asked for, and the wave is
+    16 rounds of calls in flight (the bank here answers at once: only the setting is slow)."""
+    from fxbatch.bank.simulated import SimulatedBank
+    from fxbatch.models import RunConfig
+    from tests.integration.run_helpers import SpyBank
+
+    batch = load_generated(wb, tmp_path, 200)
+    seen: list[tuple[int, dict[str, int]]] = []
+
+    class Watching(SpyBank):
+        def create_quotes(self, quotes: Any, max_in_flight: int) -> Any:
+            (job,) = wb.engine.active_jobs()
+            seen.append((len(quotes), job.progress.snapshot().counts))
+            return super().create_quotes(quotes, max_in_flight)
+
+    def factory(config: RunConfig) -> Watching:
+        instant = config.bank.model_copy(update={"latency_ms": 0.0})
+        return Watching(SimulatedBank(wb.store, instant, config.seed, wb.rates.mids), wb)
+
+    wb.engine.bank_factory = factory
+    summary = wb.run(batch, latency_ms=400, concurrency=4, success_rate=1.0)
+    assert summary.counts["SUCCESS"] == 200
+    first_wave, counts = seen[0]
+    assert first_wave == 16 * 4
+    assert counts["EXECUTING"] == first_wave and counts["PENDING"] == 200 - first_wave
+
+
 def test_progress_of_a_run_not_executing_here_is_none(wb: Workbench) -> None:
     assert wb.progress(12345) is None
 
