@@ -131,7 +131,13 @@ def _choose_run(wb: Workbench) -> RunSummary | None:
         return None
     by_id = {r.run_id: r for r in runs}
     wanted = st.query_params.get("run")
-    initial = int(wanted) if wanted and wanted.isdigit() and int(wanted) in by_id else runs[0].run_id
+    found = bool(wanted) and wanted.isdigit() and int(wanted) in by_id
+    initial = int(wanted) if found else runs[0].run_id
+    if wanted and not found:
+        st.warning(
+            f"There is no run {wanted} (an old link, or its batch was deleted): showing the latest run, run {initial}.",
+            icon=":material/link_off:",
+        )
     names = {b.batch_id: b.name for b in wb.batches()}
     choice = st.selectbox(
         "Run",

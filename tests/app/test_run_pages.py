@@ -221,6 +221,9 @@ def test_a_run_id_in_the_url_opens_that_run_and_an_unknown_one_the_latest(db_pat
         ok(at.run())
         assert at.selectbox[0].value == shown
         assert at.query_params["run"] == str(shown)
+        said = [w.value for w in at.warning if "There is no run" in w.value]
+        assert said == ([] if shown == first else [f"There is no run {wanted} (an old link, or its batch was deleted): "
+                                                    f"showing the latest run, run {second}."])  # fmt: skip
 
 
 # -- batches: actions -----------------------------------------------------------------------------
