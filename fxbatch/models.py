@@ -46,6 +46,7 @@ class RejectCode(StrEnum):
     INVALID_DATE = "INVALID_DATE"
     PAST_VALUE_DATE = "PAST_VALUE_DATE"
     NOT_A_BUSINESS_DAY = "NOT_A_BUSINESS_DAY"
+    VALUE_DATE_MISMATCH = "VALUE_DATE_MISMATCH"  # not the delivery's date (or over a year ahead)
     REFERENCE_TOO_LONG = "REFERENCE_TOO_LONG"
     CELL_TOO_LONG = "CELL_TOO_LONG"  # over the max_cell_chars setting; the reader emptied the cell
     DUPLICATE_TRADE_ID = "DUPLICATE_TRADE_ID"

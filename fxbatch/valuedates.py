@@ -22,6 +22,7 @@ from fxbatch import calendars
 
 HORIZON_DAYS = 5 * 366
 DELIVERIES = ("SPOT", "TOM", "CASH")
+MAX_FORWARD_DAYS = 366  # a bank prices forwards up to a year out (the simulator refuses later ones)
 
 
 def _q(text: str) -> str:
@@ -109,6 +110,29 @@ def derived_sql(pair: str, delivery: str, pairs: Iterable[str], trade_date: date
         odd = " ".join(f"WHEN {_q(p)} THEN {_d(d)}" for p, d in dates.items() if d != common)
         branches.append(f"WHEN {_q(kind)} THEN " + (f"CASE {pair} {odd} ELSE {_d(common)} END" if odd else _d(common)))
     return f"CASE {delivery} {' '.join(branches)} END"
+
+
+def unsuited_sql(pair: str, delivery: str, day: str, pairs: Iterable[str], trade_date: date) -> str:
+    """SQL: whether a value date written in the file (``day``, not before ``trade_date``) does not
+    suit the trade's ``delivery`` on ``trade_date``, as a bank refuses it: CASH settles on the
+    trade date, TOM on its date, SPOT on its date or later (a forward), nothing more than
+    MAX_FORWARD_DAYS ahead."""
+    due = derived_sql(pair, delivery, pairs, trade_date)
+    last = _d(trade_date + timedelta(days=MAX_FORWARD_DAYS))
+    return f"({day} > {last} OR CASE {delivery} WHEN 'SPOT' THEN {day} < {due} ELSE {day} <> {due} END)"
+
+
+def unsuited_reason_sql(pair: str, delivery: str, day: str, pairs: Iterable[str], trade_date: date) -> str:
+    """SQL: why ``unsuited_sql`` holds, for a message (NULL where it does not)."""
+    due = f"CAST({derived_sql(pair, delivery, pairs, trade_date)} AS VARCHAR)"
+    last = trade_date + timedelta(days=MAX_FORWARD_DAYS)
+    return (
+        f"CASE WHEN {day} > {_d(last)} THEN 'it is more than {MAX_FORWARD_DAYS} days ahead (the last date a bank "
+        f"takes is {last.isoformat()})' ELSE CASE {delivery} "
+        f"WHEN 'CASH' THEN 'a CASH trade made on {trade_date.isoformat()} settles that day' "
+        f"WHEN 'TOM' THEN 'a TOM trade made on {trade_date.isoformat()} settles on ' || {due} "
+        f"ELSE 'a SPOT trade made on {trade_date.isoformat()} settles on ' || {due} || ' or later (a forward)' END END"
+    )
 
 
 def warm(pairs: Iterable[str], start: date) -> None:

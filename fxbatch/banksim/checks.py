@@ -22,8 +22,8 @@ from fxbatch.bank.registry import ACTIVE, ClientRegistry
 from fxbatch.calendars import not_business_day_reason, value_dates
 from fxbatch.models import FAILURES, FailureCode
 from fxbatch.rates import RateTable
+from fxbatch.valuedates import MAX_FORWARD_DAYS
 
-MAX_FORWARD_DAYS = 366  # the bank prices forwards up to a year out
 M = TypeVar("M", bound=BaseModel)
 
 

@@ -584,7 +584,12 @@ def run_value_dates(trade_date: date | None, pairs: frozenset[str]) -> tuple[str
     if closed:
         listed = ", ".join(f"'{p}'" for p in sorted(closed) if p.replace("/", "").isalpha())
         cash_closed = f"t.delivery = 'CASH' AND t.currency_pair IN ({listed})"
-    given_passed = f"t.value_date < DATE '{trade_date.isoformat()}'"
+    # A date written in the file that has passed, or no longer suits the delivery (a SPOT date
+    # loaded yesterday is today's TOM date: the bank refuses it).
+    given_passed = (
+        f"(t.value_date < DATE '{trade_date.isoformat()}' OR "
+        f"{valuedates.unsuited_sql('t.currency_pair', 't.delivery', 't.value_date', pairs, trade_date)})"
+    )
     return (
         f"CASE WHEN t.value_date_derived THEN coalesce({derived}, t.value_date) ELSE t.value_date END",
         f"CASE WHEN t.value_date_derived THEN {cash_closed} ELSE {given_passed} END",

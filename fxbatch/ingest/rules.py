@@ -121,6 +121,7 @@ def _spread_cap_rules(ctx: RuleContext) -> list[Rule]:
 
 
 def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[Rule]:
+    delivery = "coalesce(deliv_n, 'SPOT')"
     sci_note = "is in scientific notation: Excel has lost digits; re-export the column as text"
     rules = [
         Rule("cif IS NULL", "client_cif", "cif", "MISSING_VALUE", "'client_cif is required'"),
@@ -252,6 +253,16 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             "NOT_A_BUSINESS_DAY",
             f"{valuedates.closed_reason_sql('pair_n', 'vdate_d', ctx.pairs, ctx.today)} "
             "|| ': a value date must be a business day in both ' || left(pair_n, 3) || ' and ' || right(pair_n, 3)",
+        ),
+        Rule(
+            f"CASE WHEN vdate_d >= DATE {_q(ctx.today.isoformat())} AND pair_n IS NOT NULL "
+            f"THEN {valuedates.unsuited_sql('pair_n', delivery, 'vdate_d', ctx.pairs, ctx.today)} END",
+            "value_date",
+            "vdate_raw",
+            "VALUE_DATE_MISMATCH",
+            f"'value_date ' || vdate_raw || ' does not suit delivery ' || {delivery} || "
+            "CASE WHEN deliv_raw IS NULL THEN ' (SPOT when the delivery is empty)' ELSE '' END || ': ' || "
+            f"{valuedates.unsuited_reason_sql('pair_n', delivery, 'vdate_d', ctx.pairs, ctx.today)}",
         ),
         Rule(
             f"length(ref) > {MAX_REFERENCE}",

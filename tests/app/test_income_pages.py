@@ -116,7 +116,7 @@ def test_the_run_page_says_which_value_dates_its_trading_date_moved_and_which_tr
     rows = [
         good_row(1, delivery="SPOT"),  # Monday's SPOT (Wednesday) is derived again: the next Monday
         good_row(2, delivery="TOM"),  # Monday's TOM (Tuesday) too: Friday
-        good_row(3, delivery="", value_date="2026-12-01"),  # written: Tuesday has passed by Thursday
+        good_row(3, delivery="TOM", value_date="2026-12-01"),  # written: Tuesday has passed by Thursday
     ]
     csv.write_text("\n".join([HEADER, *rows]) + "\n")
     wb = app_workbench()

@@ -353,21 +353,56 @@ def test_an_unknown_delivery_is_rejected(wb: Workbench, write_file: WriteFile) -
 
 
 @pytest.mark.parametrize(
-    ("value", "stored"),
+    ("value", "delivery", "stored"),
     [
-        ("2026-12-03", date(2026, 12, 3)),
-        ("2026/12/03", date(2026, 12, 3)),
-        ("20261203", date(2026, 12, 3)),
-        ("03/12/2026", date(2026, 12, 3)),
-        ("2026-12-03 00:00:00", date(2026, 12, 3)),
-        ("2026-11-30", TODAY),
+        ("2026-12-03", "SPOT", date(2026, 12, 3)),
+        ("2026/12/03", "SPOT", date(2026, 12, 3)),
+        ("20261203", "", date(2026, 12, 3)),
+        ("03/12/2026", "SPOT", date(2026, 12, 3)),
+        ("2026-12-03 00:00:00", "SPOT", date(2026, 12, 3)),
+        ("2026-12-02", "SPOT", date(2026, 12, 2)),
+        ("2026-12-01", "TOM", date(2026, 12, 1)),
+        ("2026-11-30", "CASH", TODAY),
     ],
 )
 def test_a_given_value_date_today_or_later_is_kept(
-    wb: Workbench, write_file: WriteFile, value: str, stored: date
+    wb: Workbench, write_file: WriteFile, value: str, delivery: str, stored: date
 ) -> None:
-    trade = accepted_trade(wb, write_file, value_date=value, delivery="CASH")
+    trade = accepted_trade(wb, write_file, value_date=value, delivery=delivery)
     assert trade["value_date"].date() == stored
+
+
+@pytest.mark.parametrize(
+    ("delivery", "value", "reason"),
+    [
+        ("CASH", "2026-12-01", "a CASH trade made on 2026-11-30 settles that day"),
+        ("TOM", "2026-12-02", "a TOM trade made on 2026-11-30 settles on 2026-12-01"),
+        ("TOM", "2026-11-30", "a TOM trade made on 2026-11-30 settles on 2026-12-01"),
+        ("SPOT", "2026-12-01", "a SPOT trade made on 2026-11-30 settles on 2026-12-02 or later (a forward)"),
+        ("SPOT", "2027-12-02", "it is more than 366 days ahead (the last date a bank takes is 2027-12-01)"),
+    ],
+)
+def test_a_written_value_date_that_does_not_suit_the_delivery_is_rejected_saying_which_date_it_takes(
+    wb: Workbench, write_file: WriteFile, delivery: str, value: str, reason: str
+) -> None:
+    [rejection] = rejected_alone(wb, write_file, value_date=value, delivery=delivery).rejections
+    assert (rejection.row, rejection.column, rejection.code, rejection.value) == (
+        3,
+        "value_date",
+        "VALUE_DATE_MISMATCH",
+        value,
+    )
+    assert rejection.message == f"value_date {value} does not suit delivery {delivery}: {reason}"
+
+
+def test_an_empty_delivery_is_spot_and_says_so_when_the_written_date_is_before_spot(
+    wb: Workbench, write_file: WriteFile
+) -> None:
+    [rejection] = rejected_alone(wb, write_file, value_date="2026-12-01", delivery="").rejections
+    assert rejection.message == (
+        "value_date 2026-12-01 does not suit delivery SPOT (SPOT when the delivery is empty): "
+        "a SPOT trade made on 2026-11-30 settles on 2026-12-02 or later (a forward)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -131,13 +131,15 @@ def test_a_batch_run_two_business_days_later_gets_fresh_spot_dates_and_a_passed_
     loaded_on, run_on = date(2026, 11, 30), date(2026, 12, 2)
     wb = wb_on(loaded_on)  # type: ignore[operator]
     rows = [good_row(n, delivery=d) for n, d in ((1, "SPOT"), (2, "TOM"), (3, "CASH"))]
-    rows.append(good_row(4, value_date="2026-12-01"))  # written in the file: kept, and passed by run_on
+    rows.append(good_row(4, delivery="TOM", value_date="2026-12-01"))  # written in the file: kept, passed by run_on
     rows.append(good_row(5, value_date="2026-12-09"))
+    # Written for a SPOT on the load day (12-02), which is no SPOT date by run_on (12-04 or later)
+    rows.append(good_row(6, value_date="2026-12-02"))
     batch = load(wb, write_file, *rows).batch_id
     wb = wb_on(run_on)  # type: ignore[operator]
     summary = wb.run(batch, success_rate=1.0)
     assert summary.trade_date == run_on
-    assert (summary.value_dates_moved, summary.value_dates_unsendable) == (3, 1)
+    assert (summary.value_dates_moved, summary.value_dates_unsendable) == (3, 2)
     fresh = calendars.value_dates("USD/ZAR", run_on)
     recorded = wb.store.cursor().execute(
         "SELECT src_row, status, failure_code, attempts, quote_id IS NOT NULL, value_date FROM run_trades WHERE run_id = ? "
@@ -150,13 +152,14 @@ def test_a_batch_run_two_business_days_later_gets_fresh_spot_dates_and_a_passed_
         (4, "SUCCESS", None, 1, True, fresh["CASH"]),
         (5, "FAILED", "INVALID_VALUE_DATE", 0, False, date(2026, 12, 1)),
         (6, "SUCCESS", None, 1, True, date(2026, 12, 9)),
+        (7, "FAILED", "INVALID_VALUE_DATE", 0, False, date(2026, 12, 2)),
     ]
     ledger = wb.store.cursor().execute("SELECT src_row FROM sim_ledger WHERE run_id = ?", [summary.run_id])
-    assert sorted(r[0] for r in ledger.fetchall()) == [2, 3, 4, 6]  # row 5 never reached the bank
+    assert sorted(r[0] for r in ledger.fetchall()) == [2, 3, 4, 6]  # rows 5 and 7 never reached the bank
     # The batch itself keeps what was loaded; a what-if on the same day agrees with the run.
     assert wb.trades(batch)["value_date"].iloc[0].date() == calendars.value_dates("USD/ZAR", loaded_on)["SPOT"]
     [scenario] = wb.whatif.sweep(batch, [1.0], seeds=[42], workers=1).scenarios
-    assert scenario.failure_reasons == {"INVALID_VALUE_DATE": 1}
+    assert scenario.failure_reasons == {"INVALID_VALUE_DATE": 2}
 
 
 def test_a_run_on_the_load_day_moves_no_value_date(wb_on: object, write_file: WriteFile) -> None:

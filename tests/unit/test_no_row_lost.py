@@ -25,6 +25,7 @@ from tests.conftest import HEADER, TODAY
 
 COLUMNS = HEADER.split(",")
 PAIRS = ["USD/ZAR", "usdzar", "EUR-ZAR", "GBP ZAR", "CHF/ZAR", "EUR/USD"]
+SUITED = {"SPOT": ["", "2026-12-03", "2027-01-15", "20261231"], "TOM": ["", "2026-12-01"], "CASH": ["", "20261130"]}
 BAD_VALUES: dict[str, list[str]] = {
     "client_cif": ["", "12A4", "1.23457E+09", "-1", "12 34"],
     "account_number": ["", "00A1", "1.2E+10", "12.5"],
@@ -58,6 +59,7 @@ def valid_cells(draw: st.DrawFn, ident: str) -> list[str]:
     amount_text = draw(st.sampled_from(["{:.2f}", "{:,.2f}", "{:,}"])).format(amount)
     if draw(st.booleans()) and "," in amount_text:
         amount_text = amount_text.replace(",", " ")
+    delivery = draw(st.sampled_from(["", "SPOT", "tom", "CASH"]))
     values = {
         "trade_id": draw(st.sampled_from([ident, ""])),
         "client_cif": draw(st.from_regex(r"0[0-9]{5,9}", fullmatch=True)),
@@ -67,8 +69,9 @@ def valid_cells(draw: st.DrawFn, ident: str) -> list[str]:
         "amount": amount_text,
         "amount_currency": base if cross else draw(st.sampled_from(["", "ZAR", base, base.lower()])),
         "spread_pips": draw(st.sampled_from(["", "0", "25", "385", "2000", "25.0"])),
-        "delivery": draw(st.sampled_from(["", "SPOT", "tom", "CASH"])),
-        "value_date": draw(st.sampled_from(["", "2026-12-03", "2027-01-15", "20261231"])),
+        "delivery": delivery,
+        # a written date suits the delivery (on 2026-11-30: TOM is 12-01, SPOT 12-02 or later)
+        "value_date": draw(st.sampled_from(SUITED[delivery.upper() or "SPOT"])),
         "reference": draw(TEXT),
     }
     return [values[c] for c in COLUMNS]
