@@ -101,6 +101,15 @@ class Engine:
                 raise ConflictError(
                     f"Run {config.retry_of_run} is {parent.status.value}; retry its failed trades once it has ended."
                 )
+            sent_to = parent.config.bank_url
+            if sent_to and config.bank_url != sent_to:
+                # Its failures are the bank's: retried on the simulated bank (or another bank) they
+                # would look booked while the bank that refused them books nothing.
+                raise ConflictError(
+                    f"Run {config.retry_of_run} ran against the bank at {sent_to}: retry its failed trades at that "
+                    f"bank (CLI: --bank {sent_to}; API: bank_url), not "
+                    + (f"at {config.bank_url}." if config.bank_url else "on the simulated bank.")
+                )
         with self._registry_lock:
             self._refuse_if_running(batch_id)
             trades = records.count_scope(self.store, batch_id, config)

@@ -259,3 +259,31 @@ def test_retrying_the_failures_of_a_run_that_has_not_ended_is_refused(wb: Workbe
     finish(job)
     with pytest.raises(ConflictError, match="INTERRUPTED; retry its failed trades once it has ended"):
         wb.start_run(batch, retry_of_run=job.run_id)
+
+
+def test_the_failures_of_a_run_at_a_bank_are_retried_at_that_bank_only(wb: Workbench, tmp_path: Path) -> None:
+    """Retried on the simulated bank, a real bank's refusals would look booked while that bank
+    books nothing: the retry must name the same bank."""
+    from fxbatch.bank.simulated import SimulatedBank
+    from fxbatch.models import RunConfig
+
+    batch = load_generated(wb, tmp_path, 40)
+    asked: list[str | None] = []
+
+    def factory(config: RunConfig) -> SimulatedBank:  # stands in for the bank at the URL
+        asked.append(config.bank_url)
+        return SimulatedBank(wb.store, config.bank, config.seed, wb.rates.mids)
+
+    wb.engine.bank_factory = factory
+    url = "http://bank.test"
+    first = wb.run(batch, bank_url=url, success_rate=0.5)
+    assert first.counts["FAILED"] > 0
+    for other, said in ((None, "on the simulated bank."), ("http://other.test", "at http://other.test.")):
+        with pytest.raises(ConflictError) as err:
+            wb.start_run(batch, retry_of_run=first.run_id, bank_url=other)
+        assert err.value.message == (
+            f"Run {first.run_id} ran against the bank at {url}: retry its failed trades at that bank "
+            f"(CLI: --bank {url}; API: bank_url), not {said}"
+        )
+    retry = wb.run(batch, retry_of_run=first.run_id, bank_url=url, success_rate=1.0)
+    assert retry.trades == first.counts["FAILED"] and asked == [url, url]
