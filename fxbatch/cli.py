@@ -225,6 +225,8 @@ def _summary_text(s: RunSummary) -> str:
         if s.quote_cancel_failures:
             released += f" ({s.quote_cancel_failures:,} cancels not confirmed by the bank)"
         lines.append(released)
+    if s.error:
+        lines.append(f"  stopped: {s.error}")
     return "\n".join(lines)
 
 
@@ -311,10 +313,14 @@ def cmd_show(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     _emit(args, {**summary.to_json(), "money": money.model_dump(mode="json")}, text)
 
 
-def cmd_cancel(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+def cmd_cancel(wb: AnyWorkbench, args: argparse.Namespace) -> int:
     wb.cancel(args.run_id)
     summary = wb.run_summary(args.run_id)
     _emit(args, summary.to_json(), _summary_text(summary))
+    if summary.status is RunStatus.INTERRUPTED:  # the bank could not settle what it left: not cancelled
+        print(f"error: run {args.run_id} is still INTERRUPTED, not cancelled: {summary.error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_in_doubt(wb: AnyWorkbench, args: argparse.Namespace) -> None:
@@ -384,6 +390,11 @@ def _rates(text: str) -> list[float]:
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
+            if not (step > 0 and stop >= start):
+                raise argparse.ArgumentTypeError(
+                    f"--success-rates {text!r}: a range START:STOP:STEP needs STOP >= START and a STEP above 0, "
+                    "e.g. 0.5:1:0.05"
+                )
             n = round((stop - start) / step) + 1
             return [round(start + i * step, 10) for i in range(n)]
         return [float(x) for x in text.split(",") if x.strip()]

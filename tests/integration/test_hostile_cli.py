@@ -176,6 +176,14 @@ def test_a_seed_outside_the_range_is_refused_naming_the_option(
     assert_refused(code, out, err, "--seed", "2^63-1", json_code="BAD_ARGUMENT")
 
 
+@pytest.mark.parametrize("rates", ["0.5:1.0:0", "1:0:0.1", "0.5:1:-0.1"])
+def test_a_success_rate_range_that_never_ends_or_runs_backwards_is_refused_naming_the_option(
+    cli: Cli, rates: str, unchanged: None
+) -> None:
+    code, out, err = cli("whatif", "1", "--success-rates", rates, "--json")
+    assert_refused(code, out, err, "--success-rates", "STOP >= START", "STEP above 0", json_code="BAD_ARGUMENT")
+
+
 def test_the_largest_seed_is_accepted_and_one_more_is_refused() -> None:
     assert RunConfig(seed=SEED_MAX).seed == SEED_MAX
     with pytest.raises(ValidationError):

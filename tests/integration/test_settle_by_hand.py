@@ -393,7 +393,9 @@ def test_a_cancel_while_the_bank_is_still_gone_keeps_them_in_doubt_and_a_resume_
     assert_ledger_matches_successes(wb, run_id)
 
 
-def test_over_http_a_bank_gone_for_good_leaves_its_unanswered_bookings_to_settle_by_hand(tmp_path: Path) -> None:
+def test_over_http_a_bank_gone_for_good_leaves_its_unanswered_bookings_to_settle_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The process died after the bank booked (the answers lost); then the bank's API went away.
     lost: list[str] = []
     with serve_docbank(client_secret=CLIENT_SECRET, password=PASSWORD) as gone:
@@ -422,7 +424,19 @@ def test_over_http_a_bank_gone_for_good_leaves_its_unanswered_bookings_to_settle
     assert run.status is RunStatus.INTERRUPTED and lost and set(ledger) == set(lost)
     with Workbench.open(settings=settings) as wb:
         assert wb.bookings_in_doubt(run.run_id).empty, "never asked about: a cancel or resume asks the bank first"
-        wb.cancel(run.run_id)  # the bank is gone: its status cannot be asked (a 2 s window)
+    # The bank is gone: its status cannot be asked (a 2 s window). The command line says the run
+    # was not cancelled, and why, with a non-zero exit.
+    for name, value in settings.model_dump(mode="json").items():
+        if name.startswith("bank_") and value is not None:
+            monkeypatch.setenv(f"FXBATCH_{name.upper()}", str(value))
+    monkeypatch.setenv("FXBATCH_BANK_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("FXBATCH_BANK_PASSWORD", PASSWORD)
+    capsys.readouterr()
+    assert main(["--db", str(settings.db), "cancel", str(run.run_id)]) == 1
+    out, err = capsys.readouterr()
+    assert f"Run {run.run_id} of batch" in out and "INTERRUPTED" in out and "  stopped: " in out
+    assert f"error: run {run.run_id} is still INTERRUPTED, not cancelled: " in err and "settle them by hand" in err
+    with Workbench.open(settings=settings) as wb:
         stopped = wb.run_summary(run.run_id)
         assert stopped.status is RunStatus.INTERRUPTED and "could not be reached" in (stopped.error or "")
         assert "settle them by hand" in (stopped.error or "")
