@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import multiprocessing
+import multiprocessing.context
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +30,9 @@ from fxbatch.store import Store, insert_arrow
 from fxbatch.whatif.models import ScenarioResult, Sweep, SweepBand, SweepInfo
 from fxbatch.whatif.scenario import BatchArrays, outcomes
 
+# A sweep is one call that cannot be stopped: 10,000 scenarios of a 100k-trade batch take minutes.
+MAX_SCENARIOS = 10_000
+
 
 class SweepGrid(BaseModel):
     """The scenarios of a sweep: every combination of the lists, times the seeds."""
@@ -44,6 +49,13 @@ class SweepGrid(BaseModel):
 
     def scenarios(self) -> list[RunConfig]:
         names = sorted(self.variants)
+        count = len(self.success_rates) * len(self.seeds) * int(np.prod([len(self.variants[n]) for n in names]))
+        if count > MAX_SCENARIOS:
+            raise SettingsError(
+                f"A sweep of {count:,} scenarios ({len(self.success_rates):,} success rates x {len(self.seeds):,} "
+                f"seeds{' x the variants' if names else ''}) is more than {MAX_SCENARIOS:,}: take fewer seeds or "
+                "success rates."
+            )
         out = []
         for rate in self.success_rates:
             if not 0 <= rate <= 1:
@@ -109,6 +121,19 @@ def _run_in_worker(config: RunConfig) -> dict[str, Any]:
     return scenario_result(_WORKER_BATCH, config)
 
 
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """Workers started from a clean process, never forked from the caller: a server's fork would
+    inherit its listening socket, its open database file and its signal handlers, and outlive it
+    holding them (a restarted server then finds its port taken). ``forkserver`` where there is one
+    (Linux: the fork server imports this module once, so each worker starts in milliseconds),
+    else ``spawn``."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
 class LocalProcesses:
     """Scenarios across processes on this machine; the batch is sent to each worker once."""
 
@@ -116,7 +141,8 @@ class LocalProcesses:
         self.workers = workers
 
     def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
-        with ProcessPoolExecutor(self.workers, initializer=_init_worker, initargs=(batch,)) as pool:
+        pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(batch,))
+        with pool:
             return list(pool.map(_run_in_worker, configs, chunksize=max(1, len(configs) // (4 * self.workers))))
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +129,41 @@ def test_a_sweep_is_stored_under_the_id_reserved_for_it(wb: Workbench, batch: in
     with pytest.raises(ConflictError, match=f"Sweep {reserved} already exists"):
         wb.whatif.sweep(batch, [0.8], workers=1, sweep_id=reserved)
     assert [s.sweep_id for s in wb.whatif.sweeps(batch)] == [fresh.sweep_id, reserved]
+
+
+def _open_files() -> list[str]:
+    """What this process's file descriptors point at (run in a sweep worker)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed since
+            found.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+def test_sweep_workers_hold_none_of_the_callers_sockets_and_files(tmp_path: Path) -> None:
+    """Forked from a server, a worker inherited its listening socket and database file, kept both
+    after the server stopped, and the restarted server found its port taken."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fxbatch.whatif.sweep import _mp_context
+
+    with socket.socket() as listening, (tmp_path / "desk.duckdb").open("wb") as held:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        mine = {os.readlink(f"/proc/self/fd/{listening.fileno()}"), os.readlink(f"/proc/self/fd/{held.fileno()}")}
+        with ProcessPoolExecutor(1, mp_context=_mp_context()) as pool:
+            theirs = set(pool.submit(_open_files).result())
+        assert not mine & theirs, (mine, theirs)
+
+
+def test_a_sweep_of_more_than_10_000_scenarios_is_refused_saying_how_many() -> None:
+    with pytest.raises(SettingsError) as err:
+        SweepGrid(success_rates=[0.5, 0.6], seeds=list(range(5001))).scenarios()
+    assert err.value.message == (
+        "A sweep of 10,002 scenarios (2 success rates x 5,001 seeds) is more than 10,000: take fewer seeds or success "
+        "rates."
+    )
 
 
 def test_process_pool_and_in_process_give_the_same_scenarios(wb: Workbench, batch: int) -> None:
