@@ -327,13 +327,19 @@ def _file_bar(state: dict[str, Any], kept: bool) -> DeltaGenerator:
 def _create(
     wb: Workbench, state: dict[str, Any], report: CheckReport, sheet: str | None, status: DeltaGenerator
 ) -> None:
-    if state["pending"]:
-        st.caption("Edits in the grid join the batch only once re-validated.")
+    pending = len(state["pending"])
+    if pending:
+        # A batch created now would leave these edits out without a word: re-validate (or discard) first.
+        st.warning(
+            f"Your edits to {pending:,} rejected row(s) are not checked yet: press Re-validate under "
+            "Correct rejected rows (or Discard corrections), then create the batch.",
+            icon=":material/edit_note:",
+        )
     if not st.button(
         f"Create batch with {report.accepted:,} trade(s)",
         type="primary",
         key="create",
-        disabled=report.accepted == 0,
+        disabled=report.accepted == 0 or bool(pending),
         icon=":material/add_task:",
     ):
         return

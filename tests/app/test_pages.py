@@ -181,6 +181,25 @@ def test_upload_corrects_rejected_rows_in_the_grid_and_loads_them(empty_db: Path
     assert corrected.values.tolist()[1] == [9, "Side", "HOLD", "SELL"]
 
 
+def test_upload_creates_no_batch_while_grid_edits_are_not_re_validated(empty_db: Path, open_page: OpenPage) -> None:
+    """A batch created with edits still unchecked left them out without a word."""
+    at = choose(open_page("pages/upload.py"), "sample_with_errors.csv", (DATA / "sample_with_errors.csv").read_bytes())
+    assert not at.button(key="create").disabled and not at.warning
+    grid = at.data_editor(key="fix_grid_0").value
+    position = {row: i for i, row in enumerate(grid["row"])}
+    at.session_state["fix_grid_0"] = {
+        "edited_rows": {position[9]: {"side": "SELL"}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run()
+    assert at.button(key="create").disabled
+    assert any("Your edits to 1 rejected row(s) are not checked yet: press Re-validate" in w.value for w in at.warning)
+    at.button(key="revalidate").click().run()
+    assert not at.button(key="create").disabled and not at.warning
+    assert metrics(at)["Accepted"] == "4"
+
+
 def test_upload_maps_columns_whose_headers_were_not_recognised(empty_db: Path, open_page: OpenPage) -> None:
     odd = b"Cust No,Acct,Pair,Dir,Amt\n0123456789,0012345678,USD/ZAR,BUY,100\n"
     at = choose(open_page("pages/upload.py"), "odd.csv", odd)
