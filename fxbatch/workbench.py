@@ -530,6 +530,9 @@ class Workbench:
         return moneyview.run_money(self.store, run_id, self.rates.mids, self.rates.zar_factors())
 
     def runs(self, batch_id: int | None = None) -> list[RunSummary]:
+        """Every run, newest first; a batch's only (NotFoundError for an unknown batch)."""
+        if batch_id is not None:
+            run_records.batch_fingerprint(self.store.cursor(), batch_id)
         return run_records.list_runs(self.store, batch_id)
 
     def progress(self, run_id: int) -> RunProgress | None:

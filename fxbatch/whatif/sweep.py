@@ -356,5 +356,9 @@ def scenario_config(store: Store, sweep_id: int, scenario: int) -> tuple[int, Ru
         .fetchall()
     )
     if not rows:
-        raise NotFoundError(f"Sweep {sweep_id} has no scenario {scenario}.")
+        if not store.cursor().execute("SELECT 1 FROM sweeps WHERE sweep_id = ?", [sweep_id]).fetchall():
+            raise NotFoundError(f"There is no sweep {sweep_id}; `python -m fxbatch sweeps` lists them.")
+        raise NotFoundError(
+            f"Sweep {sweep_id} has no scenario {scenario}; `python -m fxbatch sweep {sweep_id}` lists them."
+        )
     return int(rows[0][0]), RunConfig.model_validate_json(rows[0][1])

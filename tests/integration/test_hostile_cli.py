@@ -224,3 +224,20 @@ def test_an_argument_error_without_json_prints_usage_on_stderr_only(cli: Cli, un
     code, out, err = cli("show", "abc")
     assert_refused(code, out, err, "invalid int value")
     assert out == "" and err.startswith("usage: ")
+
+
+# --- unknown ids are named as unknown ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["runs", "--batch", "99"], "There is no batch 99"),
+        (["promote", "99", "1"], "There is no sweep 99"),
+    ],
+)
+def test_an_unknown_batch_or_sweep_is_named_not_taken_for_an_empty_one(
+    cli: Cli, args: list[str], said: str, unchanged: None
+) -> None:
+    code, out, err = cli(*args, "--json")
+    assert_refused(code, out, err, said, json_code="NOT_FOUND")
