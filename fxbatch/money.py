@@ -39,6 +39,14 @@ def spread_caps(mids: Mapping[str, float]) -> dict[str, tuple[int, float]]:
     return caps
 
 
+def income_lost_zar(amount_zar: np.ndarray, spread_pips: np.ndarray, pip: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """What failed trades would have earned at their spread, in ZAR: the ZAR amount in the base
+    currency at ``rate`` (the quote of the last attempt, else mid) times the spread. The run's
+    money view (``fxbatch.moneyview``) sums the same expression in SQL."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(amount_zar * spread_pips * pip / rate, dtype=np.float64)
+
+
 def pip_sizes(pairs: Iterable[str]) -> np.ndarray:
     return np.array([pip_size(p) for p in pairs], dtype=np.float64)
 

@@ -17,6 +17,7 @@ import numpy as np
 from fxbatch import money
 from fxbatch.bank.model import (
     AUTO_RETRY,
+    BOOK_STAGE,
     CODE_OBJ,
     NONE,
     REASON_INDEX,
@@ -100,13 +101,27 @@ class BatchArrays:
             unsendable=np.asarray(cols["unsendable"], dtype=bool),
         )
 
+    def quotes(self, config: RunConfig, attempts: np.ndarray) -> np.ndarray:
+        """The simulated bank's quote of each trade on attempt ``attempts`` (at least 1)."""
+        walk = RateWalk(config.seed, self.mids, config.bank.volatility_bps)
+        return walk.mid(self.pair, self.src_row + np.maximum(attempts, 1) - 1)
+
     def income_zar(self, config: RunConfig, attempts: np.ndarray) -> np.ndarray:
         """The desk's income per trade had it been booked on attempt ``attempts`` (at least 1):
         the simulated bank's quote for that attempt moved by the spread, as the engine books it."""
-        walk = RateWalk(config.seed, self.mids, config.bank.volatility_bps)
-        quote = walk.mid(self.pair, self.src_row + np.maximum(attempts, 1) - 1)
+        quote = self.quotes(config, attempts)
         deal = money.deal_rates(quote, self.is_buy, self.spread_pips, self.pip)
         return money.spread_income_zar(self.amount, self.amount_is_base, quote, deal, self.quote_zar)
+
+    def income_lost_zar(self, config: RunConfig, o: Outcomes) -> np.ndarray:
+        """What each FAILED trade would have earned, as a run counts it: on the quote of its last
+        attempt when the booking failed (the run keeps that quote), else at mid (never quoted)."""
+        failed = ~o.success
+        at_booking = failed & BOOK_STAGE[o.failure.astype(np.int64) + 1]
+        mid = np.array([self.mids.get(p, np.nan) for p in self.pair.tolist()], dtype=np.float64)
+        rate = np.where(at_booking, self.quotes(config, o.attempts), mid)
+        lost = money.income_lost_zar(self.amount_zar, self.spread_pips, self.pip, rate)
+        return np.where(failed, lost, np.nan)
 
 
 @dataclass

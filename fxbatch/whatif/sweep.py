@@ -80,8 +80,6 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
     o = outcomes(batch, config)
     succeeded = int(o.success.sum())
     income = batch.income_zar(config, o.attempts)
-    # Income lost: what the failed trades would have earned at the quote of their last attempt.
-    failed = ~o.success
     return {
         "success_rate": config.bank.success_rate,
         "seed": config.seed,
@@ -91,7 +89,7 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
         "failure_reasons": o.reasons(),
         "notional_zar_succeeded": float(np.nansum(batch.amount_zar[o.success])),
         "spread_income_zar": round(float(np.nansum(income[o.success])), 2),
-        "income_lost_zar": round(float(np.nansum(income[failed])), 2),
+        "income_lost_zar": round(float(np.nansum(batch.income_lost_zar(config, o))), 2),
         "config": config.model_dump(mode="json"),
     }
 

@@ -199,6 +199,12 @@ def test_a_promoted_scenario_is_a_full_run_with_the_same_outcome(wb: Workbench, 
     assert run.config.seed == 4 and run.config.bank.success_rate == 0.6
     assert run.counts["SUCCESS"] == scenario.succeeded
     assert run.failure_reasons == scenario.failure_reasons
+    # The money too, to the cent: income earned and what the failed trades would have earned
+    # (on the quote a failed booking kept, at mid where none was had).
+    money = wb.run_money(run.run_id)
+    assert (money.income_zar, money.income_lost_zar) == (scenario.spread_income_zar, scenario.income_lost_zar)
+    assert set(run.failure_reasons) & {"QUOTE_EXPIRED", "PRICE_MOVED", "INSUFFICIENT_FUNDS"}, "failed at booking"
+    assert set(run.failure_reasons) & {"CLIENT_NOT_FOUND", "RATE_UNAVAILABLE", "MARKET_CLOSED"}, "failed at quote"
 
 
 def test_a_scenario_promoted_without_waiting_returns_its_job_at_once(wb: Workbench, batch: int) -> None:
