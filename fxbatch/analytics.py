@@ -232,14 +232,15 @@ def income_by(store: Store, run_id: int, by: str, top: int = 10) -> pd.DataFrame
 
 
 def latency_histogram(store: Store, run_id: int, bins: int = 30) -> pd.DataFrame:
-    """from_ms, to_ms, trades: time from executing to final per trade, binned in DuckDB."""
+    """from_ms, to_ms, trades: time from executing to final per trade, binned in DuckDB (the bank's
+    answers: a trade cancelled mid-run ended when the cancel came, not when a bank answered)."""
     return (
         store.cursor()
         .execute(
             f"""
             WITH l AS (
                 SELECT (epoch_ms(finished_at) - epoch_ms(executing_at))::DOUBLE AS ms FROM run_trades
-                WHERE run_id = ? AND executing_at IS NOT NULL
+                WHERE run_id = ? AND executing_at IS NOT NULL AND status <> 'CANCELLED'
             ),
             b AS (SELECT min(ms) AS lo, greatest((max(ms) - min(ms)) / {int(bins)}, 1) AS width FROM l)
             SELECT lo + bin * width AS from_ms, lo + (bin + 1) * width AS to_ms, count(*)::BIGINT AS trades
@@ -279,14 +280,17 @@ def time_bin_width(duration_s: float, bins: int = 40) -> float:
 
 
 def throughput(store: Store, run_id: int, bins: int = 40) -> pd.DataFrame:
-    """second, trades, per_s, width_s: trades finished per time bin, seconds after the first trade finished.
+    """second, trades, per_s, width_s: trades finished per time bin, seconds after the first trade finished;
+    trades a cancel ended are not counted (thousands "finished" in the cancel's millisecond).
 
     The bin width is chosen from the run's own length (``time_bin_width``); empty bins are kept
     out, so a stall shows as a gap on the time axis.
     """
     cur = store.cursor()
     lo, hi = cur.execute(
-        "SELECT epoch(min(finished_at)), epoch(max(finished_at)) FROM run_trades WHERE run_id = ?", [run_id]
+        "SELECT epoch(min(finished_at)), epoch(max(finished_at)) FROM run_trades WHERE run_id = ? "
+        "AND status <> 'CANCELLED'",
+        [run_id],
     ).fetchall()[0]
     if lo is None:
         return pd.DataFrame({"second": [], "trades": [], "per_s": [], "width_s": []}).astype(
@@ -298,7 +302,7 @@ def throughput(store: Store, run_id: int, bins: int = 40) -> pd.DataFrame:
         """
         SELECT round(least(floor((epoch(finished_at) - $lo) / $w), $last) * $w, 6) AS second,
                count(*)::BIGINT AS trades, count(*) / $w AS per_s, $w AS width_s
-        FROM run_trades WHERE run_id = $run GROUP BY ALL ORDER BY second
+        FROM run_trades WHERE run_id = $run AND status <> 'CANCELLED' GROUP BY ALL ORDER BY second
         """,
         {"lo": float(lo), "w": width, "last": last, "run": run_id},
     ).df()

@@ -106,6 +106,29 @@ def test_throughput_bins_a_short_run_finely_and_a_long_run_coarsely(ran: tuple[W
     assert len(long) <= 40 and (long["per_s"] == long["trades"] / 120).all()
 
 
+def test_trades_a_cancel_ended_count_in_neither_throughput_nor_latency(ran: tuple[Workbench, RunSummary]) -> None:
+    """A cancel ends thousands of trades in one millisecond, long after the bank's last answer: as
+    throughput or latency they drew a spike of 199,000 a second over a run of 37 ms."""
+    wb, summary = ran
+    before = (analytics.throughput(wb.store, summary.run_id), analytics.latency_histogram(wb.store, summary.run_id))
+    wb.store.cursor().execute(
+        "CREATE TEMP TABLE cancelled_run AS SELECT * REPLACE (998 AS run_id) FROM run_trades WHERE run_id = ?",
+        [summary.run_id],
+    )
+    try:
+        wb.store.cursor().execute(
+            "INSERT INTO cancelled_run SELECT * REPLACE (998 AS run_id, 'CANCELLED' AS status, src_row + 100000 AS "
+            "src_row, finished_at + INTERVAL 1 HOUR AS finished_at) FROM cancelled_run"
+        )
+        wb.store.cursor().execute("INSERT INTO run_trades SELECT * FROM cancelled_run")
+        after = (analytics.throughput(wb.store, 998), analytics.latency_histogram(wb.store, 998))
+    finally:
+        wb.store.cursor().execute("DELETE FROM run_trades WHERE run_id = 998")
+        wb.store.cursor().execute("DROP TABLE cancelled_run")
+    for was, now in zip(before, after, strict=True):
+        pd.testing.assert_frame_equal(was, now)
+
+
 def test_runs_compare_on_money_as_well_as_counts(ran: tuple[Workbench, RunSummary]) -> None:
     wb, summary = ran
     other = wb.run(summary.batch_id, success_rate=0.9, seed=6)
