@@ -30,6 +30,7 @@ from fxbatch.masking import export_path
 from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
 from fxbatch.settlements import Settlement
+from fxbatch.tablejson import records
 from fxbatch.workbench import Workbench
 
 AnyWorkbench = Workbench | Client  # the database here, or the server that holds it
@@ -117,12 +118,12 @@ UNMASK_HELP = "show account numbers in full (default: last 4 digits)"
 
 def cmd_rejections(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     df = wb.rejections(args.batch_id, unmask=args.unmask)
-    _emit(args, json.loads(df.to_json(orient="records")), df.to_string(index=False) if len(df) else "No rejections.")
+    _emit(args, records(df), df.to_string(index=False) if len(df) else "No rejections.")
 
 
 def cmd_trades(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     df = wb.trades(args.batch_id, unmask=args.unmask)
-    payload = json.loads(df.to_json(orient="records", date_format="iso"))
+    payload = records(df)
     _emit(args, payload, df.head(args.limit).to_string(index=False))
 
 
@@ -336,7 +337,7 @@ def cmd_in_doubt(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     proposed = wb.settlements(args.run_id)
     if proposed:
         text += "\n\nProposed settlements:\n" + "\n".join(_settlement_text(s) for s in proposed)
-    _emit(args, json.loads(df.to_json(orient="records", date_format="iso")), text)
+    _emit(args, records(df), text)
 
 
 def _settlement_text(s: Settlement) -> str:
@@ -446,11 +447,11 @@ def cmd_promote(wb: AnyWorkbench, args: argparse.Namespace) -> int:
 
 def cmd_compare(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     table = wb.whatif.compare(args.run_ids)
-    payload: dict[str, Any] = {"runs": json.loads(table.to_json(orient="records"))}
+    payload: dict[str, Any] = {"runs": records(table)}
     text = table.to_string(index=False)
     if len(args.run_ids) == 2:
         diff = wb.whatif.differing_trades(args.run_ids[0], args.run_ids[1])
-        payload["differing_trades"] = json.loads(diff.to_json(orient="records"))
+        payload["differing_trades"] = records(diff)
         text += f"\n\n{len(diff)} trade(s) differ" + (f":\n{diff.head(20).to_string(index=False)}" if len(diff) else "")
     _emit(args, payload, text)
 

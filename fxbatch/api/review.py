@@ -19,10 +19,11 @@ from fxbatch.analytics import TradeFilter
 from fxbatch.api.deps import BIG, INT32, WB, RunId
 from fxbatch.api.problems import PROBLEM_RESPONSES
 from fxbatch.api.schemas import Failures
-from fxbatch.api.tables import TABLE_RESPONSES, jsonable_row, records, table_response
+from fxbatch.api.tables import TABLE_RESPONSES, jsonable_row, table_response
 from fxbatch.masking import export_name
 from fxbatch.models import FailureCode, TradeStatus
 from fxbatch.moneyview import RunMoney
+from fxbatch.tablejson import records
 
 router = APIRouter(tags=["review"], responses=PROBLEM_RESPONSES)
 

@@ -1,19 +1,20 @@
 """Tables over HTTP: JSON records by default, an Arrow IPC stream when the client asks for one.
 
-JSON is pandas' ``to_json(orient="records", date_format="iso")`` (what ``--json`` prints: NaN
-and missing values become null); Arrow is the same DataFrame as an IPC stream, so a notebook
+JSON is ``fxbatch.tablejson.records_json`` (what ``--json`` prints: NaN and missing values become
+null, dates as dates); Arrow is the same DataFrame as an IPC stream, so a notebook
 reads it back with its types (``pa.ipc.open_stream(body).read_pandas()``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 from fastapi import Request, Response
+
+from fxbatch.tablejson import records, records_json
 
 ARROW = "application/vnd.apache.arrow.stream"
 JSON = "application/json"
@@ -22,16 +23,6 @@ JSON = "application/json"
 def wants_arrow(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return any(part.split(";")[0].strip().lower() == ARROW for part in accept.split(","))
-
-
-def records_json(df: pd.DataFrame) -> str:
-    return df.to_json(orient="records", date_format="iso") or "[]"
-
-
-def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The table as JSON-ready records (the same values as its JSON answer)."""
-    loaded: list[dict[str, Any]] = json.loads(records_json(df))
-    return loaded
 
 
 def arrow_bytes(df: pd.DataFrame) -> bytes:
