@@ -34,12 +34,11 @@ from fxbatch.api.schemas import (
 from fxbatch.errors import FxBatchError, SettingsError, invalid_values
 from fxbatch.models import RunConfig
 from fxbatch.whatif.models import SweepInfo
-from fxbatch.whatif.sweep import SweepGrid
+from fxbatch.whatif.sweep import MAX_SCENARIOS, SweepGrid
 from fxbatch.workbench import Workbench
 
 router = APIRouter(tags=["what-if"], responses=PROBLEM_RESPONSES)
 log = logging.getLogger("fxbatch.api")
-MAX_SCENARIOS = 100_000  # a sweep's scenarios are listed in memory first
 
 
 @dataclass

@@ -114,6 +114,7 @@ def test_a_scenario_is_promoted_to_a_full_run(api: httpx.Client, wb: Workbench, 
         ({"success_rates": [0.5], "base": {"seed": -1}}, "base.seed"),
         ({"success_rates": [0.5], "workers": 3}, "workers"),
         ({"success_rates": [0.5] * 10, "seeds": 100_000}, "scenarios"),
+        ({"success_rates": [0.5], "seeds": 10_001}, "10,001 scenarios"),  # one call that cannot be stopped
     ],
 )
 def test_a_bad_sweep_is_a_422_naming_what_is_wrong_and_starts_nothing(
