@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         default=DATA_DIR / "rates.csv",
         description="CSV of mid rates per currency pair (columns pair, mid).",
     )
+    registry_dir: Path | None = Field(
+        default=None,
+        description="Folder of the client registry CSVs a server's API runs may name (registry_file: a file name "
+        "in it, never a path); empty = a 'registries' folder beside the database.",
+    )
     sample_file: Path = Field(
         default=DATA_DIR / "sample_trades.csv",
         description="Bundled sample batch loaded into a new database on first start.",
@@ -225,6 +230,10 @@ class Settings(BaseSettings):
             return normal_email(email) if email and email.strip() else None
         except SettingsError as exc:
             raise ValueError(exc.message) from None
+
+    def registry_folder(self) -> Path:
+        """Where the API looks up a run's ``registry_file`` (see ``registry_dir``)."""
+        return self.registry_dir if self.registry_dir is not None else self.db.parent / "registries"
 
     def trading_date(self) -> date:
         """Today for the desk: ``today`` when set, else the date in Africa/Johannesburg (not UTC's)."""

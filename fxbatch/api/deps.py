@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated
 
@@ -9,7 +10,7 @@ from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
 from fxbatch.access import Access, Principal, act_as
-from fxbatch.errors import ForbiddenError, NotSignedInError
+from fxbatch.errors import ForbiddenError, NotSignedInError, SettingsError
 from fxbatch.workbench import Workbench
 
 INT32 = 2**31 - 1
@@ -51,3 +52,25 @@ SweepId = Annotated[int, Path(ge=0, le=INT32, description="A sweep id.")]
 def api_url(request: Request, path: str) -> str:
     """``/api/v1/runs/7`` for ``/v1/runs/7``: the prefix the app is mounted under is kept."""
     return f"{request.scope.get('root_path', '')}{path}"
+
+
+_REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]*\.csv", re.IGNORECASE)
+
+
+def server_registry(wb: Workbench, name: str | None) -> str | None:
+    """A run's client registry named over HTTP: a CSV file in the server's registry folder
+    (``Settings.registry_dir``), by its file name only. A path is refused: a caller must not
+    make the server read (or say whether there is) any file it can reach."""
+    if name is None:
+        return None
+    if not _REGISTRY_NAME.fullmatch(name) or ".." in name:
+        raise SettingsError(
+            f"registry_file {name!r}: give the file name of a client registry CSV in the server's registry folder "
+            "(FXBATCH_REGISTRY_DIR), e.g. clients.csv, not a path."
+        )
+    path = wb.settings.registry_folder() / name
+    if not path.is_file():
+        raise SettingsError(
+            f"registry_file {name!r}: the server's registry folder (FXBATCH_REGISTRY_DIR) has no such file."
+        )
+    return str(path)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from fxbatch.api.deps import INT32, WB, BatchId, RunId, api_url
+from fxbatch.api.deps import INT32, WB, BatchId, RunId, api_url, server_registry
 from fxbatch.api.events import SSE, run_events
 from fxbatch.api.problems import PROBLEM_RESPONSES, Problem
 from fxbatch.api.schemas import Rejection, ResumeOptions, RunAccepted, RunOptions, SettleRequest
@@ -66,6 +66,8 @@ def start_run(request: Request, batch_id: BatchId, wb: WB, options: RunOptions |
             )
     given = options.model_dump(exclude_none=True) if options else {}
     approval = given.pop("approval_id", None)
+    if "registry_file" in given:
+        given["registry_file"] = server_registry(wb, given["registry_file"])
     job = wb.start_run(batch_id, approval=approval, **given)
     return accepted(request, job.run_id)
 

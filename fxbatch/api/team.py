@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fxbatch.access import Role
-from fxbatch.api.deps import INT32, WB, api_url
+from fxbatch.api.deps import INT32, WB, api_url, server_registry
 from fxbatch.api.problems import PROBLEM_RESPONSES
 from fxbatch.api.runs import accepted
 from fxbatch.api.schemas import Rejection, RunAccepted, RunOptions
@@ -59,6 +59,8 @@ def request_run(request: Request, body: RunRequest, wb: WB) -> Response:
     given = body.model_dump(exclude_none=True)
     batch_id = given.pop("batch_id")
     given.pop("approval_id", None)
+    if "registry_file" in given:
+        given["registry_file"] = server_registry(wb, given["registry_file"])
     found = wb.request_run(batch_id, **given)
     url = api_url(request, f"/v1/approvals/{found.approval_id}")
     return JSONResponse(found.model_dump(mode="json"), status_code=201, headers={"Location": url})

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from fxbatch.access import Role
-from fxbatch.api.deps import INT32, WB, SweepId, api_url
+from fxbatch.api.deps import INT32, WB, SweepId, api_url, server_registry
 from fxbatch.api.problems import PROBLEM_RESPONSES, error_body, problem_body
 from fxbatch.api.runs import accepted
 from fxbatch.api.schemas import (
@@ -122,11 +122,25 @@ def _scenario_count(request: WhatIfRequest) -> int:
     return len(grid.scenarios())
 
 
+def _server_registries(wb: Workbench, body: WhatIfRequest) -> WhatIfRequest:
+    """The request with its client registries (the base's, or varied) found in the server's
+    registry folder by file name (``server_registry``)."""
+    update: dict[str, Any] = {}
+    if body.base is not None and body.base.bank.registry_file is not None:
+        bank = body.base.bank.model_copy(update={"registry_file": server_registry(wb, body.base.bank.registry_file)})
+        update["base"] = body.base.model_copy(update={"bank": bank})
+    if body.variants and "registry_file" in body.variants:
+        found = [server_registry(wb, None if v is None else str(v)) for v in body.variants["registry_file"]]
+        update["variants"] = {**body.variants, "registry_file": found}
+    return body.model_copy(update=update) if update else body
+
+
 @router.post("/v1/whatif", status_code=202, response_model=SweepAccepted, summary="Start a sweep")
 def start_sweep(request: Request, body: WhatIfRequest, wb: WB, sweeps: Registry) -> Response:
     """Check the sweep, reserve its id and run it in the background; poll ``GET /whatif/{id}``."""
     wb.access.require(Role.ANALYST, "run a what-if sweep")  # a 403 now, not a failed sweep later
     wb.batch(body.batch_id)  # an unknown batch is a 404 now, not a failed sweep later
+    body = _server_registries(wb, body)
     total = _scenario_count(body)
     sweep_id = wb.whatif.reserve_sweep_id()
     sweeps.start(wb, sweep_id, body, total)

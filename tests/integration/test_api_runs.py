@@ -323,3 +323,44 @@ def test_runs_of_different_batches_cannot_be_diffed(api: httpx.Client, wb: Workb
 def test_an_unknown_run_is_a_404_problem(api: httpx.Client, method: str, path: str) -> None:
     body = assert_problem(api.request(method, path), 404, "NOT_FOUND")
     assert "99" in body["detail"]
+
+
+# ---------------------------------------------------------------- client registries on the server
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("/etc/passwd", "not a path"),
+        ("../fxbatch.duckdb", "not a path"),
+        ("sub/clients.csv", "not a path"),
+        ("clients.csv", "has no such file"),
+    ],
+)
+def test_a_run_names_a_client_registry_of_the_servers_folder_by_file_name_only(
+    api: httpx.Client, wb: Workbench, batch: int, name: str, said: str
+) -> None:
+    """The server must not read, nor say whether there is, any file a caller names."""
+    problem = assert_problem(api.post(f"/batches/{batch}/runs", json={"registry_file": name}), 422)
+    assert said in problem["detail"] and "FXBATCH_REGISTRY_DIR" in problem["detail"]
+    assert wb.runs() == []
+    for body in ({"base": {"bank": {"registry_file": name}}}, {"variants": {"registry_file": [name]}}):
+        problem = assert_problem(api.post("/whatif", json={"batch_id": batch, "success_rates": [0.9], **body}), 422)
+        assert said in problem["detail"]
+    assert wb.whatif.sweeps() == []
+
+
+def test_a_registry_in_the_servers_folder_checks_the_runs_clients(api: httpx.Client, wb: Workbench, batch: int) -> None:
+    trades = wb.trades(batch, unmask=True)
+    dropped = sorted(set(trades["client_cif"]))[0]  # one client the registry does not know
+    known = trades[trades["client_cif"] != dropped]
+    folder = wb.settings.registry_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["cif,account_number,status,limit_zar"]
+    lines += [f"{r.client_cif},{r.account_number},ACTIVE,1000000000" for r in known.itertuples()]
+    (folder / "clients.csv").write_text("\n".join(lines) + "\n")
+    run_id = start(api, batch, registry_file="clients.csv", success_rate=1.0)
+    assert follow(api, run_id)[-1]["status"] in FINAL
+    summary = wb.run_summary(run_id)
+    assert summary.config.bank.registry_file == str(folder / "clients.csv")
+    assert summary.failure_reasons.get("CLIENT_NOT_FOUND", 0) == int((trades["client_cif"] == dropped).sum()) > 0
