@@ -190,11 +190,18 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
             "'amount ' || amt_raw || ' has more than 2 decimals'",
         ),
         Rule(
-            "amt_d IS NOT NULL AND amt_decimals <= 2 AND NOT (amt_d > 0 AND amt_d < 1e16)",
+            "amt_d IS NOT NULL AND amt_decimals <= 2 AND NOT amt_d > 0",
             "amount",
             "amt_raw",
             "NON_POSITIVE_AMOUNT",
-            "'amount ' || amt_raw || ' must be greater than zero (and below 10^16)'",
+            "'amount ' || amt_raw || ' must be greater than zero'",
+        ),
+        Rule(
+            "amt_d IS NOT NULL AND amt_decimals <= 2 AND amt_d >= 1e16",
+            "amount",
+            "amt_raw",
+            "AMOUNT_TOO_LARGE",
+            "'amount ' || amt_raw || ' is too large: an amount must be below 10^16 (10 000 000 000 000 000)'",
         ),
         Rule(
             f"pair_n IS NOT NULL AND {accy} IS NULL",
