@@ -31,6 +31,7 @@ from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
 from fxbatch.settlements import Settlement
 from fxbatch.tablejson import records
+from fxbatch.whatif.models import Sweep
 from fxbatch.workbench import Workbench
 
 AnyWorkbench = Workbench | Client  # the database here, or the server that holds it
@@ -415,14 +416,17 @@ def cmd_whatif(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     )  # fmt: skip
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+    _emit(args, result.model_dump(mode="json"), "\n".join(_sweep_summary(result)))
+
+
+def _sweep_summary(result: Sweep) -> list[str]:
     lines = [f"Sweep {result.sweep_id} over batch {result.batch_id}: {len(result.scenarios)} scenarios"]
-    lines += [
+    return lines + [
         f"  success rate {p.success_rate:.2f}: notional ZAR mean {p.mean:,.0f} "
         f"(5-95%: {p.p05:,.0f} .. {p.p95:,.0f}), success share {p.success_share_mean:.1%}, "
         f"spread income R {p.income_mean or 0:,.0f}, lost to failures R {p.income_lost_mean or 0:,.0f}"
         for p in result.summary
     ]
-    _emit(args, result.model_dump(mode="json"), "\n".join(lines))
 
 
 def cmd_sweeps(wb: AnyWorkbench, args: argparse.Namespace) -> None:
@@ -437,8 +441,11 @@ def cmd_sweeps(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 def cmd_sweep(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     result = wb.whatif.get(args.sweep_id)
-    payload = result.model_dump(mode="json")
-    _emit(args, payload, json.dumps(payload["summary"], indent=1))
+    table = result.scenarios_df()[["scenario", "success_rate", "seed", "succeeded", "failed", "notional_zar_succeeded",
+                                   "spread_income_zar", "income_lost_zar"]]  # fmt: skip
+    text = [*_sweep_summary(result), "", table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"), "",
+            f"Promote one to a full run: `python -m fxbatch promote {result.sweep_id} SCENARIO`."]  # fmt: skip
+    _emit(args, result.model_dump(mode="json"), "\n".join(text))
 
 
 def cmd_promote(wb: AnyWorkbench, args: argparse.Namespace) -> int:

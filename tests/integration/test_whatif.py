@@ -256,6 +256,17 @@ def test_whatif_cli_prints_the_sweep_contract(settings, batch: int, wb: Workbenc
     }  # fmt: skip
     assert [p["success_rate"] for p in doc["summary"]] == [0.5, 0.6, 0.7]
     assert set(doc["summary"][0]) >= {"success_rate", "mean", "p05", "p95"}
+    # Read back as text: the summary and every scenario with the number promote takes.
+    shown = subprocess.run(
+        [sys.executable, "-m", "fxbatch", "--db", db, "sweep", str(doc["sweep_id"])],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0] == f"Sweep {doc['sweep_id']} over batch {batch}: 6 scenarios"
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["scenario", "success_rate", "seed"])
+    assert [int(line.split()[0]) for line in lines[header + 1 : header + 7]] == [1, 2, 3, 4, 5, 6]
+    assert lines[-1] == f"Promote one to a full run: `python -m fxbatch promote {doc['sweep_id']} SCENARIO`."
 
 
 def test_a_bad_variant_name_names_the_setting(wb: Workbench, batch: int) -> None:
