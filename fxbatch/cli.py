@@ -269,9 +269,15 @@ def _approval_text(a: Approval) -> str:
     return line
 
 
+def _second_approver(wb: AnyWorkbench) -> str:
+    """Who decides what this user proposed: with sign-in, another approver (four eyes)."""
+    login = wb.me().get("login") if isinstance(wb, Client) else wb.access.login
+    return "An approver other than you" if login else "An approver (no sign-in here: you may yourself)"
+
+
 def cmd_request_run(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     found = wb.request_run(args.batch_id, **_run_options(args))
-    _emit(args, found.model_dump(mode="json"), _approval_text(found) + f"\nAn approver other than you approves it: "
+    _emit(args, found.model_dump(mode="json"), _approval_text(found) + f"\n{_second_approver(wb)} approves it: "
           f"`python -m fxbatch approve {found.approval_id}`; then `python -m fxbatch run --approval {found.approval_id}`.")  # fmt: skip
 
 
@@ -349,7 +355,7 @@ def _settlement_text(s: Settlement) -> str:
 def cmd_settle(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     if args.propose:
         found = wb.propose_settlement(args.run_id, booked=args.booked, not_booked=args.not_booked, note=args.note)
-        _emit(args, found.model_dump(mode="json"), _settlement_text(found) + "\nAn approver other than you confirms "
+        _emit(args, found.model_dump(mode="json"), _settlement_text(found) + f"\n{_second_approver(wb)} confirms "
               f"it: `python -m fxbatch confirm-settlement {found.settlement_id}` (or --reject REASON).")  # fmt: skip
         return
     summary = wb.settle_by_hand(args.run_id, booked=args.booked, not_booked=args.not_booked, note=args.note)

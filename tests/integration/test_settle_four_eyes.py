@@ -173,8 +173,15 @@ def test_the_command_line_proposes_lists_and_confirms_a_settlement(
     bank: DocBank, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db, run_id, row = cli_in_doubt(bank, tmp_path)
-    assert main([*db, "settle", str(run_id), "--booked", str(row), "--note", NOTE, "--propose", "--json"]) == 0
-    sid = json.loads(capsys.readouterr().out)["settlement_id"]
+    assert main([*db, "settle", str(run_id), "--booked", str(row), "--note", NOTE, "--propose"]) == 0
+    said = capsys.readouterr().out
+    sid = int(said.split()[1])
+    assert said.startswith(f"settlement {sid} of run {run_id}: ")
+    # Without sign-in nobody is told another person must confirm it (the same user may).
+    assert (
+        f"An approver (no sign-in here: you may yourself) confirms it: `python -m fxbatch confirm-settlement {sid}`"
+        in said
+    )
     assert main([*db, "in-doubt", str(run_id)]) == 0
     out = capsys.readouterr().out
     assert f"settlement {sid} of run {run_id}: booked: rows {row}; pending" in out

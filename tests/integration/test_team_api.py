@@ -156,6 +156,7 @@ def test_the_cli_through_a_server_with_login_uses_fxbatch_token(
     assert code == 2 and "analyst role" in err, err
     code, out, err = _cli(db, tokens[ANALYST], "request-run", str(batch), "--bank", bank.url)
     assert code == 0, err
+    assert "An approver other than you approves it" in out
     approval_id = int(out.split()[1].rstrip(":"))
     code, _out, err = _cli(db, tokens[ANALYST], "approve", str(approval_id))
     assert code == 2 and "approver role" in err
