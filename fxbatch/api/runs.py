@@ -14,7 +14,6 @@ from fxbatch.api.events import SSE, run_events
 from fxbatch.api.problems import PROBLEM_RESPONSES, Problem
 from fxbatch.api.schemas import Rejection, ResumeOptions, RunAccepted, RunOptions, SettleRequest
 from fxbatch.api.tables import TABLE_RESPONSES, table_response
-from fxbatch.errors import ConflictError
 from fxbatch.models import RunProgress, RunStatus, RunSummary, RunView
 from fxbatch.settlements import Settlement
 from fxbatch.workbench import Workbench
@@ -59,11 +58,6 @@ def accepted(request: Request, run_id: int) -> Response:
 def start_run(request: Request, batch_id: BatchId, wb: WB, options: RunOptions | None = None) -> Response:
     """Start a run in the background (the old ``start_batch``) and answer at once with its id;
     follow it with ``GET /runs/{id}`` or ``/runs/{id}/events``."""
-    for active in wb.active_runs():
-        if active.batch_id == batch_id:
-            raise ConflictError(
-                f"Batch {batch_id} is already running (run {active.run_id}); wait for it to finish or cancel it."
-            )
     given = options.model_dump(exclude_none=True) if options else {}
     approval = given.pop("approval_id", None)
     if "registry_file" in given:

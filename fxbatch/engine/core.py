@@ -243,6 +243,11 @@ class Engine:
     def _refuse_if_running(self, batch_id: int) -> None:
         for (db, run_id), job in self._jobs.items():
             if db == self._db_key and job.batch_id == batch_id and job.running:
+                if job.cancel_requested.is_set():
+                    raise ConflictError(
+                        f"Run {run_id} of batch {batch_id} is still stopping after its cancel (the bank's calls in "
+                        "flight are answered first, its open quotes released); start the batch again in a moment."
+                    )
                 raise ConflictError(
                     f"Batch {batch_id} is already running (run {run_id}); wait for it to finish or cancel it."
                 )

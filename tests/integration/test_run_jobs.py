@@ -86,6 +86,10 @@ def test_a_booking_held_until_after_the_cancel_is_never_sent_and_its_quotes_are_
     job = wb.start_run(batch, latency_ms=10, concurrency=4)
     assert booking.wait(30)
     wb.cancel(job.run_id)
+    # Still stopping (its booking call is held): starting the batch again says so, not "running".
+    with pytest.raises(ConflictError) as err:
+        wb.start_run(batch, latency_ms=10)
+    assert err.value.message.startswith(f"Run {job.run_id} of batch {batch} is still stopping after its cancel")
     cancelled.set()
     finish(job)
     summary = wb.run_summary(job.run_id)
