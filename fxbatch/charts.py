@@ -64,17 +64,32 @@ def _status_bars(
     return fig
 
 
+def share_text(share: float) -> str:
+    """A share as a whole percentage that never says 0% of something or 100% of less than all:
+    0.0004 -> '<1%', 0.9996 -> '>99%'."""
+    shown = f"{share:.0%}"
+    if share > 0 and shown == "0%":
+        return "<1%"
+    if share < 1 and shown == "100%":
+        return ">99%"
+    return shown
+
+
 def outcome_chart(counts: pd.DataFrame) -> go.Figure:
     """Trades per status (analytics.outcome_counts), in the shared outcome order and colours."""
     title = "Outcome of every trade"
     if counts.empty:
         return empty_figure(title, "no trades")
     df = counts.set_index("status").reindex(outcome_order(counts["status"]))
-    text = [f"{n:,} ({s:.0%})" for n, s in zip(df["trades"], df["share"], strict=True)]
+    text = [f"{n:,} ({share_text(s)})" for n, s in zip(df["trades"], df["share"], strict=True)]
     fig = _status_bars(title, df.index, df["trades"], text, value_axis(df["trades"].max(), "trades"),
                        hovertemplate="%{x}: %{y:,} trades<extra></extra>")  # fmt: skip
     total = int(df["trades"].sum())
-    parts = [f"{int(n):,} {_VERB.get(str(s), 'in flight')} ({n / total:.0%})" for s, n in df["trades"].items() if total]
+    parts = [
+        f"{int(n):,} {_VERB.get(str(s), 'in flight')} ({share_text(n / total)})"
+        for s, n in df["trades"].items()
+        if total
+    ]
     return with_caption(fig, f"How the {total:,} trades ended: " + ", ".join(parts) + ".")
 
 
@@ -90,7 +105,7 @@ def notional_chart(df: pd.DataFrame) -> go.Figure:
     total = float(amounts.sum())
     parts = [f"{zar(v)} {_MONEY_VERB.get(str(s), 'in flight')}" for s, v in amounts.items()]
     failed = float(amounts.get("FAILED", 0.0))
-    share = f" ({failed / total:.0%} of {zar(total)})" if total and failed else ""
+    share = f" ({share_text(failed / total)} of {zar(total)})" if total and failed else ""
     return with_caption(fig, "The money behind each outcome: " + ", ".join(parts) + share + ".")
 
 

@@ -329,3 +329,14 @@ def test_a_figure_from_elsewhere_has_no_caption() -> None:
 def test_a_run_without_failures_reads_its_notional_without_a_failed_share() -> None:
     df = pd.DataFrame({"status": ["SUCCESS"], "trades": [3], "amount_zar": [5e6]})
     assert caption_of(charts.notional_chart(df)) == "The money behind each outcome: R 5.0m booked."
+
+
+def test_a_share_is_never_called_0_percent_of_something_or_100_percent_of_less_than_all() -> None:
+    from fxbatch.chartstyle import caption_of
+
+    fig = charts.outcome_chart(outcome_counts(SUCCESS=1999, FAILED=1))
+    assert caption_of(fig) == "How the 2,000 trades ended: 1,999 succeeded (>99%), 1 failed (<1%)."
+    assert list(fig.data[0].text) == ["1,999 (>99%)", "1 (<1%)"]
+    assert [charts.share_text(s) for s in (0.0, 0.004, 0.005, 0.006, 0.5, 0.994, 0.996, 1.0)] == [
+        "0%", "<1%", "<1%", "1%", "50%", "99%", ">99%", "100%",
+    ]  # fmt: skip
