@@ -582,7 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="bank calls in flight at once (default 16)")
     p.add_argument("--max-attempts", type=int, help="attempts per trade for retryable failures (default 3)")
     p.add_argument("--retry-failed-of", type=int, metavar="RUN_ID", help="run only the FAILED trades of that run")
-    p.add_argument("--registry", help="client registry CSV (cif, account_number, status, limit_zar)")
+    p.add_argument("--registry", help="client registry CSV (cif, account_number, status, limit_zar); through a "
+                   "server, the file name of one in its registry folder (FXBATCH_REGISTRY_DIR)")  # fmt: skip
     p.add_argument("--bank", metavar="URL", help="HTTP bank base URL (default: the simulated bank)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     p.set_defaults(handler=cmd_run, run_usage=p.format_usage())

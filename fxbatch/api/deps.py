@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -59,18 +60,25 @@ _REGISTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]*\.csv", re.IGNORECASE)
 
 def server_registry(wb: Workbench, name: str | None) -> str | None:
     """A run's client registry named over HTTP: a CSV file in the server's registry folder
-    (``Settings.registry_dir``), by its file name only. A path is refused: a caller must not
-    make the server read (or say whether there is) any file it can reach."""
+    (``Settings.registry_dir``), by its file name, or by the path a stored run's config holds
+    (the file in that folder). Anything else is refused, links that lead out of the folder too:
+    a caller must not make the server read (or say whether there is) any file it can reach."""
     if name is None:
         return None
-    if not _REGISTRY_NAME.fullmatch(name) or ".." in name:
+    folder = wb.settings.registry_folder().resolve()
+    given = FilePath(name)
+    bare = _REGISTRY_NAME.fullmatch(name) is not None and ".." not in name
+    inside = (
+        given.is_absolute() and given.parent.resolve() == folder and _REGISTRY_NAME.fullmatch(given.name) is not None
+    )
+    if not (bare or inside):
         raise SettingsError(
             f"registry_file {name!r}: give the file name of a client registry CSV in the server's registry folder "
             "(FXBATCH_REGISTRY_DIR), e.g. clients.csv, not a path."
         )
-    path = wb.settings.registry_folder() / name
-    if not path.is_file():
+    path = folder / given.name
+    if path.is_symlink() or not path.is_file() or path.resolve().parent != folder:
         raise SettingsError(
-            f"registry_file {name!r}: the server's registry folder (FXBATCH_REGISTRY_DIR) has no such file."
+            f"registry_file {given.name!r}: the server's registry folder (FXBATCH_REGISTRY_DIR) has no such file."
         )
     return str(path)

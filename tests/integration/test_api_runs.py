@@ -364,3 +364,26 @@ def test_a_registry_in_the_servers_folder_checks_the_runs_clients(api: httpx.Cli
     summary = wb.run_summary(run_id)
     assert summary.config.bank.registry_file == str(folder / "clients.csv")
     assert summary.failure_reasons.get("CLIENT_NOT_FOUND", 0) == int((trades["client_cif"] == dropped).sum()) > 0
+
+
+def test_a_stored_runs_registry_path_is_taken_back_and_a_link_out_of_the_folder_is_not(
+    api: httpx.Client, wb: Workbench, batch: int, tmp_path: Path
+) -> None:
+    """A run's config holds the registry's path in the folder: passing that config back (a re-run,
+    a retry, a request) works; a link in the folder that leads elsewhere reads nothing."""
+    folder = wb.settings.registry_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "clients.csv").write_text("cif,account_number,status,limit_zar\n1,2,ACTIVE,10\n")
+    first = start(api, batch, registry_file="clients.csv", success_rate=1.0)
+    follow(api, first)
+    stored = wb.run_summary(first).config.bank.registry_file
+    assert stored == str(folder.resolve() / "clients.csv")
+    again = start(api, batch, registry_file=stored, success_rate=1.0)
+    follow(api, again)
+    assert wb.run_summary(again).config.bank.registry_file == stored
+    outside = tmp_path / "outside.csv"
+    outside.write_text("cif,account_number,status,limit_zar\n")
+    (folder / "linked.csv").symlink_to(outside)
+    for name in ("linked.csv", str(outside), str(folder / ".." / "outside.csv")):
+        problem = assert_problem(api.post(f"/batches/{batch}/runs", json={"registry_file": name}), 422)
+        assert "registry folder (FXBATCH_REGISTRY_DIR)" in problem["detail"]
