@@ -238,6 +238,12 @@ def current_login() -> LoginConfig | None:
     return None if _current is None else _current.login
 
 
+def hosting() -> bool:
+    """Whether this process is a server (its lifespan has started): then it listens on a port and
+    holds the database, which a forked child process would inherit."""
+    return _current is not None
+
+
 def current_workbench() -> Workbench | None:
     """The workbench this process's server hosts, for pages in the same process.
 
@@ -337,6 +343,7 @@ __all__ = [
     "current_login",
     "current_workbench",
     "hosted_here",
+    "hosting",
     "is_loopback",
     "pid_alive",
     "read_record",

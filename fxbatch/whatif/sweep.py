@@ -26,6 +26,7 @@ from fxbatch.bank.model import check_settings
 from fxbatch.errors import ConflictError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.rates import RateTable
+from fxbatch.serving import hosting
 from fxbatch.store import Store, insert_arrow
 from fxbatch.whatif.models import ScenarioResult, Sweep, SweepBand, SweepInfo
 from fxbatch.whatif.scenario import BatchArrays, outcomes
@@ -119,12 +120,15 @@ def _run_in_worker(config: RunConfig) -> dict[str, Any]:
     return scenario_result(_WORKER_BATCH, config)
 
 
-def _mp_context() -> multiprocessing.context.BaseContext:
-    """Workers started from a clean process, never forked from the caller: a server's fork would
-    inherit its listening socket, its open database file and its signal handlers, and outlive it
-    holding them (a restarted server then finds its port taken). ``forkserver`` where there is one
-    (Linux: the fork server imports this module once, so each worker starts in milliseconds),
-    else ``spawn``."""
+def _mp_context(serving: bool) -> multiprocessing.context.BaseContext:
+    """How workers start. In a server process, never forked from it: a fork would inherit its
+    listening socket, its open database file and its signal handlers, and outlive it holding them
+    (a restarted server then finds its port taken); ``forkserver`` where there is one (the fork
+    server imports this module once, so each worker starts in milliseconds), else ``spawn``.
+    Anywhere else the platform's default: a script without an ``if __name__ == "__main__"`` guard
+    is not run again by each worker (as ``forkserver`` and ``spawn`` would)."""
+    if not serving:
+        return multiprocessing.get_context()
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
@@ -139,7 +143,8 @@ class LocalProcesses:
         self.workers = workers
 
     def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
-        pool = ProcessPoolExecutor(self.workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(batch,))
+        context = _mp_context(serving=hosting())
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(batch,))
         with pool:
             return list(pool.map(_run_in_worker, configs, chunksize=max(1, len(configs) // (4 * self.workers))))
 

@@ -152,9 +152,27 @@ def test_sweep_workers_hold_none_of_the_callers_sockets_and_files(tmp_path: Path
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         mine = {os.readlink(f"/proc/self/fd/{listening.fileno()}"), os.readlink(f"/proc/self/fd/{held.fileno()}")}
-        with ProcessPoolExecutor(1, mp_context=_mp_context()) as pool:
+        with ProcessPoolExecutor(1, mp_context=_mp_context(serving=True)) as pool:
             theirs = set(pool.submit(_open_files).result())
         assert not mine & theirs, (mine, theirs)
+
+
+def test_a_script_without_a_main_guard_sweeps_in_worker_processes(tmp_path: Path) -> None:
+    """Outside a server the workers do not run the caller's script again (forkserver and spawn
+    would: each opened the database and loaded the file once more, and the pool broke)."""
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        "from fxbatch import Workbench\n"
+        f"wb = Workbench.open({str(tmp_path / 'desk.duckdb')!r})\n"
+        f"batch = wb.load({str(DATA / 'sample_trades.csv')!r}).batch_id\n"
+        "sweep = wb.whatif.sweep(batch, [0.5, 0.9], seeds=2, workers=2)\n"
+        "print('scenarios', len(sweep.scenarios), 'batches', len(wb.batches()))\n"
+        "wb.close()\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "scenarios 4 batches 1"
 
 
 def test_a_sweep_of_more_than_10_000_scenarios_is_refused_saying_how_many() -> None:
