@@ -2,7 +2,7 @@
 
 Exit codes: 0 done, 2 the input or the request could not be used (message on stderr, or
 ``{"error": {"code", "message"}}`` with --json), 3 a run stopped INTERRUPTED (Ctrl-C or the
-bank unreachable; resume it), 130 Ctrl-C detached from a run executing in a server (it goes on
+bank unreachable; resume it; or a cancel left it so), 130 Ctrl-C detached from a run executing in a server (it goes on
 there), 1 an unexpected failure or ``audit verify`` found the audit trail broken.
 
 While an fxbatch server (``make run``) holds the database, every command works through its HTTP
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from fxbatch.settings import load_settings
 from fxbatch.settlements import Settlement
 from fxbatch.tablejson import records
 from fxbatch.whatif.models import Sweep
+from fxbatch.whatif.sweep import MAX_SCENARIOS
 from fxbatch.workbench import Workbench
 
 AnyWorkbench = Workbench | Client  # the database here, or the server that holds it
@@ -227,7 +229,7 @@ def _summary_text(s: RunSummary) -> str:
         if s.quote_cancel_failures:
             released += f" ({s.quote_cancel_failures:,} cancels not confirmed by the bank)"
         lines.append(released)
-    if s.error:
+    if s.error and s.status in (RunStatus.INTERRUPTED, RunStatus.FAILED):  # a finished run's old error is history
         lines.append(f"  stopped: {s.error}")
     return "\n".join(lines)
 
@@ -327,7 +329,7 @@ def cmd_cancel(wb: AnyWorkbench, args: argparse.Namespace) -> int:
     _emit(args, summary.to_json(), _summary_text(summary))
     if summary.status is RunStatus.INTERRUPTED:  # the bank could not settle what it left: not cancelled
         print(f"error: run {args.run_id} is still INTERRUPTED, not cancelled: {summary.error}", file=sys.stderr)
-        return 1
+        return 3
     return 0
 
 
@@ -398,12 +400,16 @@ def _rates(text: str) -> list[float]:
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
-            if not (step > 0 and stop >= start):
+            if not (all(math.isfinite(v) for v in (start, stop, step)) and step > 0 and stop >= start):
                 raise argparse.ArgumentTypeError(
                     f"--success-rates {text!r}: a range START:STOP:STEP needs STOP >= START and a STEP above 0, "
                     "e.g. 0.5:1:0.05"
                 )
-            n = round((stop - start) / step) + 1
+            n = math.floor((stop - start) / step + 1e-9) + 1  # never past STOP
+            if n > MAX_SCENARIOS:
+                raise argparse.ArgumentTypeError(
+                    f"--success-rates {text!r}: {n:,} success rates; a sweep takes at most {MAX_SCENARIOS:,} scenarios"
+                )
             return [round(start + i * step, 10) for i in range(n)]
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError as exc:

@@ -41,6 +41,7 @@ from fxbatch.whatif.compare import compare_runs, differing_trades
 from fxbatch.whatif.models import Sweep, SweepInfo
 from fxbatch.whatif.sweep import (
     SweepGrid,
+    check_size,
     get_sweep,
     list_sweeps,
     make_executor,
@@ -740,6 +741,7 @@ class _WhatIf:
         handed out while the sweep runs); None takes a fresh one at the end.
         """
         self.wb._need(Role.ANALYST, "run a what-if sweep")
+        check_size(len(success_rates), seeds if isinstance(seeds, int) else len(seeds), variants)  # before any list
         seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
         grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
                          variants=variants or {})  # fmt: skip

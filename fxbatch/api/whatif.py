@@ -34,7 +34,7 @@ from fxbatch.api.schemas import (
 from fxbatch.errors import FxBatchError, SettingsError, invalid_values
 from fxbatch.models import RunConfig
 from fxbatch.whatif.models import SweepInfo
-from fxbatch.whatif.sweep import MAX_SCENARIOS, SweepGrid
+from fxbatch.whatif.sweep import SweepGrid, check_size
 from fxbatch.workbench import Workbench
 
 router = APIRouter(tags=["what-if"], responses=PROBLEM_RESPONSES)
@@ -111,10 +111,9 @@ Registry = Annotated[SweepRegistry, Depends(registry)]
 def _scenario_count(request: WhatIfRequest) -> int:
     """How many scenarios the sweep has, checking every one as the sweep will (SettingsError / 422)."""
     seeds = request.seeds
+    check_size(len(request.success_rates), seeds if isinstance(seeds, int) else len(seeds), request.variants)
     seed_list = list(range(request.seed, request.seed + seeds)) if isinstance(seeds, int) else seeds
     count = len(request.success_rates) * len(seed_list) * math.prod(len(v) for v in (request.variants or {}).values())
-    if count > MAX_SCENARIOS:
-        raise SettingsError(f"This sweep has {count:,} scenarios; the server runs at most {MAX_SCENARIOS:,} in one.")
     if count == 0:
         raise SettingsError("variants: every varied setting needs at least one value.")
     grid = SweepGrid(success_rates=request.success_rates, seeds=seed_list, base=request.base or RunConfig(),

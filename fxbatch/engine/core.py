@@ -102,7 +102,7 @@ class Engine:
                     f"Run {config.retry_of_run} is {parent.status.value}; retry its failed trades once it has ended."
                 )
             sent_to = parent.config.bank_url
-            if sent_to and config.bank_url != sent_to:
+            if sent_to and not same_bank(config.bank_url, sent_to):
                 # Its failures are the bank's: retried on the simulated bank (or another bank) they
                 # would look booked while the bank that refused them books nothing.
                 raise ConflictError(

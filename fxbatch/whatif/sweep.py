@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import multiprocessing
 import multiprocessing.context
 import time
@@ -35,6 +36,18 @@ from fxbatch.whatif.scenario import BatchArrays, outcomes
 MAX_SCENARIOS = 10_000
 
 
+def check_size(rates: int, seeds: int, variants: dict[str, list[Any]] | None = None) -> None:
+    """SettingsError when a sweep of this many success rates x seeds x variants is over
+    MAX_SCENARIOS (checked before anything of that size is built)."""
+    varied = [len(v) for v in (variants or {}).values()]
+    count = rates * seeds * math.prod(varied)
+    if count > MAX_SCENARIOS:
+        raise SettingsError(
+            f"A sweep of {count:,} scenarios ({rates:,} success rates x {seeds:,} seeds"
+            f"{' x the variants' if varied else ''}) is more than {MAX_SCENARIOS:,}: take fewer seeds or success rates."
+        )
+
+
 class SweepGrid(BaseModel):
     """The scenarios of a sweep: every combination of the lists, times the seeds."""
 
@@ -50,13 +63,7 @@ class SweepGrid(BaseModel):
 
     def scenarios(self) -> list[RunConfig]:
         names = sorted(self.variants)
-        count = len(self.success_rates) * len(self.seeds) * int(np.prod([len(self.variants[n]) for n in names]))
-        if count > MAX_SCENARIOS:
-            raise SettingsError(
-                f"A sweep of {count:,} scenarios ({len(self.success_rates):,} success rates x {len(self.seeds):,} "
-                f"seeds{' x the variants' if names else ''}) is more than {MAX_SCENARIOS:,}: take fewer seeds or "
-                "success rates."
-            )
+        check_size(len(self.success_rates), len(self.seeds), self.variants)
         out = []
         for rate in self.success_rates:
             if not 0 <= rate <= 1:

@@ -176,7 +176,7 @@ def test_a_seed_outside_the_range_is_refused_naming_the_option(
     assert_refused(code, out, err, "--seed", "2^63-1", json_code="BAD_ARGUMENT")
 
 
-@pytest.mark.parametrize("rates", ["0.5:1.0:0", "1:0:0.1", "0.5:1:-0.1"])
+@pytest.mark.parametrize("rates", ["0.5:1.0:0", "1:0:0.1", "0.5:1:-0.1", "0:inf:1", "0:1:nan"])
 def test_a_success_rate_range_that_never_ends_or_runs_backwards_is_refused_naming_the_option(
     cli: Cli, rates: str, unchanged: None
 ) -> None:
@@ -241,3 +241,12 @@ def test_an_unknown_batch_or_sweep_is_named_not_taken_for_an_empty_one(
 ) -> None:
     code, out, err = cli(*args, "--json")
     assert_refused(code, out, err, said, json_code="NOT_FOUND")
+
+
+def test_a_success_rate_range_of_more_steps_than_a_sweep_takes_is_refused_before_it_is_built(
+    cli: Cli, unchanged: None
+) -> None:
+    code, out, err = cli("whatif", "1", "--success-rates", "0:1:1e-9", "--json")
+    assert_refused(code, out, err, "--success-rates", ",000 success rates; a sweep takes at most 10,000")
+    code, out, err = cli("whatif", "1", "--success-rates", "0.5,0.6", "--seeds", "2000000000", "--json")
+    assert code == 2 and "A sweep of 4,000,000,000 scenarios" in err

@@ -432,7 +432,7 @@ def test_over_http_a_bank_gone_for_good_leaves_its_unanswered_bookings_to_settle
     monkeypatch.setenv("FXBATCH_BANK_CLIENT_SECRET", CLIENT_SECRET)
     monkeypatch.setenv("FXBATCH_BANK_PASSWORD", PASSWORD)
     capsys.readouterr()
-    assert main(["--db", str(settings.db), "cancel", str(run.run_id)]) == 1
+    assert main(["--db", str(settings.db), "cancel", str(run.run_id)]) == 3  # stopped INTERRUPTED
     out, err = capsys.readouterr()
     assert f"Run {run.run_id} of batch" in out and "INTERRUPTED" in out and "  stopped: " in out
     assert f"error: run {run.run_id} is still INTERRUPTED, not cancelled: " in err and "settle them by hand" in err
