@@ -54,6 +54,7 @@ class BatchArrays:
     spread_pips: np.ndarray  # float64
     pip: np.ndarray  # float64
     quote_zar: np.ndarray  # float64: ZAR per unit of the pair's quote currency, at mid
+    mid: np.ndarray  # float64: the pair's mid in the rate table (NaN for a pair it has not)
     mids: dict[str, float]
     unsendable: np.ndarray  # bool: fails INVALID_VALUE_DATE unsent on the trading date (see load_todo)
 
@@ -97,6 +98,7 @@ class BatchArrays:
             spread_pips=np.asarray(cols["spread_pips"], dtype=np.float64),
             pip=money.pip_sizes(names)[codes],
             quote_zar=money.quote_zar_factors(names, rates.zar_factors())[codes],
+            mid=np.array([rates.mids.get(str(p), np.nan) for p in names], dtype=np.float64)[codes],
             mids=dict(rates.mids),
             unsendable=np.asarray(cols["unsendable"], dtype=bool),
         )
@@ -106,20 +108,18 @@ class BatchArrays:
         walk = RateWalk(config.seed, self.mids, config.bank.volatility_bps)
         return walk.mid(self.pair, self.src_row + np.maximum(attempts, 1) - 1)
 
-    def income_zar(self, config: RunConfig, attempts: np.ndarray) -> np.ndarray:
-        """The desk's income per trade had it been booked on attempt ``attempts`` (at least 1):
-        the simulated bank's quote for that attempt moved by the spread, as the engine books it."""
-        quote = self.quotes(config, attempts)
+    def income_zar(self, quote: np.ndarray) -> np.ndarray:
+        """The desk's income per trade had it been booked at ``quote`` (``quotes`` of its attempt):
+        the quote moved by the spread, as the engine books it."""
         deal = money.deal_rates(quote, self.is_buy, self.spread_pips, self.pip)
         return money.spread_income_zar(self.amount, self.amount_is_base, quote, deal, self.quote_zar)
 
-    def income_lost_zar(self, config: RunConfig, o: Outcomes) -> np.ndarray:
-        """What each FAILED trade would have earned, as a run counts it: on the quote of its last
-        attempt when the booking failed (the run keeps that quote), else at mid (never quoted)."""
+    def income_lost_zar(self, quote: np.ndarray, o: Outcomes) -> np.ndarray:
+        """What each FAILED trade would have earned, as a run counts it: on ``quote`` (its last
+        attempt's) when the booking failed (the run keeps that quote), else at mid (never quoted)."""
         failed = ~o.success
         at_booking = failed & BOOK_STAGE[o.failure.astype(np.int64) + 1]
-        mid = np.array([self.mids.get(p, np.nan) for p in self.pair.tolist()], dtype=np.float64)
-        rate = np.where(at_booking, self.quotes(config, o.attempts), mid)
+        rate = np.where(at_booking, quote, self.mid)
         lost = money.income_lost_zar(self.amount_zar, self.spread_pips, self.pip, rate)
         return np.where(failed, lost, np.nan)
 

@@ -87,7 +87,8 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
     """One scenario's figures (what the sweep stores and prints)."""
     o = outcomes(batch, config)
     succeeded = int(o.success.sum())
-    income = batch.income_zar(config, o.attempts)
+    quote = batch.quotes(config, o.attempts)  # each trade's last attempt
+    income = batch.income_zar(quote)
     return {
         "success_rate": config.bank.success_rate,
         "seed": config.seed,
@@ -97,7 +98,7 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
         "failure_reasons": o.reasons(),
         "notional_zar_succeeded": float(np.nansum(batch.amount_zar[o.success])),
         "spread_income_zar": round(float(np.nansum(income[o.success])), 2),
-        "income_lost_zar": round(float(np.nansum(batch.income_lost_zar(config, o))), 2),
+        "income_lost_zar": round(float(np.nansum(batch.income_lost_zar(quote, o))), 2),
         "config": config.model_dump(mode="json"),
     }
 
