@@ -134,8 +134,9 @@ def _choose_run(wb: Workbench) -> RunSummary | None:
     found = bool(wanted) and wanted.isdigit() and int(wanted) in by_id
     initial = int(wanted) if found else runs[0].run_id
     if wanted and not found:
+        named = f"There is no run {wanted}" if wanted.isdigit() else "The link names no run"  # never echo other text
         st.warning(
-            f"There is no run {wanted} (an old link, or its batch was deleted): showing the latest run, run {initial}.",
+            f"{named} (an old link, or its batch was deleted): showing the latest run, run {initial}.",
             icon=":material/link_off:",
         )
     names = {b.batch_id: b.name for b in wb.batches()}

@@ -213,7 +213,7 @@ def test_a_run_id_in_the_url_opens_that_run_and_an_unknown_one_the_latest(db_pat
     open_page("pages/home.py")
     first, second = finished_run(), finished_run(success_rate=1.0)
     app = str(Path(__file__).parents[2] / "app.py")
-    for wanted, shown in ((str(first), first), ("999", second), ("junk", second)):
+    for wanted, shown in ((str(first), first), ("999", second), ("[Sign in again](https://evil.example)", second)):
         at = AppTest.from_file(app, default_timeout=30)
         at.query_params["run"] = wanted
         at.run().switch_page("pages/run.py")
@@ -221,8 +221,9 @@ def test_a_run_id_in_the_url_opens_that_run_and_an_unknown_one_the_latest(db_pat
         ok(at.run())
         assert at.selectbox[0].value == shown
         assert at.query_params["run"] == str(shown)
-        said = [w.value for w in at.warning if "There is no run" in w.value]
-        assert said == ([] if shown == first else [f"There is no run {wanted} (an old link, or its batch was deleted): "
+        said = [w.value for w in at.warning if "showing the latest run" in w.value]
+        named = f"There is no run {wanted}" if wanted.isdigit() else "The link names no run"  # its text never echoed
+        assert said == ([] if shown == first else [f"{named} (an old link, or its batch was deleted): "
                                                     f"showing the latest run, run {second}."])  # fmt: skip
 
 
