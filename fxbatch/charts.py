@@ -148,7 +148,7 @@ def pareto_chart(pareto: pd.DataFrame) -> go.Figure:
     then = f"the first {most} reasons make at least 80%." if most > 1 else "it alone makes at least 80%."
     return with_caption(
         fig,
-        f"Which reasons to fix first: {first['failure_code']} is {first['share']:.0%} of the {total:,} failed trades; "
+        f"Which reasons to fix first: {first['failure_code']} is {share_text(first['share'])} of the {total:,} failed trades; "
         + then,
     )
 
@@ -223,7 +223,7 @@ def notional_by_chart(df: pd.DataFrame, what: str, *, failed: bool = False) -> g
     lead = "Whose failures cost the most" if failed else f"Which {plural} carry the money"
     return with_caption(
         fig,
-        f"{lead}: the top {len(keys)} hold {shown / total:.0%} of the run's {zar(total)} {view}{others}.",
+        f"{lead}: the top {len(keys)} hold {share_text(shown / total)} of the run's {zar(total)} {view}{others}.",
     )
 
 
@@ -339,5 +339,5 @@ def income_chart(df: pd.DataFrame, what: str) -> go.Figure:
     return with_caption(
         fig,
         f"Where the desk's spread income came from: {top['key']} earned the most, {zar(top['spread_income_zar'])} "
-        f"of {zar(total)} ({float(top['spread_income_zar']) / total:.0%}).",
+        f"of {zar(total)} ({share_text(float(top['spread_income_zar']) / total)}).",
     )

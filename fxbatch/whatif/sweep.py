@@ -24,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from fxbatch.bank.model import check_settings
+from fxbatch.engine import records
 from fxbatch.errors import ConflictError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.rates import RateTable
@@ -339,6 +340,9 @@ def get_sweep(store: Store, sweep_id: int) -> Sweep:
 
 
 def list_sweeps(store: Store, batch_id: int | None = None) -> list[SweepInfo]:
+    """Stored sweeps, newest first; a batch's only (NotFoundError for an unknown batch)."""
+    if batch_id is not None:
+        records.batch_fingerprint(store.cursor(), batch_id)
     where, params = ("WHERE batch_id = ?", [batch_id]) if batch_id is not None else ("", [])
     rows = (
         store.cursor()

@@ -234,6 +234,7 @@ def test_an_argument_error_without_json_prints_usage_on_stderr_only(cli: Cli, un
     [
         (["runs", "--batch", "99"], "There is no batch 99"),
         (["promote", "99", "1"], "There is no sweep 99"),
+        (["sweeps", "--batch", "99"], "There is no batch 99"),
     ],
 )
 def test_an_unknown_batch_or_sweep_is_named_not_taken_for_an_empty_one(
