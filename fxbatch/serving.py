@@ -253,12 +253,21 @@ def current_workbench() -> Workbench | None:
     return None if _current is None else _current.workbench()
 
 
+_HOSTING = "FXBATCH_HOSTING"  # set in a server process's environment: "<pid> <resolved db>"
+
+
+def _hosting_mark(db: Path | str) -> str:
+    return f"{os.getpid()} {Path(db).resolve()}"
+
+
 def hosted_here(db: Path | str) -> bool:
-    """Whether this very process is the server holding ``db`` (its record names this process):
-    then no other workbench may be opened on the file here, even when ``current_workbench`` has
+    """Whether this very process is the server holding ``db``: its record names this process, and
+    so does the mark its lifespan left in the environment (which outlives a reload of this module,
+    not the process: a later process given the same id by chance is not taken for the server).
+    Then no other workbench may be opened on the file here, even when ``current_workbench`` has
     lost the host (its module reloaded under the running server)."""
     record = _load(record_path(db))
-    return record is not None and record.pid == os.getpid()
+    return record is not None and record.pid == os.getpid() and os.environ.get(_HOSTING) == _hosting_mark(db)
 
 
 class Host:
@@ -325,10 +334,12 @@ class Host:
         try:
             await anyio.to_thread.run_sync(wb.record_settings)  # a settings change shows in the audit trail
             write_record(settings.db, self.url)
+            os.environ[_HOSTING] = _hosting_mark(settings.db)
             self._wb = wb
             _current = self
             yield
         finally:
+            os.environ.pop(_HOSTING, None)
             self._wb = None
             remove_record(settings.db)  # first: no client is sent here once the file may be let go
             await anyio.to_thread.run_sync(wb.close)

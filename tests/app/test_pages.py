@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -306,7 +307,7 @@ def test_a_bad_setting_shows_an_error_naming_the_variable(
 
 
 def test_a_server_process_that_lost_its_host_opens_no_second_database_and_says_restart(
-    empty_db: Path, open_page: OpenPage
+    empty_db: Path, open_page: OpenPage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Streamlit reloading the project's modules under a running server drops the page's view of
     the hosted workbench: the record beside the database still names this process, so the page
@@ -314,6 +315,7 @@ def test_a_server_process_that_lost_its_host_opens_no_second_database_and_says_r
     from fxbatch.serving import hosted_here, remove_record, write_record
 
     write_record(empty_db, "http://127.0.0.1:8501")
+    monkeypatch.setenv("FXBATCH_HOSTING", f"{os.getpid()} {empty_db.resolve()}")  # as the server's lifespan left it
     try:
         assert hosted_here(empty_db)
         at = open_page("pages/batches.py")

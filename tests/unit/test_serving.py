@@ -82,13 +82,19 @@ def test_a_record_whose_process_has_died_is_ignored(tmp_path: Path) -> None:
     assert read_record(db) is not None
 
 
-def test_hosted_here_only_when_the_record_names_this_process(tmp_path: Path) -> None:
+def test_hosted_here_only_when_the_record_and_the_environment_name_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "desk.duckdb"
     assert not serving.hosted_here(db)  # no record
     write_raw(db, pid=os.getppid())  # another live process serves it
     assert not serving.hosted_here(db)
-    write_raw(db)  # this process
+    write_raw(db)  # names this process: a server killed before it removed its record, our id reused
+    assert not serving.hosted_here(db)
+    monkeypatch.setenv("FXBATCH_HOSTING", f"{os.getpid()} {db.resolve()}")  # as a server's lifespan marks it
     assert serving.hosted_here(db)
+    monkeypatch.setenv("FXBATCH_HOSTING", f"{os.getpid()} {(tmp_path / 'other.duckdb').resolve()}")
+    assert not serving.hosted_here(db)
 
 
 def test_writing_replaces_the_record_whole_and_leaves_no_temporary_file(tmp_path: Path) -> None:
