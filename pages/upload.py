@@ -397,6 +397,11 @@ def main() -> None:
         "Sheet (workbooks only)", placeholder="first sheet", key="sheet", disabled=created is not None
     )
     sheet = state["sheet"] or None
+    if state.setdefault("sheet_seen", sheet) != sheet:
+        # Corrections name rows of the sheet they were made on: another sheet starts without them.
+        state["sheet_seen"] = sheet
+        if state["fixes"] or state["pending"]:
+            _restart(state, fixes={})
     if created is not None:
         status.caption(
             f"{state['name']} is stored as batch {created.batch_id} '{created.name}'. "
@@ -446,6 +451,7 @@ def main() -> None:
         with fix:
             _corrections(report, state, unmask)
     else:
+        state["pending"] = {}  # no grid to hold edits: none can be waiting
         _fixed_note(report)  # every row corrected: the tabs are gone, the news is not
     _create(wb, state, report, sheet, status)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from fxbatch.money import zar_compact
 from tests.app.conftest import PAGES
 from tests.app.test_run_pages import app_workbench
-from tests.conftest import DATA, HEADER
+from tests.conftest import DATA, HEADER, good_row
 
 OpenPage = Callable[[str], AppTest]
 TITLES = {
@@ -199,6 +200,27 @@ def test_upload_creates_no_batch_while_grid_edits_are_not_re_validated(empty_db:
     at.button(key="revalidate").click().run()
     assert not at.button(key="create").disabled and not at.warning
     assert metrics(at)["Accepted"] == "4"
+
+
+def test_upload_edits_on_one_sheet_neither_follow_to_another_nor_block_its_batch(
+    empty_db: Path, open_page: OpenPage
+) -> None:
+    bad = pd.read_csv(DATA / "sample_with_errors.csv", dtype=str, keep_default_na=False)
+    good = pd.DataFrame([good_row(1).split(",")], columns=HEADER.split(","))
+    book = io.BytesIO()
+    with pd.ExcelWriter(book) as out:
+        bad.to_excel(out, sheet_name="Sheet1", index=False)
+        good.to_excel(out, sheet_name="Sheet2", index=False)
+    xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    at = open_page("pages/upload.py").file_uploader(key="upload").set_value(("two.xlsx", book.getvalue(), xlsx)).run()
+    grid = at.data_editor(key="fix_grid_0").value
+    at.session_state["fix_grid_0"] = {"edited_rows": {0: {grid.columns[2]: "X"}}, "added_rows": [], "deleted_rows": []}
+    assert at.run().button(key="create").disabled  # edits waiting on Sheet1
+    at.text_input(key="sheet").set_value("Sheet2").run()
+    assert not at.exception and metrics(at)["Accepted"] == "1"
+    assert not at.button(key="create").disabled and not at.warning
+    at.button(key="create").click().run()
+    assert "created" in at.success[0].value
 
 
 def test_upload_maps_columns_whose_headers_were_not_recognised(empty_db: Path, open_page: OpenPage) -> None:
