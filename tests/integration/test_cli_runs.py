@@ -112,7 +112,7 @@ def test_runs_json_lists_every_run_newest_first_with_its_counts(cli: Cli, batch:
         assert item["started_at"]
     assert items[0]["status"] == "FAILED"
     code, none, _ = cli("runs", "--json", "--batch", str(batch + 1))
-    assert code == 0 and none == []
+    assert code == 2 and none["error"]["code"] == "NOT_FOUND"  # no such batch, not an empty one
 
 
 def test_show_json_prints_the_same_summary_as_run(cli: Cli, batch: int) -> None:
