@@ -398,7 +398,9 @@ class RunSummary(BaseModel):
     trade_date: date | None = Field(None, description="Trading date the run's value dates were derived for.")
     value_dates_moved: int = Field(0, description="Value dates derived from delivery that this run derived again.")
     value_dates_unsendable: int = Field(
-        0, description="Trades failed INVALID_VALUE_DATE without being sent (a written value date had passed)."
+        0,
+        description="Trades failed INVALID_VALUE_DATE without being sent (a written value date had passed or no "
+        "longer suited the delivery, or CASH on a closed day).",
     )
     quotes_cancelled: int = Field(
         0, description="Quotes released at the bank (cancelquote) because they were not booked."

@@ -135,6 +135,26 @@ def unsuited_reason_sql(pair: str, delivery: str, day: str, pairs: Iterable[str]
     )
 
 
+def unsendable_reason(pair: str, delivery: str, value_date: date | None, trade_date: date | None) -> str:
+    """Why a trade cannot be sent on ``trade_date`` (``records.run_value_dates`` marked it), for
+    its failure message; one trade at a time (a run has few)."""
+    if trade_date is None or value_date is None:
+        return "not sent: its value date cannot settle"
+    if value_date < trade_date:
+        return f"not sent: its value date {value_date} had passed by the run's trading date {trade_date}"
+    closed = calendars.not_business_day_reason(pair, value_date)
+    if delivery == "CASH" and value_date == trade_date and closed:
+        return f"not sent: CASH settles on the trading date {trade_date}, {closed}"
+    due = calendars.value_dates(pair, trade_date)[delivery] if delivery in DELIVERIES else None
+    if value_date > trade_date + timedelta(days=MAX_FORWARD_DAYS):
+        why = f"it is more than {MAX_FORWARD_DAYS} days ahead"
+    elif delivery == "SPOT" and due is not None:
+        why = f"a SPOT trade made on {trade_date} settles on {due} or later"
+    else:
+        why = f"a {delivery} trade made on {trade_date} settles on {due}"
+    return f"not sent: its value date {value_date} does not suit delivery {delivery} on the run's trading date: {why}"
+
+
 def warm(pairs: Iterable[str], start: date) -> None:
     """Build and cache every calendar the value-date SQL of ``pairs`` from ``start`` reads.
 

@@ -12,13 +12,14 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import date
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fxbatch import money
+from fxbatch import money, valuedates
 from fxbatch.bank import dealids
 from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, REASON_INDEX, TIMEOUT, trade_keys
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
@@ -151,6 +152,7 @@ class Worker:
         self._said: Counter[str] = Counter()
         self._said_lock = threading.Lock()
         self._messages: dict[int, str] = {}
+        self.trade_date: date | None = None  # the run's, read when it starts
         # Set (on a booking thread) when the bank went away while a wave's answers were in hand:
         # the run stops once that wave has landed (``_landed``).
         self._gone: BankUnavailable | None = None
@@ -182,9 +184,10 @@ class Worker:
         try:
             self.fingerprint = records.batch_fingerprint(cur, job.batch_id)
             self.prefix = records.deal_prefix(cur, job.run_id)
+            self.trade_date = records.run_trade_date(cur, job.run_id)
             todo = records.load_todo(
                 cur, job.run_id, job.batch_id, self.config, self.rates.zar_factors(), fresh=self.fresh,
-                trade_date=records.run_trade_date(cur, job.run_id), pairs=frozenset(self.rates.pairs),
+                trade_date=self.trade_date, pairs=frozenset(self.rates.pairs),
             )  # fmt: skip
             todo = self._reconcile(cur, todo)
             try:
@@ -714,6 +717,12 @@ class Worker:
             w.failure[bad] = INVALID_VALUE_DATE
             w.attempt[bad] -= 1  # never sent: this run made no attempt
             w.finished_at[bad] = time.time()
+            # Why, in words (a handful of trades a run: one at a time).
+            at = pa.array(np.flatnonzero(bad))
+            fields = [chunk.column(c).take(at).to_pylist() for c in ("currency_pair", "delivery", "value_date")]
+            for src, pair, delivery, day in zip(w.src[bad].tolist(), *fields, strict=True):
+                when = day if isinstance(day, date) or day is None else date.fromisoformat(str(day)[:10])
+                self._messages[src] = valuedates.unsendable_reason(str(pair), str(delivery), when, self.trade_date)
         return w
 
     def _persist(self, cur: object, w: Working, done: np.ndarray) -> None:

@@ -138,6 +138,7 @@ def test_a_batch_run_two_business_days_later_gets_fresh_spot_dates_and_a_passed_
     batch = load(wb, write_file, *rows).batch_id
     wb = wb_on(run_on)  # type: ignore[operator]
     summary = wb.run(batch, success_rate=1.0)
+    assert summary.error is None, summary.error
     assert summary.trade_date == run_on
     assert (summary.value_dates_moved, summary.value_dates_unsendable) == (3, 2)
     fresh = calendars.value_dates("USD/ZAR", run_on)
@@ -156,6 +157,15 @@ def test_a_batch_run_two_business_days_later_gets_fresh_spot_dates_and_a_passed_
     ]
     ledger = wb.store.cursor().execute("SELECT src_row FROM sim_ledger WHERE run_id = ?", [summary.run_id])
     assert sorted(r[0] for r in ledger.fetchall()) == [2, 3, 4, 6]  # rows 5 and 7 never reached the bank
+    said = wb.store.cursor().execute(
+        "SELECT src_row, failure_message FROM run_trades WHERE run_id = ? AND status = 'FAILED' ORDER BY src_row",
+        [summary.run_id],
+    )
+    assert said.fetchall() == [
+        (5, "not sent: its value date 2026-12-01 had passed by the run's trading date 2026-12-02"),
+        (7, "not sent: its value date 2026-12-02 does not suit delivery SPOT on the run's trading date: a SPOT trade "
+            f"made on 2026-12-02 settles on {fresh['SPOT']} or later"),
+    ]  # fmt: skip
     # The batch itself keeps what was loaded; a what-if on the same day agrees with the run.
     assert wb.trades(batch)["value_date"].iloc[0].date() == calendars.value_dates("USD/ZAR", loaded_on)["SPOT"]
     [scenario] = wb.whatif.sweep(batch, [1.0], seeds=[42], workers=1).scenarios
