@@ -102,7 +102,8 @@ def test_a_sweep_is_stored_with_every_scenario_and_a_band_per_rate(wb: Workbench
     [listed] = wb.whatif.sweeps(batch)
     assert listed == SweepInfo(sweep_id=result.sweep_id, batch_id=batch, name="bad day", scenarios=12,
                                elapsed_s=result.elapsed_s, created_at=result.created_at)  # fmt: skip
-    assert wb.whatif.sweeps(batch + 1) == []
+    with pytest.raises(NotFoundError, match=f"There is no batch {batch + 1}"):  # not an empty batch
+        wb.whatif.sweeps(batch + 1)
 
 
 def test_a_sweeps_tables_have_a_column_per_field_and_a_row_per_scenario_or_rate(wb: Workbench, batch: int) -> None:
