@@ -30,20 +30,22 @@ TRADING_DATE = "2026-11-30"
 
 def _ensure_files() -> tuple[Path, Path]:
     OUT.mkdir(exist_ok=True)
-    csv_path = OUT / f"canonical_dated_{CSV_ROWS}.csv"
+    csv_path = OUT / f"canonical_spot_dated_{CSV_ROWS}.csv"
     xlsx_path = OUT / f"canonical_{XLSX_ROWS}.xlsx"
     if not csv_path.exists():
         df = make_trades(CSV_ROWS, seed=1)
         # about 1% bad rows so the rejection path is exercised too
         df.loc[df.index[::97], "amount"] = "12,34x"
         # a value date on every 5th row, checked against both currencies' calendars: business days
-        # of every pair, and one in 50 on Christmas Day (rejected, as a real sheet's few bad dates)
-        days = [date(2026, 12, d) for d in range(1, 32)]
+        # of every pair from the SPOT date on (the rows are SPOT), and one in 50 on Christmas Day
+        # (rejected, as a real sheet's few bad dates)
+        days = [date(2026, 12, d) for d in range(2, 32)]
         good = [d.isoformat() for d in days if all(joint_business_day(p, d) for p in ZAR_PAIRS)]
         dated = df.index[::5]
         picks = np.array(good)[np.arange(len(dated)) % len(good)]
         picks[::50] = "2026-12-25"
         df.loc[dated, "value_date"] = picks
+        df.loc[dated, "delivery"] = "SPOT"  # a written date must suit the delivery
         write_csv(df, csv_path)
     if not xlsx_path.exists():
         write_xlsx(make_trades(XLSX_ROWS, seed=2), xlsx_path, title="Morning batch")
