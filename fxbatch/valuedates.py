@@ -135,9 +135,11 @@ def unsuited_reason_sql(pair: str, delivery: str, day: str, pairs: Iterable[str]
     )
 
 
+@lru_cache(maxsize=4096)
 def unsendable_reason(pair: str, delivery: str, value_date: date | None, trade_date: date | None) -> str:
     """Why a trade cannot be sent on ``trade_date`` (``records.run_value_dates`` marked it), for
-    its failure message; one trade at a time (a run has few)."""
+    its failure message; cached, since a batch run days late may have many such trades sharing a
+    few (pair, delivery, date)."""
     if trade_date is None or value_date is None:
         return "not sent: its value date cannot settle"
     if value_date < trade_date:

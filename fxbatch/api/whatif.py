@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -113,8 +112,7 @@ def _scenario_count(request: WhatIfRequest) -> int:
     seeds = request.seeds
     check_size(len(request.success_rates), seeds if isinstance(seeds, int) else len(seeds), request.variants)
     seed_list = list(range(request.seed, request.seed + seeds)) if isinstance(seeds, int) else seeds
-    count = len(request.success_rates) * len(seed_list) * math.prod(len(v) for v in (request.variants or {}).values())
-    if count == 0:
+    if any(not values for values in (request.variants or {}).values()):
         raise SettingsError("variants: every varied setting needs at least one value.")
     grid = SweepGrid(success_rates=request.success_rates, seeds=seed_list, base=request.base or RunConfig(),
                      variants=request.variants or {})  # fmt: skip

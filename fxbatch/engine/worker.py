@@ -717,7 +717,7 @@ class Worker:
             w.failure[bad] = INVALID_VALUE_DATE
             w.attempt[bad] -= 1  # never sent: this run made no attempt
             w.finished_at[bad] = time.time()
-            # Why, in words (a handful of trades a run: one at a time).
+            # Why, in words (each distinct pair, delivery and date worked out once).
             at = pa.array(np.flatnonzero(bad))
             fields = [chunk.column(c).take(at).to_pylist() for c in ("currency_pair", "delivery", "value_date")]
             for src, pair, delivery, day in zip(w.src[bad].tolist(), *fields, strict=True):
