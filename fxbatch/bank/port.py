@@ -190,7 +190,8 @@ class BankUnavailable(Exception):
 
 
 class Bank(Protocol):
-    """What the engine needs from a bank."""
+    """What the engine needs from a bank. A bank may also have ``round_trip_s`` (seconds, or None):
+    the time one call is known to take, by which the engine sizes a run's first wave."""
 
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies: ...
 

@@ -46,12 +46,21 @@ for _code in (
 ):
     _QUOTE_GONE[REASON_INDEX[_code.value] + 1] = True  # fmt: skip
 # With latency: a wave is this many rounds of calls in flight (see Worker.__init__), fewer (not
-# under MIN_WAVE_ROUNDS) where a call of that many rounds would pass WAVE_S at the simulated
-# latency, and this many waves' bookings may be in hand at once (see Worker._execute).
+# under MIN_WAVE_ROUNDS) where a call of that many rounds would pass WAVE_S at the bank's time per
+# round (the simulated latency, or an HTTP bank's as measured), and this many waves' bookings may
+# be in hand at once (see Worker._execute).
 WAVE_ROUNDS = 64
 MIN_WAVE_ROUNDS = 16
 WAVE_S = 4.0
 DEPTH = 2
+
+
+def wave_rounds(round_s: float | None) -> int:
+    """Rounds of calls in flight a wave takes when one round takes ``round_s`` seconds (None or
+    not above zero: not known, the full WAVE_ROUNDS)."""
+    if round_s is None or not round_s > 0:
+        return WAVE_ROUNDS
+    return max(MIN_WAVE_ROUNDS, min(WAVE_ROUNDS, math.ceil(WAVE_S / round_s)))
 
 
 def final_rows(
@@ -120,12 +129,14 @@ class Worker:
         # or interrupt waiting for a longer wave. Its retries do not wait for it: refused quotes
         # are settled at once and quoted again (while the wave books) on a second helper thread.
         # A slow bank (400 ms a call) takes fewer rounds a wave, so the progress still moves every
-        # few seconds (64 rounds of 400 ms would show nothing final for over 50 s).
+        # few seconds (64 rounds of 400 ms would show nothing final for over 50 s). An HTTP bank's
+        # time per round is not known in advance: its first wave goes by the round trip it
+        # measured when it connected (``round_trip_s``, where it has one), every later wave by
+        # how long the quotes of the last full wave took a round (``_measured``).
+        self.measure = config.bank_url is not None
         latency_s = config.bank.latency_ms / 1000
-        rounds = (
-            WAVE_ROUNDS if latency_s <= 0 else max(MIN_WAVE_ROUNDS, min(WAVE_ROUNDS, math.ceil(WAVE_S / latency_s)))
-        )
-        self.chunk_size = config.concurrency * rounds if slow else config.chunk_size
+        round_s = getattr(bank, "round_trip_s", None) if self.measure else latency_s
+        self.chunk_size = config.concurrency * wave_rounds(round_s) if slow else config.chunk_size
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
         # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
@@ -437,7 +448,9 @@ class Worker:
                 wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
                 self._executing(wave)
                 self._show(work, wave, *bookings)
+                asked = time.monotonic()
                 good = self._quote(wave)
+                self._measured(len(wave), time.monotonic() - asked)
                 if job.cancel_requested.is_set() and len(good):
                     # Cancelled while the wave was quoted: nothing more is booked; its quotes are released.
                     self._release(wave.quote_id[good])
@@ -466,6 +479,12 @@ class Worker:
         finally:
             self._helper.shutdown()
         return position
+
+    def _measured(self, n: int, took_s: float) -> None:
+        """Size the next waves at an HTTP bank from a wave of ``n`` quotes that took ``took_s``:
+        only a wave of at least one full round of calls in flight says how long a round takes."""
+        if self.measure and n >= self.max_in_flight:
+            self.chunk_size = self.max_in_flight * wave_rounds(took_s / math.ceil(n / self.max_in_flight))
 
     def _show(self, *sets: Working | Booking | None) -> None:
         """Progress: the states of the trades in hand (not in a bank call, quoted, booking)."""

@@ -199,6 +199,72 @@ def test_a_waves_trades_show_executing_while_their_quotes_are_asked_and_a_slow_b
     assert counts["EXECUTING"] == first_wave and counts["PENDING"] == 200 - first_wave
 
 
+def test_an_http_banks_waves_are_sized_by_its_round_trip_then_by_how_long_its_quotes_took(
+    wb: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a real bank the time a call takes is not a setting: the first wave goes by the round
+    trip the bank measured on connecting, the next ones by how long a round of quotes took. The
+    bank here sleeps a known time a round, so a round takes at least that long however busy the
+    machine (a busier one only makes the waves smaller)."""
+    from fxbatch.bank.simulated import SimulatedBank
+    from fxbatch.engine import worker
+    from fxbatch.models import RunConfig
+    from tests.integration.run_helpers import SpyBank
+
+    batch = load_generated(wb, tmp_path, 300)
+    waves: list[int] = []
+    round_s, concurrency = 0.01, 2
+
+    class Http(SpyBank):
+        round_trip_s = 0.02  # what connecting measured: WAVE_S / 0.02 = 10 rounds
+
+        def create_quotes(self, quotes: Any, max_in_flight: int) -> Any:
+            waves.append(len(quotes))
+            time.sleep(round_s * -(-len(quotes) // max_in_flight))  # one round of calls after the other
+            return super().create_quotes(quotes, max_in_flight)
+
+    def factory(config: RunConfig) -> Http:
+        assert config.bank_url
+        instant = config.bank.model_copy(update={"latency_ms": 0.0})
+        return Http(SimulatedBank(wb.store, instant, config.seed, wb.rates.mids), wb)
+
+    monkeypatch.setattr(worker, "WAVE_S", 0.2)
+    monkeypatch.setattr(worker, "MIN_WAVE_ROUNDS", 1)
+    wb.engine.bank_factory = factory
+    summary = wb.run(batch, bank_url="http://bank.test", concurrency=concurrency, success_rate=1.0)
+    assert summary.counts["SUCCESS"] == 300
+    assert waves[0] == 10 * concurrency
+    # 0.2 s at >= 10 ms a round: at most 20 rounds of 2 calls a wave, never the full 64
+    assert all(w <= 20 * concurrency for w in waves), waves
+    assert sum(waves) == 300
+
+
+def test_a_simulated_bank_sizes_its_waves_by_the_latency_setting_not_by_a_measured_time(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    from fxbatch.bank.simulated import SimulatedBank
+    from fxbatch.models import RunConfig
+    from tests.integration.run_helpers import SpyBank
+
+    batch = load_generated(wb, tmp_path, 200)
+    waves: list[int] = []
+
+    class Watching(SpyBank):
+        round_trip_s = 1.0  # ignored: the setting says how long a call takes
+
+        def create_quotes(self, quotes: Any, max_in_flight: int) -> Any:
+            waves.append(len(quotes))
+            return super().create_quotes(quotes, max_in_flight)
+
+    def factory(config: RunConfig) -> Watching:
+        instant = config.bank.model_copy(update={"latency_ms": 0.0})
+        return Watching(SimulatedBank(wb.store, instant, config.seed, wb.rates.mids), wb)
+
+    wb.engine.bank_factory = factory
+    wb.run(batch, latency_ms=20, concurrency=2, success_rate=1.0)
+    assert waves == [128, 72]  # 64 rounds at 20 ms (WAVE_S / 20 ms is more than 64)
+
+
 def test_progress_of_a_run_not_executing_here_is_none(wb: Workbench) -> None:
     assert wb.progress(12345) is None
 
