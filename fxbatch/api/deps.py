@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
-from fxbatch.access import Access, Principal, act_as
+from fxbatch.access import Access, Principal, Role, act_as
 from fxbatch.errors import ForbiddenError, NotSignedInError, SettingsError
 from fxbatch.workbench import Workbench
 
@@ -62,9 +62,13 @@ def server_registry(wb: Workbench, name: str | None) -> str | None:
     """A run's client registry named over HTTP: a CSV file in the server's registry folder
     (``Settings.registry_dir``), by its file name, or by the path a stored run's config holds
     (the file in that folder). Anything else is refused, links that lead out of the folder too:
-    a caller must not make the server read (or say whether there is) any file it can reach."""
-    if name is None:
-        return None
+    a caller must not make the server read (or say whether there is) any file it can reach.
+
+    A caller whose role may not start a run gets the name back unlooked-at: the workbench then
+    refuses the call for the role (on the audit trail) before any registry is read, so only
+    those who may run learn which files the folder holds."""
+    if name is None or not wb.access.may(Role.ANALYST):
+        return name
     folder = wb.settings.registry_folder().resolve()
     given = FilePath(name)
     bare = _REGISTRY_NAME.fullmatch(name) is not None and ".." not in name

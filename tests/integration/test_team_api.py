@@ -104,6 +104,27 @@ def test_a_viewer_cannot_start_a_run_over_http_and_is_told_the_role_needed(
         assert analyst.post(f"/batches/{batch}/runs", json={"success_rate": 1.0}).status_code == 202
 
 
+def test_a_viewer_naming_a_client_registry_is_refused_for_the_role_whether_or_not_the_file_is_there(
+    server: tuple[Workbench, str, dict[str, str], int],
+) -> None:
+    """Only those who may run learn which registry files the server has."""
+    wb, url, tokens, batch = server
+    folder = wb.settings.registry_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "clients.csv").write_text("client_cif,account_number\n0123456789,0012345678\n")
+    with client(url, tokens[VIEWER]) as viewer:
+        for name in ("clients.csv", "missing.csv", "../etc/passwd"):
+            for path, body in ((f"/batches/{batch}/runs", {"registry_file": name}),
+                               ("/runs:request", {"batch_id": batch, "registry_file": name, "bank_url": "http://b"})):  # fmt: skip
+                problem = assert_problem(viewer.post(path, json=body), 403, "FORBIDDEN")
+                assert "role" in problem["detail"] and "registry" not in problem["detail"], (path, name)
+    assert wb.runs(batch) == []
+    with as_user(wb, ADMIN):
+        trail = wb.audit_trail(actor=VIEWER)
+    refused = trail[trail["outcome"].str.startswith("ForbiddenError")]
+    assert sorted(refused["action"].value_counts().items()) == [("run", 3), ("run.request", 3)]  # on the trail
+
+
 def test_four_eyes_over_http_request_approve_run_and_the_trail(
     server: tuple[Workbench, str, dict[str, str], int], bank: DocBank
 ) -> None:
