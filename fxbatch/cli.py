@@ -416,19 +416,30 @@ def _rates(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"--success-rates {text!r}: use 0.5,0.7,0.9 or 0.5:1:0.05") from exc
 
 
-def cmd_whatif(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+def cmd_whatif(wb: AnyWorkbench, args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{done}/{total} scenarios")
             sys.stderr.flush()
 
-    result = wb.whatif.sweep(
-        args.batch_id, args.success_rates, seeds=args.seeds, seed=args.seed, name=args.name,
-        workers=args.workers, dask_address=args.dask, on_progress=progress,
-    )  # fmt: skip
+    try:
+        result = wb.whatif.sweep(
+            args.batch_id, args.success_rates, seeds=args.seeds, seed=args.seed, name=args.name,
+            workers=args.workers, dask_address=args.dask, on_progress=progress,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print("\nsweep cancelled (Ctrl-C): nothing of it was stored", file=sys.stderr)
+        return 130
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     _emit(args, result.model_dump(mode="json"), "\n".join(_sweep_summary(result)))
+    return 0
+
+
+def cmd_cancel_sweep(wb: AnyWorkbench, args: argparse.Namespace) -> None:
+    wb.whatif.cancel(args.sweep_id)
+    _emit(args, {"sweep_id": args.sweep_id, "cancel": "requested"},
+          f"Sweep {args.sweep_id}: cancel requested; the scenarios under way end and nothing of it is stored.")  # fmt: skip
 
 
 def _sweep_summary(result: Sweep) -> list[str]:
@@ -679,6 +690,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", parents=[common], help="a stored sweep (scenarios and summary)")
     p.add_argument("sweep_id", type=int)
     p.set_defaults(handler=cmd_sweep)
+
+    p = sub.add_parser("cancel-sweep", parents=[common], help="stop a what-if sweep running in the server "
+                       "(nothing of it is stored)")  # fmt: skip
+    p.add_argument("sweep_id", type=int)
+    p.set_defaults(handler=cmd_cancel_sweep)
 
     p = sub.add_parser("promote", parents=[common], help="turn a sweep scenario into a full run")
     p.add_argument("sweep_id", type=int)

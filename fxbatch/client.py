@@ -13,6 +13,7 @@ the workbench's: pydantic models for objects, DataFrames (over Arrow) for tables
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -454,22 +455,44 @@ class _RemoteWhatIf:
         body = {"batch_id": batch_id, "success_rates": success_rates, "seeds": seeds, "seed": seed, "name": name,
                 "variants": variants or {}, "base": base.model_dump(mode="json") if base else None}  # fmt: skip
         sweep_id = int(self.client.json("POST", "/whatif", json=body)["sweep_id"])
-        while True:
-            state = self.client.json("GET", f"/whatif/{sweep_id}")
-            if state.get("status") != "RUNNING":
-                break
-            if on_progress is not None:
-                on_progress(int(state["done"]), int(state["total"]))
-            time.sleep(poll_s)
-        if state.get("status") == "FAILED":
-            raise _error_from(self.client.url, state.get("error") or {})
-        sweep = Sweep.model_validate(state)
+        try:
+            while True:
+                state = self.client.json("GET", f"/whatif/{sweep_id}")
+                if state.get("status") != "RUNNING":
+                    break
+                if on_progress is not None:
+                    on_progress(int(state["done"]), int(state["total"]))
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            # Nobody waits for it any more (Ctrl-C, a notebook's interrupt): stop it in the server too.
+            with contextlib.suppress(errors.FxBatchError):
+                self.cancel(sweep_id)
+            raise
+        sweep = self._stored(sweep_id, state)
         if on_progress is not None:
             on_progress(sweep.scenario_count, sweep.scenario_count)
         return sweep
 
+    def _stored(self, sweep_id: int, state: Mapping[str, Any]) -> Sweep:
+        """The sweep a ``GET /whatif/{id}`` answer holds; the error it says instead, if any."""
+        status = state.get("status")
+        if status == "FAILED":
+            raise _error_from(self.client.url, state.get("error") or {})
+        if status == "CANCELLED":
+            raise errors.CancelledError(str(state.get("detail") or f"Sweep {sweep_id} was cancelled."))
+        if status == "RUNNING":
+            raise errors.ConflictError(
+                f"Sweep {sweep_id} is still running in the server at {self.client.url} ({state.get('done', 0):,} of "
+                f"{state.get('total', 0):,} scenarios done); ask again once it has finished."
+            )
+        return Sweep.model_validate(state)
+
+    def cancel(self, sweep_id: int) -> None:
+        """Stop a sweep running in the server: nothing of it is stored (``wb.whatif.cancel``)."""
+        self.client.json("POST", f"/whatif/{int(sweep_id)}/cancel")
+
     def get(self, sweep_id: int) -> Sweep:
-        return Sweep.model_validate(self.client.json("GET", f"/whatif/{int(sweep_id)}"))
+        return self._stored(int(sweep_id), self.client.json("GET", f"/whatif/{int(sweep_id)}"))
 
     def sweeps(self, batch_id: int | None = None) -> list[SweepInfo]:
         items = self.client.json("GET", "/whatif", params=_params({"batch_id": batch_id}))

@@ -67,6 +67,12 @@ class ConflictError(FxBatchError):
     code = "CONFLICT"
 
 
+class CancelledError(FxBatchError):
+    """A what-if sweep was cancelled before its end: nothing of it was stored."""
+
+    code = "CANCELLED"
+
+
 class StoreError(FxBatchError):
     code = "STORE_ERROR"
 

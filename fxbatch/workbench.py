@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -717,8 +717,19 @@ class Workbench:
 class _WhatIf:
     """Sweeps and comparisons (``wb.whatif``), kept apart from the run methods."""
 
+    # The cancel of each sweep id reserved or running in this process, by database.
+    _stops: ClassVar[dict[tuple[str, int], threading.Event]] = {}
+    _stops_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, wb: Workbench) -> None:
         self.wb = wb
+
+    def _stop(self, sweep_id: int, *, make: bool) -> threading.Event | None:
+        key = (self.wb.engine.db_key, sweep_id)
+        with self._stops_lock:
+            if make:
+                return self._stops.setdefault(key, threading.Event())
+            return self._stops.get(key)
 
     def sweep(
         self,
@@ -738,22 +749,43 @@ class _WhatIf:
         """Run a sweep: every success rate x variant x seed; ``seeds`` is a count (from ``seed``) or a list.
 
         ``sweep_id`` stores it under an id taken beforehand with ``reserve_sweep_id`` (so the id can be
-        handed out while the sweep runs); None takes a fresh one at the end.
+        handed out while the sweep runs); None takes a fresh one as it starts. ``cancel`` from another
+        thread stops it: CancelledError, nothing stored.
         """
-        self.wb._need(Role.ANALYST, "run a what-if sweep")
-        check_size(len(success_rates), seeds if isinstance(seeds, int) else len(seeds), variants)  # before any list
-        seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
-        grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
-                         variants=variants or {})  # fmt: skip
-        address = dask_address or self.wb.settings.dask_address
-        executor = make_executor(workers, address, len(grid.scenarios()))
-        return run_sweep(self.wb.store, self.wb.rates, batch_id, grid, name=name, executor=executor,
-                         on_progress=on_progress, trade_date=self.wb.settings.trading_date(),
-                         sweep_id=sweep_id)  # fmt: skip
+        try:
+            self.wb._need(Role.ANALYST, "run a what-if sweep")
+            check_size(len(success_rates), seeds if isinstance(seeds, int) else len(seeds), variants)  # before any list
+            seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
+            grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
+                             variants=variants or {})  # fmt: skip
+            address = dask_address or self.wb.settings.dask_address
+            executor = make_executor(workers, address, len(grid.scenarios()))
+            if sweep_id is None:
+                sweep_id = self.reserve_sweep_id()
+            return run_sweep(self.wb.store, self.wb.rates, batch_id, grid, name=name, executor=executor,
+                             on_progress=on_progress, trade_date=self.wb.settings.trading_date(),
+                             sweep_id=sweep_id, stop=self._stop(sweep_id, make=True))  # fmt: skip
+        finally:
+            if sweep_id is not None:
+                with self._stops_lock:
+                    self._stops.pop((self.wb.engine.db_key, sweep_id), None)
 
     def reserve_sweep_id(self) -> int:
-        """A fresh sweep id for ``sweep(..., sweep_id=...)``."""
-        return reserve_sweep_id(self.wb.store)
+        """A fresh sweep id for ``sweep(..., sweep_id=...)``; it can be cancelled from now on."""
+        sweep_id = reserve_sweep_id(self.wb.store)
+        self._stop(sweep_id, make=True)
+        return sweep_id
+
+    def cancel(self, sweep_id: int) -> None:
+        """Stop a sweep running in this process (any thread): the scenarios under way end, no
+        other starts, and nothing of it is stored. NotFoundError for an unknown sweep, ConflictError
+        for one that has ended."""
+        self.wb._need(Role.ANALYST, "cancel a what-if sweep")
+        stop = self._stop(sweep_id, make=False)
+        if stop is None:
+            self.get(sweep_id)  # NotFoundError for a sweep that was never stored
+            raise ConflictError(f"Sweep {sweep_id} has finished and is stored: there is nothing to cancel.")
+        stop.set()
 
     def get(self, sweep_id: int) -> Sweep:
         return get_sweep(self.wb.store, sweep_id)

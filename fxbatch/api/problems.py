@@ -31,6 +31,7 @@ _STATUS: tuple[tuple[type[errors.FxBatchError], int], ...] = (
     (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
+    (errors.CancelledError, 409),
     (errors.UnusableFileError, 422),
     (errors.BadFixError, 422),
     (errors.SettingsError, 422),

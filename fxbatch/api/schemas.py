@@ -118,6 +118,14 @@ class SweepFailed(BaseModel):
     error: dict[str, Any] = Field(description="Why, as a problem (type, title, status, detail, code).")
 
 
+class SweepCancelled(BaseModel):
+    sweep_id: int
+    status: Literal["CANCELLED"] = "CANCELLED"
+    done: int = Field(description="Scenarios finished when it stopped (none of them stored).")
+    total: int = Field(description="Scenarios in the sweep.")
+    detail: str = Field(description="What happened, in words.")
+
+
 class SweepDone(Sweep):
     status: Literal["DONE"] = "DONE"
 

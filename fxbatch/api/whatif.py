@@ -1,8 +1,8 @@
 """``/v1/whatif``: sweeps run in a background thread of the server, followed by polling.
 
 A sweep's id is reserved before it starts so that ``POST`` can answer 202 with it at once. While
-it runs, a small in-memory registry holds its (done, total), or the problem it ended with; once
-stored it is read from the database like any other sweep.
+it runs, a small in-memory registry holds its (done, total), or the problem it ended with, or its
+cancel; once stored it is read from the database like any other sweep.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from fxbatch.api.schemas import (
     PromoteRequest,
     RunAccepted,
     SweepAccepted,
+    SweepCancelled,
     SweepDone,
     SweepFailed,
     SweepRunning,
     WhatIfRequest,
 )
-from fxbatch.errors import FxBatchError, SettingsError, invalid_values
+from fxbatch.errors import CancelledError, ConflictError, FxBatchError, SettingsError, invalid_values
 from fxbatch.models import RunConfig
 from fxbatch.whatif.models import SweepInfo
 from fxbatch.whatif.sweep import SweepGrid, check_size
@@ -45,6 +46,7 @@ class SweepState:
     total: int
     done: int = 0
     error: dict[str, Any] | None = None
+    cancelled: str | None = None  # what the cancel said, once the sweep has stopped for it
 
 
 class SweepRegistry:
@@ -57,7 +59,7 @@ class SweepRegistry:
     def get(self, sweep_id: int) -> SweepState | None:
         with self._lock:
             state = self._states.get(sweep_id)
-            return SweepState(state.total, state.done, state.error) if state is not None else None
+            return SweepState(state.total, state.done, state.error, state.cancelled) if state is not None else None
 
     def start(self, wb: Workbench, sweep_id: int, request: WhatIfRequest, total: int) -> threading.Thread:
         with self._lock:
@@ -78,12 +80,15 @@ class SweepRegistry:
 
     def _run(self, wb: Workbench, sweep_id: int, request: WhatIfRequest) -> None:
         error: dict[str, Any] | None = None
+        cancelled: str | None = None
         try:
             wb.whatif.sweep(
                 request.batch_id, request.success_rates, seeds=request.seeds, seed=request.seed, base=request.base,
                 variants=request.variants, name=request.name, sweep_id=sweep_id,
                 on_progress=lambda done, total: self._progress(sweep_id, done, total),
             )  # fmt: skip
+        except CancelledError as exc:
+            cancelled = exc.message
         except FxBatchError as exc:
             error = error_body(exc)
         except pydantic.ValidationError as exc:
@@ -92,11 +97,13 @@ class SweepRegistry:
             log.exception("sweep %s failed", sweep_id)
             error = problem_body(500, "The sweep failed; the server's log has the details.", "INTERNAL_ERROR")
         with self._lock:
-            if error is None:
+            if error is None and cancelled is None:
                 self._states.pop(sweep_id, None)  # stored: read from the database from now on
             else:
                 state = self._states.get(sweep_id)
-                self._states[sweep_id] = SweepState(state.total if state else 0, state.done if state else 0, error)
+                self._states[sweep_id] = SweepState(
+                    state.total if state else 0, state.done if state else 0, error, cancelled
+                )
 
 
 def registry(request: Request) -> SweepRegistry:
@@ -152,18 +159,42 @@ def list_sweeps(
     return JSONResponse([s.model_dump(mode="json") for s in wb.whatif.sweeps(batch_id)])
 
 
+def _state_view(sweep_id: int, state: SweepState) -> dict[str, Any]:
+    if state.error is not None:
+        return {"sweep_id": sweep_id, "status": "FAILED", "error": state.error}
+    if state.cancelled is not None:
+        return {"sweep_id": sweep_id, "status": "CANCELLED", "done": state.done, "total": state.total,
+                "detail": state.cancelled}  # fmt: skip
+    return {"sweep_id": sweep_id, "status": "RUNNING", "done": state.done, "total": state.total}
+
+
 @router.get(
     "/v1/whatif/{sweep_id}",
-    response_model=SweepDone | SweepRunning | SweepFailed,
-    summary="A sweep: RUNNING (done/total), DONE (the sweep) or FAILED (a problem)",
+    response_model=SweepDone | SweepRunning | SweepFailed | SweepCancelled,
+    summary="A sweep: RUNNING (done/total), DONE (the sweep), FAILED (a problem) or CANCELLED (nothing stored)",
 )
 def get_sweep(sweep_id: SweepId, wb: WB, sweeps: Registry) -> Response:
     state = sweeps.get(sweep_id)
-    if state is not None and state.error is not None:
-        return JSONResponse({"sweep_id": sweep_id, "status": "FAILED", "error": state.error})
     if state is not None:
-        return JSONResponse({"sweep_id": sweep_id, "status": "RUNNING", "done": state.done, "total": state.total})
+        return JSONResponse(_state_view(sweep_id, state))
     return JSONResponse(wb.whatif.get(sweep_id).model_dump(mode="json") | {"status": "DONE"})
+
+
+@router.post(
+    "/v1/whatif/{sweep_id}/cancel", status_code=202, response_model=SweepAccepted, summary="Cancel a running sweep"
+)
+def cancel_sweep(request: Request, sweep_id: SweepId, wb: WB, sweeps: Registry) -> Response:
+    """Stop a sweep running in the server: the scenarios under way end, no other starts, nothing of
+    it is stored. Answers at once; ``GET /whatif/{id}`` says CANCELLED once it has stopped. A sweep
+    that has ended (stored, failed or cancelled) is a 409."""
+    state = sweeps.get(sweep_id)
+    if state is not None and (state.error is not None or state.cancelled is not None):
+        wb.access.require(Role.ANALYST, "cancel a what-if sweep")
+        ended = "failed" if state.error is not None else "been cancelled"
+        raise ConflictError(f"Sweep {sweep_id} has {ended} already: there is nothing to cancel.")
+    wb.whatif.cancel(sweep_id)
+    url = api_url(request, f"/v1/whatif/{sweep_id}")
+    return JSONResponse({"sweep_id": sweep_id, "url": url}, status_code=202, headers={"Location": url})
 
 
 @router.post(

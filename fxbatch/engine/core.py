@@ -50,7 +50,7 @@ class Engine:
         self.rates = rates
         self.settings = settings
         self.bank_factory = bank_factory or self._default_bank
-        self._db_key = str(store.path.resolve()) if store.path else f"memory:{id(store)}"
+        self.db_key = str(store.path.resolve()) if store.path else f"memory:{id(store)}"
 
     def trading_date(self) -> date:
         """The desk's today for a new run (``FXBATCH_TODAY`` overrides it)."""
@@ -70,11 +70,11 @@ class Engine:
     # -- registry ------------------------------------------------------------------
     def job(self, run_id: int) -> Job | None:
         with self._registry_lock:
-            return self._jobs.get((self._db_key, run_id))
+            return self._jobs.get((self.db_key, run_id))
 
     def active_jobs(self) -> list[Job]:
         with self._registry_lock:
-            return [j for (db, _), j in self._jobs.items() if db == self._db_key and j.running]
+            return [j for (db, _), j in self._jobs.items() if db == self.db_key and j.running]
 
     def recover(self) -> list[int]:
         """Runs left RUNNING by a process that died become INTERRUPTED (resumable)."""
@@ -160,7 +160,7 @@ class Engine:
         # Under the registry lock: a resume starting at the same moment either runs first (its
         # job is then cancelled) or finds the run CANCELLED, never both writing its trades.
         with self._registry_lock:
-            job = self._jobs.get((self._db_key, run_id))
+            job = self._jobs.get((self.db_key, run_id))
             if job is not None and job.running:
                 job.cancel()
                 return None
@@ -242,7 +242,7 @@ class Engine:
 
     def _refuse_if_running(self, batch_id: int) -> None:
         for (db, run_id), job in self._jobs.items():
-            if db == self._db_key and job.batch_id == batch_id and job.running:
+            if db == self.db_key and job.batch_id == batch_id and job.running:
                 if job.cancel_requested.is_set():
                     raise ConflictError(
                         f"Run {run_id} of batch {batch_id} is still stopping after its cancel (the bank's calls in "
@@ -271,7 +271,7 @@ class Engine:
         else:
             counts = records.count_outcomes(cur, run_id).counts
         job = Job(run_id, batch_id, Progress(run_id, trades, counts))
-        self._jobs[(self._db_key, run_id)] = job
+        self._jobs[(self.db_key, run_id)] = job
         if cancel:  # settles what the bank already has, sends nothing new (see Worker.__init__)
             job.cancel_requested.set()
         if settling:  # settles the bookings in doubt and executes nothing

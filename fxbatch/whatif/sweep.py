@@ -12,9 +12,10 @@ import json
 import math
 import multiprocessing
 import multiprocessing.context
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from datetime import date
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from fxbatch.bank.model import check_settings
 from fxbatch.engine import records
-from fxbatch.errors import ConflictError, NotFoundError, SettingsError
+from fxbatch.errors import CancelledError, ConflictError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.rates import RateTable
 from fxbatch.serving import hosting
@@ -33,8 +34,10 @@ from fxbatch.store import Store, insert_arrow
 from fxbatch.whatif.models import ScenarioResult, Sweep, SweepBand, SweepInfo
 from fxbatch.whatif.scenario import BatchArrays, outcomes
 
-# A sweep is one call that cannot be stopped: 10,000 scenarios of a 100k-trade batch take minutes.
+# 10,000 scenarios of a 100k-trade batch take minutes (a sweep can be cancelled: ``stop``).
 MAX_SCENARIOS = 10_000
+# How often a sweep's scenarios in other processes are checked for a cancel (its latency, not a pace).
+_STOP_POLL_S = 0.1
 
 
 def check_size(rates: int, seeds: int, variants: dict[str, list[Any]] | None = None) -> None:
@@ -108,12 +111,23 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
 
 
 class Executor(Protocol):
-    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]: ...
+    def run(
+        self, batch: BatchArrays, configs: Sequence[RunConfig], stop: threading.Event | None = None
+    ) -> list[dict[str, Any]]:
+        """Every scenario's result, in order; once ``stop`` is set, whatever it has (it gives up)."""
+        ...
 
 
 class InProcess:
-    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
-        return [scenario_result(batch, c) for c in configs]
+    def run(
+        self, batch: BatchArrays, configs: Sequence[RunConfig], stop: threading.Event | None = None
+    ) -> list[dict[str, Any]]:
+        out = []
+        for config in configs:
+            if stop is not None and stop.is_set():
+                break
+            out.append(scenario_result(batch, config))
+        return out
 
 
 _WORKER_BATCH: BatchArrays | None = None
@@ -124,9 +138,9 @@ def _init_worker(batch: BatchArrays) -> None:
     _WORKER_BATCH = batch
 
 
-def _run_in_worker(config: RunConfig) -> dict[str, Any]:
+def _run_in_worker(configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
     assert _WORKER_BATCH is not None
-    return scenario_result(_WORKER_BATCH, config)
+    return [scenario_result(_WORKER_BATCH, c) for c in configs]
 
 
 def _mp_context(serving: bool) -> multiprocessing.context.BaseContext:
@@ -151,11 +165,21 @@ class LocalProcesses:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
+    def run(
+        self, batch: BatchArrays, configs: Sequence[RunConfig], stop: threading.Event | None = None
+    ) -> list[dict[str, Any]]:
         context = _mp_context(serving=hosting())
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker, initargs=(batch,))
+        size = max(1, len(configs) // (4 * self.workers))
         with pool:
-            return list(pool.map(_run_in_worker, configs, chunksize=max(1, len(configs) // (4 * self.workers))))
+            chunks = [pool.submit(_run_in_worker, configs[i : i + size]) for i in range(0, len(configs), size)]
+            pending = set(chunks)
+            while pending:
+                _, pending = wait(pending, timeout=_STOP_POLL_S, return_when=FIRST_COMPLETED)
+                if stop is not None and stop.is_set():
+                    pool.shutdown(cancel_futures=True)  # the chunks under way end; the others never start
+                    return []
+            return [result for chunk in chunks for result in chunk.result()]
 
 
 class DaskCluster:
@@ -164,7 +188,10 @@ class DaskCluster:
     def __init__(self, address: str) -> None:
         self.address = address
 
-    def run(self, batch: BatchArrays, configs: Sequence[RunConfig]) -> list[dict[str, Any]]:
+    def run(
+        self, batch: BatchArrays, configs: Sequence[RunConfig], stop: threading.Event | None = None
+    ) -> list[dict[str, Any]]:
+        """(A cancel is seen between the sweep's steps, a twentieth of it each.)"""
         try:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - distributed is in requirements.txt
@@ -251,9 +278,13 @@ def run_sweep(
     on_progress: Callable[[int, int], None] | None = None,
     trade_date: date | None = None,
     sweep_id: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Sweep:
     """Run every scenario of ``grid`` over ``batch_id`` as runs on ``trade_date`` would, store the
-    sweep (under ``sweep_id`` when one was reserved with ``reserve_sweep_id``), return it."""
+    sweep (under ``sweep_id`` when one was reserved with ``reserve_sweep_id``), return it.
+
+    Once ``stop`` is set (from any thread) the scenarios under way end, no other starts, nothing
+    is stored, and CancelledError says how far the sweep got."""
     cur = store.cursor()
     if sweep_id is not None and _sweep_exists(cur, sweep_id):
         raise ConflictError(f"Sweep {sweep_id} already exists; reserve a new id for another sweep.")
@@ -264,9 +295,16 @@ def run_sweep(
     results: list[dict[str, Any]] = []
     step = max(1, len(configs) // 20) if on_progress else len(configs)
     for i in range(0, len(configs), step):
-        results.extend(executor.run(batch, configs[i : i + step]))
-        if on_progress:
+        if stop is not None and stop.is_set():
+            break
+        results.extend(executor.run(batch, configs[i : i + step], stop))
+        if on_progress and not (stop is not None and stop.is_set()):
             on_progress(len(results), len(configs))
+    if stop is not None and stop.is_set():
+        which = "The sweep" if sweep_id is None else f"Sweep {sweep_id}"
+        raise CancelledError(
+            f"{which} was cancelled after {len(results):,} of {len(configs):,} scenarios; nothing of it was stored."
+        )
     elapsed = time.perf_counter() - started
     if sweep_id is None:
         sweep_id = reserve_sweep_id(store)

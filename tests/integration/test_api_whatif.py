@@ -114,7 +114,7 @@ def test_a_scenario_is_promoted_to_a_full_run(api: httpx.Client, wb: Workbench, 
         ({"success_rates": [0.5], "base": {"seed": -1}}, "base.seed"),
         ({"success_rates": [0.5], "workers": 3}, "workers"),
         ({"success_rates": [0.5] * 10, "seeds": 100_000}, "scenarios"),
-        ({"success_rates": [0.5], "seeds": 10_001}, "10,001 scenarios"),  # one call that cannot be stopped
+        ({"success_rates": [0.5], "seeds": 10_001}, "10,001 scenarios"),  # over the cap
     ],
 )
 def test_a_bad_sweep_is_a_422_naming_what_is_wrong_and_starts_nothing(
@@ -129,3 +129,45 @@ def test_unknown_sweeps_and_batches_are_404_problems(api: httpx.Client) -> None:
     assert_problem(api.post("/whatif", json={"batch_id": 99, "success_rates": [0.5]}), 404, "NOT_FOUND")
     assert_problem(api.get("/whatif/99"), 404, "NOT_FOUND")
     assert_problem(api.post("/whatif/99/promote", json={"scenario": 1}), 404, "NOT_FOUND")
+
+
+def test_a_running_sweep_is_cancelled_stores_nothing_and_says_so(
+    api: httpx.Client, wb: Workbench, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sweep holds after its first scenario until the test has asked for the cancel.
+    reported, asked = threading.Event(), threading.Event()
+    real = wb.whatif.sweep
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            kwargs_progress(done, total)
+            if not reported.is_set():
+                reported.set()
+                assert asked.wait(WAIT)
+
+        kwargs_progress = kwargs["on_progress"]
+        return real(*args, **{**kwargs, "on_progress": progress, "workers": 1})
+
+    monkeypatch.setattr(wb.whatif, "sweep", held)
+    sweep_id = start_sweep(api, batch_id=batch, success_rates=[0.5, 0.9], seeds=2)
+    assert reported.wait(WAIT)
+    resp = api.post(f"/whatif/{sweep_id}/cancel")
+    assert resp.status_code == 202, resp.text
+    assert resp.json() == {"sweep_id": sweep_id, "url": f"/api/v1/whatif/{sweep_id}"}
+    asked.set()
+    state = poll(api, sweep_id)
+    assert state == {
+        "sweep_id": sweep_id, "status": "CANCELLED", "done": 1, "total": 4,
+        "detail": f"Sweep {sweep_id} was cancelled after 1 of 4 scenarios; nothing of it was stored.",
+    }  # fmt: skip
+    assert api.get("/whatif").json() == []
+    again = assert_problem(api.post(f"/whatif/{sweep_id}/cancel"), 409, "CONFLICT")
+    assert "cancelled already" in again["detail"]
+
+
+def test_only_a_running_sweep_can_be_cancelled(api: httpx.Client, wb: Workbench, batch: int) -> None:
+    assert_problem(api.post("/whatif/99/cancel"), 404, "NOT_FOUND")
+    sweep_id = start_sweep(api, batch_id=batch, success_rates=[0.9])
+    assert poll(api, sweep_id)["status"] == "DONE"
+    stored = assert_problem(api.post(f"/whatif/{sweep_id}/cancel"), 409, "CONFLICT")
+    assert "has finished and is stored" in stored["detail"]

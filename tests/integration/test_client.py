@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -11,9 +14,10 @@ import pytest
 from fxbatch import NotFoundError, UnusableFileError, Workbench
 from fxbatch.analytics import TradeFilter
 from fxbatch.client import Client, RemoteJob, connect
+from fxbatch.errors import CancelledError, ConflictError
 from fxbatch.models import RunStatus
 from tests.conftest import DATA
-from tests.integration.api_helpers import serve_api
+from tests.integration.api_helpers import WAIT, serve_api
 
 
 @pytest.fixture
@@ -98,3 +102,74 @@ def test_a_sweep_runs_in_the_server_reports_progress_and_promotes(wb: Workbench,
     promoted = client.whatif.promote(sweep.sweep_id, 4)
     assert promoted.status is RunStatus.COMPLETED and promoted.counts["SUCCESS"] == sweep.scenarios[3].succeeded
     assert len(client.whatif.compare([promoted.run_id])) == 1
+
+
+def test_a_sweep_interrupted_in_the_client_is_cancelled_in_the_server(
+    wb: Workbench, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a notebook or the CLI: nobody waits for the sweep, so the server stops it too. The
+    server's sweep holds after its first scenario until the cancel has come."""
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    real_sweep, real_cancel = wb.whatif.sweep, wb.whatif.cancel
+    cancelled = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            reports(done, total)
+            assert cancelled.wait(WAIT)
+
+        reports = kwargs["on_progress"]
+        return real_sweep(*args, **{**kwargs, "on_progress": progress, "workers": 1})
+
+    def cancel(sweep_id: int) -> None:
+        real_cancel(sweep_id)
+        cancelled.set()
+
+    monkeypatch.setattr(wb.whatif, "sweep", held)
+    monkeypatch.setattr(wb.whatif, "cancel", cancel)
+
+    def interrupt(done: int, total: int) -> None:
+        if done:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.whatif.sweep(batch, [0.5, 0.9], seeds=2, on_progress=interrupt, poll_s=0.01)
+    assert cancelled.is_set()
+    (sweep_id,) = [s for s in range(1, 10) if _state(client, s) is not None]
+    deadline = time.monotonic() + WAIT
+    while (state := _state(client, sweep_id)) == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert state == "CANCELLED"
+    with pytest.raises(CancelledError, match=f"Sweep {sweep_id} was cancelled after 1 of 4 scenarios"):
+        client.whatif.get(sweep_id)
+    assert client.whatif.sweeps() == []
+
+
+def _state(client: Client, sweep_id: int) -> str | None:
+    try:
+        return str(client.json("GET", f"/whatif/{sweep_id}")["status"])
+    except NotFoundError:
+        return None
+
+
+def test_a_sweep_still_running_in_the_server_is_not_read_as_a_stored_one(
+    wb: Workbench, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    release = threading.Event()
+    real_sweep = wb.whatif.sweep
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(WAIT)
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(wb.whatif, "sweep", held)
+    sweep_id = int(client.json("POST", "/whatif", json={"batch_id": batch, "success_rates": [0.9]})["sweep_id"])
+    try:
+        with pytest.raises(
+            ConflictError, match=rf"Sweep {sweep_id} is still running in the server at .* \(0 of 1 scenarios done\)"
+        ):
+            client.whatif.get(sweep_id)
+    finally:
+        release.set()

@@ -235,6 +235,7 @@ def test_an_argument_error_without_json_prints_usage_on_stderr_only(cli: Cli, un
         (["runs", "--batch", "99"], "There is no batch 99"),
         (["promote", "99", "1"], "There is no sweep 99"),
         (["sweeps", "--batch", "99"], "There is no batch 99"),
+        (["cancel-sweep", "99"], "There is no sweep 99"),
     ],
 )
 def test_an_unknown_batch_or_sweep_is_named_not_taken_for_an_empty_one(
@@ -251,3 +252,11 @@ def test_a_success_rate_range_of_more_steps_than_a_sweep_takes_is_refused_before
     assert_refused(code, out, err, "--success-rates", ",000 success rates; a sweep takes at most 10,000")
     code, out, err = cli("whatif", "1", "--success-rates", "0.5,0.6", "--seeds", "2000000000", "--json")
     assert code == 2 and "A sweep of 4,000,000,000 scenarios" in err
+
+
+def test_a_sweep_that_has_finished_is_not_cancelled(cli: Cli) -> None:
+    code, out, _ = cli("whatif", "1", "--success-rates", "0.9", "--workers", "1", "--json")
+    assert code == 0
+    sweep_id = out["sweep_id"]
+    code, out, err = cli("cancel-sweep", str(sweep_id), "--json")
+    assert_refused(code, out, err, f"Sweep {sweep_id} has finished and is stored", json_code="CONFLICT")

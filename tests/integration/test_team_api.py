@@ -208,6 +208,9 @@ def test_a_what_if_sweep_over_http_runs_as_the_caller_and_a_viewer_is_refused_at
             assert time.monotonic() < deadline, "the sweep did not end"
             time.sleep(0.05)
         assert answer.status_code == 200 and len(answer.json()["scenarios"]) == 2, answer.text
+    with client(url, tokens[VIEWER]) as viewer:
+        refused = assert_problem(viewer.post(f"/whatif/{sweep_id}/cancel"), 403, "FORBIDDEN")
+        assert "cancel a what-if sweep" in refused["detail"]
 
 
 def test_the_token_setting_is_what_the_cli_and_notebooks_send(

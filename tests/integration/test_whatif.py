@@ -8,13 +8,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fxbatch import Workbench
-from fxbatch.errors import ConflictError, NotFoundError, SettingsError
+from fxbatch.errors import CancelledError, ConflictError, NotFoundError, SettingsError
 from fxbatch.models import RunConfig
 from fxbatch.samples import make_trades, write_csv
 from fxbatch.whatif import BatchArrays, ScenarioResult, SweepBand, SweepGrid, SweepInfo, outcomes
@@ -308,3 +309,61 @@ def test_weighting_a_client_check_without_a_registry_is_refused_by_name(wb: Work
     with pytest.raises(SettingsError, match="ACCOUNT_BLOCKED"):
         wb.whatif.sweep(batch, [0.9], variants={"failure_mix": [mix]}, workers=1)
     assert wb.runs(batch) == []
+
+
+def _held_sweep(
+    wb: Workbench, batch: int, sweep_id: int
+) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
+    """A sweep of four scenarios on its own thread that holds after its first scenario is done,
+    until ``go`` is set; what it raised goes into the list."""
+    reported, go = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def progress(done: int, total: int) -> None:
+        if not reported.is_set():
+            reported.set()
+            assert go.wait(60)
+
+    def sweep() -> None:
+        try:
+            wb.whatif.sweep(batch, [0.5, 0.9], seeds=2, workers=1, sweep_id=sweep_id, on_progress=progress)
+        except BaseException as exc:  # the test reads it
+            raised.append(exc)
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    assert reported.wait(60)
+    return thread, go, raised
+
+
+def test_a_sweep_cancelled_from_another_thread_stops_and_stores_nothing(wb: Workbench, batch: int) -> None:
+    sweep_id = wb.whatif.reserve_sweep_id()
+    thread, go, raised = _held_sweep(wb, batch, sweep_id)
+    wb.whatif.cancel(sweep_id)
+    go.set()
+    thread.join(60)
+    assert [type(e) for e in raised] == [CancelledError]
+    assert str(raised[0]) == f"Sweep {sweep_id} was cancelled after 1 of 4 scenarios; nothing of it was stored."
+    assert wb.whatif.sweeps(batch) == []
+    with pytest.raises(NotFoundError):
+        wb.whatif.cancel(sweep_id)  # neither running nor stored
+    stored = wb.whatif.sweep(batch, [0.9], workers=1)
+    with pytest.raises(ConflictError, match=f"Sweep {stored.sweep_id} has finished and is stored"):
+        wb.whatif.cancel(stored.sweep_id)
+
+
+def test_a_sweep_cancelled_before_it_starts_runs_no_scenario(wb: Workbench, batch: int) -> None:
+    sweep_id = wb.whatif.reserve_sweep_id()
+    wb.whatif.cancel(sweep_id)  # reserved (the API hands the id out first): it can be cancelled already
+    with pytest.raises(CancelledError, match="after 0 of 2 scenarios"):
+        wb.whatif.sweep(batch, [0.5, 0.9], workers=1, sweep_id=sweep_id)
+
+
+def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(wb: Workbench, batch: int) -> None:
+    arrays = BatchArrays.load(wb.store.cursor(), batch, wb.rates)
+    configs = SweepGrid(success_rates=[0.5, 0.9], seeds=[1, 2, 3, 4]).scenarios()
+    stop = threading.Event()
+    stop.set()
+    assert LocalProcesses(2).run(arrays, configs, stop) == []  # given up on, not waited for
+    assert InProcess().run(arrays, configs, stop) == []
+    assert LocalProcesses(2).run(arrays, configs, threading.Event()) == InProcess().run(arrays, configs)
