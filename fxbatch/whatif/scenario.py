@@ -20,12 +20,14 @@ from fxbatch.bank.model import (
     BOOK_STAGE,
     CODE_OBJ,
     NONE,
+    QUOTE_STAGE,
     REASON_INDEX,
     TIMEOUT,
     BankModel,
     RateWalk,
     trade_keys,
 )
+from fxbatch.bank.port import unbookable
 from fxbatch.bank.registry import ClientRegistry
 from fxbatch.engine import records
 from fxbatch.models import FailureCode, RunConfig
@@ -33,6 +35,7 @@ from fxbatch.rates import RateTable
 
 _UNSUPPORTED = REASON_INDEX[FailureCode.CURRENCY_NOT_SUPPORTED.value]
 _INVALID_VALUE_DATE = REASON_INDEX[FailureCode.INVALID_VALUE_DATE.value]
+_VALIDATION = REASON_INDEX[FailureCode.BANK_VALIDATION.value]
 
 
 @dataclass
@@ -118,7 +121,7 @@ class BatchArrays:
         """What each FAILED trade would have earned, as a run counts it: on ``quote`` (its last
         attempt's) when the booking failed (the run keeps that quote), else at mid (never quoted)."""
         failed = ~o.success
-        at_booking = failed & BOOK_STAGE[o.failure.astype(np.int64) + 1]
+        at_booking = failed & (BOOK_STAGE[o.failure.astype(np.int64) + 1] | o.refused_booking)
         rate = np.where(at_booking, quote, self.mid)
         lost = money.income_lost_zar(self.amount_zar, self.spread_pips, self.pip, rate)
         return np.where(failed, lost, np.nan)
@@ -129,6 +132,8 @@ class Outcomes:
     success: np.ndarray  # bool
     failure: np.ndarray  # int8 reason index (-1 for success)
     attempts: np.ndarray  # int64
+    quote: np.ndarray  # float64: the bank's quote of the last attempt that reached a booking (NaN: none did)
+    refused_booking: np.ndarray  # bool: BANK_VALIDATION at the booking, the client's rate not above zero
 
     def failure_codes(self) -> np.ndarray:
         return np.asarray(CODE_OBJ[self.failure.astype(np.int64) + 1])
@@ -173,5 +178,47 @@ def outcomes(batch: BatchArrays, config: RunConfig) -> Outcomes:
         attempts[hit] = 2
     else:
         failure[hit] = t[hit]
+    quoted = ~blocked & ~(fated & QUOTE_STAGE[fates.reason.astype(np.int64) + 1])
+    quote_first = ~blocked & fates.success & (t != NONE) & QUOTE_STAGE[t.astype(np.int64) + 1]
+    quote, refused = _bookings(batch, config, books=quoted, quote_first=quote_first, attempts=attempts)
+    failure[refused] = _VALIDATION
     success = failure == NONE
-    return Outcomes(success, failure, attempts)
+    return Outcomes(success, failure, attempts, quote, refused)
+
+
+def _bookings(
+    batch: BatchArrays, config: RunConfig, *, books: np.ndarray, quote_first: np.ndarray, attempts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each booking the trades reach, attempt by attempt, with that attempt's quote: returns the
+    quote of each trade's last booking (NaN where it reached none) and which bookings were refused.
+
+    ``books``: the trades quoted at all; ``quote_first``: those whose first quote met a transient
+    error (their first booking is attempt 2, when they may try again); ``attempts``: each trade's
+    last attempt as the bank's fates have it, cut (in place) to the attempt of a refused booking.
+    A client rate not above zero (a spread wider than the rate, in a batch loaded before
+    SPREAD_TOO_WIDE) is refused unsent at that booking, BANK_VALIDATION and never retried, as both
+    banks refuse it (``fxbatch.bank.port.unbookable``)."""
+    n = len(batch)
+    first = np.where(quote_first, 2, 1)
+    books = books & (first <= attempts)  # a first quote's transient error with no second attempt
+    walk = RateWalk(config.seed, batch.mids, config.bank.volatility_bps)
+    last = np.flatnonzero(books)
+    quote = np.full(n, np.nan)
+    quote[last] = walk.mid(batch.pair[last], batch.src_row[last] + attempts[last] - 1)  # the quote a run keeps
+    refused = np.zeros(n, dtype=bool)
+    # Only a client selling at a spread of half the quote or more can be refused (a buyer pays the
+    # quote plus the spread): rare, a batch loaded before SPREAD_TOO_WIDE. Any booking of such a
+    # trade may be refused, each at its own attempt's quote. (One of less than half the last quote
+    # cannot be: that would take the quote halving between two attempts, about 16 standard
+    # deviations at the widest volatility and the most attempts the settings take: 100 bps a
+    # step, 20 attempts.)
+    with np.errstate(invalid="ignore"):
+        risky = last[~batch.is_buy[last] & (batch.spread_pips[last] * batch.pip[last] >= 0.5 * quote[last])]
+    for k in range(1, int(attempts[risky].max(initial=0)) + 1):
+        at = risky[(first[risky] <= k) & (k <= attempts[risky]) & ~refused[risky]]
+        q = walk.mid(batch.pair[at], batch.src_row[at] + k - 1)
+        bad = at[unbookable(money.deal_rates(q, batch.is_buy[at], batch.spread_pips[at], batch.pip[at]))]
+        quote[bad] = q[np.isin(at, bad)]
+        refused[bad] = True
+        attempts[bad] = k
+    return quote, refused

@@ -91,7 +91,7 @@ def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
     """One scenario's figures (what the sweep stores and prints)."""
     o = outcomes(batch, config)
     succeeded = int(o.success.sum())
-    quote = batch.quotes(config, o.attempts)  # each trade's last attempt
+    quote = o.quote  # each trade's last booking's
     income = batch.income_zar(quote)
     return {
         "success_rate": config.bank.success_rate,

@@ -367,3 +367,32 @@ def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(wb: 
     assert LocalProcesses(2).run(arrays, configs, stop) == []  # given up on, not waited for
     assert InProcess().run(arrays, configs, stop) == []
     assert LocalProcesses(2).run(arrays, configs, threading.Event()) == InProcess().run(arrays, configs)
+
+
+def test_a_batch_loaded_before_the_spread_cap_fails_its_unbookable_trades_in_what_if_as_in_the_run(
+    wb: Workbench, batch: int
+) -> None:
+    """A batch loaded before SPREAD_TOO_WIDE may hold JPY/ZAR spreads of about the rate itself
+    (1,151 pips at 0.1151): a client selling at such a spread would get a rate of zero or less, and
+    both banks refuse the booking unsent (BANK_VALIDATION). Spreads a few pips either side of the
+    rate make the outcome hang on each attempt's own quote."""
+    cur = wb.store.cursor()
+    cur.execute(
+        "UPDATE trades SET spread_pips = 1151 + (src_row % 7) - 3 WHERE batch_id = ? AND currency_pair = 'JPY/ZAR'",
+        [batch],
+    )
+    sweep = wb.whatif.sweep(batch, [0.6], seed=3, base=RunConfig(max_attempts=3), workers=1)
+    (scenario,) = sweep.scenarios
+    run = wb.whatif.promote(sweep.sweep_id, scenario.scenario)
+    success, codes, attempts = _per_trade(wb, run.run_id)
+    fast = outcomes(BatchArrays.load(cur, batch, wb.rates), run.config)
+    assert (fast.success == success).all()
+    assert (np.array([c or "" for c in fast.failure_codes()]) == codes).all()
+    assert (fast.attempts == attempts).all()
+    refused = int((codes == "BANK_VALIDATION").sum())
+    assert 0 < refused < int((cur.execute(
+        "SELECT count(*) FROM trades WHERE batch_id = ? AND currency_pair = 'JPY/ZAR' AND side = 'SELL'", [batch]
+    ).fetchall()[0][0])), "some of the selling trades, not all"  # fmt: skip
+    assert scenario.failure_reasons == run.failure_reasons
+    money = wb.run_money(run.run_id)
+    assert (money.income_zar, money.income_lost_zar) == (scenario.spread_income_zar, scenario.income_lost_zar)
