@@ -106,13 +106,8 @@ class BatchArrays:
             unsendable=np.asarray(cols["unsendable"], dtype=bool),
         )
 
-    def quotes(self, config: RunConfig, attempts: np.ndarray) -> np.ndarray:
-        """The simulated bank's quote of each trade on attempt ``attempts`` (at least 1)."""
-        walk = RateWalk(config.seed, self.mids, config.bank.volatility_bps)
-        return walk.mid(self.pair, self.src_row + np.maximum(attempts, 1) - 1)
-
     def income_zar(self, quote: np.ndarray) -> np.ndarray:
-        """The desk's income per trade had it been booked at ``quote`` (``quotes`` of its attempt):
+        """The desk's income per trade had it been booked at ``quote`` (``Outcomes.quote``):
         the quote moved by the spread, as the engine books it."""
         deal = money.deal_rates(quote, self.is_buy, self.spread_pips, self.pip)
         return money.spread_income_zar(self.amount, self.amount_is_base, quote, deal, self.quote_zar)
