@@ -390,9 +390,8 @@ def test_a_batch_loaded_before_the_spread_cap_fails_its_unbookable_trades_in_wha
     assert (np.array([c or "" for c in fast.failure_codes()]) == codes).all()
     assert (fast.attempts == attempts).all()
     refused = int((codes == "BANK_VALIDATION").sum())
-    assert 0 < refused < int((cur.execute(
-        "SELECT count(*) FROM trades WHERE batch_id = ? AND currency_pair = 'JPY/ZAR' AND side = 'SELL'", [batch]
-    ).fetchall()[0][0])), "some of the selling trades, not all"  # fmt: skip
+    selling = "SELECT count(*) FROM trades WHERE batch_id = ? AND currency_pair = 'JPY/ZAR' AND side = 'SELL'"
+    assert 0 < refused < int(cur.execute(selling, [batch]).fetchall()[0][0]), "some of the selling trades, not all"
     assert scenario.failure_reasons == run.failure_reasons
     money = wb.run_money(run.run_id)
     assert (money.income_zar, money.income_lost_zar) == (scenario.spread_income_zar, scenario.income_lost_zar)
