@@ -30,7 +30,16 @@ from fxbatch.engine import records as run_records
 from fxbatch.errors import ConflictError, ForbiddenError, ServerError, SettingsError
 from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
-from fxbatch.models import BatchInfo, CheckReport, LoadResult, RunConfig, RunProgress, RunSummary, same_bank
+from fxbatch.models import (
+    SEED_MAX,
+    BatchInfo,
+    CheckReport,
+    LoadResult,
+    RunConfig,
+    RunProgress,
+    RunSummary,
+    same_bank,
+)
 from fxbatch.moneyview import RunMoney
 from fxbatch.rates import RateTable
 from fxbatch.serving import read_record
@@ -257,7 +266,7 @@ class Workbench:
         With login, a run against an HTTP bank needs ``approval``: the id of an approved request
         for this batch with these settings (``request_run``); it starts this one run.
         """
-        config = make_config(config, **overrides)
+        config = make_config(self._retry_base(config, overrides), **overrides)
         action = "retry" if config.retry_of_run is not None else "run"
         params = run_params(batch_id, config)
         if approval is not None:
@@ -274,6 +283,20 @@ class Workbench:
                 approvals.bind(self.store, claimed, job.run_id)
             extra.update(object=f"run:{job.run_id}", run_id=job.run_id)
         return job
+
+    def _retry_base(self, config: RunConfig | None, overrides: Mapping[str, object]) -> RunConfig | None:
+        """The settings a retry of a run's failed trades (``retry_of_run``, no ``config``) starts from:
+        that run's (not the sweep it was promoted from), with the next seed unless one is given. The
+        simulated bank draws its answers by seed and trade, so the same seed would fail every trade
+        fated to fail again; a bank asked again later answers afresh, and so does the next seed."""
+        parent_id = overrides.get("retry_of_run")
+        if config is not None or parent_id is None:
+            return config
+        parent = self.run_summary(int(str(parent_id))).config
+        update: dict[str, object] = {"sweep_id": None, "scenario": None}
+        if overrides.get("seed") is None:
+            update["seed"] = retry_seed(parent.seed)
+        return parent.model_copy(update=update)
 
     def run(
         self, batch_id: int, config: RunConfig | None = None, *, approval: int | None = None, **overrides: object
@@ -304,7 +327,7 @@ class Workbench:
     # -- four-eyes approvals ----------------------------------------------------------
     def request_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Approval:
         """Ask for a run against an HTTP bank; an approver other than you approves it (``approve``)."""
-        config = make_config(config, **overrides)
+        config = make_config(self._retry_base(config, overrides), **overrides)
         with self._audited("run.request", f"batch:{batch_id}", needs=(Role.ANALYST, "request a real-money run"),
                            **run_params(batch_id, config)) as extra:  # fmt: skip
             who = self.access.principal()
@@ -846,6 +869,11 @@ def _settle_note(note: str) -> str:
     if len(text) > NOTE_MAX:
         raise SettingsError(f"note: at most {NOTE_MAX} characters (it has {len(text):,}).")
     return text
+
+
+def retry_seed(seed: int) -> int:
+    """The seed a retry of a run's failed trades takes by default: the next one (0 after the last)."""
+    return 0 if seed >= SEED_MAX else seed + 1
 
 
 def make_config(base: RunConfig | None = None, **overrides: object) -> RunConfig:

@@ -18,7 +18,7 @@ from fxbatch.export import csv_bytes
 from fxbatch.labels import batch_status_label, field_label
 from fxbatch.masking import export_name, export_path
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
-from fxbatch.workbench import make_config
+from fxbatch.workbench import make_config, retry_seed
 from pages.common import (
     BATCH_TABLE,
     POLL_S,
@@ -285,16 +285,20 @@ def _actions(wb: Workbench, batch_id: int, trades: int, latest: RunSummary | Non
     if wb.access.login and latest.config.bank_url:  # a retry against the HTTP bank is real money too
         if st.button(f"Request approval to retry the {failed:,} failed trades of run {latest.run_id}", key="retry"):
             try:
-                request = wb.request_run(batch_id, latest.config, retry_of_run=latest.run_id)
+                request = wb.request_run(batch_id, retry_of_run=latest.run_id)
             except FxBatchError as exc:
                 show_error(exc)
                 return
             st.session_state[REQUESTED] = (batch_id, request.approval_id)
             st.rerun()
         return
-    if st.button(f"Retry the {failed:,} failed trades of run {latest.run_id}", key="retry"):
+    again = (
+        "" if latest.config.bank_url else f"; the simulated bank answers afresh (seed {retry_seed(latest.config.seed)})"
+    )
+    if st.button(f"Retry the {failed:,} failed trades of run {latest.run_id}", key="retry",
+                 help=f"With run {latest.run_id}'s settings{again}."):  # fmt: skip
         try:
-            job = wb.start_run(batch_id, latest.config, retry_of_run=latest.run_id)
+            job = wb.start_run(batch_id, retry_of_run=latest.run_id)
         except FxBatchError as exc:
             show_error(exc)
         else:

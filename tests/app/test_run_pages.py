@@ -264,6 +264,9 @@ def test_retrying_failed_trades_starts_a_run_of_only_those(db_path: Path, open_p
     assert [t.value for t in at.title] == ["Run detail"]
     retry = app_workbench().runs()[0]
     assert retry.retry_of_run == first and retry.trades == failed
+    parent = app_workbench().run_summary(first).config
+    # The run's settings, and the next seed: the simulated bank answers afresh.
+    assert retry.config.bank == parent.bank and retry.config.seed == parent.seed + 1
 
 
 def test_a_running_batch_can_be_cancelled_and_not_deleted(db_path: Path, open_page: OpenPage) -> None:

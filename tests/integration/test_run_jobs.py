@@ -348,12 +348,17 @@ def test_the_failures_of_a_run_at_a_bank_are_retried_at_that_bank_only(wb: Workb
     url = "http://bank.test"
     first = wb.run(batch, bank_url=url, success_rate=0.5)
     assert first.counts["FAILED"] > 0
-    for other, said in ((None, "on the simulated bank."), ("http://other.test", "at http://other.test.")):
-        with pytest.raises(ConflictError) as err:
-            wb.start_run(batch, retry_of_run=first.run_id, bank_url=other)
-        assert err.value.message == (
-            f"Run {first.run_id} ran against the bank at {url}: retry its failed trades at that bank "
-            f"(CLI: --bank {url}; API: bank_url), not {said}"
-        )
+    with pytest.raises(ConflictError) as err:
+        wb.start_run(batch, retry_of_run=first.run_id, bank_url="http://other.test")
+    assert err.value.message == (
+        f"Run {first.run_id} ran against the bank at {url}: retry its failed trades at that bank "
+        "(CLI: --bank http://bank.test; API: bank_url), not at http://other.test."
+    )
+    with pytest.raises(ConflictError, match="not on the simulated bank"):
+        wb.start_run(batch, wb.run_summary(first.run_id).config.model_copy(update={"bank_url": None}),
+                     retry_of_run=first.run_id)  # fmt: skip
     retry = wb.run(batch, retry_of_run=first.run_id, bank_url=url + "/", success_rate=1.0)  # the same bank
     assert retry.trades == first.counts["FAILED"] and asked == [url, url + "/"]
+    again = wb.run(batch, retry_of_run=retry.run_id) if retry.counts["FAILED"] else None
+    unnamed = wb.run(batch, retry_of_run=first.run_id)  # no bank named: the run's own
+    assert unnamed.config.bank_url == url and asked[-1] == url and again is None

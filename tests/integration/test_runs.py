@@ -246,6 +246,22 @@ def test_retry_failed_of_runs_exactly_the_failed_trades_of_the_earlier_run(share
     assert all(after[row][0] > before[row][0] for row in failed), "a retry continues the attempt count"
 
 
+def test_a_retry_takes_its_runs_settings_and_the_next_seed_so_the_bank_answers_afresh(
+    shared: Workbench, sample: int
+) -> None:
+    """The simulated bank draws each trade's answer from the seed: with the same seed every trade
+    fated to fail would fail again, so "retry the failed trades" would never help."""
+    wb, batch = shared, sample
+    first = wb.run(batch, seed=7, success_rate=0.6, max_attempts=2, latency_ms=0)
+    retry = wb.run(batch, retry_of_run=first.run_id)
+    assert retry.config.seed == 8 and retry.config.bank.success_rate == 0.6 and retry.config.max_attempts == 2
+    assert retry.counts["SUCCESS"] > 0, "some of the failed trades go through on a second try"
+    same = wb.run(batch, retry_of_run=first.run_id, seed=7)  # a seed given is kept
+    assert same.config.seed == 7 and same.counts["SUCCESS"] < retry.counts["SUCCESS"]
+    sure = wb.run(batch, retry_of_run=first.run_id, success_rate=1.0)  # any setting given is kept too
+    assert sure.config.seed == 8 and sure.counts["SUCCESS"] == first.counts["FAILED"]
+
+
 def test_retrying_a_run_without_failures_is_refused(shared: Workbench, sample: int) -> None:
     wb, batch = shared, sample
     done = wb.run(batch, success_rate=1.0)
