@@ -196,7 +196,7 @@ def test_a_sweep_runs_on_a_local_dask_cluster_with_the_same_results(wb: Workbenc
     distributed = pytest.importorskip("distributed")
     arrays = BatchArrays.load(wb.store.cursor(), batch, wb.rates)
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1"
     ) as cluster:
         result = wb.whatif.sweep(batch, [0.7, 0.95], seeds=2, dask_address=cluster.scheduler_address)
     configs = SweepGrid(success_rates=[0.7, 0.95], seeds=[42, 43]).scenarios()
