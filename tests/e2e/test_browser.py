@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import FilePayload, Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.conftest import DATA
 from tests.e2e.conftest import CHROMIUM
@@ -42,11 +43,20 @@ def number_input(page: Page, label: str) -> Locator:
     return page.get_by_test_id("stNumberInput").filter(has_text=label).locator("input")
 
 
+_OPEN_EDITOR = """old => {
+    document.querySelectorAll('[data-fx-editor]').forEach(e => e.removeAttribute('data-fx-editor'));
+    const found = [...document.querySelectorAll('#portal textarea, #portal input')].find(e => e.value === old);
+    if (found) found.setAttribute('data-fx-editor', '1');
+    return Boolean(found);
+}"""
+
+
 def edit_cell(page: Page, grid: Locator, *, row: int, column: int, old: str, new: str) -> None:
     """Type a new value into a data editor's cell. The grid is a canvas: select the row's first cell
     (rows are 35 px under a 35 px header), move right with the keyboard, and Enter opens the cell's
-    editor, a real text box. A grid still settling after a rerun may miss the first try."""
-    editor = page.locator("#portal textarea, #portal input").first
+    editor, a real text box: the one in the overlay that holds the cell's value (the overlay may
+    hold other inputs). A grid still settling after a rerun may miss the first try."""
+    seen: list[list[str]] = []
     for _ in range(5):
         settle(page)
         grid.scroll_into_view_if_needed()
@@ -58,14 +68,18 @@ def edit_cell(page: Page, grid: Locator, *, row: int, column: int, old: str, new
         page.keyboard.press("Enter")
         try:
             # Generous: on a machine running two suites at once the grid can take seconds to open it.
-            expect(editor).to_have_value(old, timeout=10_000)
-        except AssertionError:
+            page.wait_for_function(_OPEN_EDITOR, arg=old, timeout=10_000)
+        except PlaywrightTimeoutError:
+            seen.append(page.locator("#portal textarea, #portal input").evaluate_all("els => els.map(e => e.value)"))
             page.keyboard.press("Escape")
             continue
+        editor = page.locator("[data-fx-editor]")
         editor.fill(new)
         editor.press("Enter")
         return
-    raise AssertionError(f"could not open the editor of cell ({row}, {column})")
+    raise AssertionError(
+        f"could not open the editor of cell ({row}, {column}); the overlay's inputs held, try by try: {seen}"
+    )
 
 
 def open_from_nav(page: Page, label: str, heading: str) -> None:
