@@ -6,14 +6,14 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from fxbatch.errors import NotFoundError, UnusableFileError
+from fxbatch.errors import NotFoundError, SettingsError, UnusableFileError
 from fxbatch.ingest import CheckedFile, Fixes, check_file, fetch_rejected_rows, fetch_rejections
 from fxbatch.ingest.layout import FIELDS
 from fxbatch.ingest.limits import Limits
@@ -27,6 +27,9 @@ from fxbatch.settings import Settings
 from fxbatch.store import Store, insert_arrow
 
 # The canonical columns, in template order (one definition: fxbatch.ingest.layout.FIELDS).
+# A file may be checked for a coming trading date (a batch prepared the day before, or before a
+# long weekend) up to this many days ahead: value dates are checked for the day it will run.
+MAX_DAYS_AHEAD = 14
 TRADE_COLUMNS = FIELDS
 
 
@@ -50,6 +53,12 @@ def _checked(
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, CheckedFile]]:
     """``path`` checked into temp tables on a cursor of its own, dropped on exit: also when the
     file is refused, or the checked rows of a big file would stay in memory."""
+    desk_today = settings.trading_date()
+    if today is not None and not desk_today <= today <= desk_today + timedelta(days=MAX_DAYS_AHEAD):
+        raise SettingsError(
+            f"trading date {today.isoformat()}: a file is checked for today ({desk_today.isoformat()}) or a trading "
+            f"date up to {MAX_DAYS_AHEAD} days ahead, when the batch will run."
+        )
     cur = store.cursor()
     try:
         yield (
@@ -58,7 +67,7 @@ def _checked(
                 cur,
                 path,
                 pairs=frozenset(rates.pairs),
-                today=today or settings.trading_date(),
+                today=today or desk_today,
                 default_spread_pips=settings.default_spread_pips,
                 mids=rates.mids,
                 sheet=sheet,

@@ -18,12 +18,14 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pydantic
 
 from fxbatch.approvals import Approval, ApprovalStatus
+from fxbatch.batches import MAX_DAYS_AHEAD
 from fxbatch.client import Client, RemoteJob
 from fxbatch.engine import Job
 from fxbatch.errors import ConflictError, FxBatchError, SettingsError, invalid_values
@@ -81,10 +83,18 @@ def _read_fixes(path: Path | None) -> dict[int, dict[str, str | None]] | None:
     return fixes
 
 
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
 def cmd_load(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     result = wb.load(
-        args.file, name=args.name, sheet=args.sheet, column_map=_column_map(args.map), fixes=_read_fixes(args.fixes)
-    )
+        args.file, name=args.name, sheet=args.sheet, column_map=_column_map(args.map), fixes=_read_fixes(args.fixes),
+        today=args.trade_date,
+    )  # fmt: skip
     lines = [
         f"Batch {result.batch_id} '{result.name}' created from {result.source_file} ({result.layout.value} layout)",
         f"  rows {result.rows}: accepted {result.accepted}, rejected {result.rejected}, ignored (blank) {result.ignored}",
@@ -572,6 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE.csv",
         help="corrections: a 'row' column (the file's row numbers) and a column per field to correct",
+    )
+    p.add_argument(
+        "--trade-date",
+        type=_iso_date,
+        metavar="YYYY-MM-DD",
+        help="check value dates for this coming trading date, when the batch will run (default: today; up to "
+        f"{MAX_DAYS_AHEAD} days ahead)",
     )
     p.set_defaults(handler=cmd_load)
 

@@ -12,6 +12,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,7 +23,7 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 from fxbatch import FxBatchError, Workbench
 from fxbatch.access import Role
-from fxbatch.batches import fingerprint
+from fxbatch.batches import MAX_DAYS_AHEAD, fingerprint
 from fxbatch.ingest import rejected_rows_in_file_terms, rejections_in_file_terms
 from fxbatch.ingest.layout import FIELDS, field_headers, guess_fields
 from fxbatch.labels import field_label
@@ -43,6 +44,7 @@ LEGACY_RULE = (
     "The amount is Amount ZAR either way, and Spread is in pips."
 )
 INPUTS = ("batch_name", "sheet")  # text inputs whose values the file's state keeps under the same names
+DATE = "trade_date"  # the date input's key and the file's state's (None there: today)
 
 
 def _uploader_key() -> str:
@@ -52,14 +54,14 @@ def _uploader_key() -> str:
 
 def _clear_file() -> None:
     """Let the file go: its state, the inputs, and the uploader (a new key draws an empty one)."""
-    for key in (FILE, *INPUTS):
+    for key in (FILE, *INPUTS, DATE):
         st.session_state.pop(key, None)
     st.session_state[CLEARED] = int(st.session_state.get(CLEARED, 0)) + 1
 
 
 def _uploader_changed() -> None:
     if st.session_state.get(_uploader_key()) is None:  # the analyst removed the file from the uploader
-        for key in (FILE, *INPUTS):
+        for key in (FILE, *INPUTS, DATE):
             st.session_state.pop(key, None)
 
 
@@ -91,6 +93,7 @@ def _file_state(uploaded: UploadedFile | None) -> dict[str, Any] | None:
         "data": data,
         "batch_name": "",
         "sheet": "",
+        DATE: None,
         "map": None,
         "fixes": {},
         "pending": {},  # grid edits not yet re-validated: {row: {field: text}}
@@ -102,12 +105,13 @@ def _file_state(uploaded: UploadedFile | None) -> dict[str, Any] | None:
     st.session_state[FILE] = state
     for key in INPUTS:  # the widgets are drawn below: they may still be set in this run
         st.session_state[key] = ""
+    st.session_state.pop(DATE, None)
     return state
 
 
 def _checked(wb: Workbench, state: dict[str, Any], sheet: str | None) -> CheckReport | FxBatchError:
     """The file's CheckReport (or the FxBatchError refusing it), computed once per input."""
-    key = (sheet, json.dumps(state["map"], sort_keys=True), json.dumps(state["fixes"], sort_keys=True))
+    key = (sheet, json.dumps(state["map"], sort_keys=True), json.dumps(state["fixes"], sort_keys=True), state[DATE])
     if state["check"] is None or state["check"][0] != key:
         with st.spinner(f"Checking {state['name']}…"), _as_file(state["name"], state["data"]) as path:
             try:
@@ -116,6 +120,7 @@ def _checked(wb: Workbench, state: dict[str, Any], sheet: str | None) -> CheckRe
                     sheet=sheet,
                     column_map=state["map"],
                     fixes=state["fixes"] or None,
+                    today=state[DATE],
                     display_name=state["name"],
                     limit=FIX_ROWS,
                 )
@@ -351,6 +356,7 @@ def _create(
                 sheet=sheet,
                 column_map=state["map"],
                 fixes=state["fixes"] or None,
+                today=state[DATE],
                 display_name=state["name"],
             )
         except FxBatchError as exc:
@@ -389,13 +395,26 @@ def main() -> None:
     for key in INPUTS:
         if key not in st.session_state:  # dropped on another page: the file's state has it
             st.session_state[key] = state[key]
-    c1, c2 = st.columns(2)
+    desk_today = wb.settings.trading_date()
+    if st.session_state.get(DATE) is None or st.session_state[DATE] < desk_today:  # a new file, or past midnight
+        st.session_state[DATE] = max(state[DATE] or desk_today, desk_today)
+    c1, c2, c3 = st.columns(3)
     state["batch_name"] = c1.text_input(
         "Batch name", placeholder=Path(state["name"]).stem, key="batch_name", disabled=created is not None
     )
     state["sheet"] = c2.text_input(
         "Sheet (workbooks only)", placeholder="first sheet", key="sheet", disabled=created is not None
     )
+    chosen = c3.date_input(
+        "Trading date",
+        key=DATE,
+        min_value=desk_today,
+        max_value=desk_today + timedelta(days=MAX_DAYS_AHEAD),
+        disabled=created is not None,
+        help="The day the batch will run: value dates are checked for it. Preparing tomorrow's batch "
+        "today? Choose tomorrow, and CASH and TOM dates written for tomorrow pass.",
+    )
+    state[DATE] = chosen if isinstance(chosen, date) and chosen != desk_today else None
     sheet = state["sheet"] or None
     if state.setdefault("sheet_seen", sheet) != sheet:
         # Corrections name rows of the sheet they were made on: another sheet starts without them.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,23 @@ def test_a_masked_account_left_as_shown_is_kept_and_one_typed_over_it_is_the_cor
         trades = wb.trades(1, unmask=True).set_index("trade_id")
     assert trades.loc["T1", "account_number"] == "0012345678"  # the file's own account, not the dots
     assert trades.loc["T2", "account_number"] == "0099995678"
+
+
+def test_a_batch_for_tomorrow_is_checked_for_the_trading_date_chosen(empty_db: Path, open_page: OpenPage) -> None:
+    header = (
+        "trade_id,client_cif,account_number,currency_pair,side,amount,amount_currency,spread_pips,delivery,value_date"
+    )
+    row = "T1,0123456789,0012345678,USD/ZAR,BUY,1000.00,USD,50,CASH,2026-12-01"
+    at = choose(open_page(UPLOAD), "tomorrow.csv", f"{header}\n{row}\n".encode())
+    assert at.date_input(key="trade_date").value == date(2026, 11, 30)  # today, by default
+    assert "none of its 1 trade row(s) can be loaded" in status(at)
+    ok(at.date_input(key="trade_date").set_value(date(2026, 12, 1)).run())
+    assert "1 of 1 trade row(s) can be loaded" in status(at)
+    visit_another_page_and_return(at)
+    assert at.date_input(key="trade_date").value == date(2026, 12, 1)  # kept with the file
+    ok(at.button(key="create").click().run())
+    assert "Batch 1 'tomorrow' created" in at.success[0].value
+    with Workbench.open(empty_db) as wb:
+        assert wb.trades(1)["value_date"].dt.date.tolist() == [date(2026, 12, 1)]
+    choose(at, "sample_trades.csv", (DATA / "sample_trades.csv").read_bytes())
+    assert at.date_input(key="trade_date").value == date(2026, 11, 30)  # a new file starts from today

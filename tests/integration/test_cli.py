@@ -89,6 +89,19 @@ def test_loading_the_same_file_again_notes_the_earlier_batch(db: Path, trades_cs
     assert (out["batch_id"], out["previously_loaded_as"]) == (2, [1])
 
 
+def test_load_for_a_coming_trading_date_checks_value_dates_for_that_day(db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "tomorrow.csv"
+    path.write_text(f"{HEADER}\n{good_row(1, delivery='CASH', value_date='2026-12-01')}\n", encoding="utf-8")
+    proc = fxbatch("--db", db, "load", path, "--trade-date", "2026-12-01", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["accepted"] == 1
+    proc = fxbatch("--db", db, "load", path, "--trade-date", "2026-11-02", "--json")
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"]["code"] == "BAD_SETTING"
+    assert "trading date 2026-11-02: a file is checked for today (2026-11-30)" in proc.stderr
+    proc = fxbatch("--db", db, "load", path, "--trade-date", "1 Dec")
+    assert proc.returncode == 2 and "--trade-date: '1 Dec' is not a date YYYY-MM-DD" in proc.stderr
+
+
 def test_load_of_a_workbook_sheet_by_name(db: Path, tmp_path: Path) -> None:
     import xlsxwriter
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from fxbatch import LoadResult, UnusableFileError, Workbench
+from fxbatch.errors import SettingsError
 from tests.conftest import HEADER, TODAY, good_row
 
 WriteFile = Callable[..., Path]
@@ -394,6 +395,30 @@ def test_a_written_value_date_that_does_not_suit_the_delivery_is_rejected_saying
         value,
     )
     assert rejection.message == f"value_date {value} does not suit delivery {delivery}: {reason}"
+
+
+def test_a_batch_prepared_the_day_before_is_checked_for_the_day_it_will_run(
+    wb: Workbench, write_file: WriteFile
+) -> None:
+    """CASH and TOM dates written for tomorrow's run do not suit a load today; checked for tomorrow
+    (``today``: the CLI's --trade-date, the Upload page's Trading date) they pass."""
+    lines = [
+        good_row(1, delivery="CASH", value_date="2026-12-01"),
+        good_row(2, delivery="TOM", value_date="2026-12-02"),
+    ]
+    path = write_file("\n".join([HEADER, *lines]) + "\n")
+    report = wb.check(path)
+    assert (report.accepted, [r.row for r in report.rejected_rows]) == (0, [2, 3])
+    assert all("does not suit delivery" in r.problems[0] for r in report.rejected_rows)
+    loaded = wb.load(path, today=date(2026, 12, 1))
+    assert (loaded.accepted, loaded.rejected) == (2, 0)
+    for day, said in ((date(2026, 11, 27), "2026-11-27"), (date(2026, 12, 15), "2026-12-15")):
+        with pytest.raises(SettingsError) as err:
+            wb.check(path, today=day)
+        assert err.value.message == (
+            f"trading date {said}: a file is checked for today (2026-11-30) or a trading date up to 14 days ahead, "
+            "when the batch will run."
+        )
 
 
 def test_an_empty_delivery_is_spot_and_says_so_when_the_written_date_is_before_spot(
