@@ -203,9 +203,7 @@ class Client:
         self, batch_id: int, config: RunConfig | None = None, *, approval: int | None = None, **overrides: object
     ) -> RemoteJob:
         """Start a run in the server and return at once; ``overrides`` and ``approval`` as ``Workbench.start_run``."""
-        from fxbatch.workbench import make_config  # the same flattening rules as in process
-
-        options = _flat_options(make_config(config, **overrides))
+        options = _run_options(config, overrides)
         if approval is not None:
             options["approval_id"] = int(approval)
         body = self.json("POST", f"/batches/{int(batch_id)}/runs", json=options)
@@ -231,9 +229,7 @@ class Client:
         return found
 
     def request_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Approval:
-        from fxbatch.workbench import make_config
-
-        options = {"batch_id": int(batch_id), **_flat_options(make_config(config, **overrides))}
+        options = {"batch_id": int(batch_id), **_run_options(config, overrides)}
         return Approval.model_validate(self.json("POST", "/runs:request", json=options))
 
     def approve(self, approval_id: int) -> Approval:
@@ -562,6 +558,18 @@ def _flat_options(config: RunConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     bank = data.pop("bank")
     return {k: v for k, v in {**data, **bank}.items() if v is not None}
+
+
+def _run_options(config: RunConfig | None, overrides: Mapping[str, object]) -> dict[str, Any]:
+    """The run options to send: checked here as in process (``make_config``), then all of them for
+    a ``config``, else only those given, so the server fills the rest as in process (a retry takes
+    its run's settings and the next seed, not the defaults)."""
+    from fxbatch.workbench import make_config  # the same flattening rules as in process
+
+    options = _flat_options(make_config(config, **overrides))
+    if config is not None:
+        return options
+    return {k: v for k, v in options.items() if overrides.get(k) is not None}
 
 
 def _arrow_frame(resp: httpx.Response) -> pd.DataFrame:

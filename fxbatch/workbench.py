@@ -290,11 +290,12 @@ class Workbench:
         simulated bank draws its answers by seed and trade, so the same seed would fail every trade
         fated to fail again; a bank asked again later answers afresh, and so does the next seed."""
         parent_id = overrides.get("retry_of_run")
-        if config is not None or parent_id is None:
-            return config
+        if config is not None or parent_id is None or not self.access.may(Role.ANALYST):
+            return config  # one who may not run is refused for the role first (on the audit trail)
         parent = self.run_summary(int(str(parent_id))).config
         update: dict[str, object] = {"sweep_id": None, "scenario": None}
-        if overrides.get("seed") is None:
+        simulated = not (overrides.get("bank_url") or parent.bank_url)
+        if overrides.get("seed") is None and simulated:
             update["seed"] = retry_seed(parent.seed)
         return parent.model_copy(update=update)
 

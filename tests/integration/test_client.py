@@ -173,3 +173,13 @@ def test_a_sweep_still_running_in_the_server_is_not_read_as_a_stored_one(
             client.whatif.get(sweep_id)
     finally:
         release.set()
+
+
+def test_a_retry_through_the_server_takes_its_runs_settings_and_the_next_seed(wb: Workbench, client: Client) -> None:
+    """The client sends only the options given, so the server fills the rest as in process."""
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    first = client.run(batch, seed=7, success_rate=0.6, max_attempts=2)
+    retry = client.run(batch, retry_of_run=first.run_id)
+    assert (retry.config.seed, retry.config.bank.success_rate, retry.config.max_attempts) == (8, 0.6, 2)
+    fresh = client.run(batch, success_rate=0.7)  # not a retry: the defaults, as in process
+    assert fresh.config.seed == 42 and fresh.config.max_attempts == wb.run(batch, success_rate=0.7).config.max_attempts

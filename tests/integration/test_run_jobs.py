@@ -362,3 +362,4 @@ def test_the_failures_of_a_run_at_a_bank_are_retried_at_that_bank_only(wb: Workb
     again = wb.run(batch, retry_of_run=retry.run_id) if retry.counts["FAILED"] else None
     unnamed = wb.run(batch, retry_of_run=first.run_id)  # no bank named: the run's own
     assert unnamed.config.bank_url == url and asked[-1] == url and again is None
+    assert unnamed.config.seed == first.config.seed  # a real bank answers afresh anyway: no new seed

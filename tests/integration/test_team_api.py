@@ -97,6 +97,8 @@ def test_a_viewer_cannot_start_a_run_over_http_and_is_told_the_role_needed(
     with client(url, tokens[VIEWER]) as viewer:
         body = assert_problem(viewer.post(f"/batches/{batch}/runs", json={"success_rate": 1.0}), 403, "FORBIDDEN")
         assert "analyst role" in body["detail"] and VIEWER in body["detail"]
+        # A retry of a run that does not exist: the role first (the run is not looked up).
+        assert_problem(viewer.post(f"/batches/{batch}/runs", json={"retry_of_run": 999}), 403, "FORBIDDEN")
         assert_problem(viewer.get("/audit"), 403, "FORBIDDEN")
         assert_problem(viewer.put(f"/users/{VIEWER}", json={"role": "admin"}), 403, "FORBIDDEN")
     assert wb.runs(batch) == [] and wb.access.role_of(VIEWER) is Role.VIEWER
