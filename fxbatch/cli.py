@@ -437,8 +437,9 @@ def cmd_whatif(wb: AnyWorkbench, args: argparse.Namespace) -> int:
             args.batch_id, args.success_rates, seeds=args.seeds, seed=args.seed, name=args.name,
             workers=args.workers, dask_address=args.dask, on_progress=progress,
         )  # fmt: skip
-    except KeyboardInterrupt:
-        print("\nsweep cancelled (Ctrl-C): nothing of it was stored", file=sys.stderr)
+    except KeyboardInterrupt as stopped:
+        said = getattr(stopped, "__notes__", None) or ["sweep cancelled (Ctrl-C): nothing of it was stored"]
+        print("\n" + said[0], file=sys.stderr)
         return 130
     if sys.stderr.isatty():
         sys.stderr.write("\n")

@@ -13,7 +13,6 @@ the workbench's: pydantic models for objects, DataFrames (over Arrow) for tables
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -459,10 +458,15 @@ class _RemoteWhatIf:
                 if on_progress is not None:
                     on_progress(int(state["done"]), int(state["total"]))
                 time.sleep(poll_s)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stopped:
             # Nobody waits for it any more (Ctrl-C, a notebook's interrupt): stop it in the server too.
-            with contextlib.suppress(errors.FxBatchError):
+            try:
                 self.cancel(sweep_id)
+                stopped.add_note(f"sweep {sweep_id} is cancelled in the server: nothing of it is stored")
+            except errors.ConflictError:
+                stopped.add_note(f"sweep {sweep_id} had finished: it is stored (`python -m fxbatch sweep {sweep_id}`)")
+            except errors.FxBatchError as exc:
+                stopped.add_note(f"sweep {sweep_id} may still run in the server: {exc.message}")
             raise
         sweep = self._stored(sweep_id, state)
         if on_progress is not None:

@@ -49,6 +49,7 @@ from fxbatch.store import Store
 from fxbatch.whatif.compare import compare_runs, differing_trades
 from fxbatch.whatif.models import Sweep, SweepInfo
 from fxbatch.whatif.sweep import (
+    SweepCancel,
     SweepGrid,
     check_size,
     get_sweep,
@@ -742,17 +743,17 @@ class _WhatIf:
     """Sweeps and comparisons (``wb.whatif``), kept apart from the run methods."""
 
     # The cancel of each sweep id reserved or running in this process, by database.
-    _stops: ClassVar[dict[tuple[str, int], threading.Event]] = {}
+    _stops: ClassVar[dict[tuple[str, int], SweepCancel]] = {}
     _stops_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, wb: Workbench) -> None:
         self.wb = wb
 
-    def _stop(self, sweep_id: int, *, make: bool) -> threading.Event | None:
+    def _stop(self, sweep_id: int, *, make: bool) -> SweepCancel | None:
         key = (self.wb.engine.db_key, sweep_id)
         with self._stops_lock:
             if make:
-                return self._stops.setdefault(key, threading.Event())
+                return self._stops.setdefault(key, SweepCancel())
             return self._stops.get(key)
 
     def sweep(
@@ -788,14 +789,15 @@ class _WhatIf:
                 sweep_id = self.reserve_sweep_id()
             return run_sweep(self.wb.store, self.wb.rates, batch_id, grid, name=name, executor=executor,
                              on_progress=on_progress, trade_date=self.wb.settings.trading_date(),
-                             sweep_id=sweep_id, stop=self._stop(sweep_id, make=True))  # fmt: skip
+                             sweep_id=sweep_id, cancel=self._stop(sweep_id, make=True))  # fmt: skip
         finally:
             if sweep_id is not None:
                 with self._stops_lock:
                     self._stops.pop((self.wb.engine.db_key, sweep_id), None)
 
     def reserve_sweep_id(self) -> int:
-        """A fresh sweep id for ``sweep(..., sweep_id=...)``; it can be cancelled from now on."""
+        """A fresh sweep id for ``sweep(..., sweep_id=...)``; it can be cancelled from now on (a
+        sweep cancelled before it starts runs no scenario)."""
         sweep_id = reserve_sweep_id(self.wb.store)
         self._stop(sweep_id, make=True)
         return sweep_id
@@ -809,7 +811,8 @@ class _WhatIf:
         if stop is None:
             self.get(sweep_id)  # NotFoundError for a sweep that was never stored
             raise ConflictError(f"Sweep {sweep_id} has finished and is stored: there is nothing to cancel.")
-        stop.set()
+        if not stop.request():
+            raise ConflictError(f"Sweep {sweep_id} has finished and is being stored: there is nothing to cancel.")
 
     def get(self, sweep_id: int) -> Sweep:
         return get_sweep(self.wb.store, sweep_id)

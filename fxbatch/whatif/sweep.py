@@ -40,6 +40,36 @@ MAX_SCENARIOS = 10_000
 _STOP_POLL_S = 0.1
 
 
+class SweepCancel:
+    """A sweep's cancel, asked for from any thread until the sweep starts storing its results
+    (then it is too late: ``request`` says so), so a cancel never answers "requested" for a sweep
+    that is then stored anyway."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()  # what the executors watch
+        self._lock = threading.Lock()
+        self._storing = False
+
+    def request(self) -> bool:
+        """Ask the sweep to stop; False when it is already being stored."""
+        with self._lock:
+            if self._storing:
+                return False
+            self.event.set()
+            return True
+
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def store(self) -> bool:
+        """Claim the results for storing; False when a cancel came first."""
+        with self._lock:
+            if self.event.is_set():
+                return False
+            self._storing = True
+            return True
+
+
 def check_size(rates: int, seeds: int, variants: dict[str, list[Any]] | None = None) -> None:
     """SettingsError when a sweep of this many success rates x seeds x variants is over
     MAX_SCENARIOS (checked before anything of that size is built)."""
@@ -191,7 +221,6 @@ class DaskCluster:
     def run(
         self, batch: BatchArrays, configs: Sequence[RunConfig], stop: threading.Event | None = None
     ) -> list[dict[str, Any]]:
-        """(A cancel is seen between the sweep's steps, a twentieth of it each.)"""
         try:
             from distributed import Client
         except ImportError as exc:  # pragma: no cover - distributed is in requirements.txt
@@ -203,6 +232,11 @@ class DaskCluster:
         try:
             shared = client.scatter(batch, broadcast=True)
             futures = client.map(scenario_result, [shared] * len(configs), configs, pure=False)
+            if stop is not None:
+                while not all(f.done() for f in futures):
+                    if stop.wait(_STOP_POLL_S):
+                        client.cancel(futures)  # the scenarios under way end; the others never start
+                        return []
             return list(client.gather(futures))
         finally:
             client.close()
@@ -278,13 +312,14 @@ def run_sweep(
     on_progress: Callable[[int, int], None] | None = None,
     trade_date: date | None = None,
     sweep_id: int | None = None,
-    stop: threading.Event | None = None,
+    cancel: SweepCancel | None = None,
 ) -> Sweep:
     """Run every scenario of ``grid`` over ``batch_id`` as runs on ``trade_date`` would, store the
     sweep (under ``sweep_id`` when one was reserved with ``reserve_sweep_id``), return it.
 
-    Once ``stop`` is set (from any thread) the scenarios under way end, no other starts, nothing
-    is stored, and CancelledError says how far the sweep got."""
+    Once ``cancel`` is requested (from any thread, before the results are being stored) the
+    scenarios under way end, no other starts, nothing is stored, and CancelledError says how far
+    the sweep got."""
     cur = store.cursor()
     if sweep_id is not None and _sweep_exists(cur, sweep_id):
         raise ConflictError(f"Sweep {sweep_id} already exists; reserve a new id for another sweep.")
@@ -293,6 +328,7 @@ def run_sweep(
     executor = executor or make_executor(scenarios=len(configs))
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
+    stop = cancel.event if cancel is not None else None
     step = max(1, len(configs) // 20) if on_progress else len(configs)
     for i in range(0, len(configs), step):
         if stop is not None and stop.is_set():
@@ -300,7 +336,7 @@ def run_sweep(
         results.extend(executor.run(batch, configs[i : i + step], stop))
         if on_progress and not (stop is not None and stop.is_set()):
             on_progress(len(results), len(configs))
-    if stop is not None and stop.is_set():
+    if cancel is not None and not cancel.store():
         which = "The sweep" if sweep_id is None else f"Sweep {sweep_id}"
         raise CancelledError(
             f"{which} was cancelled after {len(results):,} of {len(configs):,} scenarios; nothing of it was stored."

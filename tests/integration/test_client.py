@@ -132,10 +132,11 @@ def test_a_sweep_interrupted_in_the_client_is_cancelled_in_the_server(
         if done:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:
         client.whatif.sweep(batch, [0.5, 0.9], seeds=2, on_progress=interrupt, poll_s=0.01)
     assert cancelled.is_set()
     (sweep_id,) = [s for s in range(1, 10) if _state(client, s) is not None]
+    assert stopped.value.__notes__ == [f"sweep {sweep_id} is cancelled in the server: nothing of it is stored"]
     deadline = time.monotonic() + WAIT
     while (state := _state(client, sweep_id)) == "RUNNING":
         assert time.monotonic() < deadline

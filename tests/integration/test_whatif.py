@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +23,7 @@ from fxbatch.errors import CancelledError, ConflictError, NotFoundError, Setting
 from fxbatch.models import RunConfig
 from fxbatch.samples import make_trades, write_csv
 from fxbatch.whatif import BatchArrays, ScenarioResult, SweepBand, SweepGrid, SweepInfo, outcomes
-from fxbatch.whatif.sweep import InProcess, LocalProcesses, scenario_result
+from fxbatch.whatif.sweep import DaskCluster, InProcess, LocalProcesses, SweepCancel, scenario_result
 from tests.conftest import DATA, TODAY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +203,10 @@ def test_a_sweep_runs_on_a_local_dask_cluster_with_the_same_results(wb: Workbenc
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1"
     ) as cluster:
         result = wb.whatif.sweep(batch, [0.7, 0.95], seeds=2, dask_address=cluster.scheduler_address)
+        stopped = threading.Event()
+        stopped.set()  # a cancel: the cluster's scenarios are cancelled, none is waited for
+        many = SweepGrid(success_rates=[0.5], seeds=list(range(200))).scenarios()
+        assert DaskCluster(cluster.scheduler_address).run(arrays, many, stopped) == []
     configs = SweepGrid(success_rates=[0.7, 0.95], seeds=[42, 43]).scenarios()
     expected = [scenario_result(arrays, c) for c in configs]
     assert [s.succeeded for s in result.scenarios] == [e["succeeded"] for e in expected]
@@ -359,14 +367,45 @@ def test_a_sweep_cancelled_before_it_starts_runs_no_scenario(wb: Workbench, batc
         wb.whatif.sweep(batch, [0.5, 0.9], workers=1, sweep_id=sweep_id)
 
 
-def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(wb: Workbench, batch: int) -> None:
+class _StopAtFirstLook(threading.Event):
+    """A cancel that is there the first time the executor looks (after its first wait)."""
+
+    def is_set(self) -> bool:
+        return True
+
+
+def _counted(path: str, batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
+    with open(path, "a") as out:  # one line per scenario run, from whichever worker ran it
+        out.write(f"{config.seed}\n")
+    time.sleep(0.01)  # a chunk of 50 takes half a second: the cancel comes while the first ones run
+    return {"seed": config.seed}
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the counting stand-in reaches forked workers")
+def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(
+    wb: Workbench, batch: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fxbatch.whatif import sweep
+
     arrays = BatchArrays.load(wb.store.cursor(), batch, wb.rates)
-    configs = SweepGrid(success_rates=[0.5, 0.9], seeds=[1, 2, 3, 4]).scenarios()
-    stop = threading.Event()
-    stop.set()
-    assert LocalProcesses(2).run(arrays, configs, stop) == []  # given up on, not waited for
-    assert InProcess().run(arrays, configs, stop) == []
-    assert LocalProcesses(2).run(arrays, configs, threading.Event()) == InProcess().run(arrays, configs)
+    configs = SweepGrid(success_rates=[0.5], seeds=list(range(400))).scenarios()
+    ran = tmp_path / "ran.txt"
+    monkeypatch.setattr(sweep, "scenario_result", functools.partial(_counted, str(ran)))
+    assert LocalProcesses(2).run(arrays, configs, _StopAtFirstLook()) == []
+    # At most the chunks handed to the two workers (and the one queued behind them) ran: 150 of 400.
+    assert len(ran.read_text().split() if ran.exists() else []) <= 150
+    assert InProcess().run(arrays, configs, _StopAtFirstLook()) == []
+
+
+def test_a_cancel_too_late_for_a_sweep_being_stored_says_so(wb: Workbench, batch: int) -> None:
+    sweep_id = wb.whatif.reserve_sweep_id()
+    cancel = wb.whatif._stop(sweep_id, make=False)
+    assert cancel is not None and cancel.store()  # the sweep has claimed its results for storing
+    with pytest.raises(ConflictError, match=f"Sweep {sweep_id} has finished and is being stored"):
+        wb.whatif.cancel(sweep_id)
+    assert not cancel.requested()
+    late = SweepCancel()
+    assert late.request() and not late.store()  # a cancel first: nothing is stored
 
 
 def test_a_batch_loaded_before_the_spread_cap_fails_its_unbookable_trades_in_what_if_as_in_the_run(
