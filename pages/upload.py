@@ -111,7 +111,8 @@ def _file_state(uploaded: UploadedFile | None) -> dict[str, Any] | None:
 
 def _checked(wb: Workbench, state: dict[str, Any], sheet: str | None) -> CheckReport | FxBatchError:
     """The file's CheckReport (or the FxBatchError refusing it), computed once per input."""
-    key = (sheet, json.dumps(state["map"], sort_keys=True), json.dumps(state["fixes"], sort_keys=True), state[DATE])
+    day = state[DATE] or wb.settings.trading_date()  # "today" is another day after midnight: checked again
+    key = (sheet, json.dumps(state["map"], sort_keys=True), json.dumps(state["fixes"], sort_keys=True), day)
     if state["check"] is None or state["check"][0] != key:
         with st.spinner(f"Checking {state['name']}…"), _as_file(state["name"], state["data"]) as path:
             try:
