@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +29,7 @@ from fxbatch.audit import AuditCheck
 from fxbatch.client import Client, connect
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
-from fxbatch.errors import ConflictError, ForbiddenError, ServerError, SettingsError
+from fxbatch.errors import ConflictError, ForbiddenError, FxBatchError, ServerError, SettingsError
 from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
 from fxbatch.models import (
@@ -146,8 +148,10 @@ class Workbench:
         return f"fxbatch.Workbench({str(self.settings.db)!r})"
 
     def close(self) -> None:
-        """Stop runs in progress (they stay resumable), then close the database."""
+        """Stop runs in progress (they stay resumable) and background sweeps (nothing of them is
+        stored), then close the database."""
         self.engine.close()
+        self.whatif.stop_all()
         self.store.close()
 
     def __enter__(self) -> Workbench:
@@ -739,12 +743,34 @@ class Workbench:
         return copy
 
 
+class SweepJob:
+    """A sweep running in the background (``wb.whatif.start_sweep``): its progress, its end, and
+    why it ended without a sweep (an FxBatchError; CancelledError for a cancel)."""
+
+    def __init__(self, sweep_id: int, total: int) -> None:
+        self.sweep_id = sweep_id
+        self.total = total
+        self.done = 0
+        self.error: FxBatchError | None = None
+        self._ended = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        return not self._ended.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the end; False if it is still running after ``timeout`` seconds."""
+        return self._ended.wait(timeout)
+
+
 class _WhatIf:
     """Sweeps and comparisons (``wb.whatif``), kept apart from the run methods."""
 
     # The cancel of each sweep id reserved or running in this process, by database.
     _stops: ClassVar[dict[tuple[str, int], SweepCancel]] = {}
     _stops_lock: ClassVar[threading.Lock] = threading.Lock()
+    # Sweeps started in the background in this process, by database and sweep id.
+    _jobs: ClassVar[dict[tuple[str, int], SweepJob]] = {}
 
     def __init__(self, wb: Workbench) -> None:
         self.wb = wb
@@ -794,6 +820,67 @@ class _WhatIf:
             if sweep_id is not None:
                 with self._stops_lock:
                     self._stops.pop((self.wb.engine.db_key, sweep_id), None)
+
+    def start_sweep(
+        self,
+        batch_id: int,
+        success_rates: list[float],
+        *,
+        seeds: int | list[int] = 1,
+        seed: int = 42,
+        base: RunConfig | None = None,
+        variants: dict[str, list[Any]] | None = None,
+        name: str | None = None,
+        workers: int | None = None,
+    ) -> SweepJob:
+        """Start ``sweep`` on a thread of its own and return its job at once (the batch, the role and
+        the grid are checked first, here); ``cancel(job.sweep_id)`` stops it, ``sweep_job`` finds it."""
+        self.wb._need(Role.ANALYST, "run a what-if sweep")
+        self.wb.batch(batch_id)  # NotFoundError now, not a failed sweep later
+        check_size(len(success_rates), seeds if isinstance(seeds, int) else len(seeds), variants)
+        seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
+        grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
+                         variants=variants or {})  # fmt: skip
+        job = SweepJob(self.reserve_sweep_id(), len(grid.scenarios()))
+        with self._stops_lock:
+            self._jobs[(self.wb.engine.db_key, job.sweep_id)] = job
+
+        def progress(done: int, total: int) -> None:
+            job.done = done
+
+        def sweep() -> None:
+            try:
+                self.sweep(batch_id, success_rates, seeds=seed_list, base=base, variants=variants, name=name,
+                           workers=workers, on_progress=progress, sweep_id=job.sweep_id)  # fmt: skip
+            except FxBatchError as exc:
+                job.error = exc
+            except Exception as exc:  # a bug: logged, said as one, and the job still ends
+                logging.getLogger("fxbatch").exception("sweep %s failed", job.sweep_id)
+                job.error = FxBatchError(f"The sweep failed: {type(exc).__name__}: {exc}", code="INTERNAL_ERROR")
+            finally:
+                job._ended.set()
+
+        # The caller's context goes with it: the sweep acts as (and is checked as) the caller.
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(sweep,), daemon=True,
+                                  name=f"fxbatch-sweep-{job.sweep_id}")  # fmt: skip
+        thread.start()
+        return job
+
+    def stop_all(self, timeout_s: float = 30.0) -> None:
+        """Cancel this database's background sweeps and wait for them to end (the database closes next)."""
+        with self._stops_lock:
+            mine = [j for (db, _), j in self._jobs.items() if db == self.wb.engine.db_key and j.running]
+        for job in mine:
+            stop = self._stop(job.sweep_id, make=False)
+            if stop is not None:
+                stop.request()
+        for job in mine:
+            job.wait(timeout_s)
+
+    def sweep_job(self, sweep_id: int) -> SweepJob | None:
+        """A sweep started in the background in this process (running or ended), or None."""
+        with self._stops_lock:
+            return self._jobs.get((self.wb.engine.db_key, sweep_id))
 
     def reserve_sweep_id(self) -> int:
         """A fresh sweep id for ``sweep(..., sweep_id=...)``; it can be cancelled from now on (a

@@ -8,10 +8,12 @@ import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
 from fxbatch.access import Role
+from fxbatch.errors import CancelledError
 from fxbatch.labels import run_status_label, trade_status_label
 from fxbatch.whatif import charts
 from fxbatch.whatif.models import ScenarioResult
 from pages.common import (
+    POLL_S,
     RUN_PAGE,
     SELECT_ROWS,
     confirmed,
@@ -25,6 +27,7 @@ from pages.common import (
 
 PROMOTING = "whatif_promoting"  # (sweep, scenario) whose promotion this session is confirming
 PROMOTED = "whatif_promoted"  # (run, scenario) just started: the link to it
+SWEEPING = "whatif_sweeping"  # the sweep this session started in the background, until it has ended
 
 _ZAR = "%,.2f"
 _INCOME_HELP = "The desk's spread income on the succeeded trades, in ZAR at mid"
@@ -123,21 +126,52 @@ def _sweep_form(wb: Workbench, batch_id: int) -> None:
     while rate <= high + 1e-9:
         rates.append(round(rate, 4))
         rate += step
-    bar = st.progress(0.0, text="Running scenarios…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"{done} of {total} scenarios")
-
     try:
-        result = wb.whatif.sweep(
-            batch_id, rates, seeds=int(seeds), seed=int(first_seed), name=name or None, on_progress=progress
-        )
+        job = wb.whatif.start_sweep(batch_id, rates, seeds=int(seeds), seed=int(first_seed), name=name or None)
     except FxBatchError as exc:
         show_error(exc)
         return
-    bar.empty()
-    st.session_state["sweep_id"] = result.sweep_id
-    st.toast(f"Sweep {result.sweep_id}: {len(result.scenarios)} scenarios", icon=":material/insights:")
+    st.session_state[SWEEPING] = job.sweep_id
+
+
+def _sweep_live(wb: Workbench, sweep_id: int) -> None:
+    """The running sweep's progress; polled by a fragment, which redraws the page once it ends."""
+    job = wb.whatif.sweep_job(sweep_id)
+    if job is None or not job.running:
+        st.rerun()
+    total = max(job.total, 1)
+    st.progress(job.done / total, text=f"Sweep {sweep_id}: {job.done:,} of {job.total:,} scenarios")
+
+
+def _sweeping(wb: Workbench) -> None:
+    """The sweep this session started: its progress and a cancel while it runs, what became of it
+    once it has ended (it is then chosen below, or the page says why there is none)."""
+    sweep_id = st.session_state.get(SWEEPING)
+    job = wb.whatif.sweep_job(sweep_id) if sweep_id is not None else None
+    if job is None:
+        st.session_state.pop(SWEEPING, None)
+        return
+    if job.running:
+        st.fragment(run_every=POLL_S)(_sweep_live)(wb, job.sweep_id)
+        if st.button("Cancel sweep", key="cancel_sweep", icon=":material/stop_circle:",
+                     help="The scenarios under way end, no other starts, and nothing of the sweep is stored."):  # fmt: skip
+            try:
+                wb.whatif.cancel(job.sweep_id)
+            except FxBatchError as exc:
+                show_error(exc)
+            else:
+                job.wait(POLL_S)
+                st.rerun()
+        st.caption("Leaving this page does not stop the sweep; its result is listed here when it has finished.")
+        return
+    del st.session_state[SWEEPING]
+    if isinstance(job.error, CancelledError):
+        st.info(job.error.message, icon=":material/stop_circle:")
+    elif job.error is not None:
+        show_error(job.error)
+    else:
+        st.session_state["sweep_id"] = job.sweep_id
+        st.toast(f"Sweep {job.sweep_id}: {job.total:,} scenarios", icon=":material/insights:")
 
 
 def _show_sweep(wb: Workbench, sweep_id: int) -> None:
@@ -265,6 +299,7 @@ def main() -> None:
     batch_id = st.selectbox("Batch", list(names), format_func=names.__getitem__, key="whatif_batch")
     if may(wb, Role.ANALYST):
         _sweep_form(wb, int(batch_id))
+        _sweeping(wb)
     else:
         needs_role(wb, Role.ANALYST, "Running a what-if sweep")
     sweeps = wb.whatif.sweeps(int(batch_id))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import streamlit as st
@@ -50,6 +52,12 @@ def test_a_sweep_from_the_form_draws_the_fan_and_failure_charts(db: Path) -> Non
     at.button[0].click()  # the form's submit button
     at.run()
     assert not at.exception, at.exception
+    # The sweep runs in the background while the page shows its progress and a cancel.
+    job = workbench().whatif.sweep_job(1)
+    assert job is not None and job.total == 9
+    assert job.wait(60)
+    at.run()
+    assert not at.exception, at.exception
     assert not at.error
     assert at.selectbox(key="sweep_pick").value == 1
     charts = at.get("plotly_chart")
@@ -81,6 +89,9 @@ def test_promote_asks_first_then_links_to_the_new_run_whose_page_names_the_scena
     at.slider(key="seeds").set_value(1)
     at.button[0].click().run()  # a sweep from the form's defaults
     assert not at.exception
+    job = workbench().whatif.sweep_job(1)
+    assert job is not None and job.wait(60)
+    at.run()
     at.button(key="promote").click().run()
     assert f"This will run batch 1: {workbench().batch(1).trades:,} trades" in at.info[0].value
     assert not at.exception
@@ -99,3 +110,37 @@ def test_promote_asks_first_then_links_to_the_new_run_whose_page_names_the_scena
     page.run()
     page.switch_page("pages/run.py").run()
     assert any(f"promoted from scenario {scenario} of what-if sweep 1" in c.value for c in page.caption)
+
+
+def test_a_running_sweep_is_cancelled_from_the_page_and_nothing_is_stored(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(db)
+    wb = workbench()
+    real, asked = wb.whatif.sweep, threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            kwargs_progress(done, total)
+            assert asked.wait(60)  # the first scenario is done: hold until the cancel is asked for
+
+        kwargs_progress = kwargs["on_progress"]
+        return real(*args, **{**kwargs, "on_progress": progress, "workers": 1})
+
+    monkeypatch.setattr(wb.whatif, "sweep", held)
+    at.slider(key="seeds").set_value(2)
+    at.select_slider(key="step").set_value(0.25)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert [b.label for b in at.button if b.key == "cancel_sweep"] == ["Cancel sweep"]
+    job = wb.whatif.sweep_job(1)
+    assert job is not None and job.running
+    at.button(key="cancel_sweep").click()
+    asked.set()
+    at.run()  # the cancel waits a moment for the sweep to stop, then redraws the page
+    assert job.wait(60)
+    if not at.info:
+        at.run()  # it stopped after that moment: the next drawing says so
+    assert not at.exception, at.exception
+    assert [i.value for i in at.info] == ["Sweep 1 was cancelled after 1 of 6 scenarios; nothing of it was stored."]
+    assert wb.whatif.sweeps() == []

@@ -434,3 +434,38 @@ def test_a_batch_loaded_before_the_spread_cap_fails_its_unbookable_trades_in_wha
     assert scenario.failure_reasons == run.failure_reasons
     money = wb.run_money(run.run_id)
     assert (money.income_zar, money.income_lost_zar) == (scenario.spread_income_zar, scenario.income_lost_zar)
+
+
+def test_a_sweep_started_in_the_background_reports_its_progress_and_its_end(wb: Workbench, batch: int) -> None:
+    with pytest.raises(NotFoundError):
+        wb.whatif.start_sweep(99, [0.9])  # checked at once, not a failed sweep later
+    with pytest.raises(SettingsError, match="10,001 scenarios"):
+        wb.whatif.start_sweep(batch, [0.5], seeds=10_001)
+    job = wb.whatif.start_sweep(batch, [0.5, 0.9], seeds=2, workers=1, name="background")
+    assert job.total == 4 and wb.whatif.sweep_job(job.sweep_id) is job
+    assert job.wait(60) and not job.running
+    assert job.error is None and job.done == 4
+    stored = wb.whatif.get(job.sweep_id)
+    assert stored.name == "background" and stored.scenario_count == 4
+
+
+def test_closing_the_workbench_cancels_its_background_sweeps(tmp_path: Path) -> None:
+    path = write_csv(make_trades(300, seed=4), tmp_path / "few.csv")
+    wb = Workbench.open(tmp_path / "closing.duckdb")
+    batch = wb.load(path, today=TODAY).batch_id
+    real = wb.whatif.sweep
+    started = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            started.set()
+            stop = wb.whatif._stop(kwargs["sweep_id"], make=False)
+            assert stop is not None and stop.event.wait(60)  # until the close cancels it
+
+        return real(*args, **{**kwargs, "on_progress": progress})
+
+    wb.whatif.sweep = held  # type: ignore[method-assign]
+    job = wb.whatif.start_sweep(batch, [0.5, 0.9], seeds=2, workers=1)
+    assert started.wait(60)
+    wb.close()
+    assert not job.running and isinstance(job.error, CancelledError)
