@@ -66,7 +66,6 @@ def create_api(get_workbench: Callable[[], Workbench]) -> FastAPI:
         redoc_url=None,
     )
     app.state.get_workbench = get_workbench
-    app.state.sweeps = whatif.SweepRegistry()
     problems.install(app)
     for router in (_health, batches.router, runs.router, review.router, whatif.router, team.router):
         app.include_router(router)
