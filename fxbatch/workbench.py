@@ -743,6 +743,19 @@ class Workbench:
         return copy
 
 
+def _grid(
+    success_rates: list[float],
+    seeds: int | list[int],
+    seed: int,
+    base: RunConfig | None,
+    variants: dict[str, list[Any]] | None,
+) -> SweepGrid:
+    """A sweep's grid; ``seeds`` a count (from ``seed``) or a list. Its size is checked before any list is built."""
+    check_size(len(success_rates), seeds if isinstance(seeds, int) else len(seeds), variants)
+    seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
+    return SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(), variants=variants or {})
+
+
 class SweepJob:
     """A sweep running in the background (``wb.whatif.start_sweep``): its progress, its end, and
     why it ended without a sweep (an FxBatchError; CancelledError for a cancel)."""
@@ -805,10 +818,7 @@ class _WhatIf:
         """
         try:
             self.wb._need(Role.ANALYST, "run a what-if sweep")
-            check_size(len(success_rates), seeds if isinstance(seeds, int) else len(seeds), variants)  # before any list
-            seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
-            grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
-                             variants=variants or {})  # fmt: skip
+            grid = _grid(success_rates, seeds, seed, base, variants)
             address = dask_address or self.wb.settings.dask_address
             executor = make_executor(workers, address, len(grid.scenarios()))
             if sweep_id is None:
@@ -837,10 +847,7 @@ class _WhatIf:
         the grid are checked first, here); ``cancel(job.sweep_id)`` stops it, ``sweep_job`` finds it."""
         self.wb._need(Role.ANALYST, "run a what-if sweep")
         self.wb.batch(batch_id)  # NotFoundError now, not a failed sweep later
-        check_size(len(success_rates), seeds if isinstance(seeds, int) else len(seeds), variants)
-        seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
-        grid = SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(),
-                         variants=variants or {})  # fmt: skip
+        grid = _grid(success_rates, seeds, seed, base, variants)
         job = SweepJob(self.reserve_sweep_id(), len(grid.scenarios()))
         with self._stops_lock:
             self._jobs[(self.wb.engine.db_key, job.sweep_id)] = job
@@ -850,7 +857,7 @@ class _WhatIf:
 
         def sweep() -> None:
             try:
-                self.sweep(batch_id, success_rates, seeds=seed_list, base=base, variants=variants, name=name,
+                self.sweep(batch_id, success_rates, seeds=grid.seeds, base=base, variants=variants, name=name,
                            workers=workers, on_progress=progress, sweep_id=job.sweep_id)  # fmt: skip
             except FxBatchError as exc:
                 job.error = exc
