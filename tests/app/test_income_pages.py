@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Dataframe
 
+from fxbatch import Settings, Workbench
 from fxbatch.money import zar_compact
 from tests.app.test_run_pages import app_workbench, finished_run, metrics, ok, tables
 from tests.conftest import HEADER, TODAY, good_row
@@ -119,8 +120,9 @@ def test_the_run_page_says_which_value_dates_its_trading_date_moved_and_which_tr
         good_row(3, delivery="TOM", value_date="2026-12-01"),  # written: Tuesday has passed by Thursday
     ]
     csv.write_text("\n".join([HEADER, *rows]) + "\n")
-    wb = app_workbench()
-    batch = wb.load(csv, name="Monday", today=TODAY)
+    with Workbench.open(settings=Settings(db=db_path, today=TODAY)) as monday:  # loaded on Monday
+        batch = monday.load(csv, name="Monday")
+    wb = app_workbench()  # run on Thursday
     run_id = wb.run(batch.batch_id, success_rate=1.0).run_id
     summary = wb.run_summary(run_id)
     assert (summary.trade_date, summary.value_dates_moved, summary.value_dates_unsendable) == (trading_day, 2, 1)
