@@ -756,6 +756,11 @@ def _grid(
     return SweepGrid(success_rates=success_rates, seeds=seed_list, base=base or RunConfig(), variants=variants or {})
 
 
+# Background sweeps that have ended are kept this many per database (newest first), so the page and
+# the API can still say how each ended; a closed workbench forgets its own.
+KEPT_SWEEP_JOBS = 100
+
+
 class SweepJob:
     """A sweep running in the background (``wb.whatif.start_sweep``): its progress, its end, and
     why it ended without a sweep (an FxBatchError; CancelledError for a cancel)."""
@@ -849,8 +854,10 @@ class _WhatIf:
         self.wb.batch(batch_id)  # NotFoundError now, not a failed sweep later
         grid = _grid(success_rates, seeds, seed, base, variants)
         job = SweepJob(self.reserve_sweep_id(), len(grid.scenarios()))
+        key = (self.wb.engine.db_key, job.sweep_id)
         with self._stops_lock:
-            self._jobs[(self.wb.engine.db_key, job.sweep_id)] = job
+            self._forget_ended(self.wb.engine.db_key, keep=KEPT_SWEEP_JOBS - 1)
+            self._jobs[key] = job
 
         def progress(done: int, total: int) -> None:
             job.done = done
@@ -860,7 +867,9 @@ class _WhatIf:
                 self.sweep(batch_id, success_rates, seeds=grid.seeds, base=base, variants=variants, name=name,
                            workers=workers, on_progress=progress, sweep_id=job.sweep_id)  # fmt: skip
             except FxBatchError as exc:
-                job.error = exc
+                # Kept without its traceback, whose frames hold the batch's arrays and the results.
+                job.error = exc.with_traceback(None)
+                exc.__context__ = exc.__cause__ = None
             except Exception as exc:  # a bug: logged, said as one, and the job still ends
                 logging.getLogger("fxbatch").exception("sweep %s failed", job.sweep_id)
                 job.error = FxBatchError(f"The sweep failed: {type(exc).__name__}: {exc}", code="INTERNAL_ERROR")
@@ -870,19 +879,36 @@ class _WhatIf:
         # The caller's context goes with it: the sweep acts as (and is checked as) the caller.
         thread = threading.Thread(target=contextvars.copy_context().run, args=(sweep,), daemon=True,
                                   name=f"fxbatch-sweep-{job.sweep_id}")  # fmt: skip
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:  # no thread: no job left waiting for ever
+            with self._stops_lock:
+                self._jobs.pop(key, None)
+                self._stops.pop(key, None)
+            job._ended.set()
+            raise
         return job
+
+    def _forget_ended(self, db: str, keep: int) -> None:
+        """Drop all but the newest ``keep`` ended jobs of database ``db`` (``_stops_lock`` held)."""
+        ended = sorted(sid for (d, sid), j in self._jobs.items() if d == db and not j.running)
+        for sid in ended[: max(0, len(ended) - keep)]:
+            del self._jobs[(db, sid)]
 
     def stop_all(self, timeout_s: float = 30.0) -> None:
         """Cancel this database's background sweeps and wait for them to end (the database closes next)."""
+        db = self.wb.engine.db_key
         with self._stops_lock:
-            mine = [j for (db, _), j in self._jobs.items() if db == self.wb.engine.db_key and j.running]
+            mine = [j for (d, _), j in self._jobs.items() if d == db and j.running]
         for job in mine:
             stop = self._stop(job.sweep_id, make=False)
             if stop is not None:
                 stop.request()
+        deadline = time.monotonic() + timeout_s
         for job in mine:
-            job.wait(timeout_s)
+            job.wait(max(0.0, deadline - time.monotonic()))
+        with self._stops_lock:
+            self._forget_ended(db, keep=0)
 
     def sweep_job(self, sweep_id: int) -> SweepJob | None:
         """A sweep started in the background in this process (running or ended), or None."""
@@ -903,6 +929,9 @@ class _WhatIf:
         self.wb._need(Role.ANALYST, "cancel a what-if sweep")
         stop = self._stop(sweep_id, make=False)
         if stop is None:
+            job = self.sweep_job(sweep_id)
+            if job is not None and job.wait(5.0) and job.error is not None:  # it has just failed or stopped
+                raise ConflictError(f"Sweep {sweep_id} has ended without a sweep: there is nothing to cancel.")
             self.get(sweep_id)  # NotFoundError for a sweep that was never stored
             raise ConflictError(f"Sweep {sweep_id} has finished and is stored: there is nothing to cancel.")
         if not stop.request():

@@ -118,7 +118,13 @@ def _sweep_form(wb: Workbench, batch_id: int) -> None:
             "so the same sweep can be repeated exactly and the seeds show how much one day differs from another.",
         )  # fmt: skip
         name = st.text_input("Sweep name", placeholder="e.g. bad Monday", key="sweep_name")
-        submitted = st.form_submit_button("Run sweep", type="primary")
+        mine = st.session_state.get(SWEEPING)
+        job = wb.whatif.sweep_job(mine) if mine is not None else None
+        busy = job is not None and job.running
+        submitted = st.form_submit_button(
+            "Run sweep", type="primary", disabled=busy,
+            help="One sweep at a time: this one is still running (cancel it below)." if busy else None,
+        )  # fmt: skip
     if not submitted:
         return
     rates = []
@@ -132,6 +138,7 @@ def _sweep_form(wb: Workbench, batch_id: int) -> None:
         show_error(exc)
         return
     st.session_state[SWEEPING] = job.sweep_id
+    st.rerun()  # drawn again with the form off and the sweep's progress
 
 
 def _sweep_live(wb: Workbench, sweep_id: int) -> None:

@@ -469,3 +469,37 @@ def test_closing_the_workbench_cancels_its_background_sweeps(tmp_path: Path) -> 
     assert started.wait(60)
     wb.close()
     assert not job.running and isinstance(job.error, CancelledError)
+
+
+def test_an_ended_background_sweep_keeps_no_traceback_and_old_ones_are_forgotten(
+    wb: Workbench, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fxbatch import workbench as module
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise SettingsError("Cannot reach the Dask scheduler")
+
+    monkeypatch.setattr(wb.whatif, "sweep", broken)
+    monkeypatch.setattr(module, "KEPT_SWEEP_JOBS", 2)
+    jobs = [wb.whatif.start_sweep(batch, [0.9]) for _ in range(3)]
+    for job in jobs:
+        assert job.wait(60)
+    # Its frames would hold the batch's arrays and the results for the life of the server.
+    assert isinstance(jobs[0].error, SettingsError) and jobs[0].error.__traceback__ is None
+    newest = wb.whatif.start_sweep(batch, [0.9])
+    assert newest.wait(60)
+    kept = [j.sweep_id for j in [*jobs, newest] if wb.whatif.sweep_job(j.sweep_id) is not None]
+    assert kept == [jobs[2].sweep_id, newest.sweep_id]
+
+
+def test_a_sweep_whose_thread_cannot_start_leaves_no_job_behind(
+    wb: Workbench, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(RuntimeError):
+        wb.whatif.start_sweep(batch, [0.9])
+    monkeypatch.undo()
+    assert [k for k in wb.whatif._jobs if k[0] == wb.engine.db_key and wb.whatif._jobs[k].running] == []
