@@ -207,7 +207,9 @@ class LocalProcesses:
             while pending:
                 _, pending = wait(pending, timeout=_STOP_POLL_S, return_when=FIRST_COMPLETED)
                 if stop is not None and stop.is_set():
-                    pool.shutdown(cancel_futures=True)  # the chunks under way end; the others never start
+                    for chunk in chunks:  # now, not in the pool's own thread: nothing not yet handed out starts
+                        chunk.cancel()
+                    pool.shutdown(cancel_futures=True)  # the chunks handed to workers end
                     return []
             return [result for chunk in chunks for result in chunk.result()]
 

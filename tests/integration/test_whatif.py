@@ -374,10 +374,13 @@ class _StopAtFirstLook(threading.Event):
         return True
 
 
-def _counted(path: str, batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
-    with open(path, "a") as out:  # one line per scenario run, from whichever worker ran it
+def _counted(ran: str, stopped: str, batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
+    with open(ran, "a") as out:  # one line per scenario run, from whichever worker ran it
         out.write(f"{config.seed}\n")
-    time.sleep(0.01)  # a chunk of 50 takes half a second: the cancel comes while the first ones run
+    for _ in range(6000):  # no chunk ends before the sweep has stopped handing chunks out
+        if os.path.exists(stopped):
+            break
+        time.sleep(0.01)
     return {"seed": config.seed}
 
 
@@ -385,15 +388,31 @@ def _counted(path: str, batch: BatchArrays, config: RunConfig) -> dict[str, Any]
 def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(
     wb: Workbench, batch: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from concurrent.futures import Future, ProcessPoolExecutor
+
     from fxbatch.whatif import sweep
+
+    ran, stopped = tmp_path / "ran.txt", tmp_path / "stopped"
+    submitted: list[Future[Any]] = []
+
+    class Recorded(ProcessPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
+            submitted.append(super().submit(*args, **kwargs))
+            return submitted[-1]
+
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            stopped.touch()  # the workers may finish their chunks now
+            super().shutdown(wait, cancel_futures=cancel_futures)
 
     arrays = BatchArrays.load(wb.store.cursor(), batch, wb.rates)
     configs = SweepGrid(success_rates=[0.5], seeds=list(range(400))).scenarios()
-    ran = tmp_path / "ran.txt"
-    monkeypatch.setattr(sweep, "scenario_result", functools.partial(_counted, str(ran)))
+    monkeypatch.setattr(sweep, "scenario_result", functools.partial(_counted, str(ran), str(stopped)))
+    monkeypatch.setattr(sweep, "ProcessPoolExecutor", Recorded)
     assert LocalProcesses(2).run(arrays, configs, _StopAtFirstLook()) == []
-    # At most the chunks handed to the two workers (and the one queued behind them) ran: 150 of 400.
-    assert len(ran.read_text().split() if ran.exists() else []) <= 150
+    # Eight chunks of 50; the ones already handed to a worker or its queue (at most 2 + 3) ran, no other did.
+    handed_out = [f for f in submitted if not f.cancelled()]
+    assert len(submitted) == 8 and 1 <= len(handed_out) <= 5
+    assert len(ran.read_text().split()) == 50 * len(handed_out)
     assert InProcess().run(arrays, configs, _StopAtFirstLook()) == []
 
 
