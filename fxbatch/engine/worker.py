@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fxbatch import money, valuedates
+from fxbatch import gcpause, money, valuedates
 from fxbatch.bank import dealids
 from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, REASON_INDEX, TIMEOUT, trade_keys
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
@@ -186,6 +186,13 @@ class Worker:
         )
 
     def run(self) -> None:
+        try:
+            with gcpause.frozen_heap():  # no long collector pauses holding up the calls in flight
+                self._run()
+        finally:
+            self.job.done.set()  # the heap given back first: a caller waiting on the run finds it so
+
+    def _run(self) -> None:
         job = self.job
         started = time.monotonic()
         cur = self.store.cursor()
@@ -247,7 +254,6 @@ class Worker:
                         self.bank.close()
             finally:
                 self.store.release_cursor()
-                job.done.set()
 
     @property
     def in_doubt(self) -> int:

@@ -400,3 +400,32 @@ def test_a_wave_is_booked_while_the_next_is_quoted_and_every_booking_is_still_re
     assert outcomes(wb, run.run_id, DETAIL) == outcomes(wb, reference.run_id, DETAIL)
     assert_every_trade_final(wb, run.run_id)
     assert_ledger_matches_successes(wb, run.run_id)
+
+
+def test_the_heap_is_kept_from_the_collector_while_a_run_goes_on_and_given_back_after(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    import gc
+
+    batch = load_generated(wb, tmp_path, 100)
+    spies = install_spy(wb)
+    (factory,) = [wb.engine.bank_factory]
+    during: list[int] = []
+
+    def watched(config: RunConfig) -> Any:
+        spy = factory(config)
+        quote = spy.create_quotes
+
+        def create_quotes(batch_: QuoteBatch, max_in_flight: int) -> Any:
+            during.append(gc.get_freeze_count())
+            return quote(batch_, max_in_flight)
+
+        spy.create_quotes = create_quotes  # type: ignore[method-assign]
+        return spy
+
+    wb.engine.bank_factory = watched
+    assert gc.get_freeze_count() == 0
+    run = wb.run(batch)
+    assert spies and during and min(during) > 0  # frozen for every wave's quotes
+    assert gc.get_freeze_count() == 0
+    assert_every_trade_final(wb, run.run_id)
