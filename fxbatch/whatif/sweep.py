@@ -207,9 +207,10 @@ class LocalProcesses:
             while pending:
                 _, pending = wait(pending, timeout=_STOP_POLL_S, return_when=FIRST_COMPLETED)
                 if stop is not None and stop.is_set():
-                    for chunk in chunks:  # now, not in the pool's own thread: nothing not yet handed out starts
+                    # Cancelled here and now (not later by the pool's own thread): no chunk not yet
+                    # handed to a worker starts; leaving ``with`` waits for the ones handed out.
+                    for chunk in chunks:
                         chunk.cancel()
-                    pool.shutdown(cancel_futures=True)  # the chunks handed to workers end
                     return []
             return [result for chunk in chunks for result in chunk.result()]
 

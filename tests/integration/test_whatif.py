@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -374,13 +373,15 @@ class _StopAtFirstLook(threading.Event):
         return True
 
 
-def _counted(ran: str, stopped: str, batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
+# Set when the sweep stops handing chunks out; the forked workers inherit it.
+_STOPPED = multiprocessing.get_context("fork").Event() if "fork" in multiprocessing.get_all_start_methods() else None
+
+
+def _counted(ran: str, batch: BatchArrays, config: RunConfig) -> dict[str, Any]:
     with open(ran, "a") as out:  # one line per scenario run, from whichever worker ran it
         out.write(f"{config.seed}\n")
-    for _ in range(6000):  # no chunk ends before the sweep has stopped handing chunks out
-        if os.path.exists(stopped):
-            break
-        time.sleep(0.01)
+    assert _STOPPED is not None
+    _STOPPED.wait(60)  # no chunk ends before the sweep has stopped handing chunks out
     return {"seed": config.seed}
 
 
@@ -392,7 +393,9 @@ def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(
 
     from fxbatch.whatif import sweep
 
-    ran, stopped = tmp_path / "ran.txt", tmp_path / "stopped"
+    assert _STOPPED is not None
+    _STOPPED.clear()
+    ran = tmp_path / "ran.txt"
     submitted: list[Future[Any]] = []
 
     class Recorded(ProcessPoolExecutor):
@@ -401,12 +404,12 @@ def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(
             return submitted[-1]
 
         def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-            stopped.touch()  # the workers may finish their chunks now
+            _STOPPED.set()  # the workers may finish their chunks now
             super().shutdown(wait, cancel_futures=cancel_futures)
 
     arrays = BatchArrays.load(wb.store.cursor(), batch, wb.rates)
     configs = SweepGrid(success_rates=[0.5], seeds=list(range(400))).scenarios()
-    monkeypatch.setattr(sweep, "scenario_result", functools.partial(_counted, str(ran), str(stopped)))
+    monkeypatch.setattr(sweep, "scenario_result", functools.partial(_counted, str(ran)))
     monkeypatch.setattr(sweep, "ProcessPoolExecutor", Recorded)
     assert LocalProcesses(2).run(arrays, configs, _StopAtFirstLook()) == []
     # Eight chunks of 50; the ones already handed to a worker or its queue (at most 2 + 3) ran, no other did.
