@@ -9,6 +9,7 @@ same batch out as concurrent requests (``max_in_flight`` of them at a time).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, Self
 
@@ -183,6 +184,20 @@ class StatusReplies:
     quote_id: np.ndarray  # int64 (0 when unknown)
     deal_rate: np.ndarray  # float64 (nan when unknown)
     message: np.ndarray | None = None  # object: why a NOT_BOOKED deal was not booked (None: no message)
+
+
+BookPart = tuple[int, int, BookReplies]  # (start, stop, the replies to the bookings batch[start:stop])
+
+
+def book_in_parts(bank: Bank, batch: BookBatch, max_in_flight: int, part_rows: int) -> Iterator[BookPart]:
+    """``bank.book_deals(batch)`` answered in parts of ``part_rows``, in order, each as soon as
+    the bank has answered it, where the bank can (an ``HttpBank``: ``book_deals_in_parts``); any
+    other bank answers the whole batch as one part."""
+    streamed = getattr(bank, "book_deals_in_parts", None)
+    if streamed is None or len(batch) <= part_rows:
+        yield 0, len(batch), bank.book_deals(batch, max_in_flight)
+        return
+    yield from streamed(batch, max_in_flight, part_rows)
 
 
 class BankUnavailable(Exception):

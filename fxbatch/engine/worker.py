@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 
 import duckdb
@@ -22,7 +24,7 @@ import pyarrow.compute as pc
 from fxbatch import gcpause, money, valuedates
 from fxbatch.bank import dealids
 from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, REASON_INDEX, TIMEOUT, trade_keys
-from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, QuoteBatch
+from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, BookReplies, QuoteBatch, book_in_parts
 from fxbatch.engine import by_hand, records
 from fxbatch.engine.jobs import Job
 from fxbatch.engine.working import TEXT_FIELDS, Answers, Booking, Working, mask_of
@@ -52,7 +54,11 @@ for _code in (
 WAVE_ROUNDS = 64
 MIN_WAVE_ROUNDS = 16
 WAVE_S = 4.0
-DEPTH = 2
+DEPTH = 3
+# With latency, a wave's booking answers are settled this many rounds of calls at a time as they
+# come (where the bank can hand them back so: an HTTP bank), so a refused booking is quoted again
+# while the rest of its wave still books (see Worker._book).
+PART_ROUNDS = 2
 
 
 def wave_rounds(round_s: float | None) -> int:
@@ -150,11 +156,18 @@ class Worker:
         # A wave is booked on a helper thread while the next one is quoted; with latency, up to
         # DEPTH bookings are in hand, each on its own helper thread (see _execute).
         self.depth = DEPTH if slow else 1
+        self.part_rows = config.concurrency * PART_ROUNDS
+        # Set (by a booking thread) when a part of a wave's bookings, or a whole booking, is answered.
+        self._news = threading.Event()
         self._helper = ThreadPoolExecutor(self.depth, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
         # Quotes that will not be booked are cancelled at the bank on their own thread, best
-        # effort: a failed cancel is counted, never fails a trade or slows the waves.
+        # effort: a failed cancel is counted, never fails a trade or slows the waves. The quotes
+        # to cancel gather while a cancel call is out, and go together in the next one.
         self._releaser = ThreadPoolExecutor(1, thread_name_prefix=f"fxbatch-run-{job.run_id}-cancel")
         self._releases: list[Future[tuple[int, int]]] = []
+        self._to_release: list[np.ndarray] = []
+        self._releasing = False  # a cancel call is out or about to be: it takes what gathers
+        self._release_lock = threading.Lock()
         # The bank's own failure messages (an HTTP bank's resultMsg and validation errors) by
         # source row; the simulated bank's are the reasons' standard messages.
         self.keep_messages = config.bank_url is not None
@@ -408,8 +421,10 @@ class Worker:
         wave. At zero latency one booking is in hand at a time. With latency (where a retry may
         wait out a backoff) the refused quotes of a wave are settled as soon as its quotes are
         answered, and its retries are quoted, and booked on a second helper thread, while the
-        wave's bookings go on (the bank's calls in flight are shared between them); fresh trades
-        wait for the bookings in hand, so trades still become final wave by wave.
+        wave's bookings go on (the bank's calls in flight are shared between them); a wave's
+        booking answers are settled part by part as they come where the bank hands them back so
+        (see ``_book``), and its refused bookings are quoted again while the rest still books;
+        fresh trades wait for the bookings in hand, so trades still become final wave by wave.
         """
         job = self.job
         work = Working.empty()  # trades taken on and not in a bank call
@@ -419,9 +434,7 @@ class Worker:
             while True:
                 if job.stop_requested.is_set():
                     break
-                for landed in [b for b in bookings if b.answers is None or b.answers.done()]:
-                    bookings.remove(landed)
-                    work = self._landed(cur, landed, work)
+                work = self._land_ready(cur, bookings, work)
                 if job.cancel_requested.is_set() and len(work):
                     # Trades in hand and not in a bank call (fresh, or waiting to try again) are not sent.
                     self._not_sent(work, np.ones(len(work), dtype=bool), time.time())
@@ -441,11 +454,9 @@ class Worker:
                 if not due.any():  # every trade in hand waits out a backoff (or there are none)
                     until = float(work.not_before.min()) if len(work) else None
                     if bookings:
-                        # The oldest booking's answers, or a retry's backoff passing first (it
-                        # is then quoted while the booking goes on).
-                        answers = bookings[0].answers
-                        if until is None or answers is None or wait([answers], max(0.0, until - now)).done:
-                            work = self._landed(cur, bookings.popleft(), work)
+                        # Answers to a booking in hand (a part of one), or a retry's backoff
+                        # passing first (it is then quoted while the bookings go on).
+                        self._news.wait(None if until is None else max(0.0, until - now))
                         continue
                     if until is None:
                         break
@@ -471,16 +482,23 @@ class Worker:
                     work = self._carry_on(cur, wave.keep(~quoted), work)
                     wave, good = wave.keep(quoted), np.arange(len(good))
                 self._show(work, wave, *bookings)
-                while len(bookings) >= self.depth:
-                    work = self._landed(cur, bookings.popleft(), work)
+                while len(bookings) >= self.depth:  # a helper thread free for this booking
+                    if not self.slow:
+                        work = self._land(cur, bookings.popleft(), work, block=True)
+                        continue
+                    work = self._land_ready(cur, bookings, work)
+                    if len(bookings) >= self.depth:
+                        self._news.wait()
                 bookings.append(self._book(wave, good))
                 self._show(work, *bookings)
             while bookings:
-                work = self._landed(cur, bookings.popleft(), work)
+                work = self._land(cur, bookings.popleft(), work, block=True)
         except BaseException:
             while bookings:  # let the bookings in flight end, and keep what they settled
-                with contextlib.suppress(Exception):  # the first error is the one the run reports
-                    self._landed(cur, bookings.popleft(), work)
+                booking = bookings.popleft()
+                while not booking.over:  # each try settles at least one part, or ends it
+                    with contextlib.suppress(Exception):  # the first error is the one the run reports
+                        self._land(cur, booking, work, block=True)
             raise
         finally:
             self._helper.shutdown()
@@ -494,7 +512,7 @@ class Worker:
 
     def _show(self, *sets: Working | Booking | None) -> None:
         """Progress: the states of the trades in hand (not in a bank call, quoted, booking)."""
-        states = [(s.wave if isinstance(s, Booking) else s).states for s in sets if s is not None]
+        states = [s.in_hand() if isinstance(s, Booking) else s.states for s in sets if s is not None]
         self.job.progress.chunk_state(np.concatenate(states) if states else np.zeros(0, dtype=np.int8))
 
     def _fresh(self, chunk: pa.Table) -> Working:
@@ -580,7 +598,13 @@ class Worker:
 
     def _book(self, w: Working, good: np.ndarray) -> Booking:
         """Record the bookings of a quoted wave, then ask for them, both on a helper thread (the
-        in-flight rows are written before the bank is asked, as always)."""
+        in-flight rows are written before the bank is asked, as always).
+
+        With latency, where the whole wave is booked, the answers are handed back in parts of
+        PART_ROUNDS rounds of calls as the bank answers them (a bank that cannot: all at once),
+        so the main thread settles the first ones, and quotes their retries, while the rest are
+        still in flight: the wave's refused bookings no longer wait for its last answer.
+        """
         if not len(good):
             return Booking(w, good, None)
         batch = BookBatch(
@@ -590,29 +614,72 @@ class Worker:
             batch_id=self.job.batch_id, src_row=w.src[good],
         )  # fmt: skip
         inflight = (w.quote_expiry[good], w.executing_at[good], w.quoted_at[good])
-        return Booking(w, good, self._helper.submit(self._ask, batch, *inflight))
+        parts: queue.SimpleQueue[tuple[int, int, Answers] | None] | None = None
+        if self.slow and len(good) == len(w):
+            parts = queue.SimpleQueue()
+        answers = self._helper.submit(self._ask, batch, *inflight, parts=parts)
+        answers.add_done_callback(lambda _: self._news.set())
+        return Booking(w, good, answers, parts)
 
-    def _ask(self, batch: BookBatch, expiry: np.ndarray, executing_at: np.ndarray, quoted_at: np.ndarray) -> Answers:
+    def _ask(
+        self,
+        batch: BookBatch,
+        expiry: np.ndarray,
+        executing_at: np.ndarray,
+        quoted_at: np.ndarray,
+        *,
+        parts: queue.SimpleQueue[tuple[int, int, Answers] | None] | None = None,
+    ) -> Answers | None:
         """On a helper thread: record the in-flight bookings, ask the bank, resolve unanswered
-        ones. The thread's database cursor (the bank's too) is closed after each wave, as the
-        final-record writer does: a few waves a run, ~0.5 ms each."""
+        ones; the answers are returned, or (``parts``) handed over part by part, then None. The
+        thread's database cursor (the bank's too) is closed after each wave, as the final-record
+        writer does: a few waves a run, ~0.5 ms each."""
+
+        def deliver(lo: int, hi: int, answers: Answers) -> None:
+            assert parts is not None
+            parts.put((lo, hi, answers))
+            self._news.set()
+
         try:
-            return self._ask_bank(batch, expiry, executing_at, quoted_at)
+            return self._ask_bank(batch, expiry, executing_at, quoted_at, None if parts is None else deliver)
         finally:
             self.store.release_cursor()
+            if parts is not None:
+                parts.put(None)  # the call is over (its error, if any, is the future's)
 
     def _ask_bank(
-        self, batch: BookBatch, expiry: np.ndarray, executing_at: np.ndarray, quoted_at: np.ndarray
-    ) -> Answers:
+        self,
+        batch: BookBatch,
+        expiry: np.ndarray,
+        executing_at: np.ndarray,
+        quoted_at: np.ndarray,
+        deliver: Callable[[int, int, Answers], None] | None,
+    ) -> Answers | None:
         records.write_inflight(
             self.store.cursor(), self.job.run_id, batch.src_row, batch.attempt, batch.quote_id, batch.quote_rate,
             expiry, executing_at, quoted_at,
         )  # fmt: skip
+        if deliver is None:
+            try:
+                b = self.bank.book_deals(batch, self.max_in_flight)
+            except BankUnavailable:  # every answer of the call is lost (some bookings may be made)
+                self._unreached(self.store.cursor(), batch.src_row, batch.attempt, batch.quote_id)
+                raise
+            return self._answered(batch, b)
+        start = 0  # the bookings before it are answered and handed over
         try:
-            b = self.bank.book_deals(batch, self.max_in_flight)
-        except BankUnavailable:  # every answer of the call is lost (some bookings may be made)
-            self._unreached(self.store.cursor(), batch.src_row, batch.attempt, batch.quote_id)
+            for lo, hi, b in book_in_parts(self.bank, batch, self.max_in_flight, self.part_rows):
+                part = batch if (lo, hi) == (0, len(batch)) else batch.take(np.arange(lo, hi))
+                deliver(lo, hi, self._answered(part, b))
+                start = hi
+        except BankUnavailable:  # the answers not handed over are lost (some bookings may be made)
+            self._unreached(self.store.cursor(), batch.src_row[start:], batch.attempt[start:], batch.quote_id[start:])
             raise
+        return None
+
+    def _answered(self, batch: BookBatch, b: BookReplies) -> Answers:
+        """The answers to ``batch``'s bookings from the bank's replies: unanswered ones resolved
+        with its transaction status, the quotes of refused ones released."""
         booked = b.ok.copy()
         reasons = b.reason_idx.copy()
         rates = b.deal_rate.copy()
@@ -658,44 +725,95 @@ class Worker:
             self._release(batch.quote_id[still_open])
         return booked, reasons, rates, messages, b.unsent, doubt
 
+    def _land_ready(self, cur: object, bookings: deque[Booking], work: Working) -> Working:
+        """Settle the answers that have come to the bookings in hand (dropping those all settled);
+        returns ``work`` with the trades that go on to another attempt."""
+        self._news.clear()  # before looking: answers that come after it set it again
+        for booking in list(bookings):
+            work = self._land(cur, booking, work, block=False)
+            if booking.over:
+                bookings.remove(booking)
+        return work
+
+    def _land(self, cur: object, booking: Booking, work: Working, *, block: bool) -> Working:
+        """Settle what has come of a booking's answers (``block``: wait for all of them); returns
+        ``work`` with the trades that go on to another attempt."""
+        if booking.parts is None:
+            if block or booking.answers is None or booking.answers.done():
+                booking.over = True
+                work = self._landed(cur, booking, work)
+            return work
+        while not booking.over:
+            try:
+                part = booking.parts.get(block=block)
+            except queue.Empty:
+                break
+            if part is None:
+                booking.over = True
+                assert booking.answers is not None
+                booking.answers.result()  # the call's error, once the parts it answered are settled
+                break
+            work = self._landed_part(cur, booking, *part, work)
+        return work
+
+    def _landed_part(self, cur: object, booking: Booking, lo: int, hi: int, answers: Answers, work: Working) -> Working:
+        """Settle the trades ``lo:hi`` of a booking answered in parts (its ``good`` is all of its
+        wave, in order)."""
+        w = booking.wave
+        part = w if (lo, hi) == (0, len(w)) else w.keep(mask_of(len(w), np.arange(lo, hi)))
+        booking.landed = hi
+        part = self._settle_booked(cur, part, np.arange(hi - lo), answers)
+        work = self._carry_on(cur, part, work)
+        if self._gone is not None:  # what the bank answered is kept; the run stops here
+            raise self._gone
+        return work
+
     def _landed(self, cur: object, booking: Booking, work: Working) -> Working:
         """Settle a wave with its booking answers, persist what is final; returns ``work`` with
         the wave's trades that go on to another attempt."""
         w, good = booking.wave, booking.good
         if booking.answers is not None:
-            booked, reasons, rates, messages, unsent, doubt = booking.answers.result()
-            now = time.time()
-            won = good[booked]
-            advance(w.states, mask_of(len(w), won), T.SUCCESS)
-            w.deal_rate[won] = rates[booked]
-            w.finished_at[won] = now
-            if unsent.any():  # the run was cancelled before these bookings were sent
-                kept = good[unsent]
-                advance(w.states, mask_of(len(w), kept), T.CANCELLED)
-                w.finished_at[kept] = now
-            refused = ~booked & ~unsent & ~doubt
-            idx = good[refused]
-            sent_attempt, sent_quote = w.attempt[idx].copy(), w.quote_id[idx].copy()
-            again = self._settle(w, idx, reasons[refused], now, messages[refused])
-            # Only a refusal the bank gave: a booking whose answer was lost (TIMEOUT, even one its
-            # status then said it had not) may still land, so a resume asks about it again.
-            again &= reasons[refused] != TIMEOUT
-            if again.any():
-                # The bank's refusal is recorded against the booking: a resume or cancel need not
-                # ask the bank about it, nor may the desk settle it by hand.
-                records.write_doubts(
-                    cur, self.job.run_id, w.src[idx[again]], sent_attempt[again], sent_quote[again],  # type: ignore[arg-type]
-                    np.full(int(again.sum()), records.REFUSED, dtype=object),
-                )  # fmt: skip
-            if doubt.any():
-                # Left as the in-flight rows recorded them (the quote sent, the deal id): the run
-                # ends INTERRUPTED and its resume settles them from the bank's status (counted in
-                # ``in_doubt`` when the bank's status was asked).
-                w = w.keep(~mask_of(len(w), good[doubt]))
+            answers = booking.answers.result()
+            assert answers is not None  # answered whole
+            w = self._settle_booked(cur, w, good, answers)
         work = self._carry_on(cur, w, work)
         if self._gone is not None:  # what the bank answered is kept; the run stops here
             raise self._gone
         return work
+
+    def _settle_booked(self, cur: object, w: Working, good: np.ndarray, answers: Answers) -> Working:
+        """Settle the bookings ``good`` of ``w`` with their answers; returns ``w`` without the
+        bookings left in doubt (they stay as the in-flight rows recorded them)."""
+        booked, reasons, rates, messages, unsent, doubt = answers
+        now = time.time()
+        won = good[booked]
+        advance(w.states, mask_of(len(w), won), T.SUCCESS)
+        w.deal_rate[won] = rates[booked]
+        w.finished_at[won] = now
+        if unsent.any():  # the run was cancelled before these bookings were sent
+            kept = good[unsent]
+            advance(w.states, mask_of(len(w), kept), T.CANCELLED)
+            w.finished_at[kept] = now
+        refused = ~booked & ~unsent & ~doubt
+        idx = good[refused]
+        sent_attempt, sent_quote = w.attempt[idx].copy(), w.quote_id[idx].copy()
+        again = self._settle(w, idx, reasons[refused], now, messages[refused])
+        # Only a refusal the bank gave: a booking whose answer was lost (TIMEOUT, even one its
+        # status then said it had not) may still land, so a resume asks about it again.
+        again &= reasons[refused] != TIMEOUT
+        if again.any():
+            # The bank's refusal is recorded against the booking: a resume or cancel need not
+            # ask the bank about it, nor may the desk settle it by hand.
+            records.write_doubts(
+                cur, self.job.run_id, w.src[idx[again]], sent_attempt[again], sent_quote[again],  # type: ignore[arg-type]
+                np.full(int(again.sum()), records.REFUSED, dtype=object),
+            )  # fmt: skip
+        if doubt.any():
+            # Left as the in-flight rows recorded them (the quote sent, the deal id): the run
+            # ends INTERRUPTED and its resume settles them from the bank's status (counted in
+            # ``in_doubt`` when the bank's status was asked).
+            w = w.keep(~mask_of(len(w), good[doubt]))
+        return w
 
     def _carry_on(self, cur: object, w: Working, work: Working) -> Working:
         """Persist the trades of ``w`` that are final; returns ``work`` with the others."""
@@ -785,8 +903,27 @@ class Worker:
         """Cancel quotes that will not be booked, on the releaser thread (best effort)."""
         ids = np.asarray(quote_ids, dtype=np.int64)
         ids = ids[ids != 0]
-        if len(ids):
-            self._releases.append(self._releaser.submit(self._cancel_quotes, ids))
+        if not len(ids):
+            return
+        with self._release_lock:
+            self._to_release.append(ids)
+            if self._releasing:
+                return
+            self._releasing = True
+        self._releases.append(self._releaser.submit(self._cancel_gathered))
+
+    def _cancel_gathered(self) -> tuple[int, int]:
+        """Cancel the quotes gathered, in calls as they gather, until none is left; (quotes
+        cancelled, cancels that failed)."""
+        cancelled = failed = 0
+        while True:
+            with self._release_lock:
+                if not self._to_release:
+                    self._releasing = False
+                    return cancelled, failed
+                ids, self._to_release = np.concatenate(self._to_release), []
+            done, lost = self._cancel_quotes(ids)
+            cancelled, failed = cancelled + done, failed + lost
 
     def _cancel_quotes(self, ids: np.ndarray) -> tuple[int, int]:
         """(quotes cancelled, cancels that failed)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -21,11 +22,24 @@ Answers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.n
 
 @dataclass(eq=False)  # compared by identity: the engine removes a landed one from its queue
 class Booking:
-    """A quoted wave and the answers to its bookings (``good``: the quoted trades asked about)."""
+    """A quoted wave and the answers to its bookings (``good``: the quoted trades asked about).
+
+    Answered whole (``parts`` None): ``answers`` gives them all at once. Answered in parts (a
+    wave whose every trade is booked, ``good`` = all of it): ``parts`` hands over (start, stop,
+    answers to those trades) in order as the bank answers them, then None once the call is over,
+    whose error (if any) ``answers`` then raises; ``landed`` trades of the wave are settled.
+    """
 
     wave: Working
     good: np.ndarray
-    answers: Future[Answers] | None
+    answers: Future[Answers | None] | None
+    parts: queue.SimpleQueue[tuple[int, int, Answers] | None] | None = None
+    landed: int = 0
+    over: bool = False  # every answer settled
+
+    def in_hand(self) -> np.ndarray:
+        """The states of the wave's trades not settled yet."""
+        return self.wave.states[self.landed :]
 
 
 TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",

@@ -656,3 +656,56 @@ def test_a_booking_whose_answer_was_lost_is_not_booked_again_after_stop_sending(
     replies = bank.book_deals(book_batch(1), 1)
     assert sent == [D[0]], "booked once, never sent again once sending stopped"
     assert replies.unsent.tolist() == [True] and not replies.ok.any()
+
+
+# -- bookings handed back part by part ------------------------------------------------------------
+class GatedBookings:
+    """An HttpBank whose bookings of deals D[gated:] wait until ``gate`` is set; ``broken`` deals
+    are answered with a body that is not JSON (a contract break)."""
+
+    def __init__(self, gated: int = len(D), broken: frozenset[str] = frozenset()) -> None:
+        self.gate = threading.Event()
+        self.gated = set(D[gated:])
+        self.broken = broken
+        self.sent: list[str] = []
+        config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
+        self.bank = HttpBank(config, transport=httpx.MockTransport(self.handler))
+        OPEN.append(self.bank)
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        deal = json.loads(request.content)["trade"]["dealTransactionID"]
+        self.sent.append(deal)
+        while deal in self.gated and not self.gate.is_set():
+            await asyncio.sleep(0.001)
+        if deal in self.broken:
+            return httpx.Response(200, text="<html>gateway</html>")
+        return ok()
+
+
+def test_booking_answers_are_handed_back_part_by_part_in_order_while_later_ones_are_in_flight() -> None:
+    gated = GatedBookings(gated=4)
+    parts = gated.bank.book_deals_in_parts(book_batch(8), 2, part_rows=2)
+    with ThreadPoolExecutor(1) as pool:
+        # Deals 4..7 are not answered until the gate opens: the first two parts come before.
+        first = [pool.submit(next, parts).result(timeout=30) for _ in range(2)]
+        assert not gated.gate.is_set() and set(gated.sent) >= {D[4], D[5]}  # asked, not answered
+        gated.gate.set()
+        rest = list(parts)
+    got = [(lo, hi, replies.ok.tolist()) for lo, hi, replies in first + rest]
+    assert got == [(0, 2, [True, True]), (2, 4, [True, True]), (4, 6, [True, True]), (6, 8, [True, True])]
+    assert sorted(gated.sent) == sorted(D)  # each booked once
+
+
+def test_a_booking_call_that_breaks_hands_back_the_parts_answered_before_and_then_raises() -> None:
+    # Two in flight, taken in order: deals 0..3 are answered before deal 5 is even asked for.
+    gated = GatedBookings(broken=frozenset({D[5]}))
+    gated.gate.set()
+    got: list[tuple[int, int]] = []
+    with pytest.raises(ContractError, match="bookquoteddeal"):
+        for lo, hi, replies in gated.bank.book_deals_in_parts(book_batch(8), 2, part_rows=2):
+            assert replies.ok.all() and replies.sent is None
+            got.append((lo, hi))
+    # The part holding the broken answer is never handed back as answered (nor "not sent").
+    assert got == [(0, 2), (2, 4)]

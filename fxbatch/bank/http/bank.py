@@ -3,7 +3,8 @@
 Each port call fans its batch out on one asyncio event loop that runs on its own thread for the
 bank's lifetime: ``max_in_flight`` worker coroutines take the next trade's request until none is
 left, so at most that many calls are in flight, over httpx's pooled kept-alive connections. The
-calling thread waits for the whole batch.
+calling thread waits for the whole batch (bookings can also be handed back part by part as they
+are answered: ``book_deals_in_parts``).
 
 Requests are built from the wire models and every answer is validated with them: a refusal
 becomes the trade's reason and message (the bank's resultMsg and validation errors); an answer
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent import futures
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -35,6 +38,7 @@ from fxbatch.bank.model import NONE, REASON_INDEX, TIMEOUT
 from fxbatch.bank.port import (
     BankUnavailable,
     BookBatch,
+    BookPart,
     BookReplies,
     QuoteBatch,
     QuoteReplies,
@@ -321,6 +325,68 @@ class HttpBank:
         )  # fmt: skip
 
     def book_deals(self, batch: BookBatch, max_in_flight: int) -> BookReplies:
+        return self._book_replies(self._fan_out(self._booker(batch), len(batch), max_in_flight))
+
+    def book_deals_in_parts(self, batch: BookBatch, max_in_flight: int, part_rows: int) -> Iterator[BookPart]:
+        """``book_deals`` handed back part by part: (start, stop, the replies to ``batch[start:stop]``),
+        in order, each as soon as every request of its part is answered (the requests go out in
+        order, ``max_in_flight`` at a time, as in ``book_deals``), so the caller can act on the
+        first answers (re-quote a refused booking) while the rest are still in flight.
+
+        If the call fails (the bank went away), the parts answered before it are handed back and
+        then its error is raised. The call's requests all end before the iterator does.
+        """
+        n = len(batch)
+        if not n:
+            return
+        part_rows = max(1, part_rows)
+        one = self._booker(batch)
+        rows: list[Any] = [None] * n
+        left = [min(part_rows, n - lo) for lo in range(0, n, part_rows)]
+        answered: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+
+        def count(i: int) -> None:
+            k = i // part_rows
+            left[k] -= 1
+            if not left[k]:
+                answered.put(k)
+
+        async def counted(i: int) -> Any:
+            # Answered (or not sent: the caller stopped sending): one request fewer to wait for. A
+            # request that failed is never counted, so its part is never handed back as answered:
+            # the call's error is raised in its place.
+            try:
+                rows[i] = await one(i)
+            except NotSent:
+                count(i)
+                raise
+            count(i)
+            return rows[i]
+
+        limit = max(1, min(max_in_flight, 1024))
+        call = asyncio.run_coroutine_threadsafe(self._gather(counted, n, min(limit, n), limit, False), self._loop.loop)
+        call.add_done_callback(lambda _: answered.put(None))
+        ready: set[int] = set()
+        try:
+            for k in range(len(left)):
+                while k not in ready:
+                    got = answered.get()
+                    if got is None:  # the call is over: every part it answered was put first
+                        call.result()  # its error
+                        raise RuntimeError("a booking call ended with parts unanswered")  # pragma: no cover
+                    ready.add(got)
+                lo = k * part_rows
+                hi = min(lo + part_rows, n)
+                yield lo, hi, self._book_replies(rows[lo:hi])
+            call.result()
+        finally:
+            futures.wait([call])  # no request outlives the call, even when the caller stops early
+
+    def _booker(
+        self, batch: BookBatch
+    ) -> Callable[[int], Awaitable[tuple[int, int, str | None, str | None, float, bool]]]:
+        """The coroutine that books ``batch``'s i-th deal: (code, reason, message, the bank's
+        transaction id, deal rate, resolved with the bank's status inside the call)."""
         ids = batch.deal_txn_id.cast(pa.string()).to_pylist()
         quote_id, quote_rate, deal_rate = batch.quote_id.tolist(), batch.quote_rate.tolist(), batch.deal_rate.tolist()
         post, header = self.caller.post, self._header
@@ -365,7 +431,9 @@ class HttpBank:
             # so the caller asks the bank's status again once the whole call is over.
             return timeout.result_code, TIMEOUT, timeout.message, None, _NAN, False
 
-        rows = self._fan_out(one, len(batch), max_in_flight)
+        return one
+
+    def _book_replies(self, rows: list[Any]) -> BookReplies:
         col, sent = self._columns(rows, (1, NONE, None, None, _NAN, False))
         return BookReplies(
             np.array(col[0], dtype=np.int64), np.array(col[1], dtype=np.int8), np.array(col[2], dtype=object),
