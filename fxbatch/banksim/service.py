@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from fxbatch import calendars
 from fxbatch.bank.model import BankModel, RateWalk
 from fxbatch.bank.registry import ClientRegistry
 from fxbatch.banksim.checks import TradeChecks
 from fxbatch.banksim.desk import Desk
 from fxbatch.banksim.ledger import Journal, Ledger
 from fxbatch.banksim.tokens import Credentials, Tokens
-from fxbatch.calendars import trading_date
 from fxbatch.models import BankSettings
 from fxbatch.rates import RateTable
 
@@ -78,8 +78,12 @@ class Simulator:
         self.faults = Faults(config)
         self.tokens = Tokens(config.credentials, config.token_ttl_s)
         fixed = config.today
-        today: Callable[[], date] = (lambda: fixed) if fixed is not None else trading_date
+        today: Callable[[], date] = (lambda: fixed) if fixed is not None else calendars.trading_date
         checks = TradeChecks(config.rates, config.registry, config.max_amount, today)
+        # The calendars a settlement date is checked on, built before the first request rather
+        # than inside it (value dates go up to a year ahead: this year's and the next).
+        year = today().year
+        calendars.warm({c for pair in config.rates.mids for c in pair.split("/")}, (year, year + 1))
         self.ledger = Ledger(config.db)
         # Changes wait for company up to half the latency: their answers wait that long anyway.
         self.journal = Journal(self.ledger, window_s=min(MAX_GROUP_WAIT_S, self.faults.latency_s / 2))

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from fxbatch import calendars
 from fxbatch.bank.http import wire
 from fxbatch.bank.model import NONE, QUOTE_STAGE, REASONS, BankModel
 from fxbatch.bank.registry import ClientRegistry
@@ -689,3 +690,24 @@ def test_the_docs_show_the_api_with_the_wire_models(bank: SimBank) -> None:
     assert "dealCurrencyAmount" in schema["components"]["schemas"]["QuoteTrade"]["properties"]
     assert wire.TOKEN_PATH in schema["paths"]
     assert bank.run(bank.client.get("/health")).json() == {"status": "ok"}
+
+
+def test_the_settlement_calendars_are_built_before_the_first_request(
+    make: Callable[..., SimBank], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building the first one imports every country's holiday rules (~0.1 s): inside the first
+    # request it held the server's event loop, and every call in flight, that long.
+    built: list[tuple[str, int]] = []
+    year = calendars._year
+
+    def recorded(ccy: str, y: int) -> dict[Any, str]:
+        built.append((ccy, y))
+        return year(ccy, y)
+
+    monkeypatch.setattr(calendars, "_year", recorded)
+    sim = make()
+    pairs = {c for pair in RATES.mids for c in pair.split("/")}
+    assert {(c, y) for c in pairs for y in (TODAY.year, TODAY.year + 1)} <= set(built)
+    built.clear()
+    assert sim.quote()["result"]["resultCode"] == 0
+    assert all(y in (TODAY.year, TODAY.year + 1) for _, y in built)  # only the cached ones asked for
