@@ -25,6 +25,7 @@ from fxbatch import Settings, Workbench
 from fxbatch.errors import SettingsError
 from fxbatch.models import FailureCode, RunStatus
 from tests.integration.run_helpers import WAIT, assert_every_trade_final, load_generated, query, wait_until
+from tests.integration.test_crash_resume import cli_env, prepared_db, wait_for_progress
 
 SECRET = "banksim-s3cret-value"
 CLIENT = "fxbatch-test"
@@ -212,3 +213,39 @@ def test_the_ledger_command_writes_the_booked_deals(tmp_path: Path, service: Ser
     assert len(ledger) == summary.counts["SUCCESS"]
     assert {"deal_transaction_id", "quote_id", "booked_at", "deal_rate", "quote_rate"} <= set(ledger[0])
     assert os.path.getsize(tmp_path / "ledger.csv") > 0
+
+
+@pytest.mark.parametrize("service", [("--latency-ms", "50")], indirect=True)
+def test_a_client_killed_while_a_wave_books_is_resumed_booking_nothing_twice(tmp_path: Path, service: Service) -> None:
+    # A wave's booking answers are settled as they come: a crash in the middle leaves some of its
+    # trades final and others booking. 300 trades, 4 in flight at 50 ms: the first wave's 256
+    # bookings take ~3 s, and 40 final trades are more than its refused quotes (~13).
+    db, batch = prepared_db(tmp_path, 300)
+    stderr = tmp_path / "run.err"
+    env = {**cli_env(), "FXBATCH_BANK_CLIENT_ID": CLIENT, "FXBATCH_BANK_CLIENT_SECRET": SECRET}
+    cmd = [sys.executable, "-m", "fxbatch", "--db", str(db), "run", str(batch), "--bank", service.url,
+           "--concurrency", "4", "--progress"]  # fmt: skip
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        wait_for_progress(proc, stderr, at_least=40)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    assert proc.returncode == -signal.SIGKILL, stderr.read_text()
+
+    with Workbench.open(settings=http_settings(tmp_path, db=db)) as wb:
+        (run,) = wb.runs(batch)
+        assert run.status is RunStatus.INTERRUPTED
+        landed, booking = query(
+            wb,
+            "SELECT count(t.src_row), count(*) - count(t.src_row) FROM run_inflight i "
+            "LEFT JOIN run_trades t ON t.run_id = i.run_id AND t.src_row = i.src_row WHERE i.run_id = ?",
+            run.run_id,
+        )[0]
+        assert landed > 0 and booking > 0, "the kill was meant to land while the wave's bookings were answered"
+        resumed = wb.resume(run.run_id)
+        assert resumed.status in (RunStatus.COMPLETED, RunStatus.PARTIAL), resumed.error
+        assert_every_trade_final(wb, run.run_id)
+        service.stop()
+        assert_one_deal_per_success(wb, run.run_id, service.ledger(tmp_path))
