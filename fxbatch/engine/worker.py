@@ -133,7 +133,7 @@ class Worker:
         # rounds besides its full ones (the part-filled last round of each call, the in-flight
         # write and settling between calls), so the longer the better, at the price of a cancel
         # or interrupt waiting for a longer wave. Its retries do not wait for it: refused quotes
-        # are settled at once and quoted again (while the wave books) on a second helper thread.
+        # are settled at once and quoted again (while the wave books) on another helper thread.
         # A slow bank (400 ms a call) takes fewer rounds a wave, so the progress still moves every
         # few seconds (64 rounds of 400 ms would show nothing final for over 50 s). An HTTP bank's
         # time per round is not known in advance: its first wave goes by the round trip it
@@ -420,7 +420,7 @@ class Worker:
         asked) while the main thread quotes the next wave; the booked wave's retries join a later
         wave. At zero latency one booking is in hand at a time. With latency (where a retry may
         wait out a backoff) the refused quotes of a wave are settled as soon as its quotes are
-        answered, and its retries are quoted, and booked on a second helper thread, while the
+        answered, and its retries are quoted, and booked on another helper thread, while the
         wave's bookings go on (the bank's calls in flight are shared between them); a wave's
         booking answers are settled part by part as they come where the bank hands them back so
         (see ``_book``), and its refused bookings are quoted again while the rest still books;
@@ -434,7 +434,9 @@ class Worker:
             while True:
                 if job.stop_requested.is_set():
                     break
-                work = self._land_ready(cur, bookings, work)
+                work, landed = self._land_ready(cur, bookings, work)
+                if landed:
+                    self._show(work, *bookings)
                 if job.cancel_requested.is_set() and len(work):
                     # Trades in hand and not in a bank call (fresh, or waiting to try again) are not sent.
                     self._not_sent(work, np.ones(len(work), dtype=bool), time.time())
@@ -484,15 +486,20 @@ class Worker:
                 self._show(work, wave, *bookings)
                 while len(bookings) >= self.depth:  # a helper thread free for this booking
                     if not self.slow:
-                        work = self._land(cur, bookings.popleft(), work, block=True)
+                        work = self._land(cur, bookings[0], work, block=True)
+                        bookings.popleft()  # only once settled: on an error the handler below settles it
                         continue
-                    work = self._land_ready(cur, bookings, work)
+                    work, landed = self._land_ready(cur, bookings, work)
+                    if landed:
+                        self._show(work, wave, *bookings)
                     if len(bookings) >= self.depth:
                         self._news.wait()
                 bookings.append(self._book(wave, good))
                 self._show(work, *bookings)
             while bookings:
-                work = self._land(cur, bookings.popleft(), work, block=True)
+                work = self._land(cur, bookings[0], work, block=True)
+                bookings.popleft()  # only once settled: on an error the handler below settles the rest
+                self._show(work, *bookings)
         except BaseException:
             while bookings:  # let the bookings in flight end, and keep what they settled
                 booking = bookings.popleft()
@@ -643,9 +650,11 @@ class Worker:
         try:
             return self._ask_bank(batch, expiry, executing_at, quoted_at, None if parts is None else deliver)
         finally:
-            self.store.release_cursor()
-            if parts is not None:
-                parts.put(None)  # the call is over (its error, if any, is the future's)
+            try:
+                self.store.release_cursor()
+            finally:
+                if parts is not None:
+                    parts.put(None)  # the call is over (its error, if any, is the future's)
 
     def _ask_bank(
         self,
@@ -725,15 +734,18 @@ class Worker:
             self._release(batch.quote_id[still_open])
         return booked, reasons, rates, messages, b.unsent, doubt
 
-    def _land_ready(self, cur: object, bookings: deque[Booking], work: Working) -> Working:
+    def _land_ready(self, cur: object, bookings: deque[Booking], work: Working) -> tuple[Working, bool]:
         """Settle the answers that have come to the bookings in hand (dropping those all settled);
-        returns ``work`` with the trades that go on to another attempt."""
+        returns ``work`` with the trades that go on to another attempt, and whether any landed."""
         self._news.clear()  # before looking: answers that come after it set it again
+        landed = False
         for booking in list(bookings):
+            before = booking.landed
             work = self._land(cur, booking, work, block=False)
+            landed = landed or booking.over or booking.landed != before
             if booking.over:
                 bookings.remove(booking)
-        return work
+        return work, landed
 
     def _land(self, cur: object, booking: Booking, work: Working, *, block: bool) -> Working:
         """Settle what has come of a booking's answers (``block``: wait for all of them); returns
@@ -910,7 +922,12 @@ class Worker:
             if self._releasing:
                 return
             self._releasing = True
-        self._releases.append(self._releaser.submit(self._cancel_gathered))
+        try:
+            self._releases.append(self._releaser.submit(self._cancel_gathered))
+        except BaseException:  # no cancel call will take them: the next release tries again
+            with self._release_lock:
+                self._releasing = False
+            raise
 
     def _cancel_gathered(self) -> tuple[int, int]:
         """Cancel the quotes gathered, in calls as they gather, until none is left; (quotes

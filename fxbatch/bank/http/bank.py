@@ -333,8 +333,10 @@ class HttpBank:
         order, ``max_in_flight`` at a time, as in ``book_deals``), so the caller can act on the
         first answers (re-quote a refused booking) while the rest are still in flight.
 
-        If the call fails (the bank went away), the parts answered before it are handed back and
-        then its error is raised. The call's requests all end before the iterator does.
+        If the call fails (the bank went away), the parts before the first one holding a failed
+        request are handed back, then its error is raised (parts after it go unreported even when
+        answered: the caller treats them as unanswered). If the caller stops early, the requests
+        not sent yet are not sent. The call's requests all end before the iterator does.
         """
         n = len(batch)
         if not n:
@@ -351,11 +353,15 @@ class HttpBank:
             if not left[k]:
                 answered.put(k)
 
+        closing = False  # the caller stopped taking parts: send nothing more
+
         async def counted(i: int) -> Any:
             # Answered (or not sent: the caller stopped sending): one request fewer to wait for. A
             # request that failed is never counted, so its part is never handed back as answered:
             # the call's error is raised in its place.
             try:
+                if closing:
+                    raise NotSent(wire.BOOK_DEAL)
                 rows[i] = await one(i)
             except NotSent:
                 count(i)
@@ -380,6 +386,7 @@ class HttpBank:
                 yield lo, hi, self._book_replies(rows[lo:hi])
             call.result()
         finally:
+            closing = True
             futures.wait([call])  # no request outlives the call, even when the caller stops early
 
     def _booker(
