@@ -24,6 +24,7 @@ import pandas as pd
 
 from fxbatch import analytics, approvals, audit, batches, export, moneyview, settlements
 from fxbatch.access import Access, Principal, Role, acting
+from fxbatch.access import current as current_principal
 from fxbatch.approvals import Approval
 from fxbatch.audit import AuditCheck
 from fxbatch.client import Client, connect
@@ -763,11 +764,18 @@ KEPT_SWEEP_JOBS = 100
 
 class SweepJob:
     """A sweep running in the background (``wb.whatif.start_sweep``): its progress, its end, and
-    why it ended without a sweep (an FxBatchError; CancelledError for a cancel)."""
+    why it ended without a sweep (an FxBatchError; CancelledError for a cancel); the batch it runs
+    over, its name, who started it and when (shown to everyone who opens the batch meanwhile)."""
 
-    def __init__(self, sweep_id: int, total: int) -> None:
+    def __init__(
+        self, sweep_id: int, total: int, batch_id: int = 0, name: str | None = None, started_by: str | None = None
+    ) -> None:
         self.sweep_id = sweep_id
         self.total = total
+        self.batch_id = batch_id
+        self.name = name
+        self.started_by = started_by
+        self.started_at = datetime.now()
         self.done = 0
         self.error: FxBatchError | None = None
         self._ended = threading.Event()
@@ -853,7 +861,10 @@ class _WhatIf:
         self.wb._need(Role.ANALYST, "run a what-if sweep")
         self.wb.batch(batch_id)  # NotFoundError now, not a failed sweep later
         grid = _grid(success_rates, seeds, seed, base, variants)
-        job = SweepJob(self.reserve_sweep_id(), len(grid.scenarios()))
+        who = current_principal()
+        job = SweepJob(
+            self.reserve_sweep_id(), len(grid.scenarios()), batch_id, name, who.name if who is not None else None
+        )
         key = (self.wb.engine.db_key, job.sweep_id)
         with self._stops_lock:
             self._forget_ended(self.wb.engine.db_key, keep=KEPT_SWEEP_JOBS - 1)
@@ -914,6 +925,14 @@ class _WhatIf:
         """A sweep started in the background in this process (running or ended), or None."""
         with self._stops_lock:
             return self._jobs.get((self.wb.engine.db_key, sweep_id))
+
+    def running_sweeps(self, batch_id: int | None = None) -> list[SweepJob]:
+        """The sweeps running in the background in this process on this database (over
+        ``batch_id`` only, when given), oldest first: whoever started them, from any session."""
+        db = self.wb.engine.db_key
+        with self._stops_lock:
+            jobs = [j for (d, _), j in self._jobs.items() if d == db and j.running]
+        return sorted((j for j in jobs if batch_id is None or j.batch_id == batch_id), key=lambda j: j.sweep_id)
 
     def reserve_sweep_id(self) -> int:
         """A fresh sweep id for ``sweep(..., sweep_id=...)``; it can be cancelled from now on (a

@@ -12,6 +12,7 @@ from fxbatch.errors import CancelledError
 from fxbatch.labels import run_status_label, trade_status_label
 from fxbatch.whatif import charts
 from fxbatch.whatif.models import ScenarioResult
+from fxbatch.workbench import SweepJob
 from pages.common import (
     POLL_S,
     RUN_PAGE,
@@ -181,6 +182,47 @@ def _sweeping(wb: Workbench) -> None:
         st.toast(f"Sweep {job.sweep_id}: {job.total:,} scenarios", icon=":material/insights:")
 
 
+def _started(job: SweepJob) -> str:
+    name = f" ({job.name})" if job.name else ""
+    who = f" by {job.started_by}" if job.started_by else ""
+    return f"Sweep {job.sweep_id}{name}, started{who} at {job.started_at:%H:%M}"
+
+
+def _others_live(wb: Workbench, sweep_ids: list[int]) -> None:
+    """The progress of sweeps started elsewhere; polled by a fragment, which redraws the page once
+    one has ended (it is then listed below)."""
+    jobs = [wb.whatif.sweep_job(sweep_id) for sweep_id in sweep_ids]
+    for job in jobs:
+        if job is None or not job.running:
+            st.rerun()
+            return
+        st.progress(job.done / max(job.total, 1), text=f"{_started(job)}: {job.done:,} of {job.total:,} scenarios")
+
+
+def _others_sweeping(wb: Workbench, batch_id: int) -> None:
+    """Sweeps over this batch that another session (or the API, or a notebook through the server)
+    started and that are still running: their progress for everyone, a cancel for analysts."""
+    mine = st.session_state.get(SWEEPING)
+    others = [job for job in wb.whatif.running_sweeps(batch_id) if job.sweep_id != mine]
+    if not others:
+        return
+    st.fragment(run_every=POLL_S)(_others_live)(wb, [job.sweep_id for job in others])
+    if not may(wb, Role.ANALYST):
+        return
+    for job in others:
+        if st.button(f"Cancel sweep {job.sweep_id}", key=f"cancel_other_sweep_{job.sweep_id}",
+                     icon=":material/stop_circle:",
+                     help=f"{_started(job)}. The scenarios under way end, no other starts, and nothing of the sweep is "
+                     "stored."):  # fmt: skip
+            try:
+                wb.whatif.cancel(job.sweep_id)
+            except FxBatchError as exc:
+                show_error(exc)
+            else:
+                job.wait(POLL_S)
+                st.rerun()
+
+
 def _show_sweep(wb: Workbench, sweep_id: int) -> None:
     try:
         sweep = wb.whatif.get(sweep_id)
@@ -309,6 +351,7 @@ def main() -> None:
         _sweeping(wb)
     else:
         needs_role(wb, Role.ANALYST, "Running a what-if sweep")
+    _others_sweeping(wb, int(batch_id))
     sweeps = wb.whatif.sweeps(int(batch_id))
     if sweeps:
         ids = [s.sweep_id for s in sweeps]

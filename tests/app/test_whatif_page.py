@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from fxbatch import Workbench
+from fxbatch.errors import CancelledError
 from pages.common import workbench
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,4 +145,43 @@ def test_a_running_sweep_is_cancelled_from_the_page_and_nothing_is_stored(
         at.run()  # it stopped after that moment: the next drawing says so
     assert not at.exception, at.exception
     assert [i.value for i in at.info] == ["Sweep 1 was cancelled after 1 of 6 scenarios; nothing of it was stored."]
+    assert wb.whatif.sweeps() == []
+
+
+def test_a_sweep_started_elsewhere_shows_its_progress_here_and_an_analyst_can_cancel_it(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(db)
+    wb = workbench()
+    real = wb.whatif.sweep
+    held_at = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            kwargs_progress(done, total)
+            held_at.set()
+            stop = wb.whatif._stop(kwargs["sweep_id"], make=False)
+            assert stop is not None and stop.event.wait(60)  # the first scenario is done: hold until the cancel
+
+        kwargs_progress = kwargs["on_progress"]
+        return real(*args, **{**kwargs, "on_progress": progress, "workers": 1})
+
+    monkeypatch.setattr(wb.whatif, "sweep", held)
+    # Another session (a colleague's page, the API, a notebook through the server) starts a sweep.
+    (batch,) = wb.batches()
+    job = wb.whatif.start_sweep(batch.batch_id, [0.5, 1.0], seeds=2, name="bad Monday")
+    assert held_at.wait(60)
+    assert [j.sweep_id for j in wb.whatif.running_sweeps(batch.batch_id)] == [job.sweep_id]
+    assert wb.whatif.running_sweeps(batch.batch_id + 1) == []
+    at.run()
+    assert not at.exception, at.exception
+    (shown,) = [p.proto.text for p in at.progress]
+    assert shown.startswith(f"Sweep {job.sweep_id} (bad Monday), started") and shown.endswith("1 of 4 scenarios")
+    assert not at.button[0].disabled, "another session's sweep does not hold this session's form"
+    at.button(key=f"cancel_other_sweep_{job.sweep_id}").click()
+    at.run()
+    assert job.wait(60) and isinstance(job.error, CancelledError)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.progress and not [b for b in at.button if b.key and b.key.startswith("cancel_other_sweep_")]
     assert wb.whatif.sweeps() == []
