@@ -12,13 +12,14 @@ import re
 import secrets as secrets_module
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import pytest
-from oidc_provider_mock import User, run_server_in_thread
+from authlib.deprecate import AuthlibDeprecationWarning
 from playwright.sync_api import Browser, Page, expect
 
 from fxbatch import Settings, Workbench
@@ -26,6 +27,10 @@ from fxbatch.access import Principal, Role, acting
 from tests.docbank import DocBank, serve_docbank
 from tests.e2e.conftest import SCREENSHOTS, VIEWPORT, _serve
 from tests.integration.test_docbank_run import CLIENT_SECRET, PASSWORD, load_batch
+
+with warnings.catch_warnings():  # importing it imports the deprecated Authlib APIs (see below)
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from oidc_provider_mock import User, run_server_in_thread
 
 # oidc-provider-mock 0.3.4 still uses Authlib APIs that Authlib 1.9 marks deprecated (authlib.jose,
 # get_jwt_config); this suite turns warnings into errors, which inside the provider's token
