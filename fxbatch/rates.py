@@ -43,10 +43,14 @@ class RateTable:
     def has_pair(self, pair: str) -> bool:
         return pair in self.mids
 
+    @property
+    def currencies(self) -> set[str]:
+        """Every currency of the table's pairs."""
+        return {c for pair in self.mids for c in pair.split("/")}
+
     def zar_factors(self) -> dict[str, float]:
         """ZAR value of one unit of every currency the table quotes (ZAR itself included)."""
-        currencies = {c for pair in self.mids for c in pair.split("/")} | {"ZAR"}
-        return {c: f for c in sorted(currencies) if (f := self.to_zar(c)) is not None}
+        return {c: f for c in sorted(self.currencies | {"ZAR"}) if (f := self.to_zar(c)) is not None}
 
     def to_zar(self, currency: str) -> float | None:
         """Mid value of one unit of ``currency`` in ZAR, directly or through USD."""

@@ -767,9 +767,7 @@ class SweepJob:
     why it ended without a sweep (an FxBatchError; CancelledError for a cancel); the batch it runs
     over, its name, who started it and when (shown to everyone who opens the batch meanwhile)."""
 
-    def __init__(
-        self, sweep_id: int, total: int, batch_id: int = 0, name: str | None = None, started_by: str | None = None
-    ) -> None:
+    def __init__(self, sweep_id: int, total: int, batch_id: int, name: str | None, started_by: str | None) -> None:
         self.sweep_id = sweep_id
         self.total = total
         self.batch_id = batch_id
@@ -908,9 +906,7 @@ class _WhatIf:
 
     def stop_all(self, timeout_s: float = 30.0) -> None:
         """Cancel this database's background sweeps and wait for them to end (the database closes next)."""
-        db = self.wb.engine.db_key
-        with self._stops_lock:
-            mine = [j for (d, _), j in self._jobs.items() if d == db and j.running]
+        mine = self.running_sweeps()
         for job in mine:
             stop = self._stop(job.sweep_id, make=False)
             if stop is not None:
@@ -919,7 +915,7 @@ class _WhatIf:
         for job in mine:
             job.wait(max(0.0, deadline - time.monotonic()))
         with self._stops_lock:
-            self._forget_ended(db, keep=0)
+            self._forget_ended(self.wb.engine.db_key, keep=0)
 
     def sweep_job(self, sweep_id: int) -> SweepJob | None:
         """A sweep started in the background in this process (running or ended), or None."""

@@ -83,7 +83,7 @@ class Simulator:
         # The calendars a settlement date is checked on, built before the first request rather
         # than inside it (value dates go up to a year ahead: this year's and the next).
         year = today().year
-        calendars.warm({c for pair in config.rates.mids for c in pair.split("/")}, (year, year + 1))
+        calendars.warm(config.rates.currencies, (year, year + 1))
         self.ledger = Ledger(config.db)
         # Changes wait for company up to half the latency: their answers wait that long anyway.
         self.journal = Journal(self.ledger, window_s=min(MAX_GROUP_WAIT_S, self.faults.latency_s / 2))

@@ -206,12 +206,12 @@ class HttpBank:
     ) -> list[T]:
         if not n:
             return []
-        limit = max(1, min(max_in_flight, 1024))
-        return self._loop.run(self._gather(fn, n, min(limit, n), limit, background))
+        return self._loop.run(self._gather(fn, n, max_in_flight, background))
 
-    async def _gather(
-        self, fn: Callable[[int], Awaitable[T]], n: int, width: int, limit: int, background: bool
-    ) -> list[T]:
+    async def _gather(self, fn: Callable[[int], Awaitable[T]], n: int, max_in_flight: int, background: bool) -> list[T]:
+        """``fn(i)`` for every i below ``n``, taken in order by at most ``max_in_flight`` workers."""
+        limit = max(1, min(max_in_flight, 1024))
+        width = min(limit, n)
         caller, slots = self.caller, self._slots
         if not self._running:
             caller.down = False  # a new start (not while another port call is still failing)
@@ -369,8 +369,7 @@ class HttpBank:
             count(i)
             return rows[i]
 
-        limit = max(1, min(max_in_flight, 1024))
-        call = asyncio.run_coroutine_threadsafe(self._gather(counted, n, min(limit, n), limit, False), self._loop.loop)
+        call = asyncio.run_coroutine_threadsafe(self._gather(counted, n, max_in_flight, False), self._loop.loop)
         call.add_done_callback(lambda _: answered.put(None))
         ready: set[int] = set()
         try:
