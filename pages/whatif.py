@@ -161,15 +161,7 @@ def _sweeping(wb: Workbench) -> None:
         return
     if job.running:
         st.fragment(run_every=POLL_S)(_sweep_live)(wb, job.sweep_id)
-        if st.button("Cancel sweep", key="cancel_sweep", icon=":material/stop_circle:",
-                     help="The scenarios under way end, no other starts, and nothing of the sweep is stored."):  # fmt: skip
-            try:
-                wb.whatif.cancel(job.sweep_id)
-            except FxBatchError as exc:
-                show_error(exc)
-            else:
-                job.wait(POLL_S)
-                st.rerun()
+        _cancel_button(wb, job, "Cancel sweep", "cancel_sweep", _CANCEL_HELP)
         st.caption("Leaving this page does not stop the sweep; its result is listed here when it has finished.")
         return
     del st.session_state[SWEEPING]
@@ -180,6 +172,23 @@ def _sweeping(wb: Workbench) -> None:
     else:
         st.session_state["sweep_id"] = job.sweep_id
         st.toast(f"Sweep {job.sweep_id}: {job.total:,} scenarios", icon=":material/insights:")
+
+
+_CANCEL_HELP = "The scenarios under way end, no other starts, and nothing of the sweep is stored."
+
+
+def _cancel_button(wb: Workbench, job: SweepJob, label: str, key: str, help_text: str) -> None:
+    """A button that cancels a running sweep, then draws the page again once it has stopped (or
+    after a moment: the next drawing says so)."""
+    if not st.button(label, key=key, icon=":material/stop_circle:", help=help_text):
+        return
+    try:
+        wb.whatif.cancel(job.sweep_id)
+    except FxBatchError as exc:
+        show_error(exc)
+    else:
+        job.wait(POLL_S)
+        st.rerun()
 
 
 def _started(job: SweepJob) -> str:
@@ -210,17 +219,10 @@ def _others_sweeping(wb: Workbench, batch_id: int) -> None:
     if not may(wb, Role.ANALYST):
         return
     for job in others:
-        if st.button(f"Cancel sweep {job.sweep_id}", key=f"cancel_other_sweep_{job.sweep_id}",
-                     icon=":material/stop_circle:",
-                     help=f"{_started(job)}. The scenarios under way end, no other starts, and nothing of the sweep is "
-                     "stored."):  # fmt: skip
-            try:
-                wb.whatif.cancel(job.sweep_id)
-            except FxBatchError as exc:
-                show_error(exc)
-            else:
-                job.wait(POLL_S)
-                st.rerun()
+        _cancel_button(
+            wb, job, f"Cancel sweep {job.sweep_id}", f"cancel_other_sweep_{job.sweep_id}",
+            f"{_started(job)}. {_CANCEL_HELP}",
+        )  # fmt: skip
 
 
 def _show_sweep(wb: Workbench, sweep_id: int) -> None:
