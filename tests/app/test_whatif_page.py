@@ -38,6 +38,26 @@ def _page(db: Path) -> AppTest:
     return at
 
 
+def _hold_sweeps_until_cancelled(wb: Workbench, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Sweeps run one scenario at a time and hold after the first until they are cancelled; the
+    event returned is set once a sweep holds."""
+    real = wb.whatif.sweep
+    holding = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        def progress(done: int, total: int) -> None:
+            kwargs_progress(done, total)
+            holding.set()
+            stop = wb.whatif._stop(kwargs["sweep_id"], make=False)
+            assert stop is not None and stop.event.wait(60)  # the first scenario is done: hold until the cancel
+
+        kwargs_progress = kwargs["on_progress"]
+        return real(*args, **{**kwargs, "on_progress": progress, "workers": 1})
+
+    monkeypatch.setattr(wb.whatif, "sweep", held)
+    return holding
+
+
 def test_whatif_page_says_what_to_do_without_batches(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FXBATCH_LOAD_SAMPLE_ON_CREATE", "false")
     at = _page(db)
@@ -118,18 +138,7 @@ def test_a_running_sweep_is_cancelled_from_the_page_and_nothing_is_stored(
 ) -> None:
     at = _page(db)
     wb = workbench()
-    real = wb.whatif.sweep
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        def progress(done: int, total: int) -> None:
-            kwargs_progress(done, total)
-            stop = wb.whatif._stop(kwargs["sweep_id"], make=False)
-            assert stop is not None and stop.event.wait(60)  # the first scenario is done: hold until the cancel
-
-        kwargs_progress = kwargs["on_progress"]
-        return real(*args, **{**kwargs, "on_progress": progress, "workers": 1})
-
-    monkeypatch.setattr(wb.whatif, "sweep", held)
+    _hold_sweeps_until_cancelled(wb, monkeypatch)
     at.slider(key="seeds").set_value(2)
     at.select_slider(key="step").set_value(0.25)
     at.button[0].click().run()
@@ -153,20 +162,7 @@ def test_a_sweep_started_elsewhere_shows_its_progress_here_and_an_analyst_can_ca
 ) -> None:
     at = _page(db)
     wb = workbench()
-    real = wb.whatif.sweep
-    held_at = threading.Event()
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        def progress(done: int, total: int) -> None:
-            kwargs_progress(done, total)
-            held_at.set()
-            stop = wb.whatif._stop(kwargs["sweep_id"], make=False)
-            assert stop is not None and stop.event.wait(60)  # the first scenario is done: hold until the cancel
-
-        kwargs_progress = kwargs["on_progress"]
-        return real(*args, **{**kwargs, "on_progress": progress, "workers": 1})
-
-    monkeypatch.setattr(wb.whatif, "sweep", held)
+    held_at = _hold_sweeps_until_cancelled(wb, monkeypatch)
     # Another session (a colleague's page, the API, a notebook through the server) starts a sweep.
     (batch,) = wb.batches()
     job = wb.whatif.start_sweep(batch.batch_id, [0.5, 1.0], seeds=2, name="bad Monday")

@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
@@ -501,19 +501,29 @@ def test_a_throttled_booking_is_sent_again_without_asking_status_first() -> None
     assert b.ok.all() and fake.calls[API + "bookquoteddeal"] == 2 and API + "GetTxnStatus" not in fake.calls
 
 
+def mock_bank(api: Callable[[httpx.Request], Awaitable[httpx.Response]]) -> HttpBank:
+    """An HttpBank (real clock and sleeps) over the async mock API ``api``; the token is granted."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
+        return await api(request)
+
+    bank = HttpBank(HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET)),
+                    transport=httpx.MockTransport(handler))  # fmt: skip
+    OPEN.append(bank)
+    return bank
+
+
 class CountingBank:
     """An HttpBank over a mock API that answers quotes after 2 ms and records the most calls in flight."""
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.most = 0
-        config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
-        self.bank = HttpBank(config, transport=httpx.MockTransport(self.handler))
-        OPEN.append(self.bank)
+        self.bank = mock_bank(self.handler)
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/oauth2/token":
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         await asyncio.sleep(0.002)
@@ -561,17 +571,13 @@ def test_quote_cancels_take_only_the_slots_no_quote_or_booking_wants() -> None:
     quoting = threading.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/oauth2/token":
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
         op = request.url.path.rsplit("/", 1)[1]
         arrived.append(op)
         quoting.set()
         await asyncio.sleep(0.001)
         return quote_answer(op, {}, request) if op == "createquote" else ok()
 
-    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
-    bank = HttpBank(config, transport=httpx.MockTransport(handler))
-    OPEN.append(bank)
+    bank = mock_bank(handler)
     with ThreadPoolExecutor(2) as pool:
         quotes = pool.submit(bank.create_quotes, quote_batch(20), 2)
         assert quoting.wait(30)
@@ -668,13 +674,9 @@ class GatedBookings:
         self.gated = set(D[gated:])
         self.broken = broken
         self.sent: list[str] = []
-        config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
-        self.bank = HttpBank(config, transport=httpx.MockTransport(self.handler))
-        OPEN.append(self.bank)
+        self.bank = mock_bank(self.handler)
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/oauth2/token":
-            return httpx.Response(200, json={"access_token": "t", "expires_in": 300})
         deal = json.loads(request.content)["trade"]["dealTransactionID"]
         self.sent.append(deal)
         while deal in self.gated and not self.gate.is_set():
