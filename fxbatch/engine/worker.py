@@ -148,17 +148,19 @@ class Worker:
         # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
         # rows) or more is written in parallel and costs about half as much per row as smaller
         # ones; the last buffer, written when nothing else is left to overlap it, stays small. In
-        # latency mode every wave is written at once.
+        # latency mode what becomes final is written at once, or, while the last write is still
+        # in progress, as soon as it is done (the run goes on meanwhile, see _flush_when_free).
         self.flush_rows = 0 if slow else max(2 * config.chunk_size, 245_760)
         self._pending: list[records.FinalRows] = []
         self._pending_rows = 0
-        self.writer = FinalWriter(store, job.run_id)
+        # Set (by a booking thread) when a part of a wave's bookings, or a whole booking, is
+        # answered; with latency also by the writer when a write is done.
+        self._news = threading.Event()
+        self.writer = FinalWriter(store, job.run_id, on_done=self._news.set if slow else None)
         # A wave is booked on a helper thread while the next one is quoted; with latency, up to
         # DEPTH bookings are in hand, each on its own helper thread (see _execute).
         self.depth = DEPTH if slow else 1
         self.part_rows = config.concurrency * PART_ROUNDS
-        # Set (by a booking thread) when a part of a wave's bookings, or a whole booking, is answered.
-        self._news = threading.Event()
         self._helper = ThreadPoolExecutor(self.depth, thread_name_prefix=f"fxbatch-run-{job.run_id}-book")
         # Quotes that will not be booked are cancelled at the bank on their own thread, best
         # effort: a failed cancel is counted, never fails a trade or slows the waves. The quotes
@@ -437,6 +439,8 @@ class Worker:
                 work, landed = self._land_ready(cur, bookings, work)
                 if landed:
                     self._show(work, *bookings)
+                if self.slow:
+                    self._flush_when_free(cur)
                 if job.cancel_requested.is_set() and len(work):
                     # Trades in hand and not in a bank call (fresh, or waiting to try again) are not sent.
                     self._not_sent(work, np.ones(len(work), dtype=bool), time.time())
@@ -462,6 +466,7 @@ class Worker:
                         continue
                     if until is None:
                         break
+                    self._flush(cur)  # nothing else to do meanwhile
                     time.sleep(max(0.0, until - now))
                     continue
                 wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
@@ -492,6 +497,7 @@ class Worker:
                     work, landed = self._land_ready(cur, bookings, work)
                     if landed:
                         self._show(work, wave, *bookings)
+                    self._flush_when_free(cur)
                     if len(bookings) >= self.depth:
                         self._news.wait()
                 bookings.append(self._book(wave, good))
@@ -898,7 +904,9 @@ class Worker:
         )  # fmt: skip
         self._pending.append(final)
         self._pending_rows += len(final.src_row)
-        if self._pending_rows >= self.flush_rows:
+        if self.slow:
+            self._flush_when_free(cur)
+        elif self._pending_rows >= self.flush_rows:
             self._flush(cur)
         counts = np.bincount(w.states[done], minlength=len(TRADE_CODES))
         self.job.progress.finished({TRADE_CODES[i].value: int(c) for i, c in enumerate(counts) if c})
@@ -970,3 +978,10 @@ class Worker:
             return
         parts, self._pending, self._pending_rows = self._pending, [], 0
         self.writer.submit(parts)
+
+    def _flush_when_free(self, cur: object) -> None:
+        """With latency: write what is final now, unless a write is still in progress; then it
+        waits for the writer, whose end wakes the main thread (``_news``) to write it. The next
+        wave is not held up by a write (a few ms each, on every step of a run's last retries)."""
+        if not self.writer.busy:
+            self._flush(cur)
