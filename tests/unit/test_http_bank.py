@@ -587,6 +587,35 @@ def test_quote_cancels_take_only_the_slots_no_quote_or_booking_wants() -> None:
     assert arrived == ["createquote"] * 20 + ["cancelquote"] * 3
 
 
+def test_quote_cancels_leave_a_quarter_of_the_slots_for_quotes_and_bookings() -> None:
+    # A request in flight cannot be taken back: had the cancels taken every idle slot, a quote
+    # asked just after (a refused booking's retry) would wait for one of them to be answered.
+    held = {"now": 0, "most": 0}
+    quoted = threading.Event()
+    deadline = time.monotonic() + 30
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        op = request.url.path.rsplit("/", 1)[1]
+        if op == "createquote":
+            quoted.set()
+            return quote_answer(op, {}, request)
+        held["now"] += 1
+        held["most"] = max(held["most"], held["now"])
+        while not quoted.is_set() and time.monotonic() < deadline:  # held until a quote came through
+            await asyncio.sleep(0.001)
+        held["now"] -= 1
+        return ok()
+
+    bank = mock_bank(handler)
+    with ThreadPoolExecutor(1) as pool:
+        cancels = pool.submit(bank.cancel_quotes, np.arange(1, 21, dtype=np.int64), 8)
+        while held["now"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert bank.create_quotes(quote_batch(1), 8).ok.all()
+        assert (cancels.result().result_code == 0).all()
+    assert quoted.is_set() and held["most"] == 6  # 8 slots: 6 for cancels, 2 kept free
+
+
 def test_a_booking_answered_timeout_unknown_is_looked_up_in_the_same_call_and_marked_resolved() -> None:
     timeout = {"resultCode": 504, "resultMsg": "no answer", "resultReasonCode": "TIMEOUT_UNKNOWN"}
 

@@ -95,31 +95,42 @@ class _Slots:
     it) take a slot only when no other request wants it: a freed slot is offered to them only
     after the request that freed it has had the chance to take it again for its call's next
     one, so they fill slots the run's own work leaves idle (between a wave's quotes and its
-    bookings, the last retries) instead of delaying quotes and bookings.
+    bookings, the last retries) instead of delaying quotes and bookings. They never hold more than
+    three quarters of the slots (at least one): a call in flight cannot be taken back, so when a
+    wave's last bookings were answered and its refused quotes' cancels took every slot, the
+    quotes of its retries, asked a few ms later, waited out a whole round for a slot.
     """
 
     def __init__(self) -> None:
         self.used = 0
+        self.used_background = 0  # of ``used``
         self.limit = 1
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._background: deque[asyncio.Future[None]] = deque()
         self._offer: asyncio.Handle | None = None
 
+    @property
+    def background_room(self) -> bool:
+        return self.used_background < max(1, self.limit - self.limit // 4)
+
     async def acquire(self, limit: int, *, background: bool = False) -> None:
         self.limit = limit
-        if self.used < limit and not self._waiting and not (background and self._background):
+        free = self.used < limit and not self._waiting
+        if free and not (background and (self._background or not self.background_room)):
             self.used += 1
+            self.used_background += background
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         (self._background if background else self._waiting).append(waiter)
         try:
-            await waiter  # ``release`` hands its slot over: ``used`` stays as it is
+            await waiter  # handed a slot (``used`` stays as it is for a handover)
         except BaseException:
             if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot, then cancelled: pass it on
+                self.release(background=background)  # handed a slot, then cancelled: pass it on
             raise
 
-    def release(self) -> None:
+    def release(self, *, background: bool = False) -> None:
+        self.used_background -= background
         while self._waiting:  # handed to the longest waiting request, whichever call it is for
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -133,10 +144,11 @@ class _Slots:
 
     def _offer_background(self) -> None:
         self._offer = None
-        while self._background and self.used < self.limit and not self._waiting:
+        while self._background and self.used < self.limit and not self._waiting and self.background_room:
             waiter = self._background.popleft()
             if not waiter.done():
                 self.used += 1
+                self.used_background += 1
                 waiter.set_result(None)
 
 
@@ -233,7 +245,7 @@ class HttpBank:
                     caller.down = True  # the others give up quickly instead of each waiting out the window
                     raise
                 finally:
-                    slots.release()
+                    slots.release(background=background)
 
         try:
             # Wait for all, so no request outlives the call.
