@@ -129,6 +129,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
     return SimConfig(
         db=Path(args.db), rates=rates, bank=bank, seed=args.seed, latency_ms=args.latency_ms,
         error_rate=args.error_rate, drop_after_book_rate=args.drop_after_book_rate, max_amount=args.max_amount,
+        hang_after_bookings=args.hang_after_bookings,
         today=args.today or settings.today, credentials=creds, token_ttl_s=args.token_ttl_s, registry=registry,
     )  # fmt: skip
 
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-after-book-rate", type=_number(0, 1), default=0.0,
                    help="share of bookings whose answer is lost")  # fmt: skip
     p.add_argument("--error-rate", type=_number(0, 1), default=0.0, help="share of API calls answered with a bare 503")
+    p.add_argument("--hang-after-bookings", type=_whole(0), metavar="N",
+                   help="answer N bookings, then hold every later one unanswered (a hung booking service)")  # fmt: skip
     p.add_argument("--client-id", help="required OAuth2 client id (default: any client)")
     p.add_argument("--client-secret", help=f"its secret; prefer {SECRET_ENV} (ps shows arguments)")
     p.add_argument("--username", help="the dealer the password grant requires (default: any)")

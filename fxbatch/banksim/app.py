@@ -184,6 +184,8 @@ class BankApi:
         return envelope(wire.CreateQuoteAnswer(header=header, result=_OK, payload=out))
 
     async def book_deal(self, body: bytes, header: wire.ResponseHeader) -> Response:
+        if self.sim.faults.hung():
+            await asyncio.get_running_loop().create_future()  # until the caller leaves or the service stops
         req = parse(wire.BookDealRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.book_deal(req, header.transactionId)
         if isinstance(out, Refusal):

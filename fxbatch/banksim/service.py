@@ -41,6 +41,7 @@ class SimConfig:
     latency_ms: float = 0.0
     error_rate: float = 0.0  # share of API calls answered with a bare 503
     drop_after_book_rate: float = 0.0  # share of bookings whose answer is lost
+    hang_after_bookings: int | None = None  # bookings answered before the booking service hangs
     max_amount: float = MAX_AMOUNT
     today: date | None = None  # the bank's trade date; None: today in Johannesburg
     credentials: Credentials = field(default_factory=Credentials)
@@ -55,6 +56,8 @@ class Faults:
         self.latency_s = config.latency_ms / 1000
         self.error_rate = config.error_rate
         self.drop_rate = config.drop_after_book_rate
+        self.hang_after = config.hang_after_bookings
+        self.bookings_taken = 0
         self._rng = random.Random(config.seed)
 
     def error(self) -> bool:
@@ -62,6 +65,16 @@ class Faults:
 
     def drop(self) -> bool:
         return self.drop_rate > 0 and self._rng.random() < self.drop_rate
+
+    def hung(self) -> bool:
+        """A booking request that comes once the service has taken ``hang_after`` bookings: it is
+        never looked at nor answered (a hung booking service; the caller's timeout is what ends it)."""
+        if self.hang_after is None:
+            return False
+        if self.bookings_taken >= self.hang_after:
+            return True
+        self.bookings_taken += 1
+        return False
 
 
 def transaction_ids() -> Iterator[str]:

@@ -265,7 +265,7 @@ def test_stalled_partial_requests_are_closed_after_the_read_timeout_without_star
 @pytest.mark.parametrize(
     ("flag", "value"),
     [("--error-rate", "2"), ("--quote-ttl-s", "0"), ("--today", "30/11/2026"), ("--failure-mix", "NOPE=1"),
-     ("--read-timeout-s", "-1"), ("--max-amount", "0")],
+     ("--read-timeout-s", "-1"), ("--max-amount", "0"), ("--hang-after-bookings", "-1")],
 )  # fmt: skip
 def test_a_bad_flag_exits_2_naming_it(tmp_path: Path, flag: str, value: str) -> None:
     done = subprocess.run(

@@ -25,6 +25,7 @@ from fxbatch.bank.registry import ClientRegistry
 from fxbatch.banksim import Credentials, SimConfig, Simulator, create_app
 from fxbatch.banksim.checks import Clients, StrictCreateQuoteRequest
 from fxbatch.banksim.desk import trade_key
+from fxbatch.banksim.service import Faults
 from fxbatch.models import FAILURES, BankSettings, FailureCode
 from fxbatch.rates import RateTable
 from fxbatch.settings import DATA_DIR
@@ -428,6 +429,14 @@ def test_every_answer_waits_out_the_latency(make: Callable[..., SimBank]) -> Non
     start = bank.loop.time()
     bank.quote()
     assert bank.loop.time() - start >= 0.06
+
+
+def test_a_hung_booking_service_takes_its_first_n_bookings_then_none(tmp_path: Path) -> None:
+    hung = Faults(SimConfig(db=tmp_path / "b.duckdb", rates=RATES, hang_after_bookings=3))
+    assert [hung.hung() for _ in range(6)] == [False, False, False, True, True, True]
+    assert hung.bookings_taken == 3
+    never = Faults(SimConfig(db=tmp_path / "b.duckdb", rates=RATES))
+    assert not any(never.hung() for _ in range(100))
 
 
 # -- the bank model decides who fails --------------------------------------------------------------
