@@ -760,6 +760,9 @@ def _grid(
 # Background sweeps that have ended are kept this many per database (newest first), so the page and
 # the API can still say how each ended; a closed workbench forgets its own.
 KEPT_SWEEP_JOBS = 100
+# Sweep ids reserved and not yet swept keep their cancel this many per process (newest first): an
+# older reservation's sweep still runs when it comes, but a cancel asked before it started is lost.
+KEPT_RESERVATIONS = 1000
 
 
 class SweepJob:
@@ -793,6 +796,8 @@ class _WhatIf:
     # The cancel of each sweep id reserved or running in this process, by database.
     _stops: ClassVar[dict[tuple[str, int], SweepCancel]] = {}
     _stops_lock: ClassVar[threading.Lock] = threading.Lock()
+    # Those of ``_stops`` reserved and not yet swept, oldest first.
+    _reserved: ClassVar[dict[tuple[str, int], None]] = {}
     # Sweeps started in the background in this process, by database and sweep id.
     _jobs: ClassVar[dict[tuple[str, int], SweepJob]] = {}
 
@@ -803,6 +808,7 @@ class _WhatIf:
         key = (self.wb.engine.db_key, sweep_id)
         with self._stops_lock:
             if make:
+                self._reserved.pop(key, None)  # swept now (or reserved again just below)
                 return self._stops.setdefault(key, SweepCancel())
             return self._stops.get(key)
 
@@ -935,6 +941,13 @@ class _WhatIf:
         sweep cancelled before it starts runs no scenario)."""
         sweep_id = reserve_sweep_id(self.wb.store)
         self._stop(sweep_id, make=True)
+        key = (self.wb.engine.db_key, sweep_id)
+        with self._stops_lock:
+            self._reserved[key] = None
+            while len(self._reserved) > KEPT_RESERVATIONS:  # never swept: let the oldest go
+                oldest = next(iter(self._reserved))
+                del self._reserved[oldest]
+                self._stops.pop(oldest, None)
         return sweep_id
 
     def cancel(self, sweep_id: int) -> None:

@@ -366,6 +366,28 @@ def test_a_sweep_cancelled_before_it_starts_runs_no_scenario(wb: Workbench, batc
         wb.whatif.sweep(batch, [0.5, 0.9], workers=1, sweep_id=sweep_id)
 
 
+def test_only_the_newest_reservations_never_swept_keep_a_cancel(
+    wb: Workbench, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A notebook reserving ids it never sweeps must not grow the process for ever.
+    monkeypatch.setattr("fxbatch.workbench.KEPT_RESERVATIONS", 3)
+    running = wb.whatif.reserve_sweep_id()
+    thread, go, raised = _held_sweep(wb, batch, running)
+    ids = [wb.whatif.reserve_sweep_id() for _ in range(5)]
+    for sweep_id in ids[:2]:
+        with pytest.raises(NotFoundError):
+            wb.whatif.cancel(sweep_id)  # let go: neither reserved any longer, running nor stored
+    for sweep_id in ids[2:]:
+        wb.whatif.cancel(sweep_id)  # still reserved: cancelled before it starts
+    wb.whatif.cancel(running)  # a sweep under way is never let go
+    go.set()
+    thread.join(60)
+    assert [type(e) for e in raised] == [CancelledError]
+    assert wb.whatif.sweep(batch, [0.9], workers=1, sweep_id=ids[0]).sweep_id == ids[0]  # it still runs
+    with pytest.raises(CancelledError):
+        wb.whatif.sweep(batch, [0.9], workers=1, sweep_id=ids[2])
+
+
 class _StopAtFirstLook(threading.Event):
     """A cancel that is there the first time the executor looks (after its first wait)."""
 
