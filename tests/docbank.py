@@ -226,6 +226,7 @@ class DocBank:
         self.pending_ids: set[str] = set()  # dealTransactionIDs GetTxnStatus answers as "PENDING"
         self.pending_status = "PENDING"  # the status answered for them ("COMPLETED|PENDING|...": others exist)
         self.break_contract: dict[str, bytes] = {}  # operation -> raw body answered (HTTP 200) once
+        self.break_after: dict[str, int] = {}  # operation -> answers left whole before break_contract applies
         # Recorded ----------------------------------------------------------------------------
         self.lock = threading.Lock()
         self.token_requests: list[TokenRequest] = []
@@ -462,7 +463,7 @@ class DocBank:
                 else {"resultCode": 0, "resultMsg": "Success"}
             )
             answer.update(extra)
-            if operation == "bookquoteddeal" and self.lose_booking_answers > 0 and operation not in self.break_contract:
+            if operation == "bookquoteddeal" and self.lose_booking_answers > 0 and not self._breaks(operation):
                 self.lose_booking_answers -= 1
                 lose = True
         except _Failure as failure:
@@ -475,11 +476,17 @@ class DocBank:
             answer = {"header": {"transactionId": transaction_id}, "result": result}
         record.status = status
         record.response = _json(answer)
-        if operation in self.break_contract:
+        if self._breaks(operation):
             record.status, record.response, record.broken = 200, self.break_contract.pop(operation), True
             return 200, record.response, False, {}
+        if operation in self.break_contract:
+            self.break_after[operation] -= 1  # one more whole answer before the broken one
         record.answered = not lose
         return status, record.response, lose, {}
+
+    def _breaks(self, operation: str) -> bool:
+        """This answer of ``operation`` is the one ``break_contract`` replaces."""
+        return operation in self.break_contract and self.break_after.get(operation, 0) <= 0
 
     def _invalid(self, *errors: tuple[str, str]) -> _Failure:
         return _Failure(self.validation_reason_code, "Validation failed", errors)

@@ -205,8 +205,7 @@ class BankUnavailable(Exception):
 
 
 class Bank(Protocol):
-    """What the engine needs from a bank. A bank may also have ``round_trip_s`` (seconds, or None):
-    the time one call is known to take, by which the engine sizes a run's first wave."""
+    """What the engine needs from a bank."""
 
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies: ...
 

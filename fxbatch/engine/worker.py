@@ -55,18 +55,32 @@ WAVE_ROUNDS = 64
 MIN_WAVE_ROUNDS = 16
 WAVE_S = 4.0
 DEPTH = 3
+# Whatever the rounds above, a wave's quotes are all asked within this share of a quote's life (as
+# the bank's quotes say it, quoteExpiryDateTime): a wave is booked once it is quoted, so its first
+# quote is about that old when booked. At 500 ms a call, 64 rounds of quotes took 32 s and every
+# quote of the wave had expired (quotes live about 30 s) before its booking was sent.
+QUOTE_LIFE_SHARE = 1 / 3
 # With latency, a wave's booking answers are settled this many rounds of calls at a time as they
 # come (where the bank can hand them back so: an HTTP bank), so a refused booking is quoted again
 # while the rest of its wave still books (see Worker._book).
 PART_ROUNDS = 2
 
 
-def wave_rounds(round_s: float | None) -> int:
+def wave_rounds(round_s: float | None, quote_life_s: float | None = None) -> int:
     """Rounds of calls in flight a wave takes when one round takes ``round_s`` seconds (None or
-    not above zero: not known, the full WAVE_ROUNDS)."""
+    not above zero: not known, the full WAVE_ROUNDS), and a quote lives ``quote_life_s`` (None:
+    not known): never more than ``life_rounds``."""
     if round_s is None or not round_s > 0:
         return WAVE_ROUNDS
-    return max(MIN_WAVE_ROUNDS, min(WAVE_ROUNDS, math.ceil(WAVE_S / round_s)))
+    return min(max(MIN_WAVE_ROUNDS, min(WAVE_ROUNDS, math.ceil(WAVE_S / round_s))), life_rounds(round_s, quote_life_s))
+
+
+def life_rounds(round_s: float | None, quote_life_s: float | None) -> int:
+    """The most rounds of calls a wave's quotes may take: QUOTE_LIFE_SHARE of a quote's life (at
+    least one round; no limit while either time is not known)."""
+    if round_s is None or not round_s > 0 or quote_life_s is None or not quote_life_s > 0:
+        return 1 << 40
+    return max(1, math.floor(QUOTE_LIFE_SHARE * quote_life_s / round_s))
 
 
 def final_rows(
@@ -135,14 +149,24 @@ class Worker:
         # or interrupt waiting for a longer wave. Its retries do not wait for it: refused quotes
         # are settled at once and quoted again (while the wave books) on another helper thread.
         # A slow bank (400 ms a call) takes fewer rounds a wave, so the progress still moves every
-        # few seconds (64 rounds of 400 ms would show nothing final for over 50 s). An HTTP bank's
-        # time per round is not known in advance: its first wave goes by the round trip it
-        # measured when it connected (``round_trip_s``, where it has one), every later wave by
-        # how long the quotes of the last full wave took a round (``_measured``).
+        # few seconds (64 rounds of 400 ms would show nothing final for over 50 s), and no wave is
+        # quoted for longer than a share of a quote's life (QUOTE_LIFE_SHARE). An HTTP bank's
+        # time per round is not known in advance: its first wave is one round of calls, and every
+        # later wave goes by how long the quotes of the last full wave took a round, and how long
+        # its quotes said they live (``_measured``). (The token's round trip said nothing of it:
+        # the identity provider is another server, and at the simulator answers at once.)
         self.measure = config.bank_url is not None
-        latency_s = config.bank.latency_ms / 1000
-        round_s = getattr(bank, "round_trip_s", None) if self.measure else latency_s
-        self.chunk_size = config.concurrency * wave_rounds(round_s) if slow else config.chunk_size
+        self.quote_life_s: float | None = None if self.measure else config.bank.quote_ttl_s
+        self.round_s: float | None = None if self.measure else config.bank.latency_ms / 1000
+        if not slow:
+            self.chunk_size = config.chunk_size
+        elif self.measure:
+            self.chunk_size = config.concurrency
+        else:
+            self.chunk_size = config.concurrency * wave_rounds(self.round_s, self.quote_life_s)
+        # The first wave at an HTTP bank (one round) only measures it: the next wave is taken while
+        # it books, rather than after (as later waves are), so measuring costs no round of its own.
+        self._probe = "next" if self.measure else "done"  # -> "booking" -> "done"
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
         # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
@@ -450,10 +474,18 @@ class Worker:
                 room = self.chunk_size - int(due.sum())
                 # With latency, fresh trades wait for the bookings in hand (only retries are quoted
                 # meanwhile), so trades become final wave by wave, as the progress shows them.
-                taking = not (self.slow and bookings) and not job.cancel_requested.is_set()
+                waiting = self.slow and bookings and self._probe != "booking"
+                taking = not waiting and not job.cancel_requested.is_set()
                 if room > 0 and position < todo.num_rows and taking:
+                    rest = todo.num_rows - position - room
+                    if 0 < rest < self.chunk_size // 2:
+                        # The few left go now, not as a small wave waiting for this one's bookings
+                        # at the end (within a quote's life all the same).
+                        cap = self.max_in_flight * life_rounds(self.round_s, self.quote_life_s)
+                        room = max(room, min(room + rest, cap - int(due.sum())))
                     fresh = todo.slice(position, room)
                     position += fresh.num_rows
+                    self._probe = {"next": "booking", "booking": "done"}.get(self._probe, "done")
                     # Trades the bank must not be asked about fail at once (and are persisted).
                     work = self._carry_on(cur, self._unsendable(self._fresh(fresh), fresh), work)
                     due = work.due(now)
@@ -474,7 +506,7 @@ class Worker:
                 self._show(work, wave, *bookings)
                 asked = time.monotonic()
                 good = self._quote(wave)
-                self._measured(len(wave), time.monotonic() - asked)
+                self._measured(len(wave), time.monotonic() - asked, wave.quote_expiry[good])
                 if job.cancel_requested.is_set() and len(good):
                     # Cancelled while the wave was quoted: nothing more is booked; its quotes are released.
                     self._release(wave.quote_id[good])
@@ -517,11 +549,19 @@ class Worker:
             self._helper.shutdown()
         return position
 
-    def _measured(self, n: int, took_s: float) -> None:
-        """Size the next waves at an HTTP bank from a wave of ``n`` quotes that took ``took_s``:
-        only a wave of at least one full round of calls in flight says how long a round takes."""
-        if self.measure and n >= self.max_in_flight:
-            self.chunk_size = self.max_in_flight * wave_rounds(took_s / math.ceil(n / self.max_in_flight))
+    def _measured(self, n: int, took_s: float, expiry: np.ndarray) -> None:
+        """Size the next waves at an HTTP bank from a wave of ``n`` quotes that took ``took_s``
+        and expire at ``expiry`` (epoch seconds): only a wave of at least one full round of calls
+        in flight says how long a round takes; the life of its quotes, from now, is the median
+        life left (robust to a few odd ones, and to a bank clock a little off: the life is read
+        on the bank's clock, where it ends, less the time the answers took to come back)."""
+        if not self.measure or n < self.max_in_flight:
+            return
+        left = expiry[np.isfinite(expiry)] - time.time()
+        if len(left):
+            self.quote_life_s = max(float(np.median(left)), 0.0)
+        self.round_s = took_s / math.ceil(n / self.max_in_flight)
+        self.chunk_size = self.max_in_flight * wave_rounds(self.round_s, self.quote_life_s)
 
     def _show(self, *sets: Working | Booking | None) -> None:
         """Progress: the states of the trades in hand (not in a bank call, quoted, booking)."""

@@ -344,7 +344,10 @@ def test_a_run_goes_on_with_the_bank_it_was_resumed_against_and_never_moves_a_bo
 def test_a_resumed_trade_quoted_again_is_settled_with_the_quote_its_deal_was_last_sent_with(
     bank: DocBank, tmp_path: Path
 ) -> None:
-    bank.break_contract["bookquoteddeal"] = b"not json"  # one at a time: the rest are never sent
+    # The first wave (one round: one trade) books whole; the next wave's first booking breaks, and,
+    # one at a time, the rest of its bookings are never sent.
+    bank.break_contract["bookquoteddeal"] = b"not json"
+    bank.break_after["bookquoteddeal"] = 1
     with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
         batch = load_batch(wb, tmp_path, 8)
         run = wb.run(batch, bank_url=bank.url, concurrency=1)

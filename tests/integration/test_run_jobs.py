@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,44 +200,64 @@ def test_a_waves_trades_show_executing_while_their_quotes_are_asked_and_a_slow_b
     assert counts["EXECUTING"] == first_wave and counts["PENDING"] == 200 - first_wave
 
 
-def test_an_http_banks_waves_are_sized_by_its_round_trip_then_by_how_long_its_quotes_took(
-    wb: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At a real bank the time a call takes is not a setting: the first wave goes by the round
-    trip the bank measured on connecting, the next ones by how long a round of quotes took. The
-    bank here sleeps a known time a round, so a round takes at least that long however busy the
-    machine (a busier one only makes the waves smaller)."""
+def _timed_http_bank(wb: Workbench, round_s: float, waves: list[int]) -> Callable[[Any], Any]:
+    """A factory of banks that take the place of an HTTP bank: ``round_s`` a round of calls (slept,
+    so a round takes at least that long however busy the machine), each wave's size noted."""
     from fxbatch.bank.simulated import SimulatedBank
-    from fxbatch.engine import worker
-    from fxbatch.models import RunConfig
     from tests.integration.run_helpers import SpyBank
 
-    batch = load_generated(wb, tmp_path, 300)
-    waves: list[int] = []
-    round_s, concurrency = 0.01, 2
-
     class Http(SpyBank):
-        round_trip_s = 0.02  # what connecting measured: WAVE_S / 0.02 = 10 rounds
-
         def create_quotes(self, quotes: Any, max_in_flight: int) -> Any:
             waves.append(len(quotes))
             time.sleep(round_s * -(-len(quotes) // max_in_flight))  # one round of calls after the other
             return super().create_quotes(quotes, max_in_flight)
 
-    def factory(config: RunConfig) -> Http:
+    def factory(config: Any) -> Http:
         assert config.bank_url
         instant = config.bank.model_copy(update={"latency_ms": 0.0})
         return Http(SimulatedBank(wb.store, instant, config.seed, wb.rates.mids), wb)
 
+    return factory
+
+
+def test_an_http_banks_first_wave_is_one_round_and_the_next_are_sized_by_how_long_its_quotes_took(
+    wb: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a real bank the time a call takes is not a setting: the first wave is one round of
+    calls, the next ones go by how long a round of quotes took (a busier machine only makes
+    them smaller)."""
+    from fxbatch.engine import worker
+
+    batch = load_generated(wb, tmp_path, 300)
+    waves: list[int] = []
     monkeypatch.setattr(worker, "WAVE_S", 0.2)
     monkeypatch.setattr(worker, "MIN_WAVE_ROUNDS", 1)
-    wb.engine.bank_factory = factory
-    summary = wb.run(batch, bank_url="http://bank.test", concurrency=concurrency, success_rate=1.0)
+    wb.engine.bank_factory = _timed_http_bank(wb, 0.01, waves)
+    summary = wb.run(batch, bank_url="http://bank.test", concurrency=2, success_rate=1.0)
     assert summary.counts["SUCCESS"] == 300
-    assert waves[0] == 10 * concurrency
+    assert waves[0] == 2  # one round: nothing says yet how long a round takes
+    assert waves[1] > 2  # measured: more rounds fit in WAVE_S
     # 0.2 s at >= 10 ms a round: at most 20 rounds of 2 calls a wave, never the full 64
-    assert all(w <= 20 * concurrency for w in waves), waves
+    assert all(w <= 20 * 2 for w in waves), waves
     assert sum(waves) == 300
+
+
+def test_no_wave_is_quoted_for_longer_than_a_third_of_the_life_its_quotes_say_they_have(
+    wb: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Quotes of 0.6 s at >= 10 ms a round: a wave is quoted within 0.2 s (20 rounds at most),
+    # where WAVE_S alone would allow 40; the first wave's quotes are not booked too late either.
+    from fxbatch.engine import worker
+
+    batch = load_generated(wb, tmp_path, 300)
+    waves: list[int] = []
+    monkeypatch.setattr(worker, "WAVE_S", 0.4)
+    monkeypatch.setattr(worker, "MIN_WAVE_ROUNDS", 1)
+    wb.engine.bank_factory = _timed_http_bank(wb, 0.01, waves)
+    summary = wb.run(batch, bank_url="http://bank.test", concurrency=2, success_rate=1.0, quote_ttl_s=0.6)
+    assert summary.counts["SUCCESS"] == 300
+    assert waves[0] == 2 and len(waves) > 2
+    assert all(w <= 20 * 2 for w in waves), waves
 
 
 def test_a_simulated_bank_sizes_its_waves_by_the_latency_setting_not_by_a_measured_time(
@@ -250,8 +271,6 @@ def test_a_simulated_bank_sizes_its_waves_by_the_latency_setting_not_by_a_measur
     waves: list[int] = []
 
     class Watching(SpyBank):
-        round_trip_s = 1.0  # ignored: the setting says how long a call takes
-
         def create_quotes(self, quotes: Any, max_in_flight: int) -> Any:
             waves.append(len(quotes))
             return super().create_quotes(quotes, max_in_flight)

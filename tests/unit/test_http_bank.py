@@ -151,14 +151,6 @@ def quote_answer(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Res
     return ok(payload={"quoteId": BIG_QUOTE_ID, "quoteRate": 18.5, "quoteExpiryDateTime": "2026-11-30T10:00:30Z"})
 
 
-def test_the_round_trip_of_the_token_fetched_on_connecting_is_kept_for_sizing_the_first_wave() -> None:
-    assert (make_bank(FakeBank(quote_answer)).round_trip_s or 0.0) > 0.0
-    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET))
-    later = HttpBank(config, transport=httpx.MockTransport(FakeBank(quote_answer)), connect_now=False)
-    OPEN.append(later)
-    assert later.round_trip_s is None  # nothing measured: the engine's first wave is a full one
-
-
 # -- the token ------------------------------------------------------------------------------------
 def test_the_token_is_fetched_once_and_reused_across_calls() -> None:
     fake = FakeBank(quote_answer)

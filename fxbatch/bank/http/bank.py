@@ -190,19 +190,12 @@ class HttpBank:
         self._slots = _Slots()
         self._running = 0  # port calls in progress
         self._loop = _LoopThread()
-        # The time the token took to come, when it was fetched on connecting: the engine sizes a
-        # run's first wave by it (a connection's set-up included, it errs towards small waves; a
-        # token endpoint much faster than the dealing API gives a long first wave, and the next
-        # ones are sized by the quotes' own time).
-        self.round_trip_s: float | None = None
         if connect_now:
             # Bad credentials surface here, before a run exists; a bank that is down now is
             # found out by the run, which then ends INTERRUPTED rather than failing trades.
             try:
                 with contextlib.suppress(BankUnavailable):
-                    asked = time.monotonic()
                     self._loop.run(self.tokens.fetch())
-                    self.round_trip_s = time.monotonic() - asked
             except BaseException:
                 self.close()
                 raise
