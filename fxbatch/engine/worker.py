@@ -156,7 +156,9 @@ class Worker:
         # its quotes said they live (``_measured``). (The token's round trip said nothing of it:
         # the identity provider is another server, and at the simulator answers at once.)
         self.measure = config.bank_url is not None
-        self.quote_life_s: float | None = None if self.measure else config.bank.quote_ttl_s
+        # How long a quote lives: the simulated bank's setting; at an HTTP bank the bank's own
+        # quotes say it (``_measured``), until then DOMAIN's "about 30 seconds" (the setting's default).
+        self.quote_life_s: float | None = config.bank.quote_ttl_s
         self.round_s: float | None = None if self.measure else config.bank.latency_ms / 1000
         if not slow:
             self.chunk_size = config.chunk_size
@@ -478,7 +480,7 @@ class Worker:
                 taking = not waiting and not job.cancel_requested.is_set()
                 if room > 0 and position < todo.num_rows and taking:
                     rest = todo.num_rows - position - room
-                    if 0 < rest < self.chunk_size // 2:
+                    if self.slow and 0 < rest < self.chunk_size // 2:
                         # The few left go now, not as a small wave waiting for this one's bookings
                         # at the end (within a quote's life all the same).
                         cap = self.max_in_flight * life_rounds(self.round_s, self.quote_life_s)
@@ -497,6 +499,8 @@ class Worker:
                         self._news.wait(None if until is None else max(0.0, until - now))
                         continue
                     if until is None:
+                        if taking and position < todo.num_rows:
+                            continue  # what was taken could not be sent (and is final): take more
                         break
                     self._flush(cur)  # nothing else to do meanwhile
                     time.sleep(max(0.0, until - now))
@@ -504,6 +508,8 @@ class Worker:
                 wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
                 self._executing(wave)
                 self._show(work, wave, *bookings)
+                if self.slow and len(wave) > self.part_rows:
+                    self._flush(cur)  # a long call: what is final is not left unwritten meanwhile
                 asked = time.monotonic()
                 good = self._quote(wave)
                 self._measured(len(wave), time.monotonic() - asked, wave.quote_expiry[good])
@@ -535,6 +541,8 @@ class Worker:
                 bookings.append(self._book(wave, good))
                 self._show(work, *bookings)
             while bookings:
+                if self.slow:
+                    self._flush(cur)  # the writer's end wakes nobody while a booking is waited for
                 work = self._land(cur, bookings[0], work, block=True)
                 bookings.popleft()  # only once settled: on an error the handler below settles the rest
                 self._show(work, *bookings)
@@ -551,15 +559,16 @@ class Worker:
 
     def _measured(self, n: int, took_s: float, expiry: np.ndarray) -> None:
         """Size the next waves at an HTTP bank from a wave of ``n`` quotes that took ``took_s``
-        and expire at ``expiry`` (epoch seconds): only a wave of at least one full round of calls
-        in flight says how long a round takes; the life of its quotes, from now, is the median
-        life left (robust to a few odd ones, and to a bank clock a little off: the life is read
-        on the bank's clock, where it ends, less the time the answers took to come back)."""
-        if not self.measure or n < self.max_in_flight:
+        and expire at ``expiry`` (epoch seconds): a wave of at least one full round of calls in
+        flight says how long a round takes (until one was measured, any wave: a part-filled
+        round takes a round trip all the same); the life of its quotes, from now, is the median
+        life left (robust to a few odd ones; a bank clock behind ours shortens it, which only
+        makes waves smaller). A life not above zero (a clock far off) leaves the last one."""
+        if not self.measure or not n or (n < self.max_in_flight and self.round_s is not None):
             return
         left = expiry[np.isfinite(expiry)] - time.time()
-        if len(left):
-            self.quote_life_s = max(float(np.median(left)), 0.0)
+        if len(left) and (life := float(np.median(left))) > 0:
+            self.quote_life_s = life
         self.round_s = took_s / math.ceil(n / self.max_in_flight)
         self.chunk_size = self.max_in_flight * wave_rounds(self.round_s, self.quote_life_s)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fxbatch import Settings, Workbench, calendars
-from fxbatch.models import LoadResult
+from fxbatch.models import LoadResult, RunStatus
 from tests.conftest import HEADER, good_row
 
 WriteFile = Callable[..., Path]
@@ -177,3 +177,21 @@ def test_a_run_on_the_load_day_moves_no_value_date(wb_on: object, write_file: Wr
     batch = load(wb, write_file, good_row(1), good_row(2, delivery="TOM")).batch_id
     summary = wb.run(batch, success_rate=1.0)
     assert (summary.value_dates_moved, summary.value_dates_unsendable, summary.counts["SUCCESS"]) == (0, 0, 2)
+
+
+def test_a_wave_whose_trades_could_none_be_sent_does_not_end_the_run(
+    wb_on: object, write_file: WriteFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waves of one trade (an HTTP bank's first wave is one round): the first trade's value date
+    # has passed, so its wave sends nothing, and the run goes on with the next.
+    from fxbatch.engine import worker
+
+    monkeypatch.setattr(worker, "WAVE_ROUNDS", 1)
+    monkeypatch.setattr(worker, "MIN_WAVE_ROUNDS", 1)
+    wb = wb_on(date(2026, 11, 30))  # type: ignore[operator]
+    rows = [good_row(1, delivery="TOM", value_date="2026-12-01"), good_row(2), good_row(3, delivery="TOM")]
+    batch = load(wb, write_file, *rows).batch_id
+    wb = wb_on(date(2026, 12, 2))  # type: ignore[operator]
+    summary = wb.run(batch, success_rate=1.0, latency_ms=1, concurrency=1)
+    assert summary.status is RunStatus.PARTIAL, summary.error
+    assert (summary.counts["SUCCESS"], summary.counts["FAILED"], summary.value_dates_unsendable) == (2, 1, 1)
