@@ -111,7 +111,7 @@ class _Slots:
 
     @property
     def background_room(self) -> bool:
-        return self.used_background < max(1, self.limit - self.limit // 4)
+        return self.used_background < max(1, self.limit * 3 // 4)
 
     async def acquire(self, limit: int, *, background: bool = False) -> None:
         self.limit = limit
