@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -153,6 +154,7 @@ class BankApi:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
         self.desk = sim.desk
+        self._hanging = False  # said once, on the first booking held (--hang-after-bookings)
 
     async def call(self, request: Request, handler: Handler) -> Response:
         """Faults, authorisation and latency around one API call."""
@@ -185,6 +187,10 @@ class BankApi:
 
     async def book_deal(self, body: bytes, header: wire.ResponseHeader) -> Response:
         if self.sim.faults.hung():
+            if not self._hanging:
+                self._hanging = True
+                print(f"banksim: {self.sim.faults.bookings_taken} bookings answered; every later one is held "
+                      "unanswered (--hang-after-bookings)", file=sys.stderr, flush=True)  # fmt: skip
             await asyncio.get_running_loop().create_future()  # until the caller leaves or the service stops
         req = parse(wire.BookDealRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.book_deal(req, header.transactionId)

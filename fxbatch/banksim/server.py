@@ -225,6 +225,7 @@ def serve(sim: Simulator, limits: Limits, port: int, on_ready: Callable[[int], N
     except (KeyboardInterrupt, _Stopped):
         pass
     finally:
+        gc.unfreeze()  # a caller serving in its own process gets its heap back
         signal.signal(signal.SIGTERM, previous)
         sock.close()
         sim.close()

@@ -219,8 +219,8 @@ def test_the_ledger_command_writes_the_booked_deals(tmp_path: Path, service: Ser
 def test_a_client_killed_while_a_wave_books_is_resumed_booking_nothing_twice(tmp_path: Path, service: Service) -> None:
     # A wave's booking answers are settled as they come: a crash in the middle leaves some of its
     # trades final and others booking. The bank answers the first 40 bookings, then holds every
-    # later one unanswered: the run's progress stops there, with the wave's first parts settled
-    # and the rest in flight, so the kill lands mid-wave however slow the machine is.
+    # later one unanswered (and says so in its log): the kill lands with the wave's first answers
+    # in and the rest in flight, however slow the machine is.
     db, batch = prepared_db(tmp_path, 300)
     stderr = tmp_path / "run.err"
     env = {**cli_env(), "FXBATCH_BANK_CLIENT_ID": CLIENT, "FXBATCH_BANK_CLIENT_SECRET": SECRET,
@@ -230,8 +230,12 @@ def test_a_client_killed_while_a_wave_books_is_resumed_booking_nothing_twice(tmp
     with stderr.open("w") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
-        # Parts of 8 bookings: at least 4 of them (32 answers) land before the bank hangs.
-        wait_for_progress(proc, stderr, at_least=30)
+        deadline = time.monotonic() + 60
+        while "every later one is held" not in service.log.read_text():  # the bank has hung
+            assert proc.poll() is None, stderr.read_text()
+            assert time.monotonic() < deadline, "the bank never held a booking"
+            time.sleep(0.05)
+        wait_for_progress(proc, stderr, at_least=1)  # parts of the wave were settled before it
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
