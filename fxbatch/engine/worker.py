@@ -168,7 +168,7 @@ class Worker:
             self.chunk_size = config.concurrency * wave_rounds(self.round_s, self.quote_life_s)
         # The first wave at an HTTP bank (one round) only measures it: the next wave is taken while
         # it books, rather than after (as later waves are), so measuring costs no round of its own.
-        self._probe = "next" if self.measure else "done"  # -> "booking" -> "done"
+        self._fresh_takes = 0  # times fresh trades were taken on
         self.backoff = config.backoff_ms / 1000 if slow else 0.0
         self.pair_names = np.array(sorted(rates.mids), dtype=object)
         # Final records are buffered up to this many rows: an insert of two row groups (2 x 122,880
@@ -462,11 +462,7 @@ class Worker:
             while True:
                 if job.stop_requested.is_set():
                     break
-                work, landed = self._land_ready(cur, bookings, work)
-                if landed:
-                    self._show(work, *bookings)
-                if self.slow:
-                    self._flush_when_free(cur)
+                work = self._take_news(cur, bookings, work)
                 if job.cancel_requested.is_set() and len(work):
                     # Trades in hand and not in a bank call (fresh, or waiting to try again) are not sent.
                     self._not_sent(work, np.ones(len(work), dtype=bool), time.time())
@@ -476,7 +472,8 @@ class Worker:
                 room = self.chunk_size - int(due.sum())
                 # With latency, fresh trades wait for the bookings in hand (only retries are quoted
                 # meanwhile), so trades become final wave by wave, as the progress shows them.
-                waiting = self.slow and bookings and self._probe != "booking"
+                after_probe = self.measure and self._fresh_takes == 1
+                waiting = self.slow and bookings and not after_probe
                 taking = not waiting and not job.cancel_requested.is_set()
                 if room > 0 and position < todo.num_rows and taking:
                     rest = todo.num_rows - position - room
@@ -487,7 +484,7 @@ class Worker:
                         room = max(room, min(room + rest, cap - int(due.sum())))
                     fresh = todo.slice(position, room)
                     position += fresh.num_rows
-                    self._probe = {"next": "booking", "booking": "done"}.get(self._probe, "done")
+                    self._fresh_takes += 1
                     # Trades the bank must not be asked about fail at once (and are persisted).
                     work = self._carry_on(cur, self._unsendable(self._fresh(fresh), fresh), work)
                     due = work.due(now)
@@ -532,10 +529,7 @@ class Worker:
                         work = self._land(cur, bookings[0], work, block=True)
                         bookings.popleft()  # only once settled: on an error the handler below settles it
                         continue
-                    work, landed = self._land_ready(cur, bookings, work)
-                    if landed:
-                        self._show(work, wave, *bookings)
-                    self._flush_when_free(cur)
+                    work = self._take_news(cur, bookings, work, wave)
                     if len(bookings) >= self.depth:
                         self._news.wait()
                 bookings.append(self._book(wave, good))
@@ -788,6 +782,16 @@ class Worker:
         if still_open.any():
             self._release(batch.quote_id[still_open])
         return booked, reasons, rates, messages, b.unsent, doubt
+
+    def _take_news(self, cur: object, bookings: deque[Booking], work: Working, *shown: Working) -> Working:
+        """Settle the booking answers that have come (showing them with ``shown`` besides the
+        bookings in hand) and, with latency, write what is final if the writer is free."""
+        work, landed = self._land_ready(cur, bookings, work)
+        if landed:
+            self._show(work, *shown, *bookings)
+        if self.slow:
+            self._flush_when_free(cur)
+        return work
 
     def _land_ready(self, cur: object, bookings: deque[Booking], work: Working) -> tuple[Working, bool]:
         """Settle the answers that have come to the bookings in hand (dropping those all settled);
