@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -142,13 +143,18 @@ def _sweep_form(wb: Workbench, batch_id: int) -> None:
     st.rerun()  # drawn again with the form off and the sweep's progress
 
 
-def _sweep_live(wb: Workbench, sweep_id: int) -> None:
-    """The running sweep's progress; polled by a fragment, which redraws the page once it ends."""
-    job = wb.whatif.sweep_job(sweep_id)
-    if job is None or not job.running:
-        st.rerun()
-    total = max(job.total, 1)
-    st.progress(job.done / total, text=f"Sweep {sweep_id}: {job.done:,} of {job.total:,} scenarios")
+def _sweeps_live(wb: Workbench, sweep_ids: list[int], label: Callable[[SweepJob], str]) -> None:
+    """The progress of running sweeps (each named by ``label``); polled by a fragment, which
+    redraws the page once one has ended."""
+    for sweep_id in sweep_ids:
+        job = wb.whatif.sweep_job(sweep_id)
+        if job is None or not job.running:
+            st.rerun()
+        st.progress(job.done / max(job.total, 1), text=f"{label(job)}: {job.done:,} of {job.total:,} scenarios")
+
+
+def _plain(job: SweepJob) -> str:
+    return f"Sweep {job.sweep_id}"
 
 
 def _sweeping(wb: Workbench) -> None:
@@ -160,7 +166,7 @@ def _sweeping(wb: Workbench) -> None:
         st.session_state.pop(SWEEPING, None)
         return
     if job.running:
-        st.fragment(run_every=POLL_S)(_sweep_live)(wb, job.sweep_id)
+        st.fragment(run_every=POLL_S)(_sweeps_live)(wb, [job.sweep_id], _plain)
         _cancel_button(wb, job, "Cancel sweep", "cancel_sweep", _CANCEL_HELP)
         st.caption("Leaving this page does not stop the sweep; its result is listed here when it has finished.")
         return
@@ -197,17 +203,6 @@ def _started(job: SweepJob) -> str:
     return f"Sweep {job.sweep_id}{name}, started{who} at {job.started_at:%H:%M}"
 
 
-def _others_live(wb: Workbench, sweep_ids: list[int]) -> None:
-    """The progress of sweeps started elsewhere; polled by a fragment, which redraws the page once
-    one has ended (it is then listed below)."""
-    jobs = [wb.whatif.sweep_job(sweep_id) for sweep_id in sweep_ids]
-    for job in jobs:
-        if job is None or not job.running:
-            st.rerun()
-            return
-        st.progress(job.done / max(job.total, 1), text=f"{_started(job)}: {job.done:,} of {job.total:,} scenarios")
-
-
 def _others_sweeping(wb: Workbench, batch_id: int) -> None:
     """Sweeps over this batch that another session (or the API, or a notebook through the server)
     started and that are still running: their progress for everyone, a cancel for analysts."""
@@ -215,7 +210,7 @@ def _others_sweeping(wb: Workbench, batch_id: int) -> None:
     others = [job for job in wb.whatif.running_sweeps(batch_id) if job.sweep_id != mine]
     if not others:
         return
-    st.fragment(run_every=POLL_S)(_others_live)(wb, [job.sweep_id for job in others])
+    st.fragment(run_every=POLL_S)(_sweeps_live)(wb, [job.sweep_id for job in others], _started)
     if not may(wb, Role.ANALYST):
         return
     for job in others:
