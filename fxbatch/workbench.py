@@ -804,13 +804,17 @@ class _WhatIf:
     def __init__(self, wb: Workbench) -> None:
         self.wb = wb
 
-    def _stop(self, sweep_id: int, *, make: bool) -> SweepCancel | None:
+    def _stop(self, sweep_id: int) -> SweepCancel | None:
+        """The cancel of a sweep reserved or running in this process (None: neither)."""
+        with self._stops_lock:
+            return self._stops.get((self.wb.engine.db_key, sweep_id))
+
+    def _swept(self, sweep_id: int) -> SweepCancel:
+        """The cancel of a sweep starting now (kept from its reservation, which it no longer is)."""
         key = (self.wb.engine.db_key, sweep_id)
         with self._stops_lock:
-            if make:
-                self._reserved.pop(key, None)  # swept now (or reserved again just below)
-                return self._stops.setdefault(key, SweepCancel())
-            return self._stops.get(key)
+            self._reserved.pop(key, None)
+            return self._stops.setdefault(key, SweepCancel())
 
     def sweep(
         self,
@@ -842,11 +846,10 @@ class _WhatIf:
                 sweep_id = self.reserve_sweep_id()
             return run_sweep(self.wb.store, self.wb.rates, batch_id, grid, name=name, executor=executor,
                              on_progress=on_progress, trade_date=self.wb.settings.trading_date(),
-                             sweep_id=sweep_id, cancel=self._stop(sweep_id, make=True))  # fmt: skip
+                             sweep_id=sweep_id, cancel=self._swept(sweep_id))  # fmt: skip
         finally:
             if sweep_id is not None:
-                with self._stops_lock:
-                    self._stops.pop((self.wb.engine.db_key, sweep_id), None)
+                self._forget_stop(sweep_id)
 
     def start_sweep(
         self,
@@ -899,7 +902,7 @@ class _WhatIf:
         except BaseException:  # no thread: no job left waiting for ever
             with self._stops_lock:
                 self._jobs.pop(key, None)
-                self._stops.pop(key, None)
+            self._forget_stop(job.sweep_id)
             job._ended.set()
             raise
         return job
@@ -914,7 +917,7 @@ class _WhatIf:
         """Cancel this database's background sweeps and wait for them to end (the database closes next)."""
         mine = self.running_sweeps()
         for job in mine:
-            stop = self._stop(job.sweep_id, make=False)
+            stop = self._stop(job.sweep_id)
             if stop is not None:
                 stop.request()
         deadline = time.monotonic() + timeout_s
@@ -940,9 +943,9 @@ class _WhatIf:
         """A fresh sweep id for ``sweep(..., sweep_id=...)``; it can be cancelled from now on (a
         sweep cancelled before it starts runs no scenario)."""
         sweep_id = reserve_sweep_id(self.wb.store)
-        self._stop(sweep_id, make=True)
         key = (self.wb.engine.db_key, sweep_id)
         with self._stops_lock:
+            self._stops[key] = SweepCancel()
             self._reserved[key] = None
             while len(self._reserved) > KEPT_RESERVATIONS:  # never swept: let the oldest go
                 oldest = next(iter(self._reserved))
@@ -950,12 +953,19 @@ class _WhatIf:
                 self._stops.pop(oldest, None)
         return sweep_id
 
+    def _forget_stop(self, sweep_id: int) -> None:
+        """The sweep has ended (or never will start): nothing can cancel it any more."""
+        key = (self.wb.engine.db_key, sweep_id)
+        with self._stops_lock:
+            self._stops.pop(key, None)
+            self._reserved.pop(key, None)
+
     def cancel(self, sweep_id: int) -> None:
         """Stop a sweep running in this process (any thread): the scenarios under way end, no
         other starts, and nothing of it is stored. NotFoundError for an unknown sweep, ConflictError
         for one that has ended."""
         self.wb._need(Role.ANALYST, "cancel a what-if sweep")
-        stop = self._stop(sweep_id, make=False)
+        stop = self._stop(sweep_id)
         if stop is None:
             job = self.sweep_job(sweep_id)
             if job is not None and job.wait(5.0) and job.error is not None:  # it has just failed or stopped

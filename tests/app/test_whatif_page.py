@@ -48,7 +48,7 @@ def _hold_sweeps_until_cancelled(wb: Workbench, monkeypatch: pytest.MonkeyPatch)
         def progress(done: int, total: int) -> None:
             kwargs_progress(done, total)
             holding.set()
-            stop = wb.whatif._stop(kwargs["sweep_id"], make=False)
+            stop = wb.whatif._stop(kwargs["sweep_id"])
             assert stop is not None and stop.event.wait(60)  # the first scenario is done: hold until the cancel
 
         kwargs_progress = kwargs["on_progress"]

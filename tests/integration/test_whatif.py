@@ -443,7 +443,7 @@ def test_worker_processes_stop_taking_scenarios_once_the_sweep_is_cancelled(
 
 def test_a_cancel_too_late_for_a_sweep_being_stored_says_so(wb: Workbench, batch: int) -> None:
     sweep_id = wb.whatif.reserve_sweep_id()
-    cancel = wb.whatif._stop(sweep_id, make=False)
+    cancel = wb.whatif._stop(sweep_id)
     assert cancel is not None and cancel.store()  # the sweep has claimed its results for storing
     with pytest.raises(ConflictError, match=f"Sweep {sweep_id} has finished and is being stored"):
         wb.whatif.cancel(sweep_id)
@@ -503,7 +503,7 @@ def test_closing_the_workbench_cancels_its_background_sweeps(tmp_path: Path) -> 
     def held(*args: Any, **kwargs: Any) -> Any:
         def progress(done: int, total: int) -> None:
             started.set()
-            stop = wb.whatif._stop(kwargs["sweep_id"], make=False)
+            stop = wb.whatif._stop(kwargs["sweep_id"])
             assert stop is not None and stop.event.wait(60)  # until the close cancels it
 
         return real(*args, **{**kwargs, "on_progress": progress})
