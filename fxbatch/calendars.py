@@ -96,9 +96,9 @@ def warm(currencies: Iterable[str], years: Iterable[int]) -> None:
     """Build the holiday calendars of ``currencies`` for ``years`` now. The first one imports every
     country's rules (about 0.1 s) and each new one takes up to a few ms: a server that left them to
     its first requests would hold its event loop, and every call in flight, that long."""
-    for year in years:
-        for ccy in currencies:
-            _year(ccy, year)
+    years = tuple(years)
+    for ccy in currencies:
+        holidays_of(ccy, years)  # cached: later calls for these years find them built
 
 
 def holidays_of(ccy: str, years: Iterable[int]) -> dict[date, str]:

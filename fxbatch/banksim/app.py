@@ -191,7 +191,9 @@ class BankApi:
                 self._hanging = True
                 print(f"banksim: {self.sim.faults.bookings_taken} bookings answered; every later one is held "
                       "unanswered (--hang-after-bookings)", file=sys.stderr, flush=True)  # fmt: skip
-            await asyncio.get_running_loop().create_future()  # until the caller leaves or the service stops
+            await (
+                asyncio.get_running_loop().create_future()
+            )  # held until the service stops (not when the caller leaves)
         req = parse(wire.BookDealRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.book_deal(req, header.transactionId)
         if isinstance(out, Refusal):
