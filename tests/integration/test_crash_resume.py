@@ -41,12 +41,13 @@ def cli_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FXBATCH_") or k == "FXBATCH_TODAY"}
 
 
-def start_cli(db: Path, stderr: Path, *args: str) -> subprocess.Popen[str]:
+def start_cli(db: Path, stderr: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python -m fxbatch --db DB ARGS`` as a child (``env``: its whole environment, else ``cli_env()``)."""
     with stderr.open("w") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "fxbatch", "--db", str(db), *args],
             cwd=REPO,
-            env=cli_env(),
+            env=env if env is not None else cli_env(),
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

@@ -695,12 +695,19 @@ class GatedBookings:
         self.gated = set(D[gated:])
         self.broken = broken
         self.sent: list[str] = []
+        self.held: list[str] = []
+        self.two_held = threading.Event()  # two gated bookings are waiting at the gate
         self.bank = mock_bank(self.handler)
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
         deal = json.loads(request.content)["trade"]["dealTransactionID"]
         self.sent.append(deal)
-        while deal in self.gated and not self.gate.is_set():
+        if deal in self.gated:
+            self.held.append(deal)
+            if len(self.held) >= 2:
+                self.two_held.set()
+        deadline = time.monotonic() + 30  # a test that never opens the gate fails, not hangs
+        while deal in self.gated and not self.gate.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.001)
         if deal in self.broken:
             return httpx.Response(200, text="<html>gateway</html>")
@@ -713,6 +720,7 @@ def test_booking_answers_are_handed_back_part_by_part_in_order_while_later_ones_
     with ThreadPoolExecutor(1) as pool:
         # Deals 4..7 are not answered until the gate opens: the first two parts come before.
         first = [pool.submit(next, parts).result(timeout=30) for _ in range(2)]
+        assert gated.two_held.wait(30)  # deals 4 and 5 go out as parts 0 and 1 are answered
         assert not gated.gate.is_set() and set(gated.sent) >= {D[4], D[5]}  # asked, not answered
         gated.gate.set()
         rest = list(parts)
