@@ -729,6 +729,32 @@ def test_booking_answers_are_handed_back_part_by_part_in_order_while_later_ones_
     assert sorted(gated.sent) == sorted(D)  # each booked once
 
 
+def test_a_caller_that_stops_taking_parts_sends_no_more_bookings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fxbatch.bank.http.bank as bank_module
+
+    closing = threading.Event()  # the stream is closing: it now waits for the requests in flight
+
+    def wait(fs: Any, *args: Any, **kwargs: Any) -> Any:
+        closing.set()
+        return futures_wait(fs, *args, **kwargs)
+
+    futures_wait = bank_module.futures.wait
+    monkeypatch.setattr(bank_module, "futures", type("Futures", (), {"wait": staticmethod(wait)}))
+    gated = GatedBookings(gated=2)  # deals 0 and 1 are answered; 2 and 3 then wait at the gate
+    parts = gated.bank.book_deals_in_parts(book_batch(8), 2, part_rows=2)
+    with ThreadPoolExecutor(1) as pool:
+        lo, hi, replies = pool.submit(next, parts).result(timeout=30)
+        assert (lo, hi, replies.ok.tolist()) == (0, 2, [True, True])
+        assert gated.two_held.wait(30)  # deals 2 and 3 are in flight
+        closed = pool.submit(parts.close)  # the caller stops after the first part
+        assert closing.wait(30)
+        assert not closed.done()  # the requests in flight end before the stream does
+        gated.gate.set()
+        closed.result(timeout=30)
+    # Deals 2 and 3 were answered; 4 to 7, not sent when the caller stopped, are never sent.
+    assert sorted(gated.sent) == sorted(D[:4])
+
+
 def test_a_booking_call_that_breaks_hands_back_the_parts_answered_before_and_then_raises() -> None:
     # Two in flight, taken in order: deals 0..3 are answered before deal 5 is even asked for.
     gated = GatedBookings(broken=frozenset({D[5]}))
