@@ -12,13 +12,14 @@ from streamlit.testing.v1 import AppTest
 
 from tests.app.conftest import APP, TIMEOUT
 from tests.app.test_run_pages import app_workbench, metrics, ok
-from tests.integration.test_http_bank import CLIENT, SECRET, Service, assert_one_deal_per_success
+from tests.integration.banksim_helpers import CLIENT, SECRET, Service, free_port
+from tests.integration.test_http_bank import assert_one_deal_per_success
 
 
 @pytest.fixture
 def bank(tmp_path: Path) -> Iterator[Service]:
     """A bank simulator on a reserved port, not started yet."""
-    svc = Service(tmp_path)
+    svc = Service(tmp_path, port=free_port())
     try:
         yield svc
     finally:

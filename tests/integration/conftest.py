@@ -1,4 +1,5 @@
-"""Fixtures of the HTTP API tests (test_api*.py): the API over real HTTP, the upload spool."""
+"""Fixtures of the integration tests: the API over real HTTP and the upload spool (test_api*.py),
+the bank simulator service (test_banksim_service.py, test_http_bank.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from fxbatch import Workbench
 from tests.integration.api_helpers import api_client
+from tests.integration.banksim_helpers import Service
 
 
 @pytest.fixture
@@ -27,3 +29,14 @@ def spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
+
+
+@pytest.fixture
+def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
+    """A bank simulator service, started (with the arguments of an indirect parameter, if any)."""
+    svc = Service(tmp_path, *getattr(request, "param", ()))
+    try:
+        svc.start()
+        yield svc
+    finally:
+        svc.kill()

@@ -1,105 +1,27 @@
 """The HTTP bank against the bank simulator service over real HTTP on loopback.
 
-Each test starts ``python -m fxbatch.banksim serve`` as a subprocess on a free port with its own
-DuckDB ledger, polls /health, and kills it in the fixture's finally.
+Each test starts ``python -m fxbatch.banksim serve`` as a subprocess (the ``service`` fixture:
+``tests/integration/banksim_helpers.py``) on a port it picks, with its own DuckDB ledger, and
+kills it in the fixture's finally.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
 from fxbatch import Settings, Workbench
 from fxbatch.errors import SettingsError
 from fxbatch.models import FailureCode, RunStatus
+from tests.integration.banksim_helpers import CLIENT, SECRET, Service
 from tests.integration.run_helpers import WAIT, assert_every_trade_final, load_generated, query, wait_until
 from tests.integration.test_crash_resume import cli_env, prepared_db, start_cli, wait_for_progress
-
-SECRET = "banksim-s3cret-value"
-CLIENT = "fxbatch-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Service:
-    """One bank simulator process; ``start`` again after ``kill`` reuses its port and ledger."""
-
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.db = tmp_path / "bank.duckdb"
-        self.port = free_port()
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp_path / "banksim.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "fxbatch.banksim", "serve", "--port", str(self.port), "--db", str(self.db),
-               "--client-id", CLIENT, *self.args]  # fmt: skip
-        env = {**os.environ, "FXBATCH_BANKSIM_CLIENT_SECRET": SECRET}  # not on the command line (ps shows it)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the bank simulator did not start"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def ledger(self, tmp_path: Path) -> list[dict[str, str]]:
-        """The service's booked deals, via ``banksim ledger`` (the service must be stopped)."""
-        out = tmp_path / "ledger.csv"
-        subprocess.run(
-            [sys.executable, "-m", "fxbatch.banksim", "ledger", "--db", str(self.db), "-o", str(out)],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        with out.open(newline="") as fh:
-            return list(csv.DictReader(fh))
-
-
-@pytest.fixture
-def service(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Service]:
-    svc = Service(tmp_path, *getattr(request, "param", ()))
-    try:
-        svc.start()
-        yield svc
-    finally:
-        svc.kill()
 
 
 def http_settings(tmp_path: Path, **overrides: object) -> Settings:
