@@ -8,6 +8,11 @@ bank exactly as ``fxbatch run --bank URL`` does. Ratios, not seconds, are the fi
 On a shared machine the wall ratio swings with the load (printed), so the CPU each side spent per
 trade is printed too: the client's includes the engine's own work (the in-process run's CPU is
 the reference for that), the service's is read from /proc (Linux).
+
+Where the time over the floor goes is printed from a timeline of every request (when the client
+sent it, when the answer was in): the time a request took as the client saw it, against the
+simulated latency, and how long slots stood idle (fewer than the calls in flight allowed, from
+the first request to the last answer).
 """
 
 from __future__ import annotations
@@ -18,12 +23,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 
 from fxbatch import Settings, Workbench
+from fxbatch.bank.http import caller
 from fxbatch.samples import make_trades, write_csv
 
 # A fixed trading day (a Monday) for the client and the simulator alike, so that the figure does
@@ -69,6 +79,38 @@ def _own_cpu_s() -> float:
     return t.user + t.system
 
 
+@contextmanager
+def timeline() -> Iterator[list[tuple[float, float]]]:
+    """(sent, answered) of every request the HTTP bank makes in the block (monotonic seconds)."""
+    spans: list[tuple[float, float]] = []
+    send = caller.Caller._send
+
+    async def timed(self: caller.Caller, op: str, content: bytes, token: str) -> Any:
+        sent = time.monotonic()
+        try:
+            return await send(self, op, content, token)
+        finally:
+            spans.append((sent, time.monotonic()))
+
+    caller.Caller._send = timed  # type: ignore[method-assign]
+    try:
+        yield spans
+    finally:
+        caller.Caller._send = send  # type: ignore[method-assign]
+
+
+def idle_s(spans: list[tuple[float, float]], slots: int) -> float:
+    """Seconds of ``slots`` calls in flight left unused between the first request and the last
+    answer, over ``slots`` (the wall time they stand for)."""
+    starts, ends = np.array(spans).T
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.argsort(times, kind="stable")
+    times, in_flight = times[order], np.cumsum(steps[order])
+    free = np.clip(slots - in_flight[:-1], 0, None)
+    return float((free * np.diff(times)).sum()) / slots
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -80,9 +122,10 @@ def main() -> None:
                 batch = wb.load(path, today=date(2026, 11, 30)).batch_id
                 load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
                 service_cpu, client_cpu = _cpu_s(proc.pid), _own_cpu_s()
-                start = time.perf_counter()
-                summary = wb.run(batch, bank_url=f"http://127.0.0.1:{port}", concurrency=CONCURRENCY)
-                elapsed = time.perf_counter() - start
+                with timeline() as spans:
+                    start = time.perf_counter()
+                    summary = wb.run(batch, bank_url=f"http://127.0.0.1:{port}", concurrency=CONCURRENCY)
+                    elapsed = time.perf_counter() - start
                 service_cpu, client_cpu = _cpu_s(proc.pid) - service_cpu, _own_cpu_s() - client_cpu
                 cur = wb.store.cursor()
                 quotes, bookings = cur.execute(
@@ -118,6 +161,14 @@ def main() -> None:
         f"  floor: the {calls:,} calls the bank's answers made this run need (retries and quote cancels "
         f"included) take {floor:.2f} s at {CONCURRENCY} in flight ({floor / ideal:.2f}x ideal); ours is "
         f"{elapsed / floor:.2f}x that (informative: the target is against the ideal)"
+    )
+    took = np.array([b - a for a, b in spans]) * 1000
+    print(
+        f"  where it goes: a request took {took.mean():.1f} ms on average as the client saw it (median "
+        f"{np.median(took):.1f}, 90th percentile {np.percentile(took, 90):.1f}) against the simulated "
+        f"{LATENCY_MS:g} ms: {len(spans):,} requests x {took.mean() - LATENCY_MS:.1f} ms / {CONCURRENCY} = "
+        f"{len(spans) * (took.mean() - LATENCY_MS) / 1000 / CONCURRENCY:.2f} s; slots idle (start, a wave's "
+        f"quotes to its bookings, the last retries) {idle_s(spans, CONCURRENCY):.2f} s"
     )
     per = 1000 / N
     print(
