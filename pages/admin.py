@@ -6,11 +6,20 @@ import streamlit as st
 
 from fxbatch import FxBatchError, Workbench
 from fxbatch.access import ROLE_DOES, Role
-from pages.common import TOKENS_NOTICE, get_workbench, may, needs_role, revoke_form, show_error, token_table
+from pages.common import (
+    TOKENS_NOTICE,
+    TableConfig,
+    get_workbench,
+    may,
+    needs_role,
+    revoke_form,
+    show_error,
+    token_table,
+)
 
 NOTICE = "admin_notice"
 REMOVING = "admin_removing"  # the e-mail whose role this session is asked to confirm removing
-USER_TABLE = {
+USER_TABLE: TableConfig = {
     "column_config": {
         "email": "E-mail",
         "role": "Role",
@@ -30,14 +39,14 @@ def _grant(wb: Workbench) -> None:
         email = st.text_input("E-mail address", placeholder="name@desk.example", key="grant_email")
         role = st.radio("Role", list(Role), index=0, format_func=_role_words, key="grant_role")
         granted = st.form_submit_button("Give the role", type="primary")
-    if not granted:
+    if not granted or role is None:  # (a radio with an index always has a choice)
         return
     try:
-        wb.access.set_role(email, Role(role))
+        wb.access.set_role(email, role)
     except FxBatchError as exc:
         show_error(exc)
         return
-    st.session_state[NOTICE] = f"{email.strip().lower()} is now {Role(role).value}."
+    st.session_state[NOTICE] = f"{email.strip().lower()} is now {role.value}."
     st.rerun()
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 from fxbatch import FxBatchError, Workbench
 from fxbatch.access import Role, current
 from fxbatch.approvals import Approval, ApprovalStatus
-from pages.common import RUN_PAGE, SELECT_ROWS, get_workbench, may, newly_selected_row, show_error
+from pages.common import RUN_PAGE, SELECT_ROWS, TableConfig, get_workbench, may, newly_selected_row, show_error
 
 NOTICE = "approvals_notice"
 PICK = "approval_pick"
@@ -20,7 +20,7 @@ STATUS_WORDS = {
     ApprovalStatus.USED: "Run started",
     ApprovalStatus.VOID: "Void (something changed)",
 }
-TABLE = {
+TABLE: TableConfig = {
     "column_order": ["approval_id", "batch_id", "bank_url", "trades", "requested_by", "requested_at", "status",
                      "decided_by", "reason", "run_id"],
     "column_config": {

@@ -11,11 +11,11 @@ import streamlit as st
 from fxbatch import FxBatchError, Workbench
 from fxbatch.access import Role
 from fxbatch.export import csv_bytes
-from pages.common import get_workbench, may, needs_role, show_error
+from pages.common import TableConfig, get_workbench, may, needs_role, show_error
 
 ALL = "Everyone"
 ANY = "Any action"
-TABLE = {
+TABLE: TableConfig = {
     "column_order": ["seq", "logged_at", "actor", "action", "object", "params", "outcome"],
     "column_config": {
         "seq": st.column_config.NumberColumn("Entry", format="%d", width="small"),
@@ -35,7 +35,7 @@ def _filters(everything: pd.DataFrame) -> tuple[str | None, str | None, datetime
     actions = sorted(str(a) for a in everything["action"].dropna().unique())
     actor = c1.selectbox("Who", [ALL, *actors], key="audit_actor")
     action = c2.selectbox("Action", [ANY, *actions], key="audit_action")
-    dates = c3.date_input("Between (UTC)", value=(), key="audit_dates")
+    dates = c3.date_input("Between (UTC)", value=[], key="audit_dates")
     since = until = None
     if isinstance(dates, tuple) and len(dates) == 2 and all(isinstance(d, date) for d in dates):
         since = datetime.combine(dates[0], time.min)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tempfile
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -26,6 +25,7 @@ from pages.common import (
     RUN_PAGE,
     SELECT_ROWS,
     TRADE_TABLE,
+    TableConfig,
     as_this_user,
     cancel_with_confirmation,
     confirmed,
@@ -50,7 +50,7 @@ SORTS = {
     "Name": ("name", True),
     "Most trades": ("trades", False),
 }
-TABLE: dict[str, Any] = {
+TABLE: TableConfig = {
     "column_order": [
         "batch_id",
         "name",
@@ -85,11 +85,11 @@ def _overview(wb: Workbench) -> tuple[pd.DataFrame, dict[int, RunSummary]]:
     running = {r.batch_id for r in wb.active_runs()}
     status, last_run, outcome, success = [], [], [], []
     for batch_id in df["batch_id"]:
-        run = latest.get(int(batch_id))
-        status.append(batch_status_label("RUNNING" if batch_id in running else (run.status if run else "LOADED")))
-        last_run.append(run.run_id if run else None)
-        outcome.append(outcome_text(run.counts) if run else "never run")
-        success.append(run.counts.get("SUCCESS", 0) / run.trades if run and run.trades else None)
+        last = latest.get(int(batch_id))
+        status.append(batch_status_label("RUNNING" if batch_id in running else (last.status if last else "LOADED")))
+        last_run.append(last.run_id if last else None)
+        outcome.append(outcome_text(last.counts) if last else "never run")
+        success.append(last.counts.get("SUCCESS", 0) / last.trades if last and last.trades else None)
     df["status"], df["last_run"], df["outcome"], df["success"] = status, last_run, outcome, success
     return df, latest
 
@@ -97,7 +97,7 @@ def _overview(wb: Workbench) -> tuple[pd.DataFrame, dict[int, RunSummary]]:
 def _filters(df: pd.DataFrame) -> pd.DataFrame:
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     statuses = c1.multiselect("Status", sorted(set(df["status"])), key="b_status")
-    dates = c2.date_input("Created between", value=(), key="b_dates")
+    dates = c2.date_input("Created between", value=[], key="b_dates")
     text = c3.text_input("Search name or file", key="b_text")
     sort = c4.selectbox("Sort", list(SORTS), key="b_sort")
     keep = pd.Series(True, index=df.index)

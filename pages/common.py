@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -175,7 +175,14 @@ def show_error(exc: Exception) -> None:
 
 # How batches, trades and rejections read in tables: plain labels, dates without a clock,
 # money with two decimals; the fingerprint (a long hash) stays out of the way.
-BATCH_TABLE = {
+class TableConfig(TypedDict, total=False):
+    """A table's columns as ``st.dataframe`` takes them (``**TABLE``)."""
+
+    column_order: list[str]
+    column_config: dict[str, Any]
+
+
+BATCH_TABLE: TableConfig = {
     "column_order": [
         "batch_id",
         "name",
@@ -211,7 +218,7 @@ def labelled(columns: Any, config: dict[str, Any] | None = None) -> dict[str, An
     return {**{str(c): field_label(str(c)) for c in columns}, **(config or {})}
 
 
-TRADE_TABLE = {
+TRADE_TABLE: TableConfig = {
     "column_config": labelled(
         ["trade_id", "client_cif", "account_number", "currency_pair", "side", "amount_currency", "delivery",
          "reference"],
@@ -223,7 +230,7 @@ TRADE_TABLE = {
         },
     ),
 }  # fmt: skip
-REJECTION_TABLE = {
+REJECTION_TABLE: TableConfig = {
     "column_config": {
         "row": st.column_config.NumberColumn("Row", format="%d", help="Row in the uploaded file", width="small"),
         "column": "Column",
@@ -267,7 +274,7 @@ def confirmed(
     state: str,
     subject: object,
     ask: tuple[str, str, str | None],
-    question: Callable[[], None],
+    question: Callable[[], object],
     yes: tuple[str, str],
     no: tuple[str, str],
     widths: tuple[int, int] = (1, 4),
@@ -322,7 +329,7 @@ def cancel_with_confirmation(wb: Workbench, run_id: int, key: str, *, interrupte
 
 # Tables that lead somewhere are drawn with on_select="rerun" and SELECT_ROWS: clicking any cell of
 # a row picks it, as does the row's checkbox.
-SELECT_ROWS = ["single-row", "single-cell"]
+SELECT_ROWS: list[Literal["single-row", "single-cell"]] = ["single-row", "single-cell"]
 
 
 def selected_row(event: Any) -> int | None:
@@ -347,7 +354,7 @@ def newly_selected_row(event: Any, key: str) -> int | None:
 
 TOKENS_NOTICE = "tokens_notice"
 TOKEN_STATUS_WORDS = {"active": "Active", "expired": "Expired", "revoked": "Revoked"}
-TOKEN_TABLE: dict[str, Any] = {
+TOKEN_TABLE: TableConfig = {
     "column_order": ["token_id", "email", "name", "status", "created_at", "expires_at", "last_used_at",
                      "revoked_at", "revoked_by"],
     "column_config": {

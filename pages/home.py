@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -9,11 +11,21 @@ from fxbatch import FxBatchError, Workbench
 from fxbatch.access import Role
 from fxbatch.labels import batch_status_label, run_status_label
 from fxbatch.money import zar_compact
-from pages.common import BATCH_TABLE, POLL_S, RUN_PAGE, get_workbench, may, outcome_text, progress_text, show_error
+from pages.common import (
+    BATCH_TABLE,
+    POLL_S,
+    RUN_PAGE,
+    TableConfig,
+    get_workbench,
+    may,
+    outcome_text,
+    progress_text,
+    show_error,
+)
 
 NOTICE = "home_notice"
 SEEN = "home_seen_running"
-RUNS_TABLE = {
+RUNS_TABLE: dict[str, Any] = {
     "run_id": st.column_config.NumberColumn("Run", format="%d", width="small"),
     "batch_id": st.column_config.NumberColumn("Batch", format="%d", width="small"),
     "status": "Status",
@@ -99,7 +111,7 @@ def main() -> None:
     st.fragment(run_every=POLL_S if wb.active_runs() else None)(_running_now)(wb)
     _latest_runs(wb)
     st.subheader("Latest batches")
-    latest = {
+    latest: TableConfig = {
         **BATCH_TABLE,
         "column_order": ["batch_id", "name", "status", "trades", "notional_zar", "rejected", "created_at"],
     }

@@ -116,8 +116,10 @@ def _choices(_wb: Workbench, db: str, run_id: int, version: str) -> dict[str, li
 
 def _version(summary: RunSummary) -> str | None:
     """The cache version of a finished run (None while it can still change)."""
-    running = summary.status.value in ("PENDING", "RUNNING") or summary.finished_at is None
-    return None if running else f"{summary.status.value}:{summary.finished_at.isoformat()}"
+    finished = summary.finished_at
+    if finished is None or summary.status.value in ("PENDING", "RUNNING"):
+        return None
+    return f"{summary.status.value}:{finished.isoformat()}"
 
 
 # -- choosing a run ---------------------------------------------------------------------------
@@ -130,8 +132,8 @@ def _choose_run(wb: Workbench) -> RunSummary | None:
         st.page_link("pages/batches.py", label="Go to Batches", icon=":material/table_view:")
         return None
     by_id = {r.run_id: r for r in runs}
-    wanted = st.query_params.get("run")
-    found = bool(wanted) and wanted.isdigit() and int(wanted) in by_id
+    wanted = st.query_params.get("run") or ""
+    found = wanted.isdigit() and int(wanted) in by_id
     initial = int(wanted) if found else runs[0].run_id
     if wanted and not found:
         named = f"There is no run {wanted}" if wanted.isdigit() else "The link names no run"  # never echo other text

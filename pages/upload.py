@@ -161,7 +161,7 @@ def _mapping(headers: list[str], column_map: dict[str, str], state: dict[str, An
                     "Field",
                     options=[IGNORE, *FIELDS],
                     required=True,
-                    format_func=lambda f: f if f == IGNORE else field_label(f),
+                    format_func=lambda f: f if f == IGNORE else field_label(str(f)),
                 ),
             },
         )

@@ -18,6 +18,7 @@ from pages.common import (
     POLL_S,
     RUN_PAGE,
     SELECT_ROWS,
+    TableConfig,
     confirmed,
     get_workbench,
     labelled,
@@ -51,7 +52,7 @@ COMPARE_TABLE: dict[str, Any] = {
     "notional_zar_total": st.column_config.NumberColumn("Notional (ZAR)", format=_ZAR),
     "spread_income_zar": st.column_config.NumberColumn("Income (ZAR)", format=_ZAR, help=_INCOME_HELP),
 }
-SCENARIOS_TABLE: dict[str, Any] = {
+SCENARIOS_TABLE: TableConfig = {
     "column_order": [
         "scenario",
         "success_rate",
@@ -77,7 +78,7 @@ SCENARIOS_TABLE: dict[str, Any] = {
         "failure_reasons": "Why trades failed",
     },
 }
-SUMMARY_TABLE: dict[str, Any] = {
+SUMMARY_TABLE: TableConfig = {
     "column_order": [
         "success_rate",
         "scenarios",
