@@ -349,6 +349,35 @@ def test_an_answer_that_is_not_json_breaks_the_contract() -> None:
         make_bank(fake).book_deals(book_batch(1), 1)
 
 
+@pytest.mark.parametrize("status", [400, 404, 405, 413])
+def test_an_error_status_whose_body_is_not_the_apis_answer_breaks_the_contract(status: int) -> None:
+    # A proxy's page for a wrong path is not the bank refusing each trade: the run stops, resumable.
+    fake = FakeBank(lambda op, body, req: httpx.Response(status, text="<html>Not Found</html>"))
+    with pytest.raises(ContractError, match=rf"createquote answer \(HTTP {status}\).*not the API's answer"):
+        make_bank(fake).create_quotes(quote_batch(2), 2)
+
+
+def test_an_error_status_with_the_apis_result_block_is_the_trades_refusal() -> None:
+    answer = {"result": {"resultCode": 1, "resultMsg": "Validation failed",
+                         "validationErrors": [{"validation": "cifNo", "error": "INVALID CIF NUMBER"}]}}  # fmt: skip
+    fake = FakeBank(lambda op, body, req: httpx.Response(422, json=answer))  # no header: the block is enough
+    q = make_bank(fake).create_quotes(quote_batch(1), 1)
+    assert q.reason_idx[0] == REASON_INDEX[FailureCode.BANK_VALIDATION.value]
+    assert q.message[0] == "Validation failed: cifNo: INVALID CIF NUMBER"
+
+
+def test_a_broken_cancel_answer_fails_that_cancel_only_and_stops_no_booking() -> None:
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if op == "cancelquote" and body["quoteID"] == 5:
+            return httpx.Response(200, text="OK")
+        return ok()
+
+    bank = make_bank(FakeBank(api))
+    r = bank.cancel_quotes(np.array([4, 5, 6], dtype=np.int64), 3)
+    assert r.result_code.tolist() == [0, 1, 0] and "cancelquote" in str(r.message[1])
+    assert bank.book_deals(book_batch(2), 2).ok.all()  # the bank is not taken for unreachable
+
+
 # -- retries and unanswered bookings --------------------------------------------------------------
 def test_a_5xx_on_createquote_is_retried_until_it_answers() -> None:
     answers = iter([503, 502, 200])
@@ -388,6 +417,21 @@ def test_an_unanswered_booking_the_bank_has_not_got_is_booked_again_with_the_sam
 
     b = make_bank(FakeBank(api)).book_deals(book_batch(1), 1)
     assert b.ok.all() and booked == [D[0], D[0]]
+
+
+def test_no_such_transaction_answered_with_an_http_404_is_read_as_such() -> None:
+    booked: list[str] = []
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        if op == "bookquoteddeal":
+            booked.append(body["trade"]["dealTransactionID"])
+            if len(booked) == 1:
+                raise httpx.ReadTimeout("timed out", request=req)
+            return ok()
+        return refused({"resultCode": 404, "resultMsg": "no such transaction", "resultReasonCode": TXN_NOT_FOUND}, 404)
+
+    b = make_bank(FakeBank(api)).book_deals(book_batch(1), 1)
+    assert b.ok.all() and booked == [D[0], D[0]]  # the bank has none: booked again, same id
 
 
 def test_a_status_lookup_the_bank_refuses_otherwise_is_never_taken_for_no_such_deal() -> None:

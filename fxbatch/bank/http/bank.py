@@ -53,6 +53,7 @@ from fxbatch.models import FAILURES, FailureCode
 T = TypeVar("T")
 _NAN = float("nan")
 _VALIDATION = REASON_INDEX[FailureCode.BANK_VALIDATION.value]
+_REJECTED = REASON_INDEX[FailureCode.BANK_REJECTED.value]
 # A booking refused with these may be ours already (an earlier try whose answer was lost): the
 # bank's transaction status says.
 _MAYBE_OURS = frozenset(
@@ -235,7 +236,11 @@ class HttpBank:
                 except BaseException as exc:
                     if not caller.down or not first:
                         first.append(exc)
-                    caller.down = True  # the others give up quickly instead of each waiting out the window
+                    if not background or isinstance(exc, BankUnavailable):
+                        # The others give up quickly instead of each waiting out the window. A
+                        # background call's own failure (a cancel's answer breaking the contract)
+                        # ends that call only: the quotes and bookings in flight go on.
+                        caller.down = True
                     raise
                 finally:
                     slots.release(background=background)
@@ -267,17 +272,20 @@ class HttpBank:
     def _answer(op: str, status: int, content: bytes) -> tuple[wire.Answer | None, tuple[int, int, str | None]]:
         """The validated answer (None for an HTTP-level failure) and its (code, reason, message).
 
-        A 2xx must be the operation's documented answer (else ContractError); a 4xx/5xx is read
-        for a result block where it has one.
+        A 2xx must be the operation's documented answer, a 4xx its result block (else
+        ContractError, see ``wire.error_result``).
         """
+        answer, block = HttpBank._answer_block(op, status, content)
+        return answer, wire.map_result(status, block)
+
+    @staticmethod
+    def _answer_block(op: str, status: int, content: bytes) -> tuple[wire.Answer | None, wire.Result | None]:
+        """The validated answer of a 2xx (None otherwise) and the answer's result block (None
+        where an error answer has none)."""
         if 200 <= status < 300:
             answer = wire.parse_answer(op, status, content)
-            return answer, wire.map_result(status, answer.result)
-        try:
-            block = wire.Answer.model_validate_json(content).result if content else None
-        except ValidationError:
-            block = None
-        return None, wire.map_result(status, block)
+            return answer, answer.result
+        return None, wire.error_result(op, status, content)
 
     # -- the port ----------------------------------------------------------------------
     def create_quotes(self, batch: QuoteBatch, max_in_flight: int) -> QuoteReplies:
@@ -459,7 +467,10 @@ class HttpBank:
         async def one(i: int) -> tuple[int, int, str | None]:
             body = wire.QuoteRequest(header=header, quoteID=int(ids[i])).model_dump_json().encode()
             status, content = await self.caller.post(wire.CANCEL_QUOTE, body, resend=True)
-            return self._answer(wire.CANCEL_QUOTE, status, content)[1]
+            try:
+                return self._answer(wire.CANCEL_QUOTE, status, content)[1]
+            except wire.ContractError as exc:  # best effort: that cancel failed, the others go on
+                return 1, _REJECTED, str(exc)
 
         rows = self._fan_out(one, len(ids), max_in_flight, background=True)
         col = list(zip(*rows, strict=True)) if rows else [()] * 3
@@ -475,9 +486,10 @@ class HttpBank:
         body = wire.TxnStatusRequest(header=self._header, transactionID=deal_id).model_dump_json().encode()
         for poll in range(_PENDING_POLLS + 1):
             status, content = await self.caller.post(wire.TXN_STATUS, body, resend=True)
-            answer, (code, _, _) = self._answer(wire.TXN_STATUS, status, content)
-            if answer is None or code:
-                result = answer.result if answer is not None else None
+            # The bank's "no such transaction" is read from its result block, whatever the HTTP
+            # status it comes with (a 404 as well as a 200).
+            answer, result = self._answer_block(wire.TXN_STATUS, status, content)
+            if answer is None or not result or result.resultCode:
                 return (
                     "NOT_FOUND" if result is not None and result.resultReasonCode == wire.TXN_NOT_FOUND else "UNKNOWN"
                 )

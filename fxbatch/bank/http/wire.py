@@ -20,6 +20,7 @@ simulator refuses what a bank refuses, naming the field.
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -304,6 +305,34 @@ def parse_answer(op: str, status: int, content: bytes) -> Answer:
         if any(e["type"] == "json_invalid" for e in exc.errors()) or not content.strip().startswith(b"{"):
             raise contract_error(op, status, ValueError("the body is not JSON")) from None
         raise contract_error(op, status, exc) from None
+
+
+def error_result(op: str, status: int, content: bytes) -> Result | None:
+    """The result block of an error answer (HTTP 4xx/5xx) to ``op``.
+
+    DOMAIN: every answer carries a result block, a refusal's included (its header is not needed
+    to read it). An answer without one is the API's only where the HTTP status says it all: 401
+    and 403 (not authorised), 429 and 5xx (a gateway or the bank busy; retried): then None. Any
+    other status with a body that is not the API's (a proxy's HTML page for a wrong path, an
+    empty 404) breaks the contract: ContractError naming the call, not a trade's refusal.
+    """
+    try:
+        return Answer.model_validate_json(content).result
+    except ValidationError:
+        pass
+    try:
+        body = json.loads(content) if content.strip() else None
+        if isinstance(body, dict) and isinstance(body.get("result"), dict):
+            return Result.model_validate(body["result"])
+    except (ValueError, ValidationError):
+        pass
+    if status in (401, 403, 429) or status >= 500:
+        return None
+    kind = "empty" if not content.strip() else "not the API's answer (no result block)"
+    raise ContractError(
+        f"The bank's {op} answer (HTTP {status}) breaks the API contract: its body is {kind}. "
+        "Check the bank's URL (FXBATCH_BANK_URL) and the API path."
+    )
 
 
 _UNAVAILABLE = REASON_INDEX[FailureCode.SERVICE_UNAVAILABLE.value]
