@@ -60,6 +60,10 @@ DEPTH = 3
 # quote is about that old when booked. At 500 ms a call, 64 rounds of quotes took 32 s and every
 # quote of the wave had expired (quotes live about 30 s) before its booking was sent.
 QUOTE_LIFE_SHARE = 1 / 3
+# A quote life read from the bank's answers over this is taken for a clock or time zone at fault
+# (DOMAIN: quotes live about 30 seconds), and the last known life is kept: a wrong long life
+# would lift the cap above.
+QUOTE_LIFE_MAX_S = 600.0
 # With latency, a wave's booking answers are settled this many rounds of calls at a time as they
 # come (where the bank can hand them back so: an HTTP bank), so a refused booking is quoted again
 # while the rest of its wave still books (see Worker._book).
@@ -81,6 +85,15 @@ def life_rounds(round_s: float | None, quote_life_s: float | None) -> int:
     if round_s is None or not round_s > 0 or quote_life_s is None or not quote_life_s > 0:
         return 1 << 40
     return max(1, math.floor(QUOTE_LIFE_SHARE * quote_life_s / round_s))
+
+
+def quote_life(expiry: np.ndarray, now: float, last: float | None) -> float | None:
+    """How long quotes expiring at ``expiry`` (epoch seconds; NaN: not said) live from ``now``:
+    the median life left; ``last`` where none is said, or the median is not above zero or over
+    QUOTE_LIFE_MAX_S."""
+    left = expiry[np.isfinite(expiry)] - now
+    life = float(np.median(left)) if len(left) else 0.0
+    return life if 0 < life <= QUOTE_LIFE_MAX_S else last
 
 
 def final_rows(
@@ -557,12 +570,11 @@ class Worker:
         flight says how long a round takes (until one was measured, any wave: a part-filled
         round takes a round trip all the same); the life of its quotes, from now, is the median
         life left (robust to a few odd ones; a bank clock behind ours shortens it, which only
-        makes waves smaller). A life not above zero (a clock far off) leaves the last one."""
+        makes waves smaller). A life not above zero or over QUOTE_LIFE_MAX_S (a clock far off, a
+        time zone misread) leaves the last one."""
         if not self.measure or not n or (n < self.max_in_flight and self.round_s is not None):
             return
-        left = expiry[np.isfinite(expiry)] - time.time()
-        if len(left) and (life := float(np.median(left))) > 0:
-            self.quote_life_s = life
+        self.quote_life_s = quote_life(expiry, time.time(), self.quote_life_s)
         self.round_s = took_s / math.ceil(n / self.max_in_flight)
         self.chunk_size = self.max_in_flight * wave_rounds(self.round_s, self.quote_life_s)
 

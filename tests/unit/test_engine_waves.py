@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from fxbatch.engine.worker import MIN_WAVE_ROUNDS, WAVE_ROUNDS, wave_rounds
+from fxbatch.engine.worker import MIN_WAVE_ROUNDS, WAVE_ROUNDS, quote_life, wave_rounds
 
 
 @pytest.mark.parametrize(
@@ -21,3 +22,21 @@ from fxbatch.engine.worker import MIN_WAVE_ROUNDS, WAVE_ROUNDS, wave_rounds
 )  # fmt: skip
 def test_a_wave_fits_in_a_third_of_a_quotes_life(round_s: float | None, life_s: float | None, rounds: int) -> None:
     assert wave_rounds(round_s, life_s) == rounds
+
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("lives", "life"),
+    [
+        ([29.0, 30.0, 31.0, 1.0], 29.5),  # the median life left: robust to an odd quote
+        ([29.0, np.nan, 30.0], 29.5),  # a quote that says nothing is left out
+        ([], 30.0),  # nothing said: the last known life
+        ([-5.0, -4.0], 30.0),  # already expired by our clock (a bank clock far behind): the last
+        ([7230.0, 7231.0], 30.0),  # two hours: a time zone misread, not a quote's life: the last
+        ([600.0], 600.0),  # ten minutes is still taken as said
+    ],
+)  # fmt: skip
+def test_the_life_of_quotes_is_read_from_their_expiry_within_reason(lives: list[float], life: float) -> None:
+    assert quote_life(NOW + np.array(lives, dtype=float), NOW, 30.0) == life

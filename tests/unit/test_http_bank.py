@@ -226,6 +226,18 @@ def test_quotes_read_the_documented_payload_and_keep_a_64_bit_quote_id_exact() -
     assert q.transaction_id is not None and q.transaction_id[0] == HEADER["transactionId"]
 
 
+def test_a_quote_expiry_without_an_offset_is_the_banks_local_time_whatever_the_machines() -> None:
+    from datetime import UTC, datetime
+
+    from fxbatch.bank.http.wire import QuotePayload
+
+    naive = QuotePayload.model_validate({"quoteId": 7, "quoteExpiryDateTime": "2026-11-30T10:00:30", "quoteRate": 18.0})
+    given = QuotePayload.model_validate({"quoteId": 7, "quoteExpiryDateTime": "2026-11-30T10:00:30+00:00",
+                                         "quoteRate": 18.0})  # fmt: skip
+    assert naive.quoteExpiryDateTime == datetime(2026, 11, 30, 8, 0, 30, tzinfo=UTC)  # SAST is UTC+2
+    assert given.quoteExpiryDateTime == datetime(2026, 11, 30, 10, 0, 30, tzinfo=UTC)  # an offset given is kept
+
+
 def test_the_request_has_the_documented_shape_and_no_fxbatch_headers() -> None:
     fake = FakeBank(quote_answer)
     make_bank(fake, user_id="dealer@bank.test").create_quotes(quote_batch(1), 1)

@@ -21,10 +21,11 @@ simulator refuses what a bank refuses, naming the field.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -142,9 +143,21 @@ class CreateQuoteRequest(_Wire):
     trade: QuoteTrade
 
 
+# Assumed: a time the bank sends without an offset is its own local time, South African
+# Standard Time (UTC+2, no daylight saving), never the time zone of the machine reading it.
+BANK_TIME_ZONE = timezone(timedelta(hours=2), "SAST")
+
+
+def _in_bank_zone(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=BANK_TIME_ZONE)
+
+
+BankTime = Annotated[datetime, AfterValidator(_in_bank_zone)]
+
+
 class QuotePayload(_Wire):
     quoteId: Int64
-    quoteExpiryDateTime: datetime
+    quoteExpiryDateTime: BankTime
     quoteRate: Rate = Field(description="Assumed: the bank's rate for the quote (not in the API summaries).")
 
 
@@ -187,7 +200,7 @@ class CancelQuoteAnswer(Answer):
 
 class LatestQuotePayload(_Wire):
     quoteId: Int64
-    quoteExpiryDateTime: datetime
+    quoteExpiryDateTime: BankTime
 
 
 class LatestQuoteAnswer(Answer):
