@@ -112,16 +112,23 @@ class Clients:
             for c, a, s, lim in zip(t["cif"], t["account_number"], t["status"], t["limit_zar"], strict=True)
         }
 
-    def check(self, cif: str, account: str, amount_zar: float) -> Refusal | None:
+    def check(self, cif: str, account: str, amount_zar: float, to_account: str | None = None) -> Refusal | None:
+        """The client, the account it pays from (whose limit the deal must be within) and, when
+        given, the account it is paid into: both the client's own, and active."""
         if cif not in self.cifs:
             return refuse(FailureCode.CLIENT_NOT_FOUND, ("cifNo", "INVALID CIF NUMBER"))
-        found = self.accounts.get((cif, account))
-        where = "fromSettlementAccount.accountNumber"
-        if found is None:
-            return refuse(FailureCode.ACCOUNT_MISMATCH, (where, "ACCOUNT DOES NOT BELONG TO THE CIF"))
-        status, limit = found
-        if status != ACTIVE:
-            return refuse(FailureCode.ACCOUNT_BLOCKED, (where, f"ACCOUNT {status}"))
+        limit = math.inf
+        named = [("fromSettlementAccount.accountNumber", account)]
+        if to_account is not None:
+            named.append(("toSettlementAccount.accountNumber", to_account))
+        for where, number in named:
+            found = self.accounts.get((cif, number))
+            if found is None:
+                return refuse(FailureCode.ACCOUNT_MISMATCH, (where, "ACCOUNT DOES NOT BELONG TO THE CIF"))
+            status, own_limit = found
+            if status != ACTIVE:
+                return refuse(FailureCode.ACCOUNT_BLOCKED, (where, f"ACCOUNT {status}"))
+            limit = min(limit, own_limit) if number == account else limit
         if not amount_zar <= limit:  # a deal whose ZAR value is unknown is over any limit
             return refuse(FailureCode.LIMIT_EXCEEDED, ("dealCurrencyAmount", "OVER THE CLIENT'S LIMIT"))
         return None
@@ -160,7 +167,10 @@ class TradeChecks:
         if self.clients is not None:
             factor = self.rates.to_zar(trade.dealCurrency)
             amount_zar = trade.dealCurrencyAmount * factor if factor is not None else math.nan
-            return self.clients.check(customer.cifNo, customer.fromSettlementAccount.accountNumber, amount_zar)
+            return self.clients.check(
+                customer.cifNo, customer.fromSettlementAccount.accountNumber, amount_zar,
+                customer.toSettlementAccount.accountNumber,
+            )  # fmt: skip
         return None
 
 

@@ -32,6 +32,7 @@ from fxbatch.banksim.ledger import BOOKED, CANCELLED, ISSUED, REFUSED, Event, Jo
 from fxbatch.models import FailureCode
 
 KEEP_EXPIRED_S = 60.0  # how long an expired quote stays in memory (then it is read from the journal)
+DEAL_RATE_SPAN = 0.10  # the most a booking's client rate (dealRate) may be off the quote's rate, as a share of it
 ORGANISATION, SYSTEM = "FXBATCH BANK SIMULATOR", "banksim"
 
 
@@ -116,7 +117,10 @@ class Desk:
         self._order: deque[tuple[float, int]] = deque()  # (expiry, quote id) oldest first: for pruning
         for q in snap.quotes:
             self._remember(self._from_state(q))
-        self.deals = {d.deal_id: Deal(d.deal_id, d.quote_id, d.booked_at, d.user_id, d.bank_txn) for d in snap.deals}
+        # Keyed by the id as the wire reads it (lower case), whatever case a journal row has.
+        self.deals = {
+            d.deal_id.lower(): Deal(d.deal_id, d.quote_id, d.booked_at, d.user_id, d.bank_txn) for d in snap.deals
+        }
 
     # -- the model -----------------------------------------------------------------------------
     def _fate(self, key: int) -> tuple[int, int]:
@@ -264,6 +268,9 @@ class Desk:
             return refuse(FailureCode.QUOTE_EXPIRED, ("trade.quoteID", f"QUOTE EXPIRED AT {iso(quote.expires_at)}"))
         if abs(t.quoteRate - quote.rate) > self.tolerance * quote.rate:
             return refuse(FailureCode.PRICE_MOVED, ("trade.quoteRate", f"THE QUOTE'S RATE IS {quote.rate!r}"))
+        if abs(t.dealRate - quote.rate) > DEAL_RATE_SPAN * quote.rate:
+            # The client's rate is the quote moved by the desk's spread: never a tenth away from it.
+            return refuse(FailureCode.BANK_VALIDATION, ("trade.dealRate", "DEAL RATE NOT NEAR THE QUOTE'S RATE"))
         if quote.book_reason != NONE:
             return refuse(REASONS[quote.book_reason])
         return None

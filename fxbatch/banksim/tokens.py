@@ -38,6 +38,11 @@ class Credentials:
     password: str | None = None
 
 
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison of any text (compare_digest refuses non-ASCII str)."""
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
 class TokenRefused(Exception):
     def __init__(self, status: int, error: str, description: str, code: int) -> None:
         super().__init__(description)
@@ -88,9 +93,7 @@ class Tokens:
             if not username or not password:
                 raise TokenRefused(400, "invalid_request", "The request body must contain username and password.", MISSING)  # fmt: skip
             c = self.creds
-            if c.username is not None and not (
-                secrets.compare_digest(username, c.username) & secrets.compare_digest(password, c.password or "")
-            ):
+            if c.username is not None and not (_same(username, c.username) & _same(password, c.password or "")):
                 raise TokenRefused(400, "invalid_grant", "Error validating credentials due to invalid username or password.", BAD_USER)  # fmt: skip
         elif grant == "refresh_token":
             found = self._refresh.get(form.get("refresh_token", ""))
@@ -110,9 +113,7 @@ class Tokens:
             except (binascii.Error, UnicodeDecodeError):
                 raise TokenRefused(401, "invalid_client", "The Authorization header is not valid Basic credentials.", BAD_CLIENT) from None  # fmt: skip
         c = self.creds
-        if c.client_id is not None and not (
-            secrets.compare_digest(client_id, c.client_id) & secrets.compare_digest(secret, c.client_secret or "")
-        ):
+        if c.client_id is not None and not (_same(client_id, c.client_id) & _same(secret, c.client_secret or "")):
             raise TokenRefused(401, "invalid_client", f"Invalid client secret provided for client {client_id!r}, or an unknown client.", BAD_CLIENT)  # fmt: skip
         return client_id, secret
 

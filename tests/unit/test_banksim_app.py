@@ -257,6 +257,10 @@ BAD_BOOKINGS: list[tuple[str, dict[str, object], str]] = [
     ("deal id not a UUID", {"dealTransactionID": "deal-1"}, "trade.dealTransactionID"),
     ("quote rate negative", {"quoteRate": -1}, "trade.quoteRate"),
     ("deal rate missing", {"dealRate": None}, "trade.dealRate"),
+    ("quote rate as text", {"quoteRate": "17.6"}, "trade.quoteRate"),
+    ("deal rate as text", {"dealRate": "17.6"}, "trade.dealRate"),
+    ("deal rate true", {"dealRate": True}, "trade.dealRate"),
+    ("deal rate nowhere near the quote", {"dealRate": 1e-9}, "trade.dealRate"),
 ]
 
 
@@ -348,6 +352,16 @@ def test_a_rate_off_the_quote_beyond_the_tolerance_is_a_price_move(bank: SimBank
     rate = payload["quoteRate"]
     refused(bank.book(payload, quoteRate=rate * 1.001), F.PRICE_MOVED, "trade.quoteRate")  # 10 bps > 5
     assert bank.book(payload, quoteRate=rate * 1.0004)["result"]["resultCode"] == 0  # 4 bps
+
+
+def test_a_deal_id_is_one_whatever_the_case_of_its_letters(bank: SimBank) -> None:
+    deal = str(uuid.uuid4())
+    one, other = bank.quoted(), bank.quoted(dealCurrencyAmount=60000.0)
+    assert bank.book(one, deal)["result"]["resultCode"] == 0
+    assert bank.book(one, deal.upper())["result"]["resultCode"] == 0  # the same booking again: its answer
+    refused(bank.book(other, deal.upper()), F.DUPLICATE_TRANSACTION, "trade.dealTransactionID")
+    assert wire.TxnStatusAnswer.model_validate(bank.status(deal.upper())).transaction is not None
+    assert bank.booked() == 1
 
 
 def test_status_finds_a_deal_by_its_deal_id_and_by_the_bank_id_of_its_booking(bank: SimBank) -> None:
@@ -551,22 +565,27 @@ REGISTRY = "cif,account_number,status,limit_zar\n0123456789,0012345678,ACTIVE,10
 
 
 @pytest.mark.parametrize(
-    ("cif", "account", "amount", "code", "field"),
+    ("cif", "account", "into", "amount", "code", "field"),
     [
-        ("999", "0012345678", 100.0, F.CLIENT_NOT_FOUND, "cifNo"),
-        ("0123456789", "0042", 100.0, F.ACCOUNT_MISMATCH, "fromSettlementAccount.accountNumber"),
-        ("0123456789", "0099", 100.0, F.ACCOUNT_BLOCKED, "fromSettlementAccount.accountNumber"),
-        ("0123456789", "0012345678", 2_000_000.0, F.LIMIT_EXCEEDED, "dealCurrencyAmount"),
+        ("999", "0012345678", None, 100.0, F.CLIENT_NOT_FOUND, "cifNo"),
+        ("0123456789", "0042", None, 100.0, F.ACCOUNT_MISMATCH, "fromSettlementAccount.accountNumber"),
+        ("0123456789", "0099", None, 100.0, F.ACCOUNT_BLOCKED, "fromSettlementAccount.accountNumber"),
+        ("0123456789", "0012345678", None, 2_000_000.0, F.LIMIT_EXCEEDED, "dealCurrencyAmount"),
+        # the account the client is paid into is the client's own, and active, too
+        ("0123456789", "0012345678", "5550001", 100.0, F.ACCOUNT_MISMATCH, "toSettlementAccount.accountNumber"),
+        ("0123456789", "0012345678", "0099", 100.0, F.ACCOUNT_BLOCKED, "toSettlementAccount.accountNumber"),
     ],
 )
 def test_with_a_registry_the_client_checks_refuse_naming_the_field(
-    make: Callable[..., SimBank], tmp_path: Path, cif: str, account: str, amount: float, code: FailureCode, field: str
-) -> None:
-    (tmp_path / "clients.csv").write_text(REGISTRY)
+    make: Callable[..., SimBank], tmp_path: Path, cif: str, account: str, into: str | None, amount: float,
+    code: FailureCode, field: str,
+) -> None:  # fmt: skip
+    (tmp_path / "clients.csv").write_text(REGISTRY + "5550000,5550001,ACTIVE,\n")
     bank = make(registry=ClientRegistry.from_csv(tmp_path / "clients.csv"))
     body = quote_body(dealCurrencyAmount=amount)
     body["customer"]["cifNo"] = cif
     body["customer"]["fromSettlementAccount"]["accountNumber"] = account
+    body["customer"]["toSettlementAccount"]["accountNumber"] = into or account
     answer = bank.call(wire.CREATE_QUOTE, body)
     refused(answer, code, field)
     if code is F.CLIENT_NOT_FOUND:
@@ -615,6 +634,10 @@ def test_the_password_grant_answers_like_the_identity_provider(guarded: SimBank)
         ({"username": "someone-else"}, 400, "invalid_grant"),
         ({"client_secret": "not-the-" + SECRET}, 401, "invalid_client"),
         ({"client_id": "stranger"}, 401, "invalid_client"),
+        ({"client_id": "fxbatch-\u00e9"}, 401, "invalid_client"),  # not ASCII: refused, never a 500
+        ({"client_secret": "s\u00e9cret"}, 401, "invalid_client"),
+        ({"password": "p\u00e4ss"}, 400, "invalid_grant"),
+        ({"username": "\ufffd"}, 400, "invalid_grant"),
         ({"password": ""}, 400, "invalid_request"),
         ({"grant_type": "implicit"}, 400, "unsupported_grant_type"),
     ],

@@ -51,9 +51,10 @@ COMPLETED, PENDING = "COMPLETED", "PENDING"
 INT64_MAX = (1 << 63) - 1
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 Int64 = Annotated[StrictInt, Field(ge=1, le=INT64_MAX)]
-Uuid = Annotated[str, Field(pattern=UUID_PATTERN)]
+# A UUID's letters are hex digits of either case (RFC 9562): one deal id, read as lower case.
+Uuid = Annotated[str, Field(pattern=UUID_PATTERN), AfterValidator(str.lower)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-Rate = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Rate = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]  # a JSON number: never text or true
 
 
 class _Wire(BaseModel):
