@@ -203,6 +203,9 @@ def _decode_head(head: bytes) -> str:
         return head[: exc.start].decode("utf-8-sig")
 
 
+_BARE_CR = re.compile(r"\r(?!\n)")
+
+
 def _cr_only(text: str) -> bool:
     """Lines end in a bare CR (Excel for Mac's "CSV (Macintosh)"): the first line break outside
     quotes is a CR and no CRLF occurs (a line break inside a cell may be LF)."""
@@ -247,7 +250,12 @@ def _decode_file(path: Path, encoding: str) -> tuple[str, str]:
             except UnicodeDecodeError:
                 text = data.decode("latin-1")  # the five bytes Windows-1252 leaves undefined
     text = text.removeprefix("\ufeff")
-    return (text.replace("\r", "\n") if _cr_only(text) else text), encoding
+    if "\r" in text and _BARE_CR.search(text):
+        # A CR that is not part of a CRLF ends a line, as a spreadsheet reads it: CR-only files
+        # (Excel for Mac), and CR CR LF (a script that wrote CRLF in text mode: a blank line
+        # after each row, as Excel shows it).
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text, encoding
 
 
 def _line_of(data: bytes, offset: int) -> int:
@@ -387,6 +395,9 @@ class _LineScan:
     empty: int  # physical lines with nothing on them
     max_fields: int  # most delimiters on one line + 1 (quoted delimiters included: an upper bound)
     longest: int  # bytes on the longest line: no cell is longer
+    # Lines holding a CR or LF after the split: line ends DuckDB reads otherwise than a spreadsheet
+    # (CR CR LF from a script that wrote CRLF in text mode; a bare CR between CRLF lines).
+    odd_breaks: int = 0
 
 
 _DUCKDB_LINE = 2_000_000  # DuckDB's default max_line_size
@@ -401,11 +412,12 @@ def _scan_lines(con: duckdb.DuckDBPyConnection, path: Path, delim: str) -> _Line
     size = max(path.stat().st_size + 2, _DUCKDB_LINE)
     row = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE l IS NULL), "
-        f"coalesce(max(strlen(l) - strlen(replace(l, {_sql_str(delim)}, ''))), 0), coalesce(max(strlen(l)), 0) "
+        f"coalesce(max(strlen(l) - strlen(replace(l, {_sql_str(delim)}, ''))), 0), coalesce(max(strlen(l)), 0), "
+        "count(*) FILTER (WHERE contains(l, chr(13)) OR contains(l, chr(10))) "
         f"FROM read_csv({_sql_str(str(path))}, columns={{'l': 'VARCHAR'}}, delim=chr(1), quote='', escape='', "
         f"header=false, auto_detect=false, strict_mode=false, max_line_size={size})"
     ).fetchall()[0]
-    return _LineScan(int(row[0]), int(row[1]), int(row[2]) + 1, int(row[3]))
+    return _LineScan(int(row[0]), int(row[1]), int(row[2]) + 1, int(row[3]), int(row[4]))
 
 
 def _check_scan(name: str, scan: _LineScan, limits: Limits) -> None:
@@ -451,7 +463,7 @@ def _read_csv(
                 # UTF-8 at the top, something else further down: decided over the whole file below
             else:
                 _check_scan(path.name, scan, limits)
-                if scan.longest <= limits.max_cell_chars:
+                if scan.longest <= limits.max_cell_chars and not scan.odd_breaks:
                     raw = _csv_raw(path, path.name, header, scan, encoding)
                     if scan.empty:
                         return csv_exact(con, raw)
@@ -713,14 +725,17 @@ def _read_workbook(
     """
     from python_calamine import CalamineWorkbook
 
-    try:
-        book = CalamineWorkbook.from_path(str(path))
-    except Exception as exc:  # calamine raises its own error types per format
-        raise UnusableFileError(
+    def damaged(exc: Exception) -> UnusableFileError:
+        return UnusableFileError(
             f"{path.name} could not be opened as a workbook (expected XLSX, XLS or ODS; it may be damaged "
             f"or only partly downloaded): {exc}",
             code="UNREADABLE_FILE",
-        ) from exc
+        )
+
+    try:
+        book = CalamineWorkbook.from_path(str(path))
+    except Exception as exc:  # calamine raises its own error types per format
+        raise damaged(exc) from exc
     names = list(book.sheet_names)
     if not names:
         raise UnusableFileError(f"{path.name} has no sheets.", code="EMPTY_FILE")
@@ -730,7 +745,10 @@ def _read_workbook(
             code="NO_SUCH_SHEET",
         )
     sheet_name = sheet or names[0]
-    ws = book.get_sheet_by_name(sheet_name)
+    try:
+        ws = book.get_sheet_by_name(sheet_name)  # the sheet's XML is read here (a cut one fails)
+    except Exception as exc:
+        raise damaged(exc) from exc
     where = f"sheet {sheet_name!r} of {path.name}"
     check_rows(where, ws.total_height, limits)
     check_cells(where, ws.total_height, ws.total_width, limits)

@@ -125,3 +125,21 @@ def test_a_corrupt_line_in_an_otherwise_good_file_is_one_rejected_row(
     assert {r.row for r in result.rejections} == {302}
     assert "EXTRA_VALUES" in {r.code for r in result.rejections}
     assert wb.trades(result.batch_id)["row"].iloc[-1] == 303
+
+
+def test_a_workbook_whose_sheet_is_cut_short_is_refused_as_unreadable(wb: Workbench, tmp_path: Path) -> None:
+    import zipfile
+
+    from fxbatch.samples import make_trades, write_xlsx
+
+    good = write_xlsx(make_trades(50, seed=3), tmp_path / "good.xlsx")
+    cut = tmp_path / "cut.xlsx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(cut, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.startswith("xl/worksheets/"):
+                data = data[: len(data) // 2]  # the sheet's XML stops in the middle of a row
+            dst.writestr(item, data)
+    with pytest.raises(UnusableFileError) as err:
+        wb.load(cut, today=TODAY)
+    assert err.value.code == "UNREADABLE_FILE" and "cut.xlsx could not be opened as a workbook" in err.value.message

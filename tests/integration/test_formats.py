@@ -149,6 +149,23 @@ def test_bare_cr_line_ends_from_excel_for_mac_are_read(wb: Workbench, write_file
     assert trades["reference"].tolist() == ["two\nlines", "ref 3"]
 
 
+@pytest.mark.parametrize("blank_line", [False, True], ids=["no-blank-lines", "with-blank-line"])
+def test_cr_cr_lf_line_ends_from_a_script_writing_crlf_in_text_mode_are_read_as_excel_shows_them(
+    wb: Workbench, write_file: WriteFile, blank_line: bool
+) -> None:
+    # Python's csv module on Windows without newline="": each row ends CR CR LF, which Excel
+    # shows as the row, then a blank row. Every row loads, numbered as Excel numbers it.
+    lines = [HEADER, good_row(1, reference=""), good_row(2, side="X"), good_row(3, reference="last")]
+    if blank_line:
+        lines.insert(2, "")
+    result = wb.load(write_file("\r\r\n".join(lines) + "\r\r\n"), today=TODAY)
+    assert [(r.row, r.code) for r in result.rejections] == [(7 if blank_line else 5, "INVALID_SIDE")]
+    trades = wb.trades(result.batch_id)
+    assert trades["row"].tolist() == ([3, 9] if blank_line else [3, 7])
+    assert trades["client_cif"].tolist() == ["0123456789", "0123456789"]
+    assert trades["reference"].tolist()[-1] == "last" and pd.isna(trades["reference"].iloc[0])
+
+
 def test_a_title_row_spanning_lines_keeps_the_header_and_the_row_numbers(wb: Workbench, write_file: WriteFile) -> None:
     text = '"Morning batch\n30 Nov",,\n\n' + HEADER + "\n" + good_row(1) + "\n" + good_row(2, side="Q") + "\n"
     result = wb.load(write_file(text), today=TODAY)
