@@ -50,6 +50,7 @@ class RejectCode(StrEnum):
     VALUE_DATE_MISMATCH = "VALUE_DATE_MISMATCH"  # not the delivery's date (or over a year ahead)
     REFERENCE_TOO_LONG = "REFERENCE_TOO_LONG"
     CELL_TOO_LONG = "CELL_TOO_LONG"  # over the max_cell_chars setting; the reader emptied the cell
+    BAD_QUOTES = "BAD_QUOTES"  # a CSV value that goes on after its closing quote ("12"34)
     DUPLICATE_TRADE_ID = "DUPLICATE_TRADE_ID"
     TOTAL_ROW = "TOTAL_ROW"
     EXTRA_VALUES = "EXTRA_VALUES"

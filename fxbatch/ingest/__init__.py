@@ -25,9 +25,9 @@ from fxbatch.ingest.layout import (
     rejected_rows_in_file_terms,
     rejections_in_file_terms,
 )
-from fxbatch.ingest.limits import Limits, mark_long_cells
+from fxbatch.ingest.limits import Limits, mark_badly_quoted, mark_long_cells
 from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into
-from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates
+from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates, pin_rows
 from fxbatch.models import Layout, RejectedRow, Rejection
 
 __all__ = [
@@ -106,7 +106,11 @@ def check_file(
     raw, row_offset = _build(cur, raw, ctx)
     names = {i: name for name, i in plan.field_to_index.items()}
     columns = [names.get(i) or header for i, header in enumerate(raw.headers)]
-    mark_long_cells(cur, raw.long_cells, columns, limits.max_cell_chars, cells_sql("c", plan.layout is Layout.LEGACY))
+    fix_cells = cells_sql("c", plan.layout is Layout.LEGACY)
+    mark_long_cells(cur, raw.long_cells, columns, limits.max_cell_chars, fix_cells)
+    if raw.badly_quoted:
+        pin_rows(cur, row_offset)  # the fast path numbers its rows lazily: the marks need them
+        mark_badly_quoted(cur, raw.badly_quoted, columns, fix_cells)
     corrections = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
     mark_duplicates(cur, row_offset, cells_sql("c", plan.layout is Layout.LEGACY))  # pinning twice is a no-op
     total, blank, bad = cur.execute(

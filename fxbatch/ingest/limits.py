@@ -266,6 +266,16 @@ class LongCell:
     chars: int
 
 
+@dataclass(frozen=True)
+class BadlyQuoted:
+    row: int  # the row number the analyst sees
+    column: int  # 0-based index into the raw columns
+
+
+def _column_name(columns: list[str], index: int) -> str:
+    return (columns[index] if index < len(columns) else "") or f"column {index + 1}"
+
+
 def mark_long_cells(
     cur: duckdb.DuckDBPyConnection, cells: list[LongCell], columns: list[str], limit: int, fix_cells: str
 ) -> None:
@@ -274,18 +284,42 @@ def mark_long_cells(
     ``columns`` names each raw column as rejections do (the field it maps to, else its header).
     The emptied cell's own problems (a missing amount, say) are replaced by this one.
     """
-    if not cells:
-        return
-    values = []
+    problems = []
     for cell in cells:
-        column = (columns[cell.column] if cell.column < len(columns) else "") or f"column {cell.column + 1}"
+        column = _column_name(columns, cell.column)
         message = (
             f"{column} has {cell.chars:,} characters; a cell may hold at most {limit:,} "
             f"(limit max_cell_chars, {_setting('max_cell_chars')}); the cell was not read"
         )
-        values.append((cell.row, column, f"({cell.chars:,} characters)", message))
-    cur.execute("CREATE OR REPLACE TEMP TABLE _fx_long (src_row BIGINT, col VARCHAR, value VARCHAR, message VARCHAR)")
-    cur.executemany("INSERT INTO _fx_long VALUES (?, ?, ?, ?)", values)  # a handful of rows
+        problems.append((cell.row, column, f"({cell.chars:,} characters)", "CELL_TOO_LONG", message))
+    _mark_cells(cur, problems, fix_cells)
+
+
+def mark_badly_quoted(
+    cur: duckdb.DuckDBPyConnection, cells: list[BadlyQuoted], columns: list[str], fix_cells: str
+) -> None:
+    """Reject the rows whose CSV cells go on after their closing quote ("12"34): read as the file
+    stands, such a value is not what the analyst typed (the reader drops a character of it)."""
+    problems = []
+    for cell in cells:
+        column = _column_name(columns, cell.column)
+        message = (
+            f"{column} is badly quoted: text follows the closing quote. Inside a quoted value a quote is "
+            'written twice ("12""34"); the cell was not read'
+        )
+        problems.append((cell.row, column, "(badly quoted)", "BAD_QUOTES", message))
+    _mark_cells(cur, problems, fix_cells)
+
+
+def _mark_cells(cur: duckdb.DuckDBPyConnection, problems: list[tuple[int, str, str, str, str]], fix_cells: str) -> None:
+    """Reject rows for what the reader found wrong in single cells: (row, column, value shown,
+    code, message). The cell's own problems are replaced by this one."""
+    if not problems:
+        return
+    cur.execute(
+        "CREATE OR REPLACE TEMP TABLE _fx_cells (src_row BIGINT, col VARCHAR, value VARCHAR, code VARCHAR, message VARCHAR)"
+    )
+    cur.executemany("INSERT INTO _fx_cells VALUES (?, ?, ?, ?, ?)", problems)  # a handful of rows
     try:
         cur.execute(f"""
         UPDATE checked_data c SET is_blank = false, is_total = false,
@@ -293,9 +327,9 @@ def mark_long_cells(
                 list_filter(c.errors, lambda e: e.code <> 'TOTAL_ROW' AND NOT list_contains(l.cols, e.col)), l.problems),
             fix_cells = coalesce(c.fix_cells, {fix_cells})
         FROM (SELECT src_row, list(col) AS cols,
-                     list(struct_pack(col := col, value := value, code := 'CELL_TOO_LONG', message := message)) AS problems
-              FROM _fx_long GROUP BY src_row) l
+                     list(struct_pack(col := col, value := value, code := code, message := message)) AS problems
+              FROM _fx_cells GROUP BY src_row) l
         WHERE c.src_row = l.src_row
         """)
     finally:
-        cur.execute("DROP TABLE IF EXISTS _fx_long")
+        cur.execute("DROP TABLE IF EXISTS _fx_cells")

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from fxbatch.errors import UnusableFileError
 from fxbatch.ingest.layout import find_header_row, header_score, known_headers
 from fxbatch.ingest.limits import (
+    BadlyQuoted,
     Limits,
     LongCell,
     check_cells,
@@ -66,6 +67,7 @@ class RawFile:
     expected_records: int | None = None
     max_line_bytes: int = 0  # CSV: the longest physical line (DuckDB needs to know past 2 MB)
     long_cells: list[LongCell] = field(default_factory=list)  # emptied by the reader: their rows are rejected
+    badly_quoted: list[BadlyQuoted] = field(default_factory=list)  # CSV cells read altered: their rows are rejected
 
 
 def detect_kind(path: Path) -> str:
@@ -398,6 +400,9 @@ class _LineScan:
     # Lines holding a CR or LF after the split: line ends DuckDB reads otherwise than a spreadsheet
     # (CR CR LF from a script that wrote CRLF in text mode; a bare CR between CRLF lines).
     odd_breaks: int = 0
+    # Lines with a quote between two characters that are neither the delimiter nor a quote: a
+    # value that goes on after its closing quote ("12"34), which DuckDB's lenient reader cuts.
+    stray_quotes: int = 0
 
 
 _DUCKDB_LINE = 2_000_000  # DuckDB's default max_line_size
@@ -413,11 +418,36 @@ def _scan_lines(con: duckdb.DuckDBPyConnection, path: Path, delim: str) -> _Line
     row = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE l IS NULL), "
         f"coalesce(max(strlen(l) - strlen(replace(l, {_sql_str(delim)}, ''))), 0), coalesce(max(strlen(l)), 0), "
-        "count(*) FILTER (WHERE contains(l, chr(13)) OR contains(l, chr(10))) "
+        "count(*) FILTER (WHERE contains(l, chr(13)) OR contains(l, chr(10))), "
+        f"count(*) FILTER (WHERE CASE WHEN contains(l, '\"') THEN regexp_matches(l, {_sql_str(_stray_quote(delim))}) "
+        "ELSE false END) "
         f"FROM read_csv({_sql_str(str(path))}, columns={{'l': 'VARCHAR'}}, delim=chr(1), quote='', escape='', "
         f"header=false, auto_detect=false, strict_mode=false, max_line_size={size})"
     ).fetchall()[0]
-    return _LineScan(int(row[0]), int(row[1]), int(row[2]) + 1, int(row[3]), int(row[4]))
+    return _LineScan(int(row[0]), int(row[1]), int(row[2]) + 1, int(row[3]), int(row[4]), int(row[5]))
+
+
+def _stray_quote(delim: str) -> str:
+    """RE2 pattern of a quote with, on each side, a character that is neither ``delim`` nor a quote."""
+    d = "\\" + delim if delim in "\\]^-" else delim
+    return f'[^{d}"]"[^{d}"]'
+
+
+def _badly_quoted(con: duckdb.DuckDBPyConnection, raw: RawFile) -> list[BadlyQuoted]:
+    """The cells of ``raw`` whose value goes on after its closing quote ("12"34), by a strict
+    read of the file (only done when the line scan saw such a quote): DuckDB's lenient reader,
+    which the load uses, drops a character of them, so their rows are rejected instead."""
+    con.execute("DROP TABLE IF EXISTS _fx_rejects; DROP TABLE IF EXISTS _fx_rejects_scan")
+    try:
+        con.execute(f"SELECT count(*) FROM {_csv_source(raw, parallel=True, strict=True)}").fetchall()
+        found = con.execute(
+            "SELECT DISTINCT line, column_idx FROM _fx_rejects WHERE error_type = 'UNQUOTED VALUE' ORDER BY line"
+        ).fetchall()
+    except duckdb.Error:
+        return []  # the lenient read reports what is wrong with the file
+    finally:
+        con.execute("DROP TABLE IF EXISTS _fx_rejects; DROP TABLE IF EXISTS _fx_rejects_scan")
+    return [BadlyQuoted(int(line), int(column) - 1) for line, column in found]
 
 
 def _check_scan(name: str, scan: _LineScan, limits: Limits) -> None:
@@ -465,6 +495,8 @@ def _read_csv(
                 _check_scan(path.name, scan, limits)
                 if scan.longest <= limits.max_cell_chars and not scan.odd_breaks:
                     raw = _csv_raw(path, path.name, header, scan, encoding)
+                    if scan.stray_quotes:
+                        raw.badly_quoted = _badly_quoted(con, raw)
                     if scan.empty:
                         return csv_exact(con, raw)
                     raw.expected_records = scan.lines - (header.line + 1)
@@ -493,6 +525,8 @@ def _read_csv(
             scan = _scan_lines(con, source, header.delimiter)
         raw = _csv_raw(source, path.name, header, scan, encoding)
         raw.long_cells = long_cells
+        if scan.stray_quotes:
+            raw.badly_quoted = _badly_quoted(con, raw)
         return csv_exact(con, raw)
     finally:
         source.unlink(missing_ok=True)  # csv_exact has copied the rows into a table
@@ -515,13 +549,20 @@ def _csv_raw(source: Path, name: str, header: _Header, scan: _LineScan, encoding
     )
 
 
-def _csv_source(raw: RawFile, *, parallel: bool) -> str:
+def _csv_source(raw: RawFile, *, parallel: bool, strict: bool = False) -> str:
+    """The file's records as read for the load; ``strict``: read strictly, the records in error
+    skipped and listed in the temporary table _fx_rejects (see ``_badly_quoted``)."""
     assert raw.path is not None and raw.delimiter is not None
     columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(raw.headers)))
+    mode = (
+        "strict_mode=true, store_rejects=true, rejects_table='_fx_rejects', rejects_scan='_fx_rejects_scan'"
+        if strict
+        else "strict_mode=false"
+    )
     return (
         f"read_csv({_sql_str(str(raw.path))}, header=false, auto_detect=false, all_varchar=true, "
         f"delim={_sql_str(raw.delimiter)}, quote='\"', escape='\"', skip={raw.skip_records}, null_padding=true, "
-        f"strict_mode=false, encoding='utf-8', parallel={str(parallel).lower()}, "
+        f"{mode}, encoding='utf-8', parallel={str(parallel).lower()}, "
         f"max_line_size={max(raw.max_line_bytes + 2, _DUCKDB_LINE)}, "
         f"columns={{{columns}}})"
     )

@@ -513,3 +513,29 @@ def test_a_legacy_workbook_with_numeric_cifs_loads(wb: Workbench, tmp_path: Path
         ["123456789", "GBP/ZAR", "BUY", 50000.0],
         ["1", "GBP/ZAR", "SELL", 2.5],
     ]
+
+
+@pytest.mark.parametrize("blank_line", [False, True], ids=["fast-path", "exact-path"])
+def test_a_value_that_goes_on_after_its_closing_quote_rejects_its_row_naming_the_column(
+    wb: Workbench, write_file: WriteFile, blank_line: bool
+) -> None:
+    # DuckDB's lenient reader drops a character of "0012"345678 and reads "1"500.00 as 150.00:
+    # such a row is rejected, never loaded altered. Doubled quotes inside a quoted value
+    # and a quote inside an unquoted one are read as written.
+    lines = [
+        HEADER,
+        good_row(1).replace(",0012345678,", ',"0012"345678,'),
+        good_row(2, amount='"1"500.00'),
+        good_row(3, reference='"say ""hi"""'),
+        good_row(4, reference='ab"c'),
+    ]
+    if blank_line:
+        lines.insert(2, "")
+    result = wb.load(write_file("\n".join(lines) + "\n"), today=TODAY)
+    shift = 1 if blank_line else 0
+    assert [(r.row, r.column, r.code) for r in result.rejections] == [
+        (2, "account_number", "BAD_QUOTES"), (3 + shift, "amount", "BAD_QUOTES")
+    ]  # fmt: skip
+    assert "written twice" in result.rejections[0].message
+    trades = wb.trades(result.batch_id)
+    assert trades["reference"].tolist() == ['say "hi"', 'ab"c']
