@@ -51,6 +51,7 @@ class RejectCode(StrEnum):
     REFERENCE_TOO_LONG = "REFERENCE_TOO_LONG"
     CELL_TOO_LONG = "CELL_TOO_LONG"  # over the max_cell_chars setting; the reader emptied the cell
     BAD_QUOTES = "BAD_QUOTES"  # a CSV value that goes on after its closing quote ("12"34)
+    EXCEL_ERROR = "EXCEL_ERROR"  # an XLSX cell showing an error (#N/A, #DIV/0!): its formula failed
     DUPLICATE_TRADE_ID = "DUPLICATE_TRADE_ID"
     TOTAL_ROW = "TOTAL_ROW"
     EXTRA_VALUES = "EXTRA_VALUES"

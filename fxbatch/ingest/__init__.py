@@ -25,7 +25,7 @@ from fxbatch.ingest.layout import (
     rejected_rows_in_file_terms,
     rejections_in_file_terms,
 )
-from fxbatch.ingest.limits import Limits, mark_badly_quoted, mark_long_cells
+from fxbatch.ingest.limits import Limits, mark_badly_quoted, mark_error_cells, mark_long_cells
 from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into
 from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates, pin_rows
 from fxbatch.models import Layout, RejectedRow, Rejection
@@ -111,6 +111,7 @@ def check_file(
     if raw.badly_quoted:
         pin_rows(cur, row_offset)  # the fast path numbers its rows lazily: the marks need them
         mark_badly_quoted(cur, raw.badly_quoted, columns, fix_cells)
+    mark_error_cells(cur, raw.error_cells, names, fix_cells)
     corrections = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
     mark_duplicates(cur, row_offset, cells_sql("c", plan.layout is Layout.LEGACY))  # pinning twice is a no-op
     total, blank, bad = cur.execute(

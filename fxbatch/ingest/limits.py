@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 from xml.etree import ElementTree
@@ -116,25 +116,37 @@ def check_cells(name: str, rows: int, columns: int, limits: Limits) -> None:
 # ---------------------------------------------------------------- workbooks (zip)
 
 
-def check_workbook(path: Path, sheet: str | None, limits: Limits) -> int | None:
+@dataclass
+class SheetScan:
+    """What the scan of an XLSX sheet found besides its size."""
+
+    # An upper bound on the characters of any one shared string (a cell may repeat one of them any
+    # number of times: the reader sizes its chunks by it); None when not known.
+    longest_shared: int | None = None
+    # Cells showing an Excel error (#N/A, #DIV/0!...): (row, 0-based column, the error), which
+    # the workbook reader reads as empty.
+    error_cells: list[tuple[int, int, str]] = field(default_factory=list)
+
+
+def check_workbook(path: Path, sheet: str | None, limits: Limits) -> SheetScan:
     """Refuse a zip bomb and an oversized sheet before the workbook reader sees the file.
 
     Only zip-based workbooks (XLSX, XLSM, ODS) have a directory to check; XLS and XLSB are
-    bounded by ``max_file_mb`` alone. Returns, for an XLSX sheet that was scanned, an upper
-    bound on the characters of any one of its shared strings (a cell may repeat one of them
-    any number of times: the reader sizes its chunks by it); None when not known.
+    bounded by ``max_file_mb`` alone. An XLSX sheet is scanned (see ``SheetScan``).
     """
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
-        return None  # not a zip (XLS), or damaged: the workbook reader says which
+        return SheetScan()  # not a zip (XLS), or damaged: the workbook reader says which
     with zf:
         members = zf.infolist()
         _check_unzipped(path.name, members, limits)
         target = _sheet_member(zf, sheet)
-        if target is None or not _check_extent(path.name, zf, target, limits):
-            return None
-        return _longest_shared_string(zf)
+        scan = SheetScan()
+        if target is None or not _check_extent(path.name, zf, target, limits, scan.error_cells):
+            return scan
+        scan.longest_shared = _longest_shared_string(zf)
+        return scan
 
 
 def _longest_shared_string(zf: zipfile.ZipFile) -> int | None:
@@ -206,28 +218,57 @@ def _column_number(letters: bytes) -> int:
     return number
 
 
-def _check_extent(name: str, zf: zipfile.ZipFile, member: str, limits: Limits) -> bool:
-    """Rows x columns of the sheet's used area, from its cell references, by a streaming scan.
+def _check_extent(
+    name: str, zf: zipfile.ZipFile, member: str, limits: Limits, errors: list[tuple[int, int, str]]
+) -> bool:
+    """Rows x columns of the sheet's used area, from its cell references, by a streaming scan;
+    the cells showing an Excel error go in ``errors``.
 
     Single-letter columns are found by searching for anything right of the widest seen so far
     (a few fast searches per chunk); multi-letter ones, rare in a trades sheet, are read in full.
+    A chunk is cut before its last cell, so that no cell is split between two.
     """
     rows = widest = implicit = 0
     tail = b""
     try:
         with zf.open(member) as fh:
             while chunk := fh.read(_CHUNK):
-                cut = chunk.rfind(b"<")
+                cut = chunk.rfind(b"<c ")
+                cut = cut if cut >= 0 else chunk.rfind(b"<")
                 buf, tail = (tail + chunk[:cut], chunk[cut:]) if cut >= 0 else (tail + chunk, b"")
                 rows, widest, implicit = _scan_chunk(buf, rows, widest, implicit)
+                _error_cells(name, buf, errors)
                 check_rows(name, rows, limits)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
         return False  # damaged: the workbook reader says so
     rows, widest, implicit = _scan_chunk(tail, rows, widest, implicit)
+    _error_cells(name, tail, errors)
     check_rows(name, rows, limits)
     # A cell without a reference takes the next column: their number bounds the width they add.
     check_cells(name, rows, widest + implicit, limits)
     return True
+
+
+_ERROR_CELL = re.compile(rb'<c\b([^>]*\bt="e"[^>]*)>(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)?<v>([^<]*)</v>')
+_CELL_REF = re.compile(rb'\br="([A-Z]{1,3})(\d+)"')
+MAX_ERROR_CELLS = 100_000  # cells showing an Excel error one sheet may have: past it, the file is refused
+
+
+def _error_cells(name: str, buf: bytes, errors: list[tuple[int, int, str]]) -> None:
+    """The cells of ``buf`` (whole cells of a sheet's XML) that show an Excel error, added to ``errors``."""
+    if b't="e"' not in buf:
+        return
+    for found in _ERROR_CELL.finditer(buf):
+        ref = _CELL_REF.search(found.group(1))
+        if ref is None:
+            continue  # a cell without a reference: its place is not known here
+        errors.append((int(ref.group(2)), _column_number(ref.group(1)) - 1, found.group(2).decode("utf-8", "replace")))
+    if len(errors) > MAX_ERROR_CELLS:
+        raise UnusableFileError(
+            f"{name} has over {MAX_ERROR_CELLS:,} cells showing an Excel error (#N/A, #DIV/0!...): fix the "
+            "formulas, or paste the sheet as values.",
+            code="TOO_MANY_CELLS",
+        )
 
 
 def _scan_chunk(buf: bytes, rows: int, widest: int, implicit: int) -> tuple[int, int, int]:
@@ -308,6 +349,21 @@ def mark_badly_quoted(
             'written twice ("12""34"); the cell was not read'
         )
         problems.append((cell.row, column, "(badly quoted)", "BAD_QUOTES", message))
+    _mark_cells(cur, problems, fix_cells)
+
+
+def mark_error_cells(
+    cur: duckdb.DuckDBPyConnection, cells: list[tuple[int, int, str]], columns: dict[int, str], fix_cells: str
+) -> None:
+    """Reject the rows whose cells in ``columns`` (index -> name: the columns a field is read
+    from) show an Excel error: the workbook reader reads such a cell as empty, which a field
+    with a default (spread_pips, value_date) would take for "not given"."""
+    problems = [
+        (row, columns[column], error, "EXCEL_ERROR",
+         f"{columns[column]} shows Excel's error {error} (its formula failed); the cell was not read")
+        for row, column, error in cells
+        if column in columns
+    ]  # fmt: skip
     _mark_cells(cur, problems, fix_cells)
 
 

@@ -68,6 +68,8 @@ class RawFile:
     max_line_bytes: int = 0  # CSV: the longest physical line (DuckDB needs to know past 2 MB)
     long_cells: list[LongCell] = field(default_factory=list)  # emptied by the reader: their rows are rejected
     badly_quoted: list[BadlyQuoted] = field(default_factory=list)  # CSV cells read altered: their rows are rejected
+    # XLSX cells showing an Excel error (#N/A), read as empty: (row, column, error); their rows are rejected
+    error_cells: list[tuple[int, int, str]] = field(default_factory=list)
 
 
 def detect_kind(path: Path) -> str:
@@ -134,9 +136,11 @@ def read_into(
     kind = detect_kind(path)
     known = known_headers(column_map)
     if kind == "xlsx":
-        longest_shared = check_workbook(path, sheet, limits)  # holds the GIL: before ``meanwhile``
+        scan = check_workbook(path, sheet, limits)  # holds the GIL: before ``meanwhile``
         with _alongside(meanwhile):
-            return _read_workbook(con, path, sheet, search_rows, known, limits, longest_shared)
+            raw = _read_workbook(con, path, sheet, search_rows, known, limits, scan.longest_shared)
+        raw.error_cells = [(row, column, error) for row, column, error in scan.error_cells if row >= raw.header_row + 1]
+        return raw
     if sheet and kind != "parquet":
         raise UnusableFileError(
             f"--sheet {sheet!r} was given but {path.name} is a CSV file, which has no sheets.", code="BAD_OPTION"

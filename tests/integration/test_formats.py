@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -539,3 +540,29 @@ def test_a_value_that_goes_on_after_its_closing_quote_rejects_its_row_naming_the
     assert "written twice" in result.rejections[0].message
     trades = wb.trades(result.batch_id)
     assert trades["reference"].tolist() == ['say "hi"', 'ab"c']
+
+
+def test_an_excel_error_in_a_workbook_cell_rejects_its_row_naming_the_column(wb: Workbench, tmp_path: Path) -> None:
+    # The workbook reader reads a cell showing #N/A as empty: a spread or a value date, which have
+    # defaults, would load as "not given". Such a row is rejected, naming the column and the error.
+    from fxbatch import samples
+
+    good = samples.write_xlsx(samples.make_trades(3, seed=3), tmp_path / "good.xlsx")
+    broken = tmp_path / "broken.xlsx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(broken, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(
+                    rb'<c r="H2" t="inlineStr">.*?</c>',
+                    b'<c r="H2" t="e"><f>VLOOKUP(A2,X!A:B,2,0)</f><v>#N/A</v></c>',
+                    data,
+                )
+                data = re.sub(rb'<c r="F3" t="inlineStr">.*?</c>', b'<c r="F3" s="1" t="e"><v>#DIV/0!</v></c>', data)
+            dst.writestr(item, data)
+    result = wb.load(broken, today=TODAY)
+    assert [(r.row, r.column, r.value, r.code) for r in result.rejections] == [
+        (2, "spread_pips", "#N/A", "EXCEL_ERROR"), (3, "amount", "#DIV/0!", "EXCEL_ERROR")
+    ]  # fmt: skip
+    assert "formula failed" in result.rejections[0].message
+    assert wb.trades(result.batch_id)["row"].tolist() == [4]
