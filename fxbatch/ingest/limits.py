@@ -102,7 +102,12 @@ def check_rows(name: str, rows: int, limits: Limits) -> None:
         )
 
 
+MAX_COLUMNS = 1_024  # columns read from a file: the checks are one query over them all (a trades file has ~12)
+
+
 def check_cells(name: str, rows: int, columns: int, limits: Limits) -> None:
+    """Refuse a file over ``max_cells`` (rows x columns), or over MAX_COLUMNS wide: a stray cell
+    far to the right (a row of 10,000 commas) made the load's one query take minutes."""
     if rows * columns > limits.max_cells:
         raise too_large(
             f"{name} spans {rows:,} rows x {columns:,} columns = {rows * columns:,} cells; at most "
@@ -110,6 +115,12 @@ def check_cells(name: str, rows: int, columns: int, limits: Limits) -> None:
             "Delete the stray cells far below or to the right of the trades, or split the file",
             "max_cells",
             "TOO_MANY_CELLS",
+        )
+    if columns > MAX_COLUMNS:
+        raise UnusableFileError(
+            f"{name} is {columns:,} columns wide; at most {MAX_COLUMNS:,} columns are read (a trades file has "
+            "about a dozen). Delete the stray cells or delimiters to the right of the trades, or save it again.",
+            code="TOO_MANY_CELLS",
         )
 
 

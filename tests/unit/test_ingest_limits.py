@@ -241,3 +241,13 @@ def test_work_given_to_read_alongside_runs_on_another_thread_and_ends_with_the_r
     raw = read_into(con, path, meanwhile=work)
     assert seen == ["fxbatch-alongside"]  # finished by the time read_into returned, on its own thread
     assert raw.headers[:2] == ["trade_id", "client_cif"]
+
+
+def test_a_csv_with_a_line_of_thousands_of_delimiters_is_refused_not_checked_for_minutes(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "commas.csv"
+    path.write_text("client_cif,account_number,currency_pair,side,amount\n1,2,USD/ZAR,BUY,100" + "," * 10_000 + "\n")
+    error = refused(con, path)
+    assert error.code == "TOO_MANY_CELLS" and "commas.csv is 10,005 columns wide" in error.message
+    assert "at most 1,024 columns" in error.message
