@@ -478,7 +478,7 @@ def build_checked(
     con.execute(f"""
     CREATE OR REPLACE TEMP VIEW checked AS
     SELECT {src_row} AS src_row, * EXCLUDE (src_row, tid),
-      coalesce(tid, printf('ROW%07d', {src_row})) AS trade_id
+      coalesce(tid, printf('ROW%07d', {src_row})) AS trade_id, tid IS NULL AS trade_id_made
     FROM checked_data
     """)
 
@@ -498,6 +498,10 @@ def pin_rows(con: duckdb.DuckDBPyConnection, row_offset: int | None) -> None:
 def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_cells: str | None = None) -> None:
     """Reject every later row whose trade_id an earlier row of the file already uses.
 
+    A row without a trade_id is given ROW<row number>; where the file gives that id to another
+    row (a re-upload of an export, with new rows added), the made one becomes ROW<row>-<n>
+    instead: the analyst's ids win, and a row is never rejected for an id it did not give.
+
     ``fix_cells`` (an SQL list over alias ``c``) fills in the cells the analyst sees to fix
     such a row, which passed every other rule and so has none yet.
 
@@ -505,12 +509,22 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
     so that the main validation stays a single streaming pass over the file.
     """
     groups = con.execute(
-        "SELECT trade_id, list(src_row ORDER BY src_row) FROM checked "
+        "SELECT trade_id, list(src_row ORDER BY src_row), list(trade_id_made ORDER BY src_row) FROM checked "
         "WHERE NOT is_blank AND NOT is_total GROUP BY trade_id HAVING count(*) > 1"
     ).fetchall()
     if not groups:
         return
-    later = [(row, tid, rows[0]) for tid, rows in groups for row in rows[1:]]
+    later: list[tuple[int, str, int]] = []
+    made: list[tuple[int, str]] = []
+    for tid, rows, invented in groups:
+        given = [row for row, m in zip(rows, invented, strict=True) if not m]
+        later += [(row, tid, given[0]) for row in given[1:]]
+        made += [(row, tid) for row, m in zip(rows, invented, strict=True) if m]
+    pin_rows(con, row_offset)
+    if made:
+        _rename_made_ids(con, made)
+    if not later:
+        return
     dup_table = pa.table(
         {
             "src_row": pa.array([r[0] for r in later], type=pa.int64()),
@@ -518,7 +532,6 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
             "first_row": pa.array([r[2] for r in later], type=pa.int64()),
         }
     )
-    pin_rows(con, row_offset)
     con.register("_fx_dups", dup_table)
     try:
         con.execute(f"""
@@ -530,3 +543,13 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
         """)
     finally:
         con.unregister("_fx_dups")
+
+
+def _rename_made_ids(con: duckdb.DuckDBPyConnection, made: list[tuple[int, str]]) -> None:
+    """Give the rows whose made trade_id the file gives another row ROW<row>-<n>, the first n
+    that no row of the file uses (a handful of rows)."""
+    for row, tid in made:
+        n = 1
+        while con.execute("SELECT count(*) FROM checked WHERE trade_id = ?", [f"{tid}-{n}"]).fetchall()[0][0]:
+            n += 1
+        con.execute("UPDATE checked_data SET tid = ? WHERE src_row = ?", [f"{tid}-{n}", row])

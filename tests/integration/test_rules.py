@@ -502,6 +502,17 @@ def test_a_missing_trade_id_is_generated_from_the_row_number(wb: Workbench, writ
     assert wb.trades(result.batch_id)["trade_id"].tolist() == ["ROW0000002", "T00002", "ROW0000004"]
 
 
+def test_a_made_trade_id_never_clashes_with_one_the_file_gives(wb: Workbench, write_file: WriteFile) -> None:
+    # A re-upload of an export (ids made as ROW<row>) with new rows that have none: the analyst's
+    # ids win and no row is rejected for an id it did not give.
+    result = load_lines(
+        wb, write_file, good_row(1, trade_id="ROW0000003"), good_row(2, trade_id=""), good_row(3, trade_id="ROW0000003")
+    )
+    assert problems(result) == [(4, "trade_id", "DUPLICATE_TRADE_ID")]  # given twice: still a duplicate
+    assert "already used on row 2" in result.rejections[0].message
+    assert wb.trades(result.batch_id)["trade_id"].tolist() == ["ROW0000003", "ROW0000003-1"]
+
+
 def test_trade_ids_are_compared_after_trimming(wb: Workbench, write_file: WriteFile) -> None:
     result = load_lines(wb, write_file, good_row(1, trade_id="A1"), good_row(2, trade_id=" A1 "))
     assert problems(result) == [(3, "trade_id", "DUPLICATE_TRADE_ID")]
