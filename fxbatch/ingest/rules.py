@@ -349,8 +349,10 @@ def build_checked(
     def cell(name: str) -> str:
         if name not in idx:
             return "NULL::VARCHAR"
-        c = f"c{idx[name]}"  # trim() takes spaces (NBSP too) but not tabs; trim(x, chars) is slow: only for tabs
-        return f"NULLIF(CASE WHEN contains({c}, chr(9)) THEN trim({c}, {_WS}) ELSE trim({c}) END, '')"
+        # trim() takes spaces (NBSP too) but not tabs or line breaks; trim(x, chars) is slow: only for those
+        c = f"c{idx[name]}"
+        breaks = f"contains({c}, chr(9)) OR contains({c}, chr(10)) OR contains({c}, chr(13))"
+        return f"NULLIF(CASE WHEN {breaks} THEN trim({c}, {_WS}) ELSE trim({c}) END, '')"
 
     raw_cols = [f"c{i}" for i in range(ctx.width)]
     header_cells = [f"NULLIF(trim(c{i}), '')" for i in range(ctx.header_width)]
@@ -404,8 +406,10 @@ def build_checked(
       CASE upper(deliv_raw) WHEN 'SPOT' THEN 'SPOT' WHEN 'TOM' THEN 'TOM' WHEN 'TOMORROW' THEN 'TOM'
            WHEN 'CASH' THEN 'CASH' WHEN 'TODAY' THEN 'CASH' WHEN 'SAME DAY' THEN 'CASH'
            WHEN 'SAME_DAY' THEN 'CASH' WHEN 'SAMEDAY' THEN 'CASH' WHEN 'SAME-DAY' THEN 'CASH' END AS deliv_n,
-      try_strptime(vdate_raw, ['%Y-%m-%d', '%Y/%m/%d', '%Y%m%d', '%d/%m/%Y', '%Y-%m-%d %H:%M:%S',
-                               '%Y-%m-%dT%H:%M:%S'])::DATE AS vdate_d,
+      -- A four-digit year, or eight digits: 2026121 (Dec 1 or Jan 21?) and 02/12/26 (year 2?) are no dates.
+      CASE WHEN regexp_full_match(vdate_raw, '[0-9]{{8}}|[0-9]{{4}}[-/][0-9]{{1,2}}[-/][0-9]{{1,2}}([ T].*)?|[0-9]{{1,2}}/[0-9]{{1,2}}/[0-9]{{4}}')
+           THEN try_strptime(vdate_raw, ['%Y-%m-%d', '%Y/%m/%d', '%Y%m%d', '%d/%m/%Y', '%Y-%m-%d %H:%M:%S',
+                                         '%Y-%m-%dT%H:%M:%S'])::DATE END AS vdate_d,
       upper(accy_raw) AS accy_u
     FROM s1"""
     fwd_ok = _one_of("ccy1 || '/' || ccy2", ctx.pairs)

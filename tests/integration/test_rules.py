@@ -439,6 +439,9 @@ def test_an_empty_delivery_is_spot_and_says_so_when_the_written_date_is_before_s
         ("2026-02-30", "INVALID_DATE"),
         ("tomorrow", "INVALID_DATE"),
         ("12/31/2026", "INVALID_DATE"),
+        ("2026121", "INVALID_DATE"),  # 1 December or 21 January? Compact dates have eight digits
+        ("02/12/26", "INVALID_DATE"),  # a two-digit year (read as year 2, it said "in the past")
+        ("2/12/26", "INVALID_DATE"),
     ],
 )
 def test_a_past_or_unreadable_value_date_is_rejected(
@@ -607,6 +610,14 @@ def test_values_are_trimmed_of_tabs_at_their_edges(wb: Workbench, write_file: Wr
         "SELL",
         "5.0",
     )
+
+
+def test_values_are_trimmed_of_line_breaks_at_their_edges(wb: Workbench, write_file: WriteFile) -> None:
+    # A quoted cell can end in a line break (Alt+Enter in Excel, pasted text): it is no part of the value.
+    trade = accepted_trade(
+        wb, write_file, client_cif='"0123456789\n"', currency_pair='"USD/ZAR\r\n"', amount='"\n5.00"'
+    )
+    assert (trade["client_cif"], trade["currency_pair"], str(trade["amount"])) == ("0123456789", "USD/ZAR", "5.0")
 
 
 def test_a_row_with_several_problems_lists_each_and_counts_once(wb: Workbench, write_file: WriteFile) -> None:
