@@ -47,6 +47,10 @@ def check_fixes(fixes: Fixes, mapped: Mapping[str, int]) -> dict[int, dict[str, 
     """The corrections with int rows, or BadFixError naming the row and field at fault."""
     clean: dict[int, dict[str, str | None]] = {}
     for row, values in fixes.items():
+        try:
+            number = int(row)
+        except (TypeError, ValueError):
+            raise BadFixError(f"Row {row!r}: a correction names a row by its number (as in the rejections).") from None
         for name, value in values.items():
             if name not in FIELDS:
                 raise BadFixError(f"Row {row}: {name!r} is not a trade field; fields are: {', '.join(FIELDS)}.")
@@ -57,7 +61,7 @@ def check_fixes(fixes: Fixes, mapped: Mapping[str, int]) -> dict[int, dict[str, 
                 )
             if value is not None and not isinstance(value, str):
                 raise BadFixError(f"Row {row}, {name}: a correction is text, not {type(value).__name__}.")
-        clean[int(row)] = dict(values)
+        clean[number] = dict(values)
     return clean
 
 

@@ -94,6 +94,7 @@ def test_a_correction_can_create_a_duplicate(wb: Workbench, write_file: WriteFil
         ({5: {"side": "BUY"}}, "Row 5 of trades.csv holds no trade"),
         ({1: {"side": "BUY"}}, "Row 1 of trades.csv holds no trade"),
         ({3: {"colour": "red"}}, "'colour' is not a trade field"),
+        ({"x": {"side": "BUY"}}, "Row 'x': a correction names a row by its number"),
     ],
 )
 def test_bad_fixes_name_the_row_and_field(
