@@ -8,9 +8,10 @@ the engine only decides what to ask next.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import ClassVar
@@ -116,11 +117,11 @@ class Engine:
             if trades == 0:
                 what = f"run {config.retry_of_run} has no FAILED trades" if config.retry_of_run else "it has no trades"
                 raise ConflictError(f"Nothing to run for batch {batch_id}: {what}.")
-            bank = self.bank_factory(config)
-            run_id = records.create_run(
-                self.store, batch_id, trades, config, self.trading_date(), frozenset(self.rates.pairs)
-            )
-            return self._launch(run_id, batch_id, trades, config, bank, fresh=True)
+            with _closed_on_error(self.bank_factory(config)) as bank:
+                run_id = records.create_run(
+                    self.store, batch_id, trades, config, self.trading_date(), frozenset(self.rates.pairs)
+                )
+                return self._launch(run_id, batch_id, trades, config, bank, fresh=True)
 
     def resume(self, run_id: int, bank_url: str | None = None) -> Job:
         """Finish an INTERRUPTED run: reconcile in-flight bookings, then run the rest."""
@@ -147,10 +148,10 @@ class Engine:
                     f"never answered: that bank may have booked them, and only its status settles them. Resume the "
                     f"run against it first; {_bank_name(config.bank_url)} would book them a second time."
                 )
-            bank = self.bank_factory(config)
-            if moved:  # a later resume or cancel asks the bank the run went on with
-                records.set_run_config(cur, run_id, config)
-            return self._launch(run_id, summary.batch_id, summary.trades, config, bank)
+            with _closed_on_error(self.bank_factory(config)) as bank:
+                if moved:  # a later resume or cancel asks the bank the run went on with
+                    records.set_run_config(cur, run_id, config)
+                return self._launch(run_id, summary.batch_id, summary.trades, config, bank)
 
     def cancel(self, run_id: int) -> Job | None:
         """Cancel a run: an executing one stops sending at once (and ends on its own thread); an
@@ -173,8 +174,8 @@ class Engine:
             # Bookings were asked for and never answered: the bank may have made them. The bank's
             # status settles them first (booked ones end SUCCESS), in a run that sends no quote or
             # booking; the rest end CANCELLED (a booking still PENDING keeps the run INTERRUPTED).
-            bank = self.bank_factory(summary.config)
-            return self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
+            with _closed_on_error(self.bank_factory(summary.config)) as bank:
+                return self._launch(run_id, summary.batch_id, summary.trades, summary.config, bank, cancel=True)
 
     def settle(
         self, run_id: int, booked: Iterable[int], not_booked: Iterable[int], message: str,
@@ -314,3 +315,14 @@ def _cancel_rest(store: Store, rates: RateTable, run_id: int, summary: RunSummar
     write_cancelled(cur, run_id, todo)
     records.set_run_status(cur, run_id, RunStatus.CANCELLED, finished=True)
     return True
+
+
+@contextlib.contextmanager
+def _closed_on_error(bank: Bank) -> Iterator[Bank]:
+    """``bank``, closed if the block raises: until a run's worker thread has started (and owns
+    it, closing it when the run ends), an HTTP bank's event loop thread and connections are ours."""
+    try:
+        yield bank
+    except BaseException:
+        bank.close()
+        raise

@@ -384,3 +384,28 @@ def test_the_failures_of_a_run_at_a_bank_are_retried_at_that_bank_only(wb: Workb
     unnamed = wb.run(batch, retry_of_run=first.run_id)  # no bank named: the run's own
     assert unnamed.config.bank_url == url and asked[-1] == url and again is None
     assert unnamed.config.seed == first.config.seed  # a real bank answers afresh anyway: no new seed
+
+
+def test_a_bank_made_for_a_run_that_cannot_start_is_closed(
+    wb: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An HTTP bank holds an event loop thread and connections from the moment it is made: when
+    # the run is not started after all, nobody else would close it.
+    from fxbatch.engine import records
+
+    batch = load_generated(wb, tmp_path, 10)
+    closed: list[str] = []
+
+    class Owned:
+        def close(self) -> None:
+            closed.append("closed")
+
+    wb.engine.bank_factory = lambda config: Owned()
+
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records, "create_run", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        wb.start_run(batch)
+    assert closed == ["closed"]
