@@ -549,6 +549,27 @@ def test_a_throttled_booking_is_sent_again_without_asking_status_first() -> None
     assert b.ok.all() and fake.calls[API + "bookquoteddeal"] == 2 and API + "GetTxnStatus" not in fake.calls
 
 
+def test_a_throttled_call_waits_as_long_as_its_retry_after_header_asks() -> None:
+    answers = iter([429, 429, 200])
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    def api(op: str, body: dict[str, Any], req: httpx.Request) -> httpx.Response:
+        code = next(answers)
+        if code == 200:
+            return txn("COMPLETED")
+        return httpx.Response(429, headers={"Retry-After": "7" if len(slept) == 0 else "3600"}, text="slow down")
+
+    config = HttpBankConfig(BASE, client_id="fx", client_secret=SecretStr(SECRET), backoff_s=0.0)
+    bank = HttpBank(config, transport=httpx.MockTransport(FakeBank(api)), sleep=sleep, clock=Clock())
+    OPEN.append(bank)
+    found = bank.transaction_status(pa.array([D[0]]), 1)
+    assert found.status.tolist() == ["COMPLETED"]
+    assert slept == [7.0, 60.0]  # as asked, and never over a minute
+
+
 def mock_bank(api: Callable[[httpx.Request], Awaitable[httpx.Response]]) -> HttpBank:
     """An HttpBank (real clock and sleeps) over the async mock API ``api``; the token is granted."""
 

@@ -4,7 +4,8 @@
   are retried with exponential backoff and jitter (``retries`` 5xx answers at most).
 - bookquoteddeal is never re-sent blindly: when it may have reached the bank and no answer came
   (dropped connection, read timeout, bare 5xx) ``post`` raises ``NoAnswer`` and the caller asks
-  GetTxnStatus first. A 429 was refused unprocessed, so it is sent again after backoff.
+  GetTxnStatus first. A 429 was refused unprocessed, so it is sent again after backoff, or after
+  the wait its Retry-After header asks for (as is a retried 5xx).
 - A 401 drops the token; the call gets one fresh token and one more try.
 - A bank that cannot be reached for ``unreachable_window_s`` raises BankUnavailable, and every
   other call in flight gives up at once (``down``) instead of each waiting out the window.
@@ -142,7 +143,11 @@ class Caller:
                 tries += 1
                 if tries > self.config.retries:
                     return status, b""
-                await self.backoff(tries)
+                wait = _retry_after(resp)  # the bank says when: not sooner than that
+                if wait is None:
+                    await self.backoff(tries)
+                else:
+                    await self.sleep(wait)
                 continue
             return status, resp.content
 
@@ -191,6 +196,18 @@ class Caller:
                 f"no answer from {self.config.base_url} for {self.config.unreachable_window_s:g} s ({type(exc).__name__})"
             ) from None
         return since
+
+
+RETRY_AFTER_MAX_S = 60.0  # the longest wait a Retry-After header is heeded for
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """The seconds a 429 or 503 answer's Retry-After header asks to wait (at most
+    RETRY_AFTER_MAX_S); None without one in seconds (an HTTP date is left to the backoff)."""
+    value = resp.headers.get("retry-after", "").strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), RETRY_AFTER_MAX_S)
 
 
 def _has_result(resp: httpx.Response) -> bool:
