@@ -32,7 +32,10 @@ from fxbatch.banksim.ledger import BOOKED, CANCELLED, ISSUED, REFUSED, Event, Jo
 from fxbatch.models import FailureCode
 
 KEEP_EXPIRED_S = 60.0  # how long an expired quote stays in memory (then it is read from the journal)
-DEAL_RATE_SPAN = 0.10  # the most a booking's client rate (dealRate) may be off the quote's rate, as a share of it
+# The most a booking's client rate (dealRate) may be off the quote's rate, as a share of it: the
+# loader takes spreads up to half a pair's rate (JPY/ZAR: SPREAD_TOO_WIDE), and the quote may have
+# moved from the mid they were checked at.
+DEAL_RATE_SPAN = 0.75
 ORGANISATION, SYSTEM = "FXBATCH BANK SIMULATOR", "banksim"
 
 
@@ -269,7 +272,7 @@ class Desk:
         if abs(t.quoteRate - quote.rate) > self.tolerance * quote.rate:
             return refuse(FailureCode.PRICE_MOVED, ("trade.quoteRate", f"THE QUOTE'S RATE IS {quote.rate!r}"))
         if abs(t.dealRate - quote.rate) > DEAL_RATE_SPAN * quote.rate:
-            # The client's rate is the quote moved by the desk's spread: never a tenth away from it.
+            # The client's rate is the quote moved by the desk's spread: never this far from it.
             return refuse(FailureCode.BANK_VALIDATION, ("trade.dealRate", "DEAL RATE NOT NEAR THE QUOTE'S RATE"))
         if quote.book_reason != NONE:
             return refuse(REASONS[quote.book_reason])

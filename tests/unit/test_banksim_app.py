@@ -354,6 +354,14 @@ def test_a_rate_off_the_quote_beyond_the_tolerance_is_a_price_move(bank: SimBank
     assert bank.book(payload, quoteRate=rate * 1.0004)["result"]["resultCode"] == 0  # 4 bps
 
 
+def test_a_client_rate_as_far_off_as_the_widest_spread_the_loader_takes_books(bank: SimBank) -> None:
+    # JPY/ZAR takes spreads up to half its rate: such a client rate is the desk's, not a typo.
+    wide = bank.quoted()
+    assert bank.book(wide, dealRate=round(wide["quoteRate"] * 1.49, 4))["result"]["resultCode"] == 0
+    far = bank.quoted(dealCurrencyAmount=60000.0)
+    refused(bank.book(far, dealRate=round(far["quoteRate"] * 1.8, 4)), F.BANK_VALIDATION, "trade.dealRate")
+
+
 def test_a_deal_id_is_one_whatever_the_case_of_its_letters(bank: SimBank) -> None:
     deal = str(uuid.uuid4())
     one, other = bank.quoted(), bank.quoted(dealCurrencyAmount=60000.0)
