@@ -349,9 +349,12 @@ def build_checked(
     def cell(name: str) -> str:
         if name not in idx:
             return "NULL::VARCHAR"
-        # trim() takes spaces (NBSP too) but not tabs or line breaks; trim(x, chars) is slow: only for those
+        # trim() takes spaces (NBSP too) but not tabs or line breaks; trim(x, chars) is slow: only for
+        # those. The fast CSV path has one record per line: no cell of it holds a line break.
         c = f"c{idx[name]}"
-        breaks = f"contains({c}, chr(9)) OR contains({c}, chr(10)) OR contains({c}, chr(13))"
+        breaks = f"contains({c}, chr(9))"
+        if ctx.row_offset is None:
+            breaks += f" OR contains({c}, chr(10)) OR contains({c}, chr(13))"
         return f"NULLIF(CASE WHEN {breaks} THEN trim({c}, {_WS}) ELSE trim({c}) END, '')"
 
     raw_cols = [f"c{i}" for i in range(ctx.width)]
@@ -513,7 +516,7 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
     so that the main validation stays a single streaming pass over the file.
     """
     groups = con.execute(
-        "SELECT trade_id, list(src_row ORDER BY src_row), list(trade_id_made ORDER BY src_row) FROM checked "
+        "SELECT trade_id, list(src_row ORDER BY src_row), count(*) FILTER (WHERE trade_id_made) FROM checked "
         "WHERE NOT is_blank AND NOT is_total GROUP BY trade_id HAVING count(*) > 1"
     ).fetchall()
     if not groups:
@@ -521,9 +524,11 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
     later: list[tuple[int, str, int]] = []
     made: list[tuple[int, str]] = []
     for tid, rows, invented in groups:
-        given = [row for row, m in zip(rows, invented, strict=True) if not m]
+        # A made id is its own row's ROW<row>: at most one row of a group has it made.
+        mine = [row for row in rows if f"ROW{row:07d}" == tid] if invented else []
+        given = [row for row in rows if row not in mine]
         later += [(row, tid, given[0]) for row in given[1:]]
-        made += [(row, tid) for row, m in zip(rows, invented, strict=True) if m]
+        made += [(row, tid) for row in mine]
     pin_rows(con, row_offset)
     if made:
         _rename_made_ids(con, made)
