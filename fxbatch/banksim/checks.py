@@ -117,7 +117,6 @@ class Clients:
         given, the account it is paid into: both the client's own, and active."""
         if cif not in self.cifs:
             return refuse(FailureCode.CLIENT_NOT_FOUND, ("cifNo", "INVALID CIF NUMBER"))
-        limit = math.inf
         named = [("fromSettlementAccount.accountNumber", account)]
         if to_account is not None:
             named.append(("toSettlementAccount.accountNumber", to_account))
@@ -125,10 +124,9 @@ class Clients:
             found = self.accounts.get((cif, number))
             if found is None:
                 return refuse(FailureCode.ACCOUNT_MISMATCH, (where, "ACCOUNT DOES NOT BELONG TO THE CIF"))
-            status, own_limit = found
-            if status != ACTIVE:
-                return refuse(FailureCode.ACCOUNT_BLOCKED, (where, f"ACCOUNT {status}"))
-            limit = min(limit, own_limit) if number == account else limit
+            if found[0] != ACTIVE:
+                return refuse(FailureCode.ACCOUNT_BLOCKED, (where, f"ACCOUNT {found[0]}"))
+        limit = self.accounts[(cif, account)][1]  # the paying account's
         if not amount_zar <= limit:  # a deal whose ZAR value is unknown is over any limit
             return refuse(FailureCode.LIMIT_EXCEEDED, ("dealCurrencyAmount", "OVER THE CLIENT'S LIMIT"))
         return None

@@ -107,13 +107,13 @@ def check_file(
     names = {i: name for name, i in plan.field_to_index.items()}
     columns = [names.get(i) or header for i, header in enumerate(raw.headers)]
     fix_cells = cells_sql("c", plan.layout is Layout.LEGACY)
-    mark_long_cells(cur, raw.long_cells, columns, limits.max_cell_chars, fix_cells)
-    if raw.badly_quoted:
-        pin_rows(cur, row_offset)  # the fast path numbers its rows lazily: the marks need them
+    if raw.long_cells or raw.badly_quoted or raw.error_cells:
+        pin_rows(cur, row_offset)  # the marks find rows by number; the fast path numbers them lazily
+        mark_long_cells(cur, raw.long_cells, columns, limits.max_cell_chars, fix_cells)
         mark_badly_quoted(cur, raw.badly_quoted, columns, fix_cells)
-    mark_error_cells(cur, raw.error_cells, names, fix_cells)
+        mark_error_cells(cur, raw.error_cells, names, fix_cells)
     corrections = apply_fixes(cur, ctx, fixes or {}, row_offset, source=source or path.name)
-    mark_duplicates(cur, row_offset, cells_sql("c", plan.layout is Layout.LEGACY))  # pinning twice is a no-op
+    mark_duplicates(cur, row_offset, fix_cells)  # pinning twice is a no-op
     total, blank, bad = cur.execute(
         "SELECT count(*), count(*) FILTER (WHERE is_blank), "
         "count(*) FILTER (WHERE NOT is_blank AND len(errors) > 0) FROM checked"

@@ -515,20 +515,21 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
     A separate pass (one aggregate over ``checked`` plus an update of the few duplicates)
     so that the main validation stays a single streaming pass over the file.
     """
+    # A made id is its own row's: at most one row of a group has it made (an integer aggregate,
+    # not a second list over every id).
     groups = con.execute(
-        "SELECT trade_id, list(src_row ORDER BY src_row), count(*) FILTER (WHERE trade_id_made) FROM checked "
+        "SELECT trade_id, list(src_row ORDER BY src_row), min(src_row) FILTER (WHERE trade_id_made) FROM checked "
         "WHERE NOT is_blank AND NOT is_total GROUP BY trade_id HAVING count(*) > 1"
     ).fetchall()
     if not groups:
         return
     later: list[tuple[int, str, int]] = []
     made: list[tuple[int, str]] = []
-    for tid, rows, invented in groups:
-        # A made id is its own row's ROW<row>: at most one row of a group has it made.
-        mine = [row for row in rows if f"ROW{row:07d}" == tid] if invented else []
-        given = [row for row in rows if row not in mine]
+    for tid, rows, made_row in groups:
+        given = [row for row in rows if row != made_row]
         later += [(row, tid, given[0]) for row in given[1:]]
-        made += [(row, tid) for row in mine]
+        if made_row is not None:
+            made.append((made_row, tid))
     pin_rows(con, row_offset)
     if made:
         _rename_made_ids(con, made)
@@ -556,9 +557,32 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, row_offset: int | None, fix_
 
 def _rename_made_ids(con: duckdb.DuckDBPyConnection, made: list[tuple[int, str]]) -> None:
     """Give the rows whose made trade_id the file gives another row ROW<row>-<n>, the first n
-    that no row of the file uses (a handful of rows)."""
-    for row, tid in made:
-        n = 1
-        while con.execute("SELECT count(*) FROM checked WHERE trade_id = ?", [f"{tid}-{n}"]).fetchall()[0][0]:
-            n += 1
-        con.execute("UPDATE checked_data SET tid = ? WHERE src_row = ?", [f"{tid}-{n}", row])
+    that no row of the file uses: one look over the file for all the candidates (again only for
+    those taken), then one update."""
+    number = {row: 1 for row, _ in made}
+    names: dict[int, str] = {}
+    pending = made
+    while pending:
+        candidates = [f"{tid}-{number[row]}" for row, tid in pending]
+        taken = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT trade_id FROM checked WHERE list_contains(?, trade_id)", [candidates]
+            ).fetchall()
+        }
+        still = []
+        for (row, tid), name in zip(pending, candidates, strict=True):
+            if name in taken:
+                number[row] += 1
+                still.append((row, tid))
+            else:
+                names[row] = name  # made ids differ, so their candidates do too
+        pending = still
+    renames = pa.table(
+        {"src_row": pa.array(list(names), pa.int64()), "tid": pa.array(list(names.values()), pa.string())}
+    )
+    con.register("_fx_renames", renames)
+    try:
+        con.execute("UPDATE checked_data c SET tid = r.tid FROM _fx_renames r WHERE c.src_row = r.src_row")
+    finally:
+        con.unregister("_fx_renames")

@@ -489,7 +489,7 @@ class HttpBank:
             # The bank's "no such transaction" is read from its result block, whatever the HTTP
             # status it comes with (a 404 as well as a 200).
             answer, result = self._answer_block(wire.TXN_STATUS, status, content)
-            if answer is None or not result or result.resultCode:
+            if answer is None or result is None or result.resultCode:
                 return (
                     "NOT_FOUND" if result is not None and result.resultReasonCode == wire.TXN_NOT_FOUND else "UNKNOWN"
                 )
