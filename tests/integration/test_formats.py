@@ -124,13 +124,19 @@ def test_a_utf8_bom_before_a_title_row_keeps_the_row_numbers(wb: Workbench, writ
     assert wb.trades(result.batch_id)["row"].tolist() == [4]
 
 
+def three_rows(blank_line: bool) -> list[str]:
+    """The header and three rows, the second with a bad side; a blank line after the first."""
+    lines = [HEADER, good_row(1, reference=""), good_row(2, side="X"), good_row(3, reference="last")]
+    if blank_line:
+        lines.insert(2, "")
+    return lines
+
+
 @pytest.mark.parametrize("blank_line", [False, True], ids=["no-blank-lines", "with-blank-line"])
 def test_crlf_line_endings_keep_row_numbers_and_leave_no_carriage_returns(
     wb: Workbench, write_file: WriteFile, blank_line: bool
 ) -> None:
-    lines = [HEADER, good_row(1, reference=""), good_row(2, side="X"), good_row(3, reference="last")]
-    if blank_line:
-        lines.insert(2, "")
+    lines = three_rows(blank_line)
     result = wb.load(write_file("\r\n".join(lines) + "\r\n"), today=TODAY)
     bad_row = 4 if blank_line else 3
     assert [(r.row, r.code) for r in result.rejections] == [(bad_row, "INVALID_SIDE")]
@@ -156,9 +162,7 @@ def test_cr_cr_lf_line_ends_from_a_script_writing_crlf_in_text_mode_are_read_as_
 ) -> None:
     # Python's csv module on Windows without newline="": each row ends CR CR LF, which Excel
     # shows as the row, then a blank row. Every row loads, numbered as Excel numbers it.
-    lines = [HEADER, good_row(1, reference=""), good_row(2, side="X"), good_row(3, reference="last")]
-    if blank_line:
-        lines.insert(2, "")
+    lines = three_rows(blank_line)
     result = wb.load(write_file("\r\r\n".join(lines) + "\r\r\n"), today=TODAY)
     assert [(r.row, r.code) for r in result.rejections] == [(7 if blank_line else 5, "INVALID_SIDE")]
     trades = wb.trades(result.batch_id)
