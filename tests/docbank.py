@@ -124,6 +124,10 @@ class _Txn:
     third_party_deal_id: str
 
 
+class _Held(Exception):
+    """A booking held on its way (``hold_bookings``): no answer reaches the client."""
+
+
 class _Failure(Exception):
     """A result-block failure (resultCode > 0) to answer."""
 
@@ -223,6 +227,12 @@ class DocBank:
         self.failure_http_status = failure_http_status  # HTTP status of result-block failures
         self.validation_reason_code = validation_reason_code  # None: omit resultReasonCode on validation errors
         self.lose_booking_answers = 0  # next N successful bookquoteddeal answers are lost (deal still booked)
+        # Next N bookings that would book are held, as a request stuck on its way: the answer is lost
+        # and nothing is booked yet (GetTxnStatus: not found; a resend of the same deal and quote is
+        # held too). The held booking lands, booking its quote, just before a request for the same
+        # deal id with another quote is handled (a booking that lands after the bank said it had none).
+        self.hold_bookings = 0
+        self.held: dict[str, tuple[Quote, Booking, str]] = {}  # dealTransactionID -> (quote, booking, userId)
         self.pending_ids: set[str] = set()  # dealTransactionIDs GetTxnStatus answers as "PENDING"
         self.pending_status = "PENDING"  # the status answered for them ("COMPLETED|PENDING|...": others exist)
         self.break_contract: dict[str, bytes] = {}  # operation -> raw body answered (HTTP 200) once
@@ -466,6 +476,8 @@ class DocBank:
             if operation == "bookquoteddeal" and self.lose_booking_answers > 0 and not self._breaks(operation):
                 self.lose_booking_answers -= 1
                 lose = True
+        except _Held:
+            status, answer, lose = 200, {"header": {"transactionId": transaction_id}}, True
         except _Failure as failure:
             status = self.failure_http_status
             result: dict[str, Any] = {"resultCode": 1}
@@ -597,6 +609,11 @@ class DocBank:
         if errors:
             raise self._invalid(*errors)
         assert deal_id is not None
+        held = self.held.get(deal_id)
+        if held is not None and held[0].quote_id != quote_id:
+            self.held.pop(deal_id)
+            if held[0].state == "open":  # the held request lands first (a quote cancelled since refuses it)
+                self._book(deal_id, *held, transaction_id)
         booked = self.ledger.get(deal_id)
         if booked is not None:
             if booked.quote_id != quote_id:
@@ -615,16 +632,25 @@ class DocBank:
             raise _Failure("QUOTE_EXPIRED", "Quote expired", [("quoteID", "QUOTE EXPIRED")])
         if not math.isclose(trade["quoteRate"], quote.rate, rel_tol=0, abs_tol=1e-9):
             raise self._invalid(("quoteRate", "QUOTE RATE DOES NOT MATCH QUOTE"))
+        booking = Booking(quote.quote_id, float(trade["quoteRate"]), float(trade["dealRate"]))
+        if deal_id in self.held or self.hold_bookings > 0:
+            if deal_id not in self.held:
+                self.hold_bookings -= 1
+                self.held[deal_id] = (quote, booking, user_id)
+            raise _Held
+        self._book(deal_id, quote, booking, user_id, transaction_id)
+        return {}
+
+    def _book(self, deal_id: str, quote: Quote, booking: Booking, user_id: str, transaction_id: str) -> None:
         quote.state = "booked"
         quote.deal_transaction_id = deal_id
-        self.ledger[deal_id] = Booking(quote.quote_id, float(trade["quoteRate"]), float(trade["dealRate"]))
+        self.ledger[deal_id] = booking
         self._txns[deal_id] = _Txn(
             user_id=user_id,
             correlation_id=transaction_id,
             date_time=_iso(_now()),
             third_party_deal_id=f"FX{next(self._deal_numbers):010d}",
         )
-        return {}
 
     # cancelquote / getlatestquote -----------------------------------------------------------
 

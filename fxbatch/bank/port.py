@@ -172,6 +172,11 @@ class BookReplies(Replies):
     # bank asks as soon as a booking goes unanswered): a TIMEOUT_UNKNOWN here means the bank has
     # no such deal, and the caller need not ask again. None: the caller asks about every timeout.
     resolved: np.ndarray | None = None
+    # bool: booked, says the bank's transaction status, though the bank refused this booking as a
+    # duplicate (the deal id is taken by another quote): an earlier try of the trade's deal, whose
+    # answer was lost, landed after all, so the deal is that try's quote, not this one (whose quote
+    # is still open). None: never so (a bank that cannot tell).
+    earlier: np.ndarray | None = None
 
 
 @dataclass

@@ -279,6 +279,31 @@ def write_doubts(
     insert_arrow(cur, "run_doubts", table)
 
 
+def earlier_bookings(
+    cur: duckdb.DuckDBPyConnection, run_id: int, src_row: np.ndarray, quote_id: np.ndarray
+) -> pa.Table:
+    """For trades of the run whose deal the bank booked with another quote than ``quote_id``
+    (their booking now was refused as a duplicate deal id): the newest earlier booking of each
+    with another quote that the bank did not refuse (its answer lost, so it may have landed late),
+    from the in-flight rows: src_row, attempt, quote_id, quote_rate, quote_expiry and quoted_at
+    (epoch seconds), and how many such bookings the trade has (one: certainly that one)."""
+    return cur.sql(
+        f"""
+        WITH asked AS (SELECT unnest($rows) AS src_row, unnest($quotes) AS quote_id)
+        SELECT i.src_row, i.attempt, i.quote_id, i.quote_rate, epoch(i.quote_expiry) AS quote_expiry,
+               epoch(i.quoted_at) AS quoted_at, count(*) OVER (PARTITION BY i.src_row) AS candidates
+        FROM run_inflight i
+        JOIN asked a ON a.src_row = i.src_row AND a.quote_id <> i.quote_id
+        LEFT JOIN (SELECT * FROM run_doubts WHERE run_id = $run {NEWEST_DOUBT}) d
+            ON d.src_row = i.src_row AND d.attempt = i.attempt AND d.quote_id = i.quote_id
+            AND d.asked_at >= i.quoted_at
+        WHERE i.run_id = $run AND coalesce(d.said, '') <> '{REFUSED}'
+        QUALIFY row_number() OVER (PARTITION BY i.src_row ORDER BY i.attempt DESC, i.quoted_at DESC, i.rowid DESC) = 1
+        """,
+        params={"run": run_id, "rows": [int(r) for r in src_row], "quotes": [int(q) for q in quote_id]},
+    ).to_arrow_table()
+
+
 def bookings_in_doubt(cur: duckdb.DuckDBPyConnection, run_id: int) -> pd.DataFrame:
     """Bookings of the run the bank's status left in doubt, in row order: trades whose last
     booking (the deal id and quote it was sent with) has no recorded answer, and that the bank was

@@ -27,7 +27,7 @@ from fxbatch.bank.model import AUTO_RETRY, BACKS_OFF, NONE, REASON_INDEX, TIMEOU
 from fxbatch.bank.port import Bank, BankUnavailable, BookBatch, BookReplies, QuoteBatch, book_in_parts
 from fxbatch.engine import by_hand, records
 from fxbatch.engine.jobs import Job
-from fxbatch.engine.working import TEXT_FIELDS, Answers, Booking, Working, mask_of
+from fxbatch.engine.working import TEXT_FIELDS, Answers, Booking, Earlier, Working, mask_of
 from fxbatch.engine.writer import FinalWriter
 from fxbatch.lifecycle import CODE_OF, TRADE_CODES, advance, final_run_status
 from fxbatch.models import FailureCode, RunConfig, RunStatus, TradeStatus
@@ -36,14 +36,15 @@ from fxbatch.store import Store
 
 T = TradeStatus
 INVALID_VALUE_DATE = REASON_INDEX[FailureCode.INVALID_VALUE_DATE.value]
-# A booking refused for one of these leaves no open quote at the bank: nothing to cancel.
+# A booking refused for one of these leaves no open quote at the bank: nothing to cancel (a
+# TIMEOUT_UNKNOWN booking may yet land). A duplicate deal id (taken by another quote) leaves this
+# booking's quote open: it is cancelled.
 _QUOTE_GONE = np.zeros(len(REASON_INDEX) + 1, dtype=bool)
 for _code in (
     FailureCode.QUOTE_EXPIRED,
     FailureCode.QUOTE_NOT_FOUND,
     FailureCode.QUOTE_CANCELLED,
     FailureCode.QUOTE_ALREADY_BOOKED,
-    FailureCode.DUPLICATE_TRANSACTION,
     FailureCode.TIMEOUT_UNKNOWN,
 ):
     _QUOTE_GONE[REASON_INDEX[_code.value] + 1] = True  # fmt: skip
@@ -788,12 +789,32 @@ class Worker:
                 at = lost[told]
                 records.write_doubts(self.store.cursor(), self.job.run_id, batch.src_row[at], batch.attempt[at],
                                      batch.quote_id[at], st.status[told])  # fmt: skip
+        earlier = None
+        if b.earlier is not None and b.earlier.any():
+            earlier = self._earlier(batch, np.flatnonzero(b.earlier & booked))
         # Quotes the bank still holds open for a booking it refused (or never received: the run
-        # was cancelled first) are released.
+        # was cancelled first, or an earlier try's booking landed in its place) are released.
         still_open = ~booked & ~doubt & ~_QUOTE_GONE[reasons.astype(np.int64) + 1]
+        if b.earlier is not None:
+            still_open |= b.earlier
         if still_open.any():
             self._release(batch.quote_id[still_open])
-        return booked, reasons, rates, messages, b.unsent, doubt
+        return Answers(booked, reasons, rates, messages, b.unsent, doubt, earlier)
+
+    def _earlier(self, batch: BookBatch, at: np.ndarray) -> Earlier | None:
+        """The quotes of the earlier tries that the bank booked in place of bookings ``at`` of
+        ``batch`` (``BookReplies.earlier``): each trade's newest earlier booking that went
+        unanswered (the one, unless several went unanswered; the newest then). A trade with none
+        on record keeps this try's quote."""
+        found = records.earlier_bookings(self.store.cursor(), self.job.run_id, batch.src_row[at], batch.quote_id[at])
+        if not found.num_rows:
+            return None
+        where = {int(r): int(i) for r, i in zip(batch.src_row[at].tolist(), at.tolist(), strict=True)}
+        return Earlier(
+            np.array([where[int(r)] for r in found.column("src_row").to_pylist()], dtype=np.int64),
+            records.integers(found, "quote_id"), records.numeric(found, "quote_rate"),
+            records.numeric(found, "quote_expiry"), records.numeric(found, "quoted_at"),
+        )  # fmt: skip
 
     def _take_news(self, cur: object, bookings: deque[Booking], work: Working, *shown: Working) -> Working:
         """Settle the booking answers that have come (showing them with ``shown`` besides the
@@ -867,11 +888,17 @@ class Worker:
     def _settle_booked(self, cur: object, w: Working, good: np.ndarray, answers: Answers) -> Working:
         """Settle the bookings ``good`` of ``w`` with their answers; returns ``w`` without the
         bookings left in doubt (they stay as the in-flight rows recorded them)."""
-        booked, reasons, rates, messages, unsent, doubt = answers
+        booked, reasons, rates, messages, unsent, doubt, earlier = answers
         now = time.time()
         won = good[booked]
         advance(w.states, mask_of(len(w), won), T.SUCCESS)
         w.deal_rate[won] = rates[booked]
+        if earlier is not None:  # booked with an earlier try's quote: the deal is that quote's
+            at = good[earlier.at]
+            w.quote_id[at], w.quote_rate[at] = earlier.quote_id, earlier.quote_rate
+            w.quote_expiry[at], w.quoted_at[at] = earlier.quote_expiry, earlier.quoted_at
+            w.deal_rate[at] = money.deal_rates(earlier.quote_rate, w.is_buy[at], w.spread_pips[at],
+                                               self.pip[w.pair_code[at]])  # fmt: skip
         w.finished_at[won] = now
         if unsent.any():  # the run was cancelled before these bookings were sent
             kept = good[unsent]

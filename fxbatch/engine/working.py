@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -15,9 +16,29 @@ from fxbatch.models import TradeStatus
 T = TradeStatus
 
 
-# booked, reason index, deal rate, message, not sent (the run was cancelled first), in doubt (the
-# bank's status still PENDING, or it could not say, after asking again: neither booked nor refused)
-Answers = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+class Earlier(NamedTuple):
+    """Bookings the bank made with an earlier try's quote (``BookReplies.earlier``): ``at``, their
+    indices in the booking batch; the quote that try sent (from its in-flight row)."""
+
+    at: np.ndarray
+    quote_id: np.ndarray
+    quote_rate: np.ndarray
+    quote_expiry: np.ndarray
+    quoted_at: np.ndarray
+
+
+class Answers(NamedTuple):
+    """The answers to a booking batch, per booking."""
+
+    booked: np.ndarray
+    reasons: np.ndarray  # reason index
+    rates: np.ndarray  # deal rate
+    messages: np.ndarray
+    unsent: np.ndarray  # not sent (the run was cancelled first)
+    # In doubt: the bank's status still PENDING, or it could not say, after asking again (neither
+    # booked nor refused).
+    doubt: np.ndarray
+    earlier: Earlier | None = None
 
 
 @dataclass(eq=False)  # compared by identity: the engine removes a landed one from its queue

@@ -10,6 +10,7 @@ trade, and an answer that breaks the contract stopping the run resumably.
 from __future__ import annotations
 
 import csv
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -217,6 +218,36 @@ def test_a_booking_pending_for_a_while_is_settled_in_the_run_with_the_quote_the_
         _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
     deal = _lost_deal(bank)
     assert [r.body["trade"]["dealTransactionID"] for r in bank.requests("bookquoteddeal")].count(deal) == 1
+
+
+def test_a_booking_that_lands_after_the_bank_said_it_had_none_is_recorded_with_the_quote_it_booked(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    # The first booking is stuck on its way: no answer to it or its resends, and GetTxnStatus says
+    # the bank has no such deal, so the trade is quoted again. Its stuck booking lands just before
+    # the second try's, which the bank refuses as a duplicate deal id; its status says COMPLETED.
+    bank.hold_bookings = 1
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path, 8)
+        run = wb.run(batch, bank_url=bank.url, concurrency=4)
+        assert run.status is RunStatus.PARTIAL, run.error
+        assert run.counts["SUCCESS"] == 7
+        deals = bank.requests("bookquoteddeal")
+        deal = deals[0].body["trade"]["dealTransactionID"]
+        sent = [r.body["trade"] for r in deals if r.body["trade"]["dealTransactionID"] == deal]
+        first, second = sent[0], sent[-1]
+        assert first["quoteID"] != second["quoteID"]
+        refused = [r for r in deals if r.body["trade"] == second]
+        assert json.loads(refused[-1].response)["result"]["resultReasonCode"] == "DUPLICATE_TRANSACTION"
+        (row,) = query(wb, "SELECT quote_id, quote_rate, deal_rate, attempts FROM run_trades "
+                           "WHERE run_id = ? AND lower(deal_transaction_id) = ?", run.run_id, deal)  # fmt: skip
+        _assert_ledger_is_the_runs_successes(wb, bank, run.run_id)
+    booked = bank.ledger_copy()[deal]
+    # The deal is the first try's: its quote, the bank's rate and the client's rate it was sent with.
+    assert (row[0], row[1], row[2]) == (first["quoteID"], booked.quote_rate, pytest.approx(first["dealRate"]))
+    assert booked.quote_id == first["quoteID"] and row[3] == 2
+    # The second try's quote, which the bank holds open, is released; the first stays booked.
+    assert second["quoteID"] in bank.cancelled_quotes and first["quoteID"] not in bank.cancelled_quotes
 
 
 def test_a_booking_still_pending_interrupts_the_run_unbooked_and_resume_settles_it(

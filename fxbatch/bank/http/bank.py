@@ -54,6 +54,7 @@ T = TypeVar("T")
 _NAN = float("nan")
 _VALIDATION = REASON_INDEX[FailureCode.BANK_VALIDATION.value]
 _REJECTED = REASON_INDEX[FailureCode.BANK_REJECTED.value]
+_DUPLICATE = REASON_INDEX[FailureCode.DUPLICATE_TRANSACTION.value]
 # A booking refused with these may be ours already (an earlier try whose answer was lost): the
 # bank's transaction status says.
 _MAYBE_OURS = frozenset(
@@ -403,18 +404,19 @@ class HttpBank:
 
     def _booker(
         self, batch: BookBatch
-    ) -> Callable[[int], Awaitable[tuple[int, int, str | None, str | None, float, bool]]]:
+    ) -> Callable[[int], Awaitable[tuple[int, int, str | None, str | None, float, bool, bool]]]:
         """The coroutine that books ``batch``'s i-th deal: (code, reason, message, the bank's
-        transaction id, deal rate, resolved with the bank's status inside the call)."""
+        transaction id, deal rate, resolved with the bank's status inside the call, booked by an
+        earlier try with another quote: see ``BookReplies.earlier``)."""
         ids = batch.deal_txn_id.cast(pa.string()).to_pylist()
         quote_id, quote_rate, deal_rate = batch.quote_id.tolist(), batch.quote_rate.tolist(), batch.deal_rate.tolist()
         post, header = self.caller.post, self._header
         timeout = FAILURES[FailureCode.TIMEOUT_UNKNOWN]
         bad = unbookable(batch.deal_rate).tolist()
 
-        async def one(i: int) -> tuple[int, int, str | None, str | None, float, bool]:
+        async def one(i: int) -> tuple[int, int, str | None, str | None, float, bool, bool]:
             if bad[i]:  # the bank would refuse it: not sent
-                return 1, _VALIDATION, unbookable_message(quote_rate[i], deal_rate[i]), None, _NAN, False
+                return 1, _VALIDATION, unbookable_message(quote_rate[i], deal_rate[i]), None, _NAN, False, False
             trade = wire.BookTrade(quoteID=int(quote_id[i]), dealTransactionID=ids[i], quoteRate=float(quote_rate[i]),
                                    dealRate=float(deal_rate[i]))  # fmt: skip
             body = wire.BookDealRequest(header=header, trade=trade).model_dump_json().encode()
@@ -424,40 +426,41 @@ class HttpBank:
                 except NoAnswer:
                     found = await self._status_one(ids[i])
                     if found == "COMPLETED":
-                        return 0, NONE, None, None, deal_rate[i], True
+                        return 0, NONE, None, None, deal_rate[i], True, False
                     if found == "NOT_FOUND":
                         continue  # the bank has no such deal: book it (same id, so never twice)
                     break  # PENDING or the bank cannot say: not booked again; the caller asks later
                 answer, (code, reason, msg) = self._answer(wire.BOOK_DEAL, status, content)
                 txn = answer.header.transactionId if answer is not None else None
                 if not code:
-                    return 0, NONE, None, txn, deal_rate[i], False
+                    return 0, NONE, None, txn, deal_rate[i], False, False
                 if reason == TIMEOUT or reason in _MAYBE_OURS:
                     # The bank cannot say whether it booked, or the deal id or quote is taken (by
                     # an earlier try of ours whose answer was lost?): its status says, in this slot.
                     found = await self._status_one(ids[i])
                     if found == "COMPLETED":
-                        return 0, NONE, None, txn, deal_rate[i], True
+                        # A duplicate deal id is booked with another quote: an earlier try's.
+                        return 0, NONE, None, txn, deal_rate[i], True, reason == _DUPLICATE
                     if found != "NOT_FOUND":
                         # PENDING (the deal id is taken, so by an earlier try of ours) or no
                         # answer: unresolved; the caller asks again and never books it with
                         # another quote.
-                        return timeout.result_code, TIMEOUT, timeout.message, txn, _NAN, False
+                        return timeout.result_code, TIMEOUT, timeout.message, txn, _NAN, False, False
                     if reason == TIMEOUT:  # the bank has no such deal: resolved
-                        return code, reason, msg, txn, _NAN, True
-                return code, reason, msg, txn, _NAN, False
+                        return code, reason, msg, txn, _NAN, True, False
+                return code, reason, msg, txn, _NAN, False, False
             # No answer to the last try (it may still be on its way) or the deal PENDING: unresolved,
             # so the caller asks the bank's status again once the whole call is over.
-            return timeout.result_code, TIMEOUT, timeout.message, None, _NAN, False
+            return timeout.result_code, TIMEOUT, timeout.message, None, _NAN, False, False
 
         return one
 
     def _book_replies(self, rows: list[Any]) -> BookReplies:
-        col, sent = self._columns(rows, (1, NONE, None, None, _NAN, False))
+        col, sent = self._columns(rows, (1, NONE, None, None, _NAN, False, False))
         return BookReplies(
             np.array(col[0], dtype=np.int64), np.array(col[1], dtype=np.int8), np.array(col[2], dtype=object),
             np.array(col[3], dtype=object), np.array(col[4], dtype=np.float64),
-            resolved=np.array(col[5], dtype=bool), sent=sent,
+            resolved=np.array(col[5], dtype=bool), earlier=np.array(col[6], dtype=bool), sent=sent,
         )  # fmt: skip
 
     def cancel_quotes(self, quote_ids: np.ndarray, max_in_flight: int) -> Replies:
