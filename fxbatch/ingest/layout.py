@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 from fxbatch.errors import UnusableFileError
 from fxbatch.models import Layout, RejectedRow, Rejection
 
+
+def column_label(index: int) -> str:
+    """A file column as a spreadsheet shows it, from its 0-based index: "column A", "column AB"."""
+    letters = ""
+    n = index + 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        letters = chr(ord("A") + r) + letters
+    return f"column {letters}"
+
+
 # Canonical field -> accepted header spellings (normalised on use).
 ALIASES: dict[str, tuple[str, ...]] = {
     "trade_id": ("trade_id", "id", "trade ref", "trade id", "trade reference"),

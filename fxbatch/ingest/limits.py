@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 import duckdb
 
 from fxbatch.errors import UnusableFileError
+from fxbatch.ingest.layout import column_label
 
 MB = 1024 * 1024  # megabytes as Streamlit's server.maxUploadSize counts them (MiB)
 MAX_FILE_MB = 200
@@ -325,7 +326,7 @@ class BadlyQuoted:
 
 
 def _column_name(columns: list[str], index: int) -> str:
-    return (columns[index] if index < len(columns) else "") or f"column {index + 1}"
+    return (columns[index] if index < len(columns) else "") or column_label(index)
 
 
 def mark_long_cells(

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fxbatch.errors import UnusableFileError
-from fxbatch.ingest.layout import find_header_row, header_score, known_headers
+from fxbatch.ingest.layout import column_label, find_header_row, header_score, known_headers
 from fxbatch.ingest.limits import (
     BadlyQuoted,
     Limits,
@@ -713,9 +713,10 @@ def _refuse_open_quote(raw: RawFile, offset: int, line: int, last_line: int, col
     except csv.Error as exc:
         if "unexpected end of data" not in str(exc):
             return
-        name = (raw.headers[column] if column < len(raw.headers) else "") or f"column {column + 1}"
+        header = raw.headers[column] if column < len(raw.headers) else ""
+        where = f"column {header}" if header else column_label(column)
         raise UnusableFileError(
-            f"{raw.name} could not be read as {raw.delimiter!r}-separated text: line {line}, column {name}: a quoted "
+            f"{raw.name} could not be read as {raw.delimiter!r}-separated text: line {line}, {where}: a quoted "
             f"value opens there and is never closed, so lines {line}-{last_line} would be one cell. Close the quote "
             '(") or remove it, and load the file again.',
             code="CSV_PARSE_ERROR",

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from fxbatch import valuedates
 from fxbatch.currencies import ISO_4217
-from fxbatch.ingest.layout import ColumnPlan
+from fxbatch.ingest.layout import ColumnPlan, column_label
 from fxbatch.models import Layout
 from fxbatch.money import MAX_SPREAD_PIPS, pip_size
 
@@ -59,14 +59,16 @@ class Rule:
     """One check: when ``cond`` holds, the row gets problem ``code`` on ``column``."""
 
     cond: str
-    column: str
+    column: str  # a field, or (``column_sql``) an SQL expression naming the column
     value: str
     code: str
     message: str
+    column_sql: bool = False
 
     def problem(self) -> str:
+        column = self.column if self.column_sql else _q(self.column)
         return (
-            f"CASE WHEN {self.cond} THEN struct_pack(col := {_q(self.column)}, value := {self.value}, "
+            f"CASE WHEN {self.cond} THEN struct_pack(col := {column}, value := {self.value}, "
             f"code := {_q(self.code)}, message := {self.message}) END"
         )
 
@@ -120,7 +122,7 @@ def _spread_cap_rules(ctx: RuleContext) -> list[Rule]:
     ]
 
 
-def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[Rule]:
+def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str, extra_column: str) -> list[Rule]:
     delivery = "coalesce(deliv_n, 'SPOT')"
     sci_note = "is in scientific notation: Excel has lost digits; re-export the column as text"
     rules = [
@@ -280,10 +282,11 @@ def _rules(ctx: RuleContext, accy: str, legacy: bool, extra_value: str) -> list[
         ),
         Rule(
             "has_extra",
-            "(beyond last header)",
+            extra_column,
             extra_value,
             "EXTRA_VALUES",
-            f"'the row has values to the right of the last named column: ' || {extra_value}",
+            f"'the row has values beyond {column_label(ctx.header_width - 1)}, the last named one: ' || {extra_value}",
+            column_sql=True,
         ),
     ]
     closed_today = valuedates.closed_on(ctx.pairs, ctx.today)
@@ -380,6 +383,13 @@ def build_checked(
         else "false"
     )
     extra_value = "concat_ws(' | ', " + ", ".join(overflow) + ")" if overflow else "NULL::VARCHAR"
+    # The first column holding an extra value, as the spreadsheet shows it ("column H").
+    extra_column = (
+        "CASE " + " ".join(f"WHEN {c} IS NOT NULL THEN {_q(column_label(ctx.header_width + i))}"
+                           for i, c in enumerate(overflow)) + " END"
+        if overflow
+        else "NULL::VARCHAR"
+    )  # fmt: skip
 
     s1 = f"""
     SELECT src_row, {", ".join(raw_cols)},
@@ -445,7 +455,7 @@ def build_checked(
     FROM s3"""
     s5 = f"SELECT *, {total} AS is_total FROM s4"
     accy = "coalesce(accy_u, accy_default)"
-    rules = _rules(ctx, accy, legacy, extra_value)
+    rules = _rules(ctx, accy, legacy, extra_value, extra_column)
     any_problem = " OR ".join(f"coalesce({r.cond}, false)" for r in rules)
     problems = "list_filter([" + ",\n        ".join(r.problem() for r in rules) + "], lambda x: x IS NOT NULL)"
     total_problem = (

@@ -16,6 +16,7 @@ import pytest
 
 from fxbatch import LoadResult, UnusableFileError, Workbench
 from fxbatch.errors import SettingsError
+from fxbatch.ingest.layout import column_label
 from tests.conftest import HEADER, TODAY, good_row
 
 WriteFile = Callable[..., Path]
@@ -560,8 +561,12 @@ def test_values_right_of_the_last_header_column_reject_the_row(
 ) -> None:
     line = good_row(2) + "," * padding + "note"
     result = load_lines(wb, write_file, good_row(1), line, good_row(3))
-    assert problems(result) == [(3, "(beyond last header)", "EXTRA_VALUES")]
+    # Named as the spreadsheet shows the column: the header row has 11 columns (A-K).
+    where = column_label(len(good_row(2).split(",")) + padding - 1)
+    assert problems(result) == [(3, where, "EXTRA_VALUES")]
+    assert where == {1: "column L", 4: "column O", 5: "column P", 12: "column W"}[padding]
     assert result.rejections[0].value == "note"
+    assert result.rejections[0].message == "the row has values beyond column K, the last named one: note"
 
 
 def test_empty_cells_right_of_the_header_are_fine(wb: Workbench, write_file: WriteFile) -> None:

@@ -190,6 +190,18 @@ def test_a_quote_that_never_closes_is_refused_naming_line_and_column(con: duckdb
     assert "line 42, column reference" in error.message and "never closed" in error.message
 
 
+def test_a_quote_that_never_closes_beyond_the_headers_names_the_column_as_a_spreadsheet_does(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    path = tmp_path / "open_quote.csv"
+    path.write_text(HEADER + "\n" + "\n".join(rows_text(40)) + "\n" + rows_text(1, 42)[0] + ',"an open note\n'
+                    + "\n".join(rows_text(5, 43)) + "\n", encoding="utf-8")  # fmt: skip
+    raw = read_into(con, path)
+    with pytest.raises(UnusableFileError) as caught:
+        csv_exact(con, raw)
+    assert "line 42, column L: a quoted value opens there" in caught.value.message
+
+
 def test_a_duckdb_csv_error_is_told_as_its_line_and_reason() -> None:
     exc = duckdb.InvalidInputException(
         "Invalid Input Error: CSV Error on Line: 42\nOriginal Line: a,b\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fxbatch import UnusableFileError
-from fxbatch.ingest.layout import find_header_row, header_score, normalise_header, plan_columns
+from fxbatch.ingest.layout import column_label, find_header_row, header_score, normalise_header, plan_columns
 from fxbatch.models import Layout
 
 CANONICAL = [
@@ -315,3 +315,11 @@ def test_a_column_map_can_make_a_canonical_sheet_legacy_by_dropping_side() -> No
     headers = ["Client CIF", "Amount ZAR", "Account Number", "CurPair", "Direction"]
     assert plan_columns(headers).layout is Layout.CANONICAL
     assert plan_columns(headers, {"Direction": ""}).layout is Layout.LEGACY
+
+
+@pytest.mark.parametrize(
+    ("index", "label"), [(0, "column A"), (25, "column Z"), (26, "column AA"), (51, "column AZ"), (52, "column BA"),
+                         (701, "column ZZ"), (702, "column AAA"), (1023, "column AMJ")],
+)  # fmt: skip
+def test_a_column_is_named_by_its_spreadsheet_letters(index: int, label: str) -> None:
+    assert column_label(index) == label
