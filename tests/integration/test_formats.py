@@ -171,6 +171,29 @@ def test_cr_cr_lf_line_ends_from_a_script_writing_crlf_in_text_mode_are_read_as_
     assert trades["reference"].tolist()[-1] == "last" and pd.isna(trades["reference"].iloc[0])
 
 
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+def test_one_stray_cr_among_lf_lines_ends_a_line_as_a_spreadsheet_reads_it(
+    wb: Workbench, write_file: WriteFile, crlf: bool
+) -> None:
+    # One row pasted from a Mac tool ends in a bare CR; the rest of the file ends lines in LF (or
+    # CRLF). Excel starts a new row at the CR: so does the load, and numbers the rows as Excel does.
+    end = "\r\n" if crlf else "\n"
+    text = HEADER + end + good_row(1) + "\r" + good_row(2, side="X") + end + good_row(3) + end
+    result = wb.load(write_file(text), today=TODAY)
+    assert [(r.row, r.code) for r in result.rejections] == [(3, "INVALID_SIDE")]
+    assert wb.trades(result.batch_id)["row"].tolist() == [2, 4]
+
+
+def test_a_bare_cr_inside_an_unquoted_cell_splits_the_row_and_the_rest_is_rejected_not_lost(
+    wb: Workbench, write_file: WriteFile
+) -> None:
+    text = HEADER + "\n" + good_row(1, reference="first\rsecond") + "\n" + good_row(2) + "\n"
+    result = wb.load(write_file(text), today=TODAY)
+    assert wb.trades(result.batch_id)["reference"].tolist() == ["first", "ref 2"]
+    assert {(r.row, r.code) for r in result.rejections} >= {(3, "MISSING_VALUE")}
+    assert {r.row for r in result.rejections} == {3}
+
+
 def test_a_title_row_spanning_lines_keeps_the_header_and_the_row_numbers(wb: Workbench, write_file: WriteFile) -> None:
     text = '"Morning batch\n30 Nov",,\n\n' + HEADER + "\n" + good_row(1) + "\n" + good_row(2, side="Q") + "\n"
     result = wb.load(write_file(text), today=TODAY)
