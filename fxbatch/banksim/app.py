@@ -182,7 +182,7 @@ class BankApi:
         req = parse(StrictCreateQuoteRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.create_quote(req, header.transactionId)
         if isinstance(out, Refusal):
-            return envelope(wire.CreateQuoteAnswer(header=header, result=out.result()))
+            return envelope(wire.CreateQuoteAnswer(header=header, result=out.result()), out.status)
         return envelope(wire.CreateQuoteAnswer(header=header, result=_OK, payload=out))
 
     async def book_deal(self, body: bytes, header: wire.ResponseHeader) -> Response:
@@ -197,7 +197,7 @@ class BankApi:
         req = parse(wire.BookDealRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.book_deal(req, header.transactionId)
         if isinstance(out, Refusal):
-            return envelope(wire.BookDealAnswer(header=header, result=out.result()))
+            return envelope(wire.BookDealAnswer(header=header, result=out.result()), out.status)
         response = envelope(wire.BookDealAnswer(header=header, result=_OK))
         if out.lost or (out.fresh and self.sim.faults.drop()):
             return LostAnswer(response.body)
@@ -206,20 +206,23 @@ class BankApi:
     async def cancel_quote(self, body: bytes, header: wire.ResponseHeader) -> Response:
         req = parse(wire.QuoteRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.cancel_quote(req, header.transactionId)
-        return envelope(wire.CancelQuoteAnswer(header=header, result=_OK if out is None else out.result()))
+        return envelope(
+            wire.CancelQuoteAnswer(header=header, result=_OK if out is None else out.result()),
+            200 if out is None else out.status,
+        )
 
     async def latest_quote(self, body: bytes, header: wire.ResponseHeader) -> Response:
         req = parse(wire.QuoteRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.latest_quote(req)
         if isinstance(out, Refusal):
-            return envelope(wire.LatestQuoteAnswer(header=header, result=out.result()))
+            return envelope(wire.LatestQuoteAnswer(header=header, result=out.result()), out.status)
         return envelope(wire.LatestQuoteAnswer(header=header, result=_OK, payload=out))
 
     async def txn_status(self, body: bytes, header: wire.ResponseHeader) -> Response:
         req = parse(wire.TxnStatusRequest, body)
         out = req if isinstance(req, Refusal) else await self.desk.txn_status(req)
         if isinstance(out, Refusal):
-            return envelope(wire.TxnStatusAnswer(header=header, result=out.result()))
+            return envelope(wire.TxnStatusAnswer(header=header, result=out.result()), out.status)
         return envelope(wire.TxnStatusAnswer(header=header, result=_OK, transaction=out))
 
 

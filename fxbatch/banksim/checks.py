@@ -29,22 +29,43 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Refusal:
-    """A business refusal: HTTP 200 with resultCode > 0 (the API's way of saying no)."""
+    """A business refusal: HTTP 200 with resultCode > 0 (the API's way of saying no), or the
+    ``status`` a gateway answers with (503 for SERVICE_UNAVAILABLE), the result block still sent."""
 
     code: int
     reason: str
     message: str
     errors: list[wire.FieldError] = field(default_factory=list)
+    status: int = 200
 
     def result(self) -> wire.Result:
         return wire.Result.refusal(self.code, self.reason, self.message, self.errors)
 
 
+# The field the bank names when it refuses for one of the model's reasons (its failure mix): a
+# refusal names the field at fault, as every other refusal of the simulator does.
+_FIELD_AT_FAULT: dict[FailureCode, tuple[str, str]] = {
+    FailureCode.CURRENCY_NOT_SUPPORTED: ("trade.currencyPair", "CURRENCY PAIR NOT OFFERED"),
+    FailureCode.BELOW_MINIMUM: ("trade.dealCurrencyAmount", "BELOW THE MINIMUM DEAL AMOUNT"),
+    FailureCode.INSUFFICIENT_FUNDS: ("customer.fromSettlementAccount.accountNumber", "INSUFFICIENT FUNDS"),
+    FailureCode.MARKET_CLOSED: ("trade.dealDateTime", "OUTSIDE TRADING HOURS"),
+    FailureCode.INVALID_VALUE_DATE: ("trade.settlementDate", "NOT A SETTLEMENT DATE THE BANK CAN MEET"),
+    FailureCode.RATE_UNAVAILABLE: ("trade.currencyPair", "NO RATE AVAILABLE NOW"),
+    FailureCode.QUOTE_EXPIRED: ("trade.quoteID", "QUOTE EXPIRED"),
+    FailureCode.PRICE_MOVED: ("trade.quoteRate", "PRICE MOVED"),
+    FailureCode.NOT_AUTHORISED: ("header.userId", "DEALER NOT AUTHORISED"),
+}
+
+
 def refuse(reason: FailureCode, *errors: tuple[str, str], message: str | None = None) -> Refusal:
-    """A refusal for one of DOMAIN section 5's reasons, with its resultCode."""
+    """A refusal for one of DOMAIN section 5's reasons, with its resultCode, naming the field at
+    fault (``errors``, else the reason's usual one); SERVICE_UNAVAILABLE comes as an HTTP 503."""
     info = FAILURES[reason]
+    if not errors and reason in _FIELD_AT_FAULT:
+        errors = (_FIELD_AT_FAULT[reason],)
     found = [wire.FieldError(validation=where, error=what) for where, what in errors]
-    return Refusal(info.result_code, reason.value, message or info.message, found)
+    status = 503 if reason is FailureCode.SERVICE_UNAVAILABLE else 200
+    return Refusal(info.result_code, reason.value, message or info.message, found, status)
 
 
 def invalid(errors: list[wire.FieldError]) -> Refusal:
@@ -117,9 +138,11 @@ class Clients:
         given, the account it is paid into: both the client's own, and active."""
         if cif not in self.cifs:
             return refuse(FailureCode.CLIENT_NOT_FOUND, ("cifNo", "INVALID CIF NUMBER"))
-        named = [("fromSettlementAccount.accountNumber", account)]
+        # Named by their path in the request, as the request's own checks name fields (cifNo as the
+        # bank's documented refusal names it).
+        named = [("customer.fromSettlementAccount.accountNumber", account)]
         if to_account is not None:
-            named.append(("toSettlementAccount.accountNumber", to_account))
+            named.append(("customer.toSettlementAccount.accountNumber", to_account))
         for where, number in named:
             found = self.accounts.get((cif, number))
             if found is None:
@@ -128,7 +151,7 @@ class Clients:
                 return refuse(FailureCode.ACCOUNT_BLOCKED, (where, f"ACCOUNT {found[0]}"))
         limit = self.accounts[(cif, account)][1]  # the paying account's
         if not amount_zar <= limit:  # a deal whose ZAR value is unknown is over any limit
-            return refuse(FailureCode.LIMIT_EXCEEDED, ("dealCurrencyAmount", "OVER THE CLIENT'S LIMIT"))
+            return refuse(FailureCode.LIMIT_EXCEEDED, ("trade.dealCurrencyAmount", "OVER THE CLIENT'S LIMIT"))
         return None
 
 

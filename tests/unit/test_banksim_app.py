@@ -93,8 +93,10 @@ class SimBank:
     def call(self, op: str, body: Any, **headers: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
         response = self.post(wire.API + op, headers={"Authorization": f"Bearer {self.token}", **headers}, **kwargs)
-        assert response.status_code == 200, response.text
         answer: dict[str, Any] = response.json()
+        # A refusal is an HTTP 200 with its result block; the bank's service being unavailable a 503 with it.
+        unavailable = answer.get("result", {}).get("resultReasonCode") == F.SERVICE_UNAVAILABLE.value
+        assert response.status_code == (503 if unavailable else 200), response.text
         uuid.UUID(answer["header"]["transactionId"])  # every answer carries the bank's id of the call
         return answer
 
@@ -499,6 +501,22 @@ def test_a_transient_quote_error_comes_on_the_first_attempt_only(make: Callable[
             refused(second, F.RATE_UNAVAILABLE)
 
 
+@pytest.mark.parametrize(
+    ("code", "field"),
+    [(F.INSUFFICIENT_FUNDS, "customer.fromSettlementAccount.accountNumber"), (F.MARKET_CLOSED, "trade.dealDateTime"),
+     (F.RATE_UNAVAILABLE, "trade.currencyPair"), (F.PRICE_MOVED, "trade.quoteRate"),
+     (F.BELOW_MINIMUM, "trade.dealCurrencyAmount")],
+)  # fmt: skip
+def test_a_refusal_the_bank_model_decides_names_the_field_at_fault(
+    make: Callable[..., SimBank], code: FailureCode, field: str
+) -> None:
+    bank = make(bank=BankSettings(success_rate=0.0, failure_mix={code: 1.0}, transient_absorb_share=0.0))
+    answer = bank.call(wire.CREATE_QUOTE, quote_body())
+    if "payload" in answer:  # a booking-stage reason: the quote is given, its booking refused
+        answer = bank.book(answer["payload"])
+    refused(answer, code, field)
+
+
 def test_a_transient_timeout_at_booking_books_the_deal_and_loses_the_answer(make: Callable[..., SimBank]) -> None:
     settings = BankSettings(success_rate=0.5, failure_mix={F.TIMEOUT_UNKNOWN: 1.0}, transient_absorb_share=0.9)
     bank = make(bank=settings)
@@ -576,12 +594,19 @@ REGISTRY = "cif,account_number,status,limit_zar\n0123456789,0012345678,ACTIVE,10
     ("cif", "account", "into", "amount", "code", "field"),
     [
         ("999", "0012345678", None, 100.0, F.CLIENT_NOT_FOUND, "cifNo"),
-        ("0123456789", "0042", None, 100.0, F.ACCOUNT_MISMATCH, "fromSettlementAccount.accountNumber"),
-        ("0123456789", "0099", None, 100.0, F.ACCOUNT_BLOCKED, "fromSettlementAccount.accountNumber"),
-        ("0123456789", "0012345678", None, 2_000_000.0, F.LIMIT_EXCEEDED, "dealCurrencyAmount"),
+        ("0123456789", "0042", None, 100.0, F.ACCOUNT_MISMATCH, "customer.fromSettlementAccount.accountNumber"),
+        ("0123456789", "0099", None, 100.0, F.ACCOUNT_BLOCKED, "customer.fromSettlementAccount.accountNumber"),
+        ("0123456789", "0012345678", None, 2_000_000.0, F.LIMIT_EXCEEDED, "trade.dealCurrencyAmount"),
         # the account the client is paid into is the client's own, and active, too
-        ("0123456789", "0012345678", "5550001", 100.0, F.ACCOUNT_MISMATCH, "toSettlementAccount.accountNumber"),
-        ("0123456789", "0012345678", "0099", 100.0, F.ACCOUNT_BLOCKED, "toSettlementAccount.accountNumber"),
+        (
+            "0123456789",
+            "0012345678",
+            "5550001",
+            100.0,
+            F.ACCOUNT_MISMATCH,
+            "customer.toSettlementAccount.accountNumber",
+        ),
+        ("0123456789", "0012345678", "0099", 100.0, F.ACCOUNT_BLOCKED, "customer.toSettlementAccount.accountNumber"),
     ],
 )
 def test_with_a_registry_the_client_checks_refuse_naming_the_field(
