@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fxbatch.bank.http import wire
-from fxbatch.banksim.checks import Refusal, StrictCreateQuoteRequest, parse
+from fxbatch.banksim.checks import Refusal, StrictCreateQuoteRequest, as_dealer, parse
 from fxbatch.banksim.service import Simulator
 from fxbatch.models import FAILURES, FailureCode
 
@@ -145,7 +145,7 @@ def envelope(answer: wire.Answer, status: int = 200, headers: dict[str, str] | N
     return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
-Handler = Callable[[bytes, wire.ResponseHeader], Awaitable[Response]]
+Handler = Callable[[bytes, wire.ResponseHeader, str | None], Awaitable[Response]]
 
 
 class BankApi:
@@ -164,7 +164,8 @@ class BankApi:
             response: Response = Response(b"service unavailable", 503, media_type="text/plain")
         else:
             header = wire.ResponseHeader(transactionId=next(self.sim.txn_ids))
-            if not self.sim.tokens.valid(request.headers.get("authorization")):
+            holder = self.sim.tokens.holder(request.headers.get("authorization"))
+            if holder is None:
                 answer = wire.Answer(header=header, result=_NOT_AUTHORISED)
                 response = envelope(answer, 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
             else:
@@ -172,20 +173,20 @@ class BankApi:
                     body = await request.body()
                 except ClientDisconnect:  # the caller left (or was timed out): nobody to answer
                     return Response(status_code=400)
-                response = await handler(body, header)
+                response = await handler(body, header, holder.dealer)
         left = due - loop.time()
         if left > 0:
             await asyncio.sleep(left)
         return response
 
-    async def create_quote(self, body: bytes, header: wire.ResponseHeader) -> Response:
-        req = parse(StrictCreateQuoteRequest, body)
+    async def create_quote(self, body: bytes, header: wire.ResponseHeader, dealer: str | None) -> Response:
+        req = as_dealer(parse(StrictCreateQuoteRequest, body), dealer)
         out = req if isinstance(req, Refusal) else await self.desk.create_quote(req, header.transactionId)
         if isinstance(out, Refusal):
             return envelope(wire.CreateQuoteAnswer(header=header, result=out.result()), out.status)
         return envelope(wire.CreateQuoteAnswer(header=header, result=_OK, payload=out))
 
-    async def book_deal(self, body: bytes, header: wire.ResponseHeader) -> Response:
+    async def book_deal(self, body: bytes, header: wire.ResponseHeader, dealer: str | None) -> Response:
         if self.sim.faults.hung():
             if not self._hanging:
                 self._hanging = True
@@ -194,7 +195,7 @@ class BankApi:
             await (
                 asyncio.get_running_loop().create_future()
             )  # held until the service stops (not when the caller leaves)
-        req = parse(wire.BookDealRequest, body)
+        req = as_dealer(parse(wire.BookDealRequest, body), dealer)
         out = req if isinstance(req, Refusal) else await self.desk.book_deal(req, header.transactionId)
         if isinstance(out, Refusal):
             return envelope(wire.BookDealAnswer(header=header, result=out.result()), out.status)
@@ -203,23 +204,23 @@ class BankApi:
             return LostAnswer(response.body)
         return response
 
-    async def cancel_quote(self, body: bytes, header: wire.ResponseHeader) -> Response:
-        req = parse(wire.QuoteRequest, body)
+    async def cancel_quote(self, body: bytes, header: wire.ResponseHeader, dealer: str | None) -> Response:
+        req = as_dealer(parse(wire.QuoteRequest, body), dealer)
         out = req if isinstance(req, Refusal) else await self.desk.cancel_quote(req, header.transactionId)
         return envelope(
             wire.CancelQuoteAnswer(header=header, result=_OK if out is None else out.result()),
             200 if out is None else out.status,
         )
 
-    async def latest_quote(self, body: bytes, header: wire.ResponseHeader) -> Response:
-        req = parse(wire.QuoteRequest, body)
+    async def latest_quote(self, body: bytes, header: wire.ResponseHeader, dealer: str | None) -> Response:
+        req = as_dealer(parse(wire.QuoteRequest, body), dealer)
         out = req if isinstance(req, Refusal) else await self.desk.latest_quote(req)
         if isinstance(out, Refusal):
             return envelope(wire.LatestQuoteAnswer(header=header, result=out.result()), out.status)
         return envelope(wire.LatestQuoteAnswer(header=header, result=_OK, payload=out))
 
-    async def txn_status(self, body: bytes, header: wire.ResponseHeader) -> Response:
-        req = parse(wire.TxnStatusRequest, body)
+    async def txn_status(self, body: bytes, header: wire.ResponseHeader, dealer: str | None) -> Response:
+        req = as_dealer(parse(wire.TxnStatusRequest, body), dealer)
         out = req if isinstance(req, Refusal) else await self.desk.txn_status(req)
         if isinstance(out, Refusal):
             return envelope(wire.TxnStatusAnswer(header=header, result=out.result()), out.status)

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError, field_validator
 
@@ -95,6 +95,22 @@ def parse(model: type[M], body: bytes) -> M | Refusal:
         return model.model_validate_json(body)
     except ValidationError as exc:
         return invalid(wire.field_errors(exc))
+
+
+class _Sent(Protocol):
+    @property
+    def header(self) -> wire.RequestHeader: ...
+
+
+R = TypeVar("R", bound=_Sent)
+
+
+def as_dealer(req: R | Refusal, dealer: str | None) -> R | Refusal:
+    """``req`` unless its header.userId is not ``dealer``, the dealer the call's token was issued
+    to (None: a token that names none): then refused NOT_AUTHORISED, naming header.userId."""
+    if dealer is None or isinstance(req, Refusal) or req.header.userId.lower() == dealer:
+        return req
+    return refuse(FailureCode.NOT_AUTHORISED, ("header.userId", "NOT THE DEALER THE ACCESS TOKEN WAS ISSUED TO"))
 
 
 # -- the trade checks -----------------------------------------------------------------------------

@@ -49,6 +49,7 @@ class Quote:
     expires_at: float
     book_reason: int  # the model's refusal of its booking (REASONS index; NONE: it books)
     lose_answer: bool  # the model's lost answer: its booking is made and the answer lost
+    user_id: str  # the dealer it was issued to (header.userId, as sent): only they book or cancel it
     cancelled: bool = False
     deal_id: str | None = None
     pending: asyncio.Future[None] | None = None  # its last change, until written
@@ -148,8 +149,8 @@ class Desk:
 
     def _from_state(self, q: QuoteState) -> Quote:
         reason, lose = self._at_booking(q.trade_key, q.attempt)
-        return Quote(q.quote_id, q.trade_key, q.attempt, q.pair, q.rate, q.expires_at, reason, lose, q.cancelled,
-                     q.deal_id)  # fmt: skip
+        return Quote(q.quote_id, q.trade_key, q.attempt, q.pair, q.rate, q.expires_at, reason, lose, q.user_id,
+                     q.cancelled, q.deal_id)  # fmt: skip
 
     # -- the book --------------------------------------------------------------------------------
     def _remember(self, quote: Quote) -> None:
@@ -222,7 +223,7 @@ class Desk:
         self.next_id += 1
         step = np.array([quote_id - self.first_id], dtype=np.int64)
         rate = float(self.walk.mid(_PAIRS, step, np.array([self.walk.index[pair]]))[0])
-        quote = Quote(quote_id, key, attempt, pair, rate, now + self.ttl_s, *self._at_booking(key, attempt))
+        quote = Quote(quote_id, key, attempt, pair, rate, now + self.ttl_s, *self._at_booking(key, attempt), user)
         self._prune(now)
         self._remember(quote)
         event = Event(ISSUED, int(now * 1e6), quote_id, user, txn, key, attempt, None, pair, rate,
@@ -240,7 +241,7 @@ class Desk:
             if deal.quote_id != t.quoteID:
                 return refuse(FailureCode.DUPLICATE_TRANSACTION, ("trade.dealTransactionID", "ALREADY USED FOR ANOTHER QUOTE"))  # fmt: skip
             return Booked(fresh=False, lost=False)  # the same booking again: its answer
-        refusal = self._booking_refusal(quote, t)
+        refusal = self._booking_refusal(quote, t, req.header.userId)
         if refusal is not None:
             if quote is not None:
                 await self._written(quote.pending)
@@ -260,9 +261,11 @@ class Desk:
         await self._written(self._write(event, (deal, quote), undo))
         return Booked(fresh=True, lost=quote.lose_answer)
 
-    def _booking_refusal(self, quote: Quote | None, t: wire.BookTrade) -> Refusal | None:
+    def _booking_refusal(self, quote: Quote | None, t: wire.BookTrade, user: str) -> Refusal | None:
         if quote is None:
             return refuse(FailureCode.QUOTE_NOT_FOUND, ("trade.quoteID", "UNKNOWN QUOTE"))
+        if not _same_dealer(quote, user):
+            return _other_dealer("trade.quoteID")
         if quote.deal_id is not None:
             return refuse(FailureCode.QUOTE_ALREADY_BOOKED, ("trade.quoteID", "QUOTE ALREADY BOOKED"))
         if quote.cancelled:
@@ -282,6 +285,8 @@ class Desk:
         quote = await self._quote(req.quoteID)
         if quote is None:
             return refuse(FailureCode.QUOTE_NOT_FOUND, ("quoteID", "UNKNOWN QUOTE"))
+        if not _same_dealer(quote, req.header.userId):
+            return _other_dealer("quoteID")
         if quote.deal_id is not None:
             await self._written(quote.pending)
             return refuse(FailureCode.QUOTE_ALREADY_BOOKED, ("quoteID", "QUOTE ALREADY BOOKED"))
@@ -302,6 +307,8 @@ class Desk:
         quote = await self._quote(req.quoteID)
         if quote is None:
             return refuse(FailureCode.QUOTE_NOT_FOUND, ("quoteID", "UNKNOWN QUOTE"))
+        if not _same_dealer(quote, req.header.userId):
+            return _other_dealer("quoteID")
         await self._written(quote.pending)
         if quote.deal_id is not None:
             return refuse(FailureCode.QUOTE_ALREADY_BOOKED, ("quoteID", "QUOTE ALREADY BOOKED"))
@@ -324,6 +331,15 @@ class Desk:
             return Refusal(404, wire.TXN_NOT_FOUND, msg, [wire.FieldError(validation="transactionID", error=msg)])
         await self._written(deal.pending)
         return deal.transaction()
+
+
+def _same_dealer(quote: Quote, user: str) -> bool:
+    """A quote is the dealer's it was issued to (e-mail addresses compared without case)."""
+    return quote.user_id == user or quote.user_id.lower() == user.lower()
+
+
+def _other_dealer(field: str) -> Refusal:
+    return refuse(FailureCode.NOT_AUTHORISED, (field, "QUOTE ISSUED TO ANOTHER DEALER"))
 
 
 _PAIRS = np.array([""], dtype=object)  # RateWalk.mid's pair names, unused when indices are given

@@ -7,7 +7,9 @@ Grants: ``password`` (the documented one: client id and secret, scope, username,
 A description never repeats a secret or a password.
 
 Without a configured client id any client is accepted, and without a configured username any
-dealer: the simulator then only checks that the grant is well formed.
+dealer: the simulator then only checks that the grant is well formed. A password grant whose
+username is an e-mail address issues the dealer's token (``Holder``): the API then takes calls
+made with it only as that dealer (header.userId).
 """
 
 from __future__ import annotations
@@ -54,6 +56,17 @@ class _Grant:
     expires_at: float
     client_id: str
     scope: str
+    dealer: str | None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who a valid access token was issued to: ``dealer``, the e-mail address a password grant
+    named as its username, lower-cased (None: a client_credentials token, or a username that is
+    not an e-mail address). **Assumed**: the bank takes a password grant's username to be the
+    dealer, whose e-mail every call's header.userId then is."""
+
+    dealer: str | None
 
 
 class Tokens:
@@ -63,14 +76,16 @@ class Tokens:
         self.creds = creds
         self.ttl_s = ttl_s
         self.clock = clock
-        self._access: dict[str, float] = {}
+        self._access: dict[str, tuple[float, Holder]] = {}  # token -> (expiry, holder)
         self._refresh: dict[str, _Grant] = {}
         self._swept = 0.0
 
-    def valid(self, authorization: str | None) -> bool:
+    def holder(self, authorization: str | None) -> Holder | None:
+        """Who the bearer token of ``authorization`` was issued to; None: no valid token."""
         if not authorization or authorization[:7].lower() != "bearer ":
-            return False
-        return self._access.get(authorization[7:].strip(), 0.0) > self.clock()
+            return None
+        found = self._access.get(authorization[7:].strip())
+        return found[1] if found is not None and found[0] > self.clock() else None
 
     def answer(self, body: bytes, authorization: str | None) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON body) for a token request."""
@@ -88,6 +103,7 @@ class Tokens:
         grant = form.get("grant_type", "")
         client_id, _ = self._client(form, authorization)
         scope = form.get("scope", "")
+        dealer: str | None = None
         if grant == "password":
             username, password = form.get("username", ""), form.get("password", "")
             if not username or not password:
@@ -95,14 +111,16 @@ class Tokens:
             c = self.creds
             if c.username is not None and not (_same(username, c.username) & _same(password, c.password or "")):
                 raise TokenRefused(400, "invalid_grant", "Error validating credentials due to invalid username or password.", BAD_USER)  # fmt: skip
+            dealer = username.lower() if "@" in username else None
         elif grant == "refresh_token":
             found = self._refresh.get(form.get("refresh_token", ""))
             if found is None or found.expires_at <= self.clock() or found.client_id != client_id:
                 raise TokenRefused(400, "invalid_grant", "The refresh token is unknown, expired or issued to another client.", BAD_REFRESH)  # fmt: skip
             scope = scope or found.scope
+            dealer = found.dealer
         elif grant != "client_credentials":
             raise TokenRefused(400, "unsupported_grant_type", "The grant_type must be password, client_credentials or refresh_token.", BAD_GRANT_TYPE)  # fmt: skip
-        return self._issue(client_id, scope)
+        return self._issue(client_id, scope, dealer)
 
     def _client(self, form: dict[str, str], authorization: str | None) -> tuple[str, str]:
         """The calling client's id and secret (HTTP Basic or the form), checked when configured."""
@@ -117,15 +135,15 @@ class Tokens:
             raise TokenRefused(401, "invalid_client", f"Invalid client secret provided for client {client_id!r}, or an unknown client.", BAD_CLIENT)  # fmt: skip
         return client_id, secret
 
-    def _issue(self, client_id: str, scope: str) -> dict[str, Any]:
+    def _issue(self, client_id: str, scope: str, dealer: str | None) -> dict[str, Any]:
         now = self.clock()
         if now - self._swept > 60:  # forget expired tokens now and then
-            self._access = {t: e for t, e in self._access.items() if e > now}
+            self._access = {t: e for t, e in self._access.items() if e[0] > now}
             self._refresh = {t: g for t, g in self._refresh.items() if g.expires_at > now}
             self._swept = now
         access, refresh = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
-        self._access[access] = now + self.ttl_s
-        self._refresh[refresh] = _Grant(now + REFRESH_TTL_S, client_id, scope)
+        self._access[access] = (now + self.ttl_s, Holder(dealer))
+        self._refresh[refresh] = _Grant(now + REFRESH_TTL_S, client_id, scope, dealer)
         answer = wire.TokenAnswer(access_token=access, token_type="Bearer", expires_in=self.ttl_s,
                                   ext_expires_in=2 * self.ttl_s, refresh_token=refresh, scope=scope)  # fmt: skip
         out = answer.model_dump(mode="json")

@@ -720,6 +720,44 @@ def test_without_configured_credentials_any_well_formed_grant_is_accepted(bank: 
     assert bank.grant(grant_type="client_credentials", client_id="x", client_secret="y").status_code == 200
 
 
+def test_a_dealers_token_calls_only_as_that_dealer_also_once_refreshed(make: Callable[..., SimBank]) -> None:
+    # The password grant's username is the dealer's e-mail: every call's header.userId must be it.
+    creds = Credentials(client_id="fxbatch", client_secret=SECRET, username="Dealer@Example.com", password=PASSWORD)
+    grant = {**PASSWORD_GRANT, "username": "Dealer@Example.com"}
+    bank = make(credentials=creds, grant=grant)
+    assert bank.quote()["result"]["resultCode"] == 0  # USER is the same address, in other case
+    other = quote_body()
+    other["header"]["userId"] = "someone.else@example.com"
+    refused(bank.call(wire.CREATE_QUOTE, other), F.NOT_AUTHORISED, "header.userId")
+    refreshed = bank.grant(grant_type="refresh_token", refresh_token=bank.grant(**grant).json()["refresh_token"],
+                           client_id="fxbatch", client_secret=SECRET).json()  # fmt: skip
+    bank.token = refreshed["access_token"]
+    refused(bank.call(wire.CREATE_QUOTE, other), F.NOT_AUTHORISED, "header.userId")
+    status = {"header": {"userId": "someone.else@example.com"}, "transactionID": str(uuid.uuid4())}
+    refused(bank.call(wire.TXN_STATUS, status), F.NOT_AUTHORISED, "header.userId")
+
+
+def test_a_token_that_names_no_dealer_lets_the_caller_name_one(guarded: SimBank, bank: SimBank) -> None:
+    # A username that is not an e-mail address, and client_credentials, tie no header.userId.
+    for sim in (guarded, bank):
+        other = quote_body()
+        other["header"]["userId"] = "someone.else@example.com"
+        assert sim.call(wire.CREATE_QUOTE, other)["result"]["resultCode"] == 0
+
+
+def test_only_the_dealer_a_quote_was_issued_to_books_cancels_or_reads_it(bank: SimBank) -> None:
+    payload = bank.quoted()
+    other = {"header": {"userId": "someone.else@example.com"}, "quoteID": payload["quoteId"]}
+    refused(bank.call(wire.CANCEL_QUOTE, other), F.NOT_AUTHORISED, "quoteID")
+    refused(bank.call(wire.LATEST_QUOTE, other), F.NOT_AUTHORISED, "quoteID")
+    trade = {"quoteID": payload["quoteId"], "dealTransactionID": str(uuid.uuid4()), "quoteRate": payload["quoteRate"],
+             "dealRate": payload["quoteRate"]}  # fmt: skip
+    refused(bank.call(wire.BOOK_DEAL, {"header": other["header"], "trade": trade}), F.NOT_AUTHORISED, "trade.quoteID")
+    assert bank.booked() == 0
+    # The dealer it was issued to (the address in any case) still books it.
+    assert bank.call(wire.BOOK_DEAL, {"header": {"userId": USER.upper()}, "trade": trade})["result"]["resultCode"] == 0
+
+
 @pytest.mark.parametrize("authorization", [None, "Bearer made-up", "Basic eDp5"])
 def test_the_api_needs_a_bearer_token_it_issued(bank: SimBank, authorization: str | None) -> None:
     headers = {"Authorization": authorization} if authorization else {}
