@@ -237,6 +237,8 @@ class DocBank:
         self.pending_status = "PENDING"  # the status answered for them ("COMPLETED|PENDING|...": others exist)
         self.break_contract: dict[str, bytes] = {}  # operation -> raw body answered (HTTP 200) once
         self.break_after: dict[str, int] = {}  # operation -> answers left whole before break_contract applies
+        # Called with each API request's record once it is handled, before its answer goes out (outside the lock).
+        self.before_answer: Callable[[ApiRequest], None] | None = None
         # Recorded ----------------------------------------------------------------------------
         self.lock = threading.Lock()
         self.token_requests: list[TokenRequest] = []
@@ -339,6 +341,9 @@ class DocBank:
                 return
             with self.lock:
                 status, answer, lose, extra = self._api(path[len(API_PREFIX) :], headers, body)
+                hook, record = self.before_answer, self.api_requests[-1]
+            if hook is not None:
+                hook(record)
             if lose:
                 # Send the status line and headers, then close without a body: the deal is booked
                 # yet the client only sees the connection drop mid-answer (a transport error).

@@ -615,6 +615,7 @@ class Worker:
             amount_is_base=np.asarray(chunk.column("amount_is_base").to_numpy(zero_copy_only=False), dtype=bool),
             is_buy=np.asarray(pc.equal(chunk.column("side"), "BUY").to_numpy(zero_copy_only=False), dtype=bool),
             pair_code=codes[np.asarray(pairs.indices.to_numpy(zero_copy_only=False), dtype=np.int64)],
+            booking_sent=~np.isnan(inflight_attempt),
             deal_ids=dealids.deal_ids(self.prefix, chunk.column("src_row")),
             trades=chunk.select(TEXT_FIELDS).combine_chunks(),
         )  # fmt: skip
@@ -890,6 +891,7 @@ class Worker:
         bookings left in doubt (they stay as the in-flight rows recorded them)."""
         booked, reasons, rates, messages, unsent, doubt, earlier = answers
         now = time.time()
+        w.booking_sent[good[~unsent]] = True
         won = good[booked]
         advance(w.states, mask_of(len(w), won), T.SUCCESS)
         w.deal_rate[won] = rates[booked]
@@ -979,8 +981,9 @@ class Worker:
         return w
 
     def _persist(self, cur: object, w: Working, done: np.ndarray) -> None:
-        # A deal id belongs to a trade whose booking was asked for: not to one cancelled before.
-        quoted = ~np.isnan(w.quoted_at[done]) & (w.states[done] != CODE_OF[T.CANCELLED])
+        # A deal id belongs to a trade whose booking was asked for: not to one cancelled before any
+        # was (a trade cancelled after a booking whose answer was lost keeps it: that one may land).
+        quoted = ~np.isnan(w.quoted_at[done]) & ((w.states[done] != CODE_OF[T.CANCELLED]) | w.booking_sent[done])
         ids = w.deal_ids.filter(pa.array(done))
         idx = np.flatnonzero(done)
         income = np.full(len(idx), np.nan)

@@ -68,7 +68,7 @@ TEXT_FIELDS = ["trade_id", "client_cif", "account_number", "currency_pair", "sid
 WORK_ARRAYS = (
     "src", "keys", "attempt", "last_attempt", "states", "failure", "quote_id", "quote_rate", "quote_expiry",
     "deal_rate", "executing_at", "quoted_at", "finished_at", "not_before", "amount", "amount_zar", "spread_pips",
-    "value_day", "amount_is_base", "is_buy", "pair_code",
+    "value_day", "amount_is_base", "is_buy", "pair_code", "booking_sent",
 )  # fmt: skip
 
 
@@ -97,6 +97,7 @@ class Working:
     amount_is_base: np.ndarray  # bool: the amount is in the base currency
     is_buy: np.ndarray
     pair_code: np.ndarray
+    booking_sent: np.ndarray  # bool: a booking of the trade was asked for in this run (its deal id was sent)
     deal_ids: pa.Array
     trades: pa.Table
 
@@ -105,7 +106,8 @@ class Working:
 
     @classmethod
     def empty(cls) -> Working:
-        kinds = {"keys": np.uint64, "states": np.int8, "failure": np.int8, "is_buy": bool, "amount_is_base": bool}
+        kinds = {"keys": np.uint64, "states": np.int8, "failure": np.int8, "is_buy": bool, "amount_is_base": bool,
+                 "booking_sent": bool}  # fmt: skip
         ints = {"src", "attempt", "last_attempt", "quote_id", "pair_code"}
         arrays = {
             name: np.zeros(0, dtype=kinds.get(name, np.int64 if name in ints else np.float64)) for name in WORK_ARRAYS

@@ -25,7 +25,7 @@ from fxbatch.engine import records
 from fxbatch.engine.core import Engine
 from fxbatch.errors import ConflictError
 from fxbatch.models import RunStatus, RunSummary
-from tests.docbank import FIRST_QUOTE_ID, DocBank, serve_docbank
+from tests.docbank import FIRST_QUOTE_ID, ApiRequest, DocBank, serve_docbank
 from tests.integration.api_helpers import serve_api
 from tests.integration.run_helpers import assert_every_trade_final, query
 
@@ -248,6 +248,35 @@ def test_a_booking_that_lands_after_the_bank_said_it_had_none_is_recorded_with_t
     assert booked.quote_id == first["quoteID"] and row[3] == 2
     # The second try's quote, which the bank holds open, is released; the first stays booked.
     assert second["quoteID"] in bank.cancelled_quotes and first["quoteID"] not in bank.cancelled_quotes
+
+
+def test_a_run_cancelled_before_a_lost_booking_is_sent_again_keeps_its_deal_id_on_the_trade(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    # The first booking is stuck on its way (the bank says it has no such deal), and the run is
+    # cancelled while the trade's next quote is asked for. The stuck booking may still land: the
+    # CANCELLED trade keeps the deal id it was sent under, so the bank's ledger can be matched to it.
+    bank.hold_bookings = 1
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        job = wb.start_run(load_batch(wb, tmp_path, 8), bank_url=bank.url, concurrency=4)
+
+        def cancel_at_the_next_quote(request: ApiRequest) -> None:
+            held = {quote.cif for quote, _, _ in bank.held.values()}
+            if request.operation == "createquote" and request.body["customer"]["cifNo"] in held:
+                bank.before_answer = None
+                wb.cancel(job.run_id, wait=False)
+
+        bank.before_answer = cancel_at_the_next_quote
+        assert job.wait(60)
+        run = wb.run_summary(job.run_id)
+        assert run.status is RunStatus.CANCELLED, run.error
+        assert (run.counts["SUCCESS"], run.counts["CANCELLED"], run.counts["FAILED"]) == (6, 1, 1)
+        (deal,) = bank.held
+        (row,) = query(wb, "SELECT status, lower(deal_transaction_id) FROM run_trades WHERE run_id = ? "
+                           "AND status = 'CANCELLED'", job.run_id)  # fmt: skip
+        assert row == ("CANCELLED", deal)
+    retry_quote = [r for r in bank.requests("createquote") if r.body["customer"]["cifNo"] == bank.held[deal][0].cif][-1]
+    assert json.loads(retry_quote.response)["payload"]["quoteId"] in bank.cancelled_quotes
 
 
 def test_a_booking_still_pending_interrupts_the_run_unbooked_and_resume_settles_it(
