@@ -53,11 +53,14 @@ class RateTable:
         return {c: f for c in sorted(self.currencies | {"ZAR"}) if (f := self.to_zar(c)) is not None}
 
     def to_zar(self, currency: str) -> float | None:
-        """Mid value of one unit of ``currency`` in ZAR, directly or through USD."""
+        """Mid value of one unit of ``currency`` in ZAR, directly (X/ZAR, or ZAR/X inverted) or
+        through USD."""
         if currency == "ZAR":
             return 1.0
         if f"{currency}/ZAR" in self.mids:
             return self.mids[f"{currency}/ZAR"]
+        if f"ZAR/{currency}" in self.mids:
+            return 1.0 / self.mids[f"ZAR/{currency}"]
         usd_zar = self.mids.get("USD/ZAR")
         if usd_zar is None:
             return None

@@ -126,3 +126,37 @@ def test_failed_trades_earn_nothing_and_a_scenario_earns_what_its_run_earns(
     assert scenario.spread_income_zar == pytest.approx(run.spread_income_zar, abs=0.001)
     assert scenario.income_lost_zar is not None and scenario.income_lost_zar > 0
     assert sweep.summary[0].income_mean == pytest.approx(run.spread_income_zar, abs=0.001)
+
+
+def test_a_rate_table_quoting_zar_first_prices_that_currency_in_zar(tmp_path: Path) -> None:
+    # ZAR/MZN: one ZAR is 3.63 MZN, so one MZN is 1 / 3.63 ZAR (the table need not name MZN/ZAR).
+    from datetime import date
+
+    from fxbatch import Settings
+
+    rates = tmp_path / "rates.csv"
+    rates.write_text("pair,mid\nUSD/ZAR,17.6050\nZAR/MZN,3.6300\n")
+    orders = tmp_path / "orders.csv"
+    orders.write_text(
+        "trade_id,client_cif,account_number,currency_pair,side,amount,amount_currency,spread_pips\n"
+        "M1,123456,111111,ZAR/MZN,BUY,100000.00,ZAR,100\nM2,123456,111111,ZAR/MZN,SELL,100000.00,MZN,100\n"
+    )
+    with Workbench.open(settings=Settings(db=tmp_path / "db.duckdb", rates_file=rates, today=date(2026, 11, 30))) as wb:
+        assert wb.rates.to_zar("MZN") == pytest.approx(1 / 3.63)
+        batch = wb.load(orders).batch_id
+        assert wb.batch(batch).notional_zar == pytest.approx(100_000 + 100_000 / 3.63, abs=0.01)
+        run = wb.run(batch, success_rate=1.0)
+        money = wb.run_money(run.run_id)
+        assert money.unpriced_trades == 0 and money.booked_zar == pytest.approx(100_000 + 100_000 / 3.63, abs=0.01)
+        (_, m1_income), (m2_rate, m2_income) = (
+            wb.store.cursor()
+            .execute(
+                "SELECT deal_rate, spread_income_zar FROM run_trades WHERE run_id = ? ORDER BY src_row", [run.run_id]
+            )
+            .fetchall()
+        )
+        # 100 pips of MZN (0.0001 each) a ZAR: on ZAR 100,000 that is MZN 1,000, R 275.48 at the mid.
+        assert m1_income == pytest.approx(100_000 * 0.01 / 3.63, abs=0.01)
+        # MZN 100,000 sold is ZAR 100,000 / the client's rate; the spread on that, in MZN, then in ZAR.
+        assert m2_income == pytest.approx(100_000 / m2_rate * 0.01 / 3.63, abs=0.01)
+        assert money.income_zar == pytest.approx(m1_income + m2_income, abs=0.01)
