@@ -319,7 +319,8 @@ def _compare(wb: Workbench) -> None:
         except FxBatchError as exc:
             st.caption(exc.message)
             return
-        st.caption(f"{len(diff)} trade(s) ended differently in run {chosen[0]} and run {chosen[1]}.")
+        st.caption(f"{len(diff)} trade(s) ended differently in run {chosen[0]} and run {chosen[1]} (of the trades "
+                   "both runs cover: a retry run covers the failed trades of the run it retries).")  # fmt: skip
         a, b = chosen
         for column in ("status_a", "status_b"):
             if column in diff:

@@ -48,25 +48,33 @@ def compare_runs(store: Store, run_ids: list[int]) -> pd.DataFrame:
                 **{f"reason:{k}": v for k, v in s.failure_reasons.items()},
             }
         )
-    return pd.DataFrame(rows).fillna(0)
+    table = pd.DataFrame(rows)
+    # A reason a run never met is 0 trades; income a run never recorded stays unknown, not 0.
+    reasons = [c for c in table.columns if c.startswith("reason:")]
+    table[reasons] = table[reasons].fillna(0).astype("int64")
+    table["spread_income_zar"] = pd.to_numeric(table["spread_income_zar"], errors="coerce")
+    return table
 
 
 def differing_trades(store: Store, run_a: int, run_b: int, limit: int = 1000) -> pd.DataFrame:
-    """Trades of one batch whose outcome (status or failure reason) differs between two runs."""
+    """Trades of one batch whose outcome (status or failure reason) differs between two runs, among
+    the trades both runs cover (a retry run covers its parent's FAILED trades only: the others were
+    never its to run, so they are not an outcome that differs)."""
     a, b = records.get_run(store, run_a), records.get_run(store, run_b)
     if a.batch_id != b.batch_id:
         raise ConflictError(f"Runs {run_a} and {run_b} are of different batches ({a.batch_id}, {b.batch_id}).")
     return (
         store.cursor()
         .execute(
-            """
+            f"""
             SELECT t.src_row AS row, t.trade_id, t.currency_pair, t.amount, t.amount_currency,
                    coalesce(x.status, 'PENDING') AS status_a, x.failure_code AS failure_a,
                    coalesce(y.status, 'PENDING') AS status_b, y.failure_code AS failure_b
             FROM trades t
             LEFT JOIN run_trades x ON x.run_id = ? AND x.src_row = t.src_row
             LEFT JOIN run_trades y ON y.run_id = ? AND y.src_row = t.src_row
-            WHERE t.batch_id = ? AND (x.src_row IS NOT NULL OR y.src_row IS NOT NULL)
+            WHERE t.batch_id = ?{records.scope_sql(a.config)}{records.scope_sql(b.config)}
+              AND (x.src_row IS NOT NULL OR y.src_row IS NOT NULL)
               AND (coalesce(x.status, 'PENDING') <> coalesce(y.status, 'PENDING')
                    OR coalesce(x.failure_code, '') <> coalesce(y.failure_code, ''))
             ORDER BY t.src_row

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fxbatch import Workbench
@@ -257,6 +258,27 @@ def test_comparing_two_runs_lists_exactly_the_trades_whose_outcome_differs(wb: W
     assert len(diff) == int(((sa != sb) | (ca != cb)).sum()) > 0
     same = wb.whatif.differing_trades(a.run_id, wb.run(batch, seed=1, success_rate=0.7).run_id)
     assert same.empty
+
+
+def test_a_retry_run_is_compared_on_the_trades_it_retried_and_unknown_income_is_not_zero(
+    wb: Workbench, batch: int
+) -> None:
+    first = wb.run(batch, seed=3, success_rate=0.5)
+    retry = wb.run(batch, seed=4, success_rate=0.9, retry_of_run=first.run_id)
+    failed_first = {r for (r,) in wb.store.cursor().execute(
+        "SELECT src_row FROM run_trades WHERE run_id = ? AND status = 'FAILED'", [first.run_id]).fetchall()}  # fmt: skip
+    diff = wb.whatif.differing_trades(first.run_id, retry.run_id, limit=10_000)
+    # Only trades the retry covered, each FAILED first; a trade the retry never ran is not a difference.
+    assert len(diff) and set(diff["row"]) <= failed_first and "PENDING" not in set(diff["status_b"])
+    won = {r for (r,) in wb.store.cursor().execute(
+        "SELECT src_row FROM run_trades WHERE run_id = ? AND status = 'SUCCESS'", [retry.run_id]).fetchall()}  # fmt: skip
+    assert won and won <= set(diff["row"])
+    # A run made before spread income was recorded: its income is unknown, not R 0.
+    wb.store.cursor().execute("UPDATE runs SET spread_income_zar = NULL WHERE run_id = ?", [first.run_id])
+    table = wb.whatif.compare([first.run_id, retry.run_id]).set_index("run_id")
+    assert pd.isna(table.loc[first.run_id, "spread_income_zar"])
+    assert table.loc[retry.run_id, "spread_income_zar"] > 0
+    assert (table.filter(like="reason:").dtypes == "int64").all()
 
 
 def test_runs_of_different_batches_cannot_be_diffed(wb: Workbench, batch: int) -> None:
