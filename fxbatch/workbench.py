@@ -54,6 +54,7 @@ from fxbatch.whatif.models import Sweep, SweepInfo
 from fxbatch.whatif.sweep import (
     SweepCancel,
     SweepGrid,
+    check_base,
     check_size,
     get_sweep,
     list_sweeps,
@@ -990,6 +991,7 @@ class _WhatIf:
     def start_promote(self, sweep_id: int, scenario: int) -> Job:
         """Start a stored scenario as a full run with per-trade records; return its job at once."""
         batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
+        check_base(config)  # a scenario stored before sweeps refused such settings
         # The run remembers where it came from (its page names the sweep and the scenario).
         config = config.model_copy(update={"sweep_id": sweep_id, "scenario": scenario})
         params = {**run_params(batch_id, config), "sweep_id": sweep_id, "scenario": scenario}

@@ -96,6 +96,7 @@ class SweepGrid(BaseModel):
     )
 
     def scenarios(self) -> list[RunConfig]:
+        check_base(self.base)
         names = sorted(self.variants)
         check_size(len(self.success_rates), len(self.seeds), self.variants)
         out = []
@@ -115,6 +116,22 @@ class SweepGrid(BaseModel):
                     check_settings(config.bank)
                     out.append(config)
         return out
+
+
+def check_base(config: RunConfig) -> None:
+    """A sweep simulates the whole batch against the simulated bank: settings that would make its
+    scenarios another run (a retry of a run's failed trades, an HTTP bank) are refused, so that a
+    promoted scenario is the run whose figures the sweep showed."""
+    if config.retry_of_run is not None:
+        raise SettingsError(
+            f"retry_of_run={config.retry_of_run}: a sweep covers the whole batch, not the failed trades of a run. "
+            "Retry the run itself (python -m fxbatch run BATCH --retry-failed-of RUN), or sweep the batch without it."
+        )
+    if config.bank_url is not None:
+        raise SettingsError(
+            f"bank_url={config.bank_url}: a sweep's scenarios are simulated, and a promoted scenario runs as "
+            "simulated; run the batch against an HTTP bank as a run of its own."
+        )
 
 
 def scenario_result(batch: BatchArrays, config: RunConfig) -> dict[str, Any]:

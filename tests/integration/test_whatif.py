@@ -281,6 +281,17 @@ def test_a_retry_run_is_compared_on_the_trades_it_retried_and_unknown_income_is_
     assert (table.filter(like="reason:").dtypes == "int64").all()
 
 
+@pytest.mark.parametrize(("setting", "named"), [("retry_of_run", "retry_of_run=1"), ("bank_url", "bank_url=")])
+def test_a_sweep_refuses_settings_that_would_make_its_promoted_runs_other_runs(
+    wb: Workbench, batch: int, setting: str, named: str
+) -> None:
+    first = wb.run(batch, seed=3, success_rate=0.5)
+    value = first.run_id if setting == "retry_of_run" else "http://127.0.0.1:9"
+    with pytest.raises(SettingsError, match=named):
+        wb.whatif.sweep(batch, [0.9], seeds=[4], base=RunConfig(**{setting: value}), workers=1)
+    assert not wb.whatif.sweeps(batch), "nothing stored"
+
+
 def test_runs_of_different_batches_cannot_be_diffed(wb: Workbench, batch: int) -> None:
     other = wb.load(DATA / "sample_trades.csv", today=TODAY).batch_id
     a, b = wb.run(batch, seed=1), wb.run(other, seed=1)
