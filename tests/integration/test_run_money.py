@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fxbatch import Workbench
+from fxbatch import Workbench, connect  # connect: as the README documents it
 from fxbatch.cli import main
-from fxbatch.client import connect
 from fxbatch.moneyview import RunMoney
 from tests.integration.api_helpers import serve_api
 from tests.integration.run_helpers import load_sample, query
