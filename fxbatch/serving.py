@@ -22,13 +22,16 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -231,6 +234,37 @@ class Binding:
 
 
 _current: Host | None = None  # the host of this process, once its server has started (it stays, stopping or not)
+# Set when the server was told to stop (SIGINT, SIGTERM): the streams that follow runs end, so the
+# ASGI server, which waits for every connection to close before its lifespan's end interrupts the
+# runs, is not held open by a client following a long run.
+STOPPING = threading.Event()
+
+
+def _note_stop_signals() -> Callable[[], None]:
+    """Set STOPPING on SIGINT and SIGTERM, then hand the signal to the handler the ASGI server
+    installed (uvicorn's: it stops accepting, then waits for the connections to close); returns
+    what puts those handlers back. Only in the main thread (where uvicorn serves and signals go)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def noted(sig: int, frame: FrameType | None) -> None:
+        STOPPING.set()
+        handler = previous[signal.Signals(sig)]
+        if callable(handler):
+            handler(sig, frame)
+        elif handler == signal.SIG_DFL and sig == signal.SIGINT:
+            raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, noted)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is noted:
+                signal.signal(sig, handler)
+
+    return restore
 
 
 def current_login() -> LoginConfig | None:
@@ -337,7 +371,12 @@ class Host:
             os.environ[_HOSTING] = _hosting_mark(settings.db)
             self._wb = wb
             _current = self
-            yield
+            STOPPING.clear()
+            restore = _note_stop_signals()
+            try:
+                yield
+            finally:
+                restore()
         finally:
             os.environ.pop(_HOSTING, None)
             self._wb = None

@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import format_sse_event
 
 from fxbatch.models import RunProgress, RunStatus
+from fxbatch.serving import STOPPING
 from fxbatch.workbench import Workbench
 
 SSE = "text/event-stream"
@@ -51,8 +52,19 @@ async def run_events(wb: Workbench, run_id: int, first: dict[str, Any], read: Re
     try:
         while True:
             await asyncio.sleep(POLL_S)
+            if STOPPING.is_set():
+                return  # the server is stopping: its runs are interrupted once the streams have ended
             snap = wb.progress(run_id)
             if snap is None or snap.status is not RunStatus.RUNNING:
+                # The run's status is final before it lets go of its job (the quotes it released are
+                # being cancelled at the bank, its bank closed): the last event waits for that, so a
+                # client that goes on (the batch's next run, a delete) when it comes is not refused.
+                job = wb.engine.job(run_id)
+                while job is not None and not job.done.is_set() and not STOPPING.is_set():
+                    await asyncio.sleep(POLL_S)
+                    if time.monotonic() - sent_at >= HEARTBEAT_S:
+                        yield b": the run is letting go of its job\n\n"  # a comment: keeps the stream alive
+                        sent_at = time.monotonic()
                 # The run's record is written before its progress leaves RUNNING: this read is final.
                 yield event(await run_in_threadpool(read, wb, run_id))
                 return

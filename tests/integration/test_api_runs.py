@@ -84,6 +84,29 @@ def test_a_running_run_streams_its_progress_then_its_final_state(api: httpx.Clie
     assert all(e["progress"] is not None for e in rest[:-1])
 
 
+def test_a_server_told_to_stop_ends_the_streams_following_its_runs(
+    api: httpx.Client, wb: Workbench, batch: int
+) -> None:
+    # uvicorn waits for every connection to close before the lifespan's end interrupts the runs:
+    # a client following a long run must not hold the server open.
+    from fxbatch import serving
+
+    gate = Gate(wb)
+    run_id = start(api, batch)
+    gate.wait_held()
+    try:
+        with api.stream("GET", f"/runs/{run_id}/events") as resp:
+            stream = events(resp)
+            assert next(stream)["status"] == "RUNNING"
+            serving.STOPPING.set()
+            rest = list(stream)  # ends, though the run (held) goes on
+        assert all(e["status"] == "RUNNING" for e in rest)
+    finally:
+        serving.STOPPING.clear()
+        gate.release()
+    assert follow(api, run_id)[-1]["status"] in FINAL
+
+
 def test_a_second_run_of_a_running_batch_and_its_deletion_are_409_problems(
     api: httpx.Client, wb: Workbench, batch: int
 ) -> None:

@@ -54,6 +54,31 @@ def test_errors_come_back_as_the_same_fxbatch_errors_and_messages(
     assert remote_file.value.message == local_file.value.message
 
 
+def test_a_run_followed_through_the_server_ends_once_it_has_let_go_of_its_batch(wb: Workbench, client: Client) -> None:
+    # The run's status is final before its job ends: the quotes it released are still being
+    # cancelled at the bank (slowly here). Following it ends with the job, as waiting in process does.
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    make = wb.engine.bank_factory
+
+    def slow_cancels(config: Any) -> Any:
+        bank = make(config)
+        cancel = bank.cancel_quotes
+
+        def cancel_slowly(quote_ids: Any, max_in_flight: int) -> Any:
+            time.sleep(1.0)
+            return cancel(quote_ids, max_in_flight)
+
+        bank.cancel_quotes = cancel_slowly
+        return bank
+
+    wb.engine.bank_factory = slow_cancels
+    first = client.run(batch, seed=3, success_rate=0.5)
+    assert first.quotes_cancelled > 0 and first.quotes_cancelled == wb.run_summary(first.run_id).quotes_cancelled
+    wb.engine.bank_factory = make
+    assert client.run(batch, seed=4, success_rate=0.5).status is RunStatus.PARTIAL  # not "already running"
+    client.delete_batch(batch)
+
+
 def test_a_run_through_the_server_ends_as_the_same_run_in_process(wb: Workbench, client: Client) -> None:
     batch = wb.load(DATA / "sample_trades.csv").batch_id
     job = client.start_run(batch, seed=3, success_rate=0.8, latency_ms=0)

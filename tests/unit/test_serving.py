@@ -231,3 +231,25 @@ def test_the_middleware_serves_other_machines_when_allowed_and_never_stands_in_t
     assert call(scope(server=("192.168.1.5", 8501)), allow=True).called
     assert call(scope("websocket", ("192.168.1.5", 8501)), allow=True).called
     assert call({"type": "lifespan"}).called
+
+
+def test_a_stop_signal_is_noted_then_handed_to_the_servers_own_handler() -> None:
+    import os
+    import signal
+
+    from fxbatch import serving
+
+    got: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda sig, frame: got.append(sig))
+    try:
+        restore = serving._note_stop_signals()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert serving.STOPPING.is_set() and got == [signal.SIGTERM]
+        finally:
+            restore()
+            serving.STOPPING.clear()
+        os.kill(os.getpid(), signal.SIGTERM)  # the server's handler is back in place
+        assert got == [signal.SIGTERM, signal.SIGTERM] and not serving.STOPPING.is_set()
+    finally:
+        signal.signal(signal.SIGTERM, before)
