@@ -575,12 +575,15 @@ class Workbench:
     # -- batches (removal) -------------------------------------------------------
     def delete_batch(self, batch_id: int) -> None:
         """Delete a batch and everything recorded about it; refused while one of its runs executes."""
-        with self._audited("delete", f"batch:{batch_id}", needs=(Role.ANALYST, "delete a batch"), batch_id=batch_id):
-            for job in self.engine.active_jobs():
-                if job.batch_id == batch_id:
-                    raise ConflictError(
-                        f"Batch {batch_id} is running (run {job.run_id}); cancel the run or wait for it to end first."
-                    )
+        with (
+            self._audited("delete", f"batch:{batch_id}", needs=(Role.ANALYST, "delete a batch"), batch_id=batch_id),
+            self.engine.batch_at_rest(batch_id, "deleting it"),  # no run starts meanwhile
+        ):
+            for sweep in self.whatif.running_sweeps(batch_id):
+                raise ConflictError(
+                    f"A what-if sweep of batch {batch_id} is running (sweep {sweep.sweep_id}); cancel it or wait for it "
+                    "to end before deleting the batch."
+                )
             batches.delete_batch(self.store, batch_id)
 
     def active_runs(self) -> list[RunProgress]:

@@ -241,6 +241,19 @@ class Engine:
             )
         return {r: doubt[r] for r in yes + no}
 
+    @contextlib.contextmanager
+    def batch_at_rest(self, batch_id: int, doing: str) -> Iterator[None]:
+        """Hold off every start and resume while the caller ``doing`` something to a batch none of
+        whose runs executes (ConflictError naming the run otherwise)."""
+        with self._registry_lock:
+            for (db, run_id), job in self._jobs.items():
+                if db == self.db_key and job.batch_id == batch_id and job.running:
+                    raise ConflictError(
+                        f"Batch {batch_id} is running (run {run_id}); cancel the run or wait for it to end before "
+                        f"{doing}."
+                    )
+            yield
+
     def _refuse_if_running(self, batch_id: int) -> None:
         for (db, run_id), job in self._jobs.items():
             if db == self.db_key and job.batch_id == batch_id and job.running:

@@ -247,3 +247,29 @@ def test_a_batch_cannot_be_deleted_while_one_of_its_runs_executes(wb: Workbench)
     wb.delete_batch(batch_id)
     assert wb.batches() == []
     assert wb.active_runs() == []
+
+
+def test_a_batch_cannot_be_deleted_while_a_sweep_of_it_runs(wb: Workbench, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from fxbatch import workbench
+
+    batch_id = load_sample(wb)
+    go = threading.Event()
+    sweep = workbench.run_sweep
+
+    def held(*args: object, **kwargs: object) -> object:
+        assert go.wait(60)
+        return sweep(*args, **kwargs)
+
+    monkeypatch.setattr(workbench, "run_sweep", held)
+    job = wb.whatif.start_sweep(batch_id, [0.5, 0.9], seeds=2, workers=1)
+    try:
+        with pytest.raises(ConflictError, match=f"sweep {job.sweep_id}"):
+            wb.delete_batch(batch_id)
+    finally:
+        go.set()
+        assert job.wait(60)
+    assert job.error is None and wb.whatif.get(job.sweep_id).batch_id == batch_id
+    wb.delete_batch(batch_id)
+    assert wb.batches() == []
