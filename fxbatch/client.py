@@ -409,14 +409,29 @@ class Client:
         fmt = path.suffix.lower().lstrip(".")
         if fmt not in ("csv", "xlsx", "parquet"):
             raise errors.SettingsError(f"Cannot export to {path.name}: use a .csv, .xlsx or .parquet file name.")
-        resp = self.request("GET", route, params=_params({**params, "format": fmt}))
         tmp = path.with_name(path.name + ".part")
+        # The server writes the whole file before its answer begins (an XLSX of a million trades
+        # takes minutes): no read timeout; the file is written to disk as it comes, not held.
+        wait = self.http.timeout.as_dict() | {"read": None}
         try:
-            tmp.write_bytes(resp.content)
-            tmp.replace(path)
-        except OSError as exc:
+            with self.http.stream("GET", route, params=_params({**params, "format": fmt}),
+                                  timeout=httpx.Timeout(**wait)) as resp:  # fmt: skip
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise _problem(self.url, resp)
+                try:
+                    with tmp.open("wb") as fh:
+                        for chunk in resp.iter_bytes():
+                            fh.write(chunk)
+                    tmp.replace(path)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise errors.SettingsError(
+                        f"Cannot write {path}: {exc.strerror or exc}.", code="UNWRITABLE_PATH"
+                    ) from exc
+        except httpx.TransportError as exc:
             tmp.unlink(missing_ok=True)
-            raise errors.SettingsError(f"Cannot write {path}: {exc.strerror or exc}.", code="UNWRITABLE_PATH") from exc
+            raise errors.ServerError(f"The fxbatch server at {self.url} did not answer ({exc}).") from exc
         return int(resp.headers.get("X-Row-Count", "-1"))
 
 

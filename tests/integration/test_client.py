@@ -117,6 +117,24 @@ def test_exports_download_to_the_named_file_with_their_row_count(wb: Workbench, 
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_an_export_the_server_takes_longer_to_write_than_the_clients_timeout_still_downloads(
+    wb: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server writes the whole file before it answers (minutes for an XLSX of a million trades).
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    run = wb.run(batch, latency_ms=0)
+    write = wb.export_run
+
+    def slow(*args: Any, **kwargs: Any) -> int:
+        time.sleep(1.5)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(wb, "export_run", slow)
+    with serve_api(wb) as url, connect(url, timeout_s=0.5) as impatient:
+        assert impatient.export_run(run.run_id, tmp_path / "run.csv") == run.trades
+    assert len(pd.read_csv(tmp_path / "run.csv")) == run.trades and not list(tmp_path.glob("*.part"))
+
+
 def test_a_sweep_runs_in_the_server_reports_progress_and_promotes(wb: Workbench, client: Client) -> None:
     batch = wb.load(DATA / "sample_trades.csv").batch_id
     seen: list[tuple[int, int]] = []
