@@ -391,7 +391,16 @@ class Client:
         return body
 
     def trade_detail(self, run_id: int, row: int, *, unmask: bool = False) -> dict[str, Any]:
+        """As ``Workbench.trade_detail``: its dates and times as timestamps, its ``timeline`` a DataFrame."""
         body: dict[str, Any] = self.json("GET", f"/runs/{int(run_id)}/trades/{int(row)}", params={"unmask": unmask})
+        for name in ("value_date", "quote_expiry", "executing_at", "quoted_at", "finished_at"):
+            if isinstance(body.get(name), str):
+                body[name] = pd.Timestamp(body[name])
+        if isinstance(body.get("timeline"), list):
+            timeline = pd.DataFrame(body["timeline"])
+            if "at" in timeline:
+                timeline["at"] = pd.to_datetime(timeline["at"])
+            body["timeline"] = timeline
         return body
 
     def export_run(self, run_id: int, path: Path | str, *, unmask: bool = False) -> int:

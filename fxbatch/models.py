@@ -126,6 +126,8 @@ class LoadResult(BaseModel):
             "fingerprint": self.fingerprint,
             "previously_loaded_as": self.previously_loaded_as,
             "fixed": self.fixed,
+            "column_map": self.column_map,
+            "ignored_columns": self.ignored_columns,
             "rejections": [r.model_dump(mode="json") for r in self.rejections],
         }
 

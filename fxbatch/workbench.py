@@ -1047,11 +1047,13 @@ def retry_seed(seed: int) -> int:
 
 
 def make_config(base: RunConfig | None = None, **overrides: object) -> RunConfig:
-    """A RunConfig from a base and flat overrides; bank settings may be given at top level."""
+    """A RunConfig from a base and flat overrides; bank settings may be given at top level. A run
+    started from a promoted run's settings is not a promotion: where that run came from (sweep_id,
+    scenario) is not carried over."""
     config = base or RunConfig()
     bank = {k: v for k, v in overrides.items() if k in _BANK_FIELDS and v is not None}
     run = {k: v for k, v in overrides.items() if k not in _BANK_FIELDS and v is not None}
-    data = config.model_dump()
+    data = config.model_dump() | {"sweep_id": None, "scenario": None}
     data["bank"].update(bank)
     data.update(run)
     return RunConfig.model_validate(data)

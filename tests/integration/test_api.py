@@ -83,7 +83,7 @@ def test_an_upload_becomes_a_batch_with_the_cli_load_json_object(api: httpx.Clie
     body = resp.json()
     assert resp.headers["location"] == f"/api/v1/batches/{body['batch_id']}"
     stored = wb.batch(body["batch_id"])
-    assert set(body) == set(LoadResult.model_fields) - {"column_map", "ignored_columns"}
+    assert set(body) == set(LoadResult.model_fields)
     assert (body["source_file"], body["name"], body["accepted"], body["rejections"]) == (
         "desk file.csv",
         "desk file",

@@ -135,6 +135,21 @@ def test_an_export_the_server_takes_longer_to_write_than_the_clients_timeout_sti
     assert len(pd.read_csv(tmp_path / "run.csv")) == run.trades and not list(tmp_path.glob("*.part"))
 
 
+def test_a_load_a_trade_and_a_promoted_runs_settings_come_back_as_in_process(wb: Workbench, client: Client) -> None:
+    loaded = client.load(DATA / "sample_trades.csv")
+    assert loaded.column_map == wb.load(DATA / "sample_trades.csv").column_map and loaded.column_map
+    run = client.run(loaded.batch_id, latency_ms=0)
+    remote, local = client.trade_detail(run.run_id, 2), wb.trade_detail(run.run_id, 2)
+    assert isinstance(remote["timeline"], pd.DataFrame)
+    assert list(remote["timeline"].dtypes) == list(local["timeline"].dtypes)
+    assert isinstance(remote["finished_at"], pd.Timestamp) and remote["value_date"] == local["value_date"]
+    # A promoted run's settings start a run of their own (not another promotion of that scenario).
+    sweep = client.whatif.sweep(loaded.batch_id, [0.8], seeds=1)
+    promoted = client.whatif.promote(sweep.sweep_id, 1)
+    again = client.run(loaded.batch_id, client.run_summary(promoted.run_id).config)
+    assert again.counts == promoted.counts and again.config.sweep_id is None and again.config.scenario is None
+
+
 def test_a_sweep_runs_in_the_server_reports_progress_and_promotes(wb: Workbench, client: Client) -> None:
     batch = wb.load(DATA / "sample_trades.csv").batch_id
     seen: list[tuple[int, int]] = []
