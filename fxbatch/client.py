@@ -184,7 +184,10 @@ class Client:
         return BatchInfo.model_validate(self.json("GET", f"/batches/{int(batch_id)}"))
 
     def trades(self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False) -> pd.DataFrame:
-        return self.table(f"/batches/{int(batch_id)}/trades", {"limit": limit, "offset": offset, "unmask": unmask})
+        """As in process: every row unless ``limit`` (the API's default is a page)."""
+        return self.table(
+            f"/batches/{int(batch_id)}/trades", {"limit": _all(limit), "offset": offset, "unmask": unmask}
+        )
 
     def corrections(self, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
         return self.table(f"/batches/{int(batch_id)}/corrections", {"unmask": unmask})
@@ -192,7 +195,9 @@ class Client:
     def rejections(
         self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
     ) -> pd.DataFrame:
-        return self.table(f"/batches/{int(batch_id)}/rejections", {"limit": limit, "offset": offset, "unmask": unmask})
+        return self.table(
+            f"/batches/{int(batch_id)}/rejections", {"limit": _all(limit), "offset": offset, "unmask": unmask}
+        )
 
     def delete_batch(self, batch_id: int) -> None:
         self.request("DELETE", f"/batches/{int(batch_id)}")
@@ -579,6 +584,14 @@ def _form(**fields: Any) -> dict[str, str]:
         else:
             out[key] = str(value)
     return out
+
+
+_EVERY_ROW = 2**62  # the API's largest limit (fxbatch.api.deps.BIG, not imported: it loads FastAPI)
+
+
+def _all(limit: int | None) -> int:
+    """A table's ``limit`` as the API takes it: None (every row, as in process) is the largest."""
+    return _EVERY_ROW if limit is None else limit
 
 
 def _flat_options(config: RunConfig) -> dict[str, Any]:

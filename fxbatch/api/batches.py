@@ -21,6 +21,9 @@ from fxbatch.workbench import Workbench
 router = APIRouter(tags=["batches"], responses=PROBLEM_RESPONSES)
 
 Limit = Annotated[int | None, Query(ge=0, le=BIG, description="Rows at most (default: all).")]
+# A batch's rows come a page at a time unless more are asked for (a batch can have a million).
+PAGE = 1000
+Page = Annotated[int, Query(ge=0, le=BIG, description=f"Rows at most (default {PAGE:,}; ask for more with limit).")]
 Offset = Annotated[int, Query(ge=0, le=BIG, description="Rows skipped first.")]
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "The upload is over FXBATCH_API_MAX_UPLOAD_MB (problem+json)."},
@@ -127,14 +130,14 @@ def delete_batch(batch_id: BatchId, wb: WB) -> Response:
 
 @router.get("/v1/batches/{batch_id}/trades", responses=TABLE_RESPONSES, summary="A batch's trades")
 def batch_trades(
-    request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0, unmask: Unmask = False
+    request: Request, batch_id: BatchId, wb: WB, limit: Page = PAGE, offset: Offset = 0, unmask: Unmask = False
 ) -> Response:
     return table_response(request, wb.trades(batch_id, limit, offset, unmask=unmask))
 
 
 @router.get("/v1/batches/{batch_id}/rejections", responses=TABLE_RESPONSES, summary="A batch's rejected rows")
 def batch_rejections(
-    request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0, unmask: Unmask = False
+    request: Request, batch_id: BatchId, wb: WB, limit: Page = PAGE, offset: Offset = 0, unmask: Unmask = False
 ) -> Response:
     return table_response(request, wb.rejections(batch_id, limit, offset, unmask=unmask))
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from fxbatch import Settings, Workbench, cli
+from fxbatch import Settings, Workbench, cli, connect
 from fxbatch.models import LoadResult
 from fxbatch.tablejson import records
 from tests.conftest import DATA, HEADER, good_row
@@ -320,7 +320,22 @@ def test_a_batch_table_pages_with_limit_and_offset(api: httpx.Client, wb: Workbe
     assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", r["value_date"]) for r in rows)
     rejections = api.get(f"/batches/{batch}/rejections").json()
     assert len(rejections) == len(wb.rejections(batch)) and {"row", "column", "code", "message"} <= set(rejections[0])
+    # A page unless more is asked for: a batch can have a million rows.
+    assert len(api.get(f"/batches/{batch}/trades", params={"limit": 3}).json()) == 3
     assert api.get(f"/batches/{batch}/corrections").json() == []
+
+
+def test_a_batch_table_comes_a_page_at_a_time_unless_more_is_asked_for(
+    api: httpx.Client, wb: Workbench, tmp_path: Path
+) -> None:
+    from fxbatch.api.batches import PAGE
+    from fxbatch.samples import make_trades, write_csv
+
+    big = wb.load(write_csv(make_trades(PAGE + 5, seed=1), tmp_path / "big.csv")).batch_id
+    assert len(api.get(f"/batches/{big}/trades").json()) == PAGE
+    assert len(api.get(f"/batches/{big}/trades", params={"limit": PAGE + 10}).json()) == PAGE + 5
+    with connect(str(api.base_url).rstrip("/").removesuffix("/api/v1")) as client:
+        assert len(client.trades(big)) == PAGE + 5  # every row, as in process
 
 
 def test_a_table_read_as_arrow_equals_its_json(api: httpx.Client, batch: int) -> None:
