@@ -119,12 +119,25 @@ def _message(error: Mapping[str, Any]) -> str:
     return str(error.get("msg", "is not valid")).removeprefix("Value error, ")
 
 
-def validation_problem(items: Sequence[Mapping[str, Any]], code: str = "BAD_REQUEST") -> JSONResponse:
-    """422 naming each field at fault: ``limit: Input should be greater than or equal to 0``."""
-    listed = [
-        {"field": _field(e.get("loc", ())), "location": str((e.get("loc") or ["request"])[0]), "message": _message(e)}
-        for e in items
-    ]
+def validation_problem(
+    items: Sequence[Mapping[str, Any]], code: str = "BAD_REQUEST", *, flat_body: bool = False
+) -> JSONResponse:
+    """422 naming each field at fault: ``limit: Input should be greater than or equal to 0``.
+
+    ``flat_body``: the errors are a settings model's, built from the request's body, whose bank
+    settings are at its top level (``success_rate``, not ``bank.success_rate``)."""
+    listed = []
+    for e in items:
+        loc = list(e.get("loc") or ())
+        if e.get("type") == "json_invalid" and loc[:1] == ["body"] and all(isinstance(p, int) for p in loc[1:]):
+            # ("body", 0): the body as a whole
+            listed.append({"field": "body", "location": "body", "message": f"is not valid JSON ({_message(e)})"})
+            continue
+        if flat_body:
+            if loc[:1] == ["bank"]:
+                loc = loc[1:]
+            loc = ["body", *loc]
+        listed.append({"field": _field(loc), "location": str((loc or ["request"])[0]), "message": _message(e)})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in listed) or "The request is not valid."
     return problem(422, detail, code, errors=listed)
 
@@ -150,7 +163,7 @@ async def _on_request_validation(request: Request, exc: Exception) -> JSONRespon
 async def _on_model_validation(request: Request, exc: Exception) -> JSONResponse:
     """A settings model refused a value given in the request (e.g. success_rate 2): the CLI's BAD_SETTING."""
     assert isinstance(exc, pydantic.ValidationError)
-    return validation_problem(list(exc.errors()), code=errors.SettingsError.code)
+    return validation_problem(list(exc.errors()), code=errors.SettingsError.code, flat_body=True)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

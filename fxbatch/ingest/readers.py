@@ -142,7 +142,9 @@ def read_into(
         return raw
     if sheet and kind != "parquet":
         raise UnusableFileError(
-            f"--sheet {sheet!r} was given but {path.name} is a CSV file, which has no sheets.", code="BAD_OPTION"
+            f"A sheet ({sheet!r}) was named but {path.name} is a CSV file, which has no sheets: name no sheet "
+            "(CLI --sheet, API sheet) for it.",
+            code="BAD_OPTION",
         )
     with _alongside(meanwhile):
         if kind == "parquet":

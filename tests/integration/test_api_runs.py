@@ -166,19 +166,23 @@ def test_run_options_become_the_run_config(api: httpx.Client, wb: Workbench, bat
         ({"success_rate": 2}, "success_rate"),
         ({"concurrency": "many"}, "concurrency"),
         ({"bank_url": "not a url"}, "bank_url"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_a_bad_run_option_is_a_422_naming_it(
     api: httpx.Client, wb: Workbench, batch: int, body: dict[str, Any], field: str
 ) -> None:
     problem = assert_problem(api.post(f"/batches/{batch}/runs", json=body), 422)
-    assert field in problem["detail"].split(":")[0]
+    # Named as the request names it (bank settings are at its top level), in the body.
+    assert problem["detail"].split(":")[0] == field
+    assert [(e["field"], e["location"]) for e in problem["errors"]] == [(field, "body")]
     assert wb.runs() == []
 
 
 def test_a_body_that_is_not_json_is_a_422(api: httpx.Client, batch: int) -> None:
     resp = api.post(f"/batches/{batch}/runs", content=b"{nope", headers={"content-type": "application/json"})
-    assert_problem(resp, 422)
+    problem = assert_problem(resp, 422)
+    assert problem["detail"].startswith("body: is not valid JSON")
 
 
 def test_a_run_of_an_unknown_batch_is_a_404(api: httpx.Client) -> None:
