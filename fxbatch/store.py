@@ -322,7 +322,13 @@ def _v11(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(settlements.SCHEMA)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11]
+def _v12(con: duckdb.DuckDBPyConnection) -> None:
+    """A what-if sweep records the trading day it simulated (value dates, and so which trades can
+    settle, depend on it): a scenario is promoted only on that day."""
+    con.execute("ALTER TABLE sweeps ADD COLUMN trade_date DATE")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

@@ -993,8 +993,15 @@ class _WhatIf:
 
     def start_promote(self, sweep_id: int, scenario: int) -> Job:
         """Start a stored scenario as a full run with per-trade records; return its job at once."""
-        batch_id, config = scenario_config(self.wb.store, sweep_id, scenario)
+        batch_id, config, simulated = scenario_config(self.wb.store, sweep_id, scenario)
         check_base(config)  # a scenario stored before sweeps refused such settings
+        today = self.wb.settings.trading_date()
+        if simulated is not None and simulated != today:
+            raise ConflictError(
+                f"Sweep {sweep_id} simulated trading day {simulated.isoformat()}; today is {today.isoformat()}, when "
+                "value dates (and so which trades can settle) differ: its figures would not be this run's. Sweep the "
+                "batch again today and promote from that sweep."
+            )
         # The run remembers where it came from (its page names the sweep and the scenario).
         config = config.model_copy(update={"sweep_id": sweep_id, "scenario": scenario})
         params = {**run_params(batch_id, config), "sweep_id": sweep_id, "scenario": scenario}

@@ -228,6 +228,8 @@ def _show_sweep(wb: Workbench, sweep_id: int) -> None:
         show_error(exc)
         return
     st.subheader(f"{sweep.name} · {len(sweep.scenarios)} scenarios over batch {sweep.batch_id}")
+    if sweep.trade_date is not None:
+        st.caption(f"Simulated for trading day {sweep.trade_date:%a %d %b %Y}: its scenarios are promoted on that day.")
     summary = sweep.summary_df()
     scenarios = sweep.scenarios_df()
     for fig, key in ((charts.fan_chart(summary), "fan"), (charts.failure_reasons_chart(scenarios), "reasons")):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -52,6 +52,9 @@ class SweepInfo(BaseModel):
     scenarios: int
     elapsed_s: float | None
     created_at: datetime | None
+    trade_date: date | None = Field(
+        None, description="The trading day simulated (None: a sweep stored before it was kept)."
+    )
 
 
 class Sweep(BaseModel):
@@ -65,6 +68,9 @@ class Sweep(BaseModel):
     elapsed_s: float | None
     created_at: datetime | None
     scenarios: list[ScenarioResult]
+    trade_date: date | None = Field(
+        None, description="The trading day simulated (None: a sweep stored before it was kept)."
+    )
     summary: list[SweepBand]
 
     def scenarios_df(self) -> pd.DataFrame:

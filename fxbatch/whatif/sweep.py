@@ -367,8 +367,17 @@ def run_sweep(
     cur.begin()
     try:
         cur.execute(
-            "INSERT INTO sweeps (sweep_id, batch_id, name, grid, scenarios, elapsed_s) VALUES (?, ?, ?, ?, ?, ?)",
-            [sweep_id, batch_id, name or f"Sweep {sweep_id}", grid.model_dump_json(), len(configs), elapsed],
+            "INSERT INTO sweeps (sweep_id, batch_id, name, grid, scenarios, elapsed_s, trade_date) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                sweep_id,
+                batch_id,
+                name or f"Sweep {sweep_id}",
+                grid.model_dump_json(),
+                len(configs),
+                elapsed,
+                trade_date,
+            ],
         )
         rows = pd.DataFrame(
             {
@@ -401,12 +410,13 @@ def _sweep_exists(cur: duckdb.DuckDBPyConnection, sweep_id: int) -> bool:
 def get_sweep(store: Store, sweep_id: int) -> Sweep:
     cur = store.cursor()
     head = cur.execute(
-        "SELECT sweep_id, batch_id, name, grid, scenarios, elapsed_s, created_at FROM sweeps WHERE sweep_id = ?",
+        "SELECT sweep_id, batch_id, name, grid, scenarios, elapsed_s, created_at, trade_date FROM sweeps "
+        "WHERE sweep_id = ?",
         [sweep_id],
     ).fetchall()
     if not head:
         raise NotFoundError(f"There is no sweep {sweep_id}; `python -m fxbatch sweeps` lists them.")
-    sid, batch_id, name, grid, scenario_count, elapsed, created = head[0]
+    sid, batch_id, name, grid, scenario_count, elapsed, created, day = head[0]
     rows = cur.execute(
         "SELECT scenario, success_rate, seed, trades, succeeded, failed, failure_reasons, notional_zar_succeeded, "
         "spread_income_zar, income_lost_zar FROM sweep_scenarios WHERE sweep_id = ? ORDER BY scenario",
@@ -430,6 +440,7 @@ def get_sweep(store: Store, sweep_id: int) -> Sweep:
         created_at=created,
         scenarios=scenarios,
         summary=summary(s.model_dump() for s in scenarios),
+        trade_date=day,
     )
 
 
@@ -441,24 +452,27 @@ def list_sweeps(store: Store, batch_id: int | None = None) -> list[SweepInfo]:
     rows = (
         store.cursor()
         .execute(
-            f"SELECT sweep_id, batch_id, name, scenarios, elapsed_s, created_at FROM sweeps {where} "
+            f"SELECT sweep_id, batch_id, name, scenarios, elapsed_s, created_at, trade_date FROM sweeps {where} "
             "ORDER BY sweep_id DESC",
             params,
         )
         .fetchall()
     )
     return [
-        SweepInfo(sweep_id=r[0], batch_id=r[1], name=r[2], scenarios=r[3], elapsed_s=r[4], created_at=r[5])
+        SweepInfo(
+            sweep_id=r[0], batch_id=r[1], name=r[2], scenarios=r[3], elapsed_s=r[4], created_at=r[5], trade_date=r[6]
+        )
         for r in rows
     ]
 
 
-def scenario_config(store: Store, sweep_id: int, scenario: int) -> tuple[int, RunConfig]:
-    """The batch and full run configuration of one stored scenario (to promote it to a run)."""
+def scenario_config(store: Store, sweep_id: int, scenario: int) -> tuple[int, RunConfig, date | None]:
+    """The batch, full run configuration and simulated trading day of one stored scenario (to
+    promote it to a run)."""
     rows = (
         store.cursor()
         .execute(
-            "SELECT s.batch_id, c.config FROM sweep_scenarios c JOIN sweeps s USING (sweep_id) "
+            "SELECT s.batch_id, c.config, s.trade_date FROM sweep_scenarios c JOIN sweeps s USING (sweep_id) "
             "WHERE c.sweep_id = ? AND c.scenario = ?",
             [sweep_id, scenario],
         )
@@ -470,4 +484,4 @@ def scenario_config(store: Store, sweep_id: int, scenario: int) -> tuple[int, Ru
         raise NotFoundError(
             f"Sweep {sweep_id} has no scenario {scenario}; `python -m fxbatch sweep {sweep_id}` lists them."
         )
-    return int(rows[0][0]), RunConfig.model_validate_json(rows[0][1])
+    return int(rows[0][0]), RunConfig.model_validate_json(rows[0][1]), rows[0][2]

@@ -106,7 +106,8 @@ def test_a_sweep_is_stored_with_every_scenario_and_a_band_per_rate(wb: Workbench
     assert reopened.name == "bad day" and reopened.batch_id == batch and reopened.created_at is not None
     [listed] = wb.whatif.sweeps(batch)
     assert listed == SweepInfo(sweep_id=result.sweep_id, batch_id=batch, name="bad day", scenarios=12,
-                               elapsed_s=result.elapsed_s, created_at=result.created_at)  # fmt: skip
+                               elapsed_s=result.elapsed_s, created_at=result.created_at,
+                               trade_date=result.trade_date)  # fmt: skip
     with pytest.raises(NotFoundError, match=f"There is no batch {batch + 1}"):  # not an empty batch
         wb.whatif.sweeps(batch + 1)
 
@@ -290,6 +291,18 @@ def test_a_sweep_refuses_settings_that_would_make_its_promoted_runs_other_runs(
     with pytest.raises(SettingsError, match=named):
         wb.whatif.sweep(batch, [0.9], seeds=[4], base=RunConfig(**{setting: value}), workers=1)
     assert not wb.whatif.sweeps(batch), "nothing stored"
+
+
+def test_a_sweep_keeps_its_trading_day_and_is_promoted_only_on_it(wb: Workbench, batch: int) -> None:
+    sweep = wb.whatif.sweep(batch, [0.9], seeds=[4], workers=1)
+    today = wb.settings.trading_date()
+    assert sweep.trade_date == today == wb.whatif.get(sweep.sweep_id).trade_date
+    assert [s.trade_date for s in wb.whatif.sweeps(batch)] == [today]
+    # The next day (value dates, and which trades can settle, move): its figures are not that day's run.
+    wb.store.cursor().execute("UPDATE sweeps SET trade_date = trade_date - 1 WHERE sweep_id = ?", [sweep.sweep_id])
+    with pytest.raises(ConflictError, match="Sweep the batch again today"):
+        wb.whatif.promote(sweep.sweep_id, 1)
+    assert wb.runs() == []
 
 
 def test_runs_of_different_batches_cannot_be_diffed(wb: Workbench, batch: int) -> None:
