@@ -83,11 +83,13 @@ def _checked(
         drop_raw(cur)
 
 
-def _still_rejected(cur: duckdb.DuckDBPyConnection, rows: list[int]) -> list[int]:
+def _still_rejected(cur: duckdb.DuckDBPyConnection, rows: list[int], *, blank: bool = False) -> list[int]:
+    """Which of ``rows`` still have problems (``blank``: were emptied, so hold no trade at all)."""
     if not rows:
         return []
+    which = "is_blank" if blank else "len(errors) > 0"
     found = cur.execute(
-        "SELECT src_row FROM checked WHERE len(errors) > 0 AND list_contains(?, src_row) ORDER BY src_row", [rows]
+        f"SELECT src_row FROM checked WHERE {which} AND list_contains(?, src_row) ORDER BY src_row", [rows]
     ).fetchall()
     return [int(r[0]) for r in found]
 
@@ -157,6 +159,7 @@ def load_file(
     ) as (cur, checked):
         rejections = fetch_rejections(cur)
         still_rejected = set(_still_rejected(cur, checked.fixed))
+        emptied = set(_still_rejected(cur, checked.fixed, blank=True))  # corrected to nothing: no trade loaded
         if checked.accepted == 0:
             first = "; ".join(f"row {r.row} {r.column}: {r.message}" for r in rejections[:3])
             raise UnusableFileError(
@@ -236,7 +239,7 @@ def load_file(
         column_map=checked.plan.column_map,
         ignored_columns=checked.plan.ignored_columns,
         rejections=rejections,
-        fixed=[r for r in checked.fixed if r not in still_rejected],
+        fixed=[r for r in checked.fixed if r not in still_rejected and r not in emptied],
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -69,10 +70,20 @@ def _read_fixes(path: Path | None) -> dict[int, dict[str, str | None]] | None:
     if path is None:
         return None
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            records = list(csv.DictReader(fh))
+        data = path.read_bytes()
     except OSError as exc:
         raise SettingsError(f"--fixes {path}: cannot read it ({exc.strerror}).") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("cp1252", errors="replace")  # Excel's "CSV" (not "CSV UTF-8"), as trade files are read
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    records = list(reader)
+    if "row" not in (reader.fieldnames or []):
+        raise SettingsError(
+            f"--fixes {path}: its header has no 'row' column (the file's row numbers, as in the rejections); "
+            f"it has {', '.join(repr(f) for f in reader.fieldnames or []) or 'no columns'}. Separate columns with commas."
+        )
     fixes: dict[int, dict[str, str | None]] = {}
     for line, record in enumerate(records, start=2):
         row_text = (record.pop("row", None) or "").strip()

@@ -20,6 +20,9 @@ from fxbatch.ingest.layout import FIELDS
 from fxbatch.ingest.rules import RuleContext, build_checked, pin_rows
 
 Fixes = Mapping[int, Mapping[str, str | None]]
+# Problems the reader marks on single cells (fxbatch.ingest.limits) or the rules find beyond the
+# header: the cells a corrected row is rebuilt from do not show them.
+_READER_CODES = "['CELL_TOO_LONG', 'BAD_QUOTES', 'EXCEL_ERROR', 'EXTRA_VALUES']"
 
 
 def cells_sql(alias: str, legacy: bool) -> str:
@@ -110,11 +113,29 @@ def apply_fixes(
         {"src_row": pa.array(rows, type=pa.int64()), **{c: pa.array(v, type=pa.string()) for c, v in columns.items()}}
     )
     cur.register("_fx_raw_fix", table)
+    fields = pa.table({"src_row": pa.array(rows, type=pa.int64()),
+                       "fields": pa.array([sorted(clean[r]) for r in rows], type=pa.list_(pa.string()))})  # fmt: skip
+    cur.register("_fx_fix_fields", fields)
     try:
         build_checked(cur, replace(ctx, row_offset=None), source="_fx_raw_fix", table="_fx_fixed", view=None)
+        # What the reader found wrong in a cell (a value misread, emptied or beyond the header) is
+        # not in the cells the row is rebuilt from: it stays the row's problem unless the analyst
+        # typed that cell anew.
+        cur.execute(f"""
+        UPDATE _fx_fixed f SET is_blank = false, is_total = false,
+            errors = list_concat(list_filter(f.errors, lambda e: NOT list_contains(o.cols, e.col)), o.kept),
+            fix_cells = coalesce(f.fix_cells, {cells_sql("f", legacy)})
+        FROM (SELECT src_row, kept, list_transform(kept, lambda e: e.col) AS cols
+              FROM (SELECT c.src_row, list_filter(c.errors, lambda e: list_contains({_READER_CODES}, e.code)
+                                                                      AND NOT list_contains(x.fields, e.col)) AS kept
+                    FROM checked_data c JOIN _fx_fix_fields x USING (src_row))
+              WHERE len(kept) > 0) o
+        WHERE f.src_row = o.src_row
+        """)
         cur.execute("DELETE FROM checked_data WHERE src_row IN (SELECT src_row FROM _fx_fixed)")
         cur.execute("INSERT INTO checked_data SELECT * FROM _fx_fixed")
     finally:
         cur.unregister("_fx_raw_fix")
+        cur.unregister("_fx_fix_fields")
         cur.execute("DROP TABLE IF EXISTS _fx_fixed")
     return changes

@@ -186,3 +186,47 @@ def test_cli_load_with_map_and_fixes(tmp_path: Path, write_file: WriteFile) -> N
 
 def test_error_types_are_fxbatch_errors() -> None:
     assert issubclass(BadFixError, FxBatchError) and BadFixError("x").code == "BAD_FIX"
+
+
+@pytest.mark.parametrize(
+    ("row", "kept"),
+    [
+        (good_row(2, side="HOLD", spread_pips='"1"500'), ("spread_pips", "BAD_QUOTES")),
+        (good_row(2, side="HOLD") + ",9999", ("column L", "EXTRA_VALUES")),
+    ],
+    ids=["badly-quoted", "beyond-the-header"],
+)
+def test_a_correction_of_another_field_leaves_a_cell_the_reader_could_not_read_rejected(
+    wb: Workbench, write_file: WriteFile, row: str, kept: tuple[str, str]
+) -> None:
+    # The row is rebuilt from its cells, which do not hold what the reader found wrong: fixing
+    # only the side must not load the row with the misread cell (150 pips) or drop the extra value.
+    path = write_file(HEADER + "\n" + good_row(1) + "\n" + row + "\n")
+    report = wb.check(path, fixes={3: {"side": "BUY"}}, today=TODAY)
+    assert report.fixed_still_rejected == [3]
+    assert [(r.row, r.column, r.code) for r in report.rejections] == [(3, *kept)]
+    if kept[1] == "BAD_QUOTES":  # typing the cell anew settles it
+        fixed = wb.load(path, fixes={3: {"side": "BUY", "spread_pips": "150"}}, today=TODAY)
+        assert fixed.accepted == 2 and wb.trades(fixed.batch_id)["spread_pips"].tolist() == [25, 150]
+
+
+def test_a_correction_that_empties_every_cell_is_not_reported_as_loaded(wb: Workbench, write_file: WriteFile) -> None:
+    from fxbatch.ingest.layout import FIELDS
+
+    path = write_file(BAD_FILE)
+    result = wb.load(path, fixes={3: dict.fromkeys(FIELDS, "")}, today=TODAY)
+    assert 3 not in result.fixed and 3 not in wb.trades(result.batch_id)["row"].tolist()
+
+
+def test_a_fixes_file_saved_by_excel_as_windows_1252_or_without_a_row_column_is_read_or_refused_clearly(
+    write_file: WriteFile, tmp_path: Path
+) -> None:
+    path, db = write_file(BAD_FILE), tmp_path / "cli.duckdb"
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_bytes("row,side,reference\n3,SELL,caf\xe9\n".encode("cp1252"))
+    out = fxbatch("--db", db, "load", path, "--fixes", fixes, "--json")
+    assert "Traceback" not in out.stderr, out.stderr
+    assert 3 in json.loads(out.stdout)["fixed"]
+    fixes.write_text("row;side\n3;SELL\n")
+    refused = fxbatch("--db", db, "load", path, "--fixes", fixes)
+    assert refused.returncode == 2 and "no 'row' column" in refused.stderr, refused.stderr
