@@ -418,10 +418,11 @@ def main() -> None:
     state[DATE] = chosen if isinstance(chosen, date) and chosen != desk_today else None
     sheet = state["sheet"] or None
     if state.setdefault("sheet_seen", sheet) != sheet:
-        # Corrections name rows of the sheet they were made on: another sheet starts without them.
+        # Corrections and a mapping name rows and headers of the sheet they were made on: another
+        # sheet starts without them.
         state["sheet_seen"] = sheet
-        if state["fixes"] or state["pending"]:
-            _restart(state, fixes={})
+        if state["fixes"] or state["pending"] or state["map"]:
+            _restart(state, fixes={}, map={})
     if created is not None:
         status.caption(
             f"{state['name']} is stored as batch {created.batch_id} '{created.name}'. "

@@ -136,6 +136,15 @@ def plan_columns(headers: Sequence[object], overrides: Mapping[str, str] | None 
                 f"Column mapping for {header!r} names unknown field {target!r}; fields are: {', '.join(FIELDS)}",
                 code="BAD_MAPPING",
             )
+    present = {normalise_header(t) for t in texts if t}
+    absent = [h for h in overrides or {} if normalise_header(h) and normalise_header(h) not in present]
+    if absent:
+        found = ", ".join(repr(t) for t in texts if t) or "no header names"
+        raise UnusableFileError(
+            f"The column mapping names {', '.join(repr(h) for h in absent)}, which the header row does not have "
+            f"(a typing mistake?); its headers are {found}.",
+            code="BAD_MAPPING",
+        )
     field_to_index: dict[str, int] = {}
     ignored: list[str] = []
     for index, text in enumerate(texts):

@@ -323,3 +323,13 @@ def test_a_column_map_can_make_a_canonical_sheet_legacy_by_dropping_side() -> No
 )  # fmt: skip
 def test_a_column_is_named_by_its_spreadsheet_letters(index: int, label: str) -> None:
     assert column_label(index) == label
+
+
+def test_a_mapping_naming_a_header_the_file_does_not_have_is_refused_naming_it() -> None:
+    headers = [*CANONICAL[:6], "Margin"]
+    with pytest.raises(UnusableFileError) as caught:
+        plan_columns(headers, {"Margn": "spread_pips"})  # a typing mistake: not silently ignored
+    assert (
+        caught.value.code == "BAD_MAPPING" and "'Margn'" in caught.value.message and "'Margin'" in caught.value.message
+    )
+    assert plan_columns(headers, {" margin ": "spread_pips"}).column_map["Margin"] == "spread_pips"
