@@ -112,6 +112,10 @@ def cmd_load(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     ]
     if result.fixed:
         lines.append(f"  corrected and accepted: rows {', '.join(map(str, result.fixed))}")
+    if result.ignored_columns:  # a column not read is worth a glance (a header mistyped?)
+        lines.append(
+            f"  columns not read (no field): {', '.join(map(repr, result.ignored_columns))}; map one with --map"
+        )
     if result.previously_loaded_as:
         lines.append(
             f"  note: this file was loaded before as batch(es) {', '.join(map(str, result.previously_loaded_as))}"

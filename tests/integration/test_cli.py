@@ -83,6 +83,15 @@ def test_load_without_json_prints_a_summary_and_each_rejection(db: Path, trades_
     assert "INVALID_SIDE" in proc.stdout and "TOO_MANY_DECIMALS" in proc.stdout
 
 
+def test_load_names_the_columns_it_did_not_read(db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "margin.csv"
+    path.write_text("trade_id,client_cif,account_number,currency_pair,side,amount,Margin\n"
+                    "M1,0123456789,0012345678,USD/ZAR,BUY,1000,385\n")  # fmt: skip
+    proc = fxbatch("--db", db, "load", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "columns not read (no field): 'Margin'" in proc.stdout
+
+
 def test_loading_the_same_file_again_notes_the_earlier_batch(db: Path, trades_csv: Path) -> None:
     fxbatch("--db", db, "load", trades_csv)
     out = json.loads(fxbatch("--db", db, "load", trades_csv, "--json").stdout)
