@@ -19,7 +19,7 @@ from fxbatch.ingest.layout import FIELDS
 from fxbatch.ingest.limits import Limits
 from fxbatch.ingest.readers import drop_raw
 from fxbatch.ingest.rules import drop_checked
-from fxbatch.masking import ACCOUNT_FIELD, account_sql, field_value_sql, message_sql
+from fxbatch.masking import ACCOUNT_FIELD, account_sql, field_value_sql, mask_rejections, message_sql
 from fxbatch.models import BatchInfo, CheckReport, LoadResult
 from fxbatch.moneyview import checked_notional
 from fxbatch.rates import RateTable
@@ -161,7 +161,8 @@ def load_file(
         still_rejected = set(_still_rejected(cur, checked.fixed))
         emptied = set(_still_rejected(cur, checked.fixed, blank=True))  # corrected to nothing: no trade loaded
         if checked.accepted == 0:
-            first = "; ".join(f"row {r.row} {r.column}: {r.message}" for r in rejections[:3])
+            # A message goes everywhere (logs, the API, the page): a rejected account in it is masked.
+            first = "; ".join(f"row {r.row} {r.column}: {r.message}" for r in mask_rejections(rejections[:3], False))
             raise UnusableFileError(
                 f"None of the {checked.rows - checked.ignored} trade rows in {source} is valid, so no batch "
                 f"was created. First problems: {first}",

@@ -30,7 +30,7 @@ from fxbatch.batches import MAX_DAYS_AHEAD
 from fxbatch.client import Client, RemoteJob
 from fxbatch.engine import Job
 from fxbatch.errors import ConflictError, FxBatchError, SettingsError, invalid_values
-from fxbatch.masking import export_path
+from fxbatch.masking import export_path, mask_rejections
 from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
 from fxbatch.settlements import Settlement
@@ -106,6 +106,8 @@ def cmd_load(wb: AnyWorkbench, args: argparse.Namespace) -> None:
         args.file, name=args.name, sheet=args.sheet, column_map=_column_map(args.map), fixes=_read_fixes(args.fixes),
         today=args.trade_date,
     )  # fmt: skip
+    # A rejected account number is masked as everywhere (``rejections --unmask`` shows it in full).
+    result = result.model_copy(update={"rejections": mask_rejections(result.rejections, False)})
     lines = [
         f"Batch {result.batch_id} '{result.name}' created from {result.source_file} ({result.layout.value} layout)",
         f"  rows {result.rows}: accepted {result.accepted}, rejected {result.rejected}, ignored (blank) {result.ignored}",

@@ -15,6 +15,7 @@ from fxbatch.api.review import Unmask
 from fxbatch.api.tables import TABLE_RESPONSES, table_response
 from fxbatch.api.uploads import MB, CheckForm, Upload, UploadForm, form_openapi, parse_form, receive_upload
 from fxbatch.errors import FxBatchError, UnusableFileError
+from fxbatch.masking import mask_rejections
 from fxbatch.models import BatchInfo, CheckReport, LoadResult
 from fxbatch.workbench import Workbench
 
@@ -81,6 +82,8 @@ async def load_batch(request: Request, wb: WB) -> Response:
     except ClientDisconnect:
         return _interrupted()
     location = api_url(request, f"/v1/batches/{result.batch_id}")
+    # A rejected account number is masked, as in every table (GET .../rejections?unmask=true shows it).
+    result = result.model_copy(update={"rejections": mask_rejections(result.rejections, False)})
     return JSONResponse(result.summary(), status_code=201, headers={"Location": location})
 
 

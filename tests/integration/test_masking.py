@@ -185,6 +185,23 @@ def test_cli_trades_and_rejections_mask_unless_unmasked(cli: Cli, loaded: Loaded
     assert cli("rejections", str(loaded.batch), "--unmask")[1][0]["value"] == REJECTED
 
 
+def test_cli_load_masks_a_rejected_account_in_its_text_json_and_refusal(
+    cli: Cli, loaded: Loaded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "accounts.csv"
+    source.write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
+    code, payload = cli("load", str(source))
+    assert code == 0 and [r["value"] for r in payload["rejections"]] == [masked(REJECTED), masked(FIXED[0])]
+    assert REJECTED not in json.dumps(payload)
+    assert main(["--db", str(loaded.path.parent / "x.duckdb"), "load", str(source)]) == 0
+    assert REJECTED not in capsys.readouterr().out
+    only_bad = tmp_path / "bad.csv"
+    only_bad.write_text("\n".join([HEADER, ROWS[2]]) + "\n", encoding="utf-8")
+    assert main(["--db", str(loaded.path.parent / "y.duckdb"), "load", str(only_bad)]) != 0
+    out, err = capsys.readouterr()
+    assert "is valid, so no batch was created" in out + err and REJECTED not in out + err
+
+
 # -- the HTTP API and the client -----------------------------------------------------------------
 
 
@@ -210,6 +227,16 @@ def test_api_batch_tables_mask_by_default(api: httpx.Client, loaded: Loaded) -> 
     assert accounts_of(api.get(f"/batches/{loaded.batch}/trades", params={"unmask": "true"}).json()) == FULL
     assert api.get(f"/batches/{loaded.batch}/rejections").json()[0]["value"] == masked(REJECTED)
     assert api.get(f"/batches/{loaded.batch}/corrections", params={"unmask": "true"}).json()[0]["original"] == FIXED[0]
+
+
+def test_api_load_answer_masks_a_rejected_account(api: httpx.Client, tmp_path: Path) -> None:
+    source = tmp_path / "accounts.csv"
+    source.write_text("\n".join([HEADER, *ROWS]) + "\n", encoding="utf-8")
+    with source.open("rb") as fh:
+        resp = api.post("/batches", files={"file": ("accounts.csv", fh, "text/csv")})
+    assert resp.status_code == 201, resp.text
+    assert [r["value"] for r in resp.json()["rejections"]] == [masked(REJECTED), masked(FIXED[0])]
+    assert REJECTED not in resp.text
 
 
 @pytest.fixture
