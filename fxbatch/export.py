@@ -22,7 +22,7 @@ import pandas as pd
 
 from fxbatch import batches
 from fxbatch.engine import records
-from fxbatch.errors import SettingsError
+from fxbatch.errors import NotFoundError, SettingsError
 from fxbatch.masking import ACCOUNT_FIELD, account_sql, export_path
 from fxbatch.store import Store
 
@@ -98,6 +98,13 @@ def export_ledger(store: Store, path: Path | str, run_id: int | None = None) -> 
     Nothing here to mask: a deal row carries ids, rates and times, no client account number (the
     trade is found by its trade id and row), so the ledger has no ``unmask`` and no UNMASKED name.
     A column with an account added here must go through ``masking.account_sql`` like ``export_run``."""
+    if run_id is not None:
+        known = store.cursor().execute(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $r) OR EXISTS (SELECT 1 FROM sim_ledger WHERE run_id = $r)",
+            {"r": int(run_id)},
+        ).fetchall()[0][0]
+        if not known:  # a deleted batch's runs are gone, their deals are not: either will do
+            raise NotFoundError(f"There is no run {run_id}; `python -m fxbatch runs` lists them.")
     path = _target(path)
     where = f"WHERE l.run_id = {int(run_id)}" if run_id is not None else ""
     sql = f"""

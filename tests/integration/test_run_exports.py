@@ -168,6 +168,9 @@ def test_the_ledger_export_lists_each_booked_deal_with_its_trade(
     assert len(rows) == booked
     assert len({r["deal_transaction_id"] for r in rows}) == len(rows)
     one = tmp_path / f"ledger_one{suffix}"
+    with pytest.raises(NotFoundError, match="no run 9999"):  # not an empty file, as if it had booked nothing
+        export_ledger(wb.store, one, 9999)
+    assert not one.exists()
     assert export_ledger(wb.store, one, second.run_id) == 200
     only = READERS[suffix](one)
     assert {int(r["run_id"]) for r in only} == {second.run_id}
