@@ -99,10 +99,14 @@ def export_ledger(store: Store, path: Path | str, run_id: int | None = None) -> 
     trade is found by its trade id and row), so the ledger has no ``unmask`` and no UNMASKED name.
     A column with an account added here must go through ``masking.account_sql`` like ``export_run``."""
     if run_id is not None:
-        known = store.cursor().execute(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $r) OR EXISTS (SELECT 1 FROM sim_ledger WHERE run_id = $r)",
-            {"r": int(run_id)},
-        ).fetchall()[0][0]
+        known = (
+            store.cursor()
+            .execute(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = $r) OR EXISTS (SELECT 1 FROM sim_ledger WHERE run_id = $r)",
+                {"r": int(run_id)},
+            )
+            .fetchall()[0][0]
+        )
         if not known:  # a deleted batch's runs are gone, their deals are not: either will do
             raise NotFoundError(f"There is no run {run_id}; `python -m fxbatch runs` lists them.")
     path = _target(path)
