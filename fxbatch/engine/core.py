@@ -113,6 +113,18 @@ class Engine:
                 )
         with self._registry_lock:
             self._refuse_if_running(batch_id)
+            if config.retry_of_run is not None:
+                # Each retry has deal ids of its own: a second retry of one run would book again
+                # what the first booked. Its failures are the next retry's.
+                earlier = cur.execute(
+                    "SELECT max(run_id) FROM runs WHERE retry_of_run = ?", [config.retry_of_run]
+                ).fetchall()[0][0]
+                if earlier is not None:
+                    raise ConflictError(
+                        f"Run {config.retry_of_run} was retried already, by run {earlier}: retrying it again would "
+                        f"book a second time what run {earlier} booked. Retry the failed trades of run {earlier} "
+                        f"instead (CLI: --retry-failed-of {earlier}), or resume it if it was interrupted."
+                    )
             trades = records.count_scope(self.store, batch_id, config)
             if trades == 0:
                 what = f"run {config.retry_of_run} has no FAILED trades" if config.retry_of_run else "it has no trades"

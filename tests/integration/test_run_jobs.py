@@ -381,9 +381,30 @@ def test_the_failures_of_a_run_at_a_bank_are_retried_at_that_bank_only(wb: Workb
     retry = wb.run(batch, retry_of_run=first.run_id, bank_url=url + "/", success_rate=1.0)  # the same bank
     assert retry.trades == first.counts["FAILED"] and asked == [url, url + "/"]
     again = wb.run(batch, retry_of_run=retry.run_id) if retry.counts["FAILED"] else None
-    unnamed = wb.run(batch, retry_of_run=first.run_id)  # no bank named: the run's own
+    second = wb.run(batch, bank_url=url, success_rate=0.5)
+    unnamed = wb.run(batch, retry_of_run=second.run_id)  # no bank named: the run's own
     assert unnamed.config.bank_url == url and asked[-1] == url and again is None
-    assert unnamed.config.seed == first.config.seed  # a real bank answers afresh anyway: no new seed
+    assert unnamed.config.seed == second.config.seed  # a real bank answers afresh anyway: no new seed
+
+
+def test_a_run_is_retried_once_and_its_retry_takes_the_failures_on(wb: Workbench, tmp_path: Path) -> None:
+    """Each retry has deal ids of its own: a second retry of one run would book again what the
+    first booked (a double click, or two analysts, at a real bank)."""
+    batch = load_generated(wb, tmp_path, 40)
+    first = wb.run(batch, success_rate=0.5)
+    retry = wb.run(batch, retry_of_run=first.run_id, success_rate=0.5)
+    with pytest.raises(
+        ConflictError, match=f"retried already, by run {retry.run_id}.*--retry-failed-of {retry.run_id}"
+    ):
+        wb.start_run(batch, retry_of_run=first.run_id, success_rate=1.0)
+    booked = (
+        wb.store.cursor()
+        .execute("SELECT count(*), count(DISTINCT src_row) FROM run_trades WHERE status = 'SUCCESS'")
+        .fetchall()[0]
+    )
+    assert booked[0] == booked[1], "no trade booked twice"
+    if retry.counts["FAILED"]:
+        assert wb.run(batch, retry_of_run=retry.run_id, success_rate=1.0).trades == retry.counts["FAILED"]
 
 
 def test_a_bank_made_for_a_run_that_cannot_start_is_closed(

@@ -252,14 +252,16 @@ def test_a_retry_takes_its_runs_settings_and_the_next_seed_so_the_bank_answers_a
     """The simulated bank draws each trade's answer from the seed: with the same seed every trade
     fated to fail would fail again, so "retry the failed trades" would never help."""
     wb, batch = shared, sample
-    first = wb.run(batch, seed=7, success_rate=0.6, max_attempts=2, latency_ms=0)
+    # Three runs alike, each retried once (a run is retried once: its retry takes the failures on).
+    first, twin, triplet = (wb.run(batch, seed=7, success_rate=0.6, max_attempts=2, latency_ms=0) for _ in range(3))
+    assert first.counts == twin.counts == triplet.counts
     retry = wb.run(batch, retry_of_run=first.run_id)
     assert retry.config.seed == 8 and retry.config.bank.success_rate == 0.6 and retry.config.max_attempts == 2
     assert retry.counts["SUCCESS"] > 0, "some of the failed trades go through on a second try"
-    same = wb.run(batch, retry_of_run=first.run_id, seed=7)  # a seed given is kept
+    same = wb.run(batch, retry_of_run=twin.run_id, seed=7)  # a seed given is kept
     assert same.config.seed == 7 and same.counts["SUCCESS"] < retry.counts["SUCCESS"]
-    sure = wb.run(batch, retry_of_run=first.run_id, success_rate=1.0)  # any setting given is kept too
-    assert sure.config.seed == 8 and sure.counts["SUCCESS"] == first.counts["FAILED"]
+    sure = wb.run(batch, retry_of_run=triplet.run_id, success_rate=1.0)  # any setting given is kept too
+    assert sure.config.seed == 8 and sure.counts["SUCCESS"] == triplet.counts["FAILED"]
 
 
 def test_retrying_a_run_without_failures_is_refused(shared: Workbench, sample: int) -> None:
