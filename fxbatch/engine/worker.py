@@ -52,6 +52,8 @@ for _code in (
 # under MIN_WAVE_ROUNDS) where a call of that many rounds would pass WAVE_S at the bank's time per
 # round (the simulated latency, or an HTTP bank's as measured), and this many waves' bookings may
 # be in hand at once (see Worker._execute).
+# The longest a trade waits before its next attempt, however many it had (the backoff doubles).
+RETRY_WAIT_MAX_S = 30.0
 WAVE_ROUNDS = 64
 MIN_WAVE_ROUNDS = 16
 WAVE_S = 4.0
@@ -514,7 +516,7 @@ class Worker:
                             continue  # what was taken could not be sent (and is final): take more
                         break
                     self._flush(cur)  # nothing else to do meanwhile
-                    time.sleep(max(0.0, until - now))
+                    self._rest(until - now)
                     continue
                 wave, work = (work, Working.empty()) if due.all() else (work.keep(due), work.keep(~due))
                 self._executing(wave)
@@ -564,6 +566,16 @@ class Worker:
         finally:
             self._helper.shutdown()
         return position
+
+    def _rest(self, seconds: float) -> None:
+        """Wait out a retry's backoff, unless the run is cancelled or interrupted first (then at once)."""
+        job = self.job
+        deadline = time.monotonic() + seconds
+        while not (job.cancel_requested.is_set() or job.stop_requested.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            job.cancel_requested.wait(min(left, 0.05))
 
     def _measured(self, n: int, took_s: float, expiry: np.ndarray) -> None:
         """Size the next waves at an HTTP bank from a wave of ``n`` quotes that took ``took_s``
@@ -950,6 +962,7 @@ class Worker:
         tries = w.attempt[retry] - (w.last_attempt[retry] - self.config.max_attempts)
         # Only a bank that could not price or serve is given time; a fresh quote is asked at once.
         wait_s = self.backoff * 2.0 ** (tries - 1) * BACKS_OFF[reasons[again].astype(np.int64) + 1]
+        wait_s = np.minimum(wait_s, RETRY_WAIT_MAX_S)  # doubling 19 times (max_attempts 20) would be hours
         w.not_before[retry] = now + wait_s
         w.attempt[retry] += 1
         give_up = idx[~again]

@@ -10,6 +10,7 @@ hold on a busy machine too.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tests.integration.run_helpers import (
     install_spy,
     load_generated,
     query,
+    wait_until,
 )
 
 SLOW = {"latency_ms": 60, "concurrency": 1, "success_rate": 1.0}  # a wave: 64 requests, ~3.8 s
@@ -115,3 +117,27 @@ def test_a_cancel_while_a_wave_is_booked_books_only_what_was_in_flight(wb: Workb
     assert {q for q, *_ in rows} <= set(spies[0].cancelled), "the quotes not booked are released"
     assert wb.run_summary(job.run_id).quotes_cancelled == N - sent
     assert_progress_matches_the_stored_counts(wb, job)
+
+
+def test_a_cancel_while_trades_wait_out_a_retry_backoff_ends_the_run_at_once(wb: Workbench, tmp_path: Path) -> None:
+    # The bank cannot price some trades: they wait the backoff (held long here) before their next
+    # attempt. A cancel must not wait it out.
+    from fxbatch.models import FailureCode
+
+    batch = load_generated(wb, tmp_path, 40)
+    mix = {FailureCode.RATE_UNAVAILABLE: 1.0}
+    job = wb.start_run(batch, seed=3, success_rate=0.5, failure_mix=mix, transient_absorb_share=0.0,
+                       backoff_ms=600_000, max_attempts=3, latency_ms=1)  # fmt: skip
+
+    def waiting() -> bool:
+        p = wb.progress(job.run_id)
+        return p is not None and p.done > 0 and p.counts.get("EXECUTING", 0) > 0
+
+    wait_until(waiting, timeout=60)
+    asked = time.monotonic()
+    wb.cancel(job.run_id, wait=False)
+    assert job.wait(25), "the run waited out its backoff (capped at 30 s) before it saw the cancel"
+    assert time.monotonic() - asked < 25
+    summary = wb.run_summary(job.run_id)
+    assert summary.status is RunStatus.CANCELLED and summary.counts["CANCELLED"] > 0
+    assert_every_trade_final(wb, job.run_id)

@@ -367,14 +367,13 @@ def test_an_unmasked_view_is_recorded_once_per_person_not_once_per_screen_refres
     assert [json.loads(v[0])["view"] for v in views] == ["trades", "corrections", "trades"]
 
 
-def test_a_promoted_scenario_that_names_an_http_bank_needs_an_approval_like_any_run(
+def test_a_sweep_naming_an_http_bank_is_refused_so_no_promoted_scenario_sends_orders(
     team: Workbench, batch: int, bank: DocBank
 ) -> None:
-    with as_user(team, ANALYST):
-        sweep = team.whatif.sweep(batch, [0.9], base=RunConfig(bank_url=bank.url))
-        with pytest.raises(ForbiddenError, match="approval"):
-            team.whatif.promote(sweep.sweep_id, 1)
-    assert team.runs(batch) == [] and bank.ledger_copy() == {}
+    # Its scenarios are simulated: a run at the bank is a run of its own, approved like any.
+    with as_user(team, ANALYST), pytest.raises(SettingsError, match="bank_url"):
+        team.whatif.sweep(batch, [0.9], base=RunConfig(bank_url=bank.url))
+    assert team.runs(batch) == [] and bank.ledger_copy() == {} and team.whatif.sweeps(batch) == []
 
 
 def test_the_first_admin_setting_does_not_bring_back_an_admin_the_others_removed(bank: DocBank, tmp_path: Path) -> None:
