@@ -73,6 +73,12 @@ class Engine:
         with self._registry_lock:
             return self._jobs.get((self.db_key, run_id))
 
+    def _executing(self, run_id: int) -> bool:
+        """A job of this process executes the run. A job that has ended does not, even when the
+        stored run says RUNNING (a backup taken while it ran was restored; a close gave up on it)."""
+        job = self.job(run_id)
+        return job is not None and job.running
+
     def active_jobs(self) -> list[Job]:
         with self._registry_lock:
             return [j for (db, _), j in self._jobs.items() if db == self.db_key and j.running]
@@ -82,7 +88,7 @@ class Engine:
         cur = self.store.cursor()
         found = []
         for run_id in records.unfinished_runs(cur):
-            if self.job(run_id) is None:
+            if not self._executing(run_id):
                 records.set_run_status(cur, run_id, RunStatus.INTERRUPTED, error="the process running it stopped")
                 found.append(run_id)
         return found
@@ -138,7 +144,7 @@ class Engine:
     def resume(self, run_id: int, bank_url: str | None = None) -> Job:
         """Finish an INTERRUPTED run: reconcile in-flight bookings, then run the rest."""
         summary = records.get_run(self.store, run_id)
-        if summary.status is RunStatus.RUNNING and self.job(run_id) is None:
+        if summary.status is RunStatus.RUNNING and not self._executing(run_id):
             self.recover()
             summary = records.get_run(self.store, run_id)
         if summary.status is not RunStatus.INTERRUPTED:
@@ -229,7 +235,7 @@ class Engine:
             return self._check_settlement(run_id, [int(r) for r in booked], [int(r) for r in not_booked])
 
     def _recover_if_left(self, run_id: int) -> None:
-        if records.get_run(self.store, run_id).status is RunStatus.RUNNING and self.job(run_id) is None:
+        if records.get_run(self.store, run_id).status is RunStatus.RUNNING and not self._executing(run_id):
             self.recover()  # a run its process left RUNNING is INTERRUPTED
 
     def _check_settlement(self, run_id: int, yes: list[int], no: list[int]) -> dict[int, int]:

@@ -430,3 +430,16 @@ def test_a_bank_made_for_a_run_that_cannot_start_is_closed(
     with pytest.raises(OSError, match="disk full"):
         wb.start_run(batch)
     assert closed == ["closed"]
+
+
+def test_a_run_left_running_in_the_database_by_a_job_that_has_ended_is_resumed_not_stuck(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    # As after restoring, in the same process, a backup taken while the run executed: the stored
+    # run says RUNNING, and this process's job of it has ended. Resume and cancel must not refuse it.
+    batch = load_generated(wb, tmp_path, 40)
+    run = wb.run(batch, success_rate=0.5)
+    wb.store.cursor().execute("UPDATE runs SET status = 'RUNNING', finished_at = NULL WHERE run_id = ?", [run.run_id])
+    wb.store.cursor().execute("DELETE FROM run_trades WHERE run_id = ? AND src_row % 2 = 0", [run.run_id])
+    resumed = wb.resume(run.run_id)
+    assert resumed.status is RunStatus.PARTIAL and resumed.counts == run.counts
