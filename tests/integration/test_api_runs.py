@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,19 @@ def follow(api: httpx.Client, run_id: int) -> list[dict[str, Any]]:
     with api.stream("GET", f"/runs/{run_id}/events") as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
         return list(events(resp))
+
+
+@contextmanager
+def held_run(api: httpx.Client, wb: Workbench, batch: int) -> Iterator[int]:
+    """A run of ``batch`` the bank holds for the block; then released, it is followed to its end."""
+    gate = Gate(wb)
+    run_id = start(api, batch)
+    gate.wait_held()
+    try:
+        yield run_id
+    finally:
+        gate.release()
+    assert follow(api, run_id)[-1]["status"] in FINAL
 
 
 @pytest.fixture
@@ -91,35 +106,25 @@ def test_a_server_told_to_stop_ends_the_streams_following_its_runs(
     # a client following a long run must not hold the server open.
     from fxbatch import serving
 
-    gate = Gate(wb)
-    run_id = start(api, batch)
-    gate.wait_held()
-    try:
-        with api.stream("GET", f"/runs/{run_id}/events") as resp:
-            stream = events(resp)
-            assert next(stream)["status"] == "RUNNING"
-            serving.STOPPING.set()
-            rest = list(stream)  # ends, though the run (held) goes on
-        assert all(e["status"] == "RUNNING" for e in rest)
-    finally:
-        serving.STOPPING.clear()
-        gate.release()
-    assert follow(api, run_id)[-1]["status"] in FINAL
+    with held_run(api, wb, batch) as run_id:
+        try:
+            with api.stream("GET", f"/runs/{run_id}/events") as resp:
+                stream = events(resp)
+                assert next(stream)["status"] == "RUNNING"
+                serving.STOPPING.set()
+                rest = list(stream)  # ends, though the run (held) goes on
+            assert all(e["status"] == "RUNNING" for e in rest)
+        finally:
+            serving.STOPPING.clear()
 
 
 def test_a_second_run_of_a_running_batch_and_its_deletion_are_409_problems(
     api: httpx.Client, wb: Workbench, batch: int
 ) -> None:
-    gate = Gate(wb)
-    run_id = start(api, batch)
-    gate.wait_held()
-    try:
+    with held_run(api, wb, batch) as run_id:
         body = assert_problem(api.post(f"/batches/{batch}/runs", json={}), 409, "CONFLICT")
         assert f"run {run_id}" in body["detail"]
         assert_problem(api.delete(f"/batches/{batch}"), 409, "CONFLICT")
-    finally:
-        gate.release()
-    assert follow(api, run_id)[-1]["status"] in FINAL
     assert start(api, batch) == run_id + 1
 
 
