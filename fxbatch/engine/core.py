@@ -264,25 +264,32 @@ class Engine:
         """Hold off every start and resume while the caller ``doing`` something to a batch none of
         whose runs executes (ConflictError naming the run otherwise)."""
         with self._registry_lock:
-            for (db, run_id), job in self._jobs.items():
-                if db == self.db_key and job.batch_id == batch_id and job.running:
-                    raise ConflictError(
-                        f"Batch {batch_id} is running (run {run_id}); cancel the run or wait for it to end before "
-                        f"{doing}."
-                    )
+            if (job := self._running(batch_id)) is not None:
+                raise ConflictError(
+                    f"Batch {batch_id} is running (run {job.run_id}); cancel the run or wait for it to end before "
+                    f"{doing}."
+                )
             yield
 
+    def _running(self, batch_id: int) -> Job | None:
+        """The job executing a run of ``batch_id`` in this process (under the registry lock)."""
+        return next(
+            (j for (db, _), j in self._jobs.items() if db == self.db_key and j.batch_id == batch_id and j.running),
+            None,
+        )
+
     def _refuse_if_running(self, batch_id: int) -> None:
-        for (db, run_id), job in self._jobs.items():
-            if db == self.db_key and job.batch_id == batch_id and job.running:
-                if job.cancel_requested.is_set():
-                    raise ConflictError(
-                        f"Run {run_id} of batch {batch_id} is still stopping after its cancel (the bank's calls in "
-                        "flight are answered first, its open quotes released); start the batch again in a moment."
-                    )
-                raise ConflictError(
-                    f"Batch {batch_id} is already running (run {run_id}); wait for it to finish or cancel it."
-                )
+        job = self._running(batch_id)
+        if job is None:
+            return
+        if job.cancel_requested.is_set():
+            raise ConflictError(
+                f"Run {job.run_id} of batch {batch_id} is still stopping after its cancel (the bank's calls in "
+                "flight are answered first, its open quotes released); start the batch again in a moment."
+            )
+        raise ConflictError(
+            f"Batch {batch_id} is already running (run {job.run_id}); wait for it to finish or cancel it."
+        )
 
     def _launch(
         self,
