@@ -30,6 +30,7 @@ from fxbatch.batches import MAX_DAYS_AHEAD
 from fxbatch.client import Client, RemoteJob
 from fxbatch.engine import Job
 from fxbatch.errors import ConflictError, FxBatchError, SettingsError, invalid_values
+from fxbatch.ingest.readers import read_text
 from fxbatch.masking import export_path, mask_rejections
 from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
@@ -70,13 +71,9 @@ def _read_fixes(path: Path | None) -> dict[int, dict[str, str | None]] | None:
     if path is None:
         return None
     try:
-        data = path.read_bytes()
+        text = read_text(path)  # as trade files are read: Excel's "CSV" is Windows-1252
     except OSError as exc:
         raise SettingsError(f"--fixes {path}: cannot read it ({exc.strerror}).") from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")  # Excel's "CSV" (not "CSV UTF-8"), as trade files are read
     reader = csv.DictReader(io.StringIO(text, newline=""))
     records = list(reader)
     if "row" not in (reader.fieldnames or []):

@@ -202,6 +202,14 @@ def _text_encoding(head: bytes, whole_file: bool) -> str:
     return "utf-8"
 
 
+def read_text(path: Path) -> str:
+    """A whole text file (a fixes file) decoded by the trade files' rule: UTF-8 or UTF-16 where it
+    is, else Windows-1252 (Excel's "CSV"); a file mixing two encodings refused; bare-CR line ends made LF."""
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES + 1)
+    return _decode_file(path, _text_encoding(head[:_SNIFF_BYTES], len(head) <= _SNIFF_BYTES))[0]
+
+
 def _decode_head(head: bytes) -> str:
     """The sniff window as text; a character cut in two by the window's end is dropped."""
     try:
