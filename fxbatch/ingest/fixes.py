@@ -18,11 +18,14 @@ import pyarrow as pa
 from fxbatch.errors import BadFixError
 from fxbatch.ingest.layout import FIELDS
 from fxbatch.ingest.rules import RuleContext, build_checked, pin_rows
+from fxbatch.models import RejectCode
 
 Fixes = Mapping[int, Mapping[str, str | None]]
 # Problems the reader marks on single cells (fxbatch.ingest.limits) or the rules find beyond the
 # header: the cells a corrected row is rebuilt from do not show them.
-_READER_CODES = "['CELL_TOO_LONG', 'BAD_QUOTES', 'EXCEL_ERROR', 'EXTRA_VALUES']"
+_READER_CODES = "[" + ", ".join(
+    f"'{c.value}'" for c in (RejectCode.CELL_TOO_LONG, RejectCode.BAD_QUOTES, RejectCode.EXCEL_ERROR, RejectCode.EXTRA_VALUES)
+) + "]"  # fmt: skip
 
 
 def cells_sql(alias: str, legacy: bool) -> str:
