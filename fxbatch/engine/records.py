@@ -383,8 +383,10 @@ def set_run_status(
     params: list[object] = [new.value]
     if started:  # (again, for a resume): why it stopped before no longer stands
         sets += ["started_at = coalesce(started_at, timezone('UTC', now()))", "error = NULL"]
-    if finished:
+    if finished:  # why it stopped before (INTERRUPTED) no longer stands, unless said again
         sets.append("finished_at = timezone('UTC', now())")
+        if error is None:
+            sets.append("error = NULL")
         tally = outcomes or count_outcomes(cur, run_id)
         sets += ["counts = ?", "failure_reasons = ?", "spread_income_zar = ?"]
         params += [json.dumps(tally.counts), json.dumps(tally.reasons), tally.income_zar]

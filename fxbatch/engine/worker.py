@@ -118,16 +118,28 @@ def final_rows(
 
 
 def write_cancelled(cur: duckdb.DuckDBPyConnection, run_id: int, todo: pa.Table) -> int:
-    """Trades not started end CANCELLED (the move is checked like any other); returns how many."""
+    """Trades not final end CANCELLED (the move is checked like any other); returns how many.
+
+    A trade whose booking was sent and refused (``load_todo``'s in-flight columns; none is left
+    unanswered here) keeps that attempt, its quote and its deal id, as a run cancelled while it
+    executes keeps them; one never started in this run keeps the attempts of the run it retries.
+    """
     n = int(todo.num_rows)
     if n:
         states = np.full(n, CODE_OF[T.PENDING], dtype=np.int8)
         advance(states, np.ones(n, dtype=bool), T.CANCELLED)
         src = records.numeric(todo, "src_row").astype(np.int64)
+        sent = records.numeric(todo, "inflight_attempt")
+        attempts = np.where(np.isnan(sent), records.numeric(todo, "prior_attempts"), sent).astype(np.int64)
         records.write_final(
             cur, run_id,
             final_rows(
-                src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time(),
+                src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time(), attempts=attempts,
+                quote_id=records.integers(todo, "inflight_quote_id"),
+                quote_rate=records.numeric(todo, "inflight_quote_rate"),
+                quote_expiry=records.numeric(todo, "inflight_quote_expiry"), deal_txn_id=todo.column("inflight_deal").combine_chunks(),
+                executing_at=records.numeric(todo, "inflight_executing_at"),
+                quoted_at=records.numeric(todo, "inflight_quoted_at"),
                 spread_pips=records.numeric(todo, "spread_pips"), value_day=records.numeric(todo, "value_day"),
             ),
         )  # fmt: skip

@@ -24,6 +24,7 @@ from tests.integration.run_helpers import (
     query,
     wait_until,
 )
+from tests.integration.test_crash_resume import GoesAway, use_bank
 
 
 def test_starting_a_batch_that_is_running_is_refused_while_another_batch_may_run(wb: Workbench, tmp_path: Path) -> None:
@@ -405,6 +406,26 @@ def test_a_run_is_retried_once_and_its_retry_takes_the_failures_on(wb: Workbench
     assert booked[0] == booked[1], "no trade booked twice"
     if retry.counts["FAILED"]:
         assert wb.run(batch, retry_of_run=retry.run_id, success_rate=1.0).trades == retry.counts["FAILED"]
+
+
+def test_cancelling_an_interrupted_retry_leaves_its_untried_trades_with_the_attempts_they_had(
+    wb: Workbench, tmp_path: Path
+) -> None:
+    batch = load_generated(wb, tmp_path, 40)
+    first = wb.run(batch, success_rate=0.3, max_attempts=2)
+    use_bank(wb, lambda inner: GoesAway(inner, wb, on_call=1))  # gone before the retry quotes anything
+    retry = wb.run(batch, retry_of_run=first.run_id)
+    assert retry.status is RunStatus.INTERRUPTED and retry.trades == first.counts["FAILED"] > 0
+    wb.cancel(retry.run_id)
+    assert wb.run_summary(retry.run_id).status is RunStatus.CANCELLED
+    pairs = query(
+        wb,
+        "SELECT r.attempts, p.attempts FROM run_trades r JOIN run_trades p USING (src_row) "
+        "WHERE r.run_id = ? AND p.run_id = ? AND r.status = 'CANCELLED'",
+        retry.run_id, first.run_id,
+    )  # fmt: skip
+    assert len(pairs) == retry.trades
+    assert all(now == before for now, before in pairs) and any(before > 0 for _, before in pairs)
 
 
 def test_a_bank_made_for_a_run_that_cannot_start_is_closed(

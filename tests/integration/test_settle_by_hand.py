@@ -367,7 +367,24 @@ def test_bookings_the_bank_went_away_without_answering_are_settled_by_hand_and_t
     wb.cancel(run_id)  # nothing is in flight: no bank is asked
     cancelled = wb.run_summary(run_id)
     assert cancelled.status is RunStatus.CANCELLED, cancelled.error
+    assert cancelled.error is None, "why it was INTERRUPTED no longer stands"
     assert len(gone.status_asked) == asked
+    # A trade whose booking the bank refused (to be tried again) keeps that attempt, its quote and
+    # its deal id; one never started has none.
+    kept = query(
+        wb,
+        f"""SELECT t.attempts, i.attempt, t.quote_id, i.quote_id, t.deal_transaction_id, t.executing_at
+            FROM run_trades t JOIN (SELECT * FROM run_inflight WHERE run_id = $1 {records.NEWEST_INFLIGHT}) i
+              ON i.src_row = t.src_row
+            WHERE t.run_id = $1 AND t.status = 'CANCELLED'""",
+        run_id,
+    )
+    assert kept, "some bookings were refused, to be tried again, when the bank went away"
+    for attempts, attempt, quote, sent_quote, deal, executing in kept:
+        assert (attempts, quote) == (attempt, sent_quote) and deal and executing is not None
+    never = query(wb, "SELECT attempts, deal_transaction_id FROM run_trades WHERE run_id = ? AND status = 'CANCELLED' "
+                      "AND src_row NOT IN (SELECT src_row FROM run_inflight WHERE run_id = ?)", run_id, run_id)  # fmt: skip
+    assert never and all(row == (0, None) for row in never)
     assert cancelled.counts["CANCELLED"] == cancelled.counts["PENDING"] + cancelled.counts["CANCELLED"] > 0
     assert_every_trade_final(wb, run_id)
     assert_ledger_matches_successes(wb, run_id)
