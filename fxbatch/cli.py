@@ -404,12 +404,19 @@ def cmd_confirm_settlement(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 
 def cmd_export(wb: AnyWorkbench, args: argparse.Namespace) -> None:
-    rows = wb.export_run(args.run_id, args.output, unmask=args.unmask)
+    if (args.run_id is None) == (args.batch is None):
+        raise SettingsError("export: name a run (RUN_ID) or a batch (--batch BATCH_ID), not both.")
+    if args.batch is not None:
+        rows = wb.export_batch(args.batch, args.output, unmask=args.unmask)
+        which: dict[str, Any] = {"batch_id": args.batch}
+    else:
+        rows = wb.export_run(args.run_id, args.output, unmask=args.unmask)
+        which = {"run_id": args.run_id}
     path = export_path(args.output, unmask=args.unmask)  # an unmasked file says so in its name
     shown = "full account numbers" if args.unmask else "account numbers masked"
     _emit(
         args,
-        {"run_id": args.run_id, "rows": rows, "path": str(path), "unmasked": args.unmask},
+        {**which, "rows": rows, "path": str(path), "unmasked": args.unmask},
         f"Wrote {rows:,} rows to {path} ({shown})",
     )
 
@@ -699,8 +706,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "an approver's decision")  # fmt: skip
     p.set_defaults(handler=cmd_settlements)
 
-    p = sub.add_parser("export", parents=[common], help="a run's per-trade results to CSV/XLSX/Parquet")
-    p.add_argument("run_id", type=int)
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="a run's per-trade results (or, with --batch, a batch's trades as loaded) to CSV/XLSX/Parquet",
+    )
+    p.add_argument("run_id", type=int, nargs="?", help="the run (or name --batch instead)")
+    p.add_argument("--batch", type=int, metavar="BATCH_ID", help="export this batch's trades as loaded, not a run's")
     p.add_argument("-o", "--output", type=Path, required=True)
     p.add_argument("--unmask", action="store_true", help=UNMASK_HELP + "; the file name gets -UNMASKED")
     p.set_defaults(handler=cmd_export)

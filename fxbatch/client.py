@@ -373,6 +373,11 @@ class Client:
     def notional_by(self, run_id: int, by: str, top: int = 10, *, failed: bool = False) -> pd.DataFrame:
         return self._analytics(run_id, "notional_by", by=by, top=top, failed=failed)
 
+    def notional_breakdown(self, run_id: int, top: int = 10) -> dict[tuple[str, bool], pd.DataFrame]:
+        """``notional_by`` for pairs and clients, by notional and by failed notional: keys ``("pair" | "client", failed)``."""
+        return {(by, failed): self.notional_by(run_id, by, top, failed=failed)
+                for by in ("pair", "client") for failed in (False, True)}  # fmt: skip
+
     def run_money(self, run_id: int) -> RunMoney:
         return RunMoney.model_validate(self.json("GET", f"/runs/{int(run_id)}/money"))
 
@@ -415,6 +420,10 @@ class Client:
         (``-UNMASKED`` before the suffix), as ``Workbench.export_run`` writes it."""
         return self._download(f"/runs/{int(run_id)}/export", export_path(path, unmask=unmask), {"unmask": unmask})
 
+    def export_batch(self, batch_id: int, path: Path | str, *, unmask: bool = False) -> int:
+        """Download a batch's trades as loaded to ``path``; masked unless ``unmask`` (as ``export_run``)."""
+        return self._download(f"/batches/{int(batch_id)}/export", export_path(path, unmask=unmask), {"unmask": unmask})
+
     def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
         return self._download("/ledger", path, {"run_id": run_id})
 
@@ -449,6 +458,55 @@ class Client:
         return int(resp.headers.get("X-Row-Count", "-1"))
 
 
+class RemoteSweepJob:
+    """A sweep running in the server: what ``client.whatif.start_sweep`` returns in place of a
+    ``SweepJob``. Each attribute asks the server (``GET /whatif/{id}``)."""
+
+    def __init__(self, whatif: _RemoteWhatIf, sweep_id: int, batch_id: int, name: str | None) -> None:
+        self.whatif = whatif
+        self.sweep_id = sweep_id
+        self.batch_id = batch_id
+        self.name = name
+
+    def state(self) -> dict[str, Any]:
+        """The server's answer on the sweep: RUNNING (done, total), DONE (the sweep), FAILED or CANCELLED."""
+        return dict(self.whatif.client.json("GET", f"/whatif/{self.sweep_id}"))
+
+    @property
+    def running(self) -> bool:
+        return self.state().get("status") == "RUNNING"
+
+    @property
+    def done(self) -> int:
+        """Scenarios finished so far (all of them once it is stored)."""
+        state = self.state()
+        return int(state["done"] if "done" in state else state.get("scenario_count", 0))
+
+    @property
+    def error(self) -> errors.FxBatchError | None:
+        """Why it ended without a sweep (CancelledError for a cancel); None while it runs or once stored."""
+        state = self.state()
+        if state.get("status") not in ("FAILED", "CANCELLED"):
+            return None
+        try:
+            self.whatif._stored(self.sweep_id, state)
+        except errors.FxBatchError as exc:
+            return exc
+        return None
+
+    def wait(self, timeout: float | None = None, *, poll_s: float = 0.2) -> bool:
+        """Wait for the end; False if it is still running after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic())))
+        return True
+
+    def cancel(self) -> None:
+        self.whatif.cancel(self.sweep_id)
+
+
 class _RemoteWhatIf:
     """``client.whatif``: sweeps run in the server; the same methods as ``wb.whatif``."""
 
@@ -476,12 +534,12 @@ class _RemoteWhatIf:
         ``dask_address`` are accepted for the workbench's signature and left to the server; they
         change how fast a sweep runs, never its results.
         """
-        body = {"batch_id": batch_id, "success_rates": success_rates, "seeds": seeds, "seed": seed, "name": name,
-                "variants": variants or {}, "base": base.model_dump(mode="json") if base else None}  # fmt: skip
-        sweep_id = int(self.client.json("POST", "/whatif", json=body)["sweep_id"])
+        job = self.start_sweep(batch_id, success_rates, seeds=seeds, seed=seed, base=base, variants=variants,
+                               name=name)  # fmt: skip
+        sweep_id = job.sweep_id
         try:
             while True:
-                state = self.client.json("GET", f"/whatif/{sweep_id}")
+                state = job.state()
                 if state.get("status") != "RUNNING":
                     break
                 if on_progress is not None:
@@ -501,6 +559,26 @@ class _RemoteWhatIf:
         if on_progress is not None:
             on_progress(sweep.scenario_count, sweep.scenario_count)
         return sweep
+
+    def start_sweep(
+        self,
+        batch_id: int,
+        success_rates: list[float],
+        *,
+        seeds: int | list[int] = 1,
+        seed: int = 42,
+        base: RunConfig | None = None,
+        variants: dict[str, list[Any]] | None = None,
+        name: str | None = None,
+        workers: int | None = None,
+    ) -> RemoteSweepJob:
+        """Start a sweep in the server and return at once (``wb.whatif.start_sweep``): the job says
+        how far it is, waits for its end and cancels it; ``get(job.sweep_id)`` reads it once stored.
+        ``workers`` is left to the server, as in ``sweep``."""
+        body = {"batch_id": batch_id, "success_rates": success_rates, "seeds": seeds, "seed": seed, "name": name,
+                "variants": variants or {}, "base": base.model_dump(mode="json") if base else None}  # fmt: skip
+        sweep_id = int(self.client.json("POST", "/whatif", json=body)["sweep_id"])
+        return RemoteSweepJob(self, sweep_id, batch_id, name)
 
     def _stored(self, sweep_id: int, state: Mapping[str, Any]) -> Sweep:
         """The sweep a ``GET /whatif/{id}`` answer holds; the error it says instead, if any."""

@@ -1,4 +1,4 @@
-"""Reviewing runs: the trades page, one trade, failures, analytics, exports, the ledger, comparisons."""
+"""Reviewing runs: the trades page, one trade, failures, analytics, exports (of a run, a batch, the ledger), comparisons."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 
 from fxbatch.analytics import TradeFilter
-from fxbatch.api.deps import BIG, INT32, WB, RunId
+from fxbatch.api.deps import BIG, INT32, WB, BatchId, RunId
 from fxbatch.api.problems import PROBLEM_RESPONSES
 from fxbatch.api.schemas import Failures
 from fxbatch.api.tables import TABLE_RESPONSES, jsonable_row, table_response
@@ -165,6 +165,13 @@ def export_run(run_id: RunId, wb: WB, format: Format = "csv", unmask: Unmask = F
     """Account numbers are masked unless ``unmask=true``; then the file is named ``run-N-UNMASKED.<format>``."""
     name = export_name(f"run-{run_id}.{format}", unmask=unmask)
     return _file(lambda path: wb.export_run(run_id, path, unmask=unmask), name, format)
+
+
+@router.get("/v1/batches/{batch_id}/export", responses=_FILE_RESPONSES, summary="A batch's trades as loaded, as a file")
+def export_batch(batch_id: BatchId, wb: WB, format: Format = "csv", unmask: Unmask = False) -> Response:
+    """Account numbers are masked unless ``unmask=true``; then the file is named ``batch-N-UNMASKED.<format>``."""
+    name = export_name(f"batch-{batch_id}.{format}", unmask=unmask)
+    return _file(lambda path: wb.export_batch(batch_id, path, unmask=unmask), name, format)
 
 
 @router.get("/v1/ledger", responses=_FILE_RESPONSES, summary="The simulated bank's booked deals as a file")

@@ -179,6 +179,21 @@ def test_export_writes_one_row_per_trade(cli: Cli, batch: int, tmp_path: Path) -
     assert any(r["client_cif"].startswith("0") for r in rows)
 
 
+def test_export_batch_writes_the_trades_as_loaded_and_a_run_or_a_batch_must_be_named(
+    cli: Cli, batch: int, tmp_path: Path
+) -> None:
+    out = tmp_path / "batch.csv"
+    code, payload, _ = cli("export", "--batch", str(batch), "-o", str(out), "--json")
+    assert code == 0 and payload == {"batch_id": batch, "rows": 200, "path": str(out), "unmasked": False}
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 200 and "status" not in rows[0] and all("••" in r["account_number"] for r in rows)
+    for args in ([], ["1", "--batch", str(batch)]):
+        code, payload, _ = cli("export", *args, "-o", str(tmp_path / "x.csv"), "--json")
+        assert code == 2 and "name a run (RUN_ID) or a batch (--batch BATCH_ID)" in payload["error"]["message"]
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_export_to_an_unknown_format_is_refused_with_exit_2(cli: Cli, batch: int, tmp_path: Path) -> None:
     _, ran, _ = cli("run", str(batch), "--json")
     code, payload, _ = cli("export", str(ran["run_id"]), "-o", str(tmp_path / "x.txt"), "--json")

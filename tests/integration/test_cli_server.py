@@ -73,6 +73,9 @@ def test_cli_load_run_and_export_work_through_the_server(wb: Workbench, served: 
     exported = cli(db, "export", str(summary["run_id"]), "-o", str(out))
     assert exported.returncode == 0, exported.stderr
     assert len(pd.read_csv(out)) == summary["trades"] and f"Wrote {summary['trades']:,} rows" in exported.stdout
+    as_loaded = cli(db, "export", "--batch", str(batch), "-o", str(tmp_path / "batch.parquet"))
+    assert as_loaded.returncode == 0, as_loaded.stderr
+    assert len(pd.read_parquet(tmp_path / "batch.parquet")) == wb.batch(batch).trades
 
     shown = cli(db, "--json", "init")
     assert shown.returncode == 0 and served in json.loads(shown.stdout)["db"]

@@ -117,6 +117,25 @@ def test_exports_download_to_the_named_file_with_their_row_count(wb: Workbench, 
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_a_batch_export_and_the_notional_breakdown_come_as_in_process(
+    wb: Workbench, client: Client, tmp_path: Path
+) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    assert client.export_batch(batch, tmp_path / "remote.csv") == wb.export_batch(batch, tmp_path / "local.csv") > 0
+    assert (tmp_path / "remote.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert "••" in (tmp_path / "remote.csv").read_text(encoding="utf-8"), "masked unless asked"
+    client.export_batch(batch, tmp_path / "full.xlsx", unmask=True)
+    assert len(pd.read_excel(tmp_path / "full-UNMASKED.xlsx", engine="calamine")) == wb.batch(batch).trades
+    with pytest.raises(NotFoundError, match="no batch 999"):
+        client.export_batch(999, tmp_path / "none.csv")
+    assert not (tmp_path / "none.csv").exists()
+    run = wb.run(batch, success_rate=0.6, latency_ms=0)
+    remote, local = client.notional_breakdown(run.run_id, top=3), wb.notional_breakdown(run.run_id, top=3)
+    assert remote.keys() == local.keys()
+    for key, table in local.items():
+        pd.testing.assert_frame_equal(remote[key], table, check_dtype=False)
+
+
 def test_an_export_the_server_takes_longer_to_write_than_the_clients_timeout_still_downloads(
     wb: Workbench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,6 +222,35 @@ def test_a_sweep_interrupted_in_the_client_is_cancelled_in_the_server(
     with pytest.raises(CancelledError, match=f"Sweep {sweep_id} was cancelled after 1 of 4 scenarios"):
         client.whatif.get(sweep_id)
     assert client.whatif.sweeps() == []
+
+
+def test_a_sweep_started_in_the_server_returns_at_once_and_can_be_waited_for_or_cancelled(
+    wb: Workbench, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    release = threading.Event()
+    real_sweep = wb.whatif.sweep
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(WAIT)
+        return real_sweep(*args, **kwargs)
+
+    monkeypatch.setattr(wb.whatif, "sweep", held)
+    job = client.whatif.start_sweep(batch, [0.5, 1.0], seeds=2, name="From a notebook")
+    assert job.running and job.done == 0 and job.error is None and job.batch_id == batch
+    assert not job.wait(0.05), "held in the server"
+    release.set()
+    assert job.wait(WAIT) and not job.running and job.error is None
+    assert job.done == 4 and client.whatif.get(job.sweep_id).name == "From a notebook"
+
+    release.clear()
+    cancelled = client.whatif.start_sweep(batch, [0.9])
+    cancelled.cancel()
+    release.set()
+    assert cancelled.wait(WAIT)
+    assert isinstance(cancelled.error, CancelledError)
+    with pytest.raises(CancelledError):
+        client.whatif.get(cancelled.sweep_id)
 
 
 def _state(client: Client, sweep_id: int) -> str | None:
