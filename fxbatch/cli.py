@@ -149,9 +149,16 @@ def cmd_rejections(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 
 def cmd_trades(wb: AnyWorkbench, args: argparse.Namespace) -> None:
-    df = wb.trades(args.batch_id, unmask=args.unmask)
-    payload = records(df)
-    _emit(args, payload, df.head(args.limit).to_string(index=False))
+    if args.json:  # every row
+        _emit(args, records(wb.trades(args.batch_id, unmask=args.unmask)), "")
+        return
+    total = wb.batch(args.batch_id).trades
+    df = wb.trades(args.batch_id, limit=args.limit, unmask=args.unmask)  # only the rows shown are read
+    lines = [df.to_string(index=False)] if len(df) else [] if total else ["No trades."]
+    if total > len(df):
+        lines.append(f"... {total - len(df):,} more of {total:,} trades (--limit N shows more; --json gives all)")
+    text = "\n".join(lines)
+    _emit(args, None, text)
 
 
 def _bar(snap: RunProgress | None, width: int = 30) -> str:
@@ -624,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trades", parents=[common], help="the trades of a batch")
     p.add_argument("batch_id", type=int)
-    p.add_argument("--limit", type=int, default=50, help="rows shown as text (JSON has all)")
+    p.add_argument("--limit", type=_count, default=50, help="rows shown as text (default 50; JSON has all)")
     p.add_argument("--unmask", action="store_true", help=UNMASK_HELP)
     p.set_defaults(handler=cmd_trades)
 
@@ -723,8 +730,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="replications per success rate (default 1)")
     p.add_argument("--seed", type=_seed, default=42, help="first seed (default 42)")
     p.add_argument("--name", help="sweep name")
-    p.add_argument("--workers", type=int, help="processes on this machine (default: cores, at most 4)")
-    p.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://scheduler:8786")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive, help="processes on this machine (default: cores, at most 4; "
+                       "FXBATCH_DASK_ADDRESS's scheduler when set)")  # fmt: skip
+    where.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://scheduler:8786")
     p.set_defaults(handler=cmd_whatif)
 
     p = sub.add_parser("sweeps", parents=[common], help="list sweeps")
@@ -772,6 +781,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--actor", help="only this user")
     a.set_defaults(handler=cmd_audit)
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -844,7 +844,13 @@ class _WhatIf:
         try:
             self.wb._need(Role.ANALYST, "run a what-if sweep")
             grid = _grid(success_rates, seeds, seed, base, variants)
-            address = dask_address or self.wb.settings.dask_address
+            if workers is not None and (workers < 1 or dask_address):
+                raise SettingsError(
+                    f"workers: {workers} is not a number of processes (1 or more)" if workers < 1 else
+                    "workers and dask_address: name processes on this machine or a Dask scheduler, not both"
+                )  # fmt: skip
+            # Processes named here run here, whatever scheduler FXBATCH_DASK_ADDRESS names.
+            address = dask_address or (self.wb.settings.dask_address if workers is None else None)
             executor = make_executor(workers, address, len(grid.scenarios()))
             if sweep_id is None:
                 sweep_id = self.reserve_sweep_id()

@@ -184,6 +184,24 @@ def test_rejections_and_trades_commands_give_the_stored_rows(db: Path, trades_cs
     ]
 
 
+def test_trades_as_text_shows_the_first_rows_and_says_how_many_more_there_are(db: Path, trades_csv: Path) -> None:
+    fxbatch("--db", db, "load", trades_csv)
+    one = fxbatch("--db", db, "trades", "1", "--limit", "1").stdout
+    assert "T00001" in one and "T00004" not in one
+    assert "... 1 more of 2 trades (--limit N shows more; --json gives all)" in one
+    everything = fxbatch("--db", db, "trades", "1").stdout
+    assert "T00004" in everything and "more of" not in everything
+    refused = fxbatch("--db", db, "trades", "1", "--limit", "-1")
+    assert refused.returncode == 2 and "'-1' is not a whole number of 0 or more" in refused.stderr
+
+
+def test_whatif_refuses_no_workers_and_workers_with_a_dask_scheduler(db: Path) -> None:
+    zero = fxbatch("--db", db, "whatif", "1", "--success-rates", "0.9", "--workers", "0")
+    assert zero.returncode == 2 and "'0' is not a positive whole number" in zero.stderr
+    both = fxbatch("--db", db, "whatif", "1", "--success-rates", "0.9", "--workers", "2", "--dask", "tcp://h:8786")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 def test_an_unknown_batch_exits_2_naming_it(db: Path) -> None:
     proc = fxbatch("--db", db, "trades", "42", "--json")
     assert proc.returncode == 2

@@ -221,6 +221,21 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error(wb: Workbench, batch: in
         wb.whatif.sweep(batch, [0.9], dask_address="tcp://127.0.0.1:9")
 
 
+def test_workers_are_one_process_or_more_here_and_run_here_whatever_scheduler_the_settings_name(
+    wb: Workbench, batch: int
+) -> None:
+    for workers in (0, -2):
+        with pytest.raises(SettingsError, match=f"workers: {workers} is not a number of processes"):
+            wb.whatif.sweep(batch, [0.9], workers=workers)
+    with pytest.raises(SettingsError, match=r"workers and dask_address: .* not both"):
+        wb.whatif.sweep(batch, [0.9], workers=2, dask_address="tcp://127.0.0.1:9")
+    wb.settings = wb.settings.model_copy(update={"dask_address": "tcp://127.0.0.1:9"})  # nobody there
+    assert wb.whatif.sweep(batch, [0.9], workers=1).scenario_count == 1
+    with pytest.raises(SettingsError, match="Dask scheduler"):
+        wb.whatif.sweep(batch, [0.9])
+    assert len(wb.whatif.sweeps(batch)) == 1
+
+
 def test_a_promoted_scenario_is_a_full_run_with_the_same_outcome(wb: Workbench, batch: int) -> None:
     sweep = wb.whatif.sweep(batch, [0.6], seeds=2, seed=3, workers=1)
     scenario = sweep.scenarios[1]
