@@ -179,6 +179,8 @@ def _follow(wb: AnyWorkbench, job: Job | RemoteJob, args: argparse.Namespace) ->
     if isinstance(job, RemoteJob):
         assert isinstance(wb, Client)
         if not _follow_remote(wb, job, show):
+            if args.json:  # a script still learns which run goes on in the server, and how it stood
+                _emit(args, wb.run_summary(job.run_id).to_json() | {"detached": True}, "")
             return 130
     else:
         assert isinstance(wb, Workbench)

@@ -98,7 +98,7 @@ def test_ctrl_c_detaches_from_a_run_in_the_server_which_goes_on(wb: Workbench, s
     batch = wb.load(DATA / "sample_trades.csv").batch_id
     gate = Gate(wb)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fxbatch", "run", str(batch), "--latency-ms", "0", "--progress"],
+        [sys.executable, "-m", "fxbatch", "--json", "run", str(batch), "--latency-ms", "0", "--progress"],
         cwd=ROOT, env=_env(wb.settings.db), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -106,7 +106,7 @@ def test_ctrl_c_detaches_from_a_run_in_the_server_which_goes_on(wb: Workbench, s
         assert proc.stderr is not None
         assert proc.stderr.read(1) == b"\r", "the bar is drawn once the CLI follows the events"
         proc.send_signal(signal.SIGINT)
-        err = proc.communicate(timeout=WAIT)[1].decode()
+        out, err = (text.decode() for text in proc.communicate(timeout=WAIT))
     finally:
         gate.release()
         if proc.poll() is None:
@@ -114,6 +114,9 @@ def test_ctrl_c_detaches_from_a_run_in_the_server_which_goes_on(wb: Workbench, s
             proc.communicate()
     assert proc.returncode == 130, err
     run_id = wb.runs(batch)[0].run_id
+    # A script is told which run goes on, as it stood when it was let go.
+    said = json.loads(out)
+    assert (said["run_id"], said["status"], said["detached"]) == (run_id, "RUNNING", True)
     assert f"detached: run {run_id} goes on in the server at {served}" in err
     assert f"python -m fxbatch cancel {run_id}" in err
     job = wb.engine.job(run_id)
