@@ -52,6 +52,13 @@ def test_errors_come_back_as_the_same_fxbatch_errors_and_messages(
     with pytest.raises(UnusableFileError) as local_file:
         wb.load(empty)
     assert remote_file.value.message == local_file.value.message
+    for load in (client.load, wb.load, client.check, wb.check):
+        with pytest.raises(UnusableFileError) as missing:
+            load(tmp_path / "gone.csv")
+        assert (missing.value.code, missing.value.message) == (
+            "UNREADABLE_FILE",
+            "Cannot open gone.csv: No such file or directory",
+        ), load
 
 
 def test_a_run_followed_through_the_server_ends_once_it_has_let_go_of_its_batch(wb: Workbench, client: Client) -> None:
