@@ -529,8 +529,12 @@ def cmd_compare(wb: AnyWorkbench, args: argparse.Namespace) -> None:
 
 def cmd_init(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     batches = wb.batches()
-    db = str(wb.settings.db) if isinstance(wb, Workbench) else f"{wb.health()['db']} (held by the server at {wb.url})"
-    payload = {"db": db, "schema_version": wb.schema_version(), "batches": len(batches)}
+    payload: dict[str, Any] = {"schema_version": wb.schema_version(), "batches": len(batches)}
+    if isinstance(wb, Workbench):
+        payload["db"] = db = str(wb.settings.db)
+    else:  # the file the server holds, and the server (a field of its own: "db" stays a path)
+        payload |= {"db": str(wb.health()["db"]), "server": wb.url}
+        db = f"{payload['db']} (held by the server at {wb.url})"
     _emit(args, payload, f"Database {db} ready (schema {payload['schema_version']}, {len(batches)} batches)")
 
 

@@ -78,7 +78,9 @@ def test_cli_load_run_and_export_work_through_the_server(wb: Workbench, served: 
     assert len(pd.read_parquet(tmp_path / "batch.parquet")) == wb.batch(batch).trades
 
     shown = cli(db, "--json", "init")
-    assert shown.returncode == 0 and served in json.loads(shown.stdout)["db"]
+    assert shown.returncode == 0, shown.stderr
+    said = json.loads(shown.stdout)
+    assert Path(said["db"]).resolve() == Path(db).resolve() and said["server"] == served
 
 
 def test_an_error_through_the_server_reads_as_it_does_in_process(wb: Workbench, served: str) -> None:
