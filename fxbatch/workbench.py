@@ -30,6 +30,7 @@ from fxbatch.audit import AuditCheck
 from fxbatch.client import Client, connect
 from fxbatch.engine import Engine, Job
 from fxbatch.engine import records as run_records
+from fxbatch.engine.core import refuse_other_kind
 from fxbatch.errors import ConflictError, ForbiddenError, FxBatchError, ServerError, SettingsError
 from fxbatch.ingest import Fixes
 from fxbatch.masking import export_path
@@ -391,14 +392,14 @@ class Workbench:
             return self.engine.resume(run_id, bank_url=bank_url)
 
     def _check_resume_approval(self, run_id: int, bank_url: str | None) -> None:
-        """With login, a run goes on against an HTTP bank only under the approval that started it, at its address."""
-        if not self.access.login:
-            return
+        """A run goes on at the kind of bank it started at; with login, against an HTTP bank only under
+        the approval that started it, at its address."""
         own = self.run_summary(run_id).config.bank_url
         target = own if bank_url is None else (bank_url or None)
-        if target is None:
+        refuse_other_kind(run_id, own, target)
+        if not self.access.login or target is None:
             return
-        # The address the approval named (a run may have gone on at another since, e.g. the simulated bank).
+        # The address the approval named (a run may have gone on at another address since).
         approved = approvals.approval_of_run(self.store, run_id)
         named = approvals.get(self.store, approved).bank_url if approved is not None else None
         if approved is None or named is None or not same_bank(target, named):

@@ -155,6 +155,7 @@ class Engine:
                 {**config.model_dump(), "bank_url": bank_url}
             )  # validated, unlike model_copy ('' becomes None: the simulated bank)
         moved = not same_bank(config.bank_url, summary.config.bank_url)
+        refuse_other_kind(run_id, summary.config.bank_url, config.bank_url)
         with self._registry_lock:
             self._refuse_if_running(summary.batch_id)
             cur = self.store.cursor()
@@ -333,6 +334,22 @@ class Engine:
         if job is not None:
             job.wait(timeout)
         return records.get_run(self.store, run_id)
+
+
+def refuse_other_kind(run_id: int, was: str | None, now: str | None) -> None:
+    """One run, one kind of bank (ConflictError otherwise): a run of real orders (``was``: its HTTP
+    bank) finished on the simulated bank would show deals the bank never made; simulated trades
+    finished at a bank (``now``) would be real orders. Another address of an HTTP bank is fine."""
+    if (was is None) == (now is None):
+        return
+    raise ConflictError(
+        f"Run {run_id} sends its orders to {_bank_name(was)}: it cannot go on at the simulated bank, whose "
+        "bookings would show as the run's deals while that bank made none. Resume it at that bank (another of "
+        "its addresses: --bank URL), or cancel it."
+        if was
+        else f"Run {run_id} runs on the simulated bank: it cannot go on at {_bank_name(now)} (real orders in a "
+        "run of simulated ones). Cancel it, and start a run against that bank."
+    )
 
 
 def _bank_name(url: str | None) -> str:

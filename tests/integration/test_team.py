@@ -282,19 +282,17 @@ def test_an_approved_run_resumes_only_against_the_bank_it_was_approved_for(
             team.start_resume(run.run_id, bank_url="http://127.0.0.1:9")
         # Its own bank: the approval that started it covers it (nothing is left to book).
         team.resume(run.run_id)
-        # On at the simulated bank (no approval needed), then at another HTTP bank: still refused,
-        # although the run's own address is now the simulated bank's.
+        # Never on at the simulated bank: its bookings would show as deals the bank never made.
         team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
-        assert team.resume(run.run_id, bank_url="").config.bank_url is None
-        team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
-        with pytest.raises(ForbiddenError, match="no approval covers"):
-            team.start_resume(run.run_id, bank_url="http://127.0.0.1:9")
-        team.resume(run.run_id, bank_url=bank.url)  # back at the approved bank: covered
+        with pytest.raises(ConflictError, match="cannot go on at the simulated bank"):
+            team.start_resume(run.run_id, bank_url="")
+        assert team.run_summary(run.run_id).config.bank_url == bank.url
+        team.resume(run.run_id, bank_url=bank.url)  # at the approved bank: covered
     simulated = None
     with as_user(team, ANALYST):
         simulated = team.run(batch, success_rate=0.5)
         team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [simulated.run_id])
-        with pytest.raises(ForbiddenError, match="no approval covers"):
+        with pytest.raises(ConflictError, match="runs on the simulated bank: it cannot go on at the HTTP bank"):
             team.start_resume(simulated.run_id, bank_url=bank.url)
 
 
