@@ -8,10 +8,12 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from pydantic import ValidationError
 
 from fxbatch import FxBatchError, Workbench, charts
 from fxbatch.access import Role
 from fxbatch.analytics import TradeFilter
+from fxbatch.errors import invalid_values
 from fxbatch.labels import run_status_label, stage_label, trade_status_label
 from fxbatch.masking import export_name
 from fxbatch.models import RunStatus, RunSummary
@@ -485,12 +487,20 @@ def _resume(wb: Workbench, summary: RunSummary) -> None:
     run_id = summary.run_id
     url = summary.config.bank_url
     c1, c2 = st.columns([1, 3])
-    new_url = c2.text_input("HTTP bank URL", value=url, key="resume_url") if url else None
+    # Keyed by run: a box keyed alike for every run kept the last run's address for the next one.
+    typed = c2.text_input(
+        "HTTP bank URL", value=url, key=f"resume_url_{run_id}", help="Another address of the run's bank, if it moved."
+    ) if url else None  # fmt: skip
+    # An address only when one other than the run's own is typed (an emptied box keeps the run's own).
+    new_url = typed.strip() if typed and typed.strip() and typed.strip() != url else None
     if c1.button(f"Resume run {run_id}", type="primary", key="resume", icon=":material/play_arrow:"):
         try:
-            wb.start_resume(run_id, bank_url=new_url.strip() if new_url else None)
+            wb.start_resume(run_id, bank_url=new_url)
         except FxBatchError as exc:
             show_error(exc)
+            return
+        except ValidationError as exc:  # an address that is none
+            st.error(f"Run {run_id} cannot resume there: {'; '.join(invalid_values(exc))}.", icon=":material/error:")
             return
         st.session_state[WATCHING] = run_id
         st.rerun()

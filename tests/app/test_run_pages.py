@@ -347,3 +347,35 @@ def test_pages_render_on_a_database_with_finished_runs(db_path: Path, open_page:
     finished_run(success_rate=0.0)
     at = ok(open_page(page))
     assert at.dataframe
+
+
+def _two_interrupted_http_runs(open_page: OpenPage, monkeypatch: pytest.MonkeyPatch) -> tuple[Workbench, int, int]:
+    """Two runs at two HTTP bank addresses where nobody listens: each stops INTERRUPTED."""
+    monkeypatch.setenv("FXBATCH_BANK_UNREACHABLE_WINDOW_S", "0.5")
+    open_page("pages/home.py")
+    wb = app_workbench()
+    wb.load(DATA / "sample_trades.csv", name="Second batch")
+    first = wb.run(1, bank_url="http://127.0.0.1:9").run_id
+    second = wb.run(2, bank_url="http://127.0.0.1:19").run_id
+    return wb, first, second
+
+
+def test_resuming_a_run_from_its_page_keeps_its_own_bank_unless_another_address_is_typed(
+    db_path: Path, open_page: OpenPage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wb, first, second = _two_interrupted_http_runs(open_page, monkeypatch)
+    at = ok(open_page("pages/run.py"))  # the latest run: the second, at :19
+    next(s for s in at.selectbox if s.label == "Run").select(first).run()
+    assert at.text_input(key=f"resume_url_{first}").value == "http://127.0.0.1:9", "its own bank, not the last run's"
+    # A typo is a message, not a traceback; blanks keep the run's own bank (never the simulated bank).
+    at.text_input(key=f"resume_url_{first}").set_value("http://127.0.0.1 :19").run()
+    at.button(key="resume").click().run()
+    assert not at.exception and [e.value for e in at.error] == [
+        "Run 1 cannot resume there: bank_url: HTTP bank URL 'http://127.0.0.1 :19' is not a web address: enter "
+        "the bank's base URL, for example http://127.0.0.1:8600."
+    ]
+    at.text_input(key=f"resume_url_{first}").set_value("   ").run()
+    ok(at.button(key="resume").click().run())
+    wb.engine.wait(first, timeout=60)
+    assert wb.run_summary(first).config.bank_url == "http://127.0.0.1:9"
+    assert wb.run_summary(second).config.bank_url == "http://127.0.0.1:19"
