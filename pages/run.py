@@ -360,7 +360,11 @@ def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
         )
 
 
-def _export(wb: Workbench, run_id: int) -> None:
+def _export(wb: Workbench, summary: RunSummary) -> None:
+    run_id = summary.run_id
+    # A prepared file is of the run as it was: offered only while the run is still so (a cancel,
+    # resume or settlement since changes its trades).
+    stamp = f"{summary.status.value} {summary.finished_at} {sorted(summary.counts.items())}"
     st.subheader("Export")
     c1, c2, c3 = st.columns([1, 1, 2])
     label = c1.selectbox("Format", list(EXPORTS), key="export_format", label_visibility="collapsed")
@@ -379,12 +383,12 @@ def _export(wb: Workbench, run_id: int) -> None:
             except FxBatchError as exc:
                 show_error(exc)
                 return
-            st.session_state["export_file"] = (name, (Path(tmp) / name).read_bytes(), rows)
+            st.session_state["export_file"] = (name, stamp, (Path(tmp) / name).read_bytes(), rows)
     ready = st.session_state.get("export_file")
-    if ready and ready[0] == name:
+    if ready and ready[:2] == (name, stamp):
         c3.download_button(
-            f"Download {name} ({ready[2]:,} trades)",
-            ready[1],
+            f"Download {name} ({ready[3]:,} trades)",
+            ready[2],
             file_name=name,
             mime=MIME[suffix],
             on_click="ignore",
@@ -479,7 +483,7 @@ def main() -> None:
         return
     _trades(wb, summary, choices)
     if not running and may(wb, Role.ANALYST):
-        _export(wb, run_id)
+        _export(wb, summary)
 
 
 def _resume(wb: Workbench, summary: RunSummary) -> None:
