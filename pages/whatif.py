@@ -177,7 +177,7 @@ def _sweeping(wb: Workbench) -> None:
     elif job.error is not None:
         show_error(job.error)
     else:
-        st.session_state["sweep_id"] = job.sweep_id
+        st.session_state["sweep_pick"] = job.sweep_id  # shown below (before its box is drawn this run)
         st.toast(f"Sweep {job.sweep_id}: {job.total:,} scenarios", icon=":material/insights:")
 
 
@@ -356,10 +356,10 @@ def main() -> None:
     sweeps = wb.whatif.sweeps(int(batch_id))
     if sweeps:
         ids = [s.sweep_id for s in sweeps]
-        current = st.session_state.get("sweep_id")
-        index = ids.index(current) if current in ids else 0
+        if st.session_state.get("sweep_pick") not in ids:  # none picked yet, or another batch's
+            st.session_state["sweep_pick"] = ids[0]
         labels = {s.sweep_id: f"{s.sweep_id}: {s.name} ({s.scenarios} scenarios)" for s in sweeps}
-        sweep_id = st.selectbox("Sweep", ids, index=index, format_func=labels.__getitem__, key="sweep_pick")
+        sweep_id = st.selectbox("Sweep", ids, format_func=labels.__getitem__, key="sweep_pick")
         _show_sweep(wb, int(sweep_id))
     _compare(wb)
 

@@ -88,6 +88,13 @@ def test_a_sweep_from_the_form_draws_the_fan_and_failure_charts(db: Path) -> Non
     assert any(c.startswith("Why trades fail as the bank gets worse") for c in captions)
     assert "3 scenarios" not in at.subheader[0].value
     assert "9 scenarios" in at.subheader[0].value  # rates 0.5, 0.75, 1.0 x 3 seeds
+    # A second sweep is the one shown once it has finished (the first stayed in view).
+    at.slider(key="seeds").set_value(1)
+    at.button[0].click().run()
+    assert workbench().whatif.sweep_job(2).wait(60)
+    at.run()
+    assert not at.exception and [t.value for t in at.toast] == ["Sweep 2: 3 scenarios"]
+    assert at.selectbox(key="sweep_pick").value == 2 and at.subheader[0].value.startswith("Sweep 2 ")
 
 
 def test_two_runs_are_compared_with_their_differing_trades(db: Path) -> None:
