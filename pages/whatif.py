@@ -321,8 +321,11 @@ def _compare(wb: Workbench) -> None:
         except FxBatchError as exc:
             st.caption(exc.message)
             return
-        st.caption(f"{len(diff)} trade(s) ended differently in run {chosen[0]} and run {chosen[1]} (of the trades "
-                   "both runs cover: a retry run covers the failed trades of the run it retries).")  # fmt: skip
+        total = int(diff["differing"].iloc[0]) if len(diff) else 0
+        shown = f" (the first {len(diff):,} listed)" if total > len(diff) else ""
+        st.caption(f"{total:,} trade(s) ended differently in run {chosen[0]} and run {chosen[1]}{shown}, of the trades "
+                   "both runs cover: a retry run covers the failed trades of the run it retries.")  # fmt: skip
+        diff = diff.drop(columns="differing")
         a, b = chosen
         for column in ("status_a", "status_b"):
             if column in diff:

@@ -59,7 +59,8 @@ def compare_runs(store: Store, run_ids: list[int]) -> pd.DataFrame:
 def differing_trades(store: Store, run_a: int, run_b: int, limit: int = 1000) -> pd.DataFrame:
     """Trades of one batch whose outcome (status or failure reason) differs between two runs, among
     the trades both runs cover (a retry run covers its parent's FAILED trades only: the others were
-    never its to run, so they are not an outcome that differs)."""
+    never its to run, so they are not an outcome that differs). The first ``limit`` in row order;
+    ``differing`` on each row says how many differ in all."""
     a, b = records.get_run(store, run_a), records.get_run(store, run_b)
     if a.batch_id != b.batch_id:
         raise ConflictError(f"Runs {run_a} and {run_b} are of different batches ({a.batch_id}, {b.batch_id}).")
@@ -69,7 +70,8 @@ def differing_trades(store: Store, run_a: int, run_b: int, limit: int = 1000) ->
             f"""
             SELECT t.src_row AS row, t.trade_id, t.currency_pair, t.amount, t.amount_currency,
                    coalesce(x.status, 'PENDING') AS status_a, x.failure_code AS failure_a,
-                   coalesce(y.status, 'PENDING') AS status_b, y.failure_code AS failure_b
+                   coalesce(y.status, 'PENDING') AS status_b, y.failure_code AS failure_b,
+                   count(*) OVER () AS differing
             FROM trades t
             LEFT JOIN run_trades x ON x.run_id = ? AND x.src_row = t.src_row
             LEFT JOIN run_trades y ON y.run_id = ? AND y.src_row = t.src_row

@@ -272,6 +272,9 @@ def test_comparing_two_runs_lists_exactly_the_trades_whose_outcome_differs(wb: W
     sa, ca, _ = _per_trade(wb, a.run_id)
     sb, cb, _ = _per_trade(wb, b.run_id)
     assert len(diff) == int(((sa != sb) | (ca != cb)).sum()) > 0
+    assert set(diff["differing"]) == {len(diff)}
+    first = wb.whatif.differing_trades(a.run_id, b.run_id, limit=3)
+    assert first["row"].tolist() == diff["row"].tolist()[:3] and set(first["differing"]) == {len(diff)}
     same = wb.whatif.differing_trades(a.run_id, wb.run(batch, seed=1, success_rate=0.7).run_id)
     assert same.empty
 
