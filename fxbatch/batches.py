@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from fxbatch.errors import NotFoundError, SettingsError, UnusableFileError
+from fxbatch.errors import ConflictError, NotFoundError, SettingsError, UnusableFileError
 from fxbatch.ingest import CheckedFile, Fixes, check_file, fetch_rejected_rows, fetch_rejections
 from fxbatch.ingest.layout import FIELDS
 from fxbatch.ingest.limits import Limits
@@ -333,11 +333,20 @@ def batch_rejections(
 def delete_batch(store: Store, batch_id: int) -> None:
     """Delete a batch with its trades, rejections, runs and their records and sweeps, all or nothing.
 
-    The simulated bank's ledger keeps its deals: it is the bank's record, not the batch's.
-    Callers refuse first when a run of the batch is executing (``Workbench.delete_batch``).
+    The simulated bank's ledger keeps its deals: it is the bank's record, not the batch's. A batch
+    with a run against an HTTP bank is refused (ConflictError): its runs record real orders. Callers refuse first when a run of the batch is executing (``Workbench.delete_batch``).
     """
     get_batch(store, batch_id)
     cur = store.cursor()
+    real = [r for (r,) in cur.execute(
+        "SELECT run_id FROM runs WHERE batch_id = ? AND json_extract_string(config, '$.bank_url') IS NOT NULL "
+        "ORDER BY run_id", [batch_id]).fetchall()]  # fmt: skip
+    if real:
+        raise ConflictError(
+            f"Batch {batch_id} was sent to an HTTP bank (run{'s' if len(real) > 1 else ''} "
+            f"{', '.join(map(str, real))}): those runs are the desk's record of real orders, and are kept. Only a "
+            "batch run on the simulated bank alone can be deleted."
+        )
     runs = "SELECT run_id FROM runs WHERE batch_id = $batch"
     sweeps = "SELECT sweep_id FROM sweeps WHERE batch_id = $batch"
     cur.begin()

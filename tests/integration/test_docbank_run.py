@@ -503,3 +503,18 @@ def test_a_run_cancelled_while_a_booking_was_in_doubt_ends_cancelled_once_the_ba
         assert done.status is RunStatus.CANCELLED and done.error is None
         assert done.counts["CANCELLED"] == stopped.counts["CANCELLED"] and done.counts["PENDING"] == 0
         _assert_ledger_is_the_runs_successes(wb, bank, job.run_id)
+
+
+def test_a_batch_sent_to_an_http_bank_is_never_deleted_with_its_runs(bank: DocBank, tmp_path: Path) -> None:
+    with Workbench.open(settings=settings_for(bank, tmp_path)) as wb:
+        batch = load_batch(wb, tmp_path, 4)
+        wb.run(batch)  # the simulated bank first: deletable so far
+        real = wb.run(batch, bank_url=bank.url)
+        with pytest.raises(ConflictError, match=rf"Batch {batch} was sent to an HTTP bank \(run {real.run_id}\)"):
+            wb.delete_batch(batch)
+        assert wb.run_summary(real.run_id).counts["SUCCESS"] == len(bank.ledger_copy()) > 0
+        assert len(wb.runs(batch)) == 2
+        other = load_batch(wb, tmp_path, 4)
+        wb.run(other)
+        wb.delete_batch(other)
+        assert other not in [b.batch_id for b in wb.batches()]
