@@ -322,8 +322,8 @@ def _compare(wb: Workbench) -> None:
             st.caption(exc.message)
             return
         total = int(diff["differing"].iloc[0]) if len(diff) else 0
-        shown = f" (the first {len(diff):,} listed)" if total > len(diff) else ""
-        st.caption(f"{total:,} trade(s) ended differently in run {chosen[0]} and run {chosen[1]}{shown}, of the trades "
+        listed = f" (the first {len(diff):,} listed)" if total > len(diff) else ""
+        st.caption(f"{total:,} trade(s) ended differently in run {chosen[0]} and run {chosen[1]}{listed}, of the trades "
                    "both runs cover: a retry run covers the failed trades of the run it retries.")  # fmt: skip
         diff = diff.drop(columns="differing")
         a, b = chosen
