@@ -5,7 +5,10 @@ approves or rejects it (a rejection says why). The approval binds what was appro
 content fingerprint (every trade's fields, in row order), the run's settings and the bank settings
 the server would use (address, token endpoint, client, grant, user; never a secret). A change to
 any of them voids it, and the run is refused saying what changed. A request expires after the
-``approval_hours`` setting, approved or not; an approval starts one run, once.
+``approval_hours`` setting, approved or not; an approval starts one run, once, on the trading day
+it was requested for (a run derives its value dates for its day: on another, the bank would get
+settlement dates the approver never saw). A run it started is resumed under it only while it is
+unexpired and still matches; with login, an approval decided by its requester starts nothing.
 
 Statuses: pending, approved, rejected, expired, used (with its run), and void (computed when the
 batch or the settings no longer match).
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +55,7 @@ CREATE TABLE approvals (
 # The bank settings a run against an HTTP bank uses besides its RunConfig (never the secrets).
 BANK_SETTINGS = ("bank_token_url", "bank_client_id", "bank_grant", "bank_username", "bank_scope", "bank_user_id")
 _COLS = ("approval_id, batch_id, batch_fingerprint, config, settings_fingerprint, trades, requested_by, requested_at, "
-         "expires_at, decision, decided_by, decided_at, reason, run_id, used_at")  # fmt: skip
+         "expires_at, decision, decided_by, decided_at, reason, run_id, used_at, trade_date")  # fmt: skip
 
 
 class ApprovalStatus(StrEnum):
@@ -73,6 +76,9 @@ class Approval(BaseModel):
     config: RunConfig = Field(description="The run's settings, as requested (and approved).")
     bank_url: str | None = Field(description="The HTTP bank the run goes to.")
     trades: int = Field(description="Trades in the batch when the run was requested.")
+    trade_date: date | None = Field(
+        None, description="The trading day it was requested for (None: a request made before it was kept)."
+    )
     requested_by: str
     requested_at: datetime
     expires_at: datetime
@@ -117,23 +123,25 @@ def request(store: Store, batch_id: int, config: RunConfig, settings: Settings, 
     now = utc_now()
     rows = store.cursor().execute(
         "INSERT INTO approvals (batch_id, batch_fingerprint, config, settings_fingerprint, trades, requested_by, "
-        "requested_at, expires_at, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending') RETURNING approval_id",
+        "requested_at, expires_at, decision, trade_date) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?) "
+        "RETURNING approval_id",
         [batch_id, fingerprint, config.model_dump_json(), settings_fingerprint(config, settings), trades, requested_by,
-         now, now + timedelta(hours=settings.approval_hours)],
+         now, now + timedelta(hours=settings.approval_hours), settings.trading_date()],
     ).fetchall()  # fmt: skip
     return get(store, int(rows[0][0]))
 
 
 def _approval(row: tuple[Any, ...]) -> Approval:
     (approval_id, batch_id, _fp, config, _sfp, trades, requested_by, requested_at, expires_at, decision, decided_by,
-     decided_at, reason, run_id, _used_at) = row  # fmt: skip
+     decided_at, reason, run_id, _used_at, trade_date) = row  # fmt: skip
     status = ApprovalStatus(decision)
     if status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED) and expires_at <= utc_now():
         status = ApprovalStatus.EXPIRED
     cfg = RunConfig.model_validate_json(config)
     return Approval(approval_id=approval_id, batch_id=batch_id, status=status, config=cfg, bank_url=cfg.bank_url,
                     trades=trades, requested_by=requested_by, requested_at=requested_at, expires_at=expires_at,
-                    decided_by=decided_by, decided_at=decided_at, reason=reason, run_id=run_id)  # fmt: skip
+                    decided_by=decided_by, decided_at=decided_at, reason=reason, run_id=run_id,
+                    trade_date=trade_date)  # fmt: skip
 
 
 def _row(store: Store, approval_id: int) -> tuple[Any, ...]:
@@ -150,9 +158,17 @@ def void_reason(
     config: RunConfig | None = None,
     fingerprints: dict[int, str] | None = None,
 ) -> str | None:
-    """What changed since the request (the batch, the run settings, the bank settings), or None.
-    ``fingerprints`` holds batch fingerprints already taken (a listing takes each batch's once)."""
+    """What changed since the request (the trading day, the batch, the run settings, the bank
+    settings), or None. ``fingerprints`` holds batch fingerprints already taken (a listing takes
+    each batch's once)."""
     approved = RunConfig.model_validate_json(row[3])
+    requested_for, today = row[15], settings.trading_date()
+    if requested_for is not None and requested_for != today:
+        return (
+            f"it was requested for trading on {requested_for:%Y-%m-%d}, and today is {today:%Y-%m-%d}: the batch's "
+            "value dates move with the day (CASH, TOM and SPOT), so the bank would get settlement dates the "
+            "approver never saw"
+        )
     if config is not None and config != approved:
         a, b = approved.model_dump(mode="json"), config.model_dump(mode="json")
         changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
@@ -176,9 +192,12 @@ def void_reason(
 
 
 def still_holds(store: Store, approval_id: int, settings: Settings) -> str | None:
-    """Why an approval that started a run no longer covers it (the batch or the bank settings
-    changed since), or None: what resuming that run checks."""
-    return void_reason(store, _row(store, approval_id), settings)
+    """Why an approval that started a run no longer covers it (it has expired, or the trading day,
+    the batch or the bank settings changed since), or None: what resuming that run checks."""
+    row = _row(store, approval_id)
+    if row[8] <= utc_now():
+        return f"it expired at {row[8]:%Y-%m-%d %H:%M} UTC"
+    return void_reason(store, row, settings)
 
 
 def get(store: Store, approval_id: int, settings: Settings | None = None) -> Approval:
@@ -242,11 +261,19 @@ def decide(
     return get(store, approval_id)
 
 
-def claim(store: Store, approval_id: int, batch_id: int, config: RunConfig, settings: Settings) -> Approval:
+def claim(
+    store: Store, approval_id: int, batch_id: int, config: RunConfig, settings: Settings, *, four_eyes: bool = False
+) -> Approval:
     """Take an approval for one run of ``batch_id`` with ``config``: it must be approved, unexpired and
-    still match; it is then used (``bind`` records the run). ConflictError saying why otherwise."""
+    still match; it is then used (``bind`` records the run). ConflictError saying why otherwise.
+    ``four_eyes`` (login): one its requester decided (where nobody signs in) starts nothing."""
     row = _row(store, approval_id)
     current = _approval(row)
+    if four_eyes and current.decided_by is not None and current.decided_by == current.requested_by:
+        raise ConflictError(
+            f"Approval {approval_id} was decided by the person who requested it ({current.requested_by}), without a "
+            "second person: request the run again, for another approver."
+        )
     if current.status is not ApprovalStatus.APPROVED:
         detail = {
             ApprovalStatus.PENDING: "it is waiting for an approver",

@@ -328,7 +328,13 @@ def _v12(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE sweeps ADD COLUMN trade_date DATE")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12]
+def _v13(con: duckdb.DuckDBPyConnection) -> None:
+    """An approval records the trading day it was requested for (value dates depend on it): it
+    starts a run on that day only. Older requests (NULL) are not bound to a day."""
+    con.execute("ALTER TABLE approvals ADD COLUMN trade_date DATE")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _PID = re.compile(r"PID (\d+)")

@@ -330,7 +330,7 @@ class Workbench:
                     "then start it with the approval's id once an approver has approved it."
                 )
             return None
-        approvals.claim(self.store, approval, batch_id, config, self.settings)
+        approvals.claim(self.store, approval, batch_id, config, self.settings, four_eyes=self.access.login)
         return approval
 
     # -- four-eyes approvals ----------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -269,6 +269,60 @@ def test_an_expired_request_can_be_neither_approved_nor_used(team: Workbench, ba
         team.approve(pending.approval_id)
     with as_user(team, ANALYST), pytest.raises(ConflictError, match="expired at"):
         team.start_run(batch, bank_url=bank.url, approval=approval)
+
+
+def test_an_approval_starts_its_run_only_on_the_trading_day_it_was_requested_for(bank: DocBank, tmp_path: Path) -> None:
+    """SPOT and TOM move with the day: on another, the bank would get settlement dates the approver never saw."""
+    monday = team_settings(bank, tmp_path, today=date(2026, 11, 30))
+    with Workbench.open_local(settings=monday, login=True) as wb:
+        grant_roles(wb)
+        with as_user(wb, ANALYST):
+            batch = load_batch(wb, tmp_path, n=6)
+        approval = _approved(wb, batch, bank)
+        assert wb.approval(approval).trade_date == date(2026, 11, 30)
+    with Workbench.open_local(settings=monday.model_copy(update={"today": date(2026, 12, 1)}), login=True) as wb:
+        found = wb.approval(approval)
+        assert found.status is ApprovalStatus.VOID
+        assert "requested for trading on 2026-11-30, and today is 2026-12-01" in (found.void_reason or "")
+        with as_user(wb, ANALYST), pytest.raises(ConflictError, match="requested for trading on 2026-11-30"):
+            wb.start_run(batch, bank_url=bank.url, approval=approval)
+    assert not bank.requests("createquote")
+    with Workbench.open_local(settings=monday, login=True) as wb, as_user(wb, ANALYST):
+        assert wb.run(batch, bank_url=bank.url, approval=approval).status is RunStatus.COMPLETED
+
+
+def test_a_run_is_resumed_under_its_approval_only_until_the_approval_expires(
+    team: Workbench, batch: int, bank: DocBank
+) -> None:
+    approval = _approved(team, batch, bank)
+    with as_user(team, ANALYST):
+        run = team.run(batch, bank_url=bank.url, approval=approval)
+        team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
+        team.store.cursor().execute("UPDATE approvals SET expires_at = ?", [datetime.now() - timedelta(days=30)])
+        with pytest.raises(ForbiddenError, match=f"its approval {approval} no longer holds \\(it expired at "):
+            team.start_resume(run.run_id)
+        team.cancel(run.run_id)  # what is left: cancelled (the bank is asked first about any booking in doubt)
+    assert team.run_summary(run.run_id).status is RunStatus.CANCELLED
+
+
+def test_with_login_an_approval_its_requester_decided_without_sign_in_starts_nothing(
+    bank: DocBank, tmp_path: Path
+) -> None:
+    settings = team_settings(bank, tmp_path)
+    with Workbench.open_local(settings=settings, login=True) as wb:
+        grant_roles(wb)
+        with as_user(wb, ANALYST):
+            batch = load_batch(wb, tmp_path, n=6)
+    with Workbench.open_local(settings=settings) as wb:  # nobody signs in: one person asks and approves
+        own = wb.request_run(batch, bank_url=bank.url)
+        assert wb.approve(own.approval_id).status is ApprovalStatus.APPROVED
+    with (
+        Workbench.open_local(settings=settings, login=True) as wb,
+        as_user(wb, ANALYST),
+        pytest.raises(ConflictError, match=r"decided by the person who requested it .* without a second person"),
+    ):
+        wb.start_run(batch, bank_url=bank.url, approval=own.approval_id)
+    assert not bank.requests("createquote")
 
 
 def test_an_approved_run_resumes_only_against_the_bank_it_was_approved_for(
