@@ -509,6 +509,7 @@ def _read_csv(
                     if scan.empty:
                         return csv_exact(con, raw)
                     raw.expected_records = scan.lines - (header.line + 1)
+                    _refuse_open_quote_at_end(raw)  # one record per line: only the last can open a quote for good
                     con.execute(
                         "CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * "
                         f"FROM {_csv_source(raw, parallel=True)}"
@@ -674,12 +675,13 @@ def _record_line_numbers(raw: RawFile, records: int) -> tuple[np.ndarray, int, i
     data_empty = empty[header_line + 1 :]
     candidates = data_lines[~data_empty] + 1
     if len(candidates) == records:
+        if len(candidates):  # the last line may open a quote the file ends in
+            _refuse_open_quote(raw, buf[starts[candidates[-1] - 1] :].tobytes(), int(candidates[-1]), len(lengths))
         return candidates, int(data_empty.sum()), 0
     # Quoted line breaks: count records the slow, exact way.
     numbers: list[int] = []
     blank = 0
     widest = 0
-    last: list[str] = []
     _allow_long_fields()
     with raw.path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=raw.delimiter)
@@ -694,9 +696,8 @@ def _record_line_numbers(raw: RawFile, records: int) -> tuple[np.ndarray, int, i
                 continue
             numbers.append(start)
             widest = max(widest, len(row))
-            last = row
-    if numbers and previous - numbers[-1] > 0:
-        _refuse_open_quote(raw, int(starts[numbers[-1] - 1]), numbers[-1], previous, len(last) - 1)
+    if numbers:
+        _refuse_open_quote(raw, buf[starts[numbers[-1] - 1] :].tobytes(), numbers[-1], previous)
     if len(numbers) != records:
         raise UnusableFileError(
             f"{raw.name}: could not line up {records} records with their line numbers; check for unbalanced quotes.",
@@ -705,25 +706,48 @@ def _record_line_numbers(raw: RawFile, records: int) -> tuple[np.ndarray, int, i
     return np.asarray(numbers, dtype=np.int64), blank, widest
 
 
-def _refuse_open_quote(raw: RawFile, offset: int, line: int, last_line: int, column: int) -> None:
-    """The last record spans lines to the end of the file: refuse it if its quote never closes
-    (a strict parse of that record alone says so), rather than load the rest as one cell."""
-    assert raw.path is not None and raw.delimiter is not None
+def _refuse_open_quote_at_end(raw: RawFile) -> None:
+    """``_refuse_open_quote`` for the file's last line (read from its end, not the whole file)."""
+    assert raw.path is not None
     with raw.path.open("rb") as fh:
-        fh.seek(offset)
-        tail = fh.read().decode("utf-8", errors="replace")
+        size = fh.seek(0, io.SEEK_END)
+        at = fh.seek(max(0, size - raw.max_line_bytes - 4))
+        tail = fh.read()
+    body = tail.rstrip(b"\r\n")
+    start = body.rfind(b"\n") + 1
+    if b'"' not in body[start:]:
+        return
+    # Its line number (only for a last line holding a quote): the line breaks before it, counted.
+    line = int(np.count_nonzero(np.fromfile(raw.path, dtype=np.uint8, count=at + start) == 10)) + 1
+    _refuse_open_quote(raw, body[start:], line, line)
+
+
+def _refuse_open_quote(raw: RawFile, tail: bytes, line: int, last_line: int) -> None:
+    """``tail``, the file's last record (from line ``line`` to the end, line ``last_line``): refuse it
+    if a quote in it never closes (a strict parse of that record alone says so), rather than load
+    what follows the quote as one cell, or a value cut short by the end of the file."""
+    assert raw.delimiter is not None
+    if b'"' not in tail:
+        return
+    text = tail.decode("utf-8", errors="replace")
     try:
-        for _ in csv.reader(io.StringIO(tail, newline=""), delimiter=raw.delimiter, strict=True):
+        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=raw.delimiter, strict=True):
             pass
     except csv.Error as exc:
         if "unexpected end of data" not in str(exc):
             return
+        cells = next(csv.reader(io.StringIO(text, newline=""), delimiter=raw.delimiter), [""])
+        column = len(cells) - 1
         header = raw.headers[column] if column < len(raw.headers) else ""
         where = f"column {header}" if header else column_label(column)
+        lost = (
+            f"so lines {line}-{last_line} would be one cell" if last_line > line
+            else "before the file ends (was it cut short?), so the value would load as something nobody typed"
+        )  # fmt: skip
         raise UnusableFileError(
             f"{raw.name} could not be read as {raw.delimiter!r}-separated text: line {line}, {where}: a quoted "
-            f"value opens there and is never closed, so lines {line}-{last_line} would be one cell. Close the quote "
-            '(") or remove it, and load the file again.',
+            f'value opens there and is never closed, {lost}. Close the quote (") or remove it, and load the file '
+            "again.",
             code="CSV_PARSE_ERROR",
         ) from None
 

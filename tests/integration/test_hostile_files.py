@@ -17,10 +17,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from fxbatch import Settings, Workbench
+from fxbatch import Settings, UnusableFileError, Workbench
 from fxbatch.cli import main
 from fxbatch.ingest.limits import MAX_CELL_CHARS, MAX_FILE_MB, MAX_ROWS, MB
-from tests.conftest import DATA
+from tests.conftest import DATA, good_row
+from tests.conftest import HEADER as CANONICAL
 from tests.data.make_bad_files import HEADER, HOSTILE, claims_to_unzip_to, csv_with_long_cell, zip_bomb
 from tests.integration.test_hostile_cli import contents  # what the database holds, before and after
 
@@ -149,3 +150,23 @@ def test_a_csv_over_the_row_limit_is_refused_naming_the_setting(
     path = tmp_path / "rows.csv"
     path.write_text(HEADER + "\n" + "x\n" * MAX_ROWS, encoding="utf-8")
     assert_refused(db, path, capsys, "TOO_MANY_ROWS", f"{MAX_ROWS + 1:,} rows", "FXBATCH_MAX_ROWS")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "end", "rows"),
+    [("utf-8", "", 1), ("utf-8", "\n", 1), ("utf-8", "\r\n", 30), ("cp1252", "", 2), ("utf-8", "\r", 1),
+     ("utf-16", "\n", 1)],
+)  # fmt: skip
+def test_a_quote_the_file_ends_in_is_refused_never_loaded_cut_short(
+    wb: Workbench, tmp_path: Path, encoding: str, end: str, rows: int
+) -> None:
+    """A transfer cut short mid-value: ``"1250`` loaded as 125 (or, with a line end, as 1250), unflagged."""
+    lines = [CANONICAL] + [
+        good_row(n, reference="Caf\u00e9 \u20ac" if encoding == "cp1252" else "x") for n in range(1, rows)
+    ]
+    lines.append(good_row(rows).rsplit(",", 6)[0] + ',"1250')  # the amount opens a quote, then the file ends
+    path = tmp_path / "cut.csv"
+    path.write_bytes((("\r" if end == "\r" else "\n").join(lines) + end).encode(encoding))
+    with pytest.raises(UnusableFileError, match=rf"line {rows + 1}, column amount: a quoted value opens there and "
+                                                r"is never closed, before the file ends \(was it cut short\?\)"):  # fmt: skip
+        wb.check(path)
