@@ -145,9 +145,11 @@ class Client:
         fixes: Fixes | None = None,
         today: date | None = None,
         display_name: str | None = None,
+        unmask: bool = False,
     ) -> LoadResult:
-        """Upload a file; the server validates it and stores its good rows as a new batch."""
-        form = _form(name=name, sheet=sheet, column_map=column_map, fixes=fixes, today=today)
+        """Upload a file; the server validates it and stores its good rows as a new batch. A rejected
+        account number comes masked unless ``unmask`` (recorded on the server's audit trail)."""
+        form = _form(name=name, sheet=sheet, column_map=column_map, fixes=fixes, today=today, unmask=unmask or None)
         body = self._upload("/batches", path, display_name, form)
         return LoadResult.model_validate(body)
 
@@ -161,8 +163,11 @@ class Client:
         today: date | None = None,
         display_name: str | None = None,
         limit: int = 1000,
+        unmask: bool = False,
     ) -> CheckReport:
-        form = _form(sheet=sheet, column_map=column_map, fixes=fixes, today=today, limit=limit)
+        """As ``Workbench.check``, but a rejected account number comes masked (as in every table over
+        the API) unless ``unmask`` (recorded on the server's audit trail)."""
+        form = _form(sheet=sheet, column_map=column_map, fixes=fixes, today=today, limit=limit, unmask=unmask or None)
         return CheckReport.model_validate(self._upload("/batches:check", path, display_name, form))
 
     def _upload(self, route: str, path: Path | str, display_name: str | None, form: dict[str, str]) -> Any:

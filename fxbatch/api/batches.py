@@ -9,13 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from fxbatch import audit
 from fxbatch.api.deps import BIG, WB, BatchId, api_url
 from fxbatch.api.problems import PROBLEM_RESPONSES, Problem, error_response, problem
 from fxbatch.api.review import Unmask
 from fxbatch.api.tables import TABLE_RESPONSES, table_response
 from fxbatch.api.uploads import MB, CheckForm, Upload, UploadForm, form_openapi, parse_form, receive_upload
 from fxbatch.errors import FxBatchError, UnusableFileError
-from fxbatch.masking import mask_rejections
+from fxbatch.masking import mask_rejected_rows, mask_rejections
 from fxbatch.models import BatchInfo, CheckReport, LoadResult
 from fxbatch.workbench import Workbench
 
@@ -52,10 +53,25 @@ async def _refused(wb: Workbench, upload: Upload, form: UploadForm, exc: Unusabl
         )  # fmt: skip
     except FxBatchError:
         return error_response(exc)
+    report = _shown(wb, report, form, upload.filename)
     return error_response(
         exc,
         rejections=[r.model_dump(mode="json") for r in report.rejections],
         rejected_rows=[r.model_dump(mode="json") for r in report.rejected_rows],
+    )
+
+
+def _shown(wb: Workbench, report: CheckReport, form: UploadForm, filename: str) -> CheckReport:
+    """The report as the API shows it: rejected accounts masked, as in every table, unless the form
+    asks ``unmask`` (then the read is on the audit trail, as an unmasked table's is)."""
+    if form.unmask:
+        audit.record(wb.store, wb.actor, "unmask", f"file:{filename}", {"view": "check"})
+        return report
+    return report.model_copy(
+        update={
+            "rejections": mask_rejections(report.rejections, False),
+            "rejected_rows": mask_rejected_rows(report.rejected_rows, False),
+        }
     )
 
 
@@ -83,7 +99,10 @@ async def load_batch(request: Request, wb: WB) -> Response:
         return _interrupted()
     location = api_url(request, f"/v1/batches/{result.batch_id}")
     # A rejected account number is masked, as in every table (GET .../rejections?unmask=true shows it).
-    result = result.model_copy(update={"rejections": mask_rejections(result.rejections, False)})
+    if form.unmask:
+        audit.record(wb.store, wb.actor, "unmask", f"batch:{result.batch_id}", {"view": "load"})
+    else:
+        result = result.model_copy(update={"rejections": mask_rejections(result.rejections, False)})
     return JSONResponse(result.summary(), status_code=201, headers={"Location": location})
 
 
@@ -104,6 +123,7 @@ async def check_batch(request: Request, wb: WB) -> Response:
             report: CheckReport = await run_in_threadpool(
                 wb.check, upload.path, **_load_options(form), display_name=upload.filename, limit=form.limit
             )
+            report = _shown(wb, report, form, upload.filename)
     except ClientDisconnect:
         return _interrupted()
     return JSONResponse(report.model_dump(mode="json"))

@@ -47,6 +47,11 @@ class UploadForm(BaseModel):
         None, description='JSON object of corrections: {"<row>": {"<field>": "<text or null>"}} (file row numbers).'
     )
     today: date | None = Field(None, description="Trading date YYYY-MM-DD the file is checked for (default: today).")
+    unmask: bool = Field(
+        False,
+        description="Rejected account numbers in full in the answer (default: their last 4 digits; recorded on the "
+        "audit trail).",
+    )
 
 
 class CheckForm(UploadForm):

@@ -17,10 +17,12 @@ import pyarrow as pa
 import pytest
 
 from fxbatch import Settings, Workbench, cli, connect
+from fxbatch.masking import mask_rejected_rows, mask_rejections
 from fxbatch.models import LoadResult
 from fxbatch.tablejson import records
 from tests.conftest import DATA, HEADER, good_row
 from tests.integration.api_helpers import ARROW, assert_problem, mounted, serve_api
+from tests.integration.run_helpers import query
 
 SAMPLE = DATA / "sample_trades.csv"
 WITH_ERRORS = DATA / "sample_with_errors.csv"
@@ -149,6 +151,7 @@ def test_a_file_without_one_valid_row_is_a_422_listing_its_rejections(
     assert "allbad.csv" in body["detail"]
     assert [(r["row"], r["column"]) for r in body["rejections"]] == [(2, "currency_pair")]
     assert body["rejected_rows"][0]["values"]["currency_pair"] == "XXX/ZAR"
+    assert body["rejected_rows"][0]["values"]["account_number"].startswith("••")
     assert wb.batches() == []
 
 
@@ -181,7 +184,17 @@ def test_checking_a_file_reports_what_loading_would_do_and_stores_nothing(api: h
     resp = upload(api, WITH_ERRORS, route="/batches:check", limit="2")
     assert resp.status_code == 200
     body = resp.json()
-    assert body == wb.check(WITH_ERRORS, limit=2).model_dump(mode="json")
+    local = wb.check(WITH_ERRORS, limit=2)
+    # Rejected accounts masked, as in every table, unless asked (and then on the audit trail).
+    masked = local.model_copy(update={"rejections": mask_rejections(local.rejections, False),
+                                      "rejected_rows": mask_rejected_rows(local.rejected_rows, False)})  # fmt: skip
+    assert body == masked.model_dump(mode="json") != local.model_dump(mode="json")
+    assert all("••" in r["values"]["account_number"] for r in body["rejected_rows"])
+    full = upload(api, WITH_ERRORS, route="/batches:check", limit="2", unmask="true").json()
+    assert full == local.model_dump(mode="json")
+    assert query(wb, "SELECT action, object FROM audit_log WHERE action = 'unmask'") == [
+        ("unmask", f"file:{WITH_ERRORS.name}")
+    ]
     assert len(body["rejected_rows"]) == 2 and body["rejected"] > 2
     assert wb.batches() == []
     assert_problem(upload(api, WITH_ERRORS, route="/batches:check", limit="-1"), 422)
