@@ -234,7 +234,9 @@ class Access:
         return [r[0] for r in rows]
 
     def set_role(self, email: str, role: Role | str | None) -> None:
-        """Give ``email`` a role, or take its role away (None); admin only; the last admin stays."""
+        """Give ``email`` a role, or take its role away (None); admin only; the last admin stays.
+        Taking the role away revokes the user's API tokens (given a role again later, an old token,
+        a leaked one included, would work again)."""
         who = self.require(Role.ADMIN, "change roles")
         address = normal_email(email)
         new = Role(role) if role else None
@@ -247,6 +249,13 @@ class Access:
                 raise ConflictError(f"{address} is the only admin: make someone else admin first.")
             if new is None:
                 cur.execute("DELETE FROM users WHERE email = ?", [address])
+                revoked = cur.execute(
+                    "UPDATE api_tokens SET revoked_at = ?, revoked_by = ? WHERE email = ? AND revoked_at IS NULL "
+                    "RETURNING token_id",
+                    [_now(), who.name, address],
+                ).fetchall()
+                if revoked:
+                    extra["revoked"] = sorted(r[0] for r in revoked)  # the API tokens (ids)
             else:
                 cur.execute("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?)", [address, new.value, who.name, _now()])
 

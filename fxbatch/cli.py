@@ -783,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--limit", type=_positive, default=50, help="rows to show (default 50)")
     a.add_argument("--action", help="only this action (sign-in, load, correct, run, retry, promote, cancel, resume, "
                    "settle, settle.propose, settle.confirm, settle.reject, delete, export, unmask, run.request, run.approve, run.reject, role.grant, role.revoke, "
-                   "token.create, token.revoke)")  # fmt: skip
+                   "token.create, token.revoke, backup)")  # fmt: skip
     a.add_argument("--actor", help="only this user")
     a.set_defaults(handler=cmd_audit)
     return parser

@@ -721,7 +721,11 @@ class Workbench:
         ``UNMASK_QUIET_S`` is not recorded again: one row per look, not one per screen refresh.
         """
         if unmask:
-            self._need(Role.ANALYST, "see full account numbers")
+            try:
+                self._need(Role.ANALYST, "see full account numbers")
+            except ForbiddenError as refused:  # on the trail, as every refusal
+                audit.record(self.store, self.actor, "unmask", obj, params, outcome=audit.failure(refused))
+                raise
         yield
         if not unmask:
             return
@@ -743,9 +747,11 @@ class Workbench:
         """A consistent copy of the database at ``path`` that opens as one (``python -m fxbatch backup``).
 
         To restore: stop fxbatch, then copy the backup over the database file."""
-        self._need(Role.ADMIN, "back up the database")
-        copy = self.store.backup(path, force=force)
-        audit.copy_head(self.store, copy)  # the backup's trail checks as the original's did
+        # On the trail (of the original; the copy's ends just before it): a copy holds every account in full.
+        with self._audited("backup", f"file:{path}", needs=(Role.ADMIN, "back up the database")) as extra:
+            copy = self.store.backup(path, force=force)
+            audit.copy_head(self.store, copy)  # the backup's trail checks as the original's did
+            extra["path"] = str(copy)
         return copy
 
 

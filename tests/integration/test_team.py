@@ -384,6 +384,36 @@ def test_a_token_is_shown_once_stored_hashed_and_stops_working_when_revoked_or_e
             team.access.authenticate(bad)
 
 
+def test_taking_a_role_away_revokes_the_users_tokens_so_a_later_role_revives_none(team: Workbench) -> None:
+    with as_user(team, APPROVER):
+        made = team.access.create_token("laptop")
+    with as_user(team, ADMIN):
+        team.access.set_role(APPROVER, None)  # pat left the desk
+        listed = team.access.tokens(everyone=True)
+        assert listed.loc[listed["token_id"] == made.token_id, "status"].tolist() == ["revoked"]
+        team.access.set_role(APPROVER, Role.VIEWER)  # the address given a role again, later
+    with pytest.raises(NotSignedInError, match="was revoked"):
+        team.access.authenticate(made.token)
+    assert (ADMIN, "role.revoke", f"user:{APPROVER}", "ok") in actions(team)
+    revoked = query(team, "SELECT params FROM audit_log WHERE action = 'role.revoke'")
+    assert json.loads(revoked[-1][0])["revoked"] == [made.token_id]
+
+
+def test_a_backup_and_a_refused_look_at_full_accounts_are_on_the_trail(
+    team: Workbench, batch: int, tmp_path: Path
+) -> None:
+    with as_user(team, ADMIN):
+        copy = team.backup(tmp_path / "copy.duckdb")
+    with as_user(team, VIEWER), pytest.raises(ForbiddenError):
+        team.trades(batch, unmask=True)
+    rows = actions(team)
+    assert (ADMIN, "backup", f"file:{tmp_path / 'copy.duckdb'}", "ok") in rows
+    [(who, action, obj, outcome)] = [r for r in rows if r[0] == VIEWER]
+    assert (who, action, obj) == (VIEWER, "unmask", f"batch:{batch}") and outcome.startswith("ForbiddenError: ")
+    with Workbench.open_local(settings=team.settings.model_copy(update={"db": copy})) as restored:
+        assert restored.verify_audit().ok, "the copy's trail ends just before its backup row, and checks"
+
+
 def test_only_the_owner_or_an_admin_revokes_a_token_and_lives_are_bounded(team: Workbench) -> None:
     with as_user(team, ANALYST):
         made = team.access.create_token("cli")
