@@ -169,6 +169,17 @@ class Access:
                 )
             self._ensure_first_admin(self.first_admin)
 
+    @property
+    def four_eyes(self) -> bool:
+        """Whether real money needs a second person: with login, and on a team's database opened
+        without it (one with roles, i.e. one a server with login has kept: the CLI or a notebook
+        on its file while the server is stopped keeps its rules, it does not drop them)."""
+        return self.login or self.team_database()
+
+    def team_database(self) -> bool:
+        """Whether the database keeps roles (a server with login has served it)."""
+        return bool(self.store.cursor().execute("SELECT EXISTS (SELECT 1 FROM users)").fetchall()[0][0])
+
     # -- who is acting ---------------------------------------------------------
     def principal(self) -> Principal:
         """The acting principal; without login the OS user (admin); with login NotSignedInError if none."""

@@ -323,14 +323,19 @@ class Workbench:
     def _claim_approval(self, batch_id: int, config: RunConfig, approval: int | None) -> int | None:
         """The approval this run uses (taken for it), None when it needs none; refused when it needs one."""
         if approval is None:
-            if self.access.login and config.bank_url:
+            if config.bank_url and self.access.four_eyes:
+                where = (
+                    "" if self.access.login else
+                    " This is a team's database (its people sign in on the fxbatch server): start the server and "
+                    "sign in to request and approve it."
+                )  # fmt: skip
                 raise ForbiddenError(
                     f"A run against the HTTP bank {config.bank_url} moves real money: it needs a second person's "
                     "approval. Request it (Approvals page, `python -m fxbatch request-run`, POST /api/v1/runs:request), "
-                    "then start it with the approval's id once an approver has approved it."
+                    f"then start it with the approval's id once an approver has approved it.{where}"
                 )
             return None
-        approvals.claim(self.store, approval, batch_id, config, self.settings, four_eyes=self.access.login)
+        approvals.claim(self.store, approval, batch_id, config, self.settings, four_eyes=self.access.four_eyes)
         return approval
 
     # -- four-eyes approvals ----------------------------------------------------------
@@ -358,7 +363,7 @@ class Workbench:
                            approval_id=approval_id, reason=reason or None):  # fmt: skip
             who = self.access.principal()
             found = approvals.get(self.store, approval_id)
-            if self.access.login and found.requested_by == who.name:
+            if self.access.four_eyes and found.requested_by == who.name:
                 raise ForbiddenError(
                     f"You requested approval {approval_id} yourself: another approver must "
                     f"{'approve' if approve else 'reject'} it (four eyes)."
@@ -392,12 +397,12 @@ class Workbench:
             return self.engine.resume(run_id, bank_url=bank_url)
 
     def _check_resume_approval(self, run_id: int, bank_url: str | None) -> None:
-        """A run goes on at the kind of bank it started at; with login, against an HTTP bank only under
-        the approval that started it, at its address."""
+        """A run goes on at the kind of bank it started at; with four eyes (``Access.four_eyes``),
+        against an HTTP bank only under the approval that started it, at its address."""
         own = self.run_summary(run_id).config.bank_url
         target = own if bank_url is None else (bank_url or None)
         refuse_other_kind(run_id, own, target)
-        if not self.access.login or target is None:
+        if not self.access.four_eyes or target is None:
             return
         # The address the approval named (a run may have gone on at another address since).
         approved = approvals.approval_of_run(self.store, run_id)
@@ -466,10 +471,11 @@ class Workbench:
         return summary
 
     def settling_needs_two(self, run_id: int) -> bool:
-        """Whether settling the run's bookings in doubt by hand needs a second approver: on a server
-        with login, for a run against an HTTP bank (real money), as starting such a run does."""
+        """Whether settling the run's bookings in doubt by hand needs a second approver: with login
+        (or on a team's database: ``Access.four_eyes``), for a run against an HTTP bank (real money),
+        as starting such a run does."""
         url = self.run_summary(run_id).config.bank_url  # NotFoundError for an unknown run
-        return bool(self.access.login and url)
+        return bool(url and self.access.four_eyes)
 
     def propose_settlement(
         self, run_id: int, *, booked: Iterable[int] = (), not_booked: Iterable[int] = (), note: str
@@ -535,7 +541,7 @@ class Workbench:
 
     def _proposed_it(self, found: Settlement) -> bool:
         """With login, the person acting proposed it (and so may not decide it)."""
-        return bool(self.access.login and found.proposed_by == self.access.principal().name)
+        return bool(self.access.four_eyes and found.proposed_by == self.access.principal().name)
 
     def may_decide(self, found: Settlement) -> bool:
         """Whether the person acting may confirm or reject ``found``: an approver, not its proposer

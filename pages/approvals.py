@@ -98,7 +98,7 @@ def _decide(wb: Workbench, found: Approval) -> None:
         st.info("An approver other than the requester decides on this request.", icon=":material/hourglass_top:")
         return
     me = current()
-    if wb.access.login and me is not None and me.name == found.requested_by:
+    if wb.access.four_eyes and me is not None and me.name == found.requested_by:
         st.info(
             "You requested this run yourself: another approver must approve or reject it (four eyes).",
             icon=":material/group:",

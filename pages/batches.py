@@ -216,7 +216,7 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
             f"{config.max_attempts} attempts per trade. Failures: {mix_text}."
         )
     # With sign-in, real money waits for a second person: the button asks for approval instead of starting.
-    four_eyes = wb.access.login and bool(config.bank_url)
+    four_eyes = bool(config.bank_url) and wb.access.four_eyes
     if four_eyes:
         st.info(
             f"**Batch {batch_id}: {trades:,} trades** would run {against} A run against an HTTP bank moves real "
@@ -282,7 +282,7 @@ def _actions(wb: Workbench, batch_id: int, trades: int, latest: RunSummary | Non
     failed = latest.counts.get("FAILED", 0) if latest else 0
     if latest is None or not failed or running:
         return
-    if wb.access.login and latest.config.bank_url:  # a retry against the HTTP bank is real money too
+    if latest.config.bank_url and wb.access.four_eyes:  # a retry against the HTTP bank is real money too
         if st.button(f"Request approval to retry the {failed:,} failed trades of run {latest.run_id}", key="retry"):
             try:
                 request = wb.request_run(batch_id, retry_of_run=latest.run_id)

@@ -18,6 +18,7 @@ import pytest
 from fxbatch import Settings, Workbench
 from fxbatch.access import Principal, Role, acting
 from fxbatch.approvals import ApprovalStatus
+from fxbatch.cli import main as cli_main
 from fxbatch.errors import ConflictError, ForbiddenError, NotSignedInError, SettingsError
 from fxbatch.models import RunConfig, RunStatus
 from tests.docbank import DocBank, serve_docbank
@@ -309,20 +310,45 @@ def test_with_login_an_approval_its_requester_decided_without_sign_in_starts_not
     bank: DocBank, tmp_path: Path
 ) -> None:
     settings = team_settings(bank, tmp_path)
+    with Workbench.open_local(settings=settings) as wb:  # before the team: nobody signs in, one person
+        batch = load_batch(wb, tmp_path, n=6)
+        own = wb.request_run(batch, bank_url=bank.url)
+        assert wb.approve(own.approval_id).status is ApprovalStatus.APPROVED
+    with Workbench.open_local(settings=settings, login=True) as wb:
+        grant_roles(wb)
+        with (
+            as_user(wb, ANALYST),
+            pytest.raises(ConflictError, match=r"decided by the person who requested it .* without a second person"),
+        ):
+            wb.start_run(batch, bank_url=bank.url, approval=own.approval_id)
+    assert not bank.requests("createquote")
+
+
+def test_a_teams_database_opened_without_the_server_keeps_four_eyes_for_real_money(
+    bank: DocBank, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server is stopped: the CLI and a notebook open its file directly, as the OS user."""
+    settings = team_settings(bank, tmp_path)
     with Workbench.open_local(settings=settings, login=True) as wb:
         grant_roles(wb)
         with as_user(wb, ANALYST):
             batch = load_batch(wb, tmp_path, n=6)
-    with Workbench.open_local(settings=settings) as wb:  # nobody signs in: one person asks and approves
+        approval = _approved(wb, batch, bank)
+    with Workbench.open(settings=settings) as wb:
+        assert isinstance(wb, Workbench) and not wb.access.login and wb.access.four_eyes
+        with pytest.raises(ForbiddenError, match=r"needs a second person's approval.* team's database"):
+            wb.run(batch, bank_url=bank.url)
         own = wb.request_run(batch, bank_url=bank.url)
-        assert wb.approve(own.approval_id).status is ApprovalStatus.APPROVED
-    with (
-        Workbench.open_local(settings=settings, login=True) as wb,
-        as_user(wb, ANALYST),
-        pytest.raises(ConflictError, match=r"decided by the person who requested it .* without a second person"),
-    ):
-        wb.start_run(batch, bank_url=bank.url, approval=own.approval_id)
-    assert not bank.requests("createquote")
+        with pytest.raises(ForbiddenError, match="another approver must approve it"):
+            wb.approve(own.approval_id)
+        assert wb.run(batch, success_rate=1.0).status is RunStatus.COMPLETED  # simulated: no approval needed
+    monkeypatch.setenv("FXBATCH_DB", str(settings.db))
+    assert cli_main(["--json", "run", str(batch), "--bank", bank.url]) == 2
+    assert "needs a second person's approval" in capsys.readouterr().out
+    assert not bank.ledger_copy()
+    with Workbench.open(settings=settings) as wb:  # an approval decided signed in is good here too
+        assert wb.run(batch, bank_url=bank.url, approval=approval).status is RunStatus.COMPLETED
+    assert len(bank.ledger_copy()) == 6
 
 
 def test_an_approved_run_resumes_only_against_the_bank_it_was_approved_for(
