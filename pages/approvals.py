@@ -113,7 +113,10 @@ def _decide(wb: Workbench, found: Approval) -> None:
             return
         st.session_state[NOTICE] = f"Request {found.approval_id} is approved: an analyst may now start the run."
         st.rerun()
-    reason = c2.text_input("Reason for rejecting", key="reject_reason", placeholder="Required to reject")
+    # Keyed by request: a reason typed for one would otherwise reject the next one opened.
+    reason = c2.text_input(
+        "Reason for rejecting", key=f"reject_reason_{found.approval_id}", placeholder="Required to reject"
+    )
     if c2.button("Reject", key="reject", icon=":material/close:"):
         if not reason.strip():
             st.error("Say why you reject the request: the requester reads it.", icon=":material/error:")

@@ -265,8 +265,15 @@ def _charts(data: dict[str, pd.DataFrame]) -> None:
     _chart(st, charts.throughput_chart(data["throughput"]), "chart_throughput")
 
 
+_FILTER_KEYS = ("f_status", "f_codes", "f_pair", "f_client", "f_text")
+
+
 def _trades(wb: Workbench, summary: RunSummary, choices: dict[str, list[str]]) -> None:
     run_id = summary.run_id
+    if st.session_state.get("f_run") != run_id:  # another run: its filters start empty
+        for key in _FILTER_KEYS:
+            st.session_state.pop(key, None)
+        st.session_state["f_run"] = run_id
     st.subheader("Trades")
     c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 2])
     statuses = c1.multiselect("Status", choices["statuses"], format_func=trade_status_label, key="f_status")

@@ -400,3 +400,16 @@ def test_an_export_prepared_before_the_run_changed_is_not_offered_after(
     ok(at.button(key="export").click().run())
     name, _, data, _ = at.session_state["export_file"]
     assert name == "run_1.csv" and set(pd.read_csv(io.BytesIO(data))["status"]) == {"CANCELLED"}
+
+
+def test_the_trade_filters_of_one_run_do_not_follow_to_the_next(db_path: Path, open_page: OpenPage) -> None:
+    open_page("pages/home.py")
+    first = finished_run(success_rate=0.5)
+    second = finished_run(success_rate=1.0)
+    at = ok(open_page("pages/run.py"))
+    next(s for s in at.selectbox if s.label == "Run").select(first).run()
+    ok(at.multiselect(key="f_status").select("FAILED").run())
+    next(s for s in at.selectbox if s.label == "Run").select(second).run()
+    ok(at)
+    assert at.multiselect(key="f_status").value == []
+    assert any(c.value.startswith("Trades 1–50 of 200 matching") for c in at.caption)

@@ -19,6 +19,7 @@ from fxbatch.approvals import ApprovalStatus
 from pages.common import _own_workbench
 from tests.app.conftest import APP, TIMEOUT
 from tests.app.test_words import assert_words
+from tests.conftest import DATA
 
 BOSS = "boss@desk.example"
 VIEWER = "vic@desk.example"
@@ -188,10 +189,25 @@ def test_a_rejection_needs_a_reason(team: Workbench) -> None:
     at.button(key="reject").click().run()
     assert "Say why you reject the request" in at.error[0].value
     assert team.approval(approval_id).status is ApprovalStatus.PENDING
-    at.text_input(key="reject_reason").set_value("Wrong value date")
+    at.text_input(key=f"reject_reason_{approval_id}").set_value("Wrong value date")
     ok(at.button(key="reject").click().run())
     rejected = team.approval(approval_id)
     assert rejected.status is ApprovalStatus.REJECTED and rejected.reason == "Wrong value date"
+
+
+def test_a_reason_typed_for_one_request_stays_with_it(team: Workbench) -> None:
+    first = request_run(team, ANALYST, Role.ANALYST)
+    with acting(as_user(ANALYST, Role.ANALYST)):
+        batch = team.load(DATA / "sample_trades.csv", name="Second").batch_id
+        second = team.request_run(batch, bank_url=BANK).approval_id
+    at = ok(signed_in(APPROVER, "pages/approvals.py"))
+    at.selectbox(key="approval_pick").select(first).run()
+    at.text_input(key=f"reject_reason_{first}").set_value("Wrong value date on the first").run()
+    at.selectbox(key="approval_pick").select(second).run()
+    assert at.text_input(key=f"reject_reason_{second}").value == ""
+    at.button(key="reject").click().run()
+    assert "Say why you reject the request" in at.error[0].value
+    assert team.approval(second).status is ApprovalStatus.PENDING
 
 
 def test_the_requester_cannot_approve_their_own_request(team: Workbench) -> None:
