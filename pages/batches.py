@@ -184,6 +184,13 @@ def _start_form(wb: Workbench, batch_id: int, trades: int) -> None:
         submitted = st.form_submit_button("Review the run…", type="primary")
     if submitted:
         bank_url = url if BANKS[kind] else None
+        if not mix and rate < 1 and bank_url is None:
+            st.error(
+                "Give at least one failure reason a weight above 0: the failure mix says why the trades that fail "
+                "fail.",
+                icon=":material/error:",
+            )
+            return
         if bank_url is not None and not bank_url.strip():
             st.error("Enter the HTTP bank's base URL, for example http://127.0.0.1:8600.", icon=":material/error:")
             return

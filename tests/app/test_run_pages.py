@@ -256,6 +256,17 @@ def test_a_failure_mix_edited_in_the_form_is_the_one_the_run_uses(db_path: Path,
     assert app_workbench().run_summary(run.run_id).failure_reasons == {"BELOW_MINIMUM": 200}
 
 
+def test_a_failure_mix_weighing_nothing_is_refused_not_replaced(db_path: Path, open_page: OpenPage) -> None:
+    at = open_page("pages/batches.py")
+    [mix] = at.data_editor
+    at.session_state["mix"] = {"edited_rows": {i: {"weight": 0.0} for i in range(len(mix.value))}}
+    at.form_submit_button[0].click().run()
+    assert [e.value for e in at.error] == [
+        "Give at least one failure reason a weight above 0: the failure mix says why the trades that fail fail."
+    ]
+    assert not at.info and not app_workbench().runs()
+
+
 def test_retrying_failed_trades_starts_a_run_of_only_those(db_path: Path, open_page: OpenPage) -> None:
     open_page("pages/home.py")
     first = finished_run(success_rate=0.5)
