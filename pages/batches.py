@@ -56,6 +56,7 @@ TABLE: TableConfig = {
         "name",
         "status",
         "trades",
+        "notional_zar",
         "last_run",
         "outcome",
         "success",

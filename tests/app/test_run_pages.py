@@ -326,6 +326,9 @@ def test_batches_filter_by_status_and_text_and_sort(db_path: Path, open_page: Op
     finished_run()  # runs batch 1, the sample
     at = ok(open_page("pages/batches.py"))
     assert tables(at)[0]["batch_id"].tolist() == [2, 1]
+    shown = list(at.dataframe[0].proto.column_order)
+    assert shown.index("notional_zar") == shown.index("trades") + 1, "the batch's notional in ZAR, by its trades"
+    assert tables(at)[0]["notional_zar"].tolist() == [b.notional_zar for b in wb.batches()]
     ok(at.multiselect(key="b_status").select("Completed with failures").run())
     assert tables(at)[0]["name"].tolist() == ["Sample batch"]
     ok(at.multiselect(key="b_status").unselect("Completed with failures").run())
