@@ -316,17 +316,17 @@ def batch_rejections(
     """A batch's rejections in row order (a page of them with ``limit``/``offset``); the value of a
     rejected account (and the reason quoting it) is masked unless ``unmask``."""
     get_batch(store, batch_id)
+    return store.cursor().execute(rejections_sql(batch_id, unmask=unmask) + _page(limit, offset)).df()
+
+
+def rejections_sql(batch_id: int, *, unmask: bool = False) -> str:
+    """SQL of a batch's rejections in row order as a person sees them (``batch_rejections``); the
+    rejections' export reads it too."""
     value = field_value_sql("column_name", "value", unmask=unmask)
     message = message_sql("column_name", "value", "message", unmask=unmask)
     return (
-        store.cursor()
-        .execute(
-            f"SELECT src_row AS row, column_name AS column, {value} AS value, code, {message} AS message "
-            "FROM rejections "
-            f"WHERE batch_id = ? ORDER BY src_row{_page(limit, offset)}",
-            [batch_id],
-        )
-        .df()
+        f"SELECT src_row AS row, column_name AS column, {value} AS value, code, {message} AS message "
+        f"FROM rejections WHERE batch_id = {int(batch_id)} ORDER BY src_row"
     )
 
 
@@ -334,7 +334,8 @@ def delete_batch(store: Store, batch_id: int) -> None:
     """Delete a batch with its trades, rejections, runs and their records and sweeps, all or nothing.
 
     The simulated bank's ledger keeps its deals: it is the bank's record, not the batch's. A batch
-    with a run against an HTTP bank is refused (ConflictError): its runs record real orders. Callers refuse first when a run of the batch is executing (``Workbench.delete_batch``).
+    with a run against an HTTP bank is refused (ConflictError): its runs record real orders. Callers
+    refuse first when a run of the batch is executing (``Workbench.delete_batch``).
     """
     get_batch(store, batch_id)
     cur = store.cursor()

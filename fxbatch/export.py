@@ -92,6 +92,16 @@ def export_batch(store: Store, batch_id: int, path: Path | str, *, unmask: bool 
     return _write(store.cursor(), batches.trades_sql(batch_id, unmask=unmask), path, info.trades)
 
 
+def export_rejections(store: Store, batch_id: int, path: Path | str, *, unmask: bool = False) -> int:
+    """A batch's rejections (row, column, value, code, message) to ``path``; a rejected account
+    masked unless ``unmask``, and then written to ``masking.export_path(path, unmask=True)``."""
+    path = _target(export_path(path, unmask=unmask))
+    batches.get_batch(store, batch_id)
+    cur = store.cursor()
+    rows = int(cur.execute("SELECT count(*) FROM rejections WHERE batch_id = ?", [batch_id]).fetchall()[0][0])
+    return _write(cur, batches.rejections_sql(batch_id, unmask=unmask), path, rows)
+
+
 def export_ledger(store: Store, path: Path | str, run_id: int | None = None) -> int:
     """The simulated bank's booked deals (optionally of one run), with the caller's trade id.
 

@@ -660,6 +660,12 @@ class Workbench:
             extra["rows"] = rows = export.export_batch(self.store, batch_id, path, unmask=unmask)
         return rows
 
+    def export_rejections(self, batch_id: int, path: Path | str, *, unmask: bool = False) -> int:
+        """A batch's rejections to CSV/XLSX/Parquet; a rejected account masked unless ``unmask`` (as ``export_run``)."""
+        with self._exported(f"batch:{batch_id}:rejections", path, unmask) as extra:
+            extra["rows"] = rows = export.export_rejections(self.store, batch_id, path, unmask=unmask)
+        return rows
+
     def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
         """The simulated bank's booked deals (of one run, or all) to CSV/XLSX/Parquet; returns the rows written."""
         with self._exported("ledger" if run_id is None else f"ledger:run:{run_id}", path, False) as extra:

@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from fxbatch import FxBatchError, Workbench
 from fxbatch.access import Role
 from fxbatch.errors import invalid_values
-from fxbatch.export import csv_bytes
 from fxbatch.labels import batch_status_label, field_label
 from fxbatch.masking import export_name, export_path
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
@@ -341,6 +340,14 @@ def _batch_csv(wb: Workbench, batch_id: int, unmask: bool) -> bytes:
         return export_path(path, unmask=unmask).read_bytes()  # where an unmasked file was written
 
 
+def _rejections_csv(wb: Workbench, batch_id: int, unmask: bool) -> bytes:
+    """Every rejection of the batch as CSV, built when the analyst clicks."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "rejections.csv"
+        wb.export_rejections(batch_id, path, unmask=unmask)
+        return export_path(path, unmask=unmask).read_bytes()
+
+
 def _rows(wb: Workbench, batch_id: int) -> None:
     analyst = may(wb, Role.ANALYST)  # full account numbers and exports: analysts and above
     unmask = analyst and st.toggle(
@@ -348,13 +355,14 @@ def _rows(wb: Workbench, batch_id: int) -> None:
     )
     try:
         trades = wb.trades(batch_id, limit=PAGE_ROWS, unmask=unmask)
-        rejections = wb.rejections(batch_id, unmask=unmask)
+        rejections = wb.rejections(batch_id, limit=PAGE_ROWS + 1, unmask=unmask)  # one more: are there more?
         corrections = wb.corrections(batch_id, unmask=unmask)
-        total = wb.batch(batch_id).trades
+        info = wb.batch(batch_id)
+        total = info.trades
     except FxBatchError as exc:
         show_error(exc)
         return
-    labels = [f"Trades ({total:,})", f"Rejections ({len(rejections):,})"]
+    labels = [f"Trades ({total:,})", f"Rejected rows ({info.rejected:,})"]
     if not corrections.empty:
         labels.append(f"Corrected cells ({len(corrections):,})")
     tab1, tab2, *tab3 = st.tabs(labels)
@@ -392,12 +400,13 @@ def _rows(wb: Workbench, batch_id: int) -> None:
         else:
             st.dataframe(rejections.head(PAGE_ROWS), hide_index=True, width="stretch", **REJECTION_TABLE)
             if len(rejections) > PAGE_ROWS:
-                st.caption(f"Showing the first {PAGE_ROWS} of {len(rejections):,} rejections.")
+                st.caption(f"Showing the first {PAGE_ROWS} problems; the download has every one.")
             name = export_name(f"batch_{batch_id}_rejections.csv", unmask=unmask)
             if analyst:
                 st.download_button(
                     "Download all rejections (CSV, UNMASKED)" if unmask else "Download all rejections (CSV)",
-                    csv_bytes(rejections),  # neutralised like every CSV fxbatch writes; masked unless unmasked
+                    # Built when clicked (an export: on the audit trail), masked unless unmasked.
+                    as_this_user(lambda: _rejections_csv(wb, batch_id, unmask)),
                     file_name=name,
                     mime="text/csv",
                     on_click="ignore",

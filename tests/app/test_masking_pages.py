@@ -132,11 +132,15 @@ def test_a_rejected_account_is_masked_in_the_table_and_the_download_until_unmask
     at = ok(open_page("pages/batches.py"))  # the newest batch is the one shown
     [rejections] = [d.value for d in at.dataframe if "code" in d.value.columns]
     assert rejections["value"].tolist() == ["••••••78AB"]
-    name, data = stored_download(media, at, "download_rejections")
+    name, data = click_download(media, at, "download_rejections")
     assert name == f"batch_{batch}_rejections.csv"
     assert "••••••78AB" in data.decode() and b"12345678AB" not in data
 
     ok(at.toggle(key="batch_unmask").set_value(True).run())
-    name, data = stored_download(media, at, "download_rejections")
+    exports = [a for a in workbench().audit_trail()["action"] if a == "export"]
+    assert len(exports) == 1, "the masked download clicked; the unmasked one built only when clicked"
+    name, data = click_download(media, at, "download_rejections")
     assert name == f"batch_{batch}_rejections-UNMASKED.csv" and b"12345678AB" in data
     assert "Download all rejections (CSV, UNMASKED)" in downloads(at)
+    trail = workbench().audit_trail()
+    assert trail.loc[trail["action"] == "export", "object"].tolist() == [f"batch:{batch}:rejections"] * 2
