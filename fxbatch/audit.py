@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 from pydantic import BaseModel, Field
@@ -299,16 +299,10 @@ def _check_head(store: Store, rows: list[Any]) -> AuditCheck:
     return AuditCheck(ok=True, rows=len(rows))
 
 
-def read(
-    store: Store,
-    *,
-    actor: str | None = None,
-    action: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int | None = None,
-) -> pd.DataFrame:
-    """Audit rows, newest first, filtered by actor, action and time (``since`` <= logged_at < ``until``, UTC)."""
+def _where(
+    actor: str | None, action: str | None, since: datetime | None, until: datetime | None
+) -> tuple[str, list[object]]:
+    """The filter of ``read`` as SQL (`` WHERE ...`` or empty) and its arguments."""
     where: list[str] = []
     args: list[object] = []
     for column, value in (("actor", actor), ("action", action)):
@@ -319,10 +313,50 @@ def read(
         if when is not None:
             where.append(f"logged_at {op} ?")
             args.append(when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when)
-    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY seq DESC"
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
+def read(
+    store: Store,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Audit rows, newest first, filtered by actor, action and time (``since`` <= logged_at < ``until``, UTC)."""
+    where, args = _where(actor, action, since, until)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{where} ORDER BY seq DESC"
     if limit is not None:
         sql += f" LIMIT {max(int(limit), 0)}"
     return store.cursor().execute(sql, args).df()
+
+
+class Overview(NamedTuple):
+    """What the trail holds, for filtering it: its entries, and who and which actions appear."""
+
+    entries: int
+    actors: list[str]
+    actions: list[str]
+
+
+def overview(store: Store) -> Overview:
+    cur = store.cursor()
+    entries = int(cur.execute(f"SELECT count(*) FROM {TABLE}").fetchall()[0][0])
+    actors = [str(r[0]) for r in cur.execute(f"SELECT DISTINCT actor FROM {TABLE} ORDER BY actor").fetchall()]
+    actions = [str(r[0]) for r in cur.execute(f"SELECT DISTINCT action FROM {TABLE} ORDER BY action").fetchall()]
+    return Overview(entries, actors, actions)
+
+
+def count(
+    store: Store,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many rows ``read`` gives with these filters (without a limit)."""
+    where, args = _where(actor, action, since, until)
+    return int(store.cursor().execute(f"SELECT count(*) FROM {TABLE}{where}", args).fetchall()[0][0])

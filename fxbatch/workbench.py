@@ -686,6 +686,23 @@ class Workbench:
         self._need(Role.ADMIN, "read the audit trail")
         return audit.read(self.store, actor=actor, action=action, since=since, until=until, limit=limit)
 
+    def audit_overview(self) -> audit.Overview:
+        """How many entries the trail has, and the actors and actions in it (to filter it by); admins only."""
+        self._need(Role.ADMIN, "read the audit trail")
+        return audit.overview(self.store)
+
+    def audit_count(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many entries ``audit_trail`` gives with these filters; admins only."""
+        self._need(Role.ADMIN, "read the audit trail")
+        return audit.count(self.store, actor=actor, action=action, since=since, until=until)
+
     def record_settings(self, where: str = "server start") -> list[str]:
         """Record the settings (secrets redacted) in the audit trail when they differ from the ones
         last recorded (what a server does when it starts); returns the names that changed."""

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 
-import pandas as pd
 import streamlit as st
 
-from fxbatch import FxBatchError, Workbench
+from fxbatch import FxBatchError, Workbench, audit
 from fxbatch.access import Role
 from fxbatch.export import csv_bytes
-from pages.common import TableConfig, get_workbench, may, needs_role, show_error
+from pages.common import TableConfig, as_this_user, get_workbench, may, needs_role, show_error
 
 ALL = "Everyone"
 ANY = "Any action"
+SHOWN = 1_000  # entries sent to the browser at most
 TABLE: TableConfig = {
     "column_order": ["seq", "logged_at", "actor", "action", "object", "params", "outcome"],
     "column_config": {
@@ -29,12 +29,10 @@ TABLE: TableConfig = {
 }
 
 
-def _filters(everything: pd.DataFrame) -> tuple[str | None, str | None, datetime | None, datetime | None]:
+def _filters(known: audit.Overview) -> tuple[str | None, str | None, datetime | None, datetime | None]:
     c1, c2, c3 = st.columns([2, 2, 2])
-    actors = sorted(str(a) for a in everything["actor"].dropna().unique())
-    actions = sorted(str(a) for a in everything["action"].dropna().unique())
-    actor = c1.selectbox("Who", [ALL, *actors], key="audit_actor")
-    action = c2.selectbox("Action", [ANY, *actions], key="audit_action")
+    actor = c1.selectbox("Who", [ALL, *known.actors], key="audit_actor")
+    action = c2.selectbox("Action", [ANY, *known.actions], key="audit_action")
     dates = c3.date_input("Between (UTC)", value=[], key="audit_dates")
     since = until = None
     if isinstance(dates, tuple) and len(dates) == 2 and all(isinstance(d, date) for d in dates):
@@ -71,29 +69,31 @@ def main() -> None:
         needs_role(wb, Role.ADMIN, "Reading the audit trail")
         return
     try:
-        everything = wb.audit_trail()
+        known = wb.audit_overview()
     except FxBatchError as exc:
         show_error(exc)
         return
     _check(wb)
-    if everything.empty:
+    if not known.entries:
         st.info("Nothing has been recorded yet.")
         return
-    actor, action, since, until = _filters(everything)
+    actor, action, since, until = _filters(known)
     try:
-        rows = (
-            everything
-            if actor is None and action is None and since is None
-            else wb.audit_trail(actor=actor, action=action, since=since, until=until)
-        )
+        # The newest entries only go to the browser; the download has every one that matches.
+        rows = wb.audit_trail(actor=actor, action=action, since=since, until=until, limit=SHOWN)
+        matching = (
+            known.entries if actor is None and action is None and since is None
+            else wb.audit_count(actor=actor, action=action, since=since, until=until)
+        )  # fmt: skip
     except FxBatchError as exc:
         show_error(exc)
         return
-    st.caption(f"{len(rows):,} of {len(everything):,} entries, newest first.")
+    shown = f"the newest {len(rows):,} of " if matching > len(rows) else ""
+    st.caption(f"Showing {shown}{matching:,} matching of {known.entries:,} entries, newest first.")
     st.dataframe(rows, hide_index=True, width="stretch", key="audit_table", **TABLE)
     st.download_button(
-        f"Download these {len(rows):,} entries (CSV)",
-        csv_bytes(rows),
+        f"Download these {matching:,} entries (CSV)",
+        as_this_user(lambda: csv_bytes(wb.audit_trail(actor=actor, action=action, since=since, until=until))),
         file_name="audit-trail.csv",
         mime="text/csv",
         on_click="ignore",

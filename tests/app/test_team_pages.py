@@ -282,6 +282,26 @@ def test_without_login_the_audit_page_lists_the_actions_and_the_chain_is_intact(
     assert at.success[0].value == f"Audit trail intact: {len(rows)} rows."
 
 
+def test_the_audit_page_sends_the_newest_entries_only_and_the_download_has_every_one(
+    db_path: Path, open_page: Callable[[str], AppTest]
+) -> None:
+    from fxbatch import audit
+
+    at = ok(open_page("pages/audit.py"))
+    wb = _own_workbench()
+    for n in range(1_000):
+        audit.record(wb.store, "ana@desk.example", "export", f"run:{n}")
+    ok(at.run())
+    total = len(wb.audit_trail())
+    assert len(at.dataframe[0].value) == 1_000 and total > 1_000
+    assert f"Showing the newest 1,000 of {total:,} matching of {total:,} entries" in at.caption[-1].value
+    [button] = at.get("download_button")
+    assert button.proto.label == f"Download these {total:,} entries (CSV)" and button.proto.deferred_file_id
+    ok(at.selectbox(key="audit_action").select("load").run())
+    loads = len(wb.audit_trail(action="load"))
+    assert at.caption[-1].value == f"Showing {loads:,} matching of {total:,} entries, newest first."
+
+
 def test_without_login_there_are_no_approvals_tokens_or_admin_pages(
     db_path: Path, open_page: Callable[[str], AppTest]
 ) -> None:
