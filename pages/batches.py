@@ -97,7 +97,7 @@ def _overview(wb: Workbench) -> tuple[pd.DataFrame, dict[int, RunSummary]]:
 def _filters(df: pd.DataFrame) -> pd.DataFrame:
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     statuses = c1.multiselect("Status", sorted(set(df["status"])), key="b_status")
-    dates = c2.date_input("Created between", value=[], key="b_dates")
+    dates = c2.date_input("Created between (UTC)", value=[], key="b_dates")
     text = c3.text_input("Search name or file", key="b_text")
     sort = c4.selectbox("Sort", list(SORTS), key="b_sort")
     keep = pd.Series(True, index=df.index)

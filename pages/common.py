@@ -207,7 +207,7 @@ BATCH_TABLE: TableConfig = {
         "ignored": st.column_config.NumberColumn("Blank rows", format="%d"),
         "source_file": "File",
         "layout": "Layout",
-        "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+        "created_at": st.column_config.DatetimeColumn("Created (UTC)", format="YYYY-MM-DD HH:mm"),
     },
 }
 

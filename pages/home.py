@@ -37,7 +37,7 @@ RUNS_TABLE: dict[str, Any] = {
         format="%,.2f",
         help="The desk's income on the run's succeeded trades (empty: not recorded)",
     ),
-    "finished_at": st.column_config.DatetimeColumn("Finished", format="YYYY-MM-DD HH:mm:ss"),
+    "finished_at": st.column_config.DatetimeColumn("Finished (UTC)", format="YYYY-MM-DD HH:mm:ss"),
 }
 
 

@@ -62,7 +62,7 @@ TRADES_TABLE: dict[str, Any] = {
         "Income (ZAR)", format="%,.2f", help="The desk's spread income on the trade (succeeded trades only)"
     ),
     "amount_zar": st.column_config.NumberColumn("Notional (ZAR)", format="%,.2f"),
-    "finished_at": st.column_config.DatetimeColumn("Finished", format="HH:mm:ss.SSS"),
+    "finished_at": st.column_config.DatetimeColumn("Finished (UTC)", format="HH:mm:ss.SSS"),
     "reference": "Reference",
 }
 # What the desk asks the bank about first: the deal id and what the bank's status said.

@@ -74,7 +74,7 @@ def test_a_run_against_an_unreachable_http_bank_is_interrupted_then_resumed_from
     at.switch_page("pages/run.py").run()
     ok(at)
     assert any("stopped early" in w.value for w in at.warning)
-    assert at.text_input(key="resume_url").value == bank.url
+    assert at.text_input(key=f"resume_url_{run.run_id}").value == bank.url
     assert all(SECRET not in m.value for m in at.markdown)
 
     bank.start()
