@@ -24,7 +24,7 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.installed
 
 ## Start the server on http://127.0.0.1:$(PORT): the app and the API (/api/v1, docs at /api/docs) in one
 ## process that holds the database (created with the sample batch on first start). ADDRESS=0.0.0.0 also
-## needs FXBATCH_ALLOW_UNAUTHENTICATED=1 (no login yet).
+## needs sign-in ([auth] in .streamlit/secrets.toml, README "Sign-in") or FXBATCH_ALLOW_UNAUTHENTICATED=1.
 run: $(VENV)/.installed
 	$(VENV)/bin/streamlit run server.py --server.port $(PORT) --server.address $(ADDRESS) --server.headless true --browser.gatherUsageStats false
 

@@ -688,7 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", type=int)
     p.set_defaults(handler=cmd_show)
 
-    p = sub.add_parser("cancel", parents=[common], help="cancel an INTERRUPTED run (its unfinished trades)")
+    p = sub.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel an INTERRUPTED run (its unfinished trades); through a server, a running one stops",
+    )
     p.add_argument("run_id", type=int)
     p.set_defaults(handler=cmd_cancel)
 
