@@ -174,7 +174,14 @@ def record(
         except Exception:
             cur.rollback()
             raise
-        _write_head(store, seq, digest)
+        # Rows before this one that fxbatch never wrote a head for were added behind its back (or
+        # just before a crash, between a row and its head): the head keeps them named for good, so
+        # the next row's head does not vouch for them.
+        known = _read_head(store)
+        unwitnessed = known.unwitnessed if known is not None and known.seq >= 0 else []
+        if known is not None and 0 <= known.seq < seq - 1:
+            unwitnessed = [*unwitnessed, *range(known.seq + 1, seq)]
+        _write_head(store, seq, digest, unwitnessed)
     return seq
 
 
@@ -186,13 +193,17 @@ def head_path(store: Store) -> Path | None:
     return None if store.path is None else Path(str(store.path) + HEAD_SUFFIX)
 
 
-def _write_head(store: Store, seq: int, digest: str) -> None:
-    """Record the newest row beside the database, atomically (a reader sees the old head or the new)."""
+def _write_head(store: Store, seq: int, digest: str, unwitnessed: list[int] | None = None) -> None:
+    """Record the newest row beside the database, atomically (a reader sees the old head or the new),
+    and the rows fxbatch found added without it (``unwitnessed``)."""
     path = head_path(store)
     if path is None:
         return
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"seq": seq, "hash": digest}) + "\n", encoding="utf-8")
+    head: dict[str, Any] = {"seq": seq, "hash": digest}
+    if unwitnessed:
+        head["unwitnessed"] = sorted(set(unwitnessed))
+    tmp.write_text(json.dumps(head) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -222,15 +233,23 @@ def copy_head(store: Store, copy: Path) -> None:
         shutil.copyfile(path, Path(str(copy) + HEAD_SUFFIX))
 
 
-def _read_head(store: Store) -> tuple[int, str] | None:
+class Head(NamedTuple):
+    """The head file: the newest row fxbatch wrote (seq -1: unreadable), and rows it found added without it."""
+
+    seq: int
+    hash: str
+    unwitnessed: list[int]
+
+
+def _read_head(store: Store) -> Head | None:
     path = head_path(store)
     if path is None or not path.exists():
         return None
     try:
         head = json.loads(path.read_text(encoding="utf-8"))
-        return int(head["seq"]), str(head["hash"])
+        return Head(int(head["seq"]), str(head["hash"]), [int(s) for s in head.get("unwitnessed", [])])
     except (OSError, ValueError, KeyError, TypeError):
-        return -1, ""
+        return Head(-1, "", [])
 
 
 @contextmanager
@@ -273,6 +292,11 @@ def verify(store: Store) -> AuditCheck:
     return _check_head(store, rows)
 
 
+def _rows_named(seqs: list[int]) -> str:
+    return f"row {seqs[0]}" if len(seqs) == 1 else "rows " + ", ".join(map(str, seqs[:10])) + (
+        f" and {len(seqs) - 10} more" if len(seqs) > 10 else "")  # fmt: skip
+
+
 def _check_head(store: Store, rows: list[Any]) -> AuditCheck:
     """The intact chain against the head recorded beside the database: rows cut from the end, or a
     chain rewritten with fresh hashes, show here."""
@@ -283,10 +307,17 @@ def _check_head(store: Store, rows: list[Any]) -> AuditCheck:
             return AuditCheck(ok=False, rows=len(rows), bad_seq=None,
                               reason=f"the head file {head_path(store)} is missing: rows may have been cut from the end")  # fmt: skip
         return AuditCheck(ok=True, rows=len(rows))
-    seq, digest = head
+    seq, digest, unwitnessed = head
     where = head_path(store)
     if seq < 0:
         return AuditCheck(ok=False, rows=len(rows), bad_seq=None, reason=f"the head file {where} is unreadable")
+    # Rows fxbatch did not write (a head written after each row would name them): added behind its back.
+    added = sorted({*unwitnessed, *range(seq + 1, len(rows) + 1)} & set(range(1, len(rows) + 1)))
+    if added:
+        return AuditCheck(ok=False, rows=len(rows), bad_seq=added[0],
+                          reason=f"{_rows_named(added)} {'was' if len(added) == 1 else 'were'} added without fxbatch "
+                          f"recording {'it' if len(added) == 1 else 'them'} in {where} (written behind its back, or "
+                          "a crash came between the row and its head)")  # fmt: skip
     if seq > len(rows):
         first = len(rows) + 1
         missing = f"row {first}" if seq == first else f"rows {first}-{seq}"

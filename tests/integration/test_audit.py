@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,28 @@ def test_a_backup_carries_the_trail_head_and_checks_intact(tmp_path: Path, trade
     assert (tmp_path / "backup.duckdb.audit-head").exists()
     with Workbench.open_local(copy) as restored:
         assert restored.verify_audit().ok
+
+
+def _append_behind_fxbatchs_back(wb: Workbench) -> int:
+    """A correctly chained row written straight into the database (not through fxbatch)."""
+    cur = wb.store.cursor()
+    seq, prev = cur.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    at = datetime(2026, 11, 30, 9, 0)
+    params = json.dumps({"approval_id": 1, "reason": None}, sort_keys=True)
+    digest = audit.row_hash(seq + 1, at, "pat@desk.example", "run.approve", "approval:1", params, "ok", prev)
+    cur.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [seq + 1, at, "pat@desk.example", "run.approve", "approval:1", params, "ok", prev, digest])  # fmt: skip
+    return int(seq) + 1
+
+
+def test_a_row_appended_behind_fxbatchs_back_shows_and_stays_shown_after_later_rows(tmp_path: Path) -> None:
+    with Workbench.open_local(settings=Settings(db=tmp_path / "x.duckdb")) as wb:
+        audit.record(wb.store, "ana@desk.example", "run.request", "approval:1", {})
+        assert wb.verify_audit().ok
+        forged = _append_behind_fxbatchs_back(wb)
+        check = wb.verify_audit()
+        assert not check.ok and check.bad_seq == forged
+        assert f"row {forged} was added without fxbatch recording it" in check.message
+        audit.record(wb.store, "root", "load", "file:x", {})  # a genuine row after it does not vouch for it
+        check = wb.verify_audit()
+        assert not check.ok and check.bad_seq == forged and "behind its back" in check.message
