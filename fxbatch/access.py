@@ -215,10 +215,11 @@ class Access:
     def signed_in(self, email: str, verified: object = None) -> Principal:
         """The principal of a user the sign-in provider vouched for, with the role the database gives.
 
-        ``verified``: the provider's ``email_verified`` claim; an address it says is not verified
-        gets no role (someone could have typed another person's address at the provider)."""
+        ``verified``: the provider's ``email_verified`` claim; an address it does not say is verified
+        (true) gets no role (someone could have typed another person's address at the provider). A
+        provider that sends no such claim (None: Entra ID) is taken at its word."""
         address = normal_email(email)
-        if verified is False or str(verified).strip().lower() == "false":
+        if verified is not None and verified is not True and str(verified).strip().lower() != "true":
             raise NotSignedInError(
                 f"Your sign-in provider has not verified the e-mail address {address}: verify it there, then sign "
                 "in again. fxbatch gives roles to verified addresses only."

@@ -494,10 +494,11 @@ def test_the_first_admin_setting_does_not_bring_back_an_admin_the_others_removed
 
 
 def test_an_address_the_provider_has_not_verified_gets_no_role(team: Workbench) -> None:
-    for unverified in (False, "false"):
+    for unverified in (False, "false", 0, "0", {}, "", "no"):
         with pytest.raises(NotSignedInError, match="not verified"):
             team.access.signed_in(ADMIN, unverified)
     assert team.access.signed_in(ADMIN, True).role is Role.ADMIN
+    assert team.access.signed_in(ADMIN, "True").role is Role.ADMIN
     assert team.access.signed_in(ADMIN).role is Role.ADMIN  # a provider that does not say
 
 
