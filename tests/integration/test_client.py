@@ -231,10 +231,8 @@ def test_a_sweep_interrupted_in_the_client_is_cancelled_in_the_server(
     assert client.whatif.sweeps() == []
 
 
-def test_a_sweep_started_in_the_server_returns_at_once_and_can_be_waited_for_or_cancelled(
-    wb: Workbench, client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    batch = wb.load(DATA / "sample_trades.csv").batch_id
+def hold_sweeps(wb: Workbench, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The server's sweeps wait, before their first scenario, until the event returned is set."""
     release = threading.Event()
     real_sweep = wb.whatif.sweep
 
@@ -243,6 +241,14 @@ def test_a_sweep_started_in_the_server_returns_at_once_and_can_be_waited_for_or_
         return real_sweep(*args, **kwargs)
 
     monkeypatch.setattr(wb.whatif, "sweep", held)
+    return release
+
+
+def test_a_sweep_started_in_the_server_returns_at_once_and_can_be_waited_for_or_cancelled(
+    wb: Workbench, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch = wb.load(DATA / "sample_trades.csv").batch_id
+    release = hold_sweeps(wb, monkeypatch)
     job = client.whatif.start_sweep(batch, [0.5, 1.0], seeds=2, name="From a notebook")
     assert job.running and job.done == 0 and job.error is None and job.batch_id == batch
     assert not job.wait(0.05), "held in the server"
@@ -271,14 +277,7 @@ def test_a_sweep_still_running_in_the_server_is_not_read_as_a_stored_one(
     wb: Workbench, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batch = wb.load(DATA / "sample_trades.csv").batch_id
-    release = threading.Event()
-    real_sweep = wb.whatif.sweep
-
-    def held(*args: Any, **kwargs: Any) -> Any:
-        assert release.wait(WAIT)
-        return real_sweep(*args, **kwargs)
-
-    monkeypatch.setattr(wb.whatif, "sweep", held)
+    release = hold_sweeps(wb, monkeypatch)
     sweep_id = int(client.json("POST", "/whatif", json={"batch_id": batch, "success_rates": [0.9]})["sweep_id"])
     try:
         with pytest.raises(

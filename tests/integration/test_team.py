@@ -20,7 +20,7 @@ from fxbatch.access import Principal, Role, acting
 from fxbatch.approvals import ApprovalStatus
 from fxbatch.cli import main as cli_main
 from fxbatch.errors import ConflictError, ForbiddenError, NotSignedInError, SettingsError
-from fxbatch.models import RunConfig, RunStatus
+from fxbatch.models import RunConfig, RunStatus, RunSummary
 from tests.docbank import DocBank, serve_docbank
 from tests.integration.run_helpers import query
 from tests.integration.test_docbank_run import CLIENT_SECRET, PASSWORD, load_batch, settings_for
@@ -292,13 +292,20 @@ def test_an_approval_starts_its_run_only_on_the_trading_day_it_was_requested_for
         assert wb.run(batch, bank_url=bank.url, approval=approval).status is RunStatus.COMPLETED
 
 
-def test_a_run_is_resumed_under_its_approval_only_until_the_approval_expires(
-    team: Workbench, batch: int, bank: DocBank
-) -> None:
+def _approved_run_interrupted(team: Workbench, batch: int, bank: DocBank) -> tuple[int, RunSummary]:
+    """An approved run of ``batch`` at ``bank``, then marked INTERRUPTED (as a crash would leave it)."""
     approval = _approved(team, batch, bank)
     with as_user(team, ANALYST):
         run = team.run(batch, bank_url=bank.url, approval=approval)
-        team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
+    team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
+    return approval, run
+
+
+def test_a_run_is_resumed_under_its_approval_only_until_the_approval_expires(
+    team: Workbench, batch: int, bank: DocBank
+) -> None:
+    approval, run = _approved_run_interrupted(team, batch, bank)
+    with as_user(team, ANALYST):
         team.store.cursor().execute("UPDATE approvals SET expires_at = ?", [datetime.now() - timedelta(days=30)])
         with pytest.raises(ForbiddenError, match=f"its approval {approval} no longer holds \\(it expired at "):
             team.start_resume(run.run_id)
@@ -354,10 +361,8 @@ def test_a_teams_database_opened_without_the_server_keeps_four_eyes_for_real_mon
 def test_an_approved_run_resumes_only_against_the_bank_it_was_approved_for(
     team: Workbench, batch: int, bank: DocBank
 ) -> None:
-    approval = _approved(team, batch, bank)
+    _, run = _approved_run_interrupted(team, batch, bank)
     with as_user(team, ANALYST):
-        run = team.run(batch, bank_url=bank.url, approval=approval)
-        team.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
         with pytest.raises(ForbiddenError, match="no approval covers"):
             team.start_resume(run.run_id, bank_url="http://127.0.0.1:9")
         # Its own bank: the approval that started it covers it (nothing is left to book).
