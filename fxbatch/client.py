@@ -431,6 +431,12 @@ class Client:
         """Download a batch's trades as loaded to ``path``; masked unless ``unmask`` (as ``export_run``)."""
         return self._download(f"/batches/{int(batch_id)}/export", export_path(path, unmask=unmask), {"unmask": unmask})
 
+    def export_rejections(self, batch_id: int, path: Path | str, *, unmask: bool = False) -> int:
+        """Download a batch's rejections to ``path``; a rejected account masked unless ``unmask``."""
+        return self._download(
+            f"/batches/{int(batch_id)}/rejections:export", export_path(path, unmask=unmask), {"unmask": unmask}
+        )
+
     def export_ledger(self, path: Path | str, run_id: int | None = None) -> int:
         return self._download("/ledger", path, {"run_id": run_id})
 

@@ -174,6 +174,14 @@ def export_batch(batch_id: BatchId, wb: WB, format: Format = "csv", unmask: Unma
     return _file(lambda path: wb.export_batch(batch_id, path, unmask=unmask), name, format)
 
 
+@router.get("/v1/batches/{batch_id}/rejections:export", responses=_FILE_RESPONSES,
+            summary="A batch's rejections as a file")  # fmt: skip
+def export_rejections(batch_id: BatchId, wb: WB, format: Format = "csv", unmask: Unmask = False) -> Response:
+    """A rejected account is masked unless ``unmask=true``; then the file is named ``batch-N-rejections-UNMASKED.<format>``."""
+    name = export_name(f"batch-{batch_id}-rejections.{format}", unmask=unmask)
+    return _file(lambda path: wb.export_rejections(batch_id, path, unmask=unmask), name, format)
+
+
 @router.get("/v1/ledger", responses=_FILE_RESPONSES, summary="The simulated bank's booked deals as a file")
 def ledger(
     wb: WB,

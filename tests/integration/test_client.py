@@ -133,6 +133,10 @@ def test_a_batch_export_and_the_notional_breakdown_come_as_in_process(
     assert "••" in (tmp_path / "remote.csv").read_text(encoding="utf-8"), "masked unless asked"
     client.export_batch(batch, tmp_path / "full.xlsx", unmask=True)
     assert len(pd.read_excel(tmp_path / "full-UNMASKED.xlsx", engine="calamine")) == wb.batch(batch).trades
+    with_errors = wb.load(DATA / "sample_with_errors.csv").batch_id
+    assert client.export_rejections(with_errors, tmp_path / "rejected.csv") == len(wb.rejections(with_errors)) > 0
+    wb.export_rejections(with_errors, tmp_path / "rejected-here.csv")
+    assert (tmp_path / "rejected.csv").read_bytes() == (tmp_path / "rejected-here.csv").read_bytes()
     with pytest.raises(NotFoundError, match="no batch 999"):
         client.export_batch(999, tmp_path / "none.csv")
     assert not (tmp_path / "none.csv").exists()
