@@ -178,7 +178,8 @@ def record(
         # just before a crash, between a row and its head): the head keeps them named for good, so
         # the next row's head does not vouch for them.
         known = _read_head(store)
-        unwitnessed = known.unwitnessed if known is not None and known.seq >= 0 else []
+        # (Those at or past this row were of a longer trail: the database was restored or cut since.)
+        unwitnessed = [u for u in known.unwitnessed if u < seq] if known is not None and known.seq >= 0 else []
         if known is not None and 0 <= known.seq < seq - 1:
             unwitnessed = [*unwitnessed, *range(known.seq + 1, seq)]
         _write_head(store, seq, digest, unwitnessed)
