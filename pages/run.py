@@ -15,7 +15,7 @@ from fxbatch.access import Role
 from fxbatch.analytics import TradeFilter
 from fxbatch.errors import invalid_values
 from fxbatch.labels import run_status_label, stage_label, trade_status_label
-from fxbatch.masking import export_name
+from fxbatch.masking import export_name, export_path
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.money import zar_compact
 from fxbatch.moneyview import RunMoney
@@ -23,6 +23,7 @@ from fxbatch.settlements import Settlement, SettlementStatus
 from pages.common import (
     POLL_S,
     SELECT_ROWS,
+    as_this_user,
     cancel_with_confirmation,
     get_workbench,
     may,
@@ -367,13 +368,23 @@ def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
         )
 
 
+# An Excel file is written cell by cell (minutes for a million trades): the page offers it up to this
+# many trades; CSV and Parquet (seconds) at any size, and the CLI and the API write Excel in full.
+PAGE_XLSX_MAX = 100_000
+
+
+def _run_file(wb: Workbench, run_id: int, suffix: str, unmask: bool) -> bytes:
+    """The run's export, built when the analyst clicks (deferred: the page holds no file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"run{suffix}"
+        wb.export_run(run_id, path, unmask=unmask)
+        return export_path(path, unmask=unmask).read_bytes()  # where an unmasked file was written
+
+
 def _export(wb: Workbench, summary: RunSummary) -> None:
     run_id = summary.run_id
-    # A prepared file is of the run as it was: offered only while the run is still so (a cancel,
-    # resume or settlement since changes its trades).
-    stamp = f"{summary.status.value} {summary.finished_at} {sorted(summary.counts.items())}"
     st.subheader("Export")
-    c1, c2, c3 = st.columns([1, 1, 2])
+    c1, c2 = st.columns([1, 3])
     label = c1.selectbox("Format", list(EXPORTS), key="export_format", label_visibility="collapsed")
     suffix = EXPORTS[label]
     unmask = bool(st.session_state.get("unmask", False))  # the trades table's toggle: one rule for both
@@ -383,24 +394,22 @@ def _export(wb: Workbench, summary: RunSummary) -> None:
         if unmask
         else "Account numbers show their last 4 digits; turn on Unmask accounts above for the full numbers."
     )
-    if c2.button("Prepare export", key="export"):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                rows = wb.export_run(run_id, Path(tmp) / name, unmask=unmask)
-            except FxBatchError as exc:
-                show_error(exc)
-                return
-            st.session_state["export_file"] = (name, stamp, (Path(tmp) / name).read_bytes(), rows)
-    ready = st.session_state.get("export_file")
-    if ready and ready[:2] == (name, stamp):
-        c3.download_button(
-            f"Download {name} ({ready[3]:,} trades)",
-            ready[2],
-            file_name=name,
-            mime=MIME[suffix],
-            on_click="ignore",
-            key="download_export",
+    if suffix == ".xlsx" and summary.trades > PAGE_XLSX_MAX:
+        c2.info(
+            f"Excel takes minutes to write {summary.trades:,} trades: download CSV or Parquet here, or write the "
+            f"workbook with `python -m fxbatch export {run_id} -o run_{run_id}.xlsx`.",
+            icon=":material/hourglass_top:",
         )
+        return
+    # Built when clicked, from the run as it is then (an export: on the audit trail).
+    c2.download_button(
+        f"Download {name} ({summary.trades:,} trades)",
+        as_this_user(lambda: _run_file(wb, run_id, suffix, unmask)),
+        file_name=name,
+        mime=MIME[suffix],
+        on_click="ignore",
+        key="download_export",
+    )
 
 
 def main() -> None:

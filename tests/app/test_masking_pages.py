@@ -14,6 +14,7 @@ import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
+from fxbatch.samples import make_trades, write_csv
 from pages.common import workbench
 from tests.conftest import HEADER, TODAY, good_row
 
@@ -107,19 +108,55 @@ def test_the_batches_trades_tab_masks_accounts_until_the_analyst_unmasks(
     assert clear.tolist() == full.tolist()
 
 
-def test_the_run_export_is_masked_unless_unmasked_and_then_named_unmasked(db_path: Path, open_page: OpenPage) -> None:
+def test_the_run_export_is_masked_unless_unmasked_and_then_named_unmasked(
+    db_path: Path, open_page: OpenPage, media: list[Recorded]
+) -> None:
     open_page("pages/home.py")
     wb = workbench()
     wb.run(wb.batches()[-1].batch_id, success_rate=1.0)
     at = ok(open_page("pages/run.py"))
-    ok(at.button(key="export").click().run())
-    assert [d for d in downloads(at) if "run_1.csv (200 trades)" in d]
+    assert downloads(at) == ["Download run_1.csv (200 trades)"]
     assert any("last 4 digits" in c.value for c in at.caption)
+    assert "export" not in set(wb.audit_trail()["action"]), "nothing is built until it is clicked"
+    name, data = click_download(media, at, "download_export")
+    accounts = pd.read_csv(io.BytesIO(data), dtype=str)["account_number"]
+    assert name == "run_1.csv" and len(accounts) == 200 and is_masked(accounts)
 
     ok(at.toggle(key="unmask").set_value(True).run())
-    assert not [d for d in downloads(at) if "run_1.csv" in d]  # the masked file is not offered as unmasked
-    ok(at.button(key="export").click().run())
-    assert [d for d in downloads(at) if "run_1-UNMASKED.csv (200 trades)" in d]
+    assert downloads(at) == ["Download run_1-UNMASKED.csv (200 trades)"]
+    name, data = click_download(media, at, "download_export")
+    assert name == "run_1-UNMASKED.csv"
+    assert all(a.isdigit() for a in pd.read_csv(io.BytesIO(data), dtype=str)["account_number"])
+    assert wb.audit_trail(action="export")["object"].tolist() == ["run:1", "run:1"]
+
+
+def test_a_run_export_is_of_the_run_as_it_is_when_clicked(
+    db_path: Path, open_page: OpenPage, media: list[Recorded], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FXBATCH_BANK_UNREACHABLE_WINDOW_S", "0.5")  # nobody listens: the run stops INTERRUPTED
+    open_page("pages/home.py")
+    wb = workbench()
+    run_id = wb.run(1, bank_url="http://127.0.0.1:9").run_id
+    at = ok(open_page("pages/run.py"))
+    at.button(key="cancel_interrupted").click().run()
+    ok(at.button(key="cancel_interrupted_confirm").click().run())
+    assert wb.engine.wait(run_id, 60).status.value == "CANCELLED"
+    _, data = click_download(media, at, "download_export")  # the button drawn before the cancel
+    assert set(pd.read_csv(io.BytesIO(data))["status"]) == {"CANCELLED"}
+
+
+def test_the_page_offers_no_excel_file_it_would_take_minutes_to_write(
+    db_path: Path, open_page: OpenPage, tmp_path: Path
+) -> None:
+    open_page("pages/home.py")
+    wb = workbench()
+    batch = wb.load(write_csv(make_trades(100_001, seed=3), tmp_path / "big.csv"), today=TODAY).batch_id
+    wb.run(batch, success_rate=1.0)
+    at = ok(open_page("pages/run.py"))
+    assert downloads(at) == ["Download run_1.csv (100,001 trades)"]
+    ok(at.selectbox(key="export_format").select("Excel (XLSX)").run())
+    assert not downloads(at)
+    assert any("Excel takes minutes to write 100,001 trades" in i.value for i in at.info)
 
 
 def test_a_rejected_account_is_masked_in_the_table_and_the_download_until_unmasked(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -175,7 +174,6 @@ def test_run_page_on_a_finished_run_shows_charts_a_paged_table_and_exports(db_pa
 
     ok(at.text_input(key="f_text").input("").run())
     ok(at.selectbox(key="export_format").select("Parquet").run())
-    ok(at.button(key="export").click().run())
     [download] = [d for d in at.get("download_button") if "run_1.parquet" in d.proto.label]
     assert "(200 trades)" in download.proto.label
 
@@ -394,26 +392,6 @@ def test_resuming_a_run_from_its_page_keeps_its_own_bank_unless_another_address_
     wb.engine.wait(first, timeout=60)
     assert wb.run_summary(first).config.bank_url == "http://127.0.0.1:9"
     assert wb.run_summary(second).config.bank_url == "http://127.0.0.1:19"
-
-
-def test_an_export_prepared_before_the_run_changed_is_not_offered_after(
-    db_path: Path, open_page: OpenPage, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FXBATCH_BANK_UNREACHABLE_WINDOW_S", "0.5")  # nobody listens: the run stops INTERRUPTED
-    open_page("pages/home.py")
-    wb = app_workbench()
-    run_id = wb.run(1, bank_url="http://127.0.0.1:9").run_id
-    at = ok(open_page("pages/run.py"))
-    ok(at.button(key="export").click().run())
-    assert [b.proto.label for b in at.get("download_button")] == ["Download run_1.csv (200 trades)"]
-    at.button(key="cancel_interrupted").click().run()
-    ok(at.button(key="cancel_interrupted_confirm").click().run())
-    assert wb.engine.wait(run_id, 60).status.value == "CANCELLED"
-    ok(at.run())
-    assert not at.get("download_button"), "the file prepared showed every trade PENDING"
-    ok(at.button(key="export").click().run())
-    name, _, data, _ = at.session_state["export_file"]
-    assert name == "run_1.csv" and set(pd.read_csv(io.BytesIO(data))["status"]) == {"CANCELLED"}
 
 
 def test_the_trade_filters_of_one_run_do_not_follow_to_the_next(db_path: Path, open_page: OpenPage) -> None:
