@@ -362,7 +362,7 @@ def _rows(wb: Workbench, batch_id: int) -> None:
     except FxBatchError as exc:
         show_error(exc)
         return
-    labels = [f"Trades ({total:,})", f"Rejected rows ({info.rejected:,})"]
+    labels = [f"Trades ({total:,})", f"Rejections ({info.rejected:,} rows)"]
     if not corrections.empty:
         labels.append(f"Corrected cells ({len(corrections):,})")
     tab1, tab2, *tab3 = st.tabs(labels)

@@ -178,7 +178,7 @@ def test_upload_corrects_rejected_rows_in_the_grid_and_loads_them(empty_db: Path
     assert any("row 9, 10" in c.value for c in at.caption)
     at.switch_page("pages/batches.py").run()
     assert not at.exception
-    assert [t.label for t in at.tabs] == ["Trades (5)", "Rejected rows (8)", "Corrected cells (3)"]
+    assert [t.label for t in at.tabs] == ["Trades (5)", "Rejections (8 rows)", "Corrected cells (3)"]
     corrected = tables(at)[-1]
     assert corrected.values.tolist()[1] == [9, "Side", "HOLD", "SELL"]
 
@@ -272,13 +272,13 @@ def test_batches_page_lists_every_batch_and_shows_the_chosen_ones_rows(db_path: 
     listed = at.dataframe[0].value
     assert listed["batch_id"].tolist() == [2, 1]  # newest first
     assert listed["name"].tolist()[1] == "Sample batch"
-    assert [t.label for t in at.tabs] == ["Trades (3)", "Rejected rows (10)"]
+    assert [t.label for t in at.tabs] == ["Trades (3)", "Rejections (10 rows)"]
     rejections = [d for d in at.get("download_button") if "rejections" in d.proto.label]
     assert len(rejections) == 1  # every rejection, not only the rows shown
 
     at.selectbox(key="batch").select(1).run()
     assert not at.exception
-    assert [t.label for t in at.tabs] == ["Trades (200)", "Rejected rows (0)"]
+    assert [t.label for t in at.tabs] == ["Trades (200)", "Rejections (0 rows)"]
     assert not [d for d in at.get("download_button") if "rejections" in d.proto.label]
     assert len(tables(at)[1]) == 200
 

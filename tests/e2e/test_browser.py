@@ -169,7 +169,7 @@ def test_an_analyst_sees_why_rows_were_rejected_and_why_a_file_was_refused(
     open_from_nav(page, "Batches", "Batches")
     page.get_by_role("combobox", name="Batch").click()
     page.get_by_role("option", name=re.compile(r": sample_with_errors$")).click()
-    rejections_tab = page.get_by_role("tab", name="Rejections (9)")
+    rejections_tab = page.get_by_role("tab", name="Rejections (9 rows)")
     expect(rejections_tab).to_be_visible()
     settle(page)
     rejections_tab.click()
@@ -437,7 +437,6 @@ def test_an_analyst_walks_from_upload_to_export_with_accounts_masked_throughout(
         screenshot("walk-5-run-trade-detail")
 
         # Export, masked: the file holds the last 4 digits only, and its name does not say UNMASKED.
-        page.get_by_role("button", name="Prepare export").click()
         with page.expect_download() as download:
             page.get_by_role("button", name=re.compile(r"Download run_\d+\.csv \(4 trades\)")).click()
         assert "UNMASKED" not in download.value.suggested_filename
@@ -451,7 +450,6 @@ def test_an_analyst_walks_from_upload_to_export_with_accounts_masked_throughout(
         page.get_by_text("Unmask accounts", exact=True).click()
         settle(page)
         expect(detail.first).to_contain_text(re.compile(r"account 00\d{8}"))
-        page.get_by_role("button", name="Prepare export").click()
         with page.expect_download() as download:
             page.get_by_role("button", name=re.compile(r"Download run_\d+-UNMASKED\.csv")).click()
         assert download.value.suggested_filename.endswith("-UNMASKED.csv")
