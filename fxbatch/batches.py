@@ -157,7 +157,9 @@ def load_file(
     with _checked(
         store, settings, rates, path, sheet=sheet, column_map=column_map, fixes=fixes, today=today, source=source
     ) as (cur, checked):
-        rejections = fetch_rejections(cur)
+        # A load lists the first ones (every one is stored: ``batch_rejections``); 600k listed were 106 MB.
+        rejections = fetch_rejections(cur, limit=settings.max_rejections_shown)
+        total = cur.execute("SELECT coalesce(sum(len(errors)), 0) FROM checked WHERE len(errors) > 0").fetchall()
         still_rejected = set(_still_rejected(cur, checked.fixed))
         emptied = set(_still_rejected(cur, checked.fixed, blank=True))  # corrected to nothing: no trade loaded
         if checked.accepted == 0:
@@ -240,6 +242,7 @@ def load_file(
         column_map=checked.plan.column_map,
         ignored_columns=checked.plan.ignored_columns,
         rejections=rejections,
+        rejections_total=int(total[0][0]),
         fixed=[r for r in checked.fixed if r not in still_rejected and r not in emptied],
     )
 

@@ -122,8 +122,11 @@ def cmd_load(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     limit = args.max_rejections_shown  # this terminal's setting, also when a server did the load
     for r in result.rejections[:limit]:
         lines.append(f"  row {r.row:>7} {r.column:<16} {r.code:<22} {r.message}")
-    if len(result.rejections) > limit:
-        lines.append(f"  ... {len(result.rejections) - limit} more (use --json for all)")
+    if result.rejections_total > min(limit, len(result.rejections)):
+        lines.append(
+            f"  ... {result.rejections_total - min(limit, len(result.rejections)):,} more: "
+            f"`python -m fxbatch rejections {result.batch_id}` lists them all"
+        )
     _emit(args, result.summary(), "\n".join(lines))
 
 

@@ -109,7 +109,12 @@ class LoadResult(BaseModel):
     previously_loaded_as: list[int] = Field(default_factory=list)
     column_map: dict[str, str] = Field(default_factory=dict)
     ignored_columns: list[str] = Field(default_factory=list)
-    rejections: list[Rejection] = Field(default_factory=list)
+    rejections: list[Rejection] = Field(
+        default_factory=list,
+        description="The first rejections, in row order (at most the max_rejections_shown setting; every one is "
+        "stored: `rejections BATCH_ID`, GET /batches/{id}/rejections).",
+    )
+    rejections_total: int = Field(0, description="How many rejections the load found (listed or not).")
     fixed: list[int] = Field(default_factory=list, description="Rows loaded with the analyst's corrections.")
 
     def summary(self) -> dict[str, object]:
@@ -129,6 +134,7 @@ class LoadResult(BaseModel):
             "column_map": self.column_map,
             "ignored_columns": self.ignored_columns,
             "rejections": [r.model_dump(mode="json") for r in self.rejections],
+            "rejections_total": self.rejections_total,
         }
 
 

@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     max_rejections_shown: int = Field(
         default=1000,
         ge=1,
-        description="How many rejections the CLI prints as text (JSON always has them all).",
+        description="How many rejections a load lists (the CLI, its JSON, the API's answers, the Upload page); "
+        "every one is stored (`rejections BATCH_ID`, GET /batches/{id}/rejections).",
     )
     max_file_mb: int = Field(
         default=limits.MAX_FILE_MB,

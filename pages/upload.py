@@ -295,9 +295,10 @@ def _result(result: LoadResult, unmask: bool) -> None:
     if result.rejections:
         st.subheader("Rejected rows")
         _rejections(result.rejections[:SHOWN_REJECTIONS], result.column_map, unmask)
-        if len(result.rejections) > SHOWN_REJECTIONS:
+        shown = min(SHOWN_REJECTIONS, len(result.rejections))
+        if result.rejections_total > shown:
             st.caption(
-                f"Showing the first {SHOWN_REJECTIONS:,} of {len(result.rejections):,} rejections; "
+                f"Showing the first {shown:,} of {result.rejections_total:,} rejections; "
                 "download them all from the Batches page."
             )
 

@@ -49,7 +49,7 @@ def trades_csv(tmp_path: Path) -> Path:
     return path
 
 
-def test_load_json_reports_the_batch_counts_and_every_rejection(db: Path, trades_csv: Path) -> None:
+def test_load_json_reports_the_batch_counts_and_its_rejections(db: Path, trades_csv: Path) -> None:
     proc = fxbatch("--db", db, "load", trades_csv, "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -72,7 +72,21 @@ def test_load_json_reports_the_batch_counts_and_every_rejection(db: Path, trades
             "message": "amount 1.234 has more than 2 decimals",
         },
     ]
+    assert out["rejections_total"] == 2
     assert proc.stderr == ""
+
+
+def test_a_load_lists_the_first_rejections_and_stores_every_one(db: Path, tmp_path: Path) -> None:
+    path = tmp_path / "many.csv"
+    lines = [HEADER, good_row(1)] + [good_row(n, side="HOLD") for n in range(2, 8)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = clean_env(FXBATCH_MAX_REJECTIONS_SHOWN="4")
+    out = json.loads(fxbatch("--db", db, "load", path, "--json", env=env).stdout)
+    assert [r["row"] for r in out["rejections"]] == [3, 4, 5, 6] and out["rejections_total"] == 6
+    text = fxbatch("--db", db, "load", path, env=env).stdout
+    assert "... 2 more: `python -m fxbatch rejections 2` lists them all" in text
+    stored = json.loads(fxbatch("--db", db, "rejections", "1", "--json", env=env).stdout)
+    assert [r["row"] for r in stored] == [3, 4, 5, 6, 7, 8]
 
 
 def test_load_without_json_prints_a_summary_and_each_rejection(db: Path, trades_csv: Path) -> None:
