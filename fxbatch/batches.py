@@ -294,10 +294,11 @@ def batch_trades(
     return store.cursor().execute(trades_sql(batch_id, unmask=unmask) + _page(limit, offset)).df()
 
 
-def batch_corrections(store: Store, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
-    """The cells corrected before the batch was created: row, field, original (the file's text), corrected.
-
-    An account's original and corrected text are masked unless ``unmask``."""
+def batch_corrections(
+    store: Store, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
+) -> pd.DataFrame:
+    """The cells corrected before the batch was created: row, field, original (the file's text), corrected
+    (a page of them with ``limit``/``offset``). An account's original and corrected text are masked unless ``unmask``."""
     get_batch(store, batch_id)
     original = field_value_sql("field", "original", unmask=unmask)
     corrected = field_value_sql("field", "corrected", unmask=unmask)
@@ -305,8 +306,7 @@ def batch_corrections(store: Store, batch_id: int, *, unmask: bool = False) -> p
         store.cursor()
         .execute(
             f"SELECT src_row AS row, field, {original} AS original, {corrected} AS corrected FROM corrections "
-            "WHERE batch_id = ? "
-            "ORDER BY src_row, field",
+            f"WHERE batch_id = ? ORDER BY src_row, field{_page(limit, offset)}",
             [batch_id],
         )
         .df()

@@ -196,8 +196,12 @@ class Client:
             f"/batches/{int(batch_id)}/trades", {"limit": _all(limit), "offset": offset, "unmask": unmask}
         )
 
-    def corrections(self, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
-        return self.table(f"/batches/{int(batch_id)}/corrections", {"unmask": unmask})
+    def corrections(
+        self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
+    ) -> pd.DataFrame:
+        return self.table(
+            f"/batches/{int(batch_id)}/corrections", {"limit": _all(limit), "offset": offset, "unmask": unmask}
+        )
 
     def rejections(
         self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False

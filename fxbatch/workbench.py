@@ -252,10 +252,12 @@ class Workbench:
         with self._unmasked(unmask, f"batch:{batch_id}", view="trades", limit=limit, offset=offset):
             return batches.batch_trades(self.store, batch_id, limit, offset, unmask=unmask)
 
-    def corrections(self, batch_id: int, *, unmask: bool = False) -> pd.DataFrame:
+    def corrections(
+        self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False
+    ) -> pd.DataFrame:
         """Cells corrected before loading: row, field, original (the file's text), corrected (accounts masked)."""
-        with self._unmasked(unmask, f"batch:{batch_id}", view="corrections"):
-            return batches.batch_corrections(self.store, batch_id, unmask=unmask)
+        with self._unmasked(unmask, f"batch:{batch_id}", view="corrections", limit=limit, offset=offset):
+            return batches.batch_corrections(self.store, batch_id, limit, offset, unmask=unmask)
 
     def rejections(
         self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False

@@ -356,7 +356,7 @@ def _rows(wb: Workbench, batch_id: int) -> None:
     try:
         trades = wb.trades(batch_id, limit=PAGE_ROWS, unmask=unmask)
         rejections = wb.rejections(batch_id, limit=PAGE_ROWS + 1, unmask=unmask)  # one more: are there more?
-        corrections = wb.corrections(batch_id, unmask=unmask)
+        corrections = wb.corrections(batch_id, limit=PAGE_ROWS + 1, unmask=unmask)  # one more: are there more?
         info = wb.batch(batch_id)
         total = info.trades
     except FxBatchError as exc:
@@ -364,13 +364,16 @@ def _rows(wb: Workbench, batch_id: int) -> None:
         return
     labels = [f"Trades ({total:,})", f"Rejections ({info.rejected:,} rows)"]
     if not corrections.empty:
-        labels.append(f"Corrected cells ({len(corrections):,})")
+        labels.append(f"Corrected cells ({len(corrections):,})" if len(corrections) <= PAGE_ROWS
+                      else f"Corrected cells (over {PAGE_ROWS:,})")  # fmt: skip
     tab1, tab2, *tab3 = st.tabs(labels)
     for tab in tab3:
         with tab:
             st.caption("Cells corrected on the Upload page (or with load --fixes) before the batch was created.")
+            if len(corrections) > PAGE_ROWS:
+                st.caption(f"Showing the first {PAGE_ROWS} corrected cells.")
             st.dataframe(
-                corrections.assign(field=corrections["field"].map(field_label)),  # 'Side', not 'side'
+                corrections.head(PAGE_ROWS).assign(field=corrections["field"].map(field_label)),  # 'Side', not 'side'
                 hide_index=True,
                 width="stretch",
                 column_config={

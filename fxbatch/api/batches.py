@@ -22,7 +22,6 @@ from fxbatch.workbench import Workbench
 
 router = APIRouter(tags=["batches"], responses=PROBLEM_RESPONSES)
 
-Limit = Annotated[int | None, Query(ge=0, le=BIG, description="Rows at most (default: all).")]
 # A batch's rows come a page at a time unless more are asked for (a batch can have a million).
 PAGE = 1000
 Page = Annotated[int, Query(ge=0, le=BIG, description=f"Rows at most (default {PAGE:,}; ask for more with limit).")]
@@ -167,8 +166,6 @@ def batch_rejections(
 
 @router.get("/v1/batches/{batch_id}/corrections", responses=TABLE_RESPONSES, summary="Cells corrected at load")
 def batch_corrections(
-    request: Request, batch_id: BatchId, wb: WB, limit: Limit = None, offset: Offset = 0, unmask: Unmask = False
+    request: Request, batch_id: BatchId, wb: WB, limit: Page = PAGE, offset: Offset = 0, unmask: Unmask = False
 ) -> Response:
-    df = wb.corrections(batch_id, unmask=unmask)
-    end = None if limit is None else offset + limit
-    return table_response(request, df.iloc[offset:end].reset_index(drop=True))
+    return table_response(request, wb.corrections(batch_id, limit, offset, unmask=unmask))

@@ -122,6 +122,7 @@ def test_the_form_fields_map_columns_apply_fixes_and_name_the_batch(
     assert body["name"] == "Mapped" and body["accepted"] == 2 and body["fixed"] == [3]
     corrections = api.get(f"/batches/{body['batch_id']}/corrections").json()
     assert corrections == [{"row": 3, "field": "amount", "original": "abc", "corrected": "2500.00"}]
+    assert api.get(f"/batches/{body['batch_id']}/corrections", params={"offset": 1}).json() == []
 
 
 def test_an_unusable_file_is_a_422_with_the_cli_message_and_no_batch(

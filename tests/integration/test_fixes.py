@@ -73,6 +73,7 @@ def test_fixes_revalidate_and_load_the_corrected_rows(wb: Workbench, write_file:
         [6, "trade_id", "T00001", "T00009"],
         [7, "amount", "12.345", "12.34"],
     ]
+    assert wb.corrections(result.batch_id, limit=2, offset=1).values.tolist() == corrections.values.tolist()[1:3]
     wb.delete_batch(result.batch_id)
     assert query_count(wb, "corrections") == 0
 
