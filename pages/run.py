@@ -113,6 +113,11 @@ def _review_data(wb: Workbench, run_id: int) -> dict[str, pd.DataFrame]:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
+def _money(_wb: Workbench, db: str, run_id: int, version: str) -> RunMoney:
+    return _wb.run_money(run_id)  # a finished run's money does not change (a pass over its trades)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
 def _choices(_wb: Workbench, db: str, run_id: int, version: str) -> dict[str, list[str]]:
     return _wb.run_filter_choices(run_id)
 
@@ -464,7 +469,8 @@ def main() -> None:
         except FxBatchError as exc:
             show_error(exc)
             return
-        _money_metrics(wb.run_money(run_id))
+        version = _version(summary)
+        _money_metrics(_money(wb, str(wb.settings.db), run_id, version) if version else wb.run_money(run_id))
         _count_metrics(summary.counts, summary.trades, len(doubt) if doubt is not None else 0)
         if dates := _trading_date_text(summary):
             st.caption(dates)

@@ -405,3 +405,23 @@ def test_the_trade_filters_of_one_run_do_not_follow_to_the_next(db_path: Path, o
     ok(at)
     assert at.multiselect(key="f_status").value == []
     assert any(c.value.startswith("Trades 1–50 of 200 matching") for c in at.caption)
+
+
+def test_a_finished_runs_money_is_worked_out_once_not_on_every_rerun(
+    db_path: Path, open_page: OpenPage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_page("pages/home.py")
+    wb = app_workbench()
+    finished_run()
+    asked: list[int] = []
+    real = wb.run_money
+
+    def counted(run_id: int) -> object:
+        asked.append(run_id)
+        return real(run_id)
+
+    monkeypatch.setattr(wb, "run_money", counted)
+    at = ok(open_page("pages/run.py"))
+    for _ in range(3):
+        ok(at.run())
+    assert asked == [1], "a pass over the run's trades for each rerun (a quarter second for a million)"
