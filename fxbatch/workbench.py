@@ -337,6 +337,14 @@ class Workbench:
                     f"then start it with the approval's id once an approver has approved it.{where}"
                 )
             return None
+        if self.access.four_eyes:
+            decided_by = approvals.get(self.store, approval).decided_by
+            role = self.access.role_of(decided_by) if decided_by else None
+            if decided_by and not (role and role.allows(Role.APPROVER)):
+                raise ConflictError(
+                    f"Approval {approval} was decided by {decided_by}, who holds no approver role here (a decision "
+                    "taken without sign-in, or by someone whose role was taken away): request the run again."
+                )
         approvals.claim(self.store, approval, batch_id, config, self.settings, four_eyes=self.access.four_eyes)
         return approval
 
@@ -363,6 +371,7 @@ class Workbench:
         action = "run.approve" if approve else "run.reject"
         with self._audited(action, f"approval:{approval_id}", needs=(Role.APPROVER, "approve or reject a real-money run"),
                            approval_id=approval_id, reason=reason or None):  # fmt: skip
+            self._refuse_offline("An approval")
             who = self.access.principal()
             found = approvals.get(self.store, approval_id)
             if self.access.four_eyes and found.requested_by == who.name:
@@ -490,6 +499,7 @@ class Workbench:
         with self._audited("settle.propose", f"run:{run_id}", needs=(Role.ANALYST, "propose settling bookings in "
                            "doubt"), run_id=run_id, booked=yes, not_booked=no, note=_one_line(note)) as extra:  # fmt: skip
             self.run_summary(run_id)  # NotFoundError first
+            self._refuse_offline("A settlement of bookings in doubt")
             text = _settle_note(note)
             quotes = self.engine.check_settlement(run_id, yes, no)
             found = settlements.propose(self.store, run_id, quotes, yes, text, self.access.principal().name)
@@ -533,7 +543,17 @@ class Workbench:
             extra.update(run_id=found.run_id)
             return settlements.reject(self.store, settlement_id, self.access.principal().name, reason)
 
+    def _refuse_offline(self, what: str) -> None:
+        """On a team's database opened without sign-in, four-eyes decisions are not taken: whoever
+        opens the file acts as the OS user, whose name is not a signed-in person's (ForbiddenError)."""
+        if self.access.four_eyes and not self.access.login:
+            raise ForbiddenError(
+                f"{what} on a team's database is decided signed in, on its fxbatch server (four eyes), not by "
+                "whoever opens its file: start the server and sign in."
+            )
+
     def _not_mine(self, settlement_id: int, doing: str) -> Settlement:
+        self._refuse_offline("A settlement of bookings in doubt")
         found = settlements.get(self.store, settlement_id)
         if self._proposed_it(found):
             raise ForbiddenError(
