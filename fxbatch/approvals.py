@@ -157,13 +157,15 @@ def void_reason(
     settings: Settings,
     config: RunConfig | None = None,
     fingerprints: dict[int, str] | None = None,
+    *,
+    day: bool = True,
 ) -> str | None:
     """What changed since the request (the trading day, the batch, the run settings, the bank
     settings), or None. ``fingerprints`` holds batch fingerprints already taken (a listing takes
-    each batch's once)."""
+    each batch's once). ``day=False``: not the trading day (a run it started keeps its own day)."""
     approved = RunConfig.model_validate_json(row[3])
     requested_for, today = row[15], settings.trading_date()
-    if requested_for is not None and requested_for != today:
+    if day and requested_for is not None and requested_for != today:
         return (
             f"it was requested for trading on {requested_for:%Y-%m-%d}, and today is {today:%Y-%m-%d}: the batch's "
             "value dates move with the day (CASH, TOM and SPOT), so the bank would get settlement dates the "
@@ -192,12 +194,13 @@ def void_reason(
 
 
 def still_holds(store: Store, approval_id: int, settings: Settings) -> str | None:
-    """Why an approval that started a run no longer covers it (it has expired, or the trading day,
-    the batch or the bank settings changed since), or None: what resuming that run checks."""
+    """Why an approval that started a run no longer covers it (it has expired, or the batch or the
+    bank settings changed since), or None: what resuming that run checks. Not the trading day: the
+    run sends the value dates of the day it was created, the ones approved."""
     row = _row(store, approval_id)
     if row[8] <= utc_now():
         return f"it expired at {row[8]:%Y-%m-%d %H:%M} UTC"
-    return void_reason(store, row, settings)
+    return void_reason(store, row, settings, day=False)
 
 
 def get(store: Store, approval_id: int, settings: Settings | None = None) -> Approval:

@@ -289,7 +289,13 @@ def test_an_approval_starts_its_run_only_on_the_trading_day_it_was_requested_for
             wb.start_run(batch, bank_url=bank.url, approval=approval)
     assert not bank.requests("createquote")
     with Workbench.open_local(settings=monday, login=True) as wb, as_user(wb, ANALYST):
-        assert wb.run(batch, bank_url=bank.url, approval=approval).status is RunStatus.COMPLETED
+        run = wb.run(batch, bank_url=bank.url, approval=approval)
+        assert run.status is RunStatus.COMPLETED
+        wb.store.cursor().execute("UPDATE runs SET status = 'INTERRUPTED' WHERE run_id = ?", [run.run_id])
+    # Past midnight, its run still resumes under it: the run sends its own day's value dates, the approved ones.
+    tuesday = monday.model_copy(update={"today": date(2026, 12, 1)})
+    with Workbench.open_local(settings=tuesday, login=True) as wb, as_user(wb, ANALYST):
+        assert wb.resume(run.run_id).status is RunStatus.COMPLETED
 
 
 def _approved_run_interrupted(team: Workbench, batch: int, bank: DocBank) -> tuple[int, RunSummary]:
