@@ -26,7 +26,7 @@ from fxbatch.ingest.layout import (
     rejections_in_file_terms,
 )
 from fxbatch.ingest.limits import Limits, mark_badly_quoted, mark_error_cells, mark_long_cells
-from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into
+from fxbatch.ingest.readers import RawFile, csv_error, csv_exact, read_into, refuse_open_quote_at_end
 from fxbatch.ingest.rules import RuleContext, build_checked, mark_duplicates, pin_rows
 from fxbatch.models import Layout, RejectedRow, Rejection
 
@@ -155,6 +155,7 @@ def _build(cur: duckdb.DuckDBPyConnection, raw: RawFile, ctx: RuleContext) -> tu
         raw = csv_exact(cur, raw)
         build_checked(cur, replace(ctx, width=len(raw.headers)))
         return raw, None
+    refuse_open_quote_at_end(raw)  # one record per line: only the last can open a quote the file ends in
     return raw, fast.row_offset
 
 

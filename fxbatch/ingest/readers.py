@@ -509,7 +509,6 @@ def _read_csv(
                     if scan.empty:
                         return csv_exact(con, raw)
                     raw.expected_records = scan.lines - (header.line + 1)
-                    _refuse_open_quote_at_end(raw)  # one record per line: only the last can open a quote for good
                     con.execute(
                         "CREATE OR REPLACE TEMP VIEW raw AS SELECT NULL::BIGINT AS src_row, * "
                         f"FROM {_csv_source(raw, parallel=True)}"
@@ -706,20 +705,19 @@ def _record_line_numbers(raw: RawFile, records: int) -> tuple[np.ndarray, int, i
     return np.asarray(numbers, dtype=np.int64), blank, widest
 
 
-def _refuse_open_quote_at_end(raw: RawFile) -> None:
-    """``_refuse_open_quote`` for the file's last line (read from its end, not the whole file)."""
-    assert raw.path is not None
+def refuse_open_quote_at_end(raw: RawFile) -> None:
+    """``_refuse_open_quote`` for the last line of a file the fast path read as one record per line
+    (the caller has checked that: only its last line can open a quote that never closes); the file's
+    end is read, not the whole file."""
+    assert raw.path is not None and raw.expected_records is not None
     with raw.path.open("rb") as fh:
         size = fh.seek(0, io.SEEK_END)
-        at = fh.seek(max(0, size - raw.max_line_bytes - 4))
+        fh.seek(max(0, size - raw.max_line_bytes - 4))
         tail = fh.read()
     body = tail.rstrip(b"\r\n")
-    start = body.rfind(b"\n") + 1
-    if b'"' not in body[start:]:
-        return
-    # Its line number (only for a last line holding a quote): the line breaks before it, counted.
-    line = int(np.count_nonzero(np.fromfile(raw.path, dtype=np.uint8, count=at + start) == 10)) + 1
-    _refuse_open_quote(raw, body[start:], line, line)
+    last = body[body.rfind(b"\n") + 1 :]
+    line = raw.header_row + raw.expected_records  # one record per line below the header, none empty
+    _refuse_open_quote(raw, last, line, line)
 
 
 def _refuse_open_quote(raw: RawFile, tail: bytes, line: int, last_line: int) -> None:

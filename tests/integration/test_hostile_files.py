@@ -170,3 +170,15 @@ def test_a_quote_the_file_ends_in_is_refused_never_loaded_cut_short(
     with pytest.raises(UnusableFileError, match=rf"line {rows + 1}, column amount: a quoted value opens there and "
                                                 r"is never closed, before the file ends \(was it cut short\?\)"):  # fmt: skip
         wb.check(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
+def test_a_last_record_whose_quoted_cell_spans_lines_loads(wb: Workbench, tmp_path: Path, encoding: str) -> None:
+    """Alt+Enter in Excel's last cell: a quote closed on the next line is no quote the file ends in."""
+    first = good_row(1, reference="Caf\u00e9") if encoding == "cp1252" else good_row(1)  # cp1252: decoded
+    lines = [CANONICAL, first, good_row(2).rsplit(",", 1)[0] + ',"line one\nline two\n"']  # ends in a break
+    path = tmp_path / "multiline.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    assert wb.check(path).accepted == 2
+    loaded = wb.load(path)
+    assert wb.trades(loaded.batch_id)["reference"].tolist()[-1].startswith("line one\nline two")
