@@ -525,8 +525,13 @@ def cmd_compare(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     text = table.to_string(index=False)
     if len(args.run_ids) == 2:
         diff = wb.whatif.differing_trades(args.run_ids[0], args.run_ids[1])
+        total = int(diff["differing"].iloc[0]) if len(diff) else 0  # in all: the list stops at 1,000
+        diff = diff.drop(columns="differing")
+        payload["differing"] = total
         payload["differing_trades"] = records(diff)
-        text += f"\n\n{len(diff)} trade(s) differ" + (f":\n{diff.head(20).to_string(index=False)}" if len(diff) else "")
+        text += f"\n\n{total:,} trade(s) differ" + (
+            f"; the first {min(20, len(diff))}:\n{diff.head(20).to_string(index=False)}" if len(diff) else ""
+        )
     _emit(args, payload, text)
 
 

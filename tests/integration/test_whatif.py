@@ -611,3 +611,23 @@ def test_a_sweep_whose_thread_cannot_start_leaves_no_job_behind(
         wb.whatif.start_sweep(batch, [0.9])
     monkeypatch.undo()
     assert [k for k in wb.whatif._jobs if k[0] == wb.engine.db_key and wb.whatif._jobs[k].running] == []
+
+
+def test_the_cli_compare_says_how_many_trades_differ_in_all(
+    wb: Workbench, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fxbatch.cli import main
+    from fxbatch.samples import make_trades, write_csv
+
+    batch = wb.load(write_csv(make_trades(3_000, seed=2), tmp_path / "big.csv")).batch_id
+    a, b = wb.run(batch, seed=1, success_rate=0.5), wb.run(batch, seed=2, success_rate=0.5)
+    differing = len(wb.whatif.differing_trades(a.run_id, b.run_id, limit=10_000))
+    assert differing > 1_000
+    db = str(wb.settings.db)
+    wb.close()
+    assert main(["--db", db, "compare", str(a.run_id), str(b.run_id)]) == 0
+    assert f"{differing:,} trade(s) differ; the first 20:" in capsys.readouterr().out
+    assert main(["--db", db, "--json", "compare", str(a.run_id), str(b.run_id)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["differing"] == differing and len(doc["differing_trades"]) == 1_000
+    assert "differing" not in doc["differing_trades"][0]
