@@ -32,10 +32,16 @@ REGISTRY_CODES = frozenset(
 _M64 = (1 << 64) - 1
 
 
-def check_settings(settings: BankSettings) -> None:
-    """Refuse settings the bank would silently ignore: client-check codes need a registry."""
+def check_settings(settings: BankSettings, *, simulated: bool = True) -> None:
+    """Refuse settings the bank would silently ignore or replace: a failure mix weighing nothing
+    (the trades that fail need a reason; only the simulated bank draws one), client-check codes
+    without a registry."""
     from fxbatch.errors import SettingsError
 
+    if simulated and settings.success_rate < 1 and not any(w > 0 for w in settings.failure_mix.values()):
+        raise SettingsError(
+            "failure_mix gives no reason a weight above 0: the trades that fail need one (or a success_rate of 1)."
+        )
     if settings.registry_file:
         return
     weighted = sorted(c.value for c, w in settings.failure_mix.items() if w > 0 and c in REGISTRY_CODES)

@@ -97,7 +97,7 @@ class Engine:
     def start(self, batch_id: int, config: RunConfig | None = None) -> Job:
         """Create a run of ``batch_id`` and execute it in the background; returns at once."""
         config = config or RunConfig()
-        check_settings(config.bank)
+        check_settings(config.bank, simulated=config.bank_url is None)
         cur = self.store.cursor()
         records.batch_fingerprint(cur, batch_id)  # raises NotFoundError
         if config.retry_of_run is not None:

@@ -382,6 +382,16 @@ def test_weighting_a_client_check_without_a_registry_is_refused_by_name(wb: Work
     assert wb.runs(batch) == []
 
 
+def test_a_failure_mix_weighing_nothing_is_refused_not_replaced(wb: Workbench, batch: int) -> None:
+    for nothing in ({}, {"PRICE_MOVED": 0.0, "INSUFFICIENT_FUNDS": 0.0}):
+        with pytest.raises(SettingsError, match="failure_mix gives no reason a weight above 0"):
+            wb.run(batch, success_rate=0.5, failure_mix=nothing)
+        with pytest.raises(SettingsError, match="failure_mix gives no reason a weight above 0"):
+            wb.whatif.sweep(batch, [0.5], variants={"failure_mix": [nothing]}, workers=1)
+    assert wb.runs(batch) == []
+    assert wb.run(batch, success_rate=1.0, failure_mix={}).counts["SUCCESS"] > 0  # nothing fails: no reason needed
+
+
 def _held_sweep(
     wb: Workbench, batch: int, sweep_id: int
 ) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
