@@ -34,6 +34,8 @@ from pydantic import BaseModel, Field
 from fxbatch.errors import FxBatchError
 
 if TYPE_CHECKING:
+    import duckdb
+
     from fxbatch.store import Store
 
 GENESIS = "0" * 64
@@ -64,6 +66,7 @@ _MAX_OUTCOME = 500
 # must not interleave (DuckDB allows one read-write process per file, so this covers all writers).
 _locks: weakref.WeakKeyDictionary[Store, threading.Lock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
+_file_locks: dict[str, threading.Lock] = {}  # by database file: a few per process, kept
 _acting_as: contextvars.ContextVar[str | None] = contextvars.ContextVar("fxbatch_audit_actor", default=None)
 
 
@@ -140,7 +143,15 @@ def row_hash(seq: int, at: datetime, actor: str, action: str, obj: str, params: 
 
 
 def _lock(store: Store) -> threading.Lock:
+    """The lock around appending a row and writing the head: one per database file in this process
+    (two workbenches on one file share it: else their rows and heads interleave), one per in-memory store."""
     with _locks_guard:
+        if store.path is not None:
+            key = str(Path(store.path).resolve())
+            lock = _file_locks.get(key)
+            if lock is None:
+                lock = _file_locks[key] = threading.Lock()
+            return lock
         lock = _locks.get(store)
         if lock is None:
             lock = _locks[store] = threading.Lock()
@@ -166,6 +177,10 @@ def record(
             head = cur.execute(f"SELECT seq, hash FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchall()
             seq, prev = (int(head[0][0]) + 1, str(head[0][1])) if head else (1, GENESIS)
             digest = row_hash(seq, at, actor, action, obj, params_json, outcome, prev)
+            notes = _head_notes(store, cur, seq)
+            # The head says which row comes next before it is committed, so a crash between the
+            # row and its head leaves a row the head vouches for, not one written behind its back.
+            _write_head(store, seq - 1, prev, notes, upcoming=(seq, digest))
             cur.execute(
                 f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [seq, at, actor, action, obj, params_json, outcome, prev, digest],
@@ -174,16 +189,38 @@ def record(
         except Exception:
             cur.rollback()
             raise
-        # Rows before this one that fxbatch never wrote a head for were added behind its back (or
-        # just before a crash, between a row and its head): the head keeps them named for good, so
-        # the next row's head does not vouch for them.
-        known = _read_head(store)
-        # (Those at or past this row were of a longer trail: the database was restored or cut since.)
-        unwitnessed = [u for u in known.unwitnessed if u < seq] if known is not None and known.seq >= 0 else []
-        if known is not None and 0 <= known.seq < seq - 1:
-            unwitnessed = [*unwitnessed, *range(known.seq + 1, seq)]
-        _write_head(store, seq, digest, unwitnessed)
+        _write_head(store, seq, digest, notes)
     return seq
+
+
+class HeadNotes(NamedTuple):
+    """What the head keeps for good: rows fxbatch never wrote (``unwitnessed``), and ranges of rows
+    it had written that were gone when it next wrote one (``removed``: [first, last])."""
+
+    unwitnessed: list[int]
+    removed: list[list[int]]
+
+
+def _head_notes(store: Store, cur: duckdb.DuckDBPyConnection, seq: int) -> HeadNotes:
+    """The head's notes as row ``seq`` is about to be written (under the lock): rows before it that
+    fxbatch never wrote a head for were added behind its back (the head names them for good, so the
+    next row's head does not vouch for them); rows its head had that the trail no longer has were
+    removed (or the database restored without its head file)."""
+    known = _read_head(store)
+    if known is None or known.seq < 0:
+        return HeadNotes([], [])
+    unwitnessed = [u for u in known.unwitnessed if u < seq]  # those past were of a longer trail
+    removed = [list(r) for r in known.removed]
+    witnessed = known.seq
+    if known.upcoming is not None and known.upcoming[0] == known.seq + 1 < seq:  # a row its head did not follow
+        found = cur.execute(f"SELECT hash FROM {TABLE} WHERE seq = ?", [known.upcoming[0]]).fetchall()
+        if found and str(found[0][0]) == known.upcoming[1]:
+            witnessed += 1
+    if witnessed < seq - 1:
+        unwitnessed += range(witnessed + 1, seq)
+    elif known.seq > seq - 1:
+        removed.append([seq, known.seq])
+    return HeadNotes(unwitnessed, removed)
 
 
 HEAD_SUFFIX = ".audit-head"
@@ -194,16 +231,22 @@ def head_path(store: Store) -> Path | None:
     return None if store.path is None else Path(str(store.path) + HEAD_SUFFIX)
 
 
-def _write_head(store: Store, seq: int, digest: str, unwitnessed: list[int] | None = None) -> None:
+def _write_head(
+    store: Store, seq: int, digest: str, notes: HeadNotes | None = None, *, upcoming: tuple[int, str] | None = None
+) -> None:
     """Record the newest row beside the database, atomically (a reader sees the old head or the new),
-    and the rows fxbatch found added without it (``unwitnessed``)."""
+    with the head's ``notes`` and the row about to be written (``upcoming``: seq, hash)."""
     path = head_path(store)
     if path is None:
         return
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     head: dict[str, Any] = {"seq": seq, "hash": digest}
-    if unwitnessed:
-        head["unwitnessed"] = sorted(set(unwitnessed))
+    if notes is not None and notes.unwitnessed:
+        head["unwitnessed"] = sorted(set(notes.unwitnessed))
+    if notes is not None and notes.removed:
+        head["removed"] = notes.removed
+    if upcoming is not None:
+        head["upcoming"] = list(upcoming)
     tmp.write_text(json.dumps(head) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -235,11 +278,14 @@ def copy_head(store: Store, copy: Path) -> None:
 
 
 class Head(NamedTuple):
-    """The head file: the newest row fxbatch wrote (seq -1: unreadable), and rows it found added without it."""
+    """The head file: the newest row fxbatch wrote (seq -1: unreadable), its notes, and the row it was
+    about to write (if any)."""
 
     seq: int
     hash: str
     unwitnessed: list[int]
+    removed: list[list[int]]
+    upcoming: tuple[int, str] | None
 
 
 def _read_head(store: Store) -> Head | None:
@@ -248,9 +294,14 @@ def _read_head(store: Store) -> Head | None:
         return None
     try:
         head = json.loads(path.read_text(encoding="utf-8"))
-        return Head(int(head["seq"]), str(head["hash"]), [int(s) for s in head.get("unwitnessed", [])])
-    except (OSError, ValueError, KeyError, TypeError):
-        return Head(-1, "", [])
+        upcoming = head.get("upcoming")
+        return Head(
+            int(head["seq"]), str(head["hash"]), [int(s) for s in head.get("unwitnessed", [])],
+            [[int(a), int(b)] for a, b in head.get("removed", [])],
+            (int(upcoming[0]), str(upcoming[1])) if upcoming else None,
+        )  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return Head(-1, "", [], [], None)
 
 
 @contextmanager
@@ -308,17 +359,24 @@ def _check_head(store: Store, rows: list[Any]) -> AuditCheck:
             return AuditCheck(ok=False, rows=len(rows), bad_seq=None,
                               reason=f"the head file {head_path(store)} is missing: rows may have been cut from the end")  # fmt: skip
         return AuditCheck(ok=True, rows=len(rows))
-    seq, digest, unwitnessed = head
+    seq, digest, unwitnessed, removed, upcoming = head
     where = head_path(store)
     if seq < 0:
         return AuditCheck(ok=False, rows=len(rows), bad_seq=None, reason=f"the head file {where} is unreadable")
+    if removed:
+        first, last = removed[0]
+        gone = f"row {first}" if first == last else f"rows {first}-{last}"
+        return AuditCheck(ok=False, rows=len(rows), bad_seq=first,
+                          reason=f"{gone} were gone when fxbatch next wrote row {first} (removed from the end, or the "
+                          f"database restored without its head file {where})")  # fmt: skip
+    if upcoming is not None and upcoming[0] == seq + 1 <= len(rows) and rows[seq][8] == upcoming[1]:
+        seq, digest = upcoming  # written by fxbatch, which stopped before its head (a crash): vouched for
     # Rows fxbatch did not write (a head written after each row would name them): added behind its back.
     added = sorted({*unwitnessed, *range(seq + 1, len(rows) + 1)} & set(range(1, len(rows) + 1)))
     if added:
         return AuditCheck(ok=False, rows=len(rows), bad_seq=added[0],
                           reason=f"{_rows_named(added)} {'was' if len(added) == 1 else 'were'} added without fxbatch "
-                          f"recording {'it' if len(added) == 1 else 'them'} in {where} (written behind its back, or "
-                          "a crash came between the row and its head)")  # fmt: skip
+                          f"recording {'it' if len(added) == 1 else 'them'} in {where}: written behind its back")  # fmt: skip
     if seq > len(rows):
         first = len(rows) + 1
         missing = f"row {first}" if seq == first else f"rows {first}-{seq}"

@@ -196,3 +196,53 @@ def test_a_row_appended_behind_fxbatchs_back_shows_and_stays_shown_after_later_r
         audit.record(wb.store, "root", "load", "file:x", {})  # a genuine row after it does not vouch for it
         check = wb.verify_audit()
         assert not check.ok and check.bad_seq == forged and "behind its back" in check.message
+
+
+def test_a_crash_between_a_row_and_its_head_leaves_a_trail_that_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Workbench.open_local(settings=Settings(db=tmp_path / "x.duckdb")) as wb:
+        audit.record(wb.store, "ana@desk.example", "load", "batch:1", {})
+        real = audit._write_head
+
+        def dies_after_the_row(store: Any, seq: int, digest: str, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("upcoming") is None:  # the head after the commit: the process is gone first
+                raise KeyboardInterrupt("killed")
+            real(store, seq, digest, *args, **kwargs)
+
+        monkeypatch.setattr(audit, "_write_head", dies_after_the_row)
+        with pytest.raises(KeyboardInterrupt):
+            audit.record(wb.store, "ana@desk.example", "export", "run:1", {})
+        monkeypatch.setattr(audit, "_write_head", real)
+        assert wb.verify_audit().ok, "the head said which row came next: fxbatch wrote it"
+        audit.record(wb.store, "ana@desk.example", "export", "run:2", {})
+        assert wb.verify_audit().ok and wb.verify_audit().rows == 3
+
+
+def test_rows_cut_from_the_end_stay_found_after_later_rows_unless_restored_with_the_head(tmp_path: Path) -> None:
+    db = tmp_path / "x.duckdb"
+    with Workbench.open_local(settings=Settings(db=db)) as wb:
+        for n in range(3):
+            audit.record(wb.store, "ana@desk.example", "export", f"run:{n}", {})
+        wb.backup(tmp_path / "copy.duckdb")  # with its head file
+        wb.store.cursor().execute("DELETE FROM audit_log WHERE seq >= 3")  # the newest rows cut
+        audit.record(wb.store, "root", "load", "file:x", {})
+        check = wb.verify_audit()
+        assert not check.ok and "were gone when fxbatch next wrote row 3" in check.message
+    restored = tmp_path / "restored.duckdb"
+    for suffix in ("", audit.HEAD_SUFFIX):  # a restore copies the backup and its head file
+        (tmp_path / f"restored.duckdb{suffix}").write_bytes((tmp_path / f"copy.duckdb{suffix}").read_bytes())
+    with Workbench.open_local(settings=Settings(db=restored)) as again:
+        audit.record(again.store, "root", "load", "file:y", {})
+        assert again.verify_audit().ok
+
+
+def test_two_workbenches_on_one_file_share_the_trails_lock(tmp_path: Path) -> None:
+    from fxbatch.store import Store
+
+    first, second = Store(tmp_path / "x.duckdb"), Store(tmp_path / "." / "x.duckdb")
+    try:
+        assert audit._lock(first) is audit._lock(second)
+    finally:
+        first.close()
+        second.close()
