@@ -579,7 +579,11 @@ def cmd_backup(wb: AnyWorkbench, args: argparse.Namespace) -> None:
         )
     path = wb.backup(args.output, force=args.force)
     payload = {"db": str(wb.settings.db), "backup": str(path), "bytes": path.stat().st_size}
-    _emit(args, payload, f"Backup of {wb.settings.db} written to {path} (restore: copy it over the database)")
+    _emit(
+        args,
+        payload,
+        f"Backup of {wb.settings.db} written to {path} (restore: copy it, and {path.name}.audit-head, over the database and its head)",
+    )
 
 
 def cmd_audit(wb: AnyWorkbench, args: argparse.Namespace) -> int:

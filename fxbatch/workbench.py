@@ -797,7 +797,7 @@ class Workbench:
     def backup(self, path: Path | str, *, force: bool = False) -> Path:
         """A consistent copy of the database at ``path`` that opens as one (``python -m fxbatch backup``).
 
-        To restore: stop fxbatch, then copy the backup over the database file."""
+        To restore: stop fxbatch, then copy the backup (and its ``.audit-head`` file) over the database's."""
         # On the trail (of the original; the copy's ends just before it): a copy holds every account in full.
         with self._audited("backup", f"file:{path}", needs=(Role.ADMIN, "back up the database")) as extra:
             copy = self.store.backup(path, force=force)
