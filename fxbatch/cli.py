@@ -309,8 +309,8 @@ def _approval_text(a: Approval) -> str:
 
 def _second_approver(wb: AnyWorkbench) -> str:
     """Who decides what this user proposed: with sign-in, another approver (four eyes)."""
-    login = wb.me().get("login") if isinstance(wb, Client) else wb.access.four_eyes
-    return "An approver other than you" if login else "An approver (no sign-in here: you may yourself)"
+    four_eyes = wb.me().get("four_eyes") if isinstance(wb, Client) else wb.access.four_eyes
+    return "An approver other than you" if four_eyes else "An approver (no sign-in here: you may yourself)"
 
 
 def cmd_request_run(wb: AnyWorkbench, args: argparse.Namespace) -> None:

@@ -33,6 +33,9 @@ class Me(BaseModel):
     role: Role | None
     via: str = Field(description="local (no login), sign-in or token.")
     login: bool = Field(description="Whether this server signs users in.")
+    four_eyes: bool = Field(
+        False, description="Whether real money needs a second person here (login, or a team's database)."
+    )
 
 
 class RunRequest(RunOptions):
@@ -50,7 +53,7 @@ class RoleChange(BaseModel):
 @router.get("/v1/me", response_model=Me, summary="Who the request acts as, and with which role")
 def me(wb: WB) -> Me:
     who = wb.access.principal()
-    return Me(name=who.name, role=who.role, via=who.via, login=wb.access.login)
+    return Me(name=who.name, role=who.role, via=who.via, login=wb.access.login, four_eyes=wb.access.four_eyes)
 
 
 @router.post("/v1/runs:request", status_code=201, response_model=Approval, summary="Request a real-money run")

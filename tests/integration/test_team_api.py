@@ -76,7 +76,13 @@ def test_every_call_needs_a_valid_token_and_says_how_to_get_one(
         assert_problem(bad.get("/batches"), 401, "NOT_SIGNED_IN")
     with client(url, tokens[VIEWER]) as viewer:
         assert viewer.get("/batches").status_code == 200
-        assert viewer.get("/me").json() == {"name": VIEWER, "role": "viewer", "via": "token", "login": True}
+        assert viewer.get("/me").json() == {
+            "name": VIEWER,
+            "role": "viewer",
+            "via": "token",
+            "login": True,
+            "four_eyes": True,
+        }
         token_id = tokens[VIEWER].split("_")[1]
         assert viewer.delete(f"/tokens/{token_id}").status_code == 204
         revoked = assert_problem(viewer.get("/batches"), 401, "NOT_SIGNED_IN")
