@@ -60,6 +60,9 @@ def edit_cell(page: Page, grid: Locator, *, row: int, column: int, old: str, new
     for _ in range(5):
         settle(page)
         grid.scroll_into_view_if_needed()
+        # A try that moved right scrolled the grid sideways: the click below must land on the first
+        # column again, not on whichever one the scroll left there.
+        grid.evaluate("el => el.querySelectorAll('.dvn-scroller').forEach(s => { s.scrollLeft = 0; })")
         box = grid.bounding_box()
         assert box is not None
         page.mouse.click(box["x"] + 30, box["y"] + 35 + row * 35 + 17)
