@@ -518,3 +518,8 @@ def test_a_batch_sent_to_an_http_bank_is_never_deleted_with_its_runs(bank: DocBa
         wb.run(other)
         wb.delete_batch(other)
         assert other not in [b.batch_id for b in wb.batches()]
+        # A run older versions let go on at the simulated bank had its stored bank rewritten: its
+        # real deals (ones the simulated bank never made) still keep the batch.
+        wb.store.cursor().execute("UPDATE runs SET config = json_object('seed', 1) WHERE run_id = ?", [real.run_id])
+        with pytest.raises(ConflictError, match=rf"Batch {batch} was sent to an HTTP bank \(run {real.run_id}\)"):
+            wb.delete_batch(batch)
