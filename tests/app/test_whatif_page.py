@@ -191,3 +191,29 @@ def test_a_sweep_started_elsewhere_shows_its_progress_here_and_an_analyst_can_ca
     assert not at.exception, at.exception
     assert not at.progress and not [b for b in at.button if b.key and b.key.startswith("cancel_other_sweep_")]
     assert wb.whatif.sweeps() == []
+
+
+def test_two_finished_runs_are_compared_once_not_on_every_rerun(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _page(db)
+    wb = workbench()
+    batch = wb.batches()[0].batch_id
+    wb.run(batch, seed=1, success_rate=0.7)
+    wb.run(batch, seed=2, success_rate=0.7)
+    asked: list[str] = []
+    real_compare, real_differing = wb.whatif.compare, wb.whatif.differing_trades
+
+    def compare(run_ids: list[int]) -> Any:
+        asked.append("compare")
+        return real_compare(run_ids)
+
+    def differing(run_a: int, run_b: int, limit: int = 1000) -> Any:
+        asked.append("differing")
+        return real_differing(run_a, run_b, limit)
+
+    monkeypatch.setattr(wb.whatif, "compare", compare)
+    monkeypatch.setattr(wb.whatif, "differing_trades", differing)
+    for _ in range(3):
+        at.run()
+        assert not at.exception
+    assert asked == ["compare", "differing"]
+    assert any("ended differently" in c.value for c in at.caption)
