@@ -89,8 +89,11 @@ class Workbench:
         # action checks the acting principal's role (``fxbatch.access``).
         self.access = Access(store, login=login, first_admin=settings.admin_email, token_days=settings.token_days)
         self._unmask_seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
-        self._memo_lock = threading.Lock()  # guards the two memos here
+        self._memo_lock = threading.Lock()  # guards the memos here
         self._fingerprints: dict[int, tuple[float, str]] = {}  # batch -> (when, fingerprint), listing only
+        # batch -> notional in ZAR at mid: a batch's trades never change once loaded, and batch ids are
+        # never reused, so each is summed once (every page listed the batches by summing every trade).
+        self._notionals: dict[int, float] = {}
         self.engine = Engine(store, rates, settings=settings)
         self.whatif = _WhatIf(self)
 
@@ -231,11 +234,22 @@ class Workbench:
 
     def batches(self) -> list[BatchInfo]:
         """Every batch, newest first, with its notional in ZAR at mid."""
-        notional = moneyview.batch_notional(self.store, self.rates.zar_factors())
-        return [
-            b.model_copy(update={"notional_zar": notional.get(b.batch_id, 0.0)})
-            for b in batches.list_batches(self.store)
-        ]
+        found = batches.list_batches(self.store)
+        notional = self._notional([b.batch_id for b in found])
+        return [b.model_copy(update={"notional_zar": notional.get(b.batch_id, 0.0)}) for b in found]
+
+    def _notional(self, batch_ids: list[int]) -> dict[int, float]:
+        """The batches' notionals in ZAR at mid, each summed over its trades once (``_notionals``)."""
+        with self._memo_lock:
+            known = {b: self._notionals[b] for b in batch_ids if b in self._notionals}
+        missing = [b for b in batch_ids if b not in known]
+        if missing:
+            summed = moneyview.batch_notional(self.store, self.rates.zar_factors(), missing)
+            fresh = {b: summed.get(b, 0.0) for b in missing}
+            with self._memo_lock:
+                self._notionals.update(fresh)
+            known |= fresh
+        return known
 
     def batches_df(self) -> pd.DataFrame:
         rows = [b.model_dump() for b in self.batches()]
@@ -243,8 +257,7 @@ class Workbench:
 
     def batch(self, batch_id: int) -> BatchInfo:
         found = batches.get_batch(self.store, batch_id)
-        notional = moneyview.batch_notional(self.store, self.rates.zar_factors(), [batch_id])
-        return found.model_copy(update={"notional_zar": notional.get(batch_id, 0.0)})
+        return found.model_copy(update={"notional_zar": self._notional([batch_id])[batch_id]})
 
     def trades(self, batch_id: int, limit: int | None = None, offset: int = 0, *, unmask: bool = False) -> pd.DataFrame:
         """A batch's trades in row order; ``limit``/``offset`` page through big batches.

@@ -97,3 +97,25 @@ def test_the_api_the_client_and_the_cli_give_the_same_money(wb: Workbench) -> No
         with contextlib.redirect_stdout(out):
             assert main(["--server", url, "show", str(run.run_id), "--json"]) == 0
     assert json.loads(out.getvalue())["money"] == money.model_dump(mode="json")
+
+
+def test_a_batchs_notional_is_summed_once_and_a_new_batch_alone_is_summed_next(
+    wb: Workbench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fxbatch import moneyview
+
+    first = load_sample(wb)
+    summed: list[list[int] | None] = []
+    real = moneyview.batch_notional
+
+    def counted(store: object, zar: object, batch_ids: list[int] | None = None) -> dict[int, float]:
+        summed.append(batch_ids)
+        return real(store, zar, batch_ids)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(moneyview, "batch_notional", counted)
+    before = {b.batch_id: b.notional_zar for b in wb.batches()}
+    assert before[first] > 0 and wb.batch(first).notional_zar == before[first]
+    second = load_sample(wb)
+    after = {b.batch_id: b.notional_zar for b in wb.batches()}
+    assert after == {**before, second: before[first]}  # the same file: the same notional
+    assert summed == [[first], [second]], "each batch's trades are summed once, not on every listing"
