@@ -270,6 +270,12 @@ def ensure_head(store: Store) -> None:
         cur.execute("INSERT OR IGNORE INTO meta VALUES (?, '1')", [_HEAD_KEY])
 
 
+def holding(store: Store) -> threading.Lock:
+    """The trail's lock, held around something that must see no row written meanwhile (a backup
+    and its head file: a row between them would name, in the copy's head, a row the copy lacks)."""
+    return _lock(store)
+
+
 def copy_head(store: Store, copy: Path) -> None:
     """Give a copy of the database (a backup) the head file of the original."""
     path = head_path(store)
@@ -365,9 +371,9 @@ def _check_head(store: Store, rows: list[Any]) -> AuditCheck:
         return AuditCheck(ok=False, rows=len(rows), bad_seq=None, reason=f"the head file {where} is unreadable")
     if removed:
         first, last = removed[0]
-        gone = f"row {first}" if first == last else f"rows {first}-{last}"
+        gone = f"row {first} was" if first == last else f"rows {first}-{last} were"
         return AuditCheck(ok=False, rows=len(rows), bad_seq=first,
-                          reason=f"{gone} were gone when fxbatch next wrote row {first} (removed from the end, or the "
+                          reason=f"{gone} gone when fxbatch next wrote row {first} (removed from the end, or the "
                           f"database restored without its head file {where})")  # fmt: skip
     if upcoming is not None and upcoming[0] == seq + 1 <= len(rows) and rows[seq][8] == upcoming[1]:
         seq, digest = upcoming  # written by fxbatch, which stopped before its head (a crash): vouched for

@@ -813,8 +813,9 @@ class Workbench:
         To restore: stop fxbatch, then copy the backup (and its ``.audit-head`` file) over the database's."""
         # On the trail (of the original; the copy's ends just before it): a copy holds every account in full.
         with self._audited("backup", f"file:{path}", needs=(Role.ADMIN, "back up the database")) as extra:
-            copy = self.store.backup(path, force=force)
-            audit.copy_head(self.store, copy)  # the backup's trail checks as the original's did
+            with audit.holding(self.store):  # no row written between the copy and its head
+                copy = self.store.backup(path, force=force)
+                audit.copy_head(self.store, copy)  # the backup's trail checks as the original's did
             extra["path"] = str(copy)
         return copy
 
