@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -14,7 +12,7 @@ from fxbatch import FxBatchError, Workbench
 from fxbatch.access import Role
 from fxbatch.errors import invalid_values
 from fxbatch.labels import batch_status_label, field_label
-from fxbatch.masking import export_name, export_path
+from fxbatch.masking import export_name
 from fxbatch.models import DEFAULT_FAILURE_MIX, FailureCode, RunConfig, RunSummary
 from fxbatch.workbench import make_config, retry_seed
 from pages.common import (
@@ -25,9 +23,9 @@ from pages.common import (
     SELECT_ROWS,
     TRADE_TABLE,
     TableConfig,
-    as_this_user,
     cancel_with_confirmation,
     confirmed,
+    deferred_export,
     get_workbench,
     may,
     needs_role,
@@ -332,22 +330,6 @@ def _delete(wb: Workbench, batch_id: int, name: str) -> None:
         st.rerun()
 
 
-def _batch_csv(wb: Workbench, batch_id: int, unmask: bool) -> bytes:
-    """Every trade of the batch as CSV, built when the analyst clicks (deferred: a big batch costs nothing until then)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trades.csv"
-        wb.export_batch(batch_id, path, unmask=unmask)
-        return export_path(path, unmask=unmask).read_bytes()  # where an unmasked file was written
-
-
-def _rejections_csv(wb: Workbench, batch_id: int, unmask: bool) -> bytes:
-    """Every rejection of the batch as CSV, built when the analyst clicks."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "rejections.csv"
-        wb.export_rejections(batch_id, path, unmask=unmask)
-        return export_path(path, unmask=unmask).read_bytes()
-
-
 def _rows(wb: Workbench, batch_id: int) -> None:
     analyst = may(wb, Role.ANALYST)  # full account numbers and exports: analysts and above
     unmask = analyst and st.toggle(
@@ -391,7 +373,7 @@ def _rows(wb: Workbench, batch_id: int) -> None:
         if analyst:
             st.download_button(
                 f"Download {name} ({total:,} trades)",
-                as_this_user(lambda: _batch_csv(wb, batch_id, unmask)),
+                deferred_export(lambda path, full: wb.export_batch(batch_id, path, unmask=full), ".csv", unmask),
                 file_name=name,
                 mime="text/csv",
                 on_click="ignore",
@@ -409,7 +391,9 @@ def _rows(wb: Workbench, batch_id: int) -> None:
                 st.download_button(
                     "Download all rejections (CSV, UNMASKED)" if unmask else "Download all rejections (CSV)",
                     # Built when clicked (an export: on the audit trail), masked unless unmasked.
-                    as_this_user(lambda: _rejections_csv(wb, batch_id, unmask)),
+                    deferred_export(
+                        lambda path, full: wb.export_rejections(batch_id, path, unmask=full), ".csv", unmask
+                    ),
                     file_name=name,
                     mime="text/csv",
                     on_click="ignore",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, TypedDict, TypeVar
 
 import pandas as pd
@@ -15,6 +17,7 @@ from fxbatch.access import Principal, Role, act_as, acting, current
 from fxbatch.errors import ServerError, SettingsError
 from fxbatch.labels import field_label
 from fxbatch.login import LoginConfig, login_config
+from fxbatch.masking import export_path
 from fxbatch.serving import current_login, current_workbench, hosted_here
 from fxbatch.settings import settings_from_secrets
 
@@ -72,6 +75,21 @@ def auth_section() -> Any:
 def may(wb: Workbench, role: Role) -> bool:
     """Whether the person using the page may do what needs ``role`` (pages hide what they may not)."""
     return wb.access.may(role)
+
+
+def deferred_export(write: Callable[[Path, bool], object], suffix: str, unmask: bool) -> Callable[[], bytes]:
+    """A download's data, built when the analyst clicks, as the person on the page: ``write(path,
+    unmask)`` is an export (``wb.export_run``, ``export_batch``, ...); the bytes come from where it
+    wrote them (an unmasked file's name says so, ``masking.export_path``). A big file costs nothing
+    until then, and the page holds none."""
+
+    def build() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"export{suffix}"
+            write(path, unmask)
+            return export_path(path, unmask=unmask).read_bytes()
+
+    return as_this_user(build)
 
 
 def as_this_user(fn: Callable[[], T]) -> Callable[[], T]:

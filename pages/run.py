@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -15,7 +13,7 @@ from fxbatch.access import Role
 from fxbatch.analytics import TradeFilter
 from fxbatch.errors import invalid_values
 from fxbatch.labels import run_status_label, stage_label, trade_status_label
-from fxbatch.masking import export_name, export_path
+from fxbatch.masking import export_name
 from fxbatch.models import RunStatus, RunSummary
 from fxbatch.money import zar_compact
 from fxbatch.moneyview import RunMoney
@@ -23,8 +21,8 @@ from fxbatch.settlements import Settlement, SettlementStatus
 from pages.common import (
     POLL_S,
     SELECT_ROWS,
-    as_this_user,
     cancel_with_confirmation,
+    deferred_export,
     get_workbench,
     may,
     needs_role,
@@ -378,14 +376,6 @@ def _detail(wb: Workbench, run_id: int, row: int, unmask: bool) -> None:
 PAGE_XLSX_MAX = 100_000
 
 
-def _run_file(wb: Workbench, run_id: int, suffix: str, unmask: bool) -> bytes:
-    """The run's export, built when the analyst clicks (deferred: the page holds no file)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"run{suffix}"
-        wb.export_run(run_id, path, unmask=unmask)
-        return export_path(path, unmask=unmask).read_bytes()  # where an unmasked file was written
-
-
 def _export(wb: Workbench, summary: RunSummary) -> None:
     run_id = summary.run_id
     st.subheader("Export")
@@ -409,7 +399,7 @@ def _export(wb: Workbench, summary: RunSummary) -> None:
     # Built when clicked, from the run as it is then (an export: on the audit trail).
     c2.download_button(
         f"Download {name} ({summary.trades:,} trades)",
-        as_this_user(lambda: _run_file(wb, run_id, suffix, unmask)),
+        deferred_export(lambda path, full: wb.export_run(run_id, path, unmask=full), suffix, unmask),
         file_name=name,
         mime=MIME[suffix],
         on_click="ignore",
