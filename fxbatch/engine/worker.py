@@ -117,6 +117,18 @@ def final_rows(
     return records.FinalRows(**base)
 
 
+def inflight_fields(rows: pa.Table) -> dict[str, np.ndarray]:
+    """The final record's fields a booking sent for these trades carried (``load_todo``'s in-flight
+    columns): the quote, its rate and expiry, and when the trade was executed and quoted."""
+    return {
+        "quote_id": records.integers(rows, "inflight_quote_id"),
+        "quote_rate": records.numeric(rows, "inflight_quote_rate"),
+        "quote_expiry": records.numeric(rows, "inflight_quote_expiry"),
+        "executing_at": records.numeric(rows, "inflight_executing_at"),
+        "quoted_at": records.numeric(rows, "inflight_quoted_at"),
+    }
+
+
 def write_cancelled(cur: duckdb.DuckDBPyConnection, run_id: int, todo: pa.Table) -> int:
     """Trades not final end CANCELLED (the move is checked like any other); returns how many.
 
@@ -135,12 +147,8 @@ def write_cancelled(cur: duckdb.DuckDBPyConnection, run_id: int, todo: pa.Table)
             cur, run_id,
             final_rows(
                 src, T.CANCELLED, records.numeric(todo, "amount_zar"), time.time(), attempts=attempts,
-                quote_id=records.integers(todo, "inflight_quote_id"),
-                quote_rate=records.numeric(todo, "inflight_quote_rate"),
-                quote_expiry=records.numeric(todo, "inflight_quote_expiry"), deal_txn_id=todo.column("inflight_deal").combine_chunks(),
-                executing_at=records.numeric(todo, "inflight_executing_at"),
-                quoted_at=records.numeric(todo, "inflight_quoted_at"),
-                spread_pips=records.numeric(todo, "spread_pips"), value_day=records.numeric(todo, "value_day"),
+                deal_txn_id=todo.column("inflight_deal").combine_chunks(), spread_pips=records.numeric(todo, "spread_pips"),
+                value_day=records.numeric(todo, "value_day"), **inflight_fields(todo),
             ),
         )  # fmt: skip
     return n
@@ -423,17 +431,14 @@ class Worker:
             sent = money.deal_rates(w.quote_rate, w.is_buy, w.spread_pips, self.pip[w.pair_code])
             rate = status.deal_rate[booked]
             w.deal_rate[:] = np.where(np.isnan(rate), sent, rate)
+            given = inflight_fields(done)
             quote_id = status.quote_id[booked]
-            quote_id = np.where(quote_id == 0, records.integers(done, "inflight_quote_id"), quote_id)
+            given["quote_id"] = np.where(quote_id == 0, given["quote_id"], quote_id)
             final = final_rows(
                 records.numeric(done, "src_row").astype(np.int64), T.SUCCESS, records.numeric(done, "amount_zar"),
                 time.time(), attempts=records.numeric(done, "inflight_attempt").astype(np.int64),
-                quote_id=quote_id, quote_rate=records.numeric(done, "inflight_quote_rate"),
-                quote_expiry=records.numeric(done, "inflight_quote_expiry"),
-                deal_txn_id=deals.filter(pa.array(booked)),
-                deal_rate=w.deal_rate, executing_at=records.numeric(done, "inflight_executing_at"),
-                quoted_at=records.numeric(done, "inflight_quoted_at"), spread_pips=w.spread_pips,
-                value_day=w.value_day, spread_income_zar=self._income(w, np.arange(len(w))),
+                deal_txn_id=deals.filter(pa.array(booked)), deal_rate=w.deal_rate, spread_pips=w.spread_pips,
+                value_day=w.value_day, spread_income_zar=self._income(w, np.arange(len(w))), **given,
             )  # fmt: skip
             records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
             self.job.progress.finished({T.SUCCESS.value: int(booked.sum())})
@@ -448,10 +453,7 @@ class Worker:
         final = final_rows(
             w.src, T.FAILED, records.numeric(rows, "amount_zar"), time.time(),
             failure=np.full(n, TIMEOUT, dtype=np.int8), attempts=records.numeric(rows, "inflight_attempt").astype(np.int64),
-            quote_id=records.integers(rows, "inflight_quote_id"), quote_rate=records.numeric(rows, "inflight_quote_rate"),
-            quote_expiry=records.numeric(rows, "inflight_quote_expiry"), deal_txn_id=deals,
-            executing_at=records.numeric(rows, "inflight_executing_at"),
-            quoted_at=records.numeric(rows, "inflight_quoted_at"), spread_pips=w.spread_pips, value_day=w.value_day,
+            deal_txn_id=deals, spread_pips=w.spread_pips, value_day=w.value_day, **inflight_fields(rows),
             failure_message=pa.array(message if message is not None else [None] * n, type=pa.string()),
         )  # fmt: skip
         records.write_final(cur, self.job.run_id, final)  # type: ignore[arg-type]
