@@ -791,8 +791,13 @@ class Workbench:
                 audit.record(self.store, self.actor, "unmask", obj, params, outcome=audit.failure(refused))
                 raise
         yield
-        if not unmask:
-            return
+        if unmask:
+            self.note_unmasked(obj, **params)
+
+    def note_unmasked(self, obj: str, **params: Any) -> None:
+        """Record that the person acting has read full account numbers of ``obj`` (a view named by
+        ``params``): once per look, as ``_unmasked`` does for the workbench's own reads. For a
+        caller that unmasked what it read itself (the API's answers to an upload)."""
         view = tuple(sorted((k, str(v)) for k, v in params.items() if k not in ("limit", "offset")))
         key = (audit.current_actor(self.actor), obj, view)
         now = time.monotonic()

@@ -9,7 +9,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from fxbatch import audit
 from fxbatch.api.deps import BIG, WB, BatchId, api_url
 from fxbatch.api.problems import PROBLEM_RESPONSES, Problem, error_response, problem
 from fxbatch.api.review import Unmask
@@ -64,7 +63,7 @@ def _shown(wb: Workbench, report: CheckReport, form: UploadForm, filename: str) 
     """The report as the API shows it: rejected accounts masked, as in every table, unless the form
     asks ``unmask`` (then the read is on the audit trail, as an unmasked table's is)."""
     if form.unmask:
-        audit.record(wb.store, wb.actor, "unmask", f"file:{filename}", {"view": "check"})
+        wb.note_unmasked(f"file:{filename}", view="check")
         return report
     return report.model_copy(
         update={
@@ -99,7 +98,7 @@ async def load_batch(request: Request, wb: WB) -> Response:
     location = api_url(request, f"/v1/batches/{result.batch_id}")
     # A rejected account number is masked, as in every table (GET .../rejections?unmask=true shows it).
     if form.unmask:
-        audit.record(wb.store, wb.actor, "unmask", f"batch:{result.batch_id}", {"view": "load"})
+        wb.note_unmasked(f"batch:{result.batch_id}", view="load")
     else:
         result = result.model_copy(update={"rejections": mask_rejections(result.rejections, False)})
     return JSONResponse(result.summary(), status_code=201, headers={"Location": location})
