@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from fxbatch.errors import FxBatchError
+from fxbatch.errors import FxBatchError, rows_text
 
 if TYPE_CHECKING:
     import duckdb
@@ -351,8 +351,7 @@ def verify(store: Store) -> AuditCheck:
 
 
 def _rows_named(seqs: list[int]) -> str:
-    return f"row {seqs[0]}" if len(seqs) == 1 else "rows " + ", ".join(map(str, seqs[:10])) + (
-        f" and {len(seqs) - 10} more" if len(seqs) > 10 else "")  # fmt: skip
+    return f"row {seqs[0]}" if len(seqs) == 1 else "rows " + rows_text(seqs)
 
 
 def _check_head(store: Store, rows: list[Any]) -> AuditCheck:

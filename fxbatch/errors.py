@@ -142,3 +142,9 @@ def invalid_values(exc: ValidationError) -> list[str]:
     """Each bad value of a settings model as ``field.path: why`` (a check of fxbatch's own in its
     own words, without pydantic's "Value error, " prefix); the CLI and the run form show them."""
     return [f"{'.'.join(map(str, e['loc']))}: {str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors()]
+
+
+def rows_text(rows: list[int]) -> str:
+    """Row numbers for a message: the first 20, then how many more."""
+    shown = ", ".join(str(r) for r in rows[:20])
+    return shown + (f" and {len(rows) - 20:,} more" if len(rows) > 20 else "")

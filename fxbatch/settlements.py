@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from fxbatch.engine import records
-from fxbatch.errors import ConflictError, NotFoundError, SettingsError
+from fxbatch.errors import ConflictError, NotFoundError, SettingsError, rows_text
 from fxbatch.store import update_returning, utc_now
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def _checked(found: Settlement, doubt: dict[int, int]) -> Settlement:
     gone = sorted(r for r, q in found.quotes.items() if doubt.get(r) != q)
     if not gone:
         return found
-    why = f"row(s) {records.rows_text(gone)} are no longer in doubt as proposed (settled since, or sent to the bank again)"
+    why = f"row(s) {rows_text(gone)} are no longer in doubt as proposed (settled since, or sent to the bank again)"
     return found.model_copy(update={"status": SettlementStatus.VOID, "void_reason": why})
 
 

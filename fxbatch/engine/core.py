@@ -27,7 +27,7 @@ from fxbatch.engine import records
 from fxbatch.engine.by_hand import HandSettlement
 from fxbatch.engine.jobs import Job, Progress
 from fxbatch.engine.worker import Worker, write_cancelled
-from fxbatch.errors import ConflictError, SettingsError
+from fxbatch.errors import ConflictError, SettingsError, rows_text
 from fxbatch.models import RunConfig, RunStatus, RunSummary, TradeStatus, same_bank
 from fxbatch.rates import RateTable
 from fxbatch.settings import Settings, load_settings
@@ -215,7 +215,7 @@ class Engine:
             named = self._check_settlement(run_id, yes, no)
             if quotes is not None and (moved := sorted(r for r, q in named.items() if quotes.get(r) != q)):
                 raise ConflictError(
-                    f"Row(s) {records.rows_text(moved)} of run {run_id} were sent to the bank again since the settlement was "
+                    f"Row(s) {rows_text(moved)} of run {run_id} were sent to the bank again since the settlement was "
                     "proposed: what the bank's dealers said was of another booking. Propose it again."
                 )
             cur = self.store.cursor()
@@ -244,7 +244,7 @@ class Engine:
         if not yes and not no:
             raise SettingsError(f"Nothing to settle for run {run_id}: name the rows booked or not booked.")
         if twice := sorted(r for r, n in Counter(yes + no).items() if n > 1):
-            raise SettingsError(f"Row(s) {records.rows_text(twice)} of run {run_id} are named more than once.")
+            raise SettingsError(f"Row(s) {rows_text(twice)} of run {run_id} are named more than once.")
         summary = records.get_run(self.store, run_id)
         if summary.status is not RunStatus.INTERRUPTED:
             raise ConflictError(
@@ -254,8 +254,8 @@ class Engine:
         doubt = records.doubt_quotes(self.store.cursor(), run_id)
         if stray := sorted(set(yes + no) - set(doubt)):
             raise ConflictError(
-                f"Row(s) {records.rows_text(stray)} of run {run_id} have no booking in doubt"
-                f"{' (its bookings in doubt: rows ' + records.rows_text(sorted(doubt)) + ')' if doubt else ''}: only a "
+                f"Row(s) {rows_text(stray)} of run {run_id} have no booking in doubt"
+                f"{' (its bookings in doubt: rows ' + rows_text(sorted(doubt)) + ')' if doubt else ''}: only a "
                 "booking the bank's status could not settle is settled by hand (a resume asks the bank first)."
             )
         return {r: doubt[r] for r in yes + no}

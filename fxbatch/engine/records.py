@@ -221,12 +221,6 @@ _IN_DOUBT = f"""{_UNANSWERED} i
         AND d.said NOT IN ('NOT_FOUND', 'COMPLETED', '{REFUSED}')  -- the bank's newest answer settled it"""
 
 
-def rows_text(rows: list[int]) -> str:
-    """Source rows for a message: the first 20, then how many more."""
-    shown = ", ".join(str(r) for r in rows[:20])
-    return shown + (f" and {len(rows) - 20:,} more" if len(rows) > 20 else "")
-
-
 def said_text(word: str) -> str:
     """A status word the bank's GetTxnStatus left a booking in doubt with, for the desk."""
     return _SAID_TEXT.get(word, word)
