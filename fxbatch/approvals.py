@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -265,14 +266,27 @@ def decide(
 
 
 def claim(
-    store: Store, approval_id: int, batch_id: int, config: RunConfig, settings: Settings, *, four_eyes: bool = False
+    store: Store,
+    approval_id: int,
+    batch_id: int,
+    config: RunConfig,
+    settings: Settings,
+    *,
+    approver: Callable[[str], bool] | None = None,
 ) -> Approval:
     """Take an approval for one run of ``batch_id`` with ``config``: it must be approved, unexpired and
     still match; it is then used (``bind`` records the run). ConflictError saying why otherwise.
-    ``four_eyes`` (login): one its requester decided (where nobody signs in) starts nothing."""
+    ``approver`` (four eyes: whether a person holds the approver role here): one decided by someone
+    who does not (a decision taken without sign-in), or by its own requester, starts nothing."""
     row = _row(store, approval_id)
     current = _approval(row)
-    if four_eyes and current.decided_by is not None and current.decided_by == current.requested_by:
+    decided_by = current.decided_by
+    if approver is not None and decided_by is not None and not approver(decided_by):
+        raise ConflictError(
+            f"Approval {approval_id} was decided by {decided_by}, who holds no approver role here (a decision "
+            "taken without sign-in, or by someone whose role was taken away): request the run again."
+        )
+    if approver is not None and decided_by is not None and decided_by == current.requested_by:
         raise ConflictError(
             f"Approval {approval_id} was decided by the person who requested it ({current.requested_by}), without a "
             "second person: request the run again, for another approver."

@@ -350,16 +350,13 @@ class Workbench:
                     f"then start it with the approval's id once an approver has approved it.{where}"
                 )
             return None
-        if self.access.four_eyes:
-            decided_by = approvals.get(self.store, approval).decided_by
-            role = self.access.role_of(decided_by) if decided_by else None
-            if decided_by and not (role and role.allows(Role.APPROVER)):
-                raise ConflictError(
-                    f"Approval {approval} was decided by {decided_by}, who holds no approver role here (a decision "
-                    "taken without sign-in, or by someone whose role was taken away): request the run again."
-                )
-        approvals.claim(self.store, approval, batch_id, config, self.settings, four_eyes=self.access.four_eyes)
+        approvals.claim(self.store, approval, batch_id, config, self.settings,
+                        approver=self._is_approver if self.access.four_eyes else None)  # fmt: skip
         return approval
+
+    def _is_approver(self, email: str) -> bool:
+        role = self.access.role_of(email)
+        return bool(role and role.allows(Role.APPROVER))
 
     # -- four-eyes approvals ----------------------------------------------------------
     def request_run(self, batch_id: int, config: RunConfig | None = None, **overrides: object) -> Approval:
