@@ -36,6 +36,7 @@ from fxbatch.models import SEED_MAX, RunProgress, RunStatus, RunSummary
 from fxbatch.settings import load_settings
 from fxbatch.settlements import Settlement
 from fxbatch.tablejson import records
+from fxbatch.whatif.compare import split_differing
 from fxbatch.whatif.models import Sweep
 from fxbatch.whatif.sweep import MAX_SCENARIOS
 from fxbatch.workbench import Workbench
@@ -525,8 +526,7 @@ def cmd_compare(wb: AnyWorkbench, args: argparse.Namespace) -> None:
     text = table.to_string(index=False)
     if len(args.run_ids) == 2:
         diff = wb.whatif.differing_trades(args.run_ids[0], args.run_ids[1])
-        total = int(diff["differing"].iloc[0]) if len(diff) else 0  # in all: the list stops at 1,000
-        diff = diff.drop(columns="differing")
+        total, diff = split_differing(diff)  # in all: the list stops at 1,000
         payload["differing"] = total
         payload["differing_trades"] = records(diff)
         text += f"\n\n{total:,} trade(s) differ" + (

@@ -13,6 +13,7 @@ from fxbatch.access import Role
 from fxbatch.errors import CancelledError
 from fxbatch.labels import run_status_label, trade_status_label
 from fxbatch.whatif import charts
+from fxbatch.whatif.compare import split_differing
 from fxbatch.whatif.models import ScenarioResult
 from fxbatch.workbench import SweepJob
 from pages.common import (
@@ -343,11 +344,10 @@ def _compare(wb: Workbench) -> None:
         except FxBatchError as exc:
             st.caption(exc.message)
             return
-        total = int(diff["differing"].iloc[0]) if len(diff) else 0
+        total, diff = split_differing(diff)
         listed = f" (the first {len(diff):,} listed)" if total > len(diff) else ""
         st.caption(f"{total:,} trade(s) ended differently in run {chosen[0]} and run {chosen[1]}{listed}, of the trades "
                    "both runs cover: a retry run covers the failed trades of the run it retries.")  # fmt: skip
-        diff = diff.drop(columns="differing")
         a, b = chosen
         for column in ("status_a", "status_b"):
             if column in diff:

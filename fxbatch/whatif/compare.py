@@ -86,3 +86,9 @@ def differing_trades(store: Store, run_a: int, run_b: int, limit: int = 1000) ->
         )
         .df()
     )
+
+
+def split_differing(diff: pd.DataFrame) -> tuple[int, pd.DataFrame]:
+    """``differing_trades``' answer as (how many trades differ in all, the rows listed without that column)."""
+    total = int(diff["differing"].iloc[0]) if len(diff) else 0
+    return total, diff.drop(columns="differing")
