@@ -175,9 +175,7 @@ class Client:
         try:
             handle = path.open("rb")
         except OSError as exc:
-            raise errors.UnusableFileError(
-                f"Cannot open {path.name}: {exc.strerror or exc}", code="UNREADABLE_FILE"
-            ) from exc
+            raise errors.UnusableFileError.unreadable(path.name, exc) from exc
         with handle:
             return self.json("POST", route, data=form, files={"file": (display_name or path.name, handle)})
 

@@ -43,6 +43,11 @@ class FxBatchError(Exception):
 class UnusableFileError(FxBatchError):
     """The file cannot be loaded at all; no batch is created."""
 
+    @classmethod
+    def unreadable(cls, name: str, exc: OSError) -> UnusableFileError:
+        """The file could not be opened (one wording, whether read here or uploaded to a server)."""
+        return cls(f"Cannot open {name}: {exc.strerror or exc}", code="UNREADABLE_FILE")
+
     code = "UNUSABLE_FILE"
     # The file's header cells, when the header was found but could not be mapped onto the
     # fields (missing or ambiguous columns): what a mapping editor offers to remap.

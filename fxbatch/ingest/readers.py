@@ -76,7 +76,7 @@ def detect_kind(path: Path) -> str:
         with path.open("rb") as fh:
             head = fh.read(8192)
     except OSError as exc:
-        raise UnusableFileError(f"Cannot open {path.name}: {exc.strerror or exc}", code="UNREADABLE_FILE") from exc
+        raise UnusableFileError.unreadable(path.name, exc) from exc
     suffix = path.suffix.lower()
     if not head.strip(b"\xef\xbb\xbf \t\r\n"):
         raise UnusableFileError(f"{path.name} is empty: expected a header row and trade rows.", code="EMPTY_FILE")
