@@ -66,6 +66,14 @@ def edit_cell(page: Page, grid: Locator, *, row: int, column: int, old: str, new
         box = grid.bounding_box()
         assert box is not None
         page.mouse.click(box["x"] + 30, box["y"] + 35 + row * 35 + 17)
+        try:
+            # The keys go where the focus is: to the grid only once the click has given it the focus
+            # (a grid still drawing after a rerun takes the arrows elsewhere, and Enter opens column 0).
+            page.wait_for_function("el => el.contains(document.activeElement)", arg=grid.element_handle(),
+                                   timeout=10_000)  # fmt: skip
+        except PlaywrightTimeoutError:
+            seen.append([])
+            continue
         for _ in range(column):
             page.keyboard.press("ArrowRight")
         page.keyboard.press("Enter")
